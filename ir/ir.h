@@ -1,0 +1,400 @@
+/* ir.h - what the ir/ module offers: the graph IR (nodes, constants, builder with shape
+ * inference), its text form, its verifier, and the kernel IR both backends render.
+ * Bottom layer: includes only the public header and the C library.
+ */
+#ifndef KILN_IR_H
+#define KILN_IR_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdbool.h>
+#include "kiln.h"
+
+/* ------------------------------------------------------------------------------------
+ * Diagnostics: every internal function that can fail takes a kiln_diag and returns a
+ * kiln_status. The first error wins; later ones are ignored (sticky).
+ * ---------------------------------------------------------------------------------- */
+typedef struct kiln_diag {
+  kiln_status status;
+  char msg[2048];
+} kiln_diag;
+
+kiln_status kiln_diag_set(kiln_diag *d, kiln_status st, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Appends to an error already set (for "list every unsupported op" style messages). */
+void kiln_diag_append(kiln_diag *d, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Internal invariant check: stays on in release builds; aborts with file:line. Only for
+ * bugs in Kiln, never for anything a user can cause (those get a status). */
+#define KILN_ASSERT(c)                                                                 \
+  do {                                                                                 \
+    if (!(c)) kiln_ir_assert_fail(#c, __FILE__, __LINE__);                             \
+  } while (0)
+_Noreturn void kiln_ir_assert_fail(const char *cond, const char *file, int line);
+
+/* ------------------------------------------------------------------------------------
+ * Allocation: everything goes through the context's allocator hook (kiln.h). An arena is
+ * a bump allocator freed at once; the graph and the kernel program each own one.
+ * ---------------------------------------------------------------------------------- */
+void *kiln_ir_malloc(const kiln_allocator *a, size_t n);          /* NULL on failure */
+void *kiln_ir_realloc(const kiln_allocator *a, void *p, size_t n);
+void kiln_ir_free(const kiln_allocator *a, void *p);
+const kiln_allocator *kiln_ir_default_allocator(void);
+
+typedef struct kiln_arena kiln_arena;
+kiln_arena *kiln_arena_create(const kiln_allocator *a);
+void *kiln_arena_alloc(kiln_arena *ar, size_t n);   /* zeroed, 16-aligned; NULL on OOM */
+char *kiln_arena_strdup(kiln_arena *ar, const char *s);
+void kiln_arena_destroy(kiln_arena *ar);
+
+/* ------------------------------------------------------------------------------------
+ * Ops and dtypes
+ * ---------------------------------------------------------------------------------- */
+typedef enum kiln_category {
+  KILN_CAT_LEAF,
+  KILN_CAT_ELEMENTWISE,
+  KILN_CAT_MOVEMENT,
+  KILN_CAT_REDUCE,
+  KILN_CAT_WINDOW,
+  KILN_CAT_CONTRACTION,
+  KILN_CAT_OPAQUE,
+} kiln_category;
+
+/* Attribute fields, as a bitmask per op (ops.def, column ATTRS). */
+enum {
+  KILN_A_NONE = 0,
+  KILN_A_AXIS = 1 << 0,
+  KILN_A_AXES = 1 << 1,
+  KILN_A_KEEPDIMS = 1 << 2,
+  KILN_A_PERM = 1 << 3,
+  KILN_A_STARTS = 1 << 4,
+  KILN_A_STEPS = 1 << 5,
+  KILN_A_LO = 1 << 6,
+  KILN_A_HI = 1 << 7,
+  KILN_A_VALUE = 1 << 8,
+  KILN_A_KIND = 1 << 9,
+  KILN_A_WINDOW = 1 << 10,
+  KILN_A_STRIDES = 1 << 11,
+  KILN_A_DILATIONS = 1 << 12,
+  KILN_A_GROUPS = 1 << 13,
+  KILN_A_COUNT_PAD = 1 << 14,
+  KILN_A_K = 1 << 15,
+};
+
+typedef enum kiln_op {
+#define X(name, cat, arity, attrs, meaning) KILN_OP_##name,
+#include "ops.def"
+#undef X
+  KILN_OP_COUNT
+} kiln_op;
+
+typedef struct kiln_op_info {
+  const char *name;
+  kiln_category category;
+  int arity;      /* -1 variadic */
+  uint32_t attrs; /* KILN_A_* */
+  const char *meaning;
+} kiln_op_info;
+
+extern const kiln_op_info kiln_op_table[KILN_OP_COUNT];
+const char *kiln_op_name(kiln_op op);
+bool kiln_op_from_name(const char *name, kiln_op *op);
+
+enum { KILN_POOL_MAX = 0, KILN_POOL_AVG = 1, KILN_POOL_SUM = 2 };
+
+/* dtypes: kiln_dtype is public (kiln.h). */
+size_t kiln_dtype_size(kiln_dtype t);  /* bool is 1 byte */
+const char *kiln_dtype_name(kiln_dtype t); /* "f32", "i64", "bool", ... */
+bool kiln_dtype_from_name(const char *s, kiln_dtype *t);
+bool kiln_dtype_is_float(kiln_dtype t);  /* f32 f64 f16 bf16 */
+bool kiln_dtype_is_int(kiln_dtype t);    /* i8 i16 i32 i64 u8 */
+float kiln_f16_to_f32(uint16_t h);
+uint16_t kiln_f32_to_f16(float f);       /* round to nearest even */
+float kiln_bf16_to_f32(uint16_t h);
+uint16_t kiln_f32_to_bf16(float f);      /* round to nearest even */
+
+/* ------------------------------------------------------------------------------------
+ * Shapes
+ * ---------------------------------------------------------------------------------- */
+#define KILN_MAX_RANK 8
+
+typedef struct kiln_shape {
+  int32_t rank;
+  int64_t dims[KILN_MAX_RANK];
+} kiln_shape;
+
+int64_t kiln_shape_numel(const kiln_shape *s); /* 1 for rank 0 */
+bool kiln_shape_eq(const kiln_shape *a, const kiln_shape *b);
+kiln_shape kiln_shape_make(int32_t rank, const int64_t *dims);
+/* Row-major strides in elements. */
+void kiln_shape_strides(const kiln_shape *s, int64_t *strides);
+
+/* ------------------------------------------------------------------------------------
+ * Graph IR. A DAG of single-output nodes in topological order (inputs of node i are < i).
+ * ---------------------------------------------------------------------------------- */
+typedef struct kiln_attrs {
+  int32_t axis;                        /* KILN_A_AXIS: normalized, 0 <= axis < rank */
+  int32_t n_axes;                      /* KILN_A_AXES: sorted, unique, normalized */
+  int32_t axes[KILN_MAX_RANK];
+  int32_t keepdims;                    /* KILN_A_KEEPDIMS: 0 or 1 */
+  int32_t perm[KILN_MAX_RANK];         /* KILN_A_PERM: one per output dim */
+  int64_t starts[KILN_MAX_RANK];       /* KILN_A_STARTS: one per dim, in range */
+  int64_t steps[KILN_MAX_RANK];        /* KILN_A_STEPS: one per dim, nonzero */
+  int64_t lo[KILN_MAX_RANK];           /* KILN_A_LO: pad: one per dim; pool/conv: per spatial dim */
+  int64_t hi[KILN_MAX_RANK];           /* KILN_A_HI: as lo */
+  double value;                        /* KILN_A_VALUE: pad fill value */
+  int32_t kind;                        /* KILN_A_KIND: op-specific, see ops.def */
+  int64_t window[KILN_MAX_RANK];       /* KILN_A_WINDOW: per spatial dim */
+  int64_t strides[KILN_MAX_RANK];      /* KILN_A_STRIDES: per spatial dim */
+  int64_t dilations[KILN_MAX_RANK];    /* KILN_A_DILATIONS: per spatial dim */
+  int32_t groups;                      /* KILN_A_GROUPS */
+  int32_t count_include_pad;           /* KILN_A_COUNT_PAD: avg pool divides by window size */
+  int64_t k;                           /* KILN_A_K: topk */
+} kiln_attrs;
+
+typedef struct kiln_node {
+  kiln_op op;
+  kiln_dtype dtype;
+  kiln_shape shape;
+  int32_t n_in;
+  int32_t *in;          /* n_in node ids, all < this node's id; owned by the graph arena */
+  int32_t index;        /* input: graph input number; constant: constant store index */
+  kiln_attrs a;
+  const char *name;     /* source (ONNX) node name, for errors and reports; never NULL */
+} kiln_node;
+
+typedef struct kiln_const {
+  kiln_dtype dtype;
+  kiln_shape shape;
+  void *data;           /* allocator-owned, numel * dtype size bytes; bool = 1 byte 0/1 */
+  size_t nbytes;
+  const char *name;
+} kiln_const;
+
+typedef struct kiln_graph_io {
+  int32_t node;         /* the input/output node id */
+  const char *name;
+  const char *dim_names[KILN_MAX_RANK]; /* inputs: symbolic dim names (ONNX dim_param) or NULL */
+} kiln_graph_io;
+
+/* struct kiln_graph is the public opaque handle's definition. */
+struct kiln_graph {
+  const kiln_allocator *alloc;
+  kiln_arena *arena;        /* strings, input lists */
+  kiln_node *nodes;         /* grows by realloc; ids are indices */
+  int32_t n_nodes, cap_nodes;
+  kiln_const *consts;
+  int32_t n_consts, cap_consts;
+  kiln_graph_io *inputs, *outputs;
+  int32_t n_inputs, n_outputs, cap_inputs, cap_outputs;
+  const char *name;         /* model name, used for AOT prefixes */
+  kiln_diag diag;           /* builder errors are sticky here; a failed builder returns -1 */
+};
+
+kiln_graph *kiln_ir_graph_create(const kiln_allocator *a, const char *name);
+void kiln_ir_graph_destroy(kiln_graph *g);
+/* Deep copy (constants are copied). */
+kiln_graph *kiln_ir_graph_clone(const kiln_graph *g);
+
+/* Raw node append: no inference, no checks (passes and the parser use it; run the
+ * verifier after). `in` is copied. Returns the new id or -1 on OOM (diag set). */
+int32_t kiln_ir_append(kiln_graph *g, kiln_op op, kiln_dtype dt, const kiln_shape *shape,
+                       int32_t n_in, const int32_t *in, const kiln_attrs *a, const char *name);
+/* Constant store: copies data. Returns the constant index or -1. */
+int32_t kiln_ir_add_const(kiln_graph *g, kiln_dtype dt, const kiln_shape *s, const void *data,
+                          const char *name);
+int32_t kiln_ir_add_output(kiln_graph *g, int32_t node, const char *name);
+
+/* --- Builder: shape-inferring constructors used by the C API and the ONNX importers.
+ * Each checks its operands (dtype, rank, attribute ranges), infers the output shape,
+ * and on error sets g->diag naming `name` and returns -1. Any operand of -1 returns -1
+ * at once (errors propagate without a second message). Negative axes are normalized.
+ * Binary/ternary elementwise ops apply numpy broadcasting by inserting broadcast nodes.
+ */
+int32_t kiln_ir_input(kiln_graph *g, const char *name, kiln_dtype dt, const kiln_shape *s,
+                      const char *const *dim_names /* may be NULL */);
+int32_t kiln_ir_constant(kiln_graph *g, const char *name, kiln_dtype dt, const kiln_shape *s,
+                         const void *data);
+int32_t kiln_ir_scalar(kiln_graph *g, kiln_dtype dt, double v, const char *name); /* rank-0 const */
+int32_t kiln_ir_unary(kiln_graph *g, kiln_op op, int32_t x, const char *name);
+int32_t kiln_ir_binary(kiln_graph *g, kiln_op op, int32_t a, int32_t b, const char *name);
+int32_t kiln_ir_mod(kiln_graph *g, int32_t a, int32_t b, int fmod, const char *name);
+int32_t kiln_ir_select(kiln_graph *g, int32_t c, int32_t a, int32_t b, const char *name);
+int32_t kiln_ir_cast(kiln_graph *g, int32_t x, kiln_dtype to, const char *name);
+int32_t kiln_ir_reshape(kiln_graph *g, int32_t x, const kiln_shape *s, const char *name);
+int32_t kiln_ir_permute(kiln_graph *g, int32_t x, const int32_t *perm, const char *name);
+int32_t kiln_ir_broadcast(kiln_graph *g, int32_t x, const kiln_shape *s, const char *name);
+/* Slice with per-axis start/step and output counts (all dims; already normalized). */
+int32_t kiln_ir_slice(kiln_graph *g, int32_t x, const int64_t *starts, const int64_t *steps,
+                      const int64_t *counts, const char *name);
+int32_t kiln_ir_pad(kiln_graph *g, int32_t x, const int64_t *lo, const int64_t *hi, double value,
+                    const char *name);
+int32_t kiln_ir_concat(kiln_graph *g, int32_t n, const int32_t *xs, int32_t axis, const char *name);
+int32_t kiln_ir_reverse(kiln_graph *g, int32_t x, int32_t n_axes, const int32_t *axes,
+                        const char *name);
+int32_t kiln_ir_gather(kiln_graph *g, int32_t data, int32_t indices, int32_t axis, const char *name);
+int32_t kiln_ir_gather_elements(kiln_graph *g, int32_t data, int32_t indices, int32_t axis,
+                                const char *name);
+int32_t kiln_ir_iota(kiln_graph *g, kiln_dtype dt, const kiln_shape *s, int32_t axis, const char *name);
+/* op is one of reduce_sum/max/min/prod. n_axes == 0 reduces nothing (identity). */
+int32_t kiln_ir_reduce(kiln_graph *g, kiln_op op, int32_t x, int32_t n_axes, const int32_t *axes,
+                       int keepdims, const char *name);
+int32_t kiln_ir_arg(kiln_graph *g, kiln_op op /* argmax/argmin */, int32_t x, int32_t axis,
+                    int keepdims, int select_last, const char *name);
+/* Spatial arrays have rank-2 entries. */
+int32_t kiln_ir_pool(kiln_graph *g, int32_t x, int kind, const int64_t *window,
+                     const int64_t *strides, const int64_t *dilations, const int64_t *lo,
+                     const int64_t *hi, int count_include_pad, const char *name);
+/* Batched matmul with numpy matmul semantics: 1-D operands are promoted and the added
+ * dim removed after; batch dims broadcast (explicit broadcast nodes inserted). */
+int32_t kiln_ir_matmul(kiln_graph *g, int32_t a, int32_t b, const char *name);
+int32_t kiln_ir_conv(kiln_graph *g, int32_t x, int32_t w, const int64_t *strides,
+                     const int64_t *dilations, const int64_t *lo, const int64_t *hi,
+                     int32_t groups, const char *name);
+int32_t kiln_ir_topk(kiln_graph *g, int32_t x, int64_t k, int32_t axis, int largest, const char *name);
+int32_t kiln_ir_scatter(kiln_graph *g, int32_t data, int32_t indices, int32_t updates, int32_t axis,
+                        int reduction, const char *name);
+
+/* Constant data of node v if it is a constant node, else NULL. */
+const kiln_const *kiln_ir_const_of(const kiln_graph *g, int32_t v);
+
+/* Number of uses of each node (graph outputs count as uses). users must hold n_nodes. */
+void kiln_ir_count_uses(const kiln_graph *g, int32_t *uses);
+
+/* ------------------------------------------------------------------------------------
+ * Text form. Prints and parses back exactly (constants are printed losslessly).
+ * ---------------------------------------------------------------------------------- */
+typedef struct kiln_print_options {
+  bool elide_constants; /* print large constants as "..." (dumps only; does not parse) */
+} kiln_print_options;
+
+kiln_status kiln_ir_print(const kiln_graph *g, FILE *f, const kiln_print_options *o);
+/* Into a malloc'd (allocator) string. */
+char *kiln_ir_print_to_string(const kiln_graph *g, const kiln_print_options *o);
+kiln_status kiln_ir_parse(const kiln_allocator *a, const char *text, const char *filename,
+                          kiln_graph **out, kiln_diag *d);
+
+/* Verifier: types, shapes, topological order, attribute ranges, ids. */
+kiln_status kiln_ir_verify(const kiln_graph *g, kiln_diag *d);
+
+/* Shape/dtype inference for one node given its op, attrs and inputs (used by the builder
+ * and the verifier, so both agree). */
+kiln_status kiln_ir_infer(const kiln_graph *g, kiln_op op, int32_t n_in, const int32_t *in,
+                          const kiln_attrs *a, kiln_dtype *dt, kiln_shape *shape, kiln_diag *d);
+
+/* ------------------------------------------------------------------------------------
+ * Kernel IR: what fusion produces and both backends render.
+ *
+ * A kiln_kprogram is a list of kernels over a buffer table. A LOOP kernel computes one
+ * scalar expression DAG (kiln_kx) at every point of its output domain and stores it into
+ * its output buffer. Loop variables 0..out.rank-1 index the output; variables from
+ * out.rank on belong to REDUCE nodes, each of which loops over its own contiguous range of
+ * variables. Index arithmetic is part of the same DAG, in i64.
+ * ---------------------------------------------------------------------------------- */
+typedef enum kiln_kx_kind {
+  KILN_KX_CONST,   /* value in .f (float dtypes) or .i (int/bool dtypes) */
+  KILN_KX_VAR,     /* loop variable .var, i64 */
+  KILN_KX_LOAD,    /* buffer .buf at element offset a[0] (i64); if a[1] >= 0 it is a bool mask:
+                      where false the load is not performed and the value is .f / .i */
+  KILN_KX_ALU,     /* elementwise op .op (ops.def ELEMENTWISE) over a[0..arity-1]; .kind for mod;
+                      cast is ALU with op KILN_OP_cast to .dtype */
+  KILN_KX_REDUCE,  /* .op in reduce_sum/max/min/prod/argmax/argmin: loops variables
+                      [.var, .var + .n_vars) and accumulates a[0]; argmax/argmin (one var)
+                      yield the i64 variable value of the best (ties: first unless .kind=1) */
+} kiln_kx_kind;
+
+typedef struct kiln_kx {
+  kiln_kx_kind kind;
+  kiln_dtype dtype;
+  kiln_op op;
+  int32_t kind_attr;
+  int32_t a[3];         /* operand kx ids (earlier in the array), -1 unused */
+  int32_t buf;          /* LOAD */
+  int32_t var, n_vars;  /* VAR, REDUCE */
+  double f;             /* CONST / LOAD fill */
+  int64_t i;            /* CONST / LOAD fill */
+} kiln_kx;
+
+typedef enum kiln_kernel_kind {
+  KILN_KERNEL_LOOP,
+  KILN_KERNEL_GEMM,     /* C = op(A) * op(B) over batches; f32 (or f64), library call */
+  KILN_KERNEL_OPAQUE,   /* runtime routine for an OPAQUE graph op */
+} kiln_kernel_kind;
+
+typedef struct kiln_gemm_desc {
+  int32_t a_buf, b_buf, c_buf;
+  int64_t a_off, b_off, c_off;   /* element offsets */
+  int32_t trans_a, trans_b;
+  int64_t m, n, k, lda, ldb, ldc;
+  int32_t n_batch;               /* 0..2 batch loops */
+  int64_t batch[2];
+  int64_t a_bstride[2], b_bstride[2], c_bstride[2]; /* element strides per batch loop, may be 0 */
+} kiln_gemm_desc;
+
+typedef struct kiln_kernel {
+  kiln_kernel_kind kind;
+  const char *name;              /* "k3_exp_add" */
+  int32_t n_sources;             /* graph node names this kernel covers (for reports) */
+  const char **sources;
+  int32_t out_buf;
+  kiln_dtype out_dtype;
+  kiln_shape out;                /* output domain */
+  /* LOOP */
+  int32_t n_vars;                /* >= out.rank */
+  int64_t *extent;               /* n_vars extents */
+  int32_t n_kx;
+  kiln_kx *kx;
+  int32_t root;                  /* kx stored at each output point */
+  /* GEMM */
+  kiln_gemm_desc gemm;
+  /* OPAQUE: the graph op with its attrs; input buffers in in_bufs */
+  kiln_op op;
+  kiln_attrs attrs;
+  int32_t n_in_bufs;
+  int32_t *in_bufs;
+} kiln_kernel;
+
+typedef enum kiln_buffer_kind {
+  KILN_BUF_INPUT,    /* graph input .index */
+  KILN_BUF_OUTPUT,   /* graph output .index */
+  KILN_BUF_CONST,    /* constant store entry .index */
+  KILN_BUF_ARENA,    /* temporary at .offset bytes in the arena */
+} kiln_buffer_kind;
+
+typedef struct kiln_buffer {
+  kiln_buffer_kind kind;
+  kiln_dtype dtype;
+  kiln_shape shape;
+  int32_t index;
+  int64_t offset;
+  size_t nbytes;
+  const char *name;
+} kiln_buffer;
+
+typedef struct kiln_kprogram {
+  const kiln_allocator *alloc;
+  kiln_arena *arena;             /* owns everything below */
+  int32_t n_kernels;
+  kiln_kernel *kernels;
+  int32_t n_buffers;
+  kiln_buffer *buffers;
+  size_t arena_bytes;            /* set by memory planning */
+  /* Interface and constants, copied from the graph so the program stands alone. */
+  int32_t n_inputs, n_outputs;
+  kiln_graph_io *inputs, *outputs;  /* .node unused */
+  kiln_dtype *in_dtypes, *out_dtypes;
+  kiln_shape *in_shapes, *out_shapes;
+  int32_t n_consts;
+  kiln_const *consts;
+  const char *name;
+} kiln_kprogram;
+
+kiln_kprogram *kiln_ir_kprogram_create(const kiln_allocator *a);
+void kiln_ir_kprogram_destroy(kiln_kprogram *p);
+/* Text dump of a kernel program (for kiln dump and golden tests). */
+void kiln_ir_kprogram_print(const kiln_kprogram *p, FILE *f);
+/* Checks operand order, dtypes, buffer ids, var ranges. */
+kiln_status kiln_ir_kprogram_verify(const kiln_kprogram *p, kiln_diag *d);
+
+#endif

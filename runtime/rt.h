@@ -1,0 +1,124 @@
+/* rt.h - what the runtime/ module offers: tensors, the reference interpreter (the oracle
+ * of every test and the engine of constant folding), the thread pool, the routines that
+ * compiled code calls (parallel loops, GEMM, opaque ops), the CPU executable, and .npy I/O.
+ * Layer: above ir/, beside frontend/.
+ *
+ * The runtime ABI (functions called from generated code, descriptor structs embedded as
+ * raw bytes in generated code) is listed under "Called from generated code". These
+ * structs hold no pointers, so their bytes can be embedded in an object file.
+ */
+#ifndef KILN_RT_H
+#define KILN_RT_H
+
+#include "../ir/ir.h"
+
+/* ------------------------------------------------------------------ tensors */
+typedef struct kiln_rt_tensor {
+  kiln_dtype dtype;
+  kiln_shape shape;
+  void *data;
+} kiln_rt_tensor;
+
+size_t kiln_rt_tensor_nbytes(const kiln_rt_tensor *t);
+
+/* Element access through doubles / int64 (slow; for the interpreter and tests). */
+double kiln_rt_get_f64(kiln_dtype dt, const void *data, int64_t i);
+int64_t kiln_rt_get_i64(kiln_dtype dt, const void *data, int64_t i);
+void kiln_rt_set_f64(kiln_dtype dt, void *data, int64_t i, double v);
+void kiln_rt_set_i64(kiln_dtype dt, void *data, int64_t i, int64_t v);
+
+/* ------------------------------------------------------------------ reference interpreter */
+/* Evaluates one node: `ins` are its inputs (n->n_in of them, with their shapes), `out`
+ * has n->dtype/n->shape and preallocated data. Constants and inputs are not evaluated
+ * here (the caller supplies them). Straightforward loops, no cleverness: this is the
+ * definition of every op's semantics. */
+kiln_status kiln_rt_eval_node(const kiln_graph *g, const kiln_node *n, const kiln_rt_tensor *ins,
+                              kiln_rt_tensor *out, kiln_diag *d);
+
+/* Runs the whole graph. `in` in graph input order; `out` in graph output order with
+ * caller-allocated data of the graph's output shapes. */
+kiln_status kiln_rt_interpret(const kiln_graph *g, const kiln_rt_tensor *in, int32_t n_in,
+                              kiln_rt_tensor *out, int32_t n_out, kiln_diag *d);
+
+/* Runs the graph and returns the value of every node (vals[i] for node i; constants point
+ * into the constant store, others are allocated). Free with kiln_rt_values_free. */
+kiln_status kiln_rt_interpret_values(const kiln_graph *g, const kiln_rt_tensor *in, int32_t n_in,
+                                     kiln_rt_tensor **vals, kiln_diag *d);
+void kiln_rt_values_free(const kiln_graph *g, kiln_rt_tensor *vals);
+
+/* Evaluates node v, all of whose transitive inputs must be constants, and appends its
+ * value as a constant node. *out_node is the new constant node id. Used by the fold pass
+ * and (through a callback) by the ONNX importers for shape computations. */
+kiln_status kiln_rt_fold_value(kiln_graph *g, int32_t v, int32_t *out_node, kiln_diag *d);
+
+/* ------------------------------------------------------------------ thread pool */
+typedef struct kiln_rt_pool kiln_rt_pool;
+/* threads <= 0: number of online CPUs. threads == 1 runs everything on the caller. */
+kiln_rt_pool *kiln_rt_pool_create(int threads);
+void kiln_rt_pool_destroy(kiln_rt_pool *p);
+int kiln_rt_pool_threads(const kiln_rt_pool *p);
+
+/* ------------------------------------------------------------------ called from generated code */
+/* A LOOP kernel compiled for the CPU: computes output rows [begin, end) of its parallel
+ * range. bufs[i] is the base address of buffer i of the kernel program. */
+typedef void (*kiln_rt_kernel_fn)(void **bufs, int64_t begin, int64_t end);
+/* The whole program: runs every kernel in order. pool may be NULL (single thread). */
+typedef void (*kiln_rt_entry_fn)(void **bufs, kiln_rt_pool *pool);
+
+/* Splits [0, n) into chunks of at least `grain` and runs fn on the pool; returns when all
+ * chunks are done. Called by generated code. */
+void kiln_rt_parallel_for(kiln_rt_pool *pool, kiln_rt_kernel_fn fn, void **bufs, int64_t n,
+                          int64_t grain);
+
+/* GEMM kernel: dtype is KILN_F32 or KILN_F64 (OpenBLAS when built with it, else a
+ * blocked C loop). desc is a kiln_gemm_desc (ir.h). */
+void kiln_rt_gemm(kiln_rt_pool *pool, const kiln_gemm_desc *desc, int32_t dtype, void **bufs);
+
+/* OPAQUE kernel: runs the reference routine of an opaque op. */
+#define KILN_RT_MAX_OPAQUE_IN 4
+typedef struct kiln_rt_opaque_desc {
+  int32_t op;                     /* kiln_op */
+  int32_t out_buf;
+  int32_t out_dtype;
+  int32_t n_in;
+  kiln_shape out_shape;
+  kiln_attrs attrs;
+  int32_t in_bufs[KILN_RT_MAX_OPAQUE_IN];
+  int32_t in_dtypes[KILN_RT_MAX_OPAQUE_IN];
+  kiln_shape in_shapes[KILN_RT_MAX_OPAQUE_IN];
+} kiln_rt_opaque_desc;
+void kiln_rt_opaque(const kiln_rt_opaque_desc *desc, void **bufs);
+
+/* ------------------------------------------------------------------ the AOT library's
+ * generic, self-describing entry. A shared library written by kiln_export exports
+ * `const kiln_aot_model *kiln_aot_describe(void)`. */
+#define KILN_AOT_ABI_VERSION 1
+typedef struct kiln_aot_io {
+  const char *name;
+  int32_t dtype;                  /* kiln_dtype */
+  int32_t rank;
+  int64_t dims[KILN_MAX_RANK];
+} kiln_aot_io;
+
+typedef struct kiln_aot_model {
+  int32_t abi_version;
+  const char *name;
+  int32_t n_inputs, n_outputs;
+  const kiln_aot_io *inputs, *outputs;
+  int32_t n_kernels;
+  int64_t arena_bytes;
+  /* Generic entry points (the typed ones in the generated header wrap these). */
+  int (*create)(void **model, int threads);
+  int (*run)(void *model, const void *const *inputs, void *const *outputs);
+  void (*destroy)(void *model);
+  const char *(*strerror)(int code);
+} kiln_aot_model;
+
+/* ------------------------------------------------------------------ .npy files */
+/* Reads a .npy file (v1/v2/v3, little-endian, C order; dtypes f4 f8 f2 i1 i2 i4 i8 u1 b1;
+ * bf16 not representable). data is allocated with the allocator. */
+kiln_status kiln_rt_npy_read(const kiln_allocator *a, const char *path, kiln_rt_tensor *t,
+                             kiln_diag *d);
+kiln_status kiln_rt_npy_write(const char *path, const kiln_rt_tensor *t, kiln_diag *d);
+
+#endif

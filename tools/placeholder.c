@@ -1,0 +1,3 @@
+/* placeholder so the module builds before its first source lands; delete when adding real files */
+typedef int kiln_placeholder_tools;
+int main(void) { return 0; }
