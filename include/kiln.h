@@ -16,7 +16,7 @@
  * went wrong and where (file, ONNX node name, op). Builder functions return a kiln_value;
  * on error the value is invalid (id < 0), the error sticks to the graph, and every later
  * builder call on an invalid value stays invalid, so a builder sequence needs one check
- * at the end (kiln_graph_status).
+ * at the end (kiln_graph_status, with the message in kiln_graph_error).
  *
  * WORKED EXAMPLE: y = relu(x @ W + b), compiled and run on the CPU
  *
@@ -31,7 +31,7 @@
  *   kiln_value b = kiln_constant(g, "b", KILN_F32, 1, bd, B);
  *   kiln_value y = kiln_relu(g, kiln_add(g, kiln_matmul(g, x, w), b));
  *   kiln_output(g, "y", y);
- *   if (kiln_graph_status(g) != KILN_OK) { puts(kiln_last_error(ctx)); ... }
+ *   if (kiln_graph_status(g) != KILN_OK) { puts(kiln_graph_error(g)); ... }
  *
  *   kiln_executable *exe;
  *   if (kiln_compile(ctx, g, NULL, &exe) != KILN_OK) { puts(kiln_last_error(ctx)); ... }
@@ -149,8 +149,9 @@ kiln_status kiln_parse_text(kiln_context *ctx, const char *text, kiln_graph **g)
 /* ===================================================================== graph builder */
 kiln_status kiln_graph_create(kiln_context *ctx, const char *name, kiln_graph **g);
 void kiln_graph_destroy(kiln_graph *g);
-/* KILN_OK, or the first builder error (message in kiln_last_error). */
+/* KILN_OK, or the first builder error; kiln_graph_error says what and where. */
 kiln_status kiln_graph_status(kiln_graph *g);
+const char *kiln_graph_error(const kiln_graph *g);
 /* Textual IR, allocated with the context's allocator; free with kiln_free. */
 char *kiln_graph_to_text(kiln_context *ctx, const kiln_graph *g);
 void kiln_free(kiln_context *ctx, void *p);

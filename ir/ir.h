@@ -205,6 +205,11 @@ int32_t kiln_ir_append(kiln_graph *g, kiln_op op, kiln_dtype dt, const kiln_shap
 int32_t kiln_ir_add_const(kiln_graph *g, kiln_dtype dt, const kiln_shape *s, const void *data,
                           const char *name);
 int32_t kiln_ir_add_output(kiln_graph *g, int32_t node, const char *name);
+/* Appends an entry to the graph's input list for input node `node` (copies the name and
+ * the first `rank` dim_names, which may be NULL). Returns the input number or -1 (OOM).
+ * kiln_ir_input calls it; the parser and passes that rebuild graphs use it directly. */
+int32_t kiln_ir_add_input_io(kiln_graph *g, int32_t node, const char *name,
+                             const char *const *dim_names, int32_t rank);
 
 /* --- Builder: shape-inferring constructors used by the C API and the ONNX importers.
  * Each checks its operands (dtype, rank, attribute ranges), infers the output shape,
@@ -279,7 +284,16 @@ kiln_status kiln_ir_parse(const kiln_allocator *a, const char *text, const char 
 kiln_status kiln_ir_verify(const kiln_graph *g, kiln_diag *d);
 
 /* Shape/dtype inference for one node given its op, attrs and inputs (used by the builder
- * and the verifier, so both agree). */
+ * and the verifier, so both agree). Also checks dtypes and attribute ranges.
+ * *dt and *shape are outputs, except where the op's result is not determined by its inputs
+ * and attrs; there they are IN/OUT: the caller sets the requested value and inference
+ * checks it (and leaves it):
+ *   *dt    in/out for cast (target dtype) and iota (result dtype);
+ *   *shape in/out for reshape (target), broadcast (target), slice (counts), iota (shape)
+ *          and nonzero ([rank, n]: n).
+ * input/constant are leaves and are not inferred (KILN_ERR_INVALID_ARGUMENT).
+ * Errors: KILN_ERR_SHAPE (shapes/dtypes do not fit) or KILN_ERR_INVALID_ARGUMENT (bad op,
+ * arity, ids or attributes), with a message that starts with the op name. */
 kiln_status kiln_ir_infer(const kiln_graph *g, kiln_op op, int32_t n_in, const int32_t *in,
                           const kiln_attrs *a, kiln_dtype *dt, kiln_shape *shape, kiln_diag *d);
 

@@ -92,6 +92,10 @@ void kiln_rt_opaque(const kiln_rt_opaque_desc *desc, void **bufs);
 /* ------------------------------------------------------------------ the AOT library's
  * generic, self-describing entry. A shared library written by kiln_export exports
  * `const kiln_aot_model *kiln_aot_describe(void)`. */
+/* Generated model headers carry the same definitions under the same guard, so a file
+ * may include both. */
+#ifndef KILN_AOT_MODEL_DEFINED
+#define KILN_AOT_MODEL_DEFINED
 #define KILN_AOT_ABI_VERSION 1
 typedef struct kiln_aot_io {
   const char *name;
@@ -113,6 +117,7 @@ typedef struct kiln_aot_model {
   void (*destroy)(void *model);
   const char *(*strerror)(int code);
 } kiln_aot_model;
+#endif
 
 /* ------------------------------------------------------------------ .npy files */
 /* Reads a .npy file (v1/v2/v3, little-endian, C order; dtypes f4 f8 f2 i1 i2 i4 i8 u1 b1;

@@ -1,0 +1,449 @@
+/* aot.c - ahead-of-time export: writes the program's object file (code plus embedded
+ * constants kiln_c<idx>), generates self-contained glue C (the typed API, the generic
+ * kiln_aot_describe entry) and the documented header <prefix>.h, and links them with the
+ * AOT runtime into a shared library that depends on nothing of Kiln. */
+#include "llvm_impl.h"
+
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* ------------------------------------------------------------------ text buffer */
+typedef struct sbuf {
+  const kiln_allocator *a;
+  char *s;
+  size_t n, cap;
+  bool oom;
+} sbuf;
+
+static void sb_printf(sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void sb_printf(sbuf *b, const char *fmt, ...) {
+  if (b->oom) return;
+  for (;;) {
+    va_list ap;
+    va_start(ap, fmt);
+    size_t room = b->cap - b->n;
+    int k = vsnprintf(b->s ? b->s + b->n : NULL, b->s ? room : 0, fmt, ap);
+    va_end(ap);
+    if (k < 0) { b->oom = true; return; }
+    if ((size_t)k < room) { b->n += (size_t)k; return; }
+    size_t cap = (b->cap ? b->cap * 2 : 4096) + (size_t)k;
+    char *s = kiln_ir_realloc(b->a, b->s, cap);
+    if (!s) { b->oom = true; return; }
+    b->s = s;
+    b->cap = cap;
+  }
+}
+
+/* ------------------------------------------------------------------ names and types */
+static const char *c_type(kiln_dtype t) {
+  switch (t) {
+  case KILN_F32: return "float";
+  case KILN_F64: return "double";
+  case KILN_F16: case KILN_BF16: return "uint16_t";
+  case KILN_I8: return "int8_t";
+  case KILN_I16: return "int16_t";
+  case KILN_I32: return "int32_t";
+  case KILN_I64: return "int64_t";
+  default: return "uint8_t"; /* u8, bool */
+  }
+}
+
+static bool is_c_keyword(const char *s) {
+  static const char *const kw[] = {"auto", "break", "case", "char", "const", "continue", "default", "do",
+                                   "double", "else", "enum", "extern", "float", "for", "goto", "if",
+                                   "inline", "int", "long", "register", "restrict", "return", "short",
+                                   "signed", "sizeof", "static", "struct", "switch", "typedef", "union",
+                                   "unsigned", "void", "volatile", "while", "bool", "model", "true", "false"};
+  for (size_t i = 0; i < sizeof kw / sizeof kw[0]; i++)
+    if (!strcmp(s, kw[i])) return true;
+  return false;
+}
+
+/* Parameter names, one per input then output: C identifiers from the tensor names,
+ * unique, never a keyword or the model parameter. */
+#define KILN_PNAME 80
+typedef char pname[KILN_PNAME];
+
+static void param_names(const kiln_kprogram *p, pname *out) {
+  for (int32_t idx = 0; idx < p->n_inputs + p->n_outputs; idx++) {
+    const char *src = idx < p->n_inputs ? p->inputs[idx].name : p->outputs[idx - p->n_inputs].name;
+    char *o = out[idx];
+    size_t j = 0;
+    if (!src || !*src || (*src >= '0' && *src <= '9')) o[j++] = '_';
+    for (; src && *src && j < KILN_PNAME - 16; src++) {
+      char c = *src;
+      bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_';
+      o[j++] = ok ? c : '_';
+    }
+    o[j] = 0;
+    for (int n = 0;; n++) {
+      if (n) snprintf(o + j, KILN_PNAME - j, "_%d", n);
+      bool clash = is_c_keyword(o);
+      for (int32_t k = 0; k < idx && !clash; k++) clash = !strcmp(out[k], o);
+      if (!clash) break;
+    }
+  }
+}
+
+static void shape_text(const kiln_shape *s, char *out, size_t n) {
+  size_t j = (size_t)snprintf(out, n, "[");
+  for (int i = 0; i < s->rank && j < n; i++) j += (size_t)snprintf(out + j, n - j, i ? ",%lld" : "%lld", (long long)s->dims[i]);
+  if (j < n) snprintf(out + j, n - j, "]");
+}
+
+/* A string as a C literal (names come from model files). */
+static void c_string(sbuf *b, const char *s) {
+  sb_printf(b, "\"");
+  for (; s && *s; s++) {
+    unsigned char c = (unsigned char)*s;
+    if (c == '"' || c == '\\') sb_printf(b, "\\%c", c);
+    else if (c < 32 || c >= 127) sb_printf(b, "\\%03o", c);
+    else sb_printf(b, "%c", c);
+  }
+  sb_printf(b, "\"");
+}
+
+/* A string inside a C comment. */
+static void comment_string(sbuf *b, const char *s) {
+  for (; s && *s; s++) {
+    if (s[0] == '*' && s[1] == '/') sb_printf(b, "* /");
+    else sb_printf(b, "%c", (unsigned char)*s >= 32 ? *s : ' ');
+    if (s[0] == '*' && s[1] == '/') s++;
+  }
+}
+
+/* ------------------------------------------------------------------ header */
+/* The header spells kiln_aot_io's dims as [8]; it must match rt.h's struct. */
+_Static_assert(KILN_MAX_RANK == 8, "generated kiln_aot_io assumes KILN_MAX_RANK == 8");
+
+static const char aot_model_struct[] =
+    "#ifndef KILN_AOT_MODEL_DEFINED\n"
+    "#define KILN_AOT_MODEL_DEFINED\n"
+    "#define KILN_AOT_ABI_VERSION 1\n"
+    "/* One input or output: dtype codes 0 f32, 1 f64, 2 f16, 3 bf16, 4 i8, 5 i16, 6 i32,\n"
+    " * 7 i64, 8 u8, 9 bool. */\n"
+    "typedef struct kiln_aot_io {\n"
+    "  const char *name;\n"
+    "  int32_t dtype;\n"
+    "  int32_t rank;\n"
+    "  int64_t dims[8];\n"
+    "} kiln_aot_io;\n"
+    "\n"
+    "typedef struct kiln_aot_model {\n"
+    "  int32_t abi_version;\n"
+    "  const char *name;\n"
+    "  int32_t n_inputs, n_outputs;\n"
+    "  const kiln_aot_io *inputs, *outputs;\n"
+    "  int32_t n_kernels;\n"
+    "  int64_t arena_bytes;\n"
+    "  int (*create)(void **model, int threads);\n"
+    "  int (*run)(void *model, const void *const *inputs, void *const *outputs);\n"
+    "  void (*destroy)(void *model);\n"
+    "  const char *(*strerror)(int code);\n"
+    "} kiln_aot_model;\n"
+    "#endif\n";
+
+static void io_doc(sbuf *b, const kiln_kprogram *p, const pname *names, int32_t i) {
+  bool in = i < p->n_inputs;
+  int32_t j = in ? i : i - p->n_inputs;
+  kiln_dtype dt = in ? p->in_dtypes[j] : p->out_dtypes[j];
+  const kiln_shape *s = in ? &p->in_shapes[j] : &p->out_shapes[j];
+  char sh[200];
+  shape_text(s, sh, sizeof sh);
+  sb_printf(b, " *   %-6s %-12s \"", in ? "input" : "output", names[i]);
+  comment_string(b, in ? p->inputs[j].name : p->outputs[j].name);
+  sb_printf(b, "\"  %s %s  (%s, %lld elements)\n", kiln_dtype_name(dt), sh, c_type(dt), (long long)kiln_shape_numel(s));
+}
+
+/* The typed run's parameter list (shared by header and glue). */
+static void run_params(sbuf *b, const kiln_kprogram *p, const pname *names, const char *prefix, bool comments) {
+  sb_printf(b, "int %s_run(%s *model", prefix, prefix);
+  for (int32_t i = 0; i < p->n_inputs + p->n_outputs; i++) {
+    bool in = i < p->n_inputs;
+    int32_t j = in ? i : i - p->n_inputs;
+    kiln_dtype dt = in ? p->in_dtypes[j] : p->out_dtypes[j];
+    char sh[200];
+    sb_printf(b, ",\n    %s%s *%s", in ? "const " : "", c_type(dt), names[i]);
+    if (comments) {
+      shape_text(in ? &p->in_shapes[j] : &p->out_shapes[j], sh, sizeof sh);
+      sb_printf(b, " /* %s %s %s \"", sh, in ? "input" : "output", kiln_dtype_name(dt));
+      comment_string(b, in ? p->inputs[j].name : p->outputs[j].name);
+      sb_printf(b, "\" */");
+    }
+  }
+  sb_printf(b, ")");
+}
+
+static void write_header(sbuf *b, const kiln_kprogram *p, const pname *names, const char *prefix) {
+  const char *mname = p->name ? p->name : prefix;
+  sb_printf(b, "/* %s.h - generated by Kiln (%s): the C interface of the compiled model \"", prefix, kiln_llvm_version());
+  comment_string(b, mname);
+  sb_printf(b, "\".\n *\n"
+               " * The shared library holds the model's generated code, its weights and the small\n"
+               " * runtime it needs (a thread pool, GEMM); it depends on nothing of Kiln.\n *\n"
+               " * INPUTS AND OUTPUTS (dense, row-major, caller-owned buffers)\n");
+  for (int32_t i = 0; i < p->n_inputs + p->n_outputs; i++) io_doc(b, p, names, i);
+  sb_printf(b, " *   f16 and bf16 elements are passed as their raw 16-bit patterns; bool as one byte 0/1.\n"
+               " *\n * RETURN CODES\n"
+               " *   0 ok, 1 invalid argument (a NULL model or buffer), 2 out of memory.\n"
+               " *   %s_strerror(code) gives a message.\n"
+               " *\n * THREADS\n"
+               " *   options.threads: worker threads (<= 0: all CPUs, 1: run on the caller).\n"
+               " *   One %s_run at a time per model object (they share its scratch memory); use\n"
+               " *   one object per concurrent caller.\n"
+               " *\n * EXAMPLE\n",
+            prefix, prefix);
+  for (int32_t i = 0; i < p->n_inputs + p->n_outputs; i++) {
+    bool in = i < p->n_inputs;
+    int32_t j = in ? i : i - p->n_inputs;
+    const kiln_shape *s = in ? &p->in_shapes[j] : &p->out_shapes[j];
+    sb_printf(b, " *   static %s %s[%lld];%s\n", c_type(in ? p->in_dtypes[j] : p->out_dtypes[j]), names[i],
+              (long long)kiln_shape_numel(s), in ? "  (fill it)" : "");
+  }
+  sb_printf(b, " *   %s *m;\n *   %s_options opt = {.threads = 0};\n"
+               " *   if (%s_create(&m, &opt) != 0) return 1;\n *   int rc = %s_run(m",
+            prefix, prefix, prefix, prefix);
+  for (int32_t i = 0; i < p->n_inputs + p->n_outputs; i++) sb_printf(b, ", %s", names[i]);
+  sb_printf(b, ");\n"
+               " *   if (rc != 0) fprintf(stderr, \"%%s\\n\", %s_strerror(rc));\n"
+               " *   %s_destroy(m);\n"
+               " *\n * Loaders that know no model in advance call kiln_aot_describe() (names, dtypes,\n"
+               " * shapes and generic entry points).\n */\n",
+            prefix, prefix);
+  sb_printf(b, "#ifndef %s_KILN_H\n#define %s_KILN_H\n\n#include <stdint.h>\n\n"
+               "#ifdef __cplusplus\nextern \"C\" {\n#endif\n\n",
+            prefix, prefix);
+  sb_printf(b, "typedef struct %s %s;\n", prefix, prefix);
+  sb_printf(b, "typedef struct %s_options {\n  int threads; /* worker threads; <= 0: all CPUs */\n} %s_options;\n\n", prefix, prefix);
+  sb_printf(b, "/* Allocates the model (scratch memory, thread pool). opt may be NULL. */\n");
+  sb_printf(b, "int %s_create(%s **m, const %s_options *opt);\n\n", prefix, prefix, prefix);
+  sb_printf(b, "/* Runs the model once: inputs are read, outputs written in full. */\n");
+  run_params(b, p, names, prefix, true);
+  sb_printf(b, ";\n\nconst char *%s_strerror(int code);\nvoid %s_destroy(%s *m);\n\n", prefix, prefix, prefix);
+  sb_printf(b, "%s\n/* The generic, self-describing entry of this library. */\n"
+               "const kiln_aot_model *kiln_aot_describe(void);\n\n"
+               "#ifdef __cplusplus\n}\n#endif\n#endif\n",
+            aot_model_struct);
+}
+
+/* ------------------------------------------------------------------ glue */
+static void write_glue(sbuf *b, const kiln_kprogram *p, const pname *names, const char *prefix) {
+  sb_printf(b, "/* Glue generated by Kiln for model %s: the typed API and kiln_aot_describe over the\n"
+               " * generated entry %s_kiln_main. Self-contained: includes no Kiln header. */\n",
+            prefix, prefix);
+  sb_printf(b, "#include <stdint.h>\n#include <stdlib.h>\n#include <string.h>\n\n"
+               "#define KILN_EXPORT __attribute__((visibility(\"default\")))\n"
+               "#define KILN_HIDDEN __attribute__((visibility(\"hidden\")))\n\n"
+               "typedef struct kiln_rt_pool kiln_rt_pool;\n"
+               "KILN_HIDDEN kiln_rt_pool *kiln_rt_pool_create(int threads);\n"
+               "KILN_HIDDEN void kiln_rt_pool_destroy(kiln_rt_pool *p);\n"
+               "KILN_HIDDEN void %s_kiln_main(void **bufs, kiln_rt_pool *pool);\n",
+            prefix);
+  for (int32_t i = 0; i < p->n_buffers; i++) {
+    const kiln_buffer *bf = &p->buffers[i];
+    bool first = true;
+    for (int32_t j = 0; j < i && bf->kind == KILN_BUF_CONST; j++)
+      if (p->buffers[j].kind == KILN_BUF_CONST && p->buffers[j].index == bf->index) first = false;
+    if (bf->kind == KILN_BUF_CONST && first)
+      sb_printf(b, "extern KILN_HIDDEN const unsigned char kiln_c%d[];\n", bf->index);
+  }
+  sb_printf(b, "\n%s\n", aot_model_struct);
+  sb_printf(b, "typedef struct %s_options { int threads; } %s_options;\n", prefix, prefix);
+  int32_t nb = p->n_buffers > 0 ? p->n_buffers : 1;
+  sb_printf(b, "typedef struct %s {\n  unsigned char *arena;\n  kiln_rt_pool *pool;\n  void *bufs[%d];\n} %s;\n\n",
+            prefix, nb, prefix);
+  int64_t arena = (int64_t)((p->arena_bytes + 63) / 64 * 64);
+  sb_printf(b, "KILN_EXPORT void %s_destroy(%s *m) {\n  if (!m) return;\n"
+               "  if (m->pool) kiln_rt_pool_destroy(m->pool);\n  free(m->arena);\n  free(m);\n}\n\n",
+            prefix, prefix);
+  sb_printf(b, "KILN_EXPORT int %s_create(%s **out, const %s_options *opt) {\n"
+               "  if (!out) return 1;\n  *out = NULL;\n"
+               "  %s *m = calloc(1, sizeof *m);\n  if (!m) return 2;\n",
+            prefix, prefix, prefix, prefix);
+  if (arena > 0)
+    sb_printf(b, "  m->arena = aligned_alloc(64, %lld);\n  if (!m->arena) { %s_destroy(m); return 2; }\n",
+              (long long)arena, prefix);
+  sb_printf(b, "  m->pool = kiln_rt_pool_create(opt ? opt->threads : 0);\n"
+               "  if (!m->pool) { %s_destroy(m); return 2; }\n",
+            prefix);
+  for (int32_t i = 0; i < p->n_buffers; i++) {
+    const kiln_buffer *bf = &p->buffers[i];
+    if (bf->kind == KILN_BUF_CONST) sb_printf(b, "  m->bufs[%d] = (void *)kiln_c%d;\n", i, bf->index);
+    else if (bf->kind == KILN_BUF_ARENA) sb_printf(b, "  m->bufs[%d] = m->arena + %lld;\n", i, (long long)bf->offset);
+  }
+  sb_printf(b, "  *out = m;\n  return 0;\n}\n\n");
+  sb_printf(b, "KILN_EXPORT ");
+  run_params(b, p, names, prefix, false);
+  sb_printf(b, " {\n  if (!model) return 1;\n");
+  for (int32_t i = 0; i < p->n_inputs + p->n_outputs; i++) {
+    sb_printf(b, "  if (!%s) return 1;\n", names[i]);
+  }
+  sb_printf(b, "  void *bufs[%d];\n  memcpy(bufs, model->bufs, sizeof bufs);\n", nb);
+  for (int32_t i = 0; i < p->n_buffers; i++) {
+    const kiln_buffer *bf = &p->buffers[i];
+    if (bf->kind != KILN_BUF_INPUT && bf->kind != KILN_BUF_OUTPUT) continue;
+    sb_printf(b, "  bufs[%d] = (void *)%s;\n", i, names[bf->kind == KILN_BUF_INPUT ? bf->index : p->n_inputs + bf->index]);
+  }
+  sb_printf(b, "  %s_kiln_main(bufs, model->pool);\n  return 0;\n}\n\n", prefix);
+  sb_printf(b, "KILN_EXPORT const char *%s_strerror(int code) {\n"
+               "  switch (code) {\n  case 0: return \"ok\";\n"
+               "  case 1: return \"invalid argument (a NULL model or buffer)\";\n"
+               "  case 2: return \"out of memory\";\n  default: return \"unknown error code\";\n  }\n}\n\n",
+            prefix);
+  /* generic entry */
+  sb_printf(b, "static int kiln_generic_create(void **m, int threads) {\n"
+               "  if (!m) return 1;\n  %s_options o = {threads};\n  return %s_create((%s **)m, &o);\n}\n",
+            prefix, prefix, prefix);
+  sb_printf(b, "static int kiln_generic_run(void *m, const void *const *in, void *const *out) {\n");
+  if (p->n_inputs) sb_printf(b, "  if (!in) return 1;\n");
+  if (p->n_outputs) sb_printf(b, "  if (!out) return 1;\n");
+  sb_printf(b, "  return %s_run((%s *)m", prefix, prefix);
+  for (int32_t i = 0; i < p->n_inputs; i++) sb_printf(b, ", (const %s *)in[%d]", c_type(p->in_dtypes[i]), i);
+  for (int32_t i = 0; i < p->n_outputs; i++) sb_printf(b, ", (%s *)out[%d]", c_type(p->out_dtypes[i]), i);
+  sb_printf(b, ");\n}\n");
+  sb_printf(b, "static void kiln_generic_destroy(void *m) { %s_destroy((%s *)m); }\n\n", prefix, prefix);
+  for (int io = 0; io < 2; io++) {
+    int32_t n = io ? p->n_outputs : p->n_inputs;
+    sb_printf(b, "static const kiln_aot_io kiln_%s[%d] = {\n", io ? "outputs" : "inputs", n > 0 ? n : 1);
+    for (int32_t i = 0; i < n; i++) {
+      const kiln_shape *s = io ? &p->out_shapes[i] : &p->in_shapes[i];
+      sb_printf(b, "  {");
+      c_string(b, io ? p->outputs[i].name : p->inputs[i].name);
+      sb_printf(b, ", %d, %d, {", (int)(io ? p->out_dtypes[i] : p->in_dtypes[i]), s->rank);
+      for (int d = 0; d < s->rank; d++) sb_printf(b, "%s%lld", d ? ", " : "", (long long)s->dims[d]);
+      sb_printf(b, "}},\n");
+    }
+    sb_printf(b, "};\n");
+  }
+  sb_printf(b, "static const kiln_aot_model kiln_model = {\n  KILN_AOT_ABI_VERSION, ");
+  c_string(b, p->name ? p->name : prefix);
+  sb_printf(b, ", %d, %d, kiln_inputs, kiln_outputs, %d, %lld,\n"
+               "  kiln_generic_create, kiln_generic_run, kiln_generic_destroy, %s_strerror};\n\n"
+               "KILN_EXPORT const kiln_aot_model *kiln_aot_describe(void) { return &kiln_model; }\n",
+            p->n_inputs, p->n_outputs, p->n_kernels, (long long)p->arena_bytes, prefix);
+}
+
+/* ------------------------------------------------------------------ files and linking */
+static kiln_status write_file(const char *path, const sbuf *b, kiln_diag *d) {
+  if (b->oom) return kiln_diag_set(d, KILN_ERR_OUT_OF_MEMORY, "out of memory generating %s", path);
+  FILE *f = fopen(path, "wb");
+  if (!f) return kiln_diag_set(d, KILN_ERR_IO, "cannot write %s", path);
+  bool ok = fwrite(b->s, 1, b->n, f) == b->n;
+  ok = (fclose(f) == 0) && ok;
+  return ok ? KILN_OK : kiln_diag_set(d, KILN_ERR_IO, "cannot write %s", path);
+}
+
+/* Single-quoted for the shell. */
+static void shell_quote(sbuf *b, const char *s) {
+  sb_printf(b, "'");
+  for (; *s; s++) {
+    if (*s == '\'') sb_printf(b, "'\\''");
+    else sb_printf(b, "%c", *s);
+  }
+  sb_printf(b, "' ");
+}
+
+static kiln_status link_library(const kiln_llvm_aot_options *o, const char *obj, const char *glue,
+                                const kiln_allocator *a, kiln_diag *d) {
+  sbuf cmd = {.a = a};
+  sb_printf(&cmd, "%s -shared -fPIC -O2 -fvisibility=hidden -o ", o->cc ? o->cc : "cc");
+  shell_quote(&cmd, o->so_path);
+  shell_quote(&cmd, obj);
+  shell_quote(&cmd, glue);
+  if (o->aotrt_lib) shell_quote(&cmd, o->aotrt_lib);
+  sb_printf(&cmd, "%s -lm 2>&1", o->link_flags ? o->link_flags : "");
+  if (cmd.oom) {
+    kiln_ir_free(a, cmd.s);
+    return kiln_diag_set(d, KILN_ERR_OUT_OF_MEMORY, "out of memory building the link command");
+  }
+  FILE *pipe = popen(cmd.s, "r");
+  if (!pipe) {
+    kiln_diag_set(d, KILN_ERR_BACKEND, "cannot run the linker: %s", cmd.s);
+    kiln_ir_free(a, cmd.s);
+    return d->status;
+  }
+  char log[1536];
+  size_t n = fread(log, 1, sizeof log - 1, pipe);
+  log[n] = 0;
+  char sink[512];
+  while (fread(sink, 1, sizeof sink, pipe) > 0) {
+  }
+  int rc = pclose(pipe);
+  kiln_status st = KILN_OK;
+  if (rc != 0) st = kiln_diag_set(d, KILN_ERR_BACKEND, "linking %s failed (%s):\n%s", o->so_path, cmd.s, log);
+  kiln_ir_free(a, cmd.s);
+  return st;
+}
+
+static kiln_status emit_object(const kiln_kprogram *p, const char *prefix, const char *obj, kiln_diag *d) {
+  LLVMTargetMachineRef tm;
+  if (kiln_llvm_host_machine(LLVMRelocPIC, LLVMCodeModelDefault, &tm, d) != KILN_OK) return d->status;
+  char entry[320];
+  snprintf(entry, sizeof entry, "%s_kiln_main", prefix);
+  LLVMContextRef ctx = LLVMContextCreate();
+  LLVMModuleRef m = NULL;
+  kiln_llvm_render_options ro = {.entry_name = entry, .embed_consts = true, .hidden_entry = true};
+  kiln_status st = kiln_llvm_render(p, ctx, &ro, &m, d);
+  if (st == KILN_OK) st = kiln_llvm_optimize(m, tm, d);
+  if (st == KILN_OK) {
+    char *err = NULL;
+    if (LLVMTargetMachineEmitToFile(tm, m, obj, LLVMObjectFile, &err)) {
+      st = kiln_diag_set(d, KILN_ERR_BACKEND, "LLVM: writing %s: %s", obj, err ? err : "");
+      kiln_llvm_diag_module(d, m);
+    }
+    LLVMDisposeMessage(err);
+  }
+  if (m) LLVMDisposeModule(m);
+  LLVMContextDispose(ctx);
+  LLVMDisposeTargetMachine(tm);
+  return st;
+}
+
+static bool is_identifier(const char *s) {
+  if (!s || !*s || (*s >= '0' && *s <= '9')) return false;
+  for (; *s; s++)
+    if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') || *s == '_'))
+      return false;
+  return true;
+}
+
+kiln_status kiln_llvm_export(const kiln_kprogram *p, const kiln_llvm_aot_options *o, kiln_diag *d) {
+  if (!o || !o->so_path || !is_identifier(o->prefix) || strlen(o->prefix) > 200)
+    return kiln_diag_set(d, KILN_ERR_INVALID_ARGUMENT, "export: needs a C identifier prefix (got '%s') and an output path",
+                         o && o->prefix ? o->prefix : "(null)");
+  const kiln_allocator *a = p->alloc;
+  /* Temporary files next to the output, unique per process. */
+  size_t len = strlen(o->so_path) + 64;
+  char *obj = kiln_ir_malloc(a, len), *glue = kiln_ir_malloc(a, len);
+  pname *names = kiln_ir_malloc(a, sizeof(pname) * (size_t)(p->n_inputs + p->n_outputs + 1));
+  if (!obj || !glue || !names) {
+    kiln_ir_free(a, names);
+    kiln_ir_free(a, obj);
+    kiln_ir_free(a, glue);
+    return kiln_diag_set(d, KILN_ERR_OUT_OF_MEMORY, "out of memory");
+  }
+  param_names(p, names);
+  snprintf(obj, len, "%s.kiln%ld.o", o->so_path, (long)getpid());
+  snprintf(glue, len, "%s.kiln%ld.c", o->so_path, (long)getpid());
+  sbuf hdr = {.a = a}, gl = {.a = a};
+  kiln_status st = emit_object(p, o->prefix, obj, d);
+  if (st == KILN_OK) {
+    write_glue(&gl, p, names, o->prefix);
+    st = write_file(glue, &gl, d);
+  }
+  if (st == KILN_OK) st = link_library(o, obj, glue, a, d);
+  if (st == KILN_OK && o->header_path) {
+    write_header(&hdr, p, names, o->prefix);
+    st = write_file(o->header_path, &hdr, d);
+  }
+  remove(obj);
+  remove(glue);
+  kiln_ir_free(a, obj);
+  kiln_ir_free(a, glue);
+  kiln_ir_free(a, names);
+  kiln_ir_free(a, hdr.s);
+  kiln_ir_free(a, gl.s);
+  return st;
+}

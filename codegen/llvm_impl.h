@@ -1,0 +1,43 @@
+/* llvm_impl.h - what the files of codegen/ share among themselves: rendering a kernel
+ * program into an LLVM module (render.c), the host target machine and the O3 pipeline,
+ * and error reporting that carries LLVM's message and the module text into a kiln_diag.
+ * Internal to codegen/; the module's public face is llvm.h.
+ */
+#ifndef KILN_LLVM_IMPL_H
+#define KILN_LLVM_IMPL_H
+
+#include "llvm.h"
+
+#include <llvm-c/Core.h>
+#include <llvm-c/Error.h>
+#include <llvm-c/Target.h>
+#include <llvm-c/TargetMachine.h>
+
+typedef struct kiln_llvm_render_options {
+  const char *entry_name; /* symbol of the entry function */
+  /* AOT: constants become hidden globals kiln_c<idx> (64-byte aligned) in the module so
+   * the glue can point bufs at them; the JIT reads constants through bufs only. */
+  bool embed_consts;
+  bool hidden_entry;      /* AOT: the entry is hidden (only the glue calls it) */
+} kiln_llvm_render_options;
+
+/* Renders p into a new module in ctx and verifies it. On failure *out is NULL and d
+ * holds the reason (with the module text when LLVM's verifier refused it). */
+kiln_status kiln_llvm_render(const kiln_kprogram *p, LLVMContextRef ctx,
+                             const kiln_llvm_render_options *o, LLVMModuleRef *out,
+                             kiln_diag *d);
+
+/* A target machine for the host CPU (its name and features), O3 code generation. */
+kiln_status kiln_llvm_host_machine(LLVMRelocMode reloc, LLVMCodeModel cm, LLVMTargetMachineRef *tm,
+                                   kiln_diag *d);
+
+/* Sets m's triple and data layout from tm and runs default<O3>. */
+kiln_status kiln_llvm_optimize(LLVMModuleRef m, LLVMTargetMachineRef tm, kiln_diag *d);
+
+/* Sets d to KILN_ERR_BACKEND with what + LLVM's message (consumes err) and, when m is
+ * given, as much of the module text as fits. */
+kiln_status kiln_llvm_fail(kiln_diag *d, const char *what, LLVMErrorRef err, LLVMModuleRef m);
+/* Appends as much of m's text as fits into d's message. */
+void kiln_llvm_diag_module(kiln_diag *d, LLVMModuleRef m);
+
+#endif

@@ -1,0 +1,818 @@
+/* render.c - the LLVM renderer: turns a kernel program into one LLVM module. Each LOOP
+ * kernel becomes an internal function over a chunk of output rows (the runtime ABI in
+ * runtime/rt.h); GEMM and OPAQUE kernels become calls into the runtime with their
+ * descriptors embedded as constant bytes; an entry function runs every kernel in order.
+ * Every scalar op is mapped to LLVM IR in one place, emit_alu.
+ */
+#include "llvm_impl.h"
+
+#include <llvm-c/Analysis.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Rows of a chunk handed to one worker hold at least this many output elements, so a
+ * parallel chunk amortizes the pool's dispatch cost. */
+#define KILN_LLVM_GRAIN_ELEMS 16384
+
+/* How a dtype computes: floats (f16/bf16 in f32), signed ints, unsigned ints (u8), bool
+ * (i1 in registers, one byte in memory). */
+typedef enum dclass { DC_FLOAT, DC_SINT, DC_UINT, DC_BOOL } dclass;
+
+typedef struct render {
+  LLVMContextRef ctx;
+  LLVMModuleRef mod;
+  LLVMBuilderRef b;
+  const kiln_kprogram *p;
+  kiln_diag *d;
+  LLVMTypeRef t_void, t_i1, t_i8, t_i16, t_i32, t_i64, t_half, t_f32, t_f64, t_ptr;
+  /* per LOOP kernel */
+  const kiln_kernel *k;
+  int32_t kidx;
+  LLVMValueRef fn;
+  LLVMBasicBlockRef entry_bb;
+  LLVMValueRef *var;      /* current value of each loop variable (NULL outside its loop) */
+  LLVMValueRef *memo;     /* value of each kx, valid while memo_depth <= depth */
+  int32_t *memo_depth;
+  int32_t depth;          /* REDUCE loop nesting at the insertion point */
+  LLVMValueRef *base;     /* base pointer of each buffer, loaded in the entry block */
+} render;
+
+/* ------------------------------------------------------------------ types */
+static dclass dclass_of(kiln_dtype t) {
+  if (kiln_dtype_is_float(t)) return DC_FLOAT;
+  if (t == KILN_BOOL) return DC_BOOL;
+  if (t == KILN_U8) return DC_UINT;
+  return DC_SINT;
+}
+
+/* The register type a dtype is computed in. */
+static LLVMTypeRef ctype(render *r, kiln_dtype t) {
+  switch (t) {
+  case KILN_F64: return r->t_f64;
+  case KILN_F32: case KILN_F16: case KILN_BF16: return r->t_f32;
+  case KILN_I8: case KILN_U8: return r->t_i8;
+  case KILN_I16: return r->t_i16;
+  case KILN_I32: return r->t_i32;
+  case KILN_I64: return r->t_i64;
+  case KILN_BOOL: return r->t_i1;
+  default: return r->t_i64;
+  }
+}
+
+/* The memory type of one element. bf16 is handled as i16 bits: GCC 12's libgcc has no
+ * __truncsfbf2, so LLVM's bfloat conversions could leave an unresolvable libcall. */
+static LLVMTypeRef mtype(render *r, kiln_dtype t) {
+  switch (t) {
+  case KILN_F16: return r->t_half;
+  case KILN_BF16: return r->t_i16;
+  case KILN_BOOL: return r->t_i8;
+  default: return ctype(r, t);
+  }
+}
+
+static LLVMValueRef ci64(render *r, int64_t v) { return LLVMConstInt(r->t_i64, (unsigned long long)v, 1); }
+static LLVMValueRef cint(LLVMTypeRef t, int64_t v) { return LLVMConstInt(t, (unsigned long long)v, 1); }
+
+/* ------------------------------------------------------------------ calls */
+static LLVMValueRef intrinsic(render *r, const char *name, LLVMTypeRef *tys, unsigned n_tys,
+                              LLVMValueRef *args, unsigned n_args) {
+  unsigned id = LLVMLookupIntrinsicID(name, strlen(name));
+  KILN_ASSERT(id != 0);
+  LLVMValueRef fn = LLVMGetIntrinsicDeclaration(r->mod, id, tys, n_tys);
+  LLVMTypeRef fty = LLVMIntrinsicGetType(r->ctx, id, tys, n_tys);
+  return LLVMBuildCall2(r->b, fty, fn, args, n_args, "");
+}
+
+static LLVMValueRef intr1(render *r, const char *name, LLVMValueRef x) {
+  LLVMTypeRef t = LLVMTypeOf(x);
+  return intrinsic(r, name, &t, 1, &x, 1);
+}
+
+static LLVMValueRef intr2(render *r, const char *name, LLVMValueRef x, LLVMValueRef y) {
+  LLVMTypeRef t = LLVMTypeOf(x);
+  LLVMValueRef a[2] = {x, y};
+  return intrinsic(r, name, &t, 1, a, 2);
+}
+
+static LLVMValueRef declare_fn(render *r, const char *name, LLVMTypeRef fty) {
+  LLVMValueRef fn = LLVMGetNamedFunction(r->mod, name);
+  return fn ? fn : LLVMAddFunction(r->mod, name, fty);
+}
+
+/* libm for what has no LLVM intrinsic (erf, tanh): "erff" for f32, "erf" for f64. */
+static LLVMValueRef libm1(render *r, const char *f64name, LLVMValueRef x) {
+  LLVMTypeRef t = LLVMTypeOf(x);
+  char name[32];
+  snprintf(name, sizeof name, "%s%s", f64name, t == r->t_f32 ? "f" : "");
+  LLVMTypeRef fty = LLVMFunctionType(t, &t, 1, 0);
+  return LLVMBuildCall2(r->b, fty, declare_fn(r, name, fty), &x, 1, "");
+}
+
+/* ------------------------------------------------------------------ conversions */
+/* f32 -> bf16 bits, round to nearest even, NaN stays a quiet NaN (as kiln_f32_to_bf16). */
+static LLVMValueRef f32_to_bf16_bits(render *r, LLVMValueRef v) {
+  LLVMBuilderRef b = r->b;
+  LLVMValueRef u = LLVMBuildBitCast(b, v, r->t_i32, "");
+  LLVMValueRef lsb = LLVMBuildAnd(b, LLVMBuildLShr(b, u, cint(r->t_i32, 16), ""), cint(r->t_i32, 1), "");
+  LLVMValueRef rnd = LLVMBuildAdd(b, LLVMBuildAdd(b, u, cint(r->t_i32, 0x7fff), ""), lsb, "");
+  LLVMValueRef nan = LLVMBuildOr(b, u, cint(r->t_i32, 0x400000), "");
+  LLVMValueRef isnan = LLVMBuildFCmp(b, LLVMRealUNO, v, v, "");
+  LLVMValueRef w = LLVMBuildLShr(b, LLVMBuildSelect(b, isnan, nan, rnd, ""), cint(r->t_i32, 16), "");
+  return LLVMBuildTrunc(b, w, r->t_i16, "");
+}
+
+static LLVMValueRef bf16_bits_to_f32(render *r, LLVMValueRef h) {
+  LLVMValueRef w = LLVMBuildZExt(r->b, h, r->t_i32, "");
+  w = LLVMBuildShl(r->b, w, cint(r->t_i32, 16), "");
+  return LLVMBuildBitCast(r->b, w, r->t_f32, "");
+}
+
+/* An f32 register value rounded to the precision of a narrow float dtype. */
+static LLVMValueRef round_narrow(render *r, LLVMValueRef f, kiln_dtype to) {
+  if (to == KILN_F16)
+    return LLVMBuildFPExt(r->b, LLVMBuildFPTrunc(r->b, f, r->t_half, ""), r->t_f32, "");
+  if (to == KILN_BF16) return bf16_bits_to_f32(r, f32_to_bf16_bits(r, f));
+  return f;
+}
+
+/* Graph semantics of cast: float->int truncates (saturating, NaN -> 0, so no poison);
+ * ->bool is x != 0; bool->number is 0/1. */
+static LLVMValueRef convert(render *r, LLVMValueRef v, kiln_dtype from, kiln_dtype to) {
+  if (from == to) return v;
+  LLVMBuilderRef b = r->b;
+  dclass cf = dclass_of(from), ct = dclass_of(to);
+  LLVMTypeRef tf = ctype(r, from), tt = ctype(r, to);
+  if (ct == DC_FLOAT) {
+    LLVMValueRef f;
+    if (cf == DC_FLOAT) {
+      f = tf == tt ? v : tt == r->t_f64 ? LLVMBuildFPExt(b, v, tt, "") : LLVMBuildFPTrunc(b, v, tt, "");
+    } else if (cf == DC_SINT) {
+      f = LLVMBuildSIToFP(b, v, tt, "");
+    } else {
+      f = LLVMBuildUIToFP(b, v, tt, "");
+    }
+    return round_narrow(r, f, to);
+  }
+  if (ct == DC_BOOL) {
+    if (cf == DC_FLOAT) return LLVMBuildFCmp(b, LLVMRealUNE, v, LLVMConstReal(tf, 0.0), "");
+    return LLVMBuildICmp(b, LLVMIntNE, v, LLVMConstInt(tf, 0, 0), "");
+  }
+  if (cf == DC_FLOAT) {
+    LLVMTypeRef tys[2] = {r->t_i64, tf};
+    LLVMValueRef w = intrinsic(r, "llvm.fptosi.sat", tys, 2, &v, 1);
+    return tt == r->t_i64 ? w : LLVMBuildTrunc(b, w, tt, "");
+  }
+  unsigned wf = LLVMGetIntTypeWidth(tf), wt = LLVMGetIntTypeWidth(tt);
+  if (wf == wt) return v; /* i8 <-> u8: same bits */
+  if (wf > wt) return LLVMBuildTrunc(b, v, tt, "");
+  return cf == DC_SINT ? LLVMBuildSExt(b, v, tt, "") : LLVMBuildZExt(b, v, tt, "");
+}
+
+/* Memory element -> register value of dtype t. */
+static LLVMValueRef from_memory(render *r, LLVMValueRef m, kiln_dtype t) {
+  switch (t) {
+  case KILN_F16: return LLVMBuildFPExt(r->b, m, r->t_f32, "");
+  case KILN_BF16: return bf16_bits_to_f32(r, m);
+  case KILN_BOOL: return LLVMBuildICmp(r->b, LLVMIntNE, m, cint(r->t_i8, 0), "");
+  default: return m;
+  }
+}
+
+static LLVMValueRef to_memory(render *r, LLVMValueRef v, kiln_dtype t) {
+  switch (t) {
+  case KILN_F16: return LLVMBuildFPTrunc(r->b, v, r->t_half, "");
+  case KILN_BF16: return f32_to_bf16_bits(r, v);
+  case KILN_BOOL: return LLVMBuildZExt(r->b, v, r->t_i8, "");
+  default: return v;
+  }
+}
+
+static LLVMValueRef const_of(render *r, kiln_dtype t, double f, int64_t i) {
+  switch (dclass_of(t)) {
+  case DC_FLOAT:
+    if (t == KILN_F16) f = kiln_f16_to_f32(kiln_f32_to_f16((float)f));
+    if (t == KILN_BF16) f = kiln_bf16_to_f32(kiln_f32_to_bf16((float)f));
+    return LLVMConstReal(ctype(r, t), t == KILN_F64 ? f : (double)(float)f);
+  case DC_BOOL: return LLVMConstInt(r->t_i1, i != 0, 0);
+  default: return cint(ctype(r, t), i);
+  }
+}
+
+/* ------------------------------------------------------------------ the scalar op table */
+/* Integer division/remainder that never traps: x/0 is 0 (a kernel has no way to report
+ * it) and INT_MIN/-1 wraps. */
+static LLVMValueRef int_divrem(render *r, bool div, bool is_signed, LLVMValueRef a, LLVMValueRef b) {
+  LLVMBuilderRef bl = r->b;
+  LLVMTypeRef t = LLVMTypeOf(a);
+  LLVMValueRef zero = cint(t, 0), one = cint(t, 1);
+  LLVMValueRef bz = LLVMBuildICmp(bl, LLVMIntEQ, b, zero, "");
+  if (!is_signed) {
+    LLVMValueRef s = LLVMBuildSelect(bl, bz, one, b, "");
+    LLVMValueRef q = div ? LLVMBuildUDiv(bl, a, s, "") : LLVMBuildURem(bl, a, s, "");
+    return LLVMBuildSelect(bl, bz, zero, q, "");
+  }
+  LLVMValueRef bm1 = LLVMBuildICmp(bl, LLVMIntEQ, b, cint(t, -1), "");
+  LLVMValueRef s = LLVMBuildSelect(bl, LLVMBuildOr(bl, bz, bm1, ""), one, b, "");
+  LLVMValueRef q = div ? LLVMBuildSDiv(bl, a, s, "") : LLVMBuildSRem(bl, a, s, "");
+  q = LLVMBuildSelect(bl, bm1, div ? LLVMBuildSub(bl, zero, a, "") : zero, q, "");
+  return LLVMBuildSelect(bl, bz, zero, q, "");
+}
+
+static LLVMValueRef alu(render *r, kiln_op op, int32_t kind, kiln_dtype odt, kiln_dtype rdt,
+                        LLVMValueRef *v);
+
+/* Math that only makes sense on floats, applied to integers: through f64 and back. */
+static LLVMValueRef alu_via_f64(render *r, kiln_op op, int32_t kind, kiln_dtype odt, int n,
+                                LLVMValueRef *v) {
+  LLVMValueRef f[2];
+  for (int i = 0; i < n; i++) f[i] = convert(r, v[i], odt, KILN_F64);
+  return convert(r, alu(r, op, kind, KILN_F64, KILN_F64, f), KILN_F64, odt);
+}
+
+/* One switch maps every elementwise op to LLVM IR for float, signed, unsigned and bool
+ * operands. odt is the operand dtype (of a[1] for select), rdt the result dtype. */
+static LLVMValueRef alu(render *r, kiln_op op, int32_t kind, kiln_dtype odt, kiln_dtype rdt,
+                        LLVMValueRef *v) {
+  LLVMBuilderRef b = r->b;
+  dclass c = dclass_of(odt);
+  bool fl = c == DC_FLOAT, sg = c == DC_SINT, bo = c == DC_BOOL;
+  LLVMTypeRef t = ctype(r, odt);
+  LLVMValueRef zero = fl ? LLVMConstReal(t, 0.0) : LLVMConstInt(t, 0, 0);
+  LLVMValueRef one = fl ? LLVMConstReal(t, 1.0) : LLVMConstInt(t, 1, 0);
+  switch (op) {
+  case KILN_OP_neg: return fl ? LLVMBuildFNeg(b, v[0], "") : bo ? v[0] : LLVMBuildNeg(b, v[0], "");
+  case KILN_OP_abs:
+    if (fl) return intr1(r, "llvm.fabs", v[0]);
+    if (sg) return intr2(r, "llvm.abs", v[0], LLVMConstInt(r->t_i1, 0, 0));
+    return v[0];
+  case KILN_OP_exp: return fl ? intr1(r, "llvm.exp", v[0]) : alu_via_f64(r, op, kind, odt, 1, v);
+  case KILN_OP_log: return fl ? intr1(r, "llvm.log", v[0]) : alu_via_f64(r, op, kind, odt, 1, v);
+  case KILN_OP_sqrt: return fl ? intr1(r, "llvm.sqrt", v[0]) : alu_via_f64(r, op, kind, odt, 1, v);
+  case KILN_OP_rsqrt:
+    return fl ? LLVMBuildFDiv(b, one, intr1(r, "llvm.sqrt", v[0]), "") : alu_via_f64(r, op, kind, odt, 1, v);
+  case KILN_OP_recip: return fl ? LLVMBuildFDiv(b, one, v[0], "") : int_divrem(r, true, sg, one, v[0]);
+  case KILN_OP_tanh: return fl ? libm1(r, "tanh", v[0]) : alu_via_f64(r, op, kind, odt, 1, v);
+  case KILN_OP_sigmoid:
+    if (!fl) return alu_via_f64(r, op, kind, odt, 1, v);
+    return LLVMBuildFDiv(b, one, LLVMBuildFAdd(b, one, intr1(r, "llvm.exp", LLVMBuildFNeg(b, v[0], "")), ""), "");
+  case KILN_OP_erf: return fl ? libm1(r, "erf", v[0]) : alu_via_f64(r, op, kind, odt, 1, v);
+  case KILN_OP_sin: return fl ? intr1(r, "llvm.sin", v[0]) : alu_via_f64(r, op, kind, odt, 1, v);
+  case KILN_OP_cos: return fl ? intr1(r, "llvm.cos", v[0]) : alu_via_f64(r, op, kind, odt, 1, v);
+  case KILN_OP_floor: return fl ? intr1(r, "llvm.floor", v[0]) : v[0];
+  case KILN_OP_ceil: return fl ? intr1(r, "llvm.ceil", v[0]) : v[0];
+  case KILN_OP_round: return fl ? intr1(r, "llvm.roundeven", v[0]) : v[0];
+  case KILN_OP_sign: {
+    if (bo) return v[0];
+    if (fl) { /* zero (either sign) and NaN are returned as they are */
+      LLVMValueRef m1 = LLVMConstReal(t, -1.0);
+      LLVMValueRef neg = LLVMBuildSelect(b, LLVMBuildFCmp(b, LLVMRealOLT, v[0], zero, ""), m1, v[0], "");
+      return LLVMBuildSelect(b, LLVMBuildFCmp(b, LLVMRealOGT, v[0], zero, ""), one, neg, "");
+    }
+    LLVMValueRef pos = LLVMBuildZExt(b, LLVMBuildICmp(b, sg ? LLVMIntSGT : LLVMIntUGT, v[0], zero, ""), t, "");
+    if (!sg) return pos;
+    LLVMValueRef neg = LLVMBuildZExt(b, LLVMBuildICmp(b, LLVMIntSLT, v[0], zero, ""), t, "");
+    return LLVMBuildSub(b, pos, neg, "");
+  }
+  case KILN_OP_not: return bo ? LLVMBuildXor(b, v[0], one, "") : LLVMBuildNot(b, v[0], "");
+  case KILN_OP_isnan:
+    return fl ? LLVMBuildFCmp(b, LLVMRealUNO, v[0], v[0], "") : LLVMConstInt(r->t_i1, 0, 0);
+  case KILN_OP_add: return fl ? LLVMBuildFAdd(b, v[0], v[1], "") : bo ? LLVMBuildOr(b, v[0], v[1], "") : LLVMBuildAdd(b, v[0], v[1], "");
+  case KILN_OP_sub: return fl ? LLVMBuildFSub(b, v[0], v[1], "") : bo ? LLVMBuildXor(b, v[0], v[1], "") : LLVMBuildSub(b, v[0], v[1], "");
+  case KILN_OP_mul: return fl ? LLVMBuildFMul(b, v[0], v[1], "") : bo ? LLVMBuildAnd(b, v[0], v[1], "") : LLVMBuildMul(b, v[0], v[1], "");
+  case KILN_OP_div:
+    if (fl) return LLVMBuildFDiv(b, v[0], v[1], "");
+    if (bo) return LLVMBuildAnd(b, v[0], v[1], "");
+    return int_divrem(r, true, sg, v[0], v[1]);
+  case KILN_OP_pow: return fl ? intr2(r, "llvm.pow", v[0], v[1]) : alu_via_f64(r, op, kind, odt, 2, v);
+  case KILN_OP_max:
+    if (fl) return intr2(r, "llvm.maximum", v[0], v[1]); /* NaN propagates */
+    if (bo) return LLVMBuildOr(b, v[0], v[1], "");
+    return intr2(r, sg ? "llvm.smax" : "llvm.umax", v[0], v[1]);
+  case KILN_OP_min:
+    if (fl) return intr2(r, "llvm.minimum", v[0], v[1]);
+    if (bo) return LLVMBuildAnd(b, v[0], v[1], "");
+    return intr2(r, sg ? "llvm.smin" : "llvm.umin", v[0], v[1]);
+  case KILN_OP_mod: {
+    if (bo) return LLVMBuildAnd(b, v[0], LLVMBuildNot(b, v[1], ""), ""); /* x % 1 = 0, x % 0 = 0 */
+    if (!fl && !sg) return int_divrem(r, false, false, v[0], v[1]);
+    LLVMValueRef rem = fl ? LLVMBuildFRem(b, v[0], v[1], "") : int_divrem(r, false, true, v[0], v[1]);
+    if (kind == 1) return rem; /* C fmod: sign of the dividend */
+    /* Python: a nonzero remainder takes the divisor's sign */
+    LLVMValueRef fix;
+    if (fl) {
+      LLVMValueRef rneg = LLVMBuildFCmp(b, LLVMRealOLT, rem, zero, "");
+      LLVMValueRef bneg = LLVMBuildFCmp(b, LLVMRealOLT, v[1], zero, "");
+      fix = LLVMBuildAnd(b, LLVMBuildFCmp(b, LLVMRealONE, rem, zero, ""), LLVMBuildXor(b, rneg, bneg, ""), "");
+      return LLVMBuildSelect(b, fix, LLVMBuildFAdd(b, rem, v[1], ""), rem, "");
+    }
+    LLVMValueRef sx = LLVMBuildICmp(b, LLVMIntSLT, LLVMBuildXor(b, rem, v[1], ""), zero, "");
+    fix = LLVMBuildAnd(b, LLVMBuildICmp(b, LLVMIntNE, rem, zero, ""), sx, "");
+    return LLVMBuildSelect(b, fix, LLVMBuildAdd(b, rem, v[1], ""), rem, "");
+  }
+  case KILN_OP_and: return LLVMBuildAnd(b, v[0], v[1], "");
+  case KILN_OP_or: return LLVMBuildOr(b, v[0], v[1], "");
+  case KILN_OP_xor: return LLVMBuildXor(b, v[0], v[1], "");
+  case KILN_OP_eq: return fl ? LLVMBuildFCmp(b, LLVMRealOEQ, v[0], v[1], "") : LLVMBuildICmp(b, LLVMIntEQ, v[0], v[1], "");
+  case KILN_OP_ne: return fl ? LLVMBuildFCmp(b, LLVMRealUNE, v[0], v[1], "") : LLVMBuildICmp(b, LLVMIntNE, v[0], v[1], "");
+  case KILN_OP_lt: return fl ? LLVMBuildFCmp(b, LLVMRealOLT, v[0], v[1], "") : LLVMBuildICmp(b, sg ? LLVMIntSLT : LLVMIntULT, v[0], v[1], "");
+  case KILN_OP_le: return fl ? LLVMBuildFCmp(b, LLVMRealOLE, v[0], v[1], "") : LLVMBuildICmp(b, sg ? LLVMIntSLE : LLVMIntULE, v[0], v[1], "");
+  case KILN_OP_gt: return fl ? LLVMBuildFCmp(b, LLVMRealOGT, v[0], v[1], "") : LLVMBuildICmp(b, sg ? LLVMIntSGT : LLVMIntUGT, v[0], v[1], "");
+  case KILN_OP_ge: return fl ? LLVMBuildFCmp(b, LLVMRealOGE, v[0], v[1], "") : LLVMBuildICmp(b, sg ? LLVMIntSGE : LLVMIntUGE, v[0], v[1], "");
+  case KILN_OP_select: return LLVMBuildSelect(b, v[0], v[1], v[2], "");
+  case KILN_OP_cast: return convert(r, v[0], odt, rdt);
+  default: return NULL; /* not elementwise: refused by check_kernel */
+  }
+}
+
+/* ------------------------------------------------------------------ loops */
+typedef struct loop {
+  LLVMBasicBlockRef header, exit;
+  LLVMValueRef iv;
+} loop;
+
+/* for (iv = lo; iv < hi; iv++): leaves the builder in the body. */
+static LLVMValueRef loop_begin(render *r, loop *l, LLVMValueRef lo, LLVMValueRef hi) {
+  LLVMBasicBlockRef pre = LLVMGetInsertBlock(r->b);
+  l->header = LLVMAppendBasicBlockInContext(r->ctx, r->fn, "loop");
+  LLVMBasicBlockRef body = LLVMAppendBasicBlockInContext(r->ctx, r->fn, "body");
+  l->exit = LLVMAppendBasicBlockInContext(r->ctx, r->fn, "exit");
+  LLVMBuildBr(r->b, l->header);
+  LLVMPositionBuilderAtEnd(r->b, l->header);
+  l->iv = LLVMBuildPhi(r->b, r->t_i64, "i");
+  LLVMAddIncoming(l->iv, &lo, &pre, 1);
+  LLVMBuildCondBr(r->b, LLVMBuildICmp(r->b, LLVMIntSLT, l->iv, hi, ""), body, l->exit);
+  LLVMPositionBuilderAtEnd(r->b, body);
+  return l->iv;
+}
+
+static void loop_end(render *r, loop *l) {
+  LLVMBasicBlockRef latch = LLVMGetInsertBlock(r->b);
+  LLVMValueRef next = LLVMBuildNSWAdd(r->b, l->iv, ci64(r, 1), "");
+  LLVMBuildBr(r->b, l->header);
+  LLVMAddIncoming(l->iv, &next, &latch, 1);
+  LLVMPositionBuilderAtEnd(r->b, l->exit);
+}
+
+/* An alloca in the entry block, so mem2reg turns it into SSA. */
+static LLVMValueRef entry_alloca(render *r, LLVMTypeRef t) {
+  LLVMBuilderRef ab = LLVMCreateBuilderInContext(r->ctx);
+  LLVMValueRef first = LLVMGetFirstInstruction(r->entry_bb);
+  if (first) LLVMPositionBuilderBefore(ab, first);
+  else LLVMPositionBuilderAtEnd(ab, r->entry_bb);
+  LLVMValueRef a = LLVMBuildAlloca(ab, t, "acc");
+  LLVMDisposeBuilder(ab);
+  return a;
+}
+
+/* ------------------------------------------------------------------ expressions */
+static LLVMValueRef eval(render *r, int32_t id);
+
+static LLVMValueRef reduce_init(render *r, kiln_op op, kiln_dtype t) {
+  bool is_max = op == KILN_OP_reduce_max || op == KILN_OP_argmax;
+  switch (op) {
+  case KILN_OP_reduce_sum: return const_of(r, t, 0.0, 0);
+  case KILN_OP_reduce_prod: return const_of(r, t, 1.0, 1);
+  default: break;
+  }
+  switch (dclass_of(t)) {
+  case DC_FLOAT: return LLVMConstReal(ctype(r, t), is_max ? -INFINITY : INFINITY);
+  case DC_BOOL: return LLVMConstInt(r->t_i1, is_max ? 0 : 1, 0);
+  case DC_UINT: return LLVMConstInt(r->t_i8, is_max ? 0 : 255, 0);
+  default: {
+    unsigned w = LLVMGetIntTypeWidth(ctype(r, t));
+    int64_t mx = (int64_t)((~0ull) >> (65 - w));
+    return cint(ctype(r, t), is_max ? -mx - 1 : mx);
+  }
+  }
+}
+
+/* Forgets every value computed inside a loop that has just been closed. */
+static void memo_leave(render *r) {
+  r->depth--;
+  for (int32_t i = 0; i < r->k->n_kx; i++)
+    if (r->memo[i] && r->memo_depth[i] > r->depth) r->memo[i] = NULL;
+}
+
+static LLVMValueRef eval_reduce(render *r, const kiln_kx *x) {
+  LLVMBuilderRef b = r->b;
+  const kiln_kx *src = &r->k->kx[x->a[0]];
+  bool arg = x->op == KILN_OP_argmax || x->op == KILN_OP_argmin;
+  kiln_dtype vdt = arg ? src->dtype : x->dtype; /* dtype accumulated */
+  LLVMTypeRef vt = ctype(r, vdt);
+  LLVMValueRef acc = entry_alloca(r, vt), best_i = NULL;
+  LLVMBuildStore(b, reduce_init(r, x->op, vdt), acc);
+  if (arg) {
+    best_i = entry_alloca(r, r->t_i64);
+    LLVMBuildStore(b, ci64(r, 0), best_i);
+  }
+  loop loops[KILN_MAX_RANK * 2];
+  r->depth++;
+  for (int32_t j = 0; j < x->n_vars; j++)
+    r->var[x->var + j] = loop_begin(r, &loops[j], ci64(r, 0), ci64(r, r->k->extent[x->var + j]));
+  LLVMValueRef val = eval(r, x->a[0]);
+  if (!val) return NULL;
+  if (!arg) val = convert(r, val, src->dtype, vdt);
+  LLVMValueRef cur = LLVMBuildLoad2(b, vt, acc, "");
+  dclass c = dclass_of(vdt);
+  bool fl = c == DC_FLOAT;
+  if (arg) {
+    /* better: nothing beats a NaN; a NaN beats any number; ties go to the last when kind=1 */
+    bool mx = x->op == KILN_OP_argmax;
+    LLVMValueRef better;
+    if (fl) {
+      better = LLVMBuildFCmp(b, mx ? LLVMRealOGT : LLVMRealOLT, val, cur, "");
+      better = LLVMBuildOr(b, better, LLVMBuildFCmp(b, LLVMRealUNO, val, val, ""), "");
+      if (x->kind_attr == 1) better = LLVMBuildOr(b, better, LLVMBuildFCmp(b, LLVMRealOEQ, val, cur, ""), "");
+      better = LLVMBuildAnd(b, better, LLVMBuildFCmp(b, LLVMRealORD, cur, cur, ""), "");
+    } else {
+      bool sg = c == DC_SINT;
+      LLVMIntPredicate pr = mx ? (sg ? LLVMIntSGT : LLVMIntUGT) : (sg ? LLVMIntSLT : LLVMIntULT);
+      if (x->kind_attr == 1) pr = mx ? (sg ? LLVMIntSGE : LLVMIntUGE) : (sg ? LLVMIntSLE : LLVMIntULE);
+      better = LLVMBuildICmp(b, pr, val, cur, "");
+    }
+    LLVMBuildStore(b, LLVMBuildSelect(b, better, val, cur, ""), acc);
+    LLVMValueRef bi = LLVMBuildLoad2(b, r->t_i64, best_i, "");
+    LLVMBuildStore(b, LLVMBuildSelect(b, better, r->var[x->var], bi, ""), best_i);
+  } else {
+    LLVMValueRef nv;
+    kiln_op op = x->op == KILN_OP_reduce_sum ? KILN_OP_add
+                 : x->op == KILN_OP_reduce_prod ? KILN_OP_mul
+                 : x->op == KILN_OP_reduce_max ? KILN_OP_max : KILN_OP_min;
+    LLVMValueRef ops[2] = {cur, val};
+    nv = alu(r, op, 0, vdt, vdt, ops);
+    /* Reassociation lets the vectorizer split float sums/products into lanes; the
+     * result differs from a sequential sum only by rounding. */
+    if (fl && (op == KILN_OP_add || op == KILN_OP_mul) && LLVMCanValueUseFastMathFlags(nv))
+      LLVMSetFastMathFlags(nv, LLVMFastMathAllowReassoc);
+    LLVMBuildStore(b, nv, acc);
+  }
+  for (int32_t j = x->n_vars - 1; j >= 0; j--) {
+    loop_end(r, &loops[j]);
+    r->var[x->var + j] = NULL;
+  }
+  memo_leave(r);
+  return arg ? LLVMBuildLoad2(b, r->t_i64, best_i, "") : LLVMBuildLoad2(b, vt, acc, "");
+}
+
+static LLVMValueRef eval_load(render *r, const kiln_kx *x) {
+  LLVMBuilderRef b = r->b;
+  kiln_dtype bdt = r->p->buffers[x->buf].dtype;
+  LLVMTypeRef mt = mtype(r, bdt);
+  LLVMValueRef off = eval(r, x->a[0]);
+  if (!off) return NULL;
+  if (x->a[1] < 0) {
+    LLVMValueRef ptr = LLVMBuildInBoundsGEP2(b, mt, r->base[x->buf], &off, 1, "");
+    return convert(r, from_memory(r, LLVMBuildLoad2(b, mt, ptr, ""), bdt), bdt, x->dtype);
+  }
+  /* Masked: the offset may be out of range where the mask is false, so the load sits in
+   * a block only entered when it is true. */
+  LLVMValueRef m = eval(r, x->a[1]);
+  if (!m) return NULL;
+  LLVMBasicBlockRef pre = LLVMGetInsertBlock(b);
+  LLVMBasicBlockRef then = LLVMAppendBasicBlockInContext(r->ctx, r->fn, "mload");
+  LLVMBasicBlockRef join = LLVMAppendBasicBlockInContext(r->ctx, r->fn, "mjoin");
+  LLVMBuildCondBr(b, m, then, join);
+  LLVMPositionBuilderAtEnd(b, then);
+  LLVMValueRef ptr = LLVMBuildInBoundsGEP2(b, mt, r->base[x->buf], &off, 1, "");
+  LLVMValueRef v = convert(r, from_memory(r, LLVMBuildLoad2(b, mt, ptr, ""), bdt), bdt, x->dtype);
+  LLVMBasicBlockRef then_end = LLVMGetInsertBlock(b);
+  LLVMBuildBr(b, join);
+  LLVMPositionBuilderAtEnd(b, join);
+  LLVMValueRef phi = LLVMBuildPhi(b, ctype(r, x->dtype), "");
+  LLVMValueRef vals[2] = {v, const_of(r, x->dtype, x->f, x->i)};
+  LLVMBasicBlockRef from[2] = {then_end, pre};
+  LLVMAddIncoming(phi, vals, from, 2);
+  return phi;
+}
+
+/* The value of kx id at the insertion point, memoized within the loop scope it was
+ * computed in. */
+static LLVMValueRef eval(render *r, int32_t id) {
+  if (r->memo[id]) return r->memo[id];
+  const kiln_kx *x = &r->k->kx[id];
+  LLVMValueRef v = NULL;
+  switch (x->kind) {
+  case KILN_KX_CONST: v = const_of(r, x->dtype, x->f, x->i); break;
+  case KILN_KX_VAR:
+    v = r->var[x->var];
+    if (!v) {
+      kiln_diag_set(r->d, KILN_ERR_INTERNAL, "kernel %s: kx %d uses variable %d outside its loop",
+                    r->k->name ? r->k->name : "?", id, x->var);
+      return NULL;
+    }
+    break;
+  case KILN_KX_LOAD: v = eval_load(r, x); break;
+  case KILN_KX_ALU: {
+    LLVMValueRef a[3] = {NULL, NULL, NULL};
+    int n = kiln_op_table[x->op].arity;
+    for (int i = 0; i < n; i++)
+      if (!(a[i] = eval(r, x->a[i]))) return NULL;
+    kiln_dtype odt = r->k->kx[x->a[x->op == KILN_OP_select ? 1 : 0]].dtype;
+    v = alu(r, x->op, x->kind_attr, odt, x->dtype, a);
+    break;
+  }
+  case KILN_KX_REDUCE: v = eval_reduce(r, x); break;
+  }
+  if (!v) return NULL;
+  r->memo[id] = v;
+  r->memo_depth[id] = r->depth;
+  return v;
+}
+
+/* ------------------------------------------------------------------ checks */
+static kiln_status check_kernel(render *r, const kiln_kernel *k, int32_t ki) {
+  const char *kn = k->name ? k->name : "?";
+  const kiln_kprogram *p = r->p;
+  if (k->out_buf < 0 || k->out_buf >= p->n_buffers)
+    return kiln_diag_set(r->d, KILN_ERR_INTERNAL, "kernel %d (%s): output buffer %d out of range", ki, kn, k->out_buf);
+  if ((unsigned)k->out_dtype >= KILN_DTYPE_COUNT || k->out.rank < 0 || k->out.rank > KILN_MAX_RANK)
+    return kiln_diag_set(r->d, KILN_ERR_INTERNAL, "kernel %d (%s): bad output dtype or rank", ki, kn);
+  if (k->kind == KILN_KERNEL_GEMM) {
+    if (k->out_dtype != KILN_F32 && k->out_dtype != KILN_F64)
+      return kiln_diag_set(r->d, KILN_ERR_UNSUPPORTED, "kernel %s: GEMM in %s is not supported by the LLVM backend (f32/f64 only)",
+                           kn, kiln_dtype_name(k->out_dtype));
+    return KILN_OK;
+  }
+  if (k->kind == KILN_KERNEL_OPAQUE) {
+    if (k->n_in_bufs > KILN_RT_MAX_OPAQUE_IN)
+      return kiln_diag_set(r->d, KILN_ERR_UNSUPPORTED, "kernel %s: opaque op %s has %d inputs (at most %d)", kn,
+                           kiln_op_name(k->op), k->n_in_bufs, KILN_RT_MAX_OPAQUE_IN);
+    for (int i = 0; i < k->n_in_bufs; i++)
+      if (k->in_bufs[i] < 0 || k->in_bufs[i] >= p->n_buffers)
+        return kiln_diag_set(r->d, KILN_ERR_INTERNAL, "kernel %s: input buffer %d out of range", kn, k->in_bufs[i]);
+    return KILN_OK;
+  }
+  if (k->kind != KILN_KERNEL_LOOP)
+    return kiln_diag_set(r->d, KILN_ERR_UNSUPPORTED, "kernel %s: unknown kernel kind %d", kn, (int)k->kind);
+  if (k->n_vars < k->out.rank || k->root < 0 || k->root >= k->n_kx)
+    return kiln_diag_set(r->d, KILN_ERR_INTERNAL, "kernel %s: bad variable count or root", kn);
+  for (int32_t i = 0; i < k->n_kx; i++) {
+    const kiln_kx *x = &k->kx[i];
+    int n_ops = x->kind == KILN_KX_LOAD ? (x->a[1] >= 0 ? 2 : 1)
+                : x->kind == KILN_KX_REDUCE ? 1
+                : x->kind == KILN_KX_ALU && (unsigned)x->op < KILN_OP_COUNT ? kiln_op_table[x->op].arity : 0;
+    switch (x->kind) {
+    case KILN_KX_CONST: break;
+    case KILN_KX_VAR:
+      if (x->var < 0 || x->var >= k->n_vars)
+        return kiln_diag_set(r->d, KILN_ERR_INTERNAL, "kernel %s: kx %d: variable %d out of range", kn, i, x->var);
+      break;
+    case KILN_KX_LOAD:
+      if (x->buf < 0 || x->buf >= p->n_buffers)
+        return kiln_diag_set(r->d, KILN_ERR_INTERNAL, "kernel %s: kx %d: buffer %d out of range", kn, i, x->buf);
+      break;
+    case KILN_KX_ALU:
+      if ((unsigned)x->op >= KILN_OP_COUNT || kiln_op_table[x->op].category != KILN_CAT_ELEMENTWISE)
+        return kiln_diag_set(r->d, KILN_ERR_UNSUPPORTED, "kernel %s: kx %d: op %s is not a scalar op the LLVM backend renders",
+                             kn, i, (unsigned)x->op < KILN_OP_COUNT ? kiln_op_name(x->op) : "?");
+      break;
+    case KILN_KX_REDUCE: {
+      bool arg = x->op == KILN_OP_argmax || x->op == KILN_OP_argmin;
+      if (!arg && x->op != KILN_OP_reduce_sum && x->op != KILN_OP_reduce_max && x->op != KILN_OP_reduce_min &&
+          x->op != KILN_OP_reduce_prod)
+        return kiln_diag_set(r->d, KILN_ERR_UNSUPPORTED, "kernel %s: kx %d: %s is not a reduction", kn, i,
+                             (unsigned)x->op < KILN_OP_COUNT ? kiln_op_name(x->op) : "?");
+      if (x->var < k->out.rank || x->n_vars < 1 || x->n_vars > 2 * KILN_MAX_RANK || x->var + x->n_vars > k->n_vars ||
+          (arg && x->n_vars != 1))
+        return kiln_diag_set(r->d, KILN_ERR_INTERNAL, "kernel %s: kx %d: bad reduction variables [%d, %d)", kn, i, x->var,
+                             x->var + x->n_vars);
+      break;
+    }
+    default: return kiln_diag_set(r->d, KILN_ERR_INTERNAL, "kernel %s: kx %d has an unknown kind", kn, i);
+    }
+    if ((unsigned)x->dtype >= KILN_DTYPE_COUNT)
+      return kiln_diag_set(r->d, KILN_ERR_INTERNAL, "kernel %s: kx %d has a bad dtype", kn, i);
+    for (int j = 0; j < n_ops; j++)
+      if (x->a[j] < 0 || x->a[j] >= i)
+        return kiln_diag_set(r->d, KILN_ERR_INTERNAL, "kernel %s: kx %d operand %d (%d) is not an earlier kx", kn, i, j, x->a[j]);
+  }
+  return KILN_OK;
+}
+
+/* ------------------------------------------------------------------ kernels */
+/* void kiln_k<i>(ptr bufs, i64 begin, i64 end): rows [begin, end) of a LOOP kernel. */
+static LLVMValueRef emit_loop_kernel(render *r, int32_t ki) {
+  const kiln_kernel *k = &r->p->kernels[ki];
+  const kiln_allocator *al = r->p->alloc;
+  char name[32];
+  snprintf(name, sizeof name, "kiln_k%d", ki);
+  LLVMTypeRef params[3] = {r->t_ptr, r->t_i64, r->t_i64};
+  r->fn = LLVMAddFunction(r->mod, name, LLVMFunctionType(r->t_void, params, 3, 0));
+  LLVMSetLinkage(r->fn, LLVMInternalLinkage);
+  r->k = k;
+  r->kidx = ki;
+  r->depth = 0;
+  size_t nb = (size_t)r->p->n_buffers, nk = (size_t)k->n_kx, nv = (size_t)k->n_vars;
+  r->var = kiln_ir_malloc(al, sizeof(LLVMValueRef) * (nv + 1));
+  r->memo = kiln_ir_malloc(al, sizeof(LLVMValueRef) * (nk + 1));
+  r->memo_depth = kiln_ir_malloc(al, sizeof(int32_t) * (nk + 1));
+  r->base = kiln_ir_malloc(al, sizeof(LLVMValueRef) * (nb + 1));
+  LLVMValueRef ret = NULL;
+  if (!r->var || !r->memo || !r->memo_depth || !r->base) {
+    kiln_diag_set(r->d, KILN_ERR_OUT_OF_MEMORY, "out of memory rendering kernel %s", k->name ? k->name : "?");
+    goto done;
+  }
+  memset(r->var, 0, sizeof(LLVMValueRef) * (nv + 1));
+  memset(r->memo, 0, sizeof(LLVMValueRef) * (nk + 1));
+  memset(r->base, 0, sizeof(LLVMValueRef) * (nb + 1));
+
+  LLVMValueRef bufs = LLVMGetParam(r->fn, 0), begin = LLVMGetParam(r->fn, 1), end = LLVMGetParam(r->fn, 2);
+  r->entry_bb = LLVMAppendBasicBlockInContext(r->ctx, r->fn, "entry");
+  LLVMPositionBuilderAtEnd(r->b, r->entry_bb);
+  /* Base pointers once per call: stores into buffers can then not force reloads. */
+  for (int32_t i = 0; i <= k->n_kx; i++) {
+    int32_t bi = i == k->n_kx ? k->out_buf : k->kx[i].kind == KILN_KX_LOAD ? k->kx[i].buf : -1;
+    if (bi < 0 || r->base[bi]) continue;
+    LLVMValueRef idx = ci64(r, bi);
+    LLVMValueRef slot = LLVMBuildInBoundsGEP2(r->b, r->t_ptr, bufs, &idx, 1, "");
+    r->base[bi] = LLVMBuildLoad2(r->b, r->t_ptr, slot, r->p->buffers[bi].name ? r->p->buffers[bi].name : "buf");
+  }
+
+  int32_t rank = k->out.rank;
+  int64_t last = rank > 0 ? k->out.dims[rank - 1] : 1;
+  loop rows, cols;
+  LLVMValueRef row = loop_begin(r, &rows, begin, end);
+  /* Output coordinates of every dim but the last, from the row number. */
+  LLVMValueRef rem = row;
+  for (int32_t dd = rank - 2; dd >= 1; dd--) {
+    LLVMValueRef ext = ci64(r, k->out.dims[dd] > 0 ? k->out.dims[dd] : 1);
+    r->var[dd] = LLVMBuildURem(r->b, rem, ext, "");
+    rem = LLVMBuildUDiv(r->b, rem, ext, "");
+  }
+  if (rank >= 2) r->var[0] = rem;
+  LLVMValueRef col = ci64(r, 0);
+  if (rank >= 1) col = r->var[rank - 1] = loop_begin(r, &cols, ci64(r, 0), ci64(r, last));
+  LLVMValueRef v = eval(r, k->root);
+  if (!v) goto done;
+  v = to_memory(r, convert(r, v, k->kx[k->root].dtype, k->out_dtype), k->out_dtype);
+  LLVMValueRef off = LLVMBuildNSWAdd(r->b, LLVMBuildNSWMul(r->b, row, ci64(r, last), ""), col, "");
+  LLVMBuildStore(r->b, v, LLVMBuildInBoundsGEP2(r->b, mtype(r, k->out_dtype), r->base[k->out_buf], &off, 1, ""));
+  if (rank >= 1) loop_end(r, &cols);
+  loop_end(r, &rows);
+  LLVMBuildRetVoid(r->b);
+  ret = r->fn;
+done:
+  kiln_ir_free(al, r->var);
+  kiln_ir_free(al, r->memo);
+  kiln_ir_free(al, r->memo_depth);
+  kiln_ir_free(al, r->base);
+  r->var = r->memo = r->base = NULL;
+  r->memo_depth = NULL;
+  return ret;
+}
+
+/* A constant global holding raw bytes (descriptors, embedded weights). */
+static LLVMValueRef bytes_global(render *r, const char *name, const void *data, size_t n, unsigned align) {
+  LLVMValueRef init = LLVMConstStringInContext2(r->ctx, n ? (const char *)data : "", n ? n : 1, 1);
+  LLVMValueRef g = LLVMAddGlobal(r->mod, LLVMTypeOf(init), name);
+  LLVMSetInitializer(g, init);
+  LLVMSetGlobalConstant(g, 1);
+  LLVMSetAlignment(g, align);
+  return g;
+}
+
+static void emit_consts(render *r) {
+  for (int32_t i = 0; i < r->p->n_buffers; i++) {
+    const kiln_buffer *bf = &r->p->buffers[i];
+    if (bf->kind != KILN_BUF_CONST || bf->index < 0 || bf->index >= r->p->n_consts) continue;
+    char name[32];
+    snprintf(name, sizeof name, "kiln_c%d", bf->index);
+    if (LLVMGetNamedGlobal(r->mod, name)) continue;
+    const kiln_const *c = &r->p->consts[bf->index];
+    LLVMValueRef g = bytes_global(r, name, c->data, c->nbytes, 64);
+    LLVMSetVisibility(g, LLVMHiddenVisibility);
+  }
+}
+
+static kiln_status emit_entry(render *r, const char *entry_name, bool hidden, LLVMValueRef *kfn) {
+  LLVMBuilderRef b = r->b;
+  LLVMTypeRef p2[2] = {r->t_ptr, r->t_ptr};
+  LLVMValueRef fn = LLVMAddFunction(r->mod, entry_name, LLVMFunctionType(r->t_void, p2, 2, 0));
+  if (hidden) LLVMSetVisibility(fn, LLVMHiddenVisibility);
+  r->fn = fn;
+  LLVMValueRef bufs = LLVMGetParam(fn, 0), pool = LLVMGetParam(fn, 1);
+  LLVMPositionBuilderAtEnd(b, LLVMAppendBasicBlockInContext(r->ctx, fn, "entry"));
+
+  LLVMTypeRef kp[3] = {r->t_ptr, r->t_i64, r->t_i64};
+  LLVMTypeRef kty = LLVMFunctionType(r->t_void, kp, 3, 0);
+  LLVMTypeRef pf_p[5] = {r->t_ptr, r->t_ptr, r->t_ptr, r->t_i64, r->t_i64};
+  LLVMTypeRef pf_ty = LLVMFunctionType(r->t_void, pf_p, 5, 0);
+  LLVMTypeRef gm_p[4] = {r->t_ptr, r->t_ptr, r->t_i32, r->t_ptr};
+  LLVMTypeRef gm_ty = LLVMFunctionType(r->t_void, gm_p, 4, 0);
+  LLVMTypeRef op_p[2] = {r->t_ptr, r->t_ptr};
+  LLVMTypeRef op_ty = LLVMFunctionType(r->t_void, op_p, 2, 0);
+  LLVMValueRef no_pool = LLVMBuildICmp(b, LLVMIntEQ, pool, LLVMConstNull(r->t_ptr), "no_pool");
+
+  for (int32_t i = 0; i < r->p->n_kernels; i++) {
+    const kiln_kernel *k = &r->p->kernels[i];
+    char name[48];
+    if (k->kind == KILN_KERNEL_LOOP) {
+      int64_t numel = kiln_shape_numel(&k->out);
+      if (numel <= 0) continue;
+      int64_t last = k->out.rank > 0 ? k->out.dims[k->out.rank - 1] : 1;
+      int64_t n_rows = numel / last;
+      int64_t grain = (KILN_LLVM_GRAIN_ELEMS + last - 1) / last;
+      /* No pool: run the whole range on the caller (rt.h allows a NULL pool). */
+      LLVMBasicBlockRef serial = LLVMAppendBasicBlockInContext(r->ctx, fn, "serial");
+      LLVMBasicBlockRef par = LLVMAppendBasicBlockInContext(r->ctx, fn, "parallel");
+      LLVMBasicBlockRef next = LLVMAppendBasicBlockInContext(r->ctx, fn, "next");
+      LLVMBuildCondBr(b, no_pool, serial, par);
+      LLVMPositionBuilderAtEnd(b, serial);
+      LLVMValueRef sa[3] = {bufs, ci64(r, 0), ci64(r, n_rows)};
+      LLVMBuildCall2(b, kty, kfn[i], sa, 3, "");
+      LLVMBuildBr(b, next);
+      LLVMPositionBuilderAtEnd(b, par);
+      LLVMValueRef pa[5] = {pool, kfn[i], bufs, ci64(r, n_rows), ci64(r, grain < 1 ? 1 : grain)};
+      LLVMBuildCall2(b, pf_ty, declare_fn(r, "kiln_rt_parallel_for", pf_ty), pa, 5, "");
+      LLVMBuildBr(b, next);
+      LLVMPositionBuilderAtEnd(b, next);
+    } else if (k->kind == KILN_KERNEL_GEMM) {
+      snprintf(name, sizeof name, "kiln_gemm%d", i);
+      LLVMValueRef g = bytes_global(r, name, &k->gemm, sizeof k->gemm, 8);
+      LLVMSetLinkage(g, LLVMInternalLinkage);
+      LLVMValueRef a[4] = {pool, g, cint(r->t_i32, k->out_dtype), bufs};
+      LLVMBuildCall2(b, gm_ty, declare_fn(r, "kiln_rt_gemm", gm_ty), a, 4, "");
+    } else {
+      kiln_rt_opaque_desc od;
+      memset(&od, 0, sizeof od); /* padding bytes too: the bytes are embedded verbatim */
+      od.op = k->op;
+      od.out_buf = k->out_buf;
+      od.out_dtype = k->out_dtype;
+      od.n_in = k->n_in_bufs;
+      od.out_shape = k->out;
+      od.attrs = k->attrs;
+      for (int j = 0; j < k->n_in_bufs; j++) {
+        const kiln_buffer *bf = &r->p->buffers[k->in_bufs[j]];
+        od.in_bufs[j] = k->in_bufs[j];
+        od.in_dtypes[j] = bf->dtype;
+        od.in_shapes[j] = bf->shape;
+      }
+      snprintf(name, sizeof name, "kiln_opaque%d", i);
+      LLVMValueRef g = bytes_global(r, name, &od, sizeof od, 8);
+      LLVMSetLinkage(g, LLVMInternalLinkage);
+      LLVMValueRef a[2] = {g, bufs};
+      LLVMBuildCall2(b, op_ty, declare_fn(r, "kiln_rt_opaque", op_ty), a, 2, "");
+    }
+  }
+  LLVMBuildRetVoid(b);
+  return KILN_OK;
+}
+
+kiln_status kiln_llvm_render(const kiln_kprogram *p, LLVMContextRef ctx,
+                             const kiln_llvm_render_options *o, LLVMModuleRef *out, kiln_diag *d) {
+  *out = NULL;
+  render r;
+  memset(&r, 0, sizeof r);
+  r.ctx = ctx;
+  r.p = p;
+  r.d = d;
+  r.t_void = LLVMVoidTypeInContext(ctx);
+  r.t_i1 = LLVMInt1TypeInContext(ctx);
+  r.t_i8 = LLVMInt8TypeInContext(ctx);
+  r.t_i16 = LLVMInt16TypeInContext(ctx);
+  r.t_i32 = LLVMInt32TypeInContext(ctx);
+  r.t_i64 = LLVMInt64TypeInContext(ctx);
+  r.t_half = LLVMHalfTypeInContext(ctx);
+  r.t_f32 = LLVMFloatTypeInContext(ctx);
+  r.t_f64 = LLVMDoubleTypeInContext(ctx);
+  r.t_ptr = LLVMPointerTypeInContext(ctx, 0);
+
+  for (int32_t i = 0; i < p->n_kernels; i++)
+    if (check_kernel(&r, &p->kernels[i], i) != KILN_OK) return d->status;
+
+  r.mod = LLVMModuleCreateWithNameInContext(p->name ? p->name : "kiln", ctx);
+  r.b = LLVMCreateBuilderInContext(ctx);
+  LLVMValueRef *kfn = kiln_ir_malloc(p->alloc, sizeof(LLVMValueRef) * ((size_t)p->n_kernels + 1));
+  kiln_status st = KILN_OK;
+  if (!kfn) {
+    st = kiln_diag_set(d, KILN_ERR_OUT_OF_MEMORY, "out of memory rendering the LLVM module");
+    goto fail;
+  }
+  if (o->embed_consts) emit_consts(&r);
+  for (int32_t i = 0; i < p->n_kernels; i++) {
+    kfn[i] = NULL;
+    if (p->kernels[i].kind == KILN_KERNEL_LOOP && !(kfn[i] = emit_loop_kernel(&r, i))) {
+      st = d->status != KILN_OK ? d->status : kiln_diag_set(d, KILN_ERR_INTERNAL, "kernel %d failed to render", i);
+      goto fail;
+    }
+  }
+  if ((st = emit_entry(&r, o->entry_name, o->hidden_entry, kfn)) != KILN_OK) goto fail;
+  char *msg = NULL;
+  if (LLVMVerifyModule(r.mod, LLVMReturnStatusAction, &msg)) {
+    st = kiln_diag_set(d, KILN_ERR_BACKEND, "LLVM rejected the generated module: %s", msg ? msg : "");
+    kiln_llvm_diag_module(d, r.mod);
+    LLVMDisposeMessage(msg);
+    goto fail;
+  }
+  LLVMDisposeMessage(msg);
+  kiln_ir_free(p->alloc, kfn);
+  LLVMDisposeBuilder(r.b);
+  *out = r.mod;
+  return KILN_OK;
+fail:
+  kiln_ir_free(p->alloc, kfn);
+  LLVMDisposeBuilder(r.b);
+  LLVMDisposeModule(r.mod);
+  return st;
+}

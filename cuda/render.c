@@ -1,0 +1,628 @@
+/* render.c - renders the LOOP kernels of a kernel program as CUDA C: one __global__
+ * function per kernel (kiln_k<index>), one thread per output element over a grid-stride
+ * loop, the kx DAG as C statements. Every elementwise op maps to CUDA C in one table
+ * (alu_table below); REDUCE nodes become sequential loops inside the thread.
+ *
+ * Scoping: a value is declared in the innermost loop whose variables it uses. Before a
+ * REDUCE opens its loop, every value of its body that uses only variables bound outside
+ * is emitted first (hoisted), so loop-invariant loads and index math run once; values
+ * computed inside a loop are forgotten when it closes.
+ */
+#include <inttypes.h>
+#include <math.h>
+#include <stdarg.h>
+#include <string.h>
+
+#include "cuda.h"
+
+/* ------------------------------------------------------------------ growable text */
+typedef struct sbuf {
+  const kiln_allocator *a;
+  char *s;
+  size_t len, cap;
+  bool oom;
+} sbuf;
+
+static void sb_printf(sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void sb_printf(sbuf *b, const char *fmt, ...) {
+  if (b->oom) return;
+  for (;;) {
+    va_list ap;
+    va_start(ap, fmt);
+    size_t room = b->cap - b->len;
+    int n = vsnprintf(b->s ? b->s + b->len : NULL, b->s ? room : 0, fmt, ap);
+    va_end(ap);
+    if (n < 0) {
+      b->oom = true;
+      return;
+    }
+    if (b->s && (size_t)n < room) {
+      b->len += (size_t)n;
+      return;
+    }
+    size_t cap = b->cap ? b->cap : 4096;
+    while (cap < b->len + (size_t)n + 1) cap *= 2;
+    char *s = kiln_ir_realloc(b->a, b->s, cap);
+    if (!s) {
+      b->oom = true;
+      return;
+    }
+    b->s = s;
+    b->cap = cap;
+  }
+}
+
+static void sb_puts(sbuf *b, const char *s) { sb_printf(b, "%s", s); }
+
+/* ------------------------------------------------------------------ types */
+/* Type classes pick a column of the op table: f16/bf16 compute in float. */
+typedef enum tclass { TC_F32, TC_F64, TC_INT, TC_BOOL, TC_COUNT } tclass;
+
+static tclass tclass_of(kiln_dtype t) {
+  switch (t) {
+  case KILN_F32: case KILN_F16: case KILN_BF16: return TC_F32;
+  case KILN_F64: return TC_F64;
+  case KILN_BOOL: return TC_BOOL;
+  default: return TC_INT;
+  }
+}
+
+/* The C type values of a dtype are computed in. */
+static const char *ctype(kiln_dtype t) {
+  switch (t) {
+  case KILN_F32: case KILN_F16: case KILN_BF16: return "float";
+  case KILN_F64: return "double";
+  case KILN_I8: return "signed char";
+  case KILN_I16: return "short";
+  case KILN_I32: return "int";
+  case KILN_I64: return "long long";
+  case KILN_U8: return "unsigned char";
+  case KILN_BOOL: return "bool";
+  default: return NULL;
+  }
+}
+
+/* The C type a dtype is stored as in memory. */
+static const char *stype(kiln_dtype t) {
+  switch (t) {
+  case KILN_F16: case KILN_BF16: return "unsigned short";
+  case KILN_BOOL: return "unsigned char";
+  default: return ctype(t);
+  }
+}
+
+/* ------------------------------------------------------------------ the op table */
+/* Templates: %0 %1 %2 are the operands (variable names or literals, so repeating one costs
+ * nothing and has no side effects), %T the C compute type of the result, %% a percent
+ * sign. NULL: the op is not defined on that class. kind -1 matches any kind_attr.
+ * Columns by the class of the operands (for select: of the two values). */
+typedef struct alu_rule {
+  kiln_op op;
+  int kind;
+  const char *t[TC_COUNT]; /* f32 (also f16/bf16), f64, integers, bool */
+} alu_rule;
+
+static const alu_rule alu_table[] = {
+    {KILN_OP_neg, -1, {"(-%0)", "(-%0)", "(%T)(-%0)", NULL}},
+    {KILN_OP_abs, -1, {"fabsf(%0)", "fabs(%0)", "(%T)(%0 < 0 ? -%0 : %0)", NULL}},
+    {KILN_OP_exp, -1, {"expf(%0)", "exp(%0)", NULL, NULL}},
+    {KILN_OP_log, -1, {"logf(%0)", "log(%0)", NULL, NULL}},
+    {KILN_OP_sqrt, -1, {"sqrtf(%0)", "sqrt(%0)", NULL, NULL}},
+    {KILN_OP_rsqrt, -1, {"rsqrtf(%0)", "rsqrt(%0)", NULL, NULL}},
+    {KILN_OP_recip, -1, {"(1.0f / %0)", "(1.0 / %0)", NULL, NULL}},
+    {KILN_OP_tanh, -1, {"tanhf(%0)", "tanh(%0)", NULL, NULL}},
+    {KILN_OP_sigmoid, -1, {"(1.0f / (1.0f + expf(-%0)))", "(1.0 / (1.0 + exp(-%0)))", NULL, NULL}},
+    {KILN_OP_erf, -1, {"erff(%0)", "erf(%0)", NULL, NULL}},
+    {KILN_OP_sin, -1, {"sinf(%0)", "sin(%0)", NULL, NULL}},
+    {KILN_OP_cos, -1, {"cosf(%0)", "cos(%0)", NULL, NULL}},
+    {KILN_OP_floor, -1, {"floorf(%0)", "floor(%0)", "%0", NULL}},
+    {KILN_OP_ceil, -1, {"ceilf(%0)", "ceil(%0)", "%0", NULL}},
+    {KILN_OP_round, -1, {"rintf(%0)", "rint(%0)", "%0", NULL}}, /* rint: half to even */
+    {KILN_OP_sign, -1, {"kiln_signf(%0)", "kiln_sign(%0)", "(%T)((%0 > 0) - (%0 < 0))", NULL}},
+    {KILN_OP_not, -1, {NULL, NULL, NULL, "(!%0)"}},
+    {KILN_OP_isnan, -1, {"(%0 != %0)", "(%0 != %0)", "false", "false"}},
+    {KILN_OP_add, -1, {"(%0 + %1)", "(%0 + %1)", "(%T)(%0 + %1)", NULL}},
+    {KILN_OP_sub, -1, {"(%0 - %1)", "(%0 - %1)", "(%T)(%0 - %1)", NULL}},
+    {KILN_OP_mul, -1, {"(%0 * %1)", "(%0 * %1)", "(%T)(%0 * %1)", NULL}},
+    /* integer division by zero yields 0 instead of trapping */
+    {KILN_OP_div, -1, {"(%0 / %1)", "(%0 / %1)", "(%1 == 0 ? (%T)0 : (%T)(%0 / %1))", NULL}},
+    {KILN_OP_pow, -1, {"powf(%0, %1)", "pow(%0, %1)", "(%T)kiln_ipow(%0, %1)", NULL}},
+    {KILN_OP_max, -1, {"kiln_fmaxf(%0, %1)", "kiln_fmax(%0, %1)", "(%0 > %1 ? %0 : %1)", "(%0 || %1)"}},
+    {KILN_OP_min, -1, {"kiln_fminf(%0, %1)", "kiln_fmin(%0, %1)", "(%0 < %1 ? %0 : %1)", "(%0 && %1)"}},
+    {KILN_OP_mod, 0, {"kiln_pymodf(%0, %1)", "kiln_pymod(%0, %1)", "(%T)kiln_ipymod(%0, %1)", NULL}},
+    {KILN_OP_mod, 1, {"fmodf(%0, %1)", "fmod(%0, %1)", "(%1 == 0 ? (%T)0 : (%T)(%0 %% %1))", NULL}},
+    {KILN_OP_and, -1, {NULL, NULL, NULL, "(%0 && %1)"}},
+    {KILN_OP_or, -1, {NULL, NULL, NULL, "(%0 || %1)"}},
+    {KILN_OP_xor, -1, {NULL, NULL, NULL, "(%0 != %1)"}},
+    {KILN_OP_eq, -1, {"(%0 == %1)", "(%0 == %1)", "(%0 == %1)", "(%0 == %1)"}},
+    {KILN_OP_ne, -1, {"(%0 != %1)", "(%0 != %1)", "(%0 != %1)", "(%0 != %1)"}},
+    {KILN_OP_lt, -1, {"(%0 < %1)", "(%0 < %1)", "(%0 < %1)", "(%0 < %1)"}},
+    {KILN_OP_le, -1, {"(%0 <= %1)", "(%0 <= %1)", "(%0 <= %1)", "(%0 <= %1)"}},
+    {KILN_OP_gt, -1, {"(%0 > %1)", "(%0 > %1)", "(%0 > %1)", "(%0 > %1)"}},
+    {KILN_OP_ge, -1, {"(%0 >= %1)", "(%0 >= %1)", "(%0 >= %1)", "(%0 >= %1)"}},
+    {KILN_OP_select, -1, {"(%0 ? %1 : %2)", "(%0 ? %1 : %2)", "(%0 ? %1 : %2)", "(%0 ? %1 : %2)"}},
+    /* float->int truncates (C conversion); ->bool and ->f16/bf16 are finished in
+     * render_alu (x != 0, and rounding to the narrow type). */
+    {KILN_OP_cast, -1, {"((%T)(%0))", "((%T)(%0))", "((%T)(%0))", "((%T)(%0))"}},
+};
+
+static const char *alu_template(kiln_op op, int kind, tclass c) {
+  for (size_t i = 0; i < sizeof alu_table / sizeof alu_table[0]; i++)
+    if (alu_table[i].op == op && (alu_table[i].kind < 0 || alu_table[i].kind == kind))
+      return alu_table[i].t[c];
+  return NULL;
+}
+
+/* Expands a template into b. */
+static void expand(sbuf *b, const char *tpl, const char *const *opnd, const char *T) {
+  for (const char *p = tpl; *p; p++) {
+    if (*p != '%') {
+      sb_printf(b, "%c", *p);
+      continue;
+    }
+    p++;
+    if (*p >= '0' && *p <= '2') sb_puts(b, opnd[*p - '0']);
+    else if (*p == 'T') sb_puts(b, T);
+    else sb_printf(b, "%c", *p); /* "%%" */
+  }
+}
+
+/* ------------------------------------------------------------------ the prelude */
+/* Self-contained: NVRTC finds no system headers, and cuda_fp16.h is not assumed. */
+static const char prelude[] =
+    "/* generated by kiln: CUDA C for the LOOP kernels of one kernel program */\n"
+    "__device__ __forceinline__ float kiln_h2f(unsigned short h) {\n"
+    "  unsigned s = (unsigned)(h & 0x8000u) << 16, e = (h >> 10) & 0x1fu, m = h & 0x3ffu;\n"
+    "  if (e == 0) { float v = (float)m * 5.9604644775390625e-8f; return s ? -v : v; }\n"
+    "  if (e == 31) return __uint_as_float(s | 0x7f800000u | (m << 13));\n"
+    "  return __uint_as_float(s | ((e + 112u) << 23) | (m << 13));\n"
+    "}\n"
+    "__device__ __forceinline__ unsigned short kiln_f2h(float f) {\n"
+    "  unsigned x = __float_as_uint(f), s = (x >> 16) & 0x8000u, ax = x & 0x7fffffffu;\n"
+    "  if (ax >= 0x7f800000u) return (unsigned short)(s | 0x7c00u | (ax > 0x7f800000u ? 0x200u : 0u));\n"
+    "  if (ax >= 0x477ff000u) return (unsigned short)(s | 0x7c00u);\n"
+    "  if (ax < 0x38800000u) return (unsigned short)(s | __float2uint_rn(__uint_as_float(ax) * 16777216.0f));\n"
+    "  unsigned e = (ax >> 23) - 112u, m = ax & 0x7fffffu, h = (e << 10) | (m >> 13), r = m & 0x1fffu;\n"
+    "  if (r > 0x1000u || (r == 0x1000u && (h & 1u))) h++;\n"
+    "  return (unsigned short)(s | h);\n"
+    "}\n"
+    "__device__ __forceinline__ float kiln_bf2f(unsigned short h) { return __uint_as_float((unsigned)h << 16); }\n"
+    "__device__ __forceinline__ unsigned short kiln_f2bf(float f) {\n"
+    "  unsigned x = __float_as_uint(f);\n"
+    "  if ((x & 0x7fffffffu) > 0x7f800000u) return (unsigned short)((x >> 16) | 0x40u);\n"
+    "  return (unsigned short)((x + 0x7fffu + ((x >> 16) & 1u)) >> 16);\n"
+    "}\n"
+    "__device__ __forceinline__ float kiln_rh(float x) { return kiln_h2f(kiln_f2h(x)); }\n"
+    "__device__ __forceinline__ float kiln_rbf(float x) { return kiln_bf2f(kiln_f2bf(x)); }\n"
+    /* max/min propagate NaN (fmaxf would drop it) */
+    "__device__ __forceinline__ float kiln_fmaxf(float a, float b) { return (a != a || b != b) ? a + b : fmaxf(a, b); }\n"
+    "__device__ __forceinline__ float kiln_fminf(float a, float b) { return (a != a || b != b) ? a + b : fminf(a, b); }\n"
+    "__device__ __forceinline__ double kiln_fmax(double a, double b) { return (a != a || b != b) ? a + b : fmax(a, b); }\n"
+    "__device__ __forceinline__ double kiln_fmin(double a, double b) { return (a != a || b != b) ? a + b : fmin(a, b); }\n"
+    "__device__ __forceinline__ float kiln_signf(float x) { return x > 0.0f ? 1.0f : (x < 0.0f ? -1.0f : x); }\n"
+    "__device__ __forceinline__ double kiln_sign(double x) { return x > 0.0 ? 1.0 : (x < 0.0 ? -1.0 : x); }\n"
+    /* Python-style mod: the result takes the divisor's sign */
+    "__device__ __forceinline__ float kiln_pymodf(float a, float b) {\n"
+    "  float r = fmodf(a, b); if (r != 0.0f && ((r < 0.0f) != (b < 0.0f))) r += b; return r;\n"
+    "}\n"
+    "__device__ __forceinline__ double kiln_pymod(double a, double b) {\n"
+    "  double r = fmod(a, b); if (r != 0.0 && ((r < 0.0) != (b < 0.0))) r += b; return r;\n"
+    "}\n"
+    "__device__ __forceinline__ long long kiln_ipymod(long long a, long long b) {\n"
+    "  if (b == 0) return 0;\n"
+    "  long long r = a % b; if (r != 0 && ((r < 0) != (b < 0))) r += b; return r;\n"
+    "}\n"
+    "__device__ __forceinline__ long long kiln_ipow(long long a, long long e) {\n"
+    "  if (e < 0) return a == 1 ? 1 : (a == -1 ? ((e & 1) ? -1 : 1) : 0);\n"
+    "  long long r = 1;\n"
+    "  while (e) { if (e & 1) r *= a; a *= a; e >>= 1; }\n"
+    "  return r;\n"
+    "}\n\n";
+
+/* ------------------------------------------------------------------ kernel rendering */
+typedef struct render {
+  const kiln_kprogram *p;
+  const kiln_kernel *k;
+  int32_t ki;
+  sbuf *b;
+  kiln_diag *d;
+  uint64_t *mask;       /* loop variables each kx uses */
+  int32_t *depth;       /* loop depth where a kx was declared, -1: not visible */
+  uint8_t *mark;        /* scratch */
+  char (*name)[64];     /* how each kx is referred to */
+  bool failed;
+  kiln_status status;
+} render;
+
+static void indent(render *r, int depth) {
+  for (int i = 0; i < depth + 2; i++) sb_puts(r->b, "  ");
+}
+
+static bool fail(render *r, kiln_status st, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static bool fail(render *r, kiln_status st, const char *fmt, ...) {
+  char msg[512];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  kiln_diag_set(r->d, st, "CUDA backend: kernel %d (%s): %s", r->ki, r->k->name ? r->k->name : "?",
+                msg);
+  r->failed = true;
+  r->status = st;
+  return false;
+}
+
+/* A literal of dtype t holding f (float dtypes) or i. */
+static void literal(char *out, size_t n, kiln_dtype t, double f, int64_t i) {
+  switch (tclass_of(t)) {
+  case TC_F32: {
+    float v = (float)f;
+    uint32_t u;
+    memcpy(&u, &v, 4);
+    if (isfinite(v)) snprintf(out, n, "(%af)", (double)v); /* hex: exact */
+    else snprintf(out, n, "__uint_as_float(0x%08" PRIx32 "u)", u);
+    break;
+  }
+  case TC_F64: {
+    uint64_t u;
+    memcpy(&u, &f, 8);
+    if (isfinite(f)) snprintf(out, n, "(%a)", f);
+    else snprintf(out, n, "__longlong_as_double(0x%016" PRIx64 "ll)", u);
+    break;
+  }
+  case TC_BOOL: snprintf(out, n, "%s", i ? "true" : "false"); break;
+  case TC_INT:
+    if (i == INT64_MIN) snprintf(out, n, "((%s)(-9223372036854775807ll - 1))", ctype(t));
+    else if (t == KILN_I64) snprintf(out, n, "(%" PRId64 "ll)", i);
+    else snprintf(out, n, "((%s)%" PRId64 "ll)", ctype(t), i);
+    break;
+  default: snprintf(out, n, "0");
+  }
+}
+
+static bool check_kx(render *r, int32_t j) {
+  const kiln_kernel *k = r->k;
+  const kiln_kx *x = &k->kx[j];
+  if (!ctype(x->dtype)) return fail(r, KILN_ERR_UNSUPPORTED, "kx %d has an unknown dtype", j);
+  int arity = 0;
+  switch (x->kind) {
+  case KILN_KX_CONST: break;
+  case KILN_KX_VAR:
+    if (x->var < 0 || x->var >= k->n_vars) return fail(r, KILN_ERR_INTERNAL, "kx %d: variable %d out of range", j, x->var);
+    break;
+  case KILN_KX_LOAD:
+    arity = x->a[1] >= 0 ? 2 : 1;
+    if (x->buf < 0 || x->buf >= r->p->n_buffers)
+      return fail(r, KILN_ERR_INTERNAL, "kx %d: buffer %d out of range", j, x->buf);
+    break;
+  case KILN_KX_ALU:
+    if ((unsigned)x->op >= KILN_OP_COUNT || kiln_op_table[x->op].category != KILN_CAT_ELEMENTWISE)
+      return fail(r, KILN_ERR_UNSUPPORTED, "kx %d: ALU op %d is not elementwise", j, (int)x->op);
+    arity = kiln_op_table[x->op].arity;
+    break;
+  case KILN_KX_REDUCE:
+    arity = 1;
+    if (x->var < k->out.rank || x->n_vars < 1 || x->var + x->n_vars > k->n_vars)
+      return fail(r, KILN_ERR_INTERNAL, "kx %d: reduce variables [%d, %d) out of range", j, x->var,
+                  x->var + x->n_vars);
+    if ((x->op == KILN_OP_argmax || x->op == KILN_OP_argmin) && x->n_vars != 1)
+      return fail(r, KILN_ERR_UNSUPPORTED, "kx %d: %s over %d variables", j, kiln_op_name(x->op),
+                  x->n_vars);
+    break;
+  default: return fail(r, KILN_ERR_UNSUPPORTED, "kx %d: unknown kind %d", j, (int)x->kind);
+  }
+  for (int o = 0; o < arity; o++)
+    if (x->a[o] < 0 || x->a[o] >= j)
+      return fail(r, KILN_ERR_INTERNAL, "kx %d: operand %d (%d) is not an earlier node", j, o, x->a[o]);
+  return true;
+}
+
+static int kx_arity(const kiln_kx *x) {
+  switch (x->kind) {
+  case KILN_KX_LOAD: return x->a[1] >= 0 ? 2 : 1;
+  case KILN_KX_ALU: return kiln_op_table[x->op].arity;
+  case KILN_KX_REDUCE: return 1;
+  default: return 0;
+  }
+}
+
+static bool emit_reduce(render *r, int32_t j, int depth, uint64_t bound);
+
+/* Declares kx j (not a REDUCE) at the current scope. */
+static bool emit_stmt(render *r, int32_t j, int depth, uint64_t bound) {
+  const kiln_kx *x = &r->k->kx[j];
+  if (r->mask[j] & ~bound)
+    return fail(r, KILN_ERR_INTERNAL, "kx %d uses a loop variable outside its reduce", j);
+  const char *opnd[3] = {"", "", ""};
+  for (int o = 0; o < kx_arity(x); o++) opnd[o] = r->name[x->a[o]];
+  snprintf(r->name[j], sizeof r->name[j], "x%d", j);
+  indent(r, depth);
+  sb_printf(r->b, "const %s x%d = ", ctype(x->dtype), j);
+  if (x->kind == KILN_KX_LOAD) {
+    const char *st = stype(x->dtype);
+    char ld[160];
+    switch (x->dtype) {
+    case KILN_F16: snprintf(ld, sizeof ld, "kiln_h2f(((const %s*)bufs[%d])[%s])", st, x->buf, opnd[0]); break;
+    case KILN_BF16: snprintf(ld, sizeof ld, "kiln_bf2f(((const %s*)bufs[%d])[%s])", st, x->buf, opnd[0]); break;
+    case KILN_BOOL: snprintf(ld, sizeof ld, "(((const %s*)bufs[%d])[%s] != 0)", st, x->buf, opnd[0]); break;
+    default: snprintf(ld, sizeof ld, "((const %s*)bufs[%d])[%s]", st, x->buf, opnd[0]);
+    }
+    if (x->a[1] >= 0) {
+      char fill[64];
+      literal(fill, sizeof fill, x->dtype, x->f, x->i);
+      sb_printf(r->b, "(%s ? %s : %s)", opnd[1], ld, fill); /* no memory touched when false */
+    } else {
+      sb_puts(r->b, ld);
+    }
+  } else { /* ALU */
+    /* the class of the operands: select's values are operands 1 and 2 */
+    kiln_dtype in_dt = r->k->kx[x->a[x->op == KILN_OP_select ? 1 : 0]].dtype;
+    const char *tpl = alu_template(x->op, x->kind_attr, tclass_of(in_dt));
+    if (!tpl)
+      return fail(r, KILN_ERR_UNSUPPORTED, "op %s (kind %d) on %s is not supported", kiln_op_name(x->op),
+                  x->kind_attr, kiln_dtype_name(in_dt));
+    if (x->op == KILN_OP_cast && x->dtype == KILN_BOOL) {
+      sb_printf(r->b, "(%s != 0)", opnd[0]);
+    } else if (x->op == KILN_OP_cast && (x->dtype == KILN_F16 || x->dtype == KILN_BF16)) {
+      /* the value must become exactly representable in the narrow type */
+      sb_printf(r->b, "%s((float)(%s))", x->dtype == KILN_F16 ? "kiln_rh" : "kiln_rbf", opnd[0]);
+    } else {
+      expand(r->b, tpl, opnd, ctype(x->dtype));
+    }
+  }
+  sb_puts(r->b, ";\n");
+  r->depth[j] = depth;
+  return true;
+}
+
+/* Marks what must be declared to make kx t visible: not yet visible, not VAR/CONST.
+ * into_reduce: also walk REDUCE bodies (for hoisting). Sweeps downward: operands are
+ * earlier. */
+static void mark_needed(render *r, int32_t t, bool into_reduce) {
+  memset(r->mark, 0, (size_t)t + 1);
+  r->mark[t] = 1;
+  for (int32_t j = t; j >= 0; j--) {
+    if (!r->mark[j]) continue;
+    const kiln_kx *x = &r->k->kx[j];
+    if (r->depth[j] >= 0 || x->kind == KILN_KX_VAR || x->kind == KILN_KX_CONST) {
+      r->mark[j] = 0;
+      continue;
+    }
+    if (x->kind == KILN_KX_REDUCE && !into_reduce) continue; /* emit_reduce does its body */
+    for (int o = 0; o < kx_arity(x); o++) r->mark[x->a[o]] = 1;
+  }
+}
+
+/* Declares, in ascending order, the marked kx in [0, t] whose variables are all bound.
+ * Takes a private copy of the marks: emit_reduce reuses the scratch. */
+static bool emit_marked(render *r, int32_t t, int depth, uint64_t bound, bool require_bound) {
+  int32_t n = 0;
+  for (int32_t j = 0; j <= t; j++) n += r->mark[j];
+  if (!n) return true;
+  int32_t *list = kiln_ir_malloc(r->p->alloc, sizeof(int32_t) * (size_t)n);
+  if (!list) return fail(r, KILN_ERR_OUT_OF_MEMORY, "out of memory");
+  n = 0;
+  for (int32_t j = 0; j <= t; j++)
+    if (r->mark[j] && (!require_bound || !(r->mask[j] & ~bound))) list[n++] = j;
+  bool ok = true;
+  for (int32_t i = 0; i < n && ok; i++) {
+    int32_t j = list[i];
+    if (r->depth[j] >= 0) continue;
+    ok = r->k->kx[j].kind == KILN_KX_REDUCE ? emit_reduce(r, j, depth, bound)
+                                            : emit_stmt(r, j, depth, bound);
+  }
+  kiln_ir_free(r->p->alloc, list);
+  return ok;
+}
+
+/* Makes kx t visible at this depth. */
+static bool emit_value(render *r, int32_t t, int depth, uint64_t bound) {
+  if (r->depth[t] >= 0 || r->k->kx[t].kind == KILN_KX_VAR || r->k->kx[t].kind == KILN_KX_CONST)
+    return true;
+  mark_needed(r, t, false);
+  return emit_marked(r, t, depth, bound, false);
+}
+
+static const char *int_limit(kiln_dtype t, bool max) {
+  switch (t) {
+  case KILN_I8: return max ? "127" : "(-128)";
+  case KILN_I16: return max ? "32767" : "(-32768)";
+  case KILN_I32: return max ? "2147483647" : "(-2147483647 - 1)";
+  case KILN_I64: return max ? "9223372036854775807ll" : "(-9223372036854775807ll - 1)";
+  case KILN_U8: return max ? "255" : "0";
+  case KILN_BOOL: return max ? "true" : "false";
+  default: return "0";
+  }
+}
+
+/* A REDUCE: hoist what its body needs from outside, then loop and accumulate. */
+static bool emit_reduce(render *r, int32_t j, int depth, uint64_t bound) {
+  const kiln_kx *x = &r->k->kx[j];
+  int32_t body = x->a[0];
+  kiln_dtype bdt = r->k->kx[body].dtype;
+  uint64_t own = 0;
+  for (int v = x->var; v < x->var + x->n_vars; v++) own |= 1ull << v;
+  if (r->mask[j] & ~bound)
+    return fail(r, KILN_ERR_INTERNAL, "reduce kx %d uses a loop variable outside its scope", j);
+
+  /* loop invariants of the body, declared before the loop */
+  mark_needed(r, body, true);
+  if (!emit_marked(r, body, depth, bound, true)) return false;
+
+  bool arg = x->op == KILN_OP_argmax || x->op == KILN_OP_argmin;
+  kiln_dtype adt = arg ? bdt : x->dtype; /* the accumulated type */
+  tclass c = tclass_of(adt);
+  snprintf(r->name[j], sizeof r->name[j], "x%d", j);
+  indent(r, depth);
+  const char *init = NULL;
+  switch (x->op) {
+  case KILN_OP_reduce_sum: init = c == TC_BOOL ? NULL : "0"; break;
+  case KILN_OP_reduce_prod: init = c == TC_BOOL ? NULL : "1"; break;
+  case KILN_OP_reduce_max:
+    init = c == TC_F32 ? "__uint_as_float(0xff800000u)"
+         : c == TC_F64 ? "__longlong_as_double(0xfff0000000000000ll)" : int_limit(adt, false);
+    break;
+  case KILN_OP_reduce_min:
+    init = c == TC_F32 ? "__uint_as_float(0x7f800000u)"
+         : c == TC_F64 ? "__longlong_as_double(0x7ff0000000000000ll)" : int_limit(adt, true);
+    break;
+  case KILN_OP_argmax: case KILN_OP_argmin: init = "0"; break;
+  default: break;
+  }
+  if (!init)
+    return fail(r, KILN_ERR_UNSUPPORTED, "reduce %s on %s is not supported", kiln_op_name(x->op),
+                kiln_dtype_name(adt));
+  if (arg) {
+    sb_printf(r->b, "long long x%d = 0; %s best%d = 0;\n", j, ctype(adt), j);
+  } else {
+    sb_printf(r->b, "%s x%d = (%s)%s;\n", ctype(adt), j, ctype(adt), init);
+  }
+  for (int v = x->var; v < x->var + x->n_vars; v++) {
+    indent(r, depth + (v - x->var));
+    sb_printf(r->b, "for (long long v%d = 0; v%d < %" PRId64 "ll; ++v%d) {\n", v, v, r->k->extent[v], v);
+  }
+  int inner = depth + x->n_vars;
+  if (!emit_value(r, body, inner, bound | own)) return false;
+  indent(r, inner);
+  const char *b = r->name[body];
+  if (arg) {
+    /* ties: the first unless kind_attr=1; a NaN wins over numbers, the first NaN stays */
+    bool mx = x->op == KILN_OP_argmax, last = x->kind_attr == 1;
+    const char *cmp = mx ? (last ? ">=" : ">") : (last ? "<=" : "<");
+    sb_printf(r->b, "if (v%d == 0 || %s %s best%d", x->var, b, cmp, j);
+    if (c == TC_F32 || c == TC_F64) sb_printf(r->b, " || (%s != %s && best%d == best%d)", b, b, j, j);
+    sb_printf(r->b, ") { best%d = %s; x%d = v%d; }\n", j, b, j, x->var);
+  } else {
+    kiln_op comb = x->op == KILN_OP_reduce_sum ? KILN_OP_add
+                 : x->op == KILN_OP_reduce_prod ? KILN_OP_mul
+                 : x->op == KILN_OP_reduce_max ? KILN_OP_max : KILN_OP_min;
+    const char *tpl = alu_template(comb, -1, c);
+    if (!tpl)
+      return fail(r, KILN_ERR_UNSUPPORTED, "reduce %s on %s is not supported", kiln_op_name(x->op),
+                  kiln_dtype_name(adt));
+    const char *opnd[3] = {r->name[j], b, ""};
+    sb_printf(r->b, "x%d = ", j);
+    expand(r->b, tpl, opnd, ctype(adt));
+    sb_puts(r->b, ";\n");
+  }
+  for (int v = x->var + x->n_vars - 1; v >= x->var; v--) {
+    indent(r, depth + (v - x->var));
+    sb_puts(r->b, "}\n");
+  }
+  /* values declared inside the loop are out of scope now */
+  for (int32_t i = 0; i < r->k->n_kx; i++)
+    if (r->depth[i] > depth) r->depth[i] = -1;
+  r->depth[j] = depth;
+  return !r->failed;
+}
+
+static void safe_name(char *out, size_t n, const char *s) {
+  size_t i = 0;
+  for (; s && *s && i + 1 < n; s++) out[i++] = (char)((*s == '*' || *s == '/' || *s == '\n') ? '_' : *s);
+  out[i] = 0;
+}
+
+static bool render_kernel(render *r) {
+  const kiln_kernel *k = r->k;
+  sbuf *b = r->b;
+  if (k->n_vars > 64) return fail(r, KILN_ERR_UNSUPPORTED, "%d loop variables (at most 64)", k->n_vars);
+  if (k->n_vars < k->out.rank || k->n_kx < 1 || k->root < 0 || k->root >= k->n_kx)
+    return fail(r, KILN_ERR_INTERNAL, "malformed LOOP kernel (n_vars %d, rank %d, root %d of %d)",
+                k->n_vars, k->out.rank, k->root, k->n_kx);
+  if (k->out_buf < 0 || k->out_buf >= r->p->n_buffers)
+    return fail(r, KILN_ERR_INTERNAL, "output buffer %d out of range", k->out_buf);
+  if (!ctype(k->out_dtype)) return fail(r, KILN_ERR_UNSUPPORTED, "unknown output dtype");
+  for (int32_t j = 0; j < k->n_kx; j++) {
+    if (!check_kx(r, j)) return false;
+    const kiln_kx *x = &k->kx[j];
+    r->depth[j] = -1;
+    r->mask[j] = 0;
+    if (x->kind == KILN_KX_VAR) {
+      r->mask[j] = 1ull << x->var;
+      snprintf(r->name[j], sizeof r->name[j], "v%d", x->var);
+    } else if (x->kind == KILN_KX_CONST) {
+      literal(r->name[j], sizeof r->name[j], x->dtype, x->f, x->i);
+    } else {
+      snprintf(r->name[j], sizeof r->name[j], "x%d", j);
+      for (int o = 0; o < kx_arity(x); o++) r->mask[j] |= r->mask[x->a[o]];
+      if (x->kind == KILN_KX_REDUCE)
+        for (int v = x->var; v < x->var + x->n_vars; v++) r->mask[j] &= ~(1ull << v);
+    }
+  }
+  char nm[128];
+  safe_name(nm, sizeof nm, k->name);
+  sb_printf(b, "/* kernel %d: %s, output [", r->ki, nm);
+  for (int i = 0; i < k->out.rank; i++) sb_printf(b, "%s%" PRId64, i ? "," : "", k->out.dims[i]);
+  sb_printf(b, "] %s into buffer %d */\n", kiln_dtype_name(k->out_dtype), k->out_buf);
+  sb_printf(b, "extern \"C\" __global__ void kiln_k%d(void *const *bufs, long long n) {\n", r->ki);
+  sb_puts(b, "  for (long long flat = (long long)blockIdx.x * blockDim.x + threadIdx.x; flat < n;\n"
+             "       flat += (long long)gridDim.x * blockDim.x) {\n");
+  uint64_t bound = 0;
+  if (k->out.rank > 0) {
+    sb_puts(b, "    long long rem = flat;\n");
+    for (int v = k->out.rank - 1; v >= 0; v--) {
+      if (v > 0)
+        sb_printf(b, "    const long long v%d = rem %% %" PRId64 "ll; rem /= %" PRId64 "ll;\n", v,
+                  k->out.dims[v], k->out.dims[v]);
+      else
+        sb_puts(b, "    const long long v0 = rem;\n");
+      bound |= 1ull << v;
+    }
+  }
+  if (!emit_value(r, k->root, 0, bound)) return false;
+  const char *val = r->name[k->root];
+  const char *st = stype(k->out_dtype);
+  switch (k->out_dtype) {
+  case KILN_F16: sb_printf(b, "    ((%s*)bufs[%d])[flat] = kiln_f2h((float)(%s));\n", st, k->out_buf, val); break;
+  case KILN_BF16: sb_printf(b, "    ((%s*)bufs[%d])[flat] = kiln_f2bf((float)(%s));\n", st, k->out_buf, val); break;
+  case KILN_BOOL: sb_printf(b, "    ((%s*)bufs[%d])[flat] = (unsigned char)((%s) != 0);\n", st, k->out_buf, val); break;
+  default: sb_printf(b, "    ((%s*)bufs[%d])[flat] = (%s)(%s);\n", st, k->out_buf, st, val);
+  }
+  sb_puts(b, "  }\n}\n\n");
+  return !r->failed;
+}
+
+kiln_status kiln_cuda_render(const kiln_kprogram *p, char **src, kiln_diag *d) {
+  *src = NULL;
+  sbuf b = {.a = p->alloc};
+  sb_puts(&b, prelude);
+  int32_t max_kx = 1;
+  for (int32_t i = 0; i < p->n_kernels; i++)
+    if (p->kernels[i].kind == KILN_KERNEL_LOOP && p->kernels[i].n_kx > max_kx) max_kx = p->kernels[i].n_kx;
+  render r = {.p = p, .b = &b, .d = d};
+  r.mask = kiln_ir_malloc(p->alloc, sizeof(uint64_t) * (size_t)max_kx);
+  r.depth = kiln_ir_malloc(p->alloc, sizeof(int32_t) * (size_t)max_kx);
+  r.mark = kiln_ir_malloc(p->alloc, (size_t)max_kx);
+  r.name = kiln_ir_malloc(p->alloc, sizeof *r.name * (size_t)max_kx);
+  kiln_status st = KILN_OK;
+  if (!r.mask || !r.depth || !r.mark || !r.name) {
+    st = kiln_diag_set(d, KILN_ERR_OUT_OF_MEMORY, "CUDA backend: out of memory rendering kernels");
+  } else {
+    for (int32_t i = 0; i < p->n_kernels; i++) {
+      const kiln_kernel *k = &p->kernels[i];
+      if (k->kind == KILN_KERNEL_GEMM || k->kind == KILN_KERNEL_OPAQUE) continue; /* host side */
+      r.k = k;
+      r.ki = i;
+      if (k->kind != KILN_KERNEL_LOOP) {
+        fail(&r, KILN_ERR_UNSUPPORTED, "unknown kernel kind %d", (int)k->kind);
+      } else {
+        render_kernel(&r);
+      }
+      if (r.failed) {
+        st = r.status;
+        break;
+      }
+    }
+  }
+  if (st == KILN_OK && b.oom) st = kiln_diag_set(d, KILN_ERR_OUT_OF_MEMORY, "CUDA backend: out of memory rendering kernels");
+  kiln_ir_free(p->alloc, r.mask);
+  kiln_ir_free(p->alloc, r.depth);
+  kiln_ir_free(p->alloc, r.mark);
+  kiln_ir_free(p->alloc, r.name);
+  if (st != KILN_OK) {
+    kiln_ir_free(p->alloc, b.s);
+    return st;
+  }
+  *src = b.s;
+  return KILN_OK;
+}

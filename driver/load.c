@@ -1,0 +1,56 @@
+/* load.c - loading models: ONNX files (frontend/, with the interpreter as the fold engine
+ * for shape computations) and Kiln's textual IR. */
+#include "driver.h"
+#include "../frontend/onnx.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+
+static kiln_status fold_with_interpreter(void *user, kiln_graph *g, int32_t v, int32_t *out,
+                                         kiln_diag *d) {
+  (void)user;
+  return kiln_rt_fold_value(g, v, out, d);
+}
+
+kiln_status kiln_load_onnx(kiln_context *ctx, const char *path, const kiln_load_options *o,
+                           kiln_graph **g) {
+  if (!ctx || !path || !g) return kiln_driver_failf(ctx, KILN_ERR_INVALID_ARGUMENT, "kiln_load_onnx: NULL argument");
+  *g = NULL;
+  kiln_diag d = {0};
+  kiln_fe_options fo = {.load = o, .fold = fold_with_interpreter, .fold_user = NULL};
+  if (kiln_fe_load_onnx(&ctx->alloc, path, &fo, g, &d) != KILN_OK) {
+    kiln_ir_graph_destroy(*g);
+    *g = NULL;
+    return kiln_driver_fail(ctx, &d);
+  }
+  return KILN_OK;
+}
+
+kiln_status kiln_parse_text(kiln_context *ctx, const char *text, kiln_graph **g) {
+  if (!ctx || !text || !g) return kiln_driver_failf(ctx, KILN_ERR_INVALID_ARGUMENT, "kiln_parse_text: NULL argument");
+  kiln_diag d = {0};
+  if (kiln_ir_parse(&ctx->alloc, text, "<text>", g, &d) != KILN_OK) return kiln_driver_fail(ctx, &d);
+  return KILN_OK;
+}
+
+kiln_status kiln_load_text(kiln_context *ctx, const char *path, kiln_graph **g) {
+  if (!ctx || !path || !g) return kiln_driver_failf(ctx, KILN_ERR_INVALID_ARGUMENT, "kiln_load_text: NULL argument");
+  *g = NULL;
+  FILE *f = fopen(path, "rb");
+  if (!f) return kiln_driver_failf(ctx, KILN_ERR_IO, "%s: cannot open file", path);
+  fseek(f, 0, SEEK_END);
+  long n = ftell(f);
+  fseek(f, 0, SEEK_SET);
+  char *buf = n >= 0 ? kiln_ir_malloc(&ctx->alloc, (size_t)n + 1) : NULL;
+  if (!buf) {
+    fclose(f);
+    return kiln_driver_failf(ctx, KILN_ERR_OUT_OF_MEMORY, "%s: out of memory reading file", path);
+  }
+  size_t got = fread(buf, 1, (size_t)n, f);
+  fclose(f);
+  buf[got] = 0;
+  kiln_diag d = {0};
+  kiln_status st = kiln_ir_parse(&ctx->alloc, buf, path, g, &d);
+  kiln_ir_free(&ctx->alloc, buf);
+  return st == KILN_OK ? KILN_OK : kiln_driver_fail(ctx, &d);
+}

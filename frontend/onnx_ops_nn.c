@@ -1,0 +1,226 @@
+/* onnx_ops_nn.c - importers for ONNX contractions and windows: MatMul, Gemm, Conv, the
+ * pools, and BatchNormalization (inference form, folded to a per-channel scale and shift). */
+#include "onnx_impl.h"
+
+#include <string.h>
+
+#define G (c->g)
+#define NM (n->name)
+#define OP (n->p->op_type)
+
+static kiln_status need_inputs(fe_ctx *c, fe_node *n, int k) {
+  for (int i = 0; i < k; i++) {
+    kiln_status st = fe_need(c, n, i);
+    if (st != KILN_OK) return st;
+  }
+  return KILN_OK;
+}
+
+kiln_status fe_import_matmul(fe_ctx *c, fe_node *n) {
+  kiln_status st = need_inputs(c, n, 2);
+  if (st != KILN_OK) return st;
+  n->out[0] = kiln_ir_matmul(G, n->in[0], n->in[1], NM);
+  return KILN_OK;
+}
+
+/* Y = alpha * op(A) op(B) + beta * C */
+kiln_status fe_import_gemm(fe_ctx *c, fe_node *n) {
+  kiln_status st = need_inputs(c, n, 2);
+  if (st != KILN_OK) return st;
+  int32_t a = n->in[0], b = n->in[1];
+  if (G->nodes[a].shape.rank != 2 || G->nodes[b].shape.rank != 2)
+    return fe_fail(c, n, KILN_ERR_SHAPE, "A and B must be 2-D");
+  static const int32_t t[2] = {1, 0};
+  if (fe_attr_int(n, "transA", 0)) a = kiln_ir_permute(G, a, t, NM);
+  if (fe_attr_int(n, "transB", 0)) b = kiln_ir_permute(G, b, t, NM);
+  int32_t y = kiln_ir_matmul(G, a, b, NM);
+  double alpha = fe_attr_float(n, "alpha", 1.0f), beta = fe_attr_float(n, "beta", 1.0f);
+  if (alpha != 1.0) y = kiln_ir_binary(G, KILN_OP_mul, y, fe_scalar_like(c, n, y, alpha), NM);
+  int32_t cc = fe_in(n, 2);
+  if (cc >= 0 && beta != 0.0) {
+    if (beta != 1.0) cc = kiln_ir_binary(G, KILN_OP_mul, cc, fe_scalar_like(c, n, cc, beta), NM);
+    y = kiln_ir_binary(G, KILN_OP_add, y, cc, NM);
+  }
+  n->out[0] = y;
+  return KILN_OK;
+}
+
+/* Strides, dilations and pads of a conv or pool over k spatial dims of sizes in[], with
+ * window w[] (auto_pad resolved here). Defaults: stride 1, dilation 1, no padding. */
+static kiln_status window_attrs(fe_ctx *c, fe_node *n, int k, const int64_t *in, const int64_t *w,
+                                int64_t *strides, int64_t *dil, int64_t *lo, int64_t *hi) {
+  kiln_status st = KILN_OK;
+  int64_t pads[2 * KILN_MAX_RANK];
+  for (int i = 0; i < k; i++) strides[i] = dil[i] = 1, lo[i] = hi[i] = 0;
+  int ns = fe_attr_ints(c, n, "strides", strides, k, &st);
+  int nd = fe_attr_ints(c, n, "dilations", dil, k, &st);
+  int np = fe_attr_ints(c, n, "pads", pads, 2 * k, &st);
+  if (st != KILN_OK) return st;
+  if ((ns >= 0 && ns != k) || (nd >= 0 && nd != k) || (np >= 0 && np != 2 * k))
+    return fe_fail(c, n, KILN_ERR_SHAPE, "strides/dilations need %d entries and pads %d", k, 2 * k);
+  for (int i = 0; i < k; i++) {
+    if (strides[i] < 1 || dil[i] < 1)
+      return fe_fail(c, n, KILN_ERR_SHAPE, "strides and dilations must be positive");
+    if (np > 0) lo[i] = pads[i], hi[i] = pads[k + i];
+  }
+  const char *ap = fe_attr_str(c, n, "auto_pad", "NOTSET");
+  if (!strcmp(ap, "NOTSET")) return KILN_OK;
+  bool upper = !strcmp(ap, "SAME_UPPER"), lower = !strcmp(ap, "SAME_LOWER");
+  if (!upper && !lower && strcmp(ap, "VALID"))
+    return fe_fail(c, n, KILN_ERR_UNSUPPORTED, "auto_pad='%s' is not supported", ap);
+  for (int i = 0; i < k; i++) {
+    lo[i] = hi[i] = 0;
+    if (!upper && !lower) continue;
+    /* SAME: the output has ceil(in / stride) positions; odd padding goes after (UPPER) or
+     * before (LOWER). */
+    int64_t out = (in[i] + strides[i] - 1) / strides[i];
+    int64_t total = (out - 1) * strides[i] + (w[i] - 1) * dil[i] + 1 - in[i];
+    if (total < 0) total = 0;
+    lo[i] = upper ? total / 2 : total - total / 2;
+    hi[i] = total - lo[i];
+  }
+  return KILN_OK;
+}
+
+kiln_status fe_import_conv(fe_ctx *c, fe_node *n) {
+  kiln_status st = need_inputs(c, n, 2);
+  if (st != KILN_OK) return st;
+  int32_t x = n->in[0], w = n->in[1];
+  const kiln_shape *xs = &G->nodes[x].shape, *ws = &G->nodes[w].shape;
+  int k = xs->rank - 2;
+  if (k < 1 || ws->rank != xs->rank)
+    return fe_fail(c, n, KILN_ERR_SHAPE, "X must be [N, C, spatial...] and W of the same rank");
+  int64_t strides[KILN_MAX_RANK], dil[KILN_MAX_RANK], lo[KILN_MAX_RANK], hi[KILN_MAX_RANK];
+  if ((st = window_attrs(c, n, k, xs->dims + 2, ws->dims + 2, strides, dil, lo, hi)) != KILN_OK)
+    return st;
+  int64_t group = fe_attr_int(n, "group", 1);
+  int32_t y = kiln_ir_conv(G, x, w, strides, dil, lo, hi, (int32_t)group, NM);
+  if (fe_in(n, 2) >= 0)
+    y = kiln_ir_binary(G, KILN_OP_add, y, fe_channel_view(c, n, n->in[2], k + 2), NM);
+  n->out[0] = y;
+  return KILN_OK;
+}
+
+/* Positions of window o (start o*stride - lo, step dil, w of them) inside [-lo, in + hi). */
+static int64_t window_count(int64_t o, int64_t in, int64_t w, int64_t stride, int64_t dil,
+                            int64_t lo, int64_t hi) {
+  int64_t cnt = 0;
+  for (int64_t j = 0; j < w; j++) {
+    int64_t p = o * stride - lo + j * dil;
+    cnt += p >= -lo && p < in + hi;
+  }
+  return cnt;
+}
+
+/* Divisors of a count_include_pad average pool whose ceil_mode windows run past the
+ * padding: the IR's avg divides by positions inside [-lo, in + hi) of the padded input, and
+ * ceil_mode's extra end padding must not count. Returns a constant [out spatial...]. */
+static int32_t avg_divisors(fe_ctx *c, fe_node *n, int32_t x, int k, const int64_t *in,
+                            const int64_t *w, const int64_t *strides, const int64_t *dil,
+                            const int64_t *lo, const int64_t *hi, const int64_t *outd) {
+  kiln_shape s = {.rank = k};
+  for (int i = 0; i < k; i++) s.dims[i] = outd[i];
+  int64_t total = kiln_shape_numel(&s);
+  kiln_dtype dt = G->nodes[x].dtype;
+  void *buf = kiln_ir_malloc(G->alloc, (size_t)total * kiln_dtype_size(dt) + 1);
+  if (!buf) return -1;
+  for (int64_t e = 0; e < total; e++) {
+    int64_t rem = e, div = 1;
+    for (int i = k - 1; i >= 0; i--) {
+      div *= window_count(rem % outd[i], in[i], w[i], strides[i], dil[i], lo[i], hi[i]);
+      rem /= outd[i];
+    }
+    fe_set_f64(dt, buf, e, (double)div);
+  }
+  int32_t v = kiln_ir_constant(G, NM, dt, &s, buf);
+  kiln_ir_free(G->alloc, buf);
+  return v;
+}
+
+kiln_status fe_import_pool(fe_ctx *c, fe_node *n) {
+  kiln_status st = need_inputs(c, n, 1);
+  if (st != KILN_OK) return st;
+  int32_t x = n->in[0];
+  const kiln_shape *xs = &G->nodes[x].shape;
+  int k = xs->rank - 2;
+  if (k < 1) return fe_fail(c, n, KILN_ERR_SHAPE, "X must be [N, C, spatial...]");
+  int64_t w[KILN_MAX_RANK];
+  if (fe_attr_ints(c, n, "kernel_shape", w, k, &st) != k)
+    return st != KILN_OK ? st : fe_fail(c, n, KILN_ERR_SHAPE, "kernel_shape needs %d entries", k);
+  int64_t strides[KILN_MAX_RANK], dil[KILN_MAX_RANK], lo[KILN_MAX_RANK], hi[KILN_MAX_RANK];
+  const int64_t *in = xs->dims + 2;
+  if ((st = window_attrs(c, n, k, in, w, strides, dil, lo, hi)) != KILN_OK) return st;
+  bool is_max = !strcmp(OP, "MaxPool");
+  int cip = (int)fe_attr_int(n, "count_include_pad", 0);
+  /* ceil_mode: extend the end padding until floor() gives the ceil() count, but a window
+   * must start inside the input or its front padding. */
+  int64_t hi_ext[KILN_MAX_RANK], outd[KILN_MAX_RANK];
+  bool extended = false;
+  for (int i = 0; i < k; i++) {
+    int64_t span = in[i] + lo[i] + hi[i] - (dil[i] * (w[i] - 1) + 1);
+    hi_ext[i] = hi[i];
+    outd[i] = span >= 0 ? span / strides[i] + 1 : 0;
+    if (span < 0 || !fe_attr_int(n, "ceil_mode", 0)) continue;
+    int64_t oc = (span + strides[i] - 1) / strides[i] + 1;
+    if ((oc - 1) * strides[i] >= in[i] + lo[i]) oc--;
+    if (oc > outd[i]) {
+      hi_ext[i] += (oc - 1) * strides[i] - span;
+      outd[i] = oc;
+      extended = true;
+    }
+  }
+  if (is_max) {
+    n->out[0] = kiln_ir_pool(G, x, KILN_POOL_MAX, w, strides, dil, lo, hi_ext, 0, NM);
+    return KILN_OK; /* the optional Indices output is not computed */
+  }
+  if (extended && cip) {
+    int32_t sum = kiln_ir_pool(G, x, KILN_POOL_SUM, w, strides, dil, lo, hi_ext, 0, NM);
+    int32_t div = avg_divisors(c, n, x, k, in, w, strides, dil, lo, hi, outd);
+    n->out[0] = kiln_ir_binary(G, KILN_OP_div, sum, div, NM);
+    return KILN_OK;
+  }
+  n->out[0] = kiln_ir_pool(G, x, KILN_POOL_AVG, w, strides, dil, lo, hi_ext, cip, NM);
+  return KILN_OK;
+}
+
+kiln_status fe_import_global_pool(fe_ctx *c, fe_node *n) {
+  kiln_status st = need_inputs(c, n, 1);
+  if (st != KILN_OK) return st;
+  int32_t x = n->in[0], rank = G->nodes[x].shape.rank;
+  if (rank < 3) return fe_fail(c, n, KILN_ERR_SHAPE, "X must be [N, C, spatial...]");
+  int32_t axes[KILN_MAX_RANK], n_axes = 0;
+  for (int i = 2; i < rank; i++) axes[n_axes++] = i;
+  n->out[0] = !strcmp(OP, "GlobalMaxPool")
+                  ? kiln_ir_reduce(G, KILN_OP_reduce_max, x, n_axes, axes, 1, NM)
+                  : fe_reduce_mean(c, n, x, n_axes, axes, 1);
+  return KILN_OK;
+}
+
+/* y = x * a + b with a = scale / sqrt(var + eps), b = bias - mean * a, per channel.
+ * With constant parameters a and b are folded to constants shaped [C, 1, ...]. */
+kiln_status fe_import_batch_norm(fe_ctx *c, fe_node *n) {
+  kiln_status st = need_inputs(c, n, 5);
+  if (st != KILN_OK) return st;
+  if (fe_attr_int(n, "training_mode", 0))
+    return fe_fail(c, n, KILN_ERR_UNSUPPORTED, "training_mode=1 is not supported");
+  if (c->opset < 9 && !fe_attr_int(n, "spatial", 1))
+    return fe_fail(c, n, KILN_ERR_UNSUPPORTED, "spatial=0 is not supported");
+  int32_t x = n->in[0], rank = G->nodes[x].shape.rank;
+  if (rank < 2) return fe_fail(c, n, KILN_ERR_SHAPE, "X must be [N, C, ...]");
+  int32_t p[4];
+  bool all_const = true;
+  for (int i = 0; i < 4; i++) {
+    p[i] = fe_channel_view(c, n, n->in[i + 1], rank);
+    all_const = all_const && kiln_ir_const_of(G, n->in[i + 1]);
+  }
+  int32_t scale = p[0], bias = p[1], mean = p[2], var = p[3];
+  int32_t eps = fe_scalar_like(c, n, var, fe_attr_float(n, "epsilon", 1e-5f));
+  int32_t a = kiln_ir_binary(G, KILN_OP_mul, scale,
+                             kiln_ir_unary(G, KILN_OP_rsqrt, kiln_ir_binary(G, KILN_OP_add, var, eps, NM), NM), NM);
+  int32_t b = kiln_ir_binary(G, KILN_OP_sub, bias, kiln_ir_binary(G, KILN_OP_mul, mean, a, NM), NM);
+  if (all_const && a >= 0 && b >= 0) {
+    if ((st = fe_fold(c, n, a, &a)) != KILN_OK || (st = fe_fold(c, n, b, &b)) != KILN_OK) return st;
+  }
+  n->out[0] = kiln_ir_binary(G, KILN_OP_add, kiln_ir_binary(G, KILN_OP_mul, x, a, NM), b, NM);
+  return KILN_OK;
+}

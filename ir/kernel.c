@@ -1,0 +1,340 @@
+/* kernel.c - the kernel IR's readable dump (kiln_ir_kprogram_print, for `kiln dump` and
+ * golden tests) and its verifier (kiln_ir_kprogram_verify), which checks what every backend
+ * relies on: operand order, dtypes, buffer ids, loop-variable ownership. */
+#include "ir.h"
+
+#include <math.h>
+#include <string.h>
+
+static const char *fmt_shape(char *buf, size_t n, const kiln_shape *s) {
+  size_t o = (size_t)snprintf(buf, n, "[");
+  for (int i = 0; i < s->rank && i < KILN_MAX_RANK && o < n; i++)
+    o += (size_t)snprintf(buf + o, n - o, "%s%lld", i ? "," : "", (long long)s->dims[i]);
+  if (o < n) snprintf(buf + o, n - o, "]");
+  return buf;
+}
+#define SHAPE_STR(s) fmt_shape((char[160]){0}, 160, (s))
+
+static const char *buf_kind_name(kiln_buffer_kind k) {
+  switch (k) {
+  case KILN_BUF_INPUT: return "input";
+  case KILN_BUF_OUTPUT: return "output";
+  case KILN_BUF_CONST: return "const";
+  case KILN_BUF_ARENA: return "arena";
+  }
+  return "?";
+}
+
+static const char *kernel_kind_name(kiln_kernel_kind k) {
+  switch (k) {
+  case KILN_KERNEL_LOOP: return "loop";
+  case KILN_KERNEL_GEMM: return "gemm";
+  case KILN_KERNEL_OPAQUE: return "opaque";
+  }
+  return "?";
+}
+
+/* ====================================================================== print */
+static void print_scalar(FILE *f, kiln_dtype dt, double fv, int64_t iv) {
+  if (kiln_dtype_is_float(dt)) fprintf(f, "%.9g", fv);
+  else fprintf(f, "%lld", (long long)iv);
+}
+
+static void print_kx(FILE *f, const kiln_kx *x, int32_t id) {
+  fprintf(f, "    %%%d = ", (int)id);
+  switch (x->kind) {
+  case KILN_KX_CONST:
+    fprintf(f, "const %s ", kiln_dtype_name(x->dtype));
+    print_scalar(f, x->dtype, x->f, x->i);
+    break;
+  case KILN_KX_VAR: fprintf(f, "var v%d", (int)x->var); break;
+  case KILN_KX_LOAD:
+    fprintf(f, "load %s b%d[%%%d]", kiln_dtype_name(x->dtype), (int)x->buf, (int)x->a[0]);
+    if (x->a[1] >= 0) {
+      fprintf(f, " mask %%%d else ", (int)x->a[1]);
+      print_scalar(f, x->dtype, x->f, x->i);
+    }
+    break;
+  case KILN_KX_ALU: {
+    fprintf(f, "alu %s", kiln_op_name(x->op));
+    if (x->op == KILN_OP_mod) fprintf(f, ".%d", (int)x->kind_attr);
+    fprintf(f, " %s", kiln_dtype_name(x->dtype));
+    int ar = (unsigned)x->op < KILN_OP_COUNT ? kiln_op_table[x->op].arity : 0;
+    for (int k = 0; k < ar && k < 3; k++) fprintf(f, " %%%d", (int)x->a[k]);
+    break;
+  }
+  case KILN_KX_REDUCE:
+    fprintf(f, "%s %s vars[%d..%d) %%%d", kiln_op_name(x->op), kiln_dtype_name(x->dtype), (int)x->var,
+            (int)(x->var + x->n_vars), (int)x->a[0]);
+    if ((x->op == KILN_OP_argmax || x->op == KILN_OP_argmin) && x->kind_attr) fprintf(f, " last");
+    break;
+  default: fprintf(f, "? kind %d", (int)x->kind); break;
+  }
+  fputc('\n', f);
+}
+
+static void print_kernel(FILE *f, const kiln_kernel *k, int32_t idx) {
+  fprintf(f, "  kernel k%d %s \"%s\" -> b%d %s%s", (int)idx, kernel_kind_name(k->kind), k->name ? k->name : "",
+          (int)k->out_buf, kiln_dtype_name(k->out_dtype), SHAPE_STR(&k->out));
+  if (k->n_sources > 0 && k->sources) {
+    fprintf(f, " from");
+    for (int i = 0; i < k->n_sources; i++) fprintf(f, "%s\"%s\"", i ? ", " : " ", k->sources[i] ? k->sources[i] : "");
+  }
+  fputc('\n', f);
+  if (k->kind == KILN_KERNEL_LOOP) {
+    fprintf(f, "    domain [");
+    for (int v = 0; v < k->n_vars; v++) fprintf(f, "%s%lld", v ? "," : "", k->extent ? (long long)k->extent[v] : -1LL);
+    fprintf(f, "] (%d output vars)\n", (int)k->out.rank);
+    for (int j = 0; j < k->n_kx; j++) print_kx(f, &k->kx[j], j);
+    fprintf(f, "    root %%%d\n", (int)k->root);
+  } else if (k->kind == KILN_KERNEL_GEMM) {
+    const kiln_gemm_desc *g = &k->gemm;
+    fprintf(f, "    C b%d+%lld ldc %lld = A%s b%d+%lld lda %lld * B%s b%d+%lld ldb %lld; m %lld n %lld k %lld\n",
+            (int)g->c_buf, (long long)g->c_off, (long long)g->ldc, g->trans_a ? "^T" : "", (int)g->a_buf,
+            (long long)g->a_off, (long long)g->lda, g->trans_b ? "^T" : "", (int)g->b_buf, (long long)g->b_off,
+            (long long)g->ldb, (long long)g->m, (long long)g->n, (long long)g->k);
+    for (int i = 0; i < g->n_batch && i < 2; i++)
+      fprintf(f, "    batch %lld strides a %lld b %lld c %lld\n", (long long)g->batch[i], (long long)g->a_bstride[i],
+              (long long)g->b_bstride[i], (long long)g->c_bstride[i]);
+  } else if (k->kind == KILN_KERNEL_OPAQUE) {
+    fprintf(f, "    %s (", kiln_op_name(k->op));
+    for (int i = 0; i < k->n_in_bufs; i++) fprintf(f, "%sb%d", i ? ", " : "", k->in_bufs ? (int)k->in_bufs[i] : -1);
+    fprintf(f, ") axis %d kind %d k %lld\n", (int)k->attrs.axis, (int)k->attrs.kind, (long long)k->attrs.k);
+  }
+}
+
+void kiln_ir_kprogram_print(const kiln_kprogram *p, FILE *f) {
+  fprintf(f, "kprogram \"%s\" {\n", p->name ? p->name : "");
+  fprintf(f, "  arena %zu bytes\n", p->arena_bytes);
+  for (int i = 0; i < p->n_buffers; i++) {
+    const kiln_buffer *b = &p->buffers[i];
+    fprintf(f, "  b%d %s", i, buf_kind_name(b->kind));
+    if (b->kind == KILN_BUF_ARENA) fprintf(f, " @%lld", (long long)b->offset);
+    else fprintf(f, " #%d", (int)b->index);
+    fprintf(f, " %s%s %zu bytes", kiln_dtype_name(b->dtype), SHAPE_STR(&b->shape), b->nbytes);
+    if (b->name) fprintf(f, " \"%s\"", b->name);
+    fputc('\n', f);
+  }
+  for (int i = 0; i < p->n_kernels; i++) print_kernel(f, &p->kernels[i], i);
+  fprintf(f, "}\n");
+}
+
+/* ====================================================================== verify */
+#define KFMT "kernel %d '%s': "
+#define KARGS(i, k) (int)(i), (k)->name ? (k)->name : ""
+
+static bool buf_ok(const kiln_kprogram *p, int32_t b) { return b >= 0 && b < p->n_buffers; }
+
+static bool is_reduce_op(kiln_op op) {
+  return op == KILN_OP_reduce_sum || op == KILN_OP_reduce_max || op == KILN_OP_reduce_min ||
+         op == KILN_OP_reduce_prod || op == KILN_OP_argmax || op == KILN_OP_argmin;
+}
+
+/* Result dtype an ALU node must have given its operand dtypes (graph semantics); -1 when
+ * the operands themselves do not fit. cast returns the node's own dtype. */
+static int alu_result(const kiln_kx *x, const kiln_kx *kx, char *why, size_t nwhy) {
+  kiln_op op = x->op;
+  int ar = kiln_op_table[op].arity;
+  kiln_dtype t0 = kx[x->a[0]].dtype;
+  if (op == KILN_OP_cast) return x->dtype;
+  if (op == KILN_OP_isnan) return KILN_BOOL;
+  if (op == KILN_OP_select) {
+    if (t0 != KILN_BOOL || kx[x->a[1]].dtype != kx[x->a[2]].dtype) {
+      snprintf(why, nwhy, "select needs a bool condition and equal branch dtypes");
+      return -1;
+    }
+    return kx[x->a[1]].dtype;
+  }
+  if (ar == 2) {
+    if (kx[x->a[1]].dtype != t0) {
+      snprintf(why, nwhy, "operand dtypes differ: %s and %s", kiln_dtype_name(t0), kiln_dtype_name(kx[x->a[1]].dtype));
+      return -1;
+    }
+    if (op == KILN_OP_eq || op == KILN_OP_ne || op == KILN_OP_lt || op == KILN_OP_le || op == KILN_OP_gt ||
+        op == KILN_OP_ge)
+      return KILN_BOOL;
+  }
+  if ((op == KILN_OP_and || op == KILN_OP_or || op == KILN_OP_xor || op == KILN_OP_not) && t0 != KILN_BOOL) {
+    snprintf(why, nwhy, "%s needs bool operands", kiln_op_name(op));
+    return -1;
+  }
+  return t0;
+}
+
+static kiln_status verify_loop(const kiln_kprogram *p, int32_t ki, const kiln_kernel *k, kiln_diag *d) {
+  if (k->n_vars < k->out.rank || k->n_vars > 64)
+    return kiln_diag_set(d, KILN_ERR_INTERNAL, KFMT "n_vars %d is below the output rank %d or absurd", KARGS(ki, k),
+                         (int)k->n_vars, (int)k->out.rank);
+  if (k->n_vars > 0 && !k->extent) return kiln_diag_set(d, KILN_ERR_INTERNAL, KFMT "no extents", KARGS(ki, k));
+  for (int v = 0; v < k->n_vars; v++) {
+    if (k->extent[v] < 0)
+      return kiln_diag_set(d, KILN_ERR_INTERNAL, KFMT "extent of v%d is %lld", KARGS(ki, k), v, (long long)k->extent[v]);
+    if (v < k->out.rank && k->extent[v] != k->out.dims[v])
+      return kiln_diag_set(d, KILN_ERR_INTERNAL, KFMT "extent of output var v%d is %lld, the domain %s says %lld",
+                           KARGS(ki, k), v, (long long)k->extent[v], SHAPE_STR(&k->out), (long long)k->out.dims[v]);
+  }
+  if (k->n_kx < 1 || !k->kx) return kiln_diag_set(d, KILN_ERR_INTERNAL, KFMT "empty expression", KARGS(ki, k));
+  int owner[64];
+  for (int v = 0; v < 64; v++) owner[v] = -1;
+  for (int32_t j = 0; j < k->n_kx; j++) {
+    const kiln_kx *x = &k->kx[j];
+    int n_ops = 0;
+    switch (x->kind) {
+    case KILN_KX_CONST: case KILN_KX_VAR: n_ops = 0; break;
+    case KILN_KX_LOAD: n_ops = x->a[1] >= 0 ? 2 : 1; break;
+    case KILN_KX_ALU:
+      if ((unsigned)x->op >= KILN_OP_COUNT || kiln_op_table[x->op].category != KILN_CAT_ELEMENTWISE)
+        return kiln_diag_set(d, KILN_ERR_INTERNAL, KFMT "%%%d: ALU op %s is not elementwise", KARGS(ki, k), (int)j,
+                             kiln_op_name(x->op));
+      n_ops = kiln_op_table[x->op].arity;
+      break;
+    case KILN_KX_REDUCE: n_ops = 1; break;
+    default: return kiln_diag_set(d, KILN_ERR_INTERNAL, KFMT "%%%d: unknown kind %d", KARGS(ki, k), (int)j, (int)x->kind);
+    }
+    if ((unsigned)x->dtype >= KILN_DTYPE_COUNT)
+      return kiln_diag_set(d, KILN_ERR_INTERNAL, KFMT "%%%d: bad dtype %d", KARGS(ki, k), (int)j, (int)x->dtype);
+    for (int o = 0; o < n_ops; o++)
+      if (x->a[o] < 0 || x->a[o] >= j)
+        return kiln_diag_set(d, KILN_ERR_INTERNAL, KFMT "%%%d: operand %d is %%%d, not an earlier node", KARGS(ki, k),
+                             (int)j, o, (int)x->a[o]);
+    char why[160] = "";
+    switch (x->kind) {
+    case KILN_KX_VAR:
+      if (x->var < 0 || x->var >= k->n_vars || x->dtype != KILN_I64)
+        return kiln_diag_set(d, KILN_ERR_INTERNAL, KFMT "%%%d: var v%d (%s) must be an i64 var below %d", KARGS(ki, k),
+                             (int)j, (int)x->var, kiln_dtype_name(x->dtype), (int)k->n_vars);
+      break;
+    case KILN_KX_LOAD:
+      if (!buf_ok(p, x->buf))
+        return kiln_diag_set(d, KILN_ERR_INTERNAL, KFMT "%%%d: load from buffer b%d, which does not exist", KARGS(ki, k),
+                             (int)j, (int)x->buf);
+      if (x->dtype != p->buffers[x->buf].dtype)
+        return kiln_diag_set(d, KILN_ERR_INTERNAL, KFMT "%%%d: load is %s, buffer b%d is %s", KARGS(ki, k), (int)j,
+                             kiln_dtype_name(x->dtype), (int)x->buf, kiln_dtype_name(p->buffers[x->buf].dtype));
+      if (k->kx[x->a[0]].dtype != KILN_I64)
+        return kiln_diag_set(d, KILN_ERR_INTERNAL, KFMT "%%%d: load offset %%%d is %s, must be i64", KARGS(ki, k), (int)j,
+                             (int)x->a[0], kiln_dtype_name(k->kx[x->a[0]].dtype));
+      if (x->a[1] >= 0 && k->kx[x->a[1]].dtype != KILN_BOOL)
+        return kiln_diag_set(d, KILN_ERR_INTERNAL, KFMT "%%%d: load mask %%%d is %s, must be bool", KARGS(ki, k), (int)j,
+                             (int)x->a[1], kiln_dtype_name(k->kx[x->a[1]].dtype));
+      break;
+    case KILN_KX_ALU: {
+      int want = alu_result(x, k->kx, why, sizeof why);
+      if (want < 0) return kiln_diag_set(d, KILN_ERR_INTERNAL, KFMT "%%%d: alu %s: %s", KARGS(ki, k), (int)j,
+                                         kiln_op_name(x->op), why);
+      if ((kiln_dtype)want != x->dtype)
+        return kiln_diag_set(d, KILN_ERR_INTERNAL, KFMT "%%%d: alu %s is %s, its operands give %s", KARGS(ki, k), (int)j,
+                             kiln_op_name(x->op), kiln_dtype_name(x->dtype), kiln_dtype_name((kiln_dtype)want));
+      break;
+    }
+    case KILN_KX_REDUCE: {
+      if (!is_reduce_op(x->op))
+        return kiln_diag_set(d, KILN_ERR_INTERNAL, KFMT "%%%d: reduce op %s is not a reduction", KARGS(ki, k), (int)j,
+                             kiln_op_name(x->op));
+      if (x->n_vars < 1 || x->var < k->out.rank || x->var + x->n_vars > k->n_vars)
+        return kiln_diag_set(d, KILN_ERR_INTERNAL, KFMT "%%%d: reduce vars [%d..%d) outside [%d..%d)", KARGS(ki, k),
+                             (int)j, (int)x->var, (int)(x->var + x->n_vars), (int)k->out.rank, (int)k->n_vars);
+      bool arg = x->op == KILN_OP_argmax || x->op == KILN_OP_argmin;
+      if (arg && (x->n_vars != 1 || x->dtype != KILN_I64))
+        return kiln_diag_set(d, KILN_ERR_INTERNAL, KFMT "%%%d: %s needs one var and an i64 result", KARGS(ki, k), (int)j,
+                             kiln_op_name(x->op));
+      if (!arg && x->dtype != k->kx[x->a[0]].dtype)
+        return kiln_diag_set(d, KILN_ERR_INTERNAL, KFMT "%%%d: %s is %s, its operand is %s", KARGS(ki, k), (int)j,
+                             kiln_op_name(x->op), kiln_dtype_name(x->dtype), kiln_dtype_name(k->kx[x->a[0]].dtype));
+      for (int v = x->var; v < x->var + x->n_vars; v++) {
+        if (owner[v] >= 0)
+          return kiln_diag_set(d, KILN_ERR_INTERNAL, KFMT "var v%d is looped by both %%%d and %%%d", KARGS(ki, k), v,
+                               owner[v], (int)j);
+        owner[v] = j;
+      }
+      break;
+    }
+    default: break;
+    }
+  }
+  for (int v = k->out.rank; v < k->n_vars; v++)
+    if (owner[v] < 0)
+      return kiln_diag_set(d, KILN_ERR_INTERNAL, KFMT "var v%d belongs to no reduce", KARGS(ki, k), v);
+  if (k->root < 0 || k->root >= k->n_kx)
+    return kiln_diag_set(d, KILN_ERR_INTERNAL, KFMT "root %%%d out of range", KARGS(ki, k), (int)k->root);
+  if (k->kx[k->root].dtype != k->out_dtype)
+    return kiln_diag_set(d, KILN_ERR_INTERNAL, KFMT "root %%%d is %s, the output is %s", KARGS(ki, k), (int)k->root,
+                         kiln_dtype_name(k->kx[k->root].dtype), kiln_dtype_name(k->out_dtype));
+  return KILN_OK;
+}
+
+static kiln_status verify_gemm(const kiln_kprogram *p, int32_t ki, const kiln_kernel *k, kiln_diag *d) {
+  const kiln_gemm_desc *g = &k->gemm;
+  if (k->out_dtype != KILN_F32 && k->out_dtype != KILN_F64)
+    return kiln_diag_set(d, KILN_ERR_INTERNAL, KFMT "gemm dtype %s (must be f32 or f64)", KARGS(ki, k),
+                         kiln_dtype_name(k->out_dtype));
+  int32_t bufs[3] = {g->a_buf, g->b_buf, g->c_buf};
+  for (int i = 0; i < 3; i++) {
+    if (!buf_ok(p, bufs[i]))
+      return kiln_diag_set(d, KILN_ERR_INTERNAL, KFMT "gemm %c buffer b%d does not exist", KARGS(ki, k), "ABC"[i],
+                           (int)bufs[i]);
+    if (p->buffers[bufs[i]].dtype != k->out_dtype)
+      return kiln_diag_set(d, KILN_ERR_INTERNAL, KFMT "gemm %c buffer b%d is %s, the gemm is %s", KARGS(ki, k), "ABC"[i],
+                           (int)bufs[i], kiln_dtype_name(p->buffers[bufs[i]].dtype), kiln_dtype_name(k->out_dtype));
+  }
+  if (g->c_buf != k->out_buf)
+    return kiln_diag_set(d, KILN_ERR_INTERNAL, KFMT "gemm writes b%d, the kernel's output is b%d", KARGS(ki, k),
+                         (int)g->c_buf, (int)k->out_buf);
+  if (g->m < 0 || g->n < 0 || g->k < 0 || g->n_batch < 0 || g->n_batch > 2 || g->a_off < 0 || g->b_off < 0 ||
+      g->c_off < 0)
+    return kiln_diag_set(d, KILN_ERR_INTERNAL, KFMT "gemm sizes m %lld n %lld k %lld batches %d out of range",
+                         KARGS(ki, k), (long long)g->m, (long long)g->n, (long long)g->k, (int)g->n_batch);
+  return KILN_OK;
+}
+
+kiln_status kiln_ir_kprogram_verify(const kiln_kprogram *p, kiln_diag *d) {
+  if (!p) return kiln_diag_set(d, KILN_ERR_INTERNAL, "kprogram verify: no program");
+  for (int i = 0; i < p->n_buffers; i++) {
+    const kiln_buffer *b = &p->buffers[i];
+    if ((unsigned)b->dtype >= KILN_DTYPE_COUNT || b->shape.rank < 0 || b->shape.rank > KILN_MAX_RANK)
+      return kiln_diag_set(d, KILN_ERR_INTERNAL, "buffer b%d: bad dtype or rank", i);
+    bool ok = true;
+    switch (b->kind) {
+    case KILN_BUF_INPUT: ok = b->index >= 0 && b->index < p->n_inputs; break;
+    case KILN_BUF_OUTPUT: ok = b->index >= 0 && b->index < p->n_outputs; break;
+    case KILN_BUF_CONST: ok = b->index >= 0 && b->index < p->n_consts; break;
+    case KILN_BUF_ARENA: ok = b->offset >= 0; break;
+    default: ok = false;
+    }
+    if (!ok)
+      return kiln_diag_set(d, KILN_ERR_INTERNAL, "buffer b%d (%s): index %d / offset %lld out of range", i,
+                           buf_kind_name(b->kind), (int)b->index, (long long)b->offset);
+  }
+  for (int32_t ki = 0; ki < p->n_kernels; ki++) {
+    const kiln_kernel *k = &p->kernels[ki];
+    if (!buf_ok(p, k->out_buf))
+      return kiln_diag_set(d, KILN_ERR_INTERNAL, KFMT "output buffer b%d does not exist", KARGS(ki, k), (int)k->out_buf);
+    const kiln_buffer *ob = &p->buffers[k->out_buf];
+    /* A buffer is dense row-major, so any shape with its element count addresses it the
+     * same way (a kernel may store a reshaped view). */
+    if (ob->dtype != k->out_dtype || kiln_shape_numel(&ob->shape) != kiln_shape_numel(&k->out))
+      return kiln_diag_set(d, KILN_ERR_INTERNAL, KFMT "writes %s%s into b%d, which is %s%s", KARGS(ki, k),
+                           kiln_dtype_name(k->out_dtype), SHAPE_STR(&k->out), (int)k->out_buf,
+                           kiln_dtype_name(ob->dtype), SHAPE_STR(&ob->shape));
+    kiln_status st = KILN_OK;
+    switch (k->kind) {
+    case KILN_KERNEL_LOOP: st = verify_loop(p, ki, k, d); break;
+    case KILN_KERNEL_GEMM: st = verify_gemm(p, ki, k, d); break;
+    case KILN_KERNEL_OPAQUE:
+      if ((unsigned)k->op >= KILN_OP_COUNT || kiln_op_table[k->op].category != KILN_CAT_OPAQUE)
+        return kiln_diag_set(d, KILN_ERR_INTERNAL, KFMT "opaque kernel runs %s, not an opaque op", KARGS(ki, k),
+                             kiln_op_name(k->op));
+      if (k->n_in_bufs != kiln_op_table[k->op].arity || (k->n_in_bufs > 0 && !k->in_bufs))
+        return kiln_diag_set(d, KILN_ERR_INTERNAL, KFMT "%s takes %d buffers, got %d", KARGS(ki, k), kiln_op_name(k->op),
+                             kiln_op_table[k->op].arity, (int)k->n_in_bufs);
+      for (int i = 0; i < k->n_in_bufs; i++)
+        if (!buf_ok(p, k->in_bufs[i]))
+          return kiln_diag_set(d, KILN_ERR_INTERNAL, KFMT "input buffer b%d does not exist", KARGS(ki, k),
+                               (int)k->in_bufs[i]);
+      break;
+    default: return kiln_diag_set(d, KILN_ERR_INTERNAL, KFMT "unknown kernel kind %d", KARGS(ki, k), (int)k->kind);
+    }
+    if (st) return st;
+  }
+  return KILN_OK;
+}

@@ -1,0 +1,75 @@
+/* passes-impl.h - helpers shared inside the passes/ module (not part of its interface):
+ * the one graph rewrite mechanism every graph pass uses.
+ */
+#ifndef KILN_PASSES_IMPL_H
+#define KILN_PASSES_IMPL_H
+
+#include "passes.h"
+
+/* Rebuilds g's node array after a pass has decided its replacements.
+ *
+ * repl (may be NULL: no replacements) has n_repl entries (nodes from n_repl on, e.g.
+ * appended by the pass, are kept as they are): repl[i] == i keeps node i, anything
+ * else replaces every use of i (node inputs and graph outputs) by repl[i] (followed
+ * transitively). Replacement targets may be nodes appended after their users: the
+ * rebuild emits nodes in a topological order (the old order wherever it is already one).
+ * Nodes not reachable from the outputs are dropped, except graph input nodes, which stay
+ * (in their input order). Unused constant-store entries are released.
+ * Sets *changed (may be NULL) when the node array differs from before. */
+kiln_status kiln_pass_rewrite(kiln_graph *g, const int32_t *repl, int32_t n_repl, bool *changed,
+                              kiln_diag *d);
+
+/* Follows repl (n_repl entries; nodes beyond are kept) to the final replacement of v. */
+int32_t kiln_pass_resolve(const int32_t *repl, int32_t n_repl, int32_t v);
+
+/* True when node v is a constant (or a broadcast/reshape of one) whose every element
+ * equals x. */
+bool kiln_pass_is_splat(const kiln_graph *g, int32_t v, double x);
+
+
+/* ------------------------------------------------------------------------------------
+ * Kernel expression builder (kbuild.c): builds one LOOP kernel's kx DAG. Identical nodes
+ * are shared (hash-consing), and i64 index arithmetic is simplified as it is built from
+ * the value range of every index node (constants fold, x+0 / x*1 vanish, a clamp or a
+ * bounds check that cannot fire disappears, a div/mod that cannot wrap becomes 0 / x).
+ * Value arithmetic (the graph's own ops) is never rewritten.
+ * ---------------------------------------------------------------------------------- */
+typedef struct kiln_pass_kb {
+  const kiln_allocator *alloc;
+  kiln_kx *kx;
+  int64_t *lo, *hi; /* value range of each i64 (or bool 0/1) node */
+  int32_t n_kx, cap_kx;
+  int32_t *table;   /* hash-cons: open addressing over kx ids, -1 empty */
+  int32_t cap_table;
+  int64_t *extent;
+  int32_t n_vars, cap_vars;
+  bool oom;         /* sticky: every builder call after an OOM returns 0 */
+} kiln_pass_kb;
+
+/* Starts a new kernel whose output domain is `out` (variables 0..rank-1). */
+void kiln_pass_kb_reset(kiln_pass_kb *b, const kiln_shape *out);
+void kiln_pass_kb_free(kiln_pass_kb *b);
+/* n new loop variables with these extents (for a REDUCE); returns the first. */
+int32_t kiln_pass_kb_new_vars(kiln_pass_kb *b, int32_t n, const int64_t *extents);
+int32_t kiln_pass_kb_var(kiln_pass_kb *b, int32_t var);
+int32_t kiln_pass_kb_int(kiln_pass_kb *b, int64_t v);               /* i64 constant */
+int32_t kiln_pass_kb_bool(kiln_pass_kb *b, bool v);
+int32_t kiln_pass_kb_const(kiln_pass_kb *b, kiln_dtype dt, double v); /* any dtype */
+/* Index arithmetic on i64 (add sub mul div mod min max) and bool (lt le gt ge eq ne and
+ * or) with folding; div/mod only on non-negative values. */
+int32_t kiln_pass_kb_ix(kiln_pass_kb *b, kiln_op op, int32_t x, int32_t y);
+int32_t kiln_pass_kb_select(kiln_pass_kb *b, int32_t c, int32_t x, int32_t y);
+int32_t kiln_pass_kb_clamp(kiln_pass_kb *b, int32_t x, int64_t lo, int64_t hi);
+/* A graph elementwise op on values (operands a[0..n-1]); kind for mod. */
+int32_t kiln_pass_kb_alu(kiln_pass_kb *b, kiln_op op, kiln_dtype dt, int32_t kind, int32_t n,
+                         const int32_t *a);
+int32_t kiln_pass_kb_cast(kiln_pass_kb *b, int32_t x, kiln_dtype to);
+/* mask < 0: unmasked. fill is used where the mask is false. */
+int32_t kiln_pass_kb_load(kiln_pass_kb *b, int32_t buf, kiln_dtype dt, int32_t off, int32_t mask,
+                          double fill);
+int32_t kiln_pass_kb_reduce(kiln_pass_kb *b, kiln_op op, kiln_dtype dt, int32_t kind, int32_t var,
+                            int32_t n_vars, int32_t body);
+/* Row-major offset of idx in shape s. */
+int32_t kiln_pass_kb_linearize(kiln_pass_kb *b, const int32_t *idx, const kiln_shape *s);
+
+#endif

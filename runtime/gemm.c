@@ -1,0 +1,170 @@
+/* gemm.c - kiln_rt_gemm, the GEMM kernel compiled code calls: row-major
+ * C[m,n] = op(A)[m,k] * op(B)[k,n] over up to two batch loops with element strides
+ * (a stride may be 0 for a broadcast operand). f32 and f64 only.
+ *
+ * With OpenBLAS (KILN_HAVE_OPENBLAS) each matrix product is one cblas_?gemm call. Threads:
+ * one big product lets OpenBLAS use its own threads; many small ones are spread over the
+ * Kiln pool with OpenBLAS pinned to one thread for the duration, so the two never
+ * oversubscribe the cores. Without OpenBLAS a plain C loop, parallel over rows.
+ */
+#include "rt.h"
+
+#include <string.h>
+#ifdef KILN_HAVE_OPENBLAS
+#include <cblas.h>
+#endif
+
+typedef struct gemm_job {
+  const kiln_gemm_desc *g;
+  int32_t dtype;
+  char *a, *b, *c; /* base + offset, in bytes */
+  size_t es;
+} gemm_job;
+
+/* Below this many multiply-adds per product, a product is "small": threading inside it
+ * costs more than it gains, so batches are spread over the pool instead. */
+#define GEMM_SMALL_FLOPS (128 * 128 * 128)
+
+/* Pointers of batch number t (row-major over the batch loops). */
+static void batch_ptrs(const gemm_job *j, int64_t t, char **a, char **b, char **c) {
+  const kiln_gemm_desc *g = j->g;
+  int64_t i0 = 0, i1 = 0;
+  if (g->n_batch == 1) i0 = t;
+  if (g->n_batch == 2) { i0 = t / g->batch[1]; i1 = t % g->batch[1]; }
+  int64_t ao = i0 * g->a_bstride[0] + (g->n_batch > 1 ? i1 * g->a_bstride[1] : 0);
+  int64_t bo = i0 * g->b_bstride[0] + (g->n_batch > 1 ? i1 * g->b_bstride[1] : 0);
+  int64_t co = i0 * g->c_bstride[0] + (g->n_batch > 1 ? i1 * g->c_bstride[1] : 0);
+  if (g->n_batch == 0) ao = bo = co = 0;
+  *a = j->a + ao * (int64_t)j->es;
+  *b = j->b + bo * (int64_t)j->es;
+  *c = j->c + co * (int64_t)j->es;
+}
+
+/* Rows [r0, r1) of one product in plain C (accumulating in the element type, like BLAS). */
+#define GEMM_ROWS(T)                                                                      \
+  static void gemm_rows_##T(const kiln_gemm_desc *g, const T *A, const T *B, T *C,       \
+                            int64_t r0, int64_t r1) {                                     \
+    for (int64_t i = r0; i < r1; i++) {                                                   \
+      T *crow = C + i * g->ldc;                                                           \
+      for (int64_t jj = 0; jj < g->n; jj++) crow[jj] = 0;                                 \
+      for (int64_t p = 0; p < g->k; p++) {                                                \
+        T av = g->trans_a ? A[p * g->lda + i] : A[i * g->lda + p];                        \
+        if (g->trans_b)                                                                   \
+          for (int64_t jj = 0; jj < g->n; jj++) crow[jj] += av * B[jj * g->ldb + p];      \
+        else                                                                              \
+          for (int64_t jj = 0; jj < g->n; jj++) crow[jj] += av * B[p * g->ldb + jj];      \
+      }                                                                                   \
+    }                                                                                     \
+  }
+GEMM_ROWS(float)
+GEMM_ROWS(double)
+
+#ifdef KILN_HAVE_OPENBLAS
+static bool fits_blasint(const kiln_gemm_desc *g) {
+  int64_t lim = sizeof(blasint) >= 8 ? INT64_MAX : INT32_MAX;
+  return g->m <= lim && g->n <= lim && g->k <= lim && g->lda <= lim && g->ldb <= lim && g->ldc <= lim;
+}
+#endif
+
+/* One whole product (batch t) on the calling thread. */
+static void gemm_one(const gemm_job *j, int64_t t) {
+  const kiln_gemm_desc *g = j->g;
+  char *a, *b, *c;
+  batch_ptrs(j, t, &a, &b, &c);
+#ifdef KILN_HAVE_OPENBLAS
+  if (!fits_blasint(g)) { /* dims beyond blasint (32-bit in stock OpenBLAS): plain C */
+    if (j->dtype == KILN_F32) gemm_rows_float(g, (const float *)a, (const float *)b, (float *)c, 0, g->m);
+    else gemm_rows_double(g, (const double *)a, (const double *)b, (double *)c, 0, g->m);
+    return;
+  }
+  /* BLAS rejects a leading dimension below the stored row length even when there is only
+   * one stored row (whose ld is then irrelevant): lift it in that case. */
+  int64_t a_cols = g->trans_a ? g->m : g->k, a_rows = g->trans_a ? g->k : g->m;
+  int64_t b_cols = g->trans_b ? g->k : g->n, b_rows = g->trans_b ? g->n : g->k;
+  int64_t lda = a_rows <= 1 && g->lda < a_cols ? a_cols : g->lda;
+  int64_t ldb = b_rows <= 1 && g->ldb < b_cols ? b_cols : g->ldb;
+  int64_t ldc = g->m <= 1 && g->ldc < g->n ? g->n : g->ldc;
+  enum CBLAS_TRANSPOSE ta = g->trans_a ? CblasTrans : CblasNoTrans;
+  enum CBLAS_TRANSPOSE tb = g->trans_b ? CblasTrans : CblasNoTrans;
+  if (j->dtype == KILN_F32)
+    cblas_sgemm(CblasRowMajor, ta, tb, (blasint)g->m, (blasint)g->n, (blasint)g->k, 1.0f, (const float *)a,
+                (blasint)lda, (const float *)b, (blasint)ldb, 0.0f, (float *)c, (blasint)ldc);
+  else
+    cblas_dgemm(CblasRowMajor, ta, tb, (blasint)g->m, (blasint)g->n, (blasint)g->k, 1.0, (const double *)a,
+                (blasint)lda, (const double *)b, (blasint)ldb, 0.0, (double *)c, (blasint)ldc);
+#else
+  if (j->dtype == KILN_F32) gemm_rows_float(g, (const float *)a, (const float *)b, (float *)c, 0, g->m);
+  else gemm_rows_double(g, (const double *)a, (const double *)b, (double *)c, 0, g->m);
+#endif
+}
+
+/* parallel_for bodies: bufs[0] is the gemm_job. */
+#ifdef KILN_HAVE_OPENBLAS
+static void gemm_batches_fn(void **bufs, int64_t begin, int64_t end) {
+  const gemm_job *j = bufs[0];
+  for (int64_t t = begin; t < end; t++) gemm_one(j, t);
+}
+
+#else
+/* Rows of the flattened (batch, m) range, for the C fallback's single big products. */
+static void gemm_rows_fn(void **bufs, int64_t begin, int64_t end) {
+  const gemm_job *j = bufs[0];
+  const kiln_gemm_desc *g = j->g;
+  while (begin < end) {
+    int64_t t = begin / g->m, r0 = begin % g->m, r1 = g->m;
+    if (r1 - r0 > end - begin) r1 = r0 + (end - begin);
+    char *a, *b, *c;
+    batch_ptrs(j, t, &a, &b, &c);
+    if (j->dtype == KILN_F32) gemm_rows_float(g, (const float *)a, (const float *)b, (float *)c, r0, r1);
+    else gemm_rows_double(g, (const double *)a, (const double *)b, (double *)c, r0, r1);
+    begin += r1 - r0;
+  }
+}
+
+#endif
+
+static void zero_c(const gemm_job *j, int64_t nb) {
+  const kiln_gemm_desc *g = j->g;
+  for (int64_t t = 0; t < nb; t++) {
+    char *a, *b, *c;
+    batch_ptrs(j, t, &a, &b, &c);
+    for (int64_t i = 0; i < g->m; i++) memset(c + i * g->ldc * (int64_t)j->es, 0, (size_t)g->n * j->es);
+  }
+}
+
+void kiln_rt_gemm(kiln_rt_pool *pool, const kiln_gemm_desc *g, int32_t dtype, void **bufs) {
+  KILN_ASSERT(dtype == KILN_F32 || dtype == KILN_F64);
+  KILN_ASSERT(g->n_batch >= 0 && g->n_batch <= 2);
+  gemm_job j = {g, dtype, NULL, NULL, NULL, dtype == KILN_F32 ? 4 : 8};
+  j.a = (char *)bufs[g->a_buf] + g->a_off * (int64_t)j.es;
+  j.b = (char *)bufs[g->b_buf] + g->b_off * (int64_t)j.es;
+  j.c = (char *)bufs[g->c_buf] + g->c_off * (int64_t)j.es;
+  int64_t nb = 1;
+  for (int i = 0; i < g->n_batch; i++) nb *= g->batch[i];
+  if (nb <= 0 || g->m <= 0 || g->n <= 0) return;
+  if (g->k <= 0) { /* an empty sum: C = 0 (not every BLAS handles k = 0) */
+    zero_c(&j, nb);
+    return;
+  }
+  void *ctx[1] = {&j};
+  int threads = kiln_rt_pool_threads(pool);
+#ifdef KILN_HAVE_OPENBLAS
+  if (nb > 1 && threads > 1 && g->m * g->n * g->k < GEMM_SMALL_FLOPS) {
+    int saved = openblas_get_num_threads();
+    openblas_set_num_threads(1);
+    kiln_rt_parallel_for(pool, gemm_batches_fn, ctx, nb, 1);
+    openblas_set_num_threads(saved);
+  } else {
+    for (int64_t t = 0; t < nb; t++) gemm_one(&j, t); /* OpenBLAS threads each product */
+  }
+#else
+  /* Enough rows per chunk that a chunk is worth a thread hand-off. */
+  int64_t row_work = g->n * g->k > 0 ? g->n * g->k : 1;
+  int64_t grain = 32768 / row_work + 1;
+  if (threads <= 1) {
+    for (int64_t t = 0; t < nb; t++) gemm_one(&j, t);
+    return;
+  }
+  kiln_rt_parallel_for(pool, gemm_rows_fn, ctx, nb * g->m, grain);
+#endif
+}

@@ -1,0 +1,164 @@
+/* pool.c - the runtime thread pool and kiln_rt_parallel_for, which generated code calls
+ * to run a LOOP kernel's rows in parallel.
+ *
+ * A pool of threads-1 workers sleeps on a condition variable; the calling thread takes
+ * part in every job, so threads == 1 means no worker threads at all. A job splits [0, n)
+ * into chunks of at least `grain` rows, handed out through an atomic counter.
+ *
+ * One job at a time: a parallel_for that finds the pool busy (a nested call from inside a
+ * kernel, or a second thread sharing the pool) runs its range serially on its own thread,
+ * which is always correct and never deadlocks.
+ *
+ * OpenBLAS keeps its own threads; the pool never calls it. kiln_rt_gemm (gemm.c) decides
+ * per call whether OpenBLAS threads a single big GEMM or the pool spreads small batched
+ * GEMMs with OpenBLAS pinned to one thread, so the two never oversubscribe the cores.
+ */
+#include "rt.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+struct kiln_rt_pool {
+  int threads;                 /* including the caller */
+  int n_workers;
+  pthread_t *workers;
+  pthread_mutex_t run_mu;      /* held by the thread whose job is running */
+  pthread_mutex_t mu;          /* guards everything below except the atomics */
+  pthread_cond_t work_cv;      /* workers wait here for a new generation */
+  pthread_cond_t done_cv;      /* the caller waits here for the job to finish */
+  uint64_t generation;         /* bumped for every job */
+  int active;                  /* workers that joined the current job and have not left */
+  int stop;
+  /* the current job */
+  kiln_rt_kernel_fn fn;
+  void **bufs;
+  int64_t n, chunk, n_chunks;
+  atomic_int_fast64_t next;    /* next chunk to hand out */
+  atomic_int_fast64_t left;    /* chunks not finished yet */
+};
+
+typedef struct job {
+  kiln_rt_kernel_fn fn;
+  void **bufs;
+  int64_t n, chunk, n_chunks;
+} job;
+
+/* Runs chunks of the current job until none are left to claim. */
+static void run_chunks(kiln_rt_pool *p, const job *j) {
+  for (;;) {
+    int64_t c = atomic_fetch_add(&p->next, 1);
+    if (c >= j->n_chunks) return;
+    int64_t b = c * j->chunk, e = b + j->chunk < j->n ? b + j->chunk : j->n;
+    j->fn(j->bufs, b, e);
+    if (atomic_fetch_sub(&p->left, 1) == 1) { /* the last chunk: wake the caller */
+      pthread_mutex_lock(&p->mu);
+      pthread_cond_broadcast(&p->done_cv);
+      pthread_mutex_unlock(&p->mu);
+    }
+  }
+}
+
+static void *worker_main(void *arg) {
+  kiln_rt_pool *p = arg;
+  uint64_t seen = 0;
+  pthread_mutex_lock(&p->mu);
+  for (;;) {
+    while (!p->stop && p->generation == seen) pthread_cond_wait(&p->work_cv, &p->mu);
+    if (p->stop) break;
+    seen = p->generation;
+    /* Snapshot under the lock; the caller does not set up a new job while active > 0,
+     * so the counters this worker touches belong to this snapshot's job. */
+    job j = {p->fn, p->bufs, p->n, p->chunk, p->n_chunks};
+    p->active++;
+    pthread_mutex_unlock(&p->mu);
+    run_chunks(p, &j);
+    pthread_mutex_lock(&p->mu);
+    if (--p->active == 0) pthread_cond_broadcast(&p->done_cv);
+  }
+  pthread_mutex_unlock(&p->mu);
+  return NULL;
+}
+
+kiln_rt_pool *kiln_rt_pool_create(int threads) {
+  if (threads <= 0) {
+    long c = sysconf(_SC_NPROCESSORS_ONLN);
+    threads = c > 0 ? (int)c : 1;
+  }
+  kiln_rt_pool *p = kiln_ir_malloc(NULL, sizeof *p);
+  if (!p) return NULL;
+  *p = (kiln_rt_pool){.threads = threads};
+  atomic_init(&p->next, 0);
+  atomic_init(&p->left, 0);
+  pthread_mutex_init(&p->run_mu, NULL);
+  pthread_mutex_init(&p->mu, NULL);
+  pthread_cond_init(&p->work_cv, NULL);
+  pthread_cond_init(&p->done_cv, NULL);
+  if (threads > 1) {
+    p->workers = kiln_ir_malloc(NULL, sizeof(pthread_t) * (size_t)(threads - 1));
+    if (!p->workers) {
+      kiln_rt_pool_destroy(p);
+      return NULL;
+    }
+    for (int i = 0; i < threads - 1; i++) {
+      if (pthread_create(&p->workers[i], NULL, worker_main, p) != 0) break;
+      p->n_workers++;
+    }
+    /* Fewer threads than asked (a resource limit) still work: the caller does the rest. */
+    p->threads = p->n_workers + 1;
+  }
+  return p;
+}
+
+void kiln_rt_pool_destroy(kiln_rt_pool *p) {
+  if (!p) return;
+  pthread_mutex_lock(&p->mu);
+  p->stop = 1;
+  pthread_cond_broadcast(&p->work_cv);
+  pthread_mutex_unlock(&p->mu);
+  for (int i = 0; i < p->n_workers; i++) pthread_join(p->workers[i], NULL);
+  pthread_cond_destroy(&p->done_cv);
+  pthread_cond_destroy(&p->work_cv);
+  pthread_mutex_destroy(&p->mu);
+  pthread_mutex_destroy(&p->run_mu);
+  kiln_ir_free(NULL, p->workers);
+  kiln_ir_free(NULL, p);
+}
+
+int kiln_rt_pool_threads(const kiln_rt_pool *p) { return p ? p->threads : 1; }
+
+void kiln_rt_parallel_for(kiln_rt_pool *p, kiln_rt_kernel_fn fn, void **bufs, int64_t n,
+                          int64_t grain) {
+  if (n <= 0) return;
+  if (grain < 1) grain = 1;
+  if (!p || p->threads <= 1 || n <= grain || pthread_mutex_trylock(&p->run_mu) != 0) {
+    fn(bufs, 0, n); /* serial: no pool, one thread, too little work, or nested/busy */
+    return;
+  }
+  /* About four chunks per thread balances uneven rows without much hand-out traffic. */
+  int64_t target = (int64_t)p->threads * 4;
+  int64_t chunk = (n + target - 1) / target;
+  if (chunk < grain) chunk = grain;
+  job j = {fn, bufs, n, chunk, (n + chunk - 1) / chunk};
+
+  pthread_mutex_lock(&p->mu);
+  while (p->active > 0) pthread_cond_wait(&p->done_cv, &p->mu); /* late joiners of the last job */
+  p->fn = fn;
+  p->bufs = bufs;
+  p->n = n;
+  p->chunk = j.chunk;
+  p->n_chunks = j.n_chunks;
+  atomic_store(&p->next, 0);
+  atomic_store(&p->left, j.n_chunks);
+  p->generation++;
+  pthread_cond_broadcast(&p->work_cv);
+  pthread_mutex_unlock(&p->mu);
+
+  run_chunks(p, &j);
+
+  pthread_mutex_lock(&p->mu);
+  while (atomic_load(&p->left) > 0) pthread_cond_wait(&p->done_cv, &p->mu);
+  pthread_mutex_unlock(&p->mu);
+  pthread_mutex_unlock(&p->run_mu);
+}

@@ -1,0 +1,179 @@
+#!/usr/bin/env bash
+# run_all.sh - the body of `make test`: every test suite of Kiln, one after the other.
+#
+#   tests/run_all.sh BUILDDIR
+#
+# Suites: each Criterion unit-test binary BUILDDIR/tests/test_*, the lit/FileCheck tests
+# (tests/lit), the example models (examples/gen_models.py into BUILDDIR/models, then
+# tests/models/check_models.py against ONNX Runtime). A failing suite does not stop the
+# run. Individual tests are counted where the suite's output says how many ran; a suite
+# that cannot run at all (missing tool, crash, timeout, unparsable output) counts as one
+# failed test, never as a silent skip. The last line is always
+#   tests: N passed, N failed, N skipped
+# and the exit status is 1 if anything failed.
+#
+# Environment: KILN_TEST_JOBS (Criterion --jobs, default 2), KILN_TEST_TIMEOUT (seconds
+# per suite, default 900), PYTHON (default python3), LIT (path to lit.py).
+set -u
+
+if [ $# -ne 1 ]; then
+  echo "usage: tests/run_all.sh BUILDDIR" >&2
+  exit 2
+fi
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+BUILD=$(cd "$1" 2>/dev/null && pwd) || { echo "run_all.sh: no build directory $1" >&2; exit 2; }
+cd "$ROOT"
+
+PYTHON=${PYTHON:-python3}
+JOBS=${KILN_TEST_JOBS:-2}
+TIMEOUT=${KILN_TEST_TIMEOUT:-900}
+LIT=${LIT:-/usr/lib/llvm-19/build/utils/lit/lit.py}
+# Compiled models go to a cache inside the build tree, not the user's home.
+export KILN_CACHE_DIR=${KILN_CACHE_DIR:-$BUILD/cache}
+
+PASSED=0
+FAILED=0
+SKIPPED=0
+SUMMARY=()
+LOG=$(mktemp -d "${TMPDIR:-/tmp}/kiln-tests.XXXXXX")
+trap 'rm -rf "$LOG"' EXIT
+
+header() {
+  echo
+  echo "======================================================================"
+  echo "== $1"
+  echo "======================================================================"
+}
+
+# record SUITE PASSED FAILED SKIPPED NOTE
+record() {
+  PASSED=$((PASSED + $2))
+  FAILED=$((FAILED + $3))
+  SKIPPED=$((SKIPPED + $4))
+  local status=ok
+  [ "$3" -gt 0 ] && status=FAILED
+  SUMMARY+=("$(printf '%-8s %-34s %5d passed %5d failed %5d skipped  %s' "$status" "$1" "$2" "$3" "$4" "${5:-}")")
+}
+
+# Runs a command with the suite timeout, its output both shown and kept in $LOG/out.
+# Returns the command's exit status (124 on timeout).
+run_logged() {
+  timeout --kill-after=10 "$TIMEOUT" "$@" >"$LOG/out" 2>&1
+  local rc=$?
+  cat "$LOG/out"
+  return $rc
+}
+
+why_failed() { # exit status -> words
+  case $1 in
+    124 | 137) echo "timed out after ${TIMEOUT}s" ;;
+    126 | 127) echo "could not be executed (status $1)" ;;
+    *) if [ "$1" -gt 128 ]; then echo "killed by signal $(($1 - 128))"; else echo "exit status $1"; fi ;;
+  esac
+}
+
+# ------------------------------------------------------------------ Criterion unit tests
+unit_suite() {
+  local bin=$1 name
+  name=$(basename "$bin")
+  header "unit: $name"
+  run_logged "$bin" --jobs "$JOBS" --timeout 120 --color=never
+  local rc=$?
+  local syn
+  syn=$(sed 's/\x1b\[[0-9;]*m//g' "$LOG/out" | grep -a 'Synthesis: Tested:' | tail -1)
+  if [ -z "$syn" ]; then
+    echo ">> $name produced no Criterion synthesis line: $(why_failed $rc)"
+    record "unit/$name" 0 1 0 "no synthesis ($(why_failed $rc))"
+    return
+  fi
+  local tested passing failing listed skipped
+  tested=$(sed -n 's/.*Tested: \([0-9]*\).*/\1/p' <<<"$syn")
+  passing=$(sed -n 's/.*Passing: \([0-9]*\).*/\1/p' <<<"$syn")
+  failing=$(sed -n 's/.*Failing: \([0-9]*\).*/\1/p' <<<"$syn")
+  # Criterion leaves skipped and disabled tests out of "Tested": count them from --list.
+  listed=$("$bin" --list 2>/dev/null | sed -n 's/^.*: \([0-9]*\) tests\?$/\1/p' | awk '{s += $1} END {print s + 0}')
+  skipped=$((listed > tested ? listed - tested : 0))
+  # A non-zero exit with every test passing (e.g. a crash at teardown) still fails.
+  if [ $rc -ne 0 ] && [ "$failing" -eq 0 ]; then
+    failing=1
+    echo ">> $name: all tests passed but the binary $(why_failed $rc)"
+  fi
+  record "unit/$name" "$passing" "$failing" "$skipped"
+}
+
+shopt -s nullglob
+UNIT_BINS=()
+for f in "$BUILD"/tests/test_*; do
+  [ -f "$f" ] && [ -x "$f" ] && UNIT_BINS+=("$f")
+done
+if [ ${#UNIT_BINS[@]} -eq 0 ]; then
+  header "unit"
+  echo ">> no Criterion binaries in $BUILD/tests (is libcriterion-dev installed? did the build run?)"
+  record "unit" 0 1 0 "no test binaries"
+fi
+for bin in "${UNIT_BINS[@]}"; do
+  unit_suite "$bin"
+done
+
+# ------------------------------------------------------------------ lit / FileCheck
+header "lit: tests/lit"
+if [ ! -f "$LIT" ]; then
+  echo ">> lit not found at $LIT (install llvm-19-tools, or set LIT=)"
+  record "lit" 0 1 0 "lit missing"
+else
+  run_logged "$PYTHON" "$LIT" -sv --no-progress-bar tests/lit --param "kiln_build=$BUILD"
+  rc=$?
+  out=$(cat "$LOG/out")
+  count() { # the number after "  LABEL:" in lit's summary, 0 when absent
+    sed -n "s/^ *$1: *\([0-9][0-9]*\).*/\1/p" <<<"$out" | tail -1 | awk '{n = $1} END {print n + 0}'
+  }
+  p=$(($(count Passed) + $(count "Expectedly Failed")))
+  f=$(($(count Failed) + $(count "Unexpectedly Passed") + $(count "Timed Out") + $(count Unresolved)))
+  s=$(($(count Unsupported) + $(count Skipped) + $(count Excluded)))
+  if [ $((p + f + s)) -eq 0 ] || { [ $rc -ne 0 ] && [ $f -eq 0 ]; }; then
+    echo ">> lit did not report results: $(why_failed $rc)"
+    f=$((f + 1))
+  fi
+  record "lit" "$p" "$f" "$s"
+fi
+
+# ------------------------------------------------------------------ example models
+header "models: examples/gen_models.py -> $BUILD/models"
+MODELS=$BUILD/models
+STAMP=$MODELS/.generated
+models_ok=1
+if [ ! -f "$STAMP" ] || [ examples/gen_models.py -nt "$STAMP" ]; then
+  rm -rf "$MODELS"
+  if run_logged "$PYTHON" examples/gen_models.py "$MODELS"; then
+    touch "$STAMP"
+  else
+    rc=$?
+    echo ">> gen_models.py failed: $(why_failed $rc)"
+    record "models/generate" 0 1 0 "gen_models.py $(why_failed $rc)"
+    models_ok=0
+  fi
+else
+  echo "up to date (delete $STAMP to regenerate)"
+fi
+
+if [ $models_ok -eq 1 ]; then
+  header "models: tests/models/check_models.py"
+  run_logged "$PYTHON" tests/models/check_models.py "$BUILD" "$MODELS"
+  rc=$?
+  line=$(grep -a '^models: [0-9]* passed, [0-9]* failed' "$LOG/out" | tail -1)
+  if [ -z "$line" ]; then
+    echo ">> check_models.py printed no summary: $(why_failed $rc)"
+    record "models" 0 1 0 "no summary ($(why_failed $rc))"
+  else
+    p=$(sed -n 's/^models: \([0-9]*\) passed.*/\1/p' <<<"$line")
+    f=$(sed -n 's/.* \([0-9]*\) failed.*/\1/p' <<<"$line")
+    [ $rc -ne 0 ] && [ "$f" -eq 0 ] && f=1
+    record "models" "$p" "$f" 0
+  fi
+fi
+
+# ------------------------------------------------------------------ summary
+header "summary"
+printf '%s\n' "${SUMMARY[@]}"
+echo "tests: $PASSED passed, $FAILED failed, $SKIPPED skipped"
+[ "$FAILED" -eq 0 ]

@@ -1,0 +1,836 @@
+/* test_cuda_backend.c - the CUDA backend on hand-built kernel programs: rendering (every
+ * elementwise op, broadcast index math, reductions, argmax ties, masked loads, f16/bf16),
+ * NVRTC compilation for sm_90 (cubin) and compute_90 (PTX), the rendered source run on the
+ * host (compiled as C++ with a few shims for CUDA built-ins) to check values without a GPU,
+ * and the executor: KILN_ERR_NO_DEVICE without a GPU, real runs with one.
+ */
+#include <criterion/criterion.h>
+#include <dlfcn.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "../../cuda/cuda.h"
+
+/* ------------------------------------------------------------------ building programs */
+#define MAXK 64
+#define MAXB 128
+#define MAXKX 160
+
+static kiln_kprogram *tp_new(void) {
+  kiln_kprogram *p = kiln_ir_kprogram_create(NULL);
+  cr_assert(p);
+  p->kernels = kiln_arena_alloc(p->arena, sizeof(kiln_kernel) * MAXK);
+  p->buffers = kiln_arena_alloc(p->arena, sizeof(kiln_buffer) * MAXB);
+  p->inputs = kiln_arena_alloc(p->arena, sizeof(kiln_graph_io) * MAXB);
+  p->outputs = kiln_arena_alloc(p->arena, sizeof(kiln_graph_io) * MAXB);
+  p->in_dtypes = kiln_arena_alloc(p->arena, sizeof(kiln_dtype) * MAXB);
+  p->out_dtypes = kiln_arena_alloc(p->arena, sizeof(kiln_dtype) * MAXB);
+  p->in_shapes = kiln_arena_alloc(p->arena, sizeof(kiln_shape) * MAXB);
+  p->out_shapes = kiln_arena_alloc(p->arena, sizeof(kiln_shape) * MAXB);
+  p->name = "test";
+  return p;
+}
+
+static int32_t tp_buf(kiln_kprogram *p, kiln_buffer_kind kind, kiln_dtype dt, int rank, const int64_t *dims) {
+  cr_assert(p->n_buffers < MAXB);
+  kiln_buffer *b = &p->buffers[p->n_buffers];
+  b->kind = kind;
+  b->dtype = dt;
+  b->shape = kiln_shape_make(rank, dims);
+  b->nbytes = (size_t)kiln_shape_numel(&b->shape) * kiln_dtype_size(dt);
+  b->name = "buf";
+  if (kind == KILN_BUF_INPUT) {
+    b->index = p->n_inputs;
+    p->in_dtypes[p->n_inputs] = dt;
+    p->in_shapes[p->n_inputs] = b->shape;
+    p->inputs[p->n_inputs++].name = "in";
+  } else if (kind == KILN_BUF_OUTPUT) {
+    b->index = p->n_outputs;
+    p->out_dtypes[p->n_outputs] = dt;
+    p->out_shapes[p->n_outputs] = b->shape;
+    p->outputs[p->n_outputs++].name = "out";
+  } else if (kind == KILN_BUF_ARENA) {
+    b->offset = (int64_t)p->arena_bytes;
+    p->arena_bytes += (b->nbytes + 63) / 64 * 64;
+  }
+  return p->n_buffers++;
+}
+
+/* A LOOP kernel writing buffer out_buf (its shape is the domain), with n_red extra
+ * reduce variables of the given extents. */
+static kiln_kernel *tp_loop(kiln_kprogram *p, const char *name, int32_t out_buf, int n_red, const int64_t *red) {
+  cr_assert(p->n_kernels < MAXK);
+  kiln_kernel *k = &p->kernels[p->n_kernels++];
+  const kiln_buffer *b = &p->buffers[out_buf];
+  k->kind = KILN_KERNEL_LOOP;
+  k->name = name;
+  k->out_buf = out_buf;
+  k->out_dtype = b->dtype;
+  k->out = b->shape;
+  k->n_vars = b->shape.rank + n_red;
+  k->extent = kiln_arena_alloc(p->arena, sizeof(int64_t) * (size_t)(k->n_vars + 1));
+  for (int i = 0; i < b->shape.rank; i++) k->extent[i] = b->shape.dims[i];
+  for (int i = 0; i < n_red; i++) k->extent[b->shape.rank + i] = red[i];
+  k->kx = kiln_arena_alloc(p->arena, sizeof(kiln_kx) * MAXKX);
+  return k;
+}
+
+static int32_t kx_push(kiln_kernel *k, kiln_kx x) {
+  cr_assert(k->n_kx < MAXKX);
+  k->kx[k->n_kx] = x;
+  k->root = k->n_kx;
+  return k->n_kx++;
+}
+static int32_t K_VAR(kiln_kernel *k, int v) {
+  return kx_push(k, (kiln_kx){.kind = KILN_KX_VAR, .dtype = KILN_I64, .var = v, .a = {-1, -1, -1}});
+}
+static int32_t K_CI(kiln_kernel *k, kiln_dtype dt, int64_t i) {
+  return kx_push(k, (kiln_kx){.kind = KILN_KX_CONST, .dtype = dt, .i = i, .a = {-1, -1, -1}});
+}
+static int32_t K_CF(kiln_kernel *k, kiln_dtype dt, double f) {
+  return kx_push(k, (kiln_kx){.kind = KILN_KX_CONST, .dtype = dt, .f = f, .a = {-1, -1, -1}});
+}
+static int32_t K_LOAD(kiln_kernel *k, int32_t buf, kiln_dtype dt, int32_t idx, int32_t mask, double fill) {
+  return kx_push(k, (kiln_kx){.kind = KILN_KX_LOAD, .dtype = dt, .buf = buf, .a = {idx, mask, -1},
+                              .f = fill, .i = (int64_t)fill});
+}
+static int32_t K_ALU(kiln_kernel *k, kiln_op op, kiln_dtype dt, int32_t a, int32_t b, int32_t c) {
+  return kx_push(k, (kiln_kx){.kind = KILN_KX_ALU, .op = op, .dtype = dt, .a = {a, b, c}});
+}
+static int32_t K_ALUK(kiln_kernel *k, kiln_op op, kiln_dtype dt, int32_t a, int32_t b, int kind) {
+  return kx_push(k, (kiln_kx){.kind = KILN_KX_ALU, .op = op, .dtype = dt, .a = {a, b, -1}, .kind_attr = kind});
+}
+static int32_t K_RED(kiln_kernel *k, kiln_op op, kiln_dtype dt, int var, int n, int32_t body, int kind) {
+  return kx_push(k, (kiln_kx){.kind = KILN_KX_REDUCE, .op = op, .dtype = dt, .var = var, .n_vars = n,
+                              .a = {body, -1, -1}, .kind_attr = kind});
+}
+/* Row-major offset of variables vars[] in dims[] (dims of size 1 contribute nothing, so a
+ * broadcast operand just lists its own dims with 1 where it is stretched). */
+static int32_t K_INDEX(kiln_kernel *k, int n, const int *vars, const int64_t *dims) {
+  int32_t acc = K_CI(k, KILN_I64, 0);
+  int64_t stride = 1;
+  for (int i = n - 1; i >= 0; i--) {
+    if (dims[i] != 1) {
+      int32_t term = K_ALU(k, KILN_OP_mul, KILN_I64, K_VAR(k, vars[i]), K_CI(k, KILN_I64, stride), -1);
+      acc = K_ALU(k, KILN_OP_add, KILN_I64, acc, term, -1);
+    }
+    stride *= dims[i];
+  }
+  return acc;
+}
+
+/* ------------------------------------------------------------------ helpers */
+static char *render_ok(kiln_kprogram *p) {
+  kiln_diag d = {0};
+  char *src = NULL;
+  kiln_status st = kiln_cuda_render(p, &src, &d);
+  cr_assert_eq(st, KILN_OK, "render failed: %s", d.msg);
+  cr_assert(src);
+  char name[32];
+  for (int32_t i = 0; i < p->n_kernels; i++) {
+    snprintf(name, sizeof name, "void kiln_k%d(", i);
+    if (p->kernels[i].kind == KILN_KERNEL_LOOP) cr_assert(strstr(src, name), "no %s in:\n%s", name, src);
+    else cr_assert_null(strstr(src, name), "%s rendered for a host-side kernel", name);
+  }
+  return src;
+}
+
+/* NVRTC for sm_90 (cubin) and compute_90 (PTX); skipped only when NVRTC cannot be loaded. */
+static void compile_both(const char *src) {
+  if (!kiln_cuda_nvrtc_available()) {
+    printf("skipping NVRTC compilation: libnvrtc cannot be loaded\n");
+    return;
+  }
+  for (int cubin = 1; cubin >= 0; cubin--) {
+    kiln_diag d = {0};
+    void *img = NULL;
+    size_t n = 0;
+    kiln_status st = kiln_cuda_compile(NULL, src, cubin ? "sm_90" : "compute_90", cubin, &img, &n, &d);
+    cr_assert_eq(st, KILN_OK, "NVRTC (%s) failed: %s\nsource:\n%s", cubin ? "cubin" : "ptx", d.msg, src);
+    cr_assert(n > 0 && img);
+    if (cubin) cr_assert_eq(memcmp(img, "\177ELF", 4), 0, "a cubin is an ELF image");
+    else cr_assert(strstr((const char *)img, ".entry kiln_k"), "PTX has the kernel entries");
+    free(img);
+  }
+}
+
+/* Runs the rendered source on the host: compiled as C++ with shims for the CUDA built-ins
+ * it uses, one "thread" covering the whole grid-stride loop. NULL when no C++ compiler. */
+static const char host_shim[] =
+    "#include <cmath>\n#include <cstring>\nusing namespace std;\n"
+    "#define __global__\n#define __device__\n#define __forceinline__ inline\n"
+    "struct kiln_dim3 { unsigned x, y, z; };\n"
+    "static const kiln_dim3 blockIdx = {0, 0, 0}, threadIdx = {0, 0, 0}, blockDim = {1, 1, 1}, gridDim = {1, 1, 1};\n"
+    "static inline float __uint_as_float(unsigned u) { float f; memcpy(&f, &u, 4); return f; }\n"
+    "static inline unsigned __float_as_uint(float f) { unsigned u; memcpy(&u, &f, 4); return u; }\n"
+    "static inline float __int_as_float(int u) { float f; memcpy(&f, &u, 4); return f; }\n"
+    "static inline unsigned __float2uint_rn(float f) { return (unsigned)nearbyintf(f); }\n"
+    "static inline double __longlong_as_double(long long u) { double f; memcpy(&f, &u, 8); return f; }\n"
+    "static inline float rsqrtf(float x) { return 1.0f / sqrtf(x); }\n"
+    "static inline double rsqrt(double x) { return 1.0 / sqrt(x); }\n";
+
+typedef struct host_mod {
+  void *h;
+  char dir[64];
+} host_mod;
+
+static bool host_build(const char *src, host_mod *m) {
+  if (system("c++ --version >/dev/null 2>&1") != 0) return false;
+  snprintf(m->dir, sizeof m->dir, "/tmp/kiln_cuda_test_XXXXXX");
+  cr_assert(mkdtemp(m->dir));
+  char path[128], cmd[512];
+  snprintf(path, sizeof path, "%s/k.cc", m->dir);
+  FILE *f = fopen(path, "w");
+  cr_assert(f);
+  fputs(host_shim, f);
+  fputs(src, f);
+  fclose(f);
+  snprintf(cmd, sizeof cmd, "c++ -std=c++17 -O1 -w -shared -fPIC -o %s/k.so %s 2>%s/log", m->dir, path, m->dir);
+  int rc = system(cmd);
+  if (rc != 0) {
+    snprintf(cmd, sizeof cmd, "cat %s/log | head -30", m->dir);
+    (void)!system(cmd);
+  }
+  cr_assert_eq(rc, 0, "the rendered source does not compile as host C++:\n%s", src);
+  snprintf(path, sizeof path, "%s/k.so", m->dir);
+  m->h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+  cr_assert(m->h, "%s", dlerror());
+  return true;
+}
+
+static void host_free(host_mod *m) {
+  char cmd[128];
+  if (m->h) dlclose(m->h);
+  snprintf(cmd, sizeof cmd, "rm -rf %s", m->dir);
+  (void)!system(cmd);
+}
+
+typedef void (*host_kernel)(void *const *bufs, long long n);
+static void host_run(host_mod *m, const kiln_kprogram *p, void **bufs) {
+  for (int32_t i = 0; i < p->n_kernels; i++) {
+    if (p->kernels[i].kind != KILN_KERNEL_LOOP) continue;
+    char name[32];
+    snprintf(name, sizeof name, "kiln_k%d", i);
+    host_kernel fn;
+    *(void **)&fn = dlsym(m->h, name);
+    cr_assert(fn, "no %s", name);
+    fn(bufs, (long long)kiln_shape_numel(&p->kernels[i].out));
+  }
+}
+
+static bool close_f(double a, double b, double tol) {
+  if (isnan(a) || isnan(b)) return isnan(a) && isnan(b);
+  if (isinf(a) || isinf(b)) return a == b;
+  return fabs(a - b) <= tol * (1 + fabs(b));
+}
+
+/* ------------------------------------------------------------------ programs */
+/* out[2,3,4] = a[2,3,4] + b[4] * c[3,1] (broadcast index math). */
+static kiln_kprogram *prog_broadcast(int32_t *bufs3) {
+  kiln_kprogram *p = tp_new();
+  int32_t a = tp_buf(p, KILN_BUF_INPUT, KILN_F32, 3, (int64_t[]){2, 3, 4});
+  int32_t b = tp_buf(p, KILN_BUF_INPUT, KILN_F32, 1, (int64_t[]){4});
+  int32_t c = tp_buf(p, KILN_BUF_INPUT, KILN_F32, 2, (int64_t[]){3, 1});
+  int32_t o = tp_buf(p, KILN_BUF_OUTPUT, KILN_F32, 3, (int64_t[]){2, 3, 4});
+  kiln_kernel *k = tp_loop(p, "k0_add_mul", o, 0, NULL);
+  int32_t la = K_LOAD(k, a, KILN_F32, K_INDEX(k, 3, (int[]){0, 1, 2}, (int64_t[]){2, 3, 4}), -1, 0);
+  int32_t lb = K_LOAD(k, b, KILN_F32, K_INDEX(k, 1, (int[]){2}, (int64_t[]){4}), -1, 0);
+  int32_t lc = K_LOAD(k, c, KILN_F32, K_INDEX(k, 2, (int[]){1, 2}, (int64_t[]){3, 1}), -1, 0);
+  K_ALU(k, KILN_OP_add, KILN_F32, la, K_ALU(k, KILN_OP_mul, KILN_F32, lb, lc, -1), -1);
+  if (bufs3) bufs3[0] = a, bufs3[1] = b, bufs3[2] = c, bufs3[3] = o;
+  return p;
+}
+
+/* in[2,3,4] -> sum over the last axis into the arena, max over it into out0, then
+ * out1[2,3] = arena * 2, argmax (first and last of ties) into out2/out3 (i64). */
+static kiln_kprogram *prog_reduce(void) {
+  kiln_kprogram *p = tp_new();
+  int32_t in = tp_buf(p, KILN_BUF_INPUT, KILN_F32, 3, (int64_t[]){2, 3, 4});
+  int32_t tmp = tp_buf(p, KILN_BUF_ARENA, KILN_F32, 2, (int64_t[]){2, 3});
+  int32_t omax = tp_buf(p, KILN_BUF_OUTPUT, KILN_F32, 2, (int64_t[]){2, 3});
+  int32_t osum = tp_buf(p, KILN_BUF_OUTPUT, KILN_F32, 2, (int64_t[]){2, 3});
+  int32_t oam = tp_buf(p, KILN_BUF_OUTPUT, KILN_I64, 2, (int64_t[]){2, 3});
+  int32_t oaml = tp_buf(p, KILN_BUF_OUTPUT, KILN_I64, 2, (int64_t[]){2, 3});
+  kiln_op ops[4] = {KILN_OP_reduce_sum, KILN_OP_reduce_max, KILN_OP_argmax, KILN_OP_argmax};
+  int32_t outs[4] = {tmp, omax, oam, oaml};
+  for (int r = 0; r < 4; r++) {
+    kiln_kernel *k = tp_loop(p, "reduce", outs[r], 1, (int64_t[]){4});
+    int32_t x = K_LOAD(k, in, KILN_F32, K_INDEX(k, 3, (int[]){0, 1, 2}, (int64_t[]){2, 3, 4}), -1, 0);
+    K_RED(k, ops[r], r >= 2 ? KILN_I64 : KILN_F32, 2, 1, x, r == 3);
+  }
+  kiln_kernel *k = tp_loop(p, "k_scale", osum, 0, NULL);
+  int32_t x = K_LOAD(k, tmp, KILN_F32, K_INDEX(k, 2, (int[]){0, 1}, (int64_t[]){2, 3}), -1, 0);
+  K_ALU(k, KILN_OP_mul, KILN_F32, x, K_CF(k, KILN_F32, 2.0), -1);
+  return p;
+}
+
+/* Nested reduces and a shared-variable softmax denominator:
+ * out[2] = sum_i max_j in[v0, i, j]  and  den[2] = sum_ij exp(in - max_ij in). */
+static kiln_kprogram *prog_nested(void) {
+  kiln_kprogram *p = tp_new();
+  int32_t in = tp_buf(p, KILN_BUF_INPUT, KILN_F32, 3, (int64_t[]){2, 3, 4});
+  int32_t o = tp_buf(p, KILN_BUF_OUTPUT, KILN_F32, 1, (int64_t[]){2});
+  int32_t den = tp_buf(p, KILN_BUF_OUTPUT, KILN_F32, 1, (int64_t[]){2});
+  kiln_kernel *k = tp_loop(p, "k_sum_of_max", o, 2, (int64_t[]){3, 4});
+  int32_t x = K_LOAD(k, in, KILN_F32, K_INDEX(k, 3, (int[]){0, 1, 2}, (int64_t[]){2, 3, 4}), -1, 0);
+  int32_t mx = K_RED(k, KILN_OP_reduce_max, KILN_F32, 2, 1, x, 0);
+  K_RED(k, KILN_OP_reduce_sum, KILN_F32, 1, 1, mx, 0);
+  k = tp_loop(p, "k_softmax_den", den, 2, (int64_t[]){3, 4});
+  x = K_LOAD(k, in, KILN_F32, K_INDEX(k, 3, (int[]){0, 1, 2}, (int64_t[]){2, 3, 4}), -1, 0);
+  mx = K_RED(k, KILN_OP_reduce_max, KILN_F32, 1, 2, x, 0);
+  /* the same load reused after the first loop closed: must be recomputed in the second */
+  int32_t e = K_ALU(k, KILN_OP_exp, KILN_F32, K_ALU(k, KILN_OP_sub, KILN_F32, x, mx, -1), -1, -1);
+  K_RED(k, KILN_OP_reduce_sum, KILN_F32, 1, 2, e, 0);
+  return p;
+}
+
+/* pad: out[6] = (1 <= v0 < 5) ? in[v0 - 1] : -7 (masked load). */
+static kiln_kprogram *prog_pad(void) {
+  kiln_kprogram *p = tp_new();
+  int32_t in = tp_buf(p, KILN_BUF_INPUT, KILN_F32, 1, (int64_t[]){4});
+  int32_t o = tp_buf(p, KILN_BUF_OUTPUT, KILN_F32, 1, (int64_t[]){6});
+  kiln_kernel *k = tp_loop(p, "k_pad", o, 0, NULL);
+  int32_t i = K_ALU(k, KILN_OP_sub, KILN_I64, K_VAR(k, 0), K_CI(k, KILN_I64, 1), -1);
+  int32_t m = K_ALU(k, KILN_OP_and, KILN_BOOL, K_ALU(k, KILN_OP_ge, KILN_BOOL, i, K_CI(k, KILN_I64, 0), -1),
+                    K_ALU(k, KILN_OP_lt, KILN_BOOL, i, K_CI(k, KILN_I64, 4), -1), -1);
+  K_LOAD(k, in, KILN_F32, i, m, -7.0);
+  return p;
+}
+
+/* ------------------------------------------------------------------ tests: render + NVRTC */
+Test(cuda_render, broadcast_elementwise_renders_and_compiles) {
+  kiln_kprogram *p = prog_broadcast(NULL);
+  char *src = render_ok(p);
+  cr_assert(strstr(src, "((const float*)bufs[0])["), "typed pointer loads");
+  cr_assert(strstr(src, "rem % 4ll"), "coordinates from the flat index");
+  compile_both(src);
+  free(src);
+  kiln_ir_kprogram_destroy(p);
+}
+
+Test(cuda_render, reductions_and_argmax_render_and_compile) {
+  kiln_kprogram *p = prog_reduce();
+  char *src = render_ok(p);
+  cr_assert(strstr(src, "for (long long v2 = 0; v2 < 4ll; ++v2)"));
+  cr_assert(strstr(src, "kiln_fmaxf("), "max reduce propagates NaN");
+  cr_assert(strstr(src, ">= best"), "argmax kind=1 keeps the last of ties");
+  compile_both(src);
+  free(src);
+  kiln_ir_kprogram_destroy(p);
+}
+
+Test(cuda_render, nested_and_masked_render_and_compile) {
+  kiln_kprogram *p = prog_nested();
+  char *src = render_ok(p);
+  compile_both(src);
+  free(src);
+  kiln_ir_kprogram_destroy(p);
+  p = prog_pad();
+  src = render_ok(p);
+  cr_assert(strstr(src, " ? ((const float*)bufs[0])["), "masked load is conditional");
+  compile_both(src);
+  free(src);
+  kiln_ir_kprogram_destroy(p);
+}
+
+/* One kernel per (op, dtype): out[6] = op(a[i], b[i], ...) with loads of the operand dtype. */
+static bool op_is_compare(kiln_op op) {
+  return op == KILN_OP_eq || op == KILN_OP_ne || op == KILN_OP_lt || op == KILN_OP_le ||
+         op == KILN_OP_gt || op == KILN_OP_ge || op == KILN_OP_isnan;
+}
+static bool op_is_logic(kiln_op op) {
+  return op == KILN_OP_not || op == KILN_OP_and || op == KILN_OP_or || op == KILN_OP_xor;
+}
+
+typedef struct op_case {
+  kiln_op op;
+  int kind;
+  kiln_dtype in_dt, out_dt;
+  int32_t out;
+} op_case;
+
+/* Adds a kernel computing op on buffers x, y (dtype in_dt), cond c (bool); out dtype out_dt. */
+static int32_t add_op_kernel(kiln_kprogram *p, op_case *oc, int32_t x, int32_t y, int32_t c) {
+  oc->out = tp_buf(p, KILN_BUF_OUTPUT, oc->out_dt, 1, (int64_t[]){6});
+  kiln_kernel *k = tp_loop(p, kiln_op_name(oc->op), oc->out, 0, NULL);
+  int32_t v = K_VAR(k, 0);
+  int32_t a = K_LOAD(k, x, oc->in_dt, v, -1, 0);
+  int32_t b = K_LOAD(k, y, oc->in_dt, v, -1, 0);
+  int arity = kiln_op_table[oc->op].arity;
+  if (oc->op == KILN_OP_select) K_ALU(k, oc->op, oc->out_dt, K_LOAD(k, c, KILN_BOOL, v, -1, 0), a, b);
+  else if (arity == 1) K_ALUK(k, oc->op, oc->out_dt, a, -1, oc->kind);
+  else K_ALUK(k, oc->op, oc->out_dt, a, b, oc->kind);
+  return oc->out;
+}
+
+static double ref_f(kiln_op op, int kind, double a, double b, bool c) {
+  switch (op) {
+  case KILN_OP_neg: return -a;
+  case KILN_OP_abs: return fabs(a);
+  case KILN_OP_exp: return exp(a);
+  case KILN_OP_log: return log(a);
+  case KILN_OP_sqrt: return sqrt(a);
+  case KILN_OP_rsqrt: return 1 / sqrt(a);
+  case KILN_OP_recip: return 1 / a;
+  case KILN_OP_tanh: return tanh(a);
+  case KILN_OP_sigmoid: return 1 / (1 + exp(-a));
+  case KILN_OP_erf: return erf(a);
+  case KILN_OP_sin: return sin(a);
+  case KILN_OP_cos: return cos(a);
+  case KILN_OP_floor: return floor(a);
+  case KILN_OP_ceil: return ceil(a);
+  case KILN_OP_round: return nearbyint(a);
+  case KILN_OP_sign: return a > 0 ? 1 : a < 0 ? -1 : a;
+  case KILN_OP_isnan: return isnan(a);
+  case KILN_OP_add: return a + b;
+  case KILN_OP_sub: return a - b;
+  case KILN_OP_mul: return a * b;
+  case KILN_OP_div: return a / b;
+  case KILN_OP_pow: return pow(a, b);
+  case KILN_OP_max: return isnan(a) || isnan(b) ? NAN : fmax(a, b);
+  case KILN_OP_min: return isnan(a) || isnan(b) ? NAN : fmin(a, b);
+  case KILN_OP_mod: {
+    double r = fmod(a, b);
+    if (kind == 0 && r != 0 && ((r < 0) != (b < 0))) r += b;
+    return r;
+  }
+  case KILN_OP_eq: return a == b;
+  case KILN_OP_ne: return a != b;
+  case KILN_OP_lt: return a < b;
+  case KILN_OP_le: return a <= b;
+  case KILN_OP_gt: return a > b;
+  case KILN_OP_ge: return a >= b;
+  case KILN_OP_select: return c ? a : b;
+  case KILN_OP_cast: return trunc(a);
+  default: return NAN;
+  }
+}
+
+Test(cuda_render, every_elementwise_op_f32_renders_compiles_and_computes) {
+  kiln_kprogram *p = tp_new();
+  int32_t xf = tp_buf(p, KILN_BUF_INPUT, KILN_F32, 1, (int64_t[]){6});
+  int32_t yf = tp_buf(p, KILN_BUF_INPUT, KILN_F32, 1, (int64_t[]){6});
+  int32_t xb = tp_buf(p, KILN_BUF_INPUT, KILN_BOOL, 1, (int64_t[]){6});
+  int32_t yb = tp_buf(p, KILN_BUF_INPUT, KILN_BOOL, 1, (int64_t[]){6});
+  op_case cases[64] = {{0}};
+  int n = 0;
+  for (int op = 0; op < KILN_OP_COUNT; op++) {
+    if (kiln_op_table[op].category != KILN_CAT_ELEMENTWISE) continue;
+    for (int kind = 0; kind <= (op == KILN_OP_mod ? 1 : 0); kind++) {
+      op_case *oc = &cases[n++];
+      oc->op = (kiln_op)op;
+      oc->kind = kind;
+      oc->in_dt = op_is_logic(oc->op) ? KILN_BOOL : KILN_F32;
+      oc->out_dt = op_is_logic(oc->op) || op_is_compare(oc->op) ? KILN_BOOL
+                 : op == KILN_OP_cast ? KILN_I32 : KILN_F32;
+      bool logic = oc->in_dt == KILN_BOOL;
+      add_op_kernel(p, oc, logic ? xb : xf, logic ? yb : yf, xb);
+    }
+  }
+  char *src = render_ok(p);
+  compile_both(src);
+  host_mod m = {0};
+  if (!host_build(src, &m)) {
+    printf("skipping host run: no C++ compiler\n");
+  } else {
+    float a[6] = {-2.5f, -0.5f, 0.5f, 1.5f, 2.5f, NAN}, b[6] = {2.0f, -1.5f, 0.25f, 1.5f, -2.0f, 3.0f};
+    unsigned char ab[6] = {0, 1, 0, 1, 1, 0}, bb[6] = {0, 0, 1, 1, 0, 1};
+    void *bufs[MAXB] = {a, b, ab, bb};
+    static char outs[64][6 * 8];
+    for (int i = 0; i < n; i++) bufs[cases[i].out] = outs[i];
+    host_run(&m, p, bufs);
+    for (int i = 0; i < n; i++) {
+      for (int j = 0; j < 6; j++) {
+        double got, want;
+        if (cases[i].in_dt == KILN_BOOL) {
+          bool x = ab[j], y = bb[j];
+          want = cases[i].op == KILN_OP_not ? !x : cases[i].op == KILN_OP_and ? (x && y)
+               : cases[i].op == KILN_OP_or ? (x || y) : (x != y);
+          got = ((unsigned char *)outs[i])[j];
+        } else {
+          if (cases[i].op == KILN_OP_cast && isnan(a[j])) continue; /* undefined */
+          want = ref_f(cases[i].op, cases[i].kind, a[j], b[j], ab[j]);
+          got = cases[i].out_dt == KILN_BOOL ? ((unsigned char *)outs[i])[j]
+              : cases[i].out_dt == KILN_I32 ? ((int32_t *)outs[i])[j] : ((float *)outs[i])[j];
+        }
+        cr_expect(close_f(got, (float)want, 1e-5), "%s (kind %d) at %d: got %g want %g",
+                  kiln_op_name(cases[i].op), cases[i].kind, j, got, want);
+      }
+    }
+    host_free(&m);
+  }
+  free(src);
+  kiln_ir_kprogram_destroy(p);
+}
+
+Test(cuda_render, integer_bool_and_f64_ops_render_compile_and_compute) {
+  static const kiln_op int_ops[] = {KILN_OP_neg, KILN_OP_abs, KILN_OP_sign, KILN_OP_add, KILN_OP_sub,
+                                    KILN_OP_mul, KILN_OP_div, KILN_OP_pow, KILN_OP_max, KILN_OP_min,
+                                    KILN_OP_mod, KILN_OP_mod, KILN_OP_eq, KILN_OP_lt, KILN_OP_select,
+                                    KILN_OP_cast};
+  const int n_int = (int)(sizeof int_ops / sizeof int_ops[0]);
+  kiln_kprogram *p = tp_new();
+  int32_t xi = tp_buf(p, KILN_BUF_INPUT, KILN_I32, 1, (int64_t[]){6});
+  int32_t yi = tp_buf(p, KILN_BUF_INPUT, KILN_I32, 1, (int64_t[]){6});
+  int32_t xb = tp_buf(p, KILN_BUF_INPUT, KILN_BOOL, 1, (int64_t[]){6});
+  int32_t xd = tp_buf(p, KILN_BUF_INPUT, KILN_F64, 1, (int64_t[]){6});
+  int32_t yd = tp_buf(p, KILN_BUF_INPUT, KILN_F64, 1, (int64_t[]){6});
+  op_case cases[64] = {{0}};
+  int n = 0;
+  for (int i = 0; i < n_int; i++) {
+    op_case *oc = &cases[n++];
+    oc->op = int_ops[i];
+    oc->kind = (i > 0 && int_ops[i - 1] == KILN_OP_mod) ? 1 : 0;
+    oc->in_dt = KILN_I32;
+    oc->out_dt = op_is_compare(oc->op) ? KILN_BOOL : oc->op == KILN_OP_cast ? KILN_F32 : KILN_I32;
+    add_op_kernel(p, oc, xi, yi, xb);
+  }
+  int first_f64 = n;
+  for (int op = 0; op < KILN_OP_COUNT; op++) {
+    if (kiln_op_table[op].category != KILN_CAT_ELEMENTWISE || op_is_logic((kiln_op)op)) continue;
+    op_case *oc = &cases[n++];
+    oc->op = (kiln_op)op;
+    oc->in_dt = KILN_F64;
+    oc->out_dt = op_is_compare(oc->op) ? KILN_BOOL : op == KILN_OP_cast ? KILN_I64 : KILN_F64;
+    add_op_kernel(p, oc, xd, yd, xb);
+  }
+  /* i8, u8 and i64 arithmetic and the bool ops that are defined on bool */
+  kiln_dtype small[3] = {KILN_I8, KILN_U8, KILN_I64};
+  for (int t = 0; t < 3; t++) {
+    int32_t x = tp_buf(p, KILN_BUF_INPUT, small[t], 1, (int64_t[]){6});
+    op_case oc = {.op = KILN_OP_mul, .in_dt = small[t], .out_dt = small[t]};
+    add_op_kernel(p, &oc, x, x, xb);
+  }
+  kiln_op bool_ops[] = {KILN_OP_max, KILN_OP_min, KILN_OP_eq, KILN_OP_ne, KILN_OP_select, KILN_OP_cast};
+  for (int i = 0; i < 6; i++) {
+    op_case oc = {.op = bool_ops[i], .in_dt = KILN_BOOL, .out_dt = bool_ops[i] == KILN_OP_cast ? KILN_F32 : KILN_BOOL};
+    add_op_kernel(p, &oc, xb, xb, xb);
+  }
+  char *src = render_ok(p);
+  compile_both(src);
+  host_mod m = {0};
+  if (host_build(src, &m)) {
+    int32_t a[6] = {7, -7, 7, -7, 5, 0}, b[6] = {2, 2, -2, -2, 0, 3};
+    unsigned char c[6] = {1, 0, 1, 0, 1, 0};
+    double ad[6] = {-2.5, -0.5, 0.5, 1.5, 2.5, 1e300}, bd[6] = {2.0, -1.5, 0.25, 1.5, -2.0, 1e300};
+    void *bufs[MAXB] = {a, b, c, ad, bd};
+    static char outs[64][6 * 8], spare[16][64];
+    for (int i = 0; i < n; i++) bufs[cases[i].out] = outs[i];
+    for (int32_t i = 0; i < p->n_buffers; i++)
+      if (!bufs[i]) bufs[i] = spare[i % 16];
+    host_run(&m, p, bufs);
+    /* integer semantics: truncating div, x/0 = 0, Python mod, C mod */
+    int32_t want[][6] = {
+        {-7, 7, -7, 7, -5, 0},      /* neg */
+        {7, 7, 7, 7, 5, 0},         /* abs */
+        {1, -1, 1, -1, 1, 0},       /* sign */
+        {9, -5, 5, -9, 5, 3},       /* add */
+        {5, -9, 9, -5, 5, -3},      /* sub */
+        {14, -14, -14, 14, 0, 0},   /* mul */
+        {3, -3, -3, 3, 0, 0},       /* div */
+        {49, 49, 0, 0, 1, 0},       /* pow */
+        {7, 2, 7, -2, 5, 3},        /* max */
+        {2, -7, -2, -7, 0, 0},      /* min */
+        {1, 1, -1, -1, 0, 0},       /* mod kind 0 (Python) */
+        {1, -1, 1, -1, 0, 0},       /* mod kind 1 (C) */
+    };
+    for (int i = 0; i < 12; i++)
+      for (int j = 0; j < 6; j++)
+        cr_expect_eq(((int32_t *)outs[i])[j], want[i][j], "%s (kind %d) at %d: got %d want %d",
+                     kiln_op_name(cases[i].op), cases[i].kind, j, ((int32_t *)outs[i])[j], want[i][j]);
+    for (int j = 0; j < 6; j++) {
+      cr_expect_eq(((int32_t *)outs[14])[j], c[j] ? a[j] : b[j], "select at %d", j);
+      cr_expect_eq(((float *)outs[15])[j], (float)a[j], "cast i32->f32 at %d", j);
+    }
+    for (int i = first_f64; i < n; i++) {
+      for (int j = 0; j < 6; j++) {
+        double got = cases[i].out_dt == KILN_BOOL ? ((unsigned char *)outs[i])[j]
+                   : cases[i].out_dt == KILN_I64 ? (double)((int64_t *)outs[i])[j] : ((double *)outs[i])[j];
+        if (cases[i].op == KILN_OP_cast && fabs(ad[j]) > 1e18) continue;
+        double w = ref_f(cases[i].op, cases[i].kind, ad[j], bd[j], c[j]);
+        cr_expect(close_f(got, w, 1e-12), "f64 %s at %d: got %.17g want %.17g", kiln_op_name(cases[i].op), j, got, w);
+      }
+    }
+    host_free(&m);
+  }
+  free(src);
+  kiln_ir_kprogram_destroy(p);
+}
+
+Test(cuda_render, f16_and_bf16_loads_and_stores) {
+  kiln_kprogram *p = tp_new();
+  int32_t h = tp_buf(p, KILN_BUF_INPUT, KILN_F16, 1, (int64_t[]){8});
+  int32_t bf = tp_buf(p, KILN_BUF_INPUT, KILN_BF16, 1, (int64_t[]){8});
+  int32_t oh = tp_buf(p, KILN_BUF_OUTPUT, KILN_F16, 1, (int64_t[]){8});
+  int32_t ob = tp_buf(p, KILN_BUF_OUTPUT, KILN_BF16, 1, (int64_t[]){8});
+  int32_t of = tp_buf(p, KILN_BUF_OUTPUT, KILN_F16, 1, (int64_t[]){8});
+  int32_t hs = tp_buf(p, KILN_BUF_OUTPUT, KILN_F16, 0, NULL);
+  kiln_kernel *k = tp_loop(p, "k_h", oh, 0, NULL);
+  K_ALU(k, KILN_OP_mul, KILN_F16, K_LOAD(k, h, KILN_F16, K_VAR(k, 0), -1, 0), K_CF(k, KILN_F16, 3.0), -1);
+  k = tp_loop(p, "k_bf", ob, 0, NULL);
+  K_ALU(k, KILN_OP_mul, KILN_BF16, K_LOAD(k, bf, KILN_BF16, K_VAR(k, 0), -1, 0), K_CF(k, KILN_BF16, 3.0), -1);
+  /* f32 -> f16 cast of a bf16 value: rounds to f16 */
+  k = tp_loop(p, "k_cast", of, 0, NULL);
+  K_ALU(k, KILN_OP_cast, KILN_F16, K_LOAD(k, bf, KILN_BF16, K_VAR(k, 0), -1, 0), -1, -1);
+  k = tp_loop(p, "k_sum_f16", hs, 1, (int64_t[]){8}); /* rank-0 output, f16 reduce */
+  K_RED(k, KILN_OP_reduce_sum, KILN_F16, 0, 1, K_LOAD(k, h, KILN_F16, K_VAR(k, 0), -1, 0), 0);
+  char *src = render_ok(p);
+  cr_assert(strstr(src, "kiln_h2f(((const unsigned short*)bufs[0])"), "f16 loads go through bits");
+  cr_assert(strstr(src, "kiln_f2bf("), "bf16 stores go through bits");
+  cr_assert_null(strstr(src, "cuda_fp16"), "no dependency on cuda_fp16.h");
+  compile_both(src);
+  host_mod m = {0};
+  if (host_build(src, &m)) {
+    float vals[8] = {0.1f, -1.5f, 65504.0f, 6e-8f, -0.0f, INFINITY, 1000.3f, 2.0f / 3};
+    uint16_t hin[8], bin[8], hout[8], bout[8], fout[8], sum;
+    for (int i = 0; i < 8; i++) hin[i] = kiln_f32_to_f16(vals[i]), bin[i] = kiln_f32_to_bf16(vals[i]);
+    void *bufs[] = {hin, bin, hout, bout, fout, &sum};
+    host_run(&m, p, bufs);
+    float s = 0;
+    for (int i = 0; i < 8; i++) {
+      cr_expect_eq(hout[i], kiln_f32_to_f16(kiln_f16_to_f32(hin[i]) * 3.0f), "f16 at %d", i);
+      cr_expect_eq(bout[i], kiln_f32_to_bf16(kiln_bf16_to_f32(bin[i]) * 3.0f), "bf16 at %d", i);
+      cr_expect_eq(fout[i], kiln_f32_to_f16(kiln_bf16_to_f32(bin[i])), "bf16->f16 cast at %d", i);
+      s += kiln_f16_to_f32(hin[i]);
+    }
+    cr_expect_eq(sum, kiln_f32_to_f16(s), "f16 sum");
+    host_free(&m);
+  }
+  free(src);
+  kiln_ir_kprogram_destroy(p);
+}
+
+Test(cuda_render, programs_compute_the_right_values_on_the_host) {
+  /* broadcast */
+  int32_t ids[4];
+  kiln_kprogram *p = prog_broadcast(ids);
+  char *src = render_ok(p);
+  host_mod m = {0};
+  if (!host_build(src, &m)) {
+    printf("skipping host run: no C++ compiler\n");
+    free(src);
+    kiln_ir_kprogram_destroy(p);
+    return;
+  }
+  float a[24], b[4] = {1, 2, 3, 4}, c[3] = {10, 20, 30}, o[24];
+  for (int i = 0; i < 24; i++) a[i] = (float)i;
+  void *bufs[] = {a, b, c, o};
+  host_run(&m, p, bufs);
+  for (int i = 0; i < 2; i++)
+    for (int j = 0; j < 3; j++)
+      for (int l = 0; l < 4; l++)
+        cr_expect_eq(o[i * 12 + j * 4 + l], a[i * 12 + j * 4 + l] + b[l] * c[j], "broadcast at %d,%d,%d", i, j, l);
+  host_free(&m);
+  free(src);
+  kiln_ir_kprogram_destroy(p);
+
+  /* reductions: rows with ties and a NaN */
+  p = prog_reduce();
+  src = render_ok(p);
+  host_build(src, &m);
+  float in[24] = {1, 5, 5, 2, /**/ -1, -3, -1, -2, /**/ 0, 0, 0, 0,
+                  4, 3, 2, 1, /**/ 1, NAN, 3, NAN, /**/ -INFINITY, -INFINITY, -INFINITY, -INFINITY};
+  float arena[8], omax[6], osum[6];
+  int64_t am[6], aml[6];
+  void *rb[] = {in, arena, omax, osum, am, aml};
+  host_run(&m, p, rb);
+  float wmax[6] = {5, -1, 0, 4, NAN, -INFINITY}, wsum[6] = {26, -14, 0, 20, NAN, -INFINITY};
+  int64_t wam[6] = {1, 0, 0, 0, 1, 0}, waml[6] = {2, 2, 3, 0, 1, 3};
+  for (int i = 0; i < 6; i++) {
+    cr_expect(close_f(omax[i], wmax[i], 0), "max row %d: %g", i, omax[i]);
+    cr_expect(close_f(osum[i], wsum[i], 0), "2*sum row %d: %g", i, osum[i]);
+    cr_expect_eq(am[i], wam[i], "argmax row %d: %ld", i, (long)am[i]);
+    cr_expect_eq(aml[i], waml[i], "argmax(last) row %d: %ld", i, (long)aml[i]);
+  }
+  host_free(&m);
+  free(src);
+  kiln_ir_kprogram_destroy(p);
+
+  /* nested reduces, and a value reused after its loop closed */
+  p = prog_nested();
+  src = render_ok(p);
+  host_build(src, &m);
+  float x[24], on[2], od[2];
+  for (int i = 0; i < 24; i++) x[i] = (float)((i * 7) % 11) - 5;
+  void *nb[] = {x, on, od};
+  host_run(&m, p, nb);
+  for (int b0 = 0; b0 < 2; b0++) {
+    float s = 0, mx = -INFINITY, den = 0;
+    for (int i = 0; i < 3; i++) {
+      float rm = -INFINITY;
+      for (int j = 0; j < 4; j++) rm = fmaxf(rm, x[b0 * 12 + i * 4 + j]);
+      s += rm;
+      mx = fmaxf(mx, rm);
+    }
+    for (int i = 0; i < 12; i++) den += expf(x[b0 * 12 + i] - mx);
+    cr_expect_eq(on[b0], s, "sum of row maxima %d: %g vs %g", b0, on[b0], s);
+    cr_expect(close_f(od[b0], den, 1e-6), "softmax denominator %d: %g vs %g", b0, od[b0], den);
+  }
+  host_free(&m);
+  free(src);
+  kiln_ir_kprogram_destroy(p);
+
+  /* masked load */
+  p = prog_pad();
+  src = render_ok(p);
+  host_build(src, &m);
+  float pin[4] = {1, 2, 3, 4}, pout[6];
+  void *pb[] = {pin, pout};
+  host_run(&m, p, pb);
+  float wp[6] = {-7, 1, 2, 3, 4, -7};
+  for (int i = 0; i < 6; i++) cr_expect_eq(pout[i], wp[i], "pad at %d", i);
+  host_free(&m);
+  free(src);
+  kiln_ir_kprogram_destroy(p);
+}
+
+Test(cuda_render, host_side_kernels_render_nothing) {
+  kiln_kprogram *p = tp_new();
+  int32_t a = tp_buf(p, KILN_BUF_INPUT, KILN_F32, 2, (int64_t[]){2, 3});
+  int32_t b = tp_buf(p, KILN_BUF_INPUT, KILN_F32, 2, (int64_t[]){3, 2});
+  int32_t c = tp_buf(p, KILN_BUF_ARENA, KILN_F32, 2, (int64_t[]){2, 2});
+  int32_t o = tp_buf(p, KILN_BUF_OUTPUT, KILN_F32, 2, (int64_t[]){2, 2});
+  kiln_kernel *g = &p->kernels[p->n_kernels++];
+  g->kind = KILN_KERNEL_GEMM;
+  g->name = "k0_dot";
+  g->out_buf = c;
+  g->out_dtype = KILN_F32;
+  g->gemm = (kiln_gemm_desc){.a_buf = a, .b_buf = b, .c_buf = c, .m = 2, .n = 2, .k = 3, .lda = 3, .ldb = 2, .ldc = 2};
+  kiln_kernel *k = tp_loop(p, "k1_relu", o, 0, NULL);
+  int32_t x = K_LOAD(k, c, KILN_F32, K_INDEX(k, 2, (int[]){0, 1}, (int64_t[]){2, 2}), -1, 0);
+  K_ALU(k, KILN_OP_max, KILN_F32, x, K_CF(k, KILN_F32, 0), -1);
+  char *src = render_ok(p); /* asserts kiln_k1 present, kiln_k0 absent */
+  compile_both(src);
+  free(src);
+  kiln_ir_kprogram_destroy(p);
+}
+
+Test(cuda_render, unsupported_op_is_refused_naming_the_kernel) {
+  kiln_kprogram *p = tp_new();
+  int32_t a = tp_buf(p, KILN_BUF_INPUT, KILN_I32, 1, (int64_t[]){4});
+  int32_t o = tp_buf(p, KILN_BUF_OUTPUT, KILN_I32, 1, (int64_t[]){4});
+  kiln_kernel *k = tp_loop(p, "k0_int_exp", o, 0, NULL);
+  K_ALU(k, KILN_OP_exp, KILN_I32, K_LOAD(k, a, KILN_I32, K_VAR(k, 0), -1, 0), -1, -1);
+  kiln_diag d = {0};
+  char *src = (char *)1;
+  cr_assert_eq(kiln_cuda_render(p, &src, &d), KILN_ERR_UNSUPPORTED);
+  cr_assert_null(src);
+  cr_assert(strstr(d.msg, "k0_int_exp") && strstr(d.msg, "exp"), "message: %s", d.msg);
+  kiln_ir_kprogram_destroy(p);
+}
+
+Test(cuda_nvrtc, compile_error_reports_log_and_source) {
+  if (!kiln_cuda_nvrtc_available()) cr_skip("libnvrtc cannot be loaded");
+  kiln_diag d = {0};
+  void *img = NULL;
+  size_t n = 0;
+  const char *bad = "/* kernel 0: broken */\nextern \"C\" __global__ void kiln_k0() { undefined_thing(); }\n";
+  cr_assert_eq(kiln_cuda_compile(NULL, bad, "sm_90", true, &img, &n, &d), KILN_ERR_BACKEND);
+  cr_assert_null(img);
+  cr_assert(strstr(d.msg, "undefined_thing") && strstr(d.msg, "kernel 0: broken"), "message: %s", d.msg);
+  kiln_diag d2 = {0};
+  cr_assert_eq(kiln_cuda_compile(NULL, bad, "gfx90a", true, &img, &n, &d2), KILN_ERR_INVALID_ARGUMENT);
+}
+
+/* ------------------------------------------------------------------ the executor */
+/* Without a GPU: a clear KILN_ERR_NO_DEVICE. With one: the programs run and match. */
+static kiln_cuda_exec *exec_or_no_device(kiln_kprogram *p) {
+  kiln_diag d = {0};
+  kiln_cuda_exec *e = NULL;
+  kiln_status st = kiln_cuda_exec_create(p, NULL, &e, &d);
+  if (st == KILN_ERR_NO_DEVICE) {
+    cr_assert_null(e);
+    /* scripts/gpu-check.sh sets this: there, falling back to the error path is a failure */
+    cr_assert_null(getenv("KILN_REQUIRE_GPU"), "KILN_REQUIRE_GPU is set but: %s", d.msg);
+    cr_assert(strlen(d.msg) > 10 && (strstr(d.msg, "libcuda.so.1") || strstr(d.msg, "GPU")), "message: %s", d.msg);
+    printf("no GPU here (%s): checked the error path only\n", d.msg);
+    return NULL;
+  }
+  cr_assert_eq(st, KILN_OK, "exec_create: %s", d.msg);
+  return e;
+}
+
+Test(cuda_exec, broadcast_and_reductions_run_or_report_no_device) {
+  int32_t ids[4];
+  kiln_kprogram *p = prog_broadcast(ids);
+  kiln_cuda_exec *e = exec_or_no_device(p);
+  if (e) {
+    float a[24], b[4] = {1, 2, 3, 4}, c[3] = {10, 20, 30}, o[24];
+    for (int i = 0; i < 24; i++) a[i] = (float)i;
+    kiln_rt_tensor in[3] = {{KILN_F32, p->in_shapes[0], a}, {KILN_F32, p->in_shapes[1], b}, {KILN_F32, p->in_shapes[2], c}};
+    kiln_rt_tensor out[1] = {{KILN_F32, p->out_shapes[0], o}};
+    kiln_diag d = {0};
+    cr_assert_eq(kiln_cuda_exec_run(e, in, 3, out, 1, &d), KILN_OK, "%s", d.msg);
+    for (int i = 0; i < 24; i++) cr_expect_eq(o[i], a[i] + b[i % 4] * c[(i / 4) % 3], "at %d", i);
+    kiln_cuda_exec_destroy(e);
+  }
+  kiln_ir_kprogram_destroy(p);
+
+  p = prog_reduce();
+  e = exec_or_no_device(p);
+  if (e) {
+    float in[24] = {1, 5, 5, 2, -1, -3, -1, -2, 0, 0, 0, 0, 4, 3, 2, 1, 1, NAN, 3, NAN, -1, -1, -1, -1};
+    float omax[6], osum[6];
+    int64_t am[6], aml[6];
+    kiln_rt_tensor ti = {KILN_F32, p->in_shapes[0], in};
+    kiln_rt_tensor to[4] = {{KILN_F32, p->out_shapes[0], omax}, {KILN_F32, p->out_shapes[1], osum},
+                            {KILN_I64, p->out_shapes[2], am}, {KILN_I64, p->out_shapes[3], aml}};
+    kiln_diag d = {0};
+    cr_assert_eq(kiln_cuda_exec_run(e, &ti, 1, to, 4, &d), KILN_OK, "%s", d.msg);
+    float wmax[6] = {5, -1, 0, 4, NAN, -1}, wsum[6] = {26, -14, 0, 20, NAN, -8};
+    int64_t wam[6] = {1, 0, 0, 0, 1, 0}, waml[6] = {2, 2, 3, 0, 1, 3};
+    for (int i = 0; i < 6; i++) {
+      cr_expect(close_f(omax[i], wmax[i], 0), "max row %d: %g", i, omax[i]);
+      cr_expect(close_f(osum[i], wsum[i], 0), "2*sum row %d: %g", i, osum[i]);
+      cr_expect_eq(am[i], wam[i], "argmax row %d", i);
+      cr_expect_eq(aml[i], waml[i], "argmax(last) row %d", i);
+    }
+    /* a second run reuses the same device memory */
+    in[0] = 100;
+    cr_assert_eq(kiln_cuda_exec_run(e, &ti, 1, to, 4, &d), KILN_OK, "%s", d.msg);
+    cr_expect_eq(omax[0], 100);
+    kiln_cuda_exec_destroy(e);
+  }
+  kiln_ir_kprogram_destroy(p);
+}
+
+Test(cuda_exec, gemm_through_cublas_runs_or_reports_no_device) {
+  /* C[2,2] = A[2,3] * B^T where B is stored [2,3] (trans_b), batched twice with a
+   * broadcast A (stride 0), then relu into the output. */
+  kiln_kprogram *p = tp_new();
+  int32_t a = tp_buf(p, KILN_BUF_INPUT, KILN_F32, 2, (int64_t[]){2, 3});
+  int32_t b = tp_buf(p, KILN_BUF_INPUT, KILN_F32, 3, (int64_t[]){2, 2, 3});
+  int32_t c = tp_buf(p, KILN_BUF_ARENA, KILN_F32, 3, (int64_t[]){2, 2, 2});
+  int32_t o = tp_buf(p, KILN_BUF_OUTPUT, KILN_F32, 3, (int64_t[]){2, 2, 2});
+  kiln_kernel *g = &p->kernels[p->n_kernels++];
+  g->kind = KILN_KERNEL_GEMM;
+  g->name = "k0_dot";
+  g->out_buf = c;
+  g->out_dtype = KILN_F32;
+  g->gemm = (kiln_gemm_desc){.a_buf = a, .b_buf = b, .c_buf = c, .trans_b = 1, .m = 2, .n = 2, .k = 3,
+                             .lda = 3, .ldb = 3, .ldc = 2, .n_batch = 1, .batch = {2},
+                             .a_bstride = {0}, .b_bstride = {6}, .c_bstride = {4}};
+  kiln_kernel *k = tp_loop(p, "k1_relu", o, 0, NULL);
+  int32_t x = K_LOAD(k, c, KILN_F32, K_INDEX(k, 3, (int[]){0, 1, 2}, (int64_t[]){2, 2, 2}), -1, 0);
+  K_ALU(k, KILN_OP_max, KILN_F32, x, K_CF(k, KILN_F32, 0), -1);
+  kiln_cuda_exec *e = exec_or_no_device(p);
+  if (e) {
+    float av[6] = {1, 2, 3, -1, -2, -3}, bv[12] = {1, 0, 0, 0, 1, 1, 2, 2, 2, -1, 0, 1}, ov[8];
+    kiln_rt_tensor in[2] = {{KILN_F32, p->in_shapes[0], av}, {KILN_F32, p->in_shapes[1], bv}};
+    kiln_rt_tensor out = {KILN_F32, p->out_shapes[0], ov};
+    kiln_diag d = {0};
+    cr_assert_eq(kiln_cuda_exec_run(e, in, 2, &out, 1, &d), KILN_OK, "%s", d.msg);
+    for (int bt = 0; bt < 2; bt++)
+      for (int i = 0; i < 2; i++)
+        for (int j = 0; j < 2; j++) {
+          float s = 0;
+          for (int l = 0; l < 3; l++) s += av[i * 3 + l] * bv[bt * 6 + j * 3 + l];
+          cr_expect_eq(ov[bt * 4 + i * 2 + j], s > 0 ? s : 0, "gemm at %d,%d,%d", bt, i, j);
+        }
+    kiln_cuda_exec_destroy(e);
+  }
+  kiln_ir_kprogram_destroy(p);
+}

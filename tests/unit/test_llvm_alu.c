@@ -1,0 +1,314 @@
+/* test_llvm_alu.c - every elementwise op of ops.def through the LLVM backend's op table:
+ * f32 against libm-computed expectations, i32/i64/u8 against wrapping C arithmetic
+ * (including the division guards), and the bool ops. One kernel per case, one JIT
+ * compile per dtype, run with pools of 1 and 2 threads. */
+#include "test_llvm_helpers.h"
+
+#include <stdlib.h>
+
+#define N 16
+
+typedef enum form {
+  F_F,   /* f32 a -> f32 */
+  F_B,   /* f32 a -> bool */
+  B_B,   /* bool c -> bool */
+  FF_F,  /* f32 a, b -> f32 */
+  FF_B,  /* f32 a, b -> bool */
+  BB_B,  /* bool c, e -> bool */
+  SEL,   /* c ? a : b -> f32 */
+  CAST,  /* f32 a -> dtype */
+} form;
+
+typedef struct fcase {
+  kiln_op op;
+  int kind;
+  form form;
+  kiln_dtype out; /* CAST only */
+} fcase;
+
+static const fcase fcases[] = {
+    {KILN_OP_neg, 0, F_F, 0},     {KILN_OP_abs, 0, F_F, 0},   {KILN_OP_exp, 0, F_F, 0},
+    {KILN_OP_log, 0, F_F, 0},     {KILN_OP_sqrt, 0, F_F, 0},  {KILN_OP_rsqrt, 0, F_F, 0},
+    {KILN_OP_recip, 0, F_F, 0},   {KILN_OP_tanh, 0, F_F, 0},  {KILN_OP_sigmoid, 0, F_F, 0},
+    {KILN_OP_erf, 0, F_F, 0},     {KILN_OP_sin, 0, F_F, 0},   {KILN_OP_cos, 0, F_F, 0},
+    {KILN_OP_floor, 0, F_F, 0},   {KILN_OP_ceil, 0, F_F, 0},  {KILN_OP_round, 0, F_F, 0},
+    {KILN_OP_sign, 0, F_F, 0},    {KILN_OP_not, 0, B_B, 0},   {KILN_OP_isnan, 0, F_B, 0},
+    {KILN_OP_add, 0, FF_F, 0},    {KILN_OP_sub, 0, FF_F, 0},  {KILN_OP_mul, 0, FF_F, 0},
+    {KILN_OP_div, 0, FF_F, 0},    {KILN_OP_pow, 0, FF_F, 0},  {KILN_OP_max, 0, FF_F, 0},
+    {KILN_OP_min, 0, FF_F, 0},    {KILN_OP_mod, 0, FF_F, 0},  {KILN_OP_mod, 1, FF_F, 0},
+    {KILN_OP_and, 0, BB_B, 0},    {KILN_OP_or, 0, BB_B, 0},   {KILN_OP_xor, 0, BB_B, 0},
+    {KILN_OP_eq, 0, FF_B, 0},     {KILN_OP_ne, 0, FF_B, 0},   {KILN_OP_lt, 0, FF_B, 0},
+    {KILN_OP_le, 0, FF_B, 0},     {KILN_OP_gt, 0, FF_B, 0},   {KILN_OP_ge, 0, FF_B, 0},
+    {KILN_OP_select, 0, SEL, 0},  {KILN_OP_cast, 0, CAST, KILN_I32},
+    {KILN_OP_cast, 0, CAST, KILN_BOOL}, {KILN_OP_cast, 0, CAST, KILN_F64},
+};
+#define N_FCASES ((int)(sizeof fcases / sizeof fcases[0]))
+
+static double ref_f(kiln_op op, int kind, double a, double b) {
+  switch (op) {
+  case KILN_OP_neg: return -a;
+  case KILN_OP_abs: return fabs(a);
+  case KILN_OP_exp: return exp(a);
+  case KILN_OP_log: return log(a);
+  case KILN_OP_sqrt: return sqrt(a);
+  case KILN_OP_rsqrt: return 1.0 / sqrt(a);
+  case KILN_OP_recip: return 1.0 / a;
+  case KILN_OP_tanh: return tanh(a);
+  case KILN_OP_sigmoid: return 1.0 / (1.0 + exp(-a));
+  case KILN_OP_erf: return erf(a);
+  case KILN_OP_sin: return sin(a);
+  case KILN_OP_cos: return cos(a);
+  case KILN_OP_floor: return floor(a);
+  case KILN_OP_ceil: return ceil(a);
+  case KILN_OP_round: return nearbyint(a); /* default rounding: half to even */
+  case KILN_OP_sign: return a > 0 ? 1.0 : a < 0 ? -1.0 : a;
+  case KILN_OP_add: return a + b;
+  case KILN_OP_sub: return a - b;
+  case KILN_OP_mul: return a * b;
+  case KILN_OP_div: return a / b;
+  case KILN_OP_pow: return pow(a, b);
+  case KILN_OP_max: return isnan(a) || isnan(b) ? NAN : fmax(a, b);
+  case KILN_OP_min: return isnan(a) || isnan(b) ? NAN : fmin(a, b);
+  case KILN_OP_mod: {
+    double r = fmod(a, b);
+    if (kind == 0 && r != 0 && ((r < 0) != (b < 0))) r += b;
+    return r;
+  }
+  case KILN_OP_eq: return a == b;
+  case KILN_OP_ne: return a != b;
+  case KILN_OP_lt: return a < b;
+  case KILN_OP_le: return a <= b;
+  case KILN_OP_gt: return a > b;
+  case KILN_OP_ge: return a >= b;
+  default: cr_assert_fail("no reference for %s", kiln_op_name(op)); return 0;
+  }
+}
+
+/* Adding an elementwise op to ops.def must add a case here. */
+Test(llvm_alu, table_covers_every_elementwise_op) {
+  for (int op = 0; op < KILN_OP_COUNT; op++) {
+    if (kiln_op_table[op].category != KILN_CAT_ELEMENTWISE) continue;
+    bool found = false;
+    for (int i = 0; i < N_FCASES; i++) found |= (int)fcases[i].op == op;
+    cr_expect(found, "elementwise op %s has no LLVM test case", kiln_op_name(op));
+  }
+}
+
+Test(llvm_alu, every_op_f32_matches_libm) {
+  static const float a[N] = {-3.7f, -2.5f, -1, -0.5f, -0.0f, 0, 0.3f, 0.5f, 1, 1.5f, 2.5f, 3.2f, 7, NAN, 0.75f, -6};
+  static const float b[N] = {2, 1.5f, -1, 0.5f, 1, -2, 0.3f, 2, -3, 1.5f, -2.5f, 1.1f, -0.5f, 1, NAN, 4};
+  static const uint8_t c[N] = {1, 0, 1, 0, 1, 1, 0, 0, 1, 0, 1, 0, 1, 1, 0, 0};
+  static const uint8_t e[N] = {1, 1, 0, 0, 1, 0, 1, 0, 0, 1, 1, 0, 1, 0, 0, 1};
+  kiln_kprogram *p = tp_new();
+  int64_t d[1] = {N};
+  int32_t A = tp_buffer(p, KILN_BUF_INPUT, KILN_F32, 1, d, 0);
+  int32_t B = tp_buffer(p, KILN_BUF_INPUT, KILN_F32, 1, d, 1);
+  int32_t C = tp_buffer(p, KILN_BUF_INPUT, KILN_BOOL, 1, d, 2);
+  int32_t E = tp_buffer(p, KILN_BUF_INPUT, KILN_BOOL, 1, d, 3);
+  static double out[N_FCASES][N]; /* room for any dtype (f64 is the widest) */
+  void *bufs[4 + N_FCASES] = {(void *)a, (void *)b, (void *)c, (void *)e};
+  for (int i = 0; i < N_FCASES; i++) {
+    const fcase *fc = &fcases[i];
+    kiln_dtype odt = fc->form == F_F || fc->form == FF_F || fc->form == SEL ? KILN_F32
+                     : fc->form == CAST ? fc->out : KILN_BOOL;
+    int32_t O = tp_buffer(p, KILN_BUF_OUTPUT, odt, 1, d, i);
+    bufs[O] = out[i];
+    kiln_kernel *k = tp_loop(p, O, 0, NULL);
+    int32_t v = kx_var(k, 0);
+    int32_t la = kx_load(k, p, A, v), lb = kx_load(k, p, B, v), lc = kx_load(k, p, C, v), le = kx_load(k, p, E, v);
+    switch (fc->form) {
+    case F_F: case F_B: case CAST: kx_alu(k, fc->op, odt, la, -1, -1); break;
+    case B_B: kx_alu(k, fc->op, odt, lc, -1, -1); break;
+    case FF_F: case FF_B: kx_alu_kind(k, fc->op, odt, la, lb, fc->kind); break;
+    case BB_B: kx_alu(k, fc->op, odt, lc, le, -1); break;
+    case SEL: kx_alu(k, fc->op, odt, lc, la, lb); break;
+    }
+  }
+  kiln_llvm_jit *jit;
+  kiln_rt_entry_fn entry = tp_compile(p, &jit);
+  for (int t = 0; t < 2; t++) {
+    memset(out, 0x55, sizeof out);
+    tp_exec(entry, bufs, tp_threads[t]);
+    for (int i = 0; i < N_FCASES; i++) {
+      const fcase *fc = &fcases[i];
+      for (int j = 0; j < N; j++) {
+        double want, got;
+        const float *of = (const float *)out[i];
+        const uint8_t *ob = (const uint8_t *)out[i];
+        switch (fc->form) {
+        case F_F: want = (float)ref_f(fc->op, 0, a[j], 0); got = of[j]; break;
+        case FF_F: want = (float)ref_f(fc->op, fc->kind, a[j], b[j]); got = of[j]; break;
+        case F_B: want = isnan(a[j]); got = ob[j]; break;
+        case B_B: want = !c[j]; got = ob[j]; break;
+        case FF_B: want = ref_f(fc->op, 0, a[j], b[j]); got = ob[j]; break;
+        case BB_B:
+          want = fc->op == KILN_OP_and ? (c[j] && e[j]) : fc->op == KILN_OP_or ? (c[j] || e[j]) : (c[j] != e[j]);
+          got = ob[j];
+          break;
+        case SEL: want = c[j] ? a[j] : b[j]; got = of[j]; break;
+        default: /* CAST */
+          if (fc->out == KILN_I32) want = isnan(a[j]) ? 0 : trunc(a[j]), got = ((const int32_t *)out[i])[j];
+          else if (fc->out == KILN_BOOL) want = a[j] != 0, got = ob[j];
+          else want = a[j], got = out[i][j];
+          break;
+        }
+        if (fc->form == F_B || fc->form == B_B || fc->form == FF_B || fc->form == BB_B || (fc->form == CAST && fc->out == KILN_BOOL))
+          cr_expect(ob[j] <= 1, "%s: bool byte %d at %d", kiln_op_name(fc->op), ob[j], j);
+        cr_expect(tp_close(got, want, 2e-6), "case %d %s(kind %d) threads %d at %d: a=%g b=%g got %.9g want %.9g", i,
+                  kiln_op_name(fc->op), fc->kind, tp_threads[t], j, a[j], b[j], got, want);
+      }
+    }
+  }
+  kiln_llvm_jit_destroy(jit);
+  kiln_ir_kprogram_destroy(p);
+}
+
+/* ------------------------------------------------------------------ integers */
+typedef struct icase {
+  kiln_op op;
+  int kind;
+  int arity;
+  kiln_dtype out; /* KILN_DTYPE_COUNT: the operand dtype */
+} icase;
+
+static const icase icases[] = {
+    {KILN_OP_neg, 0, 1, KILN_DTYPE_COUNT}, {KILN_OP_abs, 0, 1, KILN_DTYPE_COUNT},
+    {KILN_OP_sign, 0, 1, KILN_DTYPE_COUNT}, {KILN_OP_recip, 0, 1, KILN_DTYPE_COUNT},
+    {KILN_OP_floor, 0, 1, KILN_DTYPE_COUNT}, {KILN_OP_round, 0, 1, KILN_DTYPE_COUNT},
+    {KILN_OP_add, 0, 2, KILN_DTYPE_COUNT}, {KILN_OP_sub, 0, 2, KILN_DTYPE_COUNT},
+    {KILN_OP_mul, 0, 2, KILN_DTYPE_COUNT}, {KILN_OP_div, 0, 2, KILN_DTYPE_COUNT},
+    {KILN_OP_mod, 0, 2, KILN_DTYPE_COUNT}, {KILN_OP_mod, 1, 2, KILN_DTYPE_COUNT},
+    {KILN_OP_max, 0, 2, KILN_DTYPE_COUNT}, {KILN_OP_min, 0, 2, KILN_DTYPE_COUNT},
+    {KILN_OP_eq, 0, 2, KILN_BOOL}, {KILN_OP_ne, 0, 2, KILN_BOOL}, {KILN_OP_lt, 0, 2, KILN_BOOL},
+    {KILN_OP_le, 0, 2, KILN_BOOL}, {KILN_OP_gt, 0, 2, KILN_BOOL}, {KILN_OP_ge, 0, 2, KILN_BOOL},
+    {KILN_OP_isnan, 0, 1, KILN_BOOL}, {KILN_OP_cast, 0, 1, KILN_F32}, {KILN_OP_cast, 0, 1, KILN_I8},
+    {KILN_OP_cast, 0, 1, KILN_BOOL}, {KILN_OP_cast, 0, 1, KILN_I64},
+};
+#define N_ICASES ((int)(sizeof icases / sizeof icases[0]))
+
+static int64_t wrap(int64_t v, kiln_dtype t) {
+  switch (t) {
+  case KILN_I8: return (int8_t)v;
+  case KILN_U8: return (uint8_t)v;
+  case KILN_I16: return (int16_t)v;
+  case KILN_I32: return (int32_t)v;
+  default: return v;
+  }
+}
+
+static int64_t ref_i(kiln_op op, int kind, int64_t a, int64_t b, kiln_dtype t) {
+  bool u = t == KILN_U8;
+  uint64_t ua = (uint64_t)a, ub = (uint64_t)b;
+  switch (op) {
+  case KILN_OP_neg: return wrap((int64_t)(0 - ua), t);
+  case KILN_OP_abs: return wrap(a < 0 ? (int64_t)(0 - ua) : a, t);
+  case KILN_OP_sign: return (a > 0) - (a < 0);
+  case KILN_OP_recip: return ref_i(KILN_OP_div, 0, 1, a, t);
+  case KILN_OP_floor: case KILN_OP_round: return a;
+  case KILN_OP_add: return wrap((int64_t)(ua + ub), t);
+  case KILN_OP_sub: return wrap((int64_t)(ua - ub), t);
+  case KILN_OP_mul: return wrap((int64_t)(ua * ub), t);
+  case KILN_OP_div:
+    if (b == 0) return 0;
+    if (b == -1 && !u) return wrap((int64_t)(0 - ua), t);
+    return a / b;
+  case KILN_OP_mod: {
+    if (b == 0 || (b == -1 && !u)) return 0;
+    int64_t r = a % b;
+    if (kind == 0 && r != 0 && ((r < 0) != (b < 0))) r += b;
+    return r;
+  }
+  case KILN_OP_max: return a > b ? a : b;
+  case KILN_OP_min: return a < b ? a : b;
+  case KILN_OP_eq: return a == b;
+  case KILN_OP_ne: return a != b;
+  case KILN_OP_lt: return a < b;
+  case KILN_OP_le: return a <= b;
+  case KILN_OP_gt: return a > b;
+  case KILN_OP_ge: return a >= b;
+  case KILN_OP_isnan: return 0;
+  default: cr_assert_fail("no reference for %s", kiln_op_name(op)); return 0;
+  }
+}
+
+static void put_i(kiln_dtype t, void *p, int j, int64_t v) {
+  switch (t) {
+  case KILN_I8: ((int8_t *)p)[j] = (int8_t)v; break;
+  case KILN_U8: case KILN_BOOL: ((uint8_t *)p)[j] = (uint8_t)v; break;
+  case KILN_I16: ((int16_t *)p)[j] = (int16_t)v; break;
+  case KILN_I32: ((int32_t *)p)[j] = (int32_t)v; break;
+  default: ((int64_t *)p)[j] = v; break;
+  }
+}
+
+static int64_t get_i(kiln_dtype t, const void *p, int j) {
+  switch (t) {
+  case KILN_I8: return ((const int8_t *)p)[j];
+  case KILN_U8: case KILN_BOOL: return ((const uint8_t *)p)[j];
+  case KILN_I16: return ((const int16_t *)p)[j];
+  case KILN_I32: return ((const int32_t *)p)[j];
+  default: return ((const int64_t *)p)[j];
+  }
+}
+
+static void int_ops(kiln_dtype t, const int64_t *av, const int64_t *bv) {
+  kiln_kprogram *p = tp_new();
+  int64_t d[1] = {N};
+  static int64_t ain[N], bin[N], out[N_ICASES][N];
+  for (int j = 0; j < N; j++) put_i(t, ain, j, av[j]), put_i(t, bin, j, bv[j]);
+  int32_t A = tp_buffer(p, KILN_BUF_INPUT, t, 1, d, 0);
+  int32_t B = tp_buffer(p, KILN_BUF_INPUT, t, 1, d, 1);
+  void *bufs[2 + N_ICASES] = {ain, bin};
+  for (int i = 0; i < N_ICASES; i++) {
+    kiln_dtype odt = icases[i].out == KILN_DTYPE_COUNT ? t : icases[i].out;
+    int32_t O = tp_buffer(p, KILN_BUF_OUTPUT, odt, 1, d, i);
+    bufs[O] = out[i];
+    kiln_kernel *k = tp_loop(p, O, 0, NULL);
+    int32_t v = kx_var(k, 0);
+    int32_t la = kx_load(k, p, A, v), lb = kx_load(k, p, B, v);
+    kx_alu_kind(k, icases[i].op, odt, la, icases[i].arity == 2 ? lb : -1, icases[i].kind);
+  }
+  kiln_llvm_jit *jit;
+  kiln_rt_entry_fn entry = tp_compile(p, &jit);
+  for (int th = 0; th < 2; th++) {
+    memset(out, 0x55, sizeof out);
+    tp_exec(entry, bufs, tp_threads[th]);
+    for (int i = 0; i < N_ICASES; i++) {
+      const icase *ic = &icases[i];
+      kiln_dtype odt = ic->out == KILN_DTYPE_COUNT ? t : ic->out;
+      for (int j = 0; j < N; j++) {
+        int64_t a = get_i(t, ain, j), b = get_i(t, bin, j);
+        if (odt == KILN_F32) {
+          float got = ((float *)out[i])[j];
+          cr_expect_eq(got, (float)a, "%s cast f32 at %d: %g", kiln_dtype_name(t), j, got);
+          continue;
+        }
+        int64_t want = ic->op == KILN_OP_cast ? (odt == KILN_BOOL ? a != 0 : wrap(a, odt)) : ref_i(ic->op, ic->kind, a, b, t);
+        int64_t got = get_i(odt, out[i], j);
+        cr_expect_eq(got, want, "%s %s(kind %d) -> %s at %d: a=%lld b=%lld got %lld want %lld", kiln_dtype_name(t),
+                     kiln_op_name(ic->op), ic->kind, kiln_dtype_name(odt), j, (long long)a, (long long)b,
+                     (long long)got, (long long)want);
+      }
+    }
+  }
+  kiln_llvm_jit_destroy(jit);
+  kiln_ir_kprogram_destroy(p);
+}
+
+Test(llvm_alu, i32_ops_wrap_and_never_trap) {
+  int64_t a[N] = {7, -7, 7, -7, 0, 5, INT32_MIN, 3, INT32_MAX, -1, 100, -100, 9, 1, 1, -1};
+  int64_t b[N] = {2, 2, -2, -2, 3, 0, -1, 7, 1, -1, 7, 7, -4, 0, -1, 1};
+  int_ops(KILN_I32, a, b);
+}
+
+Test(llvm_alu, i64_ops_wrap_and_never_trap) {
+  int64_t a[N] = {7, -7, 7, -7, 0, 5, INT64_MIN, 3, INT64_MAX, -1, 1LL << 40, -(1LL << 40), 9, 1, 1, -1};
+  int64_t b[N] = {2, 2, -2, -2, 3, 0, -1, 7, 1, -1, 7, 3, -4, 0, -1, 1};
+  int_ops(KILN_I64, a, b);
+}
+
+Test(llvm_alu, u8_ops_are_unsigned) {
+  int64_t a[N] = {7, 250, 255, 0, 0, 5, 128, 3, 200, 1, 100, 13, 9, 1, 255, 254};
+  int64_t b[N] = {2, 10, 1, 3, 0, 0, 2, 7, 100, 255, 7, 3, 4, 0, 255, 255};
+  int_ops(KILN_U8, a, b);
+}

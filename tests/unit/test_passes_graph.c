@@ -1,0 +1,377 @@
+/* test_passes_graph.c - the graph passes: each simplification rule, cse, dce, fold, the
+ * shared rewrite, and the pass manager's options. Each test checks both the rewritten
+ * structure and (where values can change) the graph's results through the interpreter. */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <string.h>
+
+#include "../../passes/passes-impl.h"
+
+static const kiln_pass_target T = {KILN_TARGET_CPU, KILN_FUSION_FULL};
+
+static kiln_shape shp(int32_t rank, int64_t a, int64_t b, int64_t c) {
+  int64_t d[3] = {a, b, c};
+  return kiln_shape_make(rank, d);
+}
+
+static int count_op(const kiln_graph *g, kiln_op op) {
+  int n = 0;
+  for (int32_t i = 0; i < g->n_nodes; i++) n += g->nodes[i].op == op;
+  return n;
+}
+
+static void ok(kiln_status st, const kiln_diag *d) { cr_assert_eq(st, KILN_OK, "status %d: %s", st, d->msg); }
+
+static void check_valid(kiln_graph *g) {
+  kiln_diag d = {0};
+  ok(kiln_ir_verify(g, &d), &d);
+}
+
+/* Output node of a graph after a pass. */
+static const kiln_node *out_node(const kiln_graph *g, int i) { return &g->nodes[g->outputs[i].node]; }
+
+static kiln_graph *new_graph(void) {
+  kiln_graph *g = kiln_ir_graph_create(NULL, "t");
+  cr_assert(g);
+  return g;
+}
+
+static void run_pass(kiln_graph_pass_fn fn, kiln_graph *g) {
+  kiln_diag d = {0};
+  cr_assert_eq(g->diag.status, KILN_OK, "builder: %s", g->diag.msg);
+  ok(fn(g, &T, &d), &d);
+  check_valid(g);
+}
+
+/* ------------------------------------------------------------------ simplify */
+static void check_identity(kiln_op op, double c, bool const_left) {
+  kiln_graph *g = new_graph();
+  kiln_shape s = shp(2, 2, 3, 0);
+  int32_t x = kiln_ir_input(g, "x", KILN_F32, &s, NULL);
+  int32_t k = kiln_ir_scalar(g, KILN_F32, c, "k");
+  int32_t y = const_left ? kiln_ir_binary(g, op, k, x, "y") : kiln_ir_binary(g, op, x, k, "y");
+  kiln_ir_add_output(g, kiln_ir_unary(g, KILN_OP_exp, y, "e"), "out");
+  run_pass(kiln_pass_simplify, g);
+  cr_expect_eq(count_op(g, op), 0, "%s with %g should vanish", kiln_op_name(op), c);
+  cr_expect_eq(g->nodes[out_node(g, 0)->in[0]].op, KILN_OP_input);
+  kiln_ir_graph_destroy(g);
+}
+
+Test(simplify, add_zero) { check_identity(KILN_OP_add, 0, false); check_identity(KILN_OP_add, 0, true); }
+Test(simplify, sub_zero) { check_identity(KILN_OP_sub, 0, false); }
+Test(simplify, mul_one) { check_identity(KILN_OP_mul, 1, false); check_identity(KILN_OP_mul, 1, true); }
+Test(simplify, div_one) { check_identity(KILN_OP_div, 1, false); }
+
+Test(simplify, keeps_non_identities) {
+  kiln_graph *g = new_graph();
+  kiln_shape s = shp(1, 4, 0, 0);
+  int32_t x = kiln_ir_input(g, "x", KILN_F32, &s, NULL);
+  int32_t y = kiln_ir_binary(g, KILN_OP_sub, kiln_ir_scalar(g, KILN_F32, 0, "z"), x, "zero_minus_x");
+  y = kiln_ir_binary(g, KILN_OP_mul, y, kiln_ir_scalar(g, KILN_F32, 2, "two"), "times_two");
+  y = kiln_ir_binary(g, KILN_OP_div, kiln_ir_scalar(g, KILN_F32, 1, "one"), y, "one_over");
+  kiln_ir_add_output(g, y, "out");
+  run_pass(kiln_pass_simplify, g);
+  cr_expect_eq(count_op(g, KILN_OP_sub), 1);
+  cr_expect_eq(count_op(g, KILN_OP_mul), 1);
+  cr_expect_eq(count_op(g, KILN_OP_div), 1);
+  kiln_ir_graph_destroy(g);
+}
+
+Test(simplify, reshape_chains) {
+  kiln_graph *g = new_graph();
+  kiln_shape s = shp(2, 2, 6, 0), s1 = shp(3, 2, 3, 2), s2 = shp(2, 4, 3, 0);
+  int32_t x = kiln_ir_input(g, "x", KILN_F32, &s, NULL);
+  int32_t r = kiln_ir_reshape(g, kiln_ir_reshape(g, x, &s1, "r1"), &s2, "r2");
+  kiln_ir_add_output(g, r, "a");
+  int32_t back = kiln_ir_reshape(g, kiln_ir_reshape(g, x, &s1, "r3"), &s, "r4");
+  kiln_ir_add_output(g, kiln_ir_unary(g, KILN_OP_neg, back, "n"), "b");
+  run_pass(kiln_pass_simplify, g);
+  cr_expect_eq(count_op(g, KILN_OP_reshape), 1, "one reshape x->[4,3]; the round trip vanishes");
+  cr_expect_eq(out_node(g, 0)->op, KILN_OP_reshape);
+  cr_expect_eq(g->nodes[out_node(g, 0)->in[0]].op, KILN_OP_input);
+  cr_expect_eq(g->nodes[out_node(g, 1)->in[0]].op, KILN_OP_input);
+  kiln_ir_graph_destroy(g);
+}
+
+Test(simplify, permute_chains) {
+  kiln_graph *g = new_graph();
+  kiln_shape s = shp(3, 2, 3, 4);
+  int32_t x = kiln_ir_input(g, "x", KILN_F32, &s, NULL);
+  int32_t p1[3] = {1, 2, 0}, p2[3] = {2, 0, 1}, p3[3] = {1, 0, 2};
+  /* p1 then p2 is the identity; p1 then p3 is a real permutation */
+  int32_t a = kiln_ir_permute(g, kiln_ir_permute(g, x, p1, "a1"), p2, "a2");
+  int32_t b = kiln_ir_permute(g, kiln_ir_permute(g, x, p1, "b1"), p3, "b2");
+  kiln_ir_add_output(g, kiln_ir_unary(g, KILN_OP_neg, a, "na"), "a");
+  kiln_ir_add_output(g, b, "b");
+  kiln_graph *ref = kiln_ir_graph_clone(g);
+  run_pass(kiln_pass_simplify, g);
+  cr_expect_eq(count_op(g, KILN_OP_permute), 1);
+  cr_expect_eq(g->nodes[out_node(g, 0)->in[0]].op, KILN_OP_input);
+  const kiln_node *pb = out_node(g, 1);
+  cr_assert_eq(pb->op, KILN_OP_permute);
+  cr_expect_eq(g->nodes[pb->in[0]].op, KILN_OP_input);
+  /* composed: out d reads in p1[p3[d]] = {2, 1, 0} */
+  cr_expect_eq(pb->a.perm[0], 2);
+  cr_expect_eq(pb->a.perm[1], 1);
+  cr_expect_eq(pb->a.perm[2], 0);
+  cr_expect(kiln_shape_eq(&pb->shape, &ref->nodes[ref->outputs[1].node].shape));
+  kiln_ir_graph_destroy(ref);
+  kiln_ir_graph_destroy(g);
+}
+
+Test(simplify, trivial_movement_and_casts) {
+  kiln_graph *g = new_graph();
+  kiln_shape s = shp(2, 3, 4, 0);
+  int32_t x = kiln_ir_input(g, "x", KILN_F32, &s, NULL);
+  int64_t z[2] = {0, 0}, one[2] = {1, 1}, cnt[2] = {3, 4};
+  int32_t y = kiln_ir_broadcast(g, x, &s, "bc");
+  y = kiln_ir_cast(g, y, KILN_F32, "cast");
+  y = kiln_ir_slice(g, y, z, one, cnt, "slice");
+  y = kiln_ir_pad(g, y, z, z, 0, "pad");
+  y = kiln_ir_concat(g, 1, &y, 0, "cat");
+  y = kiln_ir_unary(g, KILN_OP_neg, kiln_ir_unary(g, KILN_OP_neg, y, "n1"), "n2");
+  kiln_ir_add_output(g, kiln_ir_unary(g, KILN_OP_exp, y, "e"), "out");
+  run_pass(kiln_pass_simplify, g);
+  cr_expect_eq(g->n_nodes, 2, "only x and exp remain, got %d nodes", g->n_nodes);
+  kiln_ir_graph_destroy(g);
+}
+
+Test(simplify, broadcast_of_broadcast) {
+  kiln_graph *g = new_graph();
+  kiln_shape s = shp(1, 4, 0, 0), s1 = shp(2, 3, 4, 0), s2 = shp(3, 2, 3, 4);
+  int32_t x = kiln_ir_input(g, "x", KILN_F32, &s, NULL);
+  int32_t y = kiln_ir_broadcast(g, kiln_ir_broadcast(g, x, &s1, "b1"), &s2, "b2");
+  kiln_ir_add_output(g, y, "out");
+  run_pass(kiln_pass_simplify, g);
+  cr_expect_eq(count_op(g, KILN_OP_broadcast), 1);
+  cr_expect_eq(g->nodes[out_node(g, 0)->in[0]].op, KILN_OP_input);
+  kiln_ir_graph_destroy(g);
+}
+
+/* ------------------------------------------------------------------ cse / dce */
+Test(cse, merges_duplicate_chains_and_small_constants) {
+  kiln_graph *g = new_graph();
+  kiln_shape s = shp(1, 4, 0, 0);
+  int32_t x = kiln_ir_input(g, "x", KILN_F32, &s, NULL);
+  int32_t a = kiln_ir_binary(g, KILN_OP_mul, kiln_ir_unary(g, KILN_OP_exp, x, "e1"), kiln_ir_scalar(g, KILN_F32, 3, "c1"), "m1");
+  int32_t b = kiln_ir_binary(g, KILN_OP_mul, kiln_ir_unary(g, KILN_OP_exp, x, "e2"), kiln_ir_scalar(g, KILN_F32, 3, "c2"), "m2");
+  int32_t c = kiln_ir_binary(g, KILN_OP_mul, kiln_ir_unary(g, KILN_OP_exp, x, "e3"), kiln_ir_scalar(g, KILN_F32, 4, "c3"), "m3");
+  kiln_ir_add_output(g, kiln_ir_binary(g, KILN_OP_add, a, b, "s"), "o1");
+  kiln_ir_add_output(g, c, "o2");
+  run_pass(kiln_pass_cse, g);
+  cr_expect_eq(count_op(g, KILN_OP_exp), 1);
+  cr_expect_eq(count_op(g, KILN_OP_mul), 2, "x*3 merged, x*4 kept");
+  cr_expect_eq(count_op(g, KILN_OP_constant), 2);
+  const kiln_node *s_node = out_node(g, 0);
+  cr_expect_eq(s_node->in[0], s_node->in[1], "add(a, a) after merging");
+  kiln_ir_graph_destroy(g);
+}
+
+Test(cse, distinguishes_attributes) {
+  kiln_graph *g = new_graph();
+  kiln_shape s = shp(2, 3, 3, 0);
+  int32_t x = kiln_ir_input(g, "x", KILN_F32, &s, NULL);
+  int32_t p[2] = {1, 0}, ax0 = 0, ax1 = 1;
+  int32_t a = kiln_ir_reduce(g, KILN_OP_reduce_sum, x, 1, &ax0, 0, "r0");
+  int32_t b = kiln_ir_reduce(g, KILN_OP_reduce_sum, x, 1, &ax1, 0, "r1");
+  int32_t t = kiln_ir_permute(g, x, p, "t");
+  kiln_ir_add_output(g, kiln_ir_binary(g, KILN_OP_add, a, b, "s"), "o1");
+  kiln_ir_add_output(g, kiln_ir_binary(g, KILN_OP_add, t, x, "s2"), "o2");
+  run_pass(kiln_pass_cse, g);
+  cr_expect_eq(count_op(g, KILN_OP_reduce_sum), 2);
+  cr_expect_eq(count_op(g, KILN_OP_permute), 1);
+  kiln_ir_graph_destroy(g);
+}
+
+Test(dce, drops_unreachable_keeps_inputs) {
+  kiln_graph *g = new_graph();
+  kiln_shape s = shp(1, 4, 0, 0);
+  int32_t x = kiln_ir_input(g, "x", KILN_F32, &s, NULL);
+  kiln_ir_input(g, "unused", KILN_I32, &s, NULL);
+  kiln_ir_unary(g, KILN_OP_exp, x, "dead1");
+  kiln_ir_unary(g, KILN_OP_log, kiln_ir_scalar(g, KILN_F32, 2, "dead_c"), "dead2");
+  int32_t y = kiln_ir_unary(g, KILN_OP_neg, x, "y");
+  kiln_ir_add_output(g, y, "out");
+  run_pass(kiln_pass_dce, g);
+  cr_expect_eq(g->n_nodes, 3);
+  cr_expect_eq(g->n_inputs, 2);
+  cr_expect_eq(g->nodes[g->inputs[1].node].op, KILN_OP_input);
+  cr_expect_eq(g->nodes[g->inputs[1].node].index, 1);
+  cr_expect_eq(g->n_consts, 0, "the dead constant's store entry is released");
+  cr_expect_eq(out_node(g, 0)->op, KILN_OP_neg);
+  kiln_ir_graph_destroy(g);
+}
+
+/* ------------------------------------------------------------------ fold */
+Test(fold, replaces_constant_subgraph) {
+  kiln_graph *g = new_graph();
+  kiln_shape s6 = shp(1, 6, 0, 0), s23 = shp(2, 2, 3, 0);
+  float w[6] = {1, 2, 3, 4, 5, 6}, b[6] = {10, 20, 30, 40, 50, 60};
+  int32_t x = kiln_ir_input(g, "x", KILN_F32, &s23, NULL);
+  int32_t wr = kiln_ir_reshape(g, kiln_ir_constant(g, "w", KILN_F32, &s6, w), &s23, "wr");
+  int32_t br = kiln_ir_reshape(g, kiln_ir_constant(g, "b", KILN_F32, &s6, b), &s23, "br");
+  int32_t c = kiln_ir_binary(g, KILN_OP_add, wr, br, "wb");
+  int32_t perm[2] = {1, 0};
+  int32_t ct = kiln_ir_permute(g, kiln_ir_permute(g, c, perm, "t1"), perm, "t2");
+  kiln_ir_add_output(g, kiln_ir_binary(g, KILN_OP_mul, x, ct, "y"), "out");
+  run_pass(kiln_pass_fold, g);
+  cr_expect_eq(g->n_nodes, 3, "x, one folded constant, mul; got %d", g->n_nodes);
+  const kiln_node *y = out_node(g, 0);
+  const kiln_const *k = kiln_ir_const_of(g, y->in[1]);
+  cr_assert(k, "the mul's second operand is a constant");
+  cr_expect(kiln_shape_eq(&k->shape, &s23));
+  for (int i = 0; i < 6; i++) cr_expect_eq(((float *)k->data)[i], w[i] + b[i]);
+  cr_expect_eq(g->n_consts, 1, "the inputs of the fold are released");
+  kiln_ir_graph_destroy(g);
+}
+
+Test(fold, keeps_large_bias_broadcast_lazy) {
+  kiln_graph *g = new_graph();
+  kiln_shape sx = shp(3, 8, 64, 64), sb = shp(3, 8, 1, 1);
+  float bias[8] = {0};
+  int32_t x = kiln_ir_input(g, "x", KILN_F32, &sx, NULL);
+  int32_t b = kiln_ir_constant(g, "b", KILN_F32, &sb, bias);
+  kiln_ir_add_output(g, kiln_ir_binary(g, KILN_OP_add, x, b, "y"), "out");
+  run_pass(kiln_pass_fold, g);
+  cr_expect_eq(count_op(g, KILN_OP_broadcast), 1, "a 32K-element broadcast of 8 values stays an index map");
+  cr_expect_eq(g->consts[0].nbytes, 8 * sizeof(float));
+  kiln_ir_graph_destroy(g);
+}
+
+Test(fold, folds_broadcast_feeding_weights) {
+  /* BatchNorm-style: w * broadcast(scale) with both constant folds to one tensor */
+  kiln_graph *g = new_graph();
+  kiln_shape sw = shp(3, 16, 32, 9), ss = shp(3, 16, 1, 1);
+  static float w[16 * 32 * 9], sc[16];
+  for (int i = 0; i < 16 * 32 * 9; i++) w[i] = (float)i;
+  for (int i = 0; i < 16; i++) sc[i] = 2;
+  int32_t x = kiln_ir_input(g, "x", KILN_F32, &sw, NULL);
+  int32_t m = kiln_ir_binary(g, KILN_OP_mul, kiln_ir_constant(g, "w", KILN_F32, &sw, w),
+                             kiln_ir_constant(g, "s", KILN_F32, &ss, sc), "ws");
+  kiln_ir_add_output(g, kiln_ir_binary(g, KILN_OP_add, x, m, "y"), "out");
+  run_pass(kiln_pass_fold, g);
+  cr_expect_eq(count_op(g, KILN_OP_broadcast), 0);
+  cr_expect_eq(count_op(g, KILN_OP_mul), 0);
+  const kiln_const *k = kiln_ir_const_of(g, out_node(g, 0)->in[1]);
+  cr_assert(k);
+  cr_expect_eq(((float *)k->data)[100], 200.0f);
+  kiln_ir_graph_destroy(g);
+}
+
+Test(fold, leaves_out_of_range_gather_alone) {
+  kiln_graph *g = new_graph();
+  kiln_shape sd = shp(1, 4, 0, 0), si = shp(1, 1, 0, 0);
+  float data[4] = {1, 2, 3, 4};
+  int64_t idx[1] = {7};
+  int32_t x = kiln_ir_input(g, "x", KILN_F32, &si, NULL);
+  int32_t gth = kiln_ir_gather(g, kiln_ir_constant(g, "d", KILN_F32, &sd, data),
+                               kiln_ir_constant(g, "i", KILN_I64, &si, idx), 0, "g");
+  kiln_ir_add_output(g, kiln_ir_binary(g, KILN_OP_add, x, gth, "y"), "out");
+  run_pass(kiln_pass_fold, g);
+  cr_expect_eq(count_op(g, KILN_OP_gather), 1, "the interpreter refuses; compiled code clamps");
+  kiln_ir_graph_destroy(g);
+}
+
+/* ------------------------------------------------------------------ rewrite */
+Test(rewrite, replacement_appended_after_its_user_is_reordered) {
+  kiln_graph *g = new_graph();
+  kiln_shape s = shp(1, 4, 0, 0);
+  int32_t x = kiln_ir_input(g, "x", KILN_F32, &s, NULL);
+  int32_t a = kiln_ir_unary(g, KILN_OP_exp, x, "a");
+  int32_t b = kiln_ir_unary(g, KILN_OP_neg, a, "b");
+  kiln_ir_add_output(g, b, "out");
+  int32_t r = kiln_ir_unary(g, KILN_OP_log, x, "replacement"); /* appended after b */
+  int32_t repl[4] = {0, 1, 2, 3};
+  repl[a] = r;
+  kiln_diag d = {0};
+  bool changed = false;
+  ok(kiln_pass_rewrite(g, repl, 4, &changed, &d), &d);
+  cr_expect(changed);
+  check_valid(g);
+  cr_expect_eq(g->n_nodes, 3);
+  cr_expect_eq(g->nodes[1].op, KILN_OP_log);
+  cr_expect_eq(out_node(g, 0)->op, KILN_OP_neg);
+  cr_expect_eq(out_node(g, 0)->in[0], 1);
+  kiln_ir_graph_destroy(g);
+}
+
+/* ------------------------------------------------------------------ manager */
+static kiln_graph *small_graph(void) {
+  kiln_graph *g = new_graph();
+  kiln_shape s = shp(1, 4, 0, 0);
+  int32_t x = kiln_ir_input(g, "x", KILN_F32, &s, NULL);
+  int32_t y = kiln_ir_binary(g, KILN_OP_add, x, kiln_ir_scalar(g, KILN_F32, 0, "zero"), "add0");
+  kiln_ir_add_output(g, kiln_ir_unary(g, KILN_OP_exp, y, "e"), "out");
+  return g;
+}
+
+Test(manager, names_and_disable_errors) {
+  cr_expect_str_eq(kiln_pass_names[0], "verify");
+  int n = 0;
+  while (kiln_pass_names[n]) n++;
+  cr_expect_str_eq(kiln_pass_names[n - 1], "plan_memory");
+  const char *bad[] = {"verify", "lower", "simplify,plan_memory", "nosuchpass"};
+  for (int i = 0; i < 4; i++) {
+    kiln_graph *g = small_graph();
+    kiln_pipeline_options o = {.target = T, .disable = bad[i]};
+    kiln_diag d = {0};
+    kiln_kprogram *p = NULL;
+    cr_expect_eq(kiln_pass_pipeline(g, &o, &p, &d), KILN_ERR_INVALID_ARGUMENT, "disable=%s", bad[i]);
+    cr_expect_null(p);
+    cr_expect(strlen(d.msg) > 0);
+    kiln_ir_graph_destroy(g);
+  }
+}
+
+Test(manager, disable_and_print_after) {
+  kiln_graph *g = small_graph();
+  char *buf = NULL;
+  size_t len = 0;
+  FILE *f = open_memstream(&buf, &len);
+  kiln_pipeline_options o = {.target = T, .disable = "simplify", .print_after = "dce", .print_to = f,
+                             .verify_each = true};
+  kiln_diag d = {0};
+  kiln_kprogram *p = NULL;
+  ok(kiln_pass_pipeline(g, &o, &p, &d), &d);
+  fclose(f);
+  cr_expect_eq(count_op(g, KILN_OP_add), 1, "simplify was disabled");
+  cr_expect(strstr(buf, "add") != NULL, "printed graph: %s", buf);
+  cr_expect(strstr(buf, "after dce") != NULL);
+  cr_expect(strstr(buf, "after cse") == NULL);
+  free(buf);
+  kiln_ir_kprogram_destroy(p);
+  kiln_ir_graph_destroy(g);
+
+  g = small_graph();
+  buf = NULL;
+  f = open_memstream(&buf, &len);
+  kiln_pipeline_options o2 = {.target = T, .print_after = "all", .print_to = f};
+  memset(&d, 0, sizeof d);
+  ok(kiln_pass_pipeline(g, &o2, &p, &d), &d);
+  fclose(f);
+  cr_expect_eq(count_op(g, KILN_OP_add), 0);
+  for (int i = 0; kiln_pass_names[i]; i++) {
+    char want[64];
+    snprintf(want, sizeof want, "after %s", kiln_pass_names[i]);
+    cr_expect(strstr(buf, want) != NULL, "missing '%s'", want);
+  }
+  free(buf);
+  cr_expect_eq(p->n_kernels, 1);
+  kiln_ir_kprogram_destroy(p);
+  kiln_ir_graph_destroy(g);
+}
+
+static kiln_status break_graph(kiln_graph *g, const kiln_pass_target *t, kiln_diag *d) {
+  (void)t;
+  (void)d;
+  g->nodes[g->n_nodes - 1].shape.dims[0] = 99; /* exp's shape no longer matches */
+  return KILN_OK;
+}
+
+Test(manager, verify_pass_rejects_a_broken_graph) {
+  kiln_graph *g = small_graph();
+  kiln_diag d = {0};
+  break_graph(g, &T, &d);
+  cr_expect_neq(kiln_pass_verify(g, &T, &d), KILN_OK);
+  kiln_ir_graph_destroy(g);
+}

@@ -1,3 +1,0 @@
-/* placeholder so the module builds before its first source lands; delete when adding real files */
-typedef int kiln_placeholder_tools;
-int main(void) { return 0; }
