@@ -212,9 +212,14 @@ static void write_header(sbuf *b, const kiln_kprogram *p, const pname *names, co
                " *\n * Loaders that know no model in advance call kiln_aot_describe() (names, dtypes,\n"
                " * shapes and generic entry points).\n */\n",
             prefix, prefix);
-  sb_printf(b, "#ifndef %s_KILN_H\n#define %s_KILN_H\n\n#include <stdint.h>\n\n"
+  char guard[256];
+  size_t gl = 0;
+  for (const char *c = prefix; *c && gl < sizeof guard - 16; c++)
+    guard[gl++] = (*c >= 'a' && *c <= 'z') ? (char)(*c - 'a' + 'A') : *c;
+  snprintf(guard + gl, sizeof guard - gl, "_KILN_H");
+  sb_printf(b, "#ifndef %s\n#define %s\n\n#include <stdint.h>\n\n"
                "#ifdef __cplusplus\nextern \"C\" {\n#endif\n\n",
-            prefix, prefix);
+            guard, guard);
   sb_printf(b, "typedef struct %s %s;\n", prefix, prefix);
   sb_printf(b, "typedef struct %s_options {\n  int threads; /* worker threads; <= 0: all CPUs */\n} %s_options;\n\n", prefix, prefix);
   sb_printf(b, "/* Allocates the model (scratch memory, thread pool). opt may be NULL. */\n");

@@ -11,8 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Rows of a chunk handed to one worker hold at least this many output elements, so a
- * parallel chunk amortizes the pool's dispatch cost. */
+/* A chunk handed to one worker holds at least this many output elements (times the
+ * reduction work of each), so a parallel chunk amortizes the pool's dispatch cost. */
 #define KILN_LLVM_GRAIN_ELEMS 16384
 
 /* How a dtype computes: floats (f16/bf16 in f32), signed ints, unsigned ints (u8), bool
@@ -28,7 +28,6 @@ typedef struct render {
   LLVMTypeRef t_void, t_i1, t_i8, t_i16, t_i32, t_i64, t_half, t_f32, t_f64, t_ptr;
   /* per LOOP kernel */
   const kiln_kernel *k;
-  int32_t kidx;
   LLVMValueRef fn;
   LLVMBasicBlockRef entry_bb;
   LLVMValueRef *var;      /* current value of each loop variable (NULL outside its loop) */
@@ -107,6 +106,11 @@ static LLVMValueRef libm1(render *r, const char *f64name, LLVMValueRef x) {
   snprintf(name, sizeof name, "%s%s", f64name, t == r->t_f32 ? "f" : "");
   LLVMTypeRef fty = LLVMFunctionType(t, &t, 1, 0);
   return LLVMBuildCall2(r->b, fty, declare_fn(r, name, fty), &x, 1, "");
+}
+
+static void fn_attr(render *r, LLVMValueRef fn, const char *name) {
+  unsigned kind = LLVMGetEnumAttributeKindForName(name, strlen(name));
+  LLVMAddAttributeAtIndex(fn, LLVMAttributeFunctionIndex, LLVMCreateEnumAttribute(r->ctx, kind, 0));
 }
 
 /* ------------------------------------------------------------------ conversions */
@@ -586,6 +590,18 @@ static kiln_status check_kernel(render *r, const kiln_kernel *k, int32_t ki) {
     for (int j = 0; j < n_ops; j++)
       if (x->a[j] < 0 || x->a[j] >= i)
         return kiln_diag_set(r->d, KILN_ERR_INTERNAL, "kernel %s: kx %d operand %d (%d) is not an earlier kx", kn, i, j, x->a[j]);
+    /* Operand dtypes the op table relies on (LLVM would reject the IR less clearly). */
+    const kiln_kx *kx = k->kx;
+    bool bad = false;
+    if (x->kind == KILN_KX_LOAD)
+      bad = !kiln_dtype_is_int(kx[x->a[0]].dtype) || (n_ops == 2 && kx[x->a[1]].dtype != KILN_BOOL);
+    else if (x->kind == KILN_KX_ALU && x->op == KILN_OP_select)
+      bad = kx[x->a[0]].dtype != KILN_BOOL || kx[x->a[1]].dtype != kx[x->a[2]].dtype;
+    else if (x->kind == KILN_KX_ALU && n_ops == 2)
+      bad = kx[x->a[0]].dtype != kx[x->a[1]].dtype;
+    if (bad)
+      return kiln_diag_set(r->d, KILN_ERR_INTERNAL, "kernel %s: kx %d (%s): operand dtypes do not fit", kn, i,
+                           x->kind == KILN_KX_LOAD ? "load" : kiln_op_name(x->op));
   }
   return KILN_OK;
 }
@@ -600,8 +616,10 @@ static LLVMValueRef emit_loop_kernel(render *r, int32_t ki) {
   LLVMTypeRef params[3] = {r->t_ptr, r->t_i64, r->t_i64};
   r->fn = LLVMAddFunction(r->mod, name, LLVMFunctionType(r->t_void, params, 3, 0));
   LLVMSetLinkage(r->fn, LLVMInternalLinkage);
+  /* noinline: the entry calls each kernel from two places (pool / no pool); one body. */
+  fn_attr(r, r->fn, "noinline");
+  fn_attr(r, r->fn, "nounwind");
   r->k = k;
-  r->kidx = ki;
   r->depth = 0;
   size_t nb = (size_t)r->p->n_buffers, nk = (size_t)k->n_kx, nv = (size_t)k->n_vars;
   r->var = kiln_ir_malloc(al, sizeof(LLVMValueRef) * (nv + 1));
@@ -712,7 +730,11 @@ static kiln_status emit_entry(render *r, const char *entry_name, bool hidden, LL
       if (numel <= 0) continue;
       int64_t last = k->out.rank > 0 ? k->out.dims[k->out.rank - 1] : 1;
       int64_t n_rows = numel / last;
-      int64_t grain = (KILN_LLVM_GRAIN_ELEMS + last - 1) / last;
+      /* Work per row: its elements times the reduction loops each element runs. */
+      int64_t row_work = last;
+      for (int32_t v = k->out.rank; v < k->n_vars && row_work < KILN_LLVM_GRAIN_ELEMS; v++)
+        row_work *= k->extent[v] > 1 ? k->extent[v] : 1;
+      int64_t grain = (KILN_LLVM_GRAIN_ELEMS + row_work - 1) / row_work;
       /* No pool: run the whole range on the caller (rt.h allows a NULL pool). */
       LLVMBasicBlockRef serial = LLVMAppendBasicBlockInContext(r->ctx, fn, "serial");
       LLVMBasicBlockRef par = LLVMAppendBasicBlockInContext(r->ctx, fn, "parallel");

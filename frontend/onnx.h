@@ -17,6 +17,11 @@ typedef struct kiln_fe_options {
   const kiln_load_options *load;  /* symbol bindings; may be NULL */
   kiln_fe_fold_fn fold;           /* required */
   void *fold_user;
+  /* Graph inputs to import as constants instead, matched by name (e.g. the shape and axes
+   * inputs of the ONNX backend tests, read with kiln_fe_load_tensor_pb); may be NULL. The
+   * data is copied. */
+  int32_t n_frozen;
+  const kiln_const *frozen;
 } kiln_fe_options;
 
 /* Loads an ONNX model. Errors name the file, and the node and op where they arise; an

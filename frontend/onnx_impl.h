@@ -112,6 +112,14 @@ FE_DECLARE(fe_import_tile)
 FE_DECLARE(fe_import_pad)
 FE_DECLARE(fe_import_depth_to_space)
 FE_DECLARE(fe_import_space_to_depth)
+/* onnx_ops_misc.c */
+FE_DECLARE(fe_import_trilu)
+FE_DECLARE(fe_import_eye_like)
+FE_DECLARE(fe_import_one_hot)
+FE_DECLARE(fe_import_hardmax)
+FE_DECLARE(fe_import_shrink)
+FE_DECLARE(fe_import_lp_norm)
+FE_DECLARE(fe_import_rms_norm)
 #undef FE_DECLARE
 
 /* ------------------------------------------------------------------ onnx_util.c */

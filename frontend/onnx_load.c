@@ -163,14 +163,23 @@ static kiln_status bind_dim(fe_ctx *c, const char *input, int d, const char *par
 
 static kiln_status import_input(fe_ctx *c, const Onnx__ValueInfoProto *vi) {
   const char *nm = vi->name ? vi->name : "";
+  for (int32_t i = 0; c->o && i < c->o->n_frozen; i++) {
+    const kiln_const *k = &c->o->frozen[i];
+    if (!k->name || strcmp(k->name, nm)) continue;
+    int32_t v = kiln_ir_constant(c->g, nm, k->dtype, &k->shape, k->data);
+    if (v < 0) return kiln_diag_set(c->d, c->g->diag.status, "%s: %s", c->file, c->g->diag.msg);
+    if (!map_put(&c->values, nm, v))
+      return kiln_diag_set(c->d, KILN_ERR_OUT_OF_MEMORY, "%s: out of memory", c->file);
+    return KILN_OK;
+  }
   const Onnx__TypeProto *tp = vi->type;
   if (!tp || tp->value_case != ONNX__TYPE_PROTO__VALUE_TENSOR_TYPE || !tp->tensor_type)
     return kiln_diag_set(c->d, KILN_ERR_UNSUPPORTED, "%s: input '%s' is not a tensor", c->file, nm);
   const Onnx__TypeProto__Tensor *tt = tp->tensor_type;
   kiln_dtype dt;
   if (!tt->has_elem_type || !fe_dtype(tt->elem_type, &dt))
-    return kiln_diag_set(c->d, KILN_ERR_UNSUPPORTED, "%s: input '%s' has unsupported dtype %s",
-                         c->file, nm, fe_onnx_type_name(tt->elem_type));
+    return kiln_diag_set(c->d, KILN_ERR_UNSUPPORTED, "%s: input '%s' has unsupported dtype %s (%d)",
+                         c->file, nm, fe_onnx_type_name(tt->elem_type), (int)tt->elem_type);
   if (!tt->shape)
     return kiln_diag_set(c->d, KILN_ERR_UNSUPPORTED,
                          "%s: input '%s' has no shape (Kiln needs static or symbolic dims)",

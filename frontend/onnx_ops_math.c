@@ -59,13 +59,13 @@ kiln_status fe_import_unary(fe_ctx *c, fe_node *n) {
 static int32_t legacy_broadcast(fe_ctx *c, fe_node *n, int32_t a, int32_t b) {
   if (c->opset >= 7 || a < 0 || b < 0 || !fe_attr_int(n, "broadcast", 0) || !fe_attr(n, "axis"))
     return b;
-  const kiln_shape *sa = &G->nodes[a].shape, *sb = &G->nodes[b].shape;
+  const kiln_shape sa = G->nodes[a].shape, sb = G->nodes[b].shape;
   int64_t axis = fe_attr_int(n, "axis", 0);
-  if (axis < 0) axis += sa->rank;
-  if (axis < 0 || axis + sb->rank > sa->rank) return b; /* the builder reports the mismatch */
-  kiln_shape s = {.rank = sa->rank};
+  if (axis < 0) axis += sa.rank;
+  if (axis < 0 || axis + sb.rank > sa.rank) return b; /* the builder reports the mismatch */
+  kiln_shape s = {.rank = sa.rank};
   for (int i = 0; i < s.rank; i++) s.dims[i] = 1;
-  for (int i = 0; i < sb->rank; i++) s.dims[axis + i] = sb->dims[i];
+  for (int i = 0; i < sb.rank; i++) s.dims[axis + i] = sb.dims[i];
   return kiln_ir_reshape(G, b, &s, NM);
 }
 
@@ -335,8 +335,10 @@ kiln_status fe_import_dropout(fe_ctx *c, fe_node *n) {
     if (training != 0) return fe_fail(c, n, KILN_ERR_UNSUPPORTED, "training_mode=true is not supported");
   }
   n->out[0] = x;
-  if (n->n_out > 1)
-    n->out[1] = kiln_ir_broadcast(G, kiln_ir_scalar(G, KILN_BOOL, 1, NM), &G->nodes[x].shape, NM);
+  if (n->n_out > 1) {
+    kiln_shape xs = G->nodes[x].shape;
+    n->out[1] = kiln_ir_broadcast(G, kiln_ir_scalar(G, KILN_BOOL, 1, NM), &xs, NM);
+  }
   return KILN_OK;
 }
 
@@ -355,23 +357,23 @@ kiln_status fe_import_softmax(fe_ctx *c, fe_node *n) {
   if (st != KILN_OK) return st;
   int32_t x = n->in[0], axis;
   bool log_sm = !strcmp(OP, "LogSoftmax");
-  const kiln_shape *s = &G->nodes[x].shape;
+  const kiln_shape s = G->nodes[x].shape;
   if (c->opset >= 13) {
-    if ((st = fe_axis(c, n, fe_attr_int(n, "axis", -1), s->rank, &axis)) != KILN_OK) return st;
+    if ((st = fe_axis(c, n, fe_attr_int(n, "axis", -1), s.rank, &axis)) != KILN_OK) return st;
     n->out[0] = softmax_axis(c, n, x, axis, log_sm);
     return KILN_OK;
   }
   /* Before opset 13 the input is viewed as 2-D [prod(dims[:axis]), prod(dims[axis:])]. */
-  if (s->rank == 0) return fe_fail(c, n, KILN_ERR_SHAPE, "input must have rank >= 1");
+  if (s.rank == 0) return fe_fail(c, n, KILN_ERR_SHAPE, "input must have rank >= 1");
   int64_t a = fe_attr_int(n, "axis", 1);
-  if (a < 0) a += s->rank;
-  if (a < 0 || a > s->rank) /* axis == rank is allowed: one row per element */
+  if (a < 0) a += s.rank;
+  if (a < 0 || a > s.rank) /* axis == rank is allowed: one row per element */
     return fe_fail(c, n, KILN_ERR_SHAPE, "axis %lld is out of range for rank %d",
-                   (long long)fe_attr_int(n, "axis", 1), s->rank);
+                   (long long)fe_attr_int(n, "axis", 1), s.rank);
   axis = (int32_t)a;
   kiln_shape flat = {.rank = 2, .dims = {1, 1}};
-  for (int i = 0; i < s->rank; i++) flat.dims[i < axis ? 0 : 1] *= s->dims[i];
-  kiln_shape orig = *s;
+  for (int i = 0; i < s.rank; i++) flat.dims[i < axis ? 0 : 1] *= s.dims[i];
+  kiln_shape orig = s;
   int32_t y = softmax_axis(c, n, kiln_ir_reshape(G, x, &flat, NM), 1, log_sm);
   n->out[0] = kiln_ir_reshape(G, y, &orig, NM);
   return KILN_OK;

@@ -86,12 +86,12 @@ kiln_status fe_import_conv(fe_ctx *c, fe_node *n) {
   kiln_status st = need_inputs(c, n, 2);
   if (st != KILN_OK) return st;
   int32_t x = n->in[0], w = n->in[1];
-  const kiln_shape *xs = &G->nodes[x].shape, *ws = &G->nodes[w].shape;
-  int k = xs->rank - 2;
-  if (k < 1 || ws->rank != xs->rank)
+  const kiln_shape xs = G->nodes[x].shape, ws = G->nodes[w].shape;
+  int k = xs.rank - 2;
+  if (k < 1 || ws.rank != xs.rank)
     return fe_fail(c, n, KILN_ERR_SHAPE, "X must be [N, C, spatial...] and W of the same rank");
   int64_t strides[KILN_MAX_RANK], dil[KILN_MAX_RANK], lo[KILN_MAX_RANK], hi[KILN_MAX_RANK];
-  if ((st = window_attrs(c, n, k, xs->dims + 2, ws->dims + 2, strides, dil, lo, hi)) != KILN_OK)
+  if ((st = window_attrs(c, n, k, xs.dims + 2, ws.dims + 2, strides, dil, lo, hi)) != KILN_OK)
     return st;
   int64_t group = fe_attr_int(n, "group", 1);
   int32_t y = kiln_ir_conv(G, x, w, strides, dil, lo, hi, (int32_t)group, NM);
@@ -141,14 +141,14 @@ kiln_status fe_import_pool(fe_ctx *c, fe_node *n) {
   kiln_status st = need_inputs(c, n, 1);
   if (st != KILN_OK) return st;
   int32_t x = n->in[0];
-  const kiln_shape *xs = &G->nodes[x].shape;
-  int k = xs->rank - 2;
+  const kiln_shape xs = G->nodes[x].shape;
+  int k = xs.rank - 2;
   if (k < 1) return fe_fail(c, n, KILN_ERR_SHAPE, "X must be [N, C, spatial...]");
   int64_t w[KILN_MAX_RANK];
   if (fe_attr_ints(c, n, "kernel_shape", w, k, &st) != k)
     return st != KILN_OK ? st : fe_fail(c, n, KILN_ERR_SHAPE, "kernel_shape needs %d entries", k);
   int64_t strides[KILN_MAX_RANK], dil[KILN_MAX_RANK], lo[KILN_MAX_RANK], hi[KILN_MAX_RANK];
-  const int64_t *in = xs->dims + 2;
+  const int64_t *in = xs.dims + 2;
   if ((st = window_attrs(c, n, k, in, w, strides, dil, lo, hi)) != KILN_OK) return st;
   bool is_max = !strcmp(OP, "MaxPool");
   int cip = (int)fe_attr_int(n, "count_include_pad", 0);

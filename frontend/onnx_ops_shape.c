@@ -46,14 +46,14 @@ static kiln_status ints_attr_or_input(fe_ctx *c, fe_node *n, bool from_input, co
 kiln_status fe_import_shape(fe_ctx *c, fe_node *n) {
   kiln_status st = need_inputs(c, n, 1);
   if (st != KILN_OK) return st;
-  const kiln_shape *s = shape_of(c, n->in[0]);
-  int64_t r = s->rank, start = fe_attr_int(n, "start", 0), end = fe_attr_int(n, "end", r);
+  const kiln_shape s = *shape_of(c, n->in[0]);
+  int64_t r = s.rank, start = fe_attr_int(n, "start", 0), end = fe_attr_int(n, "end", r);
   if (start < 0) start += r;
   if (end < 0) end += r;
   start = start < 0 ? 0 : start > r ? r : start;
   end = end < 0 ? 0 : end > r ? r : end;
   if (end < start) end = start;
-  n->out[0] = i64_list(c, n, end - start, s->dims + start);
+  n->out[0] = i64_list(c, n, end - start, s.dims + start);
   return KILN_OK;
 }
 
@@ -170,7 +170,7 @@ kiln_status fe_import_reshape(fe_ctx *c, fe_node *n) {
   kiln_status st = need_inputs(c, n, 1);
   if (st != KILN_OK) return st;
   int32_t x = n->in[0];
-  const kiln_shape *in = shape_of(c, x);
+  const kiln_shape in = *shape_of(c, x);
   int64_t want[KILN_MAX_RANK];
   int cnt;
   if ((st = ints_attr_or_input(c, n, c->opset >= 5, "shape", 1, want, KILN_MAX_RANK, &cnt)) != KILN_OK)
@@ -183,8 +183,8 @@ kiln_status fe_import_reshape(fe_ctx *c, fe_node *n) {
   for (int i = 0; i < cnt; i++) {
     int64_t v = want[i];
     if (v == 0 && !allowzero) {
-      if (i >= in->rank) return fe_fail(c, n, KILN_ERR_SHAPE, "dim %d is 0 (copy) past the input rank", i);
-      v = in->dims[i];
+      if (i >= in.rank) return fe_fail(c, n, KILN_ERR_SHAPE, "dim %d is 0 (copy) past the input rank", i);
+      v = in.dims[i];
     }
     if (v == -1) {
       if (infer >= 0) return fe_fail(c, n, KILN_ERR_SHAPE, "more than one -1 in the shape");
@@ -195,7 +195,7 @@ kiln_status fe_import_reshape(fe_ctx *c, fe_node *n) {
     out.dims[i] = v;
     known *= v;
   }
-  int64_t numel = kiln_shape_numel(in);
+  int64_t numel = kiln_shape_numel(&in);
   if (infer >= 0) {
     if (known == 0 || numel % known)
       return fe_fail(c, n, KILN_ERR_SHAPE, "cannot infer the -1 dim: %lld elements into %lld",
@@ -209,13 +209,13 @@ kiln_status fe_import_reshape(fe_ctx *c, fe_node *n) {
 kiln_status fe_import_flatten(fe_ctx *c, fe_node *n) {
   kiln_status st = need_inputs(c, n, 1);
   if (st != KILN_OK) return st;
-  const kiln_shape *in = shape_of(c, n->in[0]);
+  const kiln_shape in = *shape_of(c, n->in[0]);
   int64_t axis = fe_attr_int(n, "axis", 1);
-  if (axis < 0) axis += in->rank;
-  if (axis < 0 || axis > in->rank)
+  if (axis < 0) axis += in.rank;
+  if (axis < 0 || axis > in.rank)
     return fe_fail(c, n, KILN_ERR_SHAPE, "axis %lld is out of range", (long long)fe_attr_int(n, "axis", 1));
   kiln_shape out = {.rank = 2, .dims = {1, 1}};
-  for (int i = 0; i < in->rank; i++) out.dims[i < axis ? 0 : 1] *= in->dims[i];
+  for (int i = 0; i < in.rank; i++) out.dims[i < axis ? 0 : 1] *= in.dims[i];
   n->out[0] = kiln_ir_reshape(G, n->in[0], &out, NM);
   return KILN_OK;
 }
@@ -241,7 +241,7 @@ kiln_status fe_import_transpose(fe_ctx *c, fe_node *n) {
 kiln_status fe_import_squeeze(fe_ctx *c, fe_node *n) {
   kiln_status st = need_inputs(c, n, 1);
   if (st != KILN_OK) return st;
-  const kiln_shape *in = shape_of(c, n->in[0]);
+  const kiln_shape in = *shape_of(c, n->in[0]);
   int64_t ax[KILN_MAX_RANK];
   int cnt;
   if ((st = ints_attr_or_input(c, n, c->opset >= 13, "axes", 1, ax, KILN_MAX_RANK, &cnt)) != KILN_OK)
@@ -249,16 +249,16 @@ kiln_status fe_import_squeeze(fe_ctx *c, fe_node *n) {
   bool drop[KILN_MAX_RANK] = {0};
   for (int i = 0; i < cnt; i++) {
     int32_t a;
-    if ((st = fe_axis(c, n, ax[i], in->rank, &a)) != KILN_OK) return st;
-    if (in->dims[a] != 1)
-      return fe_fail(c, n, KILN_ERR_SHAPE, "cannot squeeze axis %d of size %lld", a, (long long)in->dims[a]);
+    if ((st = fe_axis(c, n, ax[i], in.rank, &a)) != KILN_OK) return st;
+    if (in.dims[a] != 1)
+      return fe_fail(c, n, KILN_ERR_SHAPE, "cannot squeeze axis %d of size %lld", a, (long long)in.dims[a]);
     drop[a] = true;
   }
   if (cnt <= 0) /* no axes: every size-1 dim */
-    for (int i = 0; i < in->rank; i++) drop[i] = in->dims[i] == 1;
+    for (int i = 0; i < in.rank; i++) drop[i] = in.dims[i] == 1;
   kiln_shape out = {.rank = 0};
-  for (int i = 0; i < in->rank; i++)
-    if (!drop[i]) out.dims[out.rank++] = in->dims[i];
+  for (int i = 0; i < in.rank; i++)
+    if (!drop[i]) out.dims[out.rank++] = in.dims[i];
   n->out[0] = kiln_ir_reshape(G, n->in[0], &out, NM);
   return KILN_OK;
 }
@@ -266,13 +266,13 @@ kiln_status fe_import_squeeze(fe_ctx *c, fe_node *n) {
 kiln_status fe_import_unsqueeze(fe_ctx *c, fe_node *n) {
   kiln_status st = need_inputs(c, n, 1);
   if (st != KILN_OK) return st;
-  const kiln_shape *in = shape_of(c, n->in[0]);
+  const kiln_shape in = *shape_of(c, n->in[0]);
   int64_t ax[KILN_MAX_RANK];
   int cnt;
   if ((st = ints_attr_or_input(c, n, c->opset >= 13, "axes", 1, ax, KILN_MAX_RANK, &cnt)) != KILN_OK)
     return st;
   if (cnt < 0) return fe_fail(c, n, KILN_ERR_PARSE, "axes are missing");
-  int32_t rank = in->rank + cnt;
+  int32_t rank = in.rank + cnt;
   if (rank > KILN_MAX_RANK)
     return fe_fail(c, n, KILN_ERR_UNSUPPORTED, "result rank %d exceeds %d", rank, KILN_MAX_RANK);
   bool add[KILN_MAX_RANK] = {0};
@@ -283,7 +283,7 @@ kiln_status fe_import_unsqueeze(fe_ctx *c, fe_node *n) {
     add[a] = true;
   }
   kiln_shape out = {.rank = rank};
-  for (int i = 0, j = 0; i < rank; i++) out.dims[i] = add[i] ? 1 : in->dims[j++];
+  for (int i = 0, j = 0; i < rank; i++) out.dims[i] = add[i] ? 1 : in.dims[j++];
   n->out[0] = kiln_ir_reshape(G, n->in[0], &out, NM);
   return KILN_OK;
 }
@@ -291,11 +291,11 @@ kiln_status fe_import_unsqueeze(fe_ctx *c, fe_node *n) {
 kiln_status fe_import_depth_to_space(fe_ctx *c, fe_node *n) {
   kiln_status st = need_inputs(c, n, 1);
   if (st != KILN_OK) return st;
-  const kiln_shape *in = shape_of(c, n->in[0]);
+  const kiln_shape in = *shape_of(c, n->in[0]);
   int64_t b = fe_attr_int(n, "blocksize", 0);
-  if (in->rank != 4 || b < 1 || in->dims[1] % (b * b))
+  if (in.rank != 4 || b < 1 || in.dims[1] % (b * b))
     return fe_fail(c, n, KILN_ERR_SHAPE, "needs a [N, C, H, W] input with C divisible by blocksize^2");
-  int64_t N = in->dims[0], C = in->dims[1] / (b * b), H = in->dims[2], W = in->dims[3];
+  int64_t N = in.dims[0], C = in.dims[1] / (b * b), H = in.dims[2], W = in.dims[3];
   bool crd = !strcmp(fe_attr_str(c, n, "mode", "DCR"), "CRD");
   kiln_shape s6 = crd ? (kiln_shape){6, {N, C, b, b, H, W}} : (kiln_shape){6, {N, b, b, C, H, W}};
   static const int32_t dcr[6] = {0, 3, 4, 1, 5, 2}, crdp[6] = {0, 1, 4, 2, 5, 3};
@@ -309,11 +309,11 @@ kiln_status fe_import_depth_to_space(fe_ctx *c, fe_node *n) {
 kiln_status fe_import_space_to_depth(fe_ctx *c, fe_node *n) {
   kiln_status st = need_inputs(c, n, 1);
   if (st != KILN_OK) return st;
-  const kiln_shape *in = shape_of(c, n->in[0]);
+  const kiln_shape in = *shape_of(c, n->in[0]);
   int64_t b = fe_attr_int(n, "blocksize", 0);
-  if (in->rank != 4 || b < 1 || in->dims[2] % b || in->dims[3] % b)
+  if (in.rank != 4 || b < 1 || in.dims[2] % b || in.dims[3] % b)
     return fe_fail(c, n, KILN_ERR_SHAPE, "needs a [N, C, H, W] input with H, W divisible by blocksize");
-  int64_t N = in->dims[0], C = in->dims[1], H = in->dims[2] / b, W = in->dims[3] / b;
+  int64_t N = in.dims[0], C = in.dims[1], H = in.dims[2] / b, W = in.dims[3] / b;
   kiln_shape s6 = {6, {N, C, H, b, W, b}}, out = {4, {N, C * b * b, H, W}};
   static const int32_t perm[6] = {0, 3, 5, 1, 2, 4};
   int32_t y = kiln_ir_reshape(G, n->in[0], &s6, NM);
@@ -335,9 +335,9 @@ kiln_status fe_import_concat(fe_ctx *c, fe_node *n) {
 
 /* x[start : start + count] along axis (step 1). */
 static int32_t slice_axis(fe_ctx *c, fe_node *n, int32_t x, int32_t axis, int64_t start, int64_t count) {
-  const kiln_shape *s = shape_of(c, x);
+  const kiln_shape s = *shape_of(c, x);
   int64_t starts[KILN_MAX_RANK] = {0}, steps[KILN_MAX_RANK], counts[KILN_MAX_RANK];
-  for (int i = 0; i < s->rank; i++) steps[i] = 1, counts[i] = s->dims[i];
+  for (int i = 0; i < s.rank; i++) steps[i] = 1, counts[i] = s.dims[i];
   starts[axis] = count > 0 ? start : 0;
   counts[axis] = count;
   return kiln_ir_slice(G, x, starts, steps, counts, NM);
@@ -347,13 +347,13 @@ kiln_status fe_import_split(fe_ctx *c, fe_node *n) {
   kiln_status st = need_inputs(c, n, 1);
   if (st != KILN_OK) return st;
   int32_t x = n->in[0], axis;
-  const kiln_shape *s = shape_of(c, x);
-  if ((st = fe_axis(c, n, fe_attr_int(n, "axis", 0), s->rank, &axis)) != KILN_OK) return st;
+  const kiln_shape s = *shape_of(c, x);
+  if ((st = fe_axis(c, n, fe_attr_int(n, "axis", 0), s.rank, &axis)) != KILN_OK) return st;
   int64_t sizes[64];
   int cnt;
   if ((st = ints_attr_or_input(c, n, c->opset >= 13, "split", 1, sizes, 64, &cnt)) != KILN_OK)
     return st;
-  int64_t dim = s->dims[axis];
+  int64_t dim = s.dims[axis];
   if (cnt < 0) {
     /* Equal parts (the last may be smaller when num_outputs does not divide the dim). */
     int64_t parts = fe_attr_int(n, "num_outputs", n->n_out);
@@ -382,7 +382,7 @@ kiln_status fe_import_slice(fe_ctx *c, fe_node *n) {
   kiln_status st = need_inputs(c, n, 1);
   if (st != KILN_OK) return st;
   int32_t x = n->in[0];
-  const kiln_shape *s = shape_of(c, x);
+  const kiln_shape s = *shape_of(c, x);
   int64_t sv[KILN_MAX_RANK], ev[KILN_MAX_RANK], av[KILN_MAX_RANK], stv[KILN_MAX_RANK];
   int ns, ne, na, nst = -1;
   bool inputs = c->opset >= 10;
@@ -396,13 +396,13 @@ kiln_status fe_import_slice(fe_ctx *c, fe_node *n) {
     return fe_fail(c, n, KILN_ERR_SHAPE, "starts, ends, axes and steps must have equal lengths");
   int64_t starts[KILN_MAX_RANK], steps[KILN_MAX_RANK], counts[KILN_MAX_RANK];
   bool seen[KILN_MAX_RANK] = {0};
-  for (int i = 0; i < s->rank; i++) starts[i] = 0, steps[i] = 1, counts[i] = s->dims[i];
+  for (int i = 0; i < s.rank; i++) starts[i] = 0, steps[i] = 1, counts[i] = s.dims[i];
   for (int i = 0; i < ns; i++) {
     int32_t a;
-    if ((st = fe_axis(c, n, na >= 0 ? av[i] : i, s->rank, &a)) != KILN_OK) return st;
+    if ((st = fe_axis(c, n, na >= 0 ? av[i] : i, s.rank, &a)) != KILN_OK) return st;
     if (seen[a]) return fe_fail(c, n, KILN_ERR_SHAPE, "axis %d is repeated", a);
     seen[a] = true;
-    int64_t d = s->dims[a], step = nst >= 0 ? stv[i] : 1, b = sv[i], e = ev[i], cnt;
+    int64_t d = s.dims[a], step = nst >= 0 ? stv[i] : 1, b = sv[i], e = ev[i], cnt;
     if (step == 0) return fe_fail(c, n, KILN_ERR_SHAPE, "step 0 on axis %d", a);
     /* Steps beyond the dim select at most one element: clamping them avoids overflow. */
     step = clamp64(step, -d - 1, d + 1);
@@ -468,17 +468,17 @@ kiln_status fe_import_expand(fe_ctx *c, fe_node *n) {
   int32_t x = n->in[0];
   kiln_shape want, out;
   if ((st = shape_input(c, n, 1, &want)) != KILN_OK) return st;
-  const kiln_shape *in = shape_of(c, x);
+  const kiln_shape in = *shape_of(c, x);
   /* Bidirectional: the result is the numpy broadcast of both shapes. */
-  out.rank = in->rank > want.rank ? in->rank : want.rank;
+  out.rank = in.rank > want.rank ? in.rank : want.rank;
   for (int i = 0; i < out.rank; i++) {
-    int ia = i - (out.rank - in->rank), ib = i - (out.rank - want.rank);
-    int64_t a = ia >= 0 ? in->dims[ia] : 1, b = ib >= 0 ? want.dims[ib] : 1;
+    int ia = i - (out.rank - in.rank), ib = i - (out.rank - want.rank);
+    int64_t a = ia >= 0 ? in.dims[ia] : 1, b = ib >= 0 ? want.dims[ib] : 1;
     if (a != b && a != 1 && b != 1)
       return fe_fail(c, n, KILN_ERR_SHAPE, "cannot expand dim %lld to %lld", (long long)a, (long long)b);
     out.dims[i] = a == 1 ? b : a;
   }
-  n->out[0] = kiln_shape_eq(&out, in) ? x : kiln_ir_broadcast(G, x, &out, NM);
+  n->out[0] = kiln_shape_eq(&out, &in) ? x : kiln_ir_broadcast(G, x, &out, NM);
   return KILN_OK;
 }
 

@@ -69,6 +69,11 @@ static const fe_importer importers[] = {
     {"Pad", fe_import_pad},
     {"DepthToSpace", fe_import_depth_to_space},
     {"SpaceToDepth", fe_import_space_to_depth},
+    /* masks and the rest (onnx_ops_misc.c) */
+    {"Trilu", fe_import_trilu},      {"EyeLike", fe_import_eye_like},
+    {"OneHot", fe_import_one_hot},   {"Hardmax", fe_import_hardmax},
+    {"Shrink", fe_import_shrink},    {"LpNormalization", fe_import_lp_norm},
+    {"RMSNormalization", fe_import_rms_norm},
 };
 
 fe_import_fn fe_find_importer(const char *op_type) {

@@ -48,9 +48,10 @@ const char *fe_onnx_type_name(int32_t t) {
 
 /* Reads the external data of t (nbytes at its offset) into buf. The location must be a
  * relative path that stays inside model_dir, also after resolving symlinks. */
-static kiln_status read_external(const Onnx__TensorProto *t, const char *model_dir,
-                                 const char *file, const char *what, void *buf, size_t nbytes,
-                                 kiln_diag *d) {
+static kiln_status read_external(const kiln_allocator *a, const Onnx__TensorProto *t,
+                                 const char *model_dir, const char *file, const char *what,
+                                 void **out, size_t nbytes, kiln_diag *d) {
+  void *buf = NULL;
   const char *loc = NULL;
   int64_t offset = 0, length = -1;
   for (size_t i = 0; i < t->n_external_data; i++) {
@@ -121,6 +122,9 @@ static kiln_status read_external(const Onnx__TensorProto *t, const char *model_d
                        "%s: %s: external data '%s' is %lld bytes, too short for %zu bytes at "
                        "offset %lld", file, what, joined, (long long)stt.st_size, nbytes,
                        (long long)offset);
+  } else if (!(buf = kiln_ir_malloc(a, nbytes ? nbytes : 1))) {
+    st = kiln_diag_set(d, KILN_ERR_OUT_OF_MEMORY, "%s: %s: out of memory (%zu bytes)", file, what,
+                       nbytes);
   } else {
     size_t done = 0;
     while (done < nbytes) {
@@ -135,22 +139,23 @@ static kiln_status read_external(const Onnx__TensorProto *t, const char *model_d
     }
   }
   close(fd);
+  if (st != KILN_OK) kiln_ir_free(a, buf);
+  else *out = buf;
   return st;
 }
 
 /* Copies a typed repeated field into buf, narrowing to dt. */
-static kiln_status copy_typed(const Onnx__TensorProto *t, kiln_dtype dt, int64_t numel, void *buf,
-                              const char *file, const char *what, kiln_diag *d) {
-  size_t have = 0;
+static size_t typed_count(const Onnx__TensorProto *t, kiln_dtype dt) {
   switch (dt) {
-    case KILN_F32: have = t->n_float_data; break;
-    case KILN_F64: have = t->n_double_data; break;
-    case KILN_I64: have = t->n_int64_data; break;
-    default: have = t->n_int32_data; break; /* i32 i16 i8 u8 bool, f16/bf16 bits */
+    case KILN_F32: return t->n_float_data;
+    case KILN_F64: return t->n_double_data;
+    case KILN_I64: return t->n_int64_data;
+    default: return t->n_int32_data; /* i32 i16 i8 u8 bool, f16/bf16 bits */
   }
-  if ((int64_t)have != numel)
-    return kiln_diag_set(d, KILN_ERR_PARSE, "%s: %s: has %zu values for %lld elements", file, what,
-                         have, (long long)numel);
+}
+
+/* Copies a typed repeated field (of numel values, checked by the caller) into buf. */
+static void copy_typed(const Onnx__TensorProto *t, kiln_dtype dt, int64_t numel, void *buf) {
   for (int64_t i = 0; i < numel; i++) {
     switch (dt) {
       case KILN_F32: ((float *)buf)[i] = t->float_data[i]; break;
@@ -166,7 +171,6 @@ static kiln_status copy_typed(const Onnx__TensorProto *t, kiln_dtype dt, int64_t
       default: KILN_ASSERT(0);
     }
   }
-  return KILN_OK;
 }
 
 kiln_status fe_decode_tensor(const kiln_allocator *a, const Onnx__TensorProto *t,
@@ -193,28 +197,30 @@ kiln_status fe_decode_tensor(const kiln_allocator *a, const Onnx__TensorProto *t
     numel *= t->dims[i];
   }
   size_t nbytes = (size_t)numel * kiln_dtype_size(*dt);
-  void *buf = kiln_ir_malloc(a, nbytes ? nbytes : 1);
-  if (!buf)
-    return kiln_diag_set(d, KILN_ERR_OUT_OF_MEMORY, "%s: %s: out of memory (%zu bytes)", file, what,
-                         nbytes);
-  kiln_status st = KILN_OK;
-  if (t->has_data_location && t->data_location == ONNX__TENSOR_PROTO__DATA_LOCATION__EXTERNAL) {
-    st = read_external(t, model_dir, file, what, buf, nbytes, d);
-  } else if (t->has_raw_data) {
-    if (t->raw_data.len != nbytes)
-      st = kiln_diag_set(d, KILN_ERR_PARSE, "%s: %s: raw_data has %zu bytes, expected %zu", file,
-                         what, t->raw_data.len, nbytes);
-    else if (nbytes)
-      memcpy(buf, t->raw_data.data, nbytes); /* ONNX raw data is little-endian, like the host */
+  void *buf = NULL;
+  bool external = t->has_data_location &&
+                  t->data_location == ONNX__TENSOR_PROTO__DATA_LOCATION__EXTERNAL;
+  /* Sizes are checked against the data present before allocating: dims alone may ask for
+   * any amount of memory. */
+  if (external) {
+    kiln_status st = read_external(a, t, model_dir, file, what, &buf, nbytes, d);
+    if (st != KILN_OK) return st;
   } else {
-    st = copy_typed(t, *dt, numel, buf, file, what, d);
+    size_t have = t->has_raw_data ? t->raw_data.len : typed_count(t, *dt);
+    size_t want = t->has_raw_data ? nbytes : (size_t)numel;
+    if (have != want)
+      return kiln_diag_set(d, KILN_ERR_PARSE, "%s: %s: has %zu %s of data, expected %zu", file, what,
+                           have, t->has_raw_data ? "bytes" : "values", want);
+    if (!(buf = kiln_ir_malloc(a, nbytes ? nbytes : 1)))
+      return kiln_diag_set(d, KILN_ERR_OUT_OF_MEMORY, "%s: %s: out of memory (%zu bytes)", file,
+                           what, nbytes);
+    if (t->has_raw_data && nbytes)
+      memcpy(buf, t->raw_data.data, nbytes); /* ONNX raw data is little-endian, like the host */
+    else if (!t->has_raw_data)
+      copy_typed(t, *dt, numel, buf);
   }
-  if (st == KILN_OK && *dt == KILN_BOOL)
+  if (*dt == KILN_BOOL)
     for (size_t i = 0; i < nbytes; i++) ((uint8_t *)buf)[i] = ((uint8_t *)buf)[i] != 0;
-  if (st != KILN_OK) {
-    kiln_ir_free(a, buf);
-    return st;
-  }
   *data = buf;
   return KILN_OK;
 }

@@ -851,7 +851,7 @@ static bool parse_const_decl(parser *p) {
 
 static bool parse_node(parser *p, pending_input **pend, int32_t *n_pend, int32_t *cap_pend) {
   kiln_graph *g = p->g;
-  int64_t id;
+  int64_t id = 0;
   if (!parse_ref(p, T_PCT, &id)) return false;
   if (id != g->n_nodes) return perr(p, "node %%%lld out of order (expected %%%d)", (long long)id, (int)g->n_nodes);
   if (!expect_punct(p, '=')) return false;

@@ -193,6 +193,53 @@ static int32_t cmp_const(kiln_pass_kb *b, kiln_op op, int64_t xl, int64_t xh, in
   }
 }
 
+/* Flattens a tree of i64 adds into its terms (false when there are too many). */
+static bool add_terms(const kiln_pass_kb *b, int32_t x, int32_t *terms, int *n, int cap) {
+  const kiln_kx *e = &b->kx[x];
+  if (e->kind == KILN_KX_ALU && e->op == KILN_OP_add && e->dtype == KILN_I64)
+    return add_terms(b, e->a[0], terms, n, cap) && add_terms(b, e->a[1], terms, n, cap);
+  if (*n == cap) return false;
+  terms[(*n)++] = x;
+  return true;
+}
+
+/* True when term t is a multiple of c by construction: k*c, or a*(k*c). */
+static bool is_multiple(const kiln_pass_kb *b, int32_t t, int64_t c) {
+  const kiln_kx *e = &b->kx[t];
+  if (is_const(b, t)) return b->lo[t] % c == 0;
+  return e->kind == KILN_KX_ALU && e->op == KILN_OP_mul && e->dtype == KILN_I64 && is_const(b, e->a[1]) &&
+         b->lo[e->a[1]] % c == 0;
+}
+
+static int32_t exact_quotient(kiln_pass_kb *b, int32_t t, int64_t c) {
+  if (is_const(b, t)) return kiln_pass_kb_int(b, b->lo[t] / c);
+  const kiln_kx *e = &b->kx[t];
+  return kiln_pass_kb_ix(b, KILN_OP_mul, e->a[0], kiln_pass_kb_int(b, b->lo[e->a[1]] / c));
+}
+
+/* x / c and x mod c for x = (multiples of c) + r with 0 <= r < c and x >= 0: the quotient
+ * is the sum of the multiples over c and the remainder is r. Undoes linearize-then-split,
+ * which composed reshapes produce. Returns false (building nothing) otherwise. */
+static bool split_by(kiln_pass_kb *b, int32_t x, int64_t c, int32_t *quot, int32_t *rem) {
+  int32_t terms[16];
+  int n = 0, n_mult = 0;
+  if (b->lo[x] < 0 || !add_terms(b, x, terms, &n, 16)) return false;
+  int64_t rlo = 0, rhi = 0;
+  for (int i = 0; i < n; i++) {
+    if (is_multiple(b, terms[i], c)) n_mult++;
+    else rlo = sadd(rlo, b->lo[terms[i]]), rhi = sadd(rhi, b->hi[terms[i]]);
+  }
+  if (n_mult == 0 || rlo < 0 || rhi >= c) return false;
+  int32_t q = kiln_pass_kb_int(b, 0), r = kiln_pass_kb_int(b, 0);
+  for (int i = 0; i < n; i++) {
+    if (is_multiple(b, terms[i], c)) q = kiln_pass_kb_ix(b, KILN_OP_add, q, exact_quotient(b, terms[i], c));
+    else r = kiln_pass_kb_ix(b, KILN_OP_add, r, terms[i]);
+  }
+  *quot = q;
+  *rem = r;
+  return true;
+}
+
 int32_t kiln_pass_kb_ix(kiln_pass_kb *b, kiln_op op, int32_t x, int32_t y) {
   if (b->oom) return 0;
   int64_t xl = b->lo[x], xh = b->hi[x], yl = b->lo[y], yh = b->hi[y];
@@ -224,6 +271,10 @@ int32_t kiln_pass_kb_ix(kiln_pass_kb *b, kiln_op op, int32_t x, int32_t y) {
     if (yl == 1) return x;
     if (cx) return kiln_pass_kb_int(b, xl / yl);
     if (xl >= 0 && xh < yl) return kiln_pass_kb_int(b, 0);
+    {
+      int32_t q, r;
+      if (split_by(b, x, yl, &q, &r)) return q;
+    }
     return alu_raw(b, op, KILN_I64, 0, x, y, -1, xl >= 0 ? xl / yl : UNBOUNDED_LO,
                    xl >= 0 ? (xh == UNBOUNDED_HI ? xh : xh / yl) : UNBOUNDED_HI);
   case KILN_OP_mod:
@@ -231,6 +282,10 @@ int32_t kiln_pass_kb_ix(kiln_pass_kb *b, kiln_op op, int32_t x, int32_t y) {
     if (yl == 1) return kiln_pass_kb_int(b, 0);
     if (cx) return kiln_pass_kb_int(b, xl % yl);
     if (xl >= 0 && xh < yl) return x;
+    {
+      int32_t q, r;
+      if (split_by(b, x, yl, &q, &r)) return r;
+    }
     return alu_raw(b, op, KILN_I64, 1, x, y, -1, 0, yl - 1);
   case KILN_OP_min:
     if (xh <= yl) return x;
@@ -333,4 +388,30 @@ int32_t kiln_pass_kb_linearize(kiln_pass_kb *b, const int32_t *idx, const kiln_s
                           kiln_pass_kb_ix(b, KILN_OP_mul, idx[d], kiln_pass_kb_int(b, strides[d])));
   }
   return off;
+}
+
+int32_t kiln_pass_kb_compact(kiln_pass_kb *b, int32_t root) {
+  if (b->oom || b->n_kx == 0) return root;
+  /* Operands precede their users, so one backward sweep marks everything root reaches;
+   * lo[] doubles as the mark and hi[] as the new id (ranges are not needed any more). */
+  for (int32_t i = 0; i < b->n_kx; i++) b->lo[i] = 0;
+  b->lo[root] = 1;
+  for (int32_t i = root; i >= 0; i--) {
+    if (!b->lo[i]) continue;
+    for (int j = 0; j < 3; j++)
+      if (b->kx[i].a[j] >= 0) b->lo[b->kx[i].a[j]] = 1;
+  }
+  int32_t n = 0;
+  for (int32_t i = 0; i < b->n_kx; i++) {
+    if (!b->lo[i]) continue;
+    kiln_kx e = b->kx[i];
+    for (int j = 0; j < 3; j++)
+      if (e.a[j] >= 0) e.a[j] = (int32_t)b->hi[e.a[j]];
+    b->hi[i] = n;
+    b->kx[n++] = e;
+  }
+  int32_t new_root = (int32_t)b->hi[root];
+  b->n_kx = n;
+  for (int32_t i = 0; i < b->cap_table; i++) b->table[i] = -1; /* the builder is done */
+  return new_root;
 }

@@ -38,9 +38,9 @@ typedef struct lower_ctx {
   uint8_t *mat;          /* per node: has a buffer */
   int32_t *buf_of;       /* per node: buffer id, -1 until created */
   int32_t *n_cons;       /* per node: distinct consumer nodes */
-  int32_t *first_cons;   /* per node: its first consumer */
   uint8_t *is_output;
   uint8_t *feeds_buffer_op; /* per node: an operand of a GEMM or opaque kernel */
+  uint8_t *cheap;        /* per node: an inlined index map over buffers (recomputable) */
   int32_t *const_buf;    /* per constant-store entry: buffer id or -1 */
   int32_t cap_kernels, cap_buffers;
   /* the kernel being built */
@@ -90,7 +90,7 @@ static bool is_cheap_map(kiln_op op) {
 static void decide_materialized(lower_ctx *c) {
   const kiln_graph *g = c->g;
   int32_t n = g->n_nodes;
-  for (int32_t i = 0; i < n; i++) c->n_cons[i] = 0, c->first_cons[i] = -1, c->feeds_buffer_op[i] = 0;
+  for (int32_t i = 0; i < n; i++) c->n_cons[i] = 0, c->feeds_buffer_op[i] = 0;
   for (int32_t i = 0; i < n; i++) {
     const kiln_node *nd = &g->nodes[i];
     for (int32_t j = 0; j < nd->n_in; j++) {
@@ -98,7 +98,7 @@ static void decide_materialized(lower_ctx *c) {
       bool seen = false;
       for (int32_t k = 0; k < j; k++) seen = seen || nd->in[k] == u;
       if (seen) continue; /* mul(x, x): one consumer */
-      if (c->n_cons[u]++ == 0) c->first_cons[u] = i;
+      c->n_cons[u]++;
     }
     if (needs_buffer_operands(g, i))
       for (int32_t j = 0; j < nd->n_in; j++) c->feeds_buffer_op[nd->in[j]] = 1;
@@ -115,12 +115,12 @@ static void decide_materialized(lower_ctx *c) {
       else if (c->n_cons[i] == 1) m = false;
       else {
         /* Recompute a cheap index map in each consumer when it reads a buffer (or
-         * another recomputed map): no arithmetic is duplicated, only index math. */
-        m = !(is_cheap_map(nd->op) && (nd->n_in == 0 || c->mat[nd->in[0]] ||
-                                       is_cheap_map(g->nodes[nd->in[0]].op)));
+         * another such map): no arithmetic is duplicated, only index math. */
+        m = !(is_cheap_map(nd->op) && (nd->n_in == 0 || c->mat[nd->in[0]] || c->cheap[nd->in[0]]));
       }
     }
     c->mat[i] = m;
+    c->cheap[i] = !m && is_cheap_map(nd->op) && (nd->n_in == 0 || c->mat[nd->in[0]] || c->cheap[nd->in[0]]);
   }
 }
 
@@ -198,6 +198,7 @@ static void end_kernel(lower_ctx *c, kiln_kernel *k, const char *suffix) {
   kiln_kprogram *p = c->p;
   if (c->kb.oom) c->oom = true;
   if (k->kind == KILN_KERNEL_LOOP && !c->oom) {
+    k->root = kiln_pass_kb_compact(&c->kb, k->root);
     k->n_kx = c->kb.n_kx;
     k->n_vars = c->kb.n_vars;
     k->kx = kiln_arena_alloc(p->arena, sizeof(kiln_kx) * (size_t)(k->n_kx ? k->n_kx : 1));
@@ -205,7 +206,7 @@ static void end_kernel(lower_ctx *c, kiln_kernel *k, const char *suffix) {
     if (!k->kx || !k->extent) c->oom = true;
     else {
       memcpy(k->kx, c->kb.kx, sizeof(kiln_kx) * (size_t)k->n_kx);
-      memcpy(k->extent, c->kb.extent, sizeof(int64_t) * (size_t)k->n_vars);
+      if (k->n_vars) memcpy(k->extent, c->kb.extent, sizeof(int64_t) * (size_t)k->n_vars);
     }
   }
   /* sources in graph order */
@@ -221,7 +222,8 @@ static void end_kernel(lower_ctx *c, kiln_kernel *k, const char *suffix) {
   int len = snprintf(name, sizeof name, "k%d", p->n_kernels - 1);
   for (int32_t i = 0; k->sources && i < c->n_covered; i++) {
     const kiln_node *n = &c->g->nodes[c->covered[i]];
-    k->sources[i] = n->name;
+    k->sources[i] = kiln_arena_strdup(p->arena, n->name); /* the program outlives the graph */
+    if (!k->sources[i]) c->oom = true;
     if (len < 64) len += snprintf(name + len, sizeof name - (size_t)len, "_%s", kiln_op_name(n->op));
   }
   if (suffix && len < 80) snprintf(name + len, sizeof name - (size_t)len, "_%s", suffix);
@@ -252,13 +254,13 @@ static int32_t memo_find(lower_ctx *c, int32_t v, int32_t rank, const int32_t *i
 }
 
 static void memo_put(lower_ctx *c, int32_t v, int32_t rank, const int32_t *idx, int32_t result) {
-  if (2 * (c->n_memo + 1) > c->cap_memo) {
+  if (4 * (c->n_memo + 1) > 3 * c->cap_memo) {
     int32_t cap = c->cap_memo ? c->cap_memo * 2 : 256;
     memo_entry *old = c->memo;
     int32_t old_cap = c->cap_memo;
     c->memo = kiln_ir_malloc(c->alloc, sizeof(memo_entry) * (size_t)cap);
     if (!c->memo) {
-      c->memo = old; /* memoization is an optimization: keep going without it */
+      c->memo = old; /* memoization only saves work: skip this entry, keep the table */
       return;
     }
     c->cap_memo = cap;
@@ -482,28 +484,30 @@ static int32_t emit_pool(lower_ctx *c, int32_t v, const int32_t *idx) {
   int32_t sum = kiln_pass_kb_reduce(KB, KILN_OP_reduce_sum, n->dtype, 0, w0, sd,
                                     emit_masked(c, x, j, mask, 0));
   if (n->a.kind == KILN_POOL_SUM) return sum;
-  /* avg: divide by the number of window positions inside the counted range, counted by
-   * a second loop over fresh variables (a constant when no window can leave it). */
-  int32_t u0 = kiln_pass_kb_new_vars(KB, sd, n->a.window);
-  int32_t cmask = kiln_pass_kb_bool(KB, true);
-  int64_t full = 1;
-  for (int32_t d = 0; d < sd; d++) {
-    int32_t p = IX(sub, IX(add, IX(mul, idx[2 + d], INT(n->a.strides[d])),
-                           IX(mul, kiln_pass_kb_var(KB, u0 + d), INT(n->a.dilations[d]))),
-                   INT(n->a.lo[d]));
-    int64_t lo = n->a.count_include_pad ? -n->a.lo[d] : 0;
-    int64_t hi = n->a.count_include_pad ? is->dims[2 + d] + n->a.hi[d] : is->dims[2 + d];
-    cmask = IX(and, cmask, in_range(c, p, lo, hi));
-    full *= n->a.window[d];
+  /* avg: divide by the number of window positions inside the counted range: a constant
+   * when no window can leave it, else counted by a second loop over fresh variables. */
+  int32_t count = -1;
+  for (int pass = 0; pass < 2 && count < 0; pass++) {
+    int32_t u0 = pass == 0 ? w0 : kiln_pass_kb_new_vars(KB, sd, n->a.window);
+    int32_t cmask = kiln_pass_kb_bool(KB, true);
+    int64_t full = 1;
+    for (int32_t d = 0; d < sd; d++) {
+      int32_t p = IX(sub, IX(add, IX(mul, idx[2 + d], INT(n->a.strides[d])),
+                             IX(mul, kiln_pass_kb_var(KB, u0 + d), INT(n->a.dilations[d]))),
+                     INT(n->a.lo[d]));
+      int64_t lo = n->a.count_include_pad ? -n->a.lo[d] : 0;
+      int64_t hi = n->a.count_include_pad ? is->dims[2 + d] + n->a.hi[d] : is->dims[2 + d];
+      cmask = IX(and, cmask, in_range(c, p, lo, hi));
+      full *= n->a.window[d];
+    }
+    if (c->kb.oom) return 0;
+    bool always = c->kb.kx[cmask].kind == KILN_KX_CONST && c->kb.lo[cmask] == 1;
+    if (always) count = kiln_pass_kb_const(KB, n->dtype, (double)full);
+    else if (pass == 1)
+      count = kiln_pass_kb_cast(KB, kiln_pass_kb_reduce(KB, KILN_OP_reduce_sum, KILN_I64, 0, u0, sd,
+                                                        kiln_pass_kb_cast(KB, cmask, KILN_I64)),
+                                n->dtype);
   }
-  int32_t count;
-  if (c->kb.oom) return 0;
-  if (c->kb.lo[cmask] == 1 && c->kb.hi[cmask] == 1 && c->kb.kx[cmask].kind == KILN_KX_CONST)
-    count = kiln_pass_kb_const(KB, n->dtype, (double)full);
-  else
-    count = kiln_pass_kb_cast(KB, kiln_pass_kb_reduce(KB, KILN_OP_reduce_sum, KILN_I64, 0, u0, sd,
-                                                      kiln_pass_kb_cast(KB, cmask, KILN_I64)),
-                              n->dtype);
   int32_t ops[2] = {sum, count};
   return kiln_pass_kb_alu(KB, KILN_OP_div, n->dtype, 0, 2, ops);
 }
@@ -607,7 +611,8 @@ static void lower_copy(lower_ctx *c, int32_t src_buf, int32_t dst_buf, const cha
   k->root = kiln_pass_kb_load(KB, src_buf, b->dtype, kiln_pass_kb_linearize(KB, idx, &b->shape), -1, 0);
   end_kernel(c, k, "copy");
   k->n_sources = 1;
-  k->sources[0] = what;
+  k->sources[0] = kiln_arena_strdup(c->p->arena, what);
+  if (!k->sources[0]) c->oom = true;
 }
 
 static void lower_dot_gemm(lower_ctx *c, int32_t v) {
@@ -808,17 +813,18 @@ kiln_status kiln_pass_lower(const kiln_graph *g, const kiln_pass_target *t, kiln
   int32_t n = g->n_nodes;
   size_t nn = (size_t)(n ? n : 1);
   c.p = kiln_ir_kprogram_create(g->alloc);
-  int32_t *ints = kiln_ir_malloc(g->alloc, sizeof(int32_t) * nn * 4 + sizeof(int32_t) * (size_t)(g->n_consts + 1));
-  uint8_t *bytes = kiln_ir_malloc(g->alloc, nn * 4);
+  int32_t *ints = kiln_ir_malloc(g->alloc, sizeof(int32_t) * nn * 3 + sizeof(int32_t) * (size_t)(g->n_consts + 1));
+  uint8_t *bytes = kiln_ir_malloc(g->alloc, nn * 5);
   kiln_status st = KILN_OK;
   if (!c.p || !ints || !bytes) {
     st = kiln_diag_set(d, KILN_ERR_OUT_OF_MEMORY, "out of memory lowering graph '%s'", g->name);
     goto done;
   }
-  c.buf_of = ints, c.n_cons = ints + n, c.first_cons = ints + 2 * n, c.covered = ints + 3 * n;
-  c.const_buf = ints + 4 * n;
+  c.buf_of = ints, c.n_cons = ints + n, c.covered = ints + 2 * n;
+  c.const_buf = ints + 3 * n;
   c.mat = bytes, c.is_output = bytes + n, c.in_kernel = bytes + 2 * n;
   c.feeds_buffer_op = bytes + 3 * n;
+  c.cheap = bytes + 4 * n;
   for (int32_t i = 0; i < n; i++) c.buf_of[i] = -1, c.is_output[i] = 0, c.in_kernel[i] = 0;
   for (int32_t i = 0; i < g->n_consts; i++) c.const_buf[i] = -1;
   for (int32_t i = 0; i < g->n_outputs; i++) c.is_output[g->outputs[i].node] = 1;

@@ -69,6 +69,9 @@ int32_t kiln_pass_kb_load(kiln_pass_kb *b, int32_t buf, kiln_dtype dt, int32_t o
                           double fill);
 int32_t kiln_pass_kb_reduce(kiln_pass_kb *b, kiln_op op, kiln_dtype dt, int32_t kind, int32_t var,
                             int32_t n_vars, int32_t body);
+/* Drops nodes root does not reach (index math that folded away); returns root's new id.
+ * Ends the kernel: call it last. */
+int32_t kiln_pass_kb_compact(kiln_pass_kb *b, int32_t root);
 /* Row-major offset of idx in shape s. */
 int32_t kiln_pass_kb_linearize(kiln_pass_kb *b, const int32_t *idx, const kiln_shape *s);
 

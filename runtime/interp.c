@@ -403,7 +403,8 @@ static kiln_status eval_gather(const kiln_node *n, const kiln_rt_tensor *ins, ki
     for (int k = 0; k < q; k++) ic[k] = c[ax + k];
     int64_t at = ravel(&ix->shape, ic);
     int64_t idx = kiln_rt_get_i64(ix->dtype, ix->data, at);
-    if (fix_index(n, d, &idx, x->shape.dims[ax], at)) return d->status;
+    kiln_status st_ = fix_index(n, d, &idx, x->shape.dims[ax], at);
+    if (st_) return st_;
     for (int k = 0; k < ax; k++) xc[k] = c[k];
     xc[ax] = idx;
     for (int k = ax + 1; k < r; k++) xc[k] = c[k - 1 + q];
@@ -421,7 +422,8 @@ static kiln_status eval_gather_elements(const kiln_node *n, const kiln_rt_tensor
   for (int64_t i = 0; i < cnt; i++) {
     unravel(&out->shape, i, c);
     int64_t idx = kiln_rt_get_i64(ix->dtype, ix->data, i);
-    if (fix_index(n, d, &idx, x->shape.dims[ax], i)) return d->status;
+    kiln_status st_ = fix_index(n, d, &idx, x->shape.dims[ax], i);
+    if (st_) return st_;
     c[ax] = idx;
     copy_elem(out->data, i, x->data, ravel(&x->shape, c), es);
   }
@@ -441,7 +443,7 @@ static kiln_status eval_iota(const kiln_node *n, kiln_rt_tensor *out) {
 static kiln_status eval_reduce(const kiln_allocator *al, const kiln_node *n, const kiln_rt_tensor *x,
                                kiln_rt_tensor *out, kiln_diag *d) {
   if (n->a.n_axes == 0) { /* identity */
-    memmove(out->data, x->data, kiln_rt_tensor_nbytes(out));
+    if (kiln_rt_tensor_nbytes(out)) memmove(out->data, x->data, kiln_rt_tensor_nbytes(out));
     return KILN_OK;
   }
   kiln_shape ks = x->shape; /* the input shape with reduced dims set to 1 */
@@ -544,7 +546,7 @@ static kiln_status eval_pool(const kiln_allocator *al, const kiln_node *n, const
   int64_t out_sp = kiln_shape_numel(&osp), wn = kiln_shape_numel(&win);
   double *X = to_f64(al, x);
   if (!X) return NODE_ERR(KILN_ERR_OUT_OF_MEMORY, "out of memory");
-  int64_t oc[KILN_MAX_RANK], wc[KILN_MAX_RANK], pc[KILN_MAX_RANK];
+  int64_t oc[KILN_MAX_RANK] = {0}, wc[KILN_MAX_RANK] = {0}, pc[KILN_MAX_RANK] = {0};
   for (int64_t p = 0; p < nc; p++) {
     for (int64_t o = 0; o < out_sp; o++) {
       unravel(&osp, o, oc);
@@ -644,7 +646,7 @@ static kiln_status eval_conv(const kiln_allocator *al, const kiln_node *n, const
     kiln_ir_free(al, X); kiln_ir_free(al, W); kiln_ir_free(al, XI); kiln_ir_free(al, WI);
     return NODE_ERR(KILN_ERR_OUT_OF_MEMORY, "out of memory");
   }
-  int64_t oc[KILN_MAX_RANK], kc[KILN_MAX_RANK], pc[KILN_MAX_RANK];
+  int64_t oc[KILN_MAX_RANK] = {0}, kc[KILN_MAX_RANK] = {0}, pc[KILN_MAX_RANK] = {0};
   for (int64_t b = 0; b < N; b++)
     for (int64_t co = 0; co < Co; co++) {
       int64_t g = co / cog;
@@ -760,13 +762,14 @@ static kiln_status eval_scatter(const kiln_node *n, const kiln_rt_tensor *ins, k
   size_t es = kiln_dtype_size(out->dtype);
   if (!kiln_shape_eq(&ix->shape, &up->shape) || ix->shape.rank != x->shape.rank)
     return NODE_ERR(KILN_ERR_SHAPE, "indices and updates must have equal shapes of the data's rank");
-  memmove(out->data, x->data, kiln_rt_tensor_nbytes(out)); /* out may alias data */
+  if (kiln_rt_tensor_nbytes(out)) memmove(out->data, x->data, kiln_rt_tensor_nbytes(out)); /* may alias */
   int64_t un = kiln_shape_numel(&up->shape), c[KILN_MAX_RANK];
   bool fl = is_float(out->dtype);
   for (int64_t i = 0; i < un; i++) {
     unravel(&up->shape, i, c);
     int64_t idx = kiln_rt_get_i64(ix->dtype, ix->data, i);
-    if (fix_index(n, d, &idx, x->shape.dims[ax], i)) return d->status;
+    kiln_status st_ = fix_index(n, d, &idx, x->shape.dims[ax], i);
+    if (st_) return st_;
     c[ax] = idx;
     int64_t t = ravel(&x->shape, c);
     if (kind == 0) {
@@ -820,7 +823,7 @@ kiln_status kiln_rt_eval_node(const kiln_graph *g, const kiln_node *n, const kil
   case KILN_OP_reshape:
     if (kiln_shape_numel(&ins[0].shape) != kiln_shape_numel(&out->shape))
       return NODE_ERR(KILN_ERR_SHAPE, "reshape changes the element count");
-    memmove(out->data, ins[0].data, kiln_rt_tensor_nbytes(out));
+    if (kiln_rt_tensor_nbytes(out)) memmove(out->data, ins[0].data, kiln_rt_tensor_nbytes(out));
     return KILN_OK;
   case KILN_OP_permute: return eval_permute(n, &ins[0], out);
   case KILN_OP_broadcast: return eval_broadcast(n, &ins[0], out, d);
@@ -891,7 +894,7 @@ static kiln_status eval_nodes(const kiln_graph *g, const kiln_rt_tensor *in, int
         st = NODE_ERR(KILN_ERR_INVALID_ARGUMENT, "graph input %d was not supplied (%d given)", n->index, n_in);
         break;
       }
-      memcpy(v->data, in[n->index].data, kiln_rt_tensor_nbytes(v));
+      if (kiln_rt_tensor_nbytes(v)) memcpy(v->data, in[n->index].data, kiln_rt_tensor_nbytes(v));
       continue;
     }
     if (n->n_in > cap_ins) {
@@ -930,7 +933,8 @@ static kiln_status check_inputs(const kiln_graph *g, const kiln_rt_tensor *in, i
                          g->n_inputs, n_in);
   for (int32_t i = 0; i < n_in; i++) {
     const kiln_node *n = &g->nodes[g->inputs[i].node];
-    if (check_tensor("input", i, g->inputs[i].name, n->dtype, &n->shape, &in[i], d)) return d->status;
+    kiln_status st_ = check_tensor("input", i, g->inputs[i].name, n->dtype, &n->shape, &in[i], d);
+    if (st_) return st_;
   }
   return KILN_OK;
 }
@@ -938,13 +942,14 @@ static kiln_status check_inputs(const kiln_graph *g, const kiln_rt_tensor *in, i
 kiln_status kiln_rt_interpret_values(const kiln_graph *g, const kiln_rt_tensor *in, int32_t n_in,
                                      kiln_rt_tensor **vals_out, kiln_diag *d) {
   *vals_out = NULL;
-  if (check_inputs(g, in, n_in, d)) return d->status;
+  kiln_status st = check_inputs(g, in, n_in, d);
+  if (st) return st;
   kiln_rt_tensor *vals = kiln_ir_malloc(g->alloc, sizeof *vals * (size_t)(g->n_nodes ? g->n_nodes : 1));
   if (!vals) return kiln_diag_set(d, KILN_ERR_OUT_OF_MEMORY, "out of memory interpreting graph '%s'", g->name);
   memset(vals, 0, sizeof *vals * (size_t)g->n_nodes);
-  if (eval_nodes(g, in, n_in, NULL, vals, d)) {
+  if ((st = eval_nodes(g, in, n_in, NULL, vals, d))) {
     kiln_rt_values_free(g, vals);
-    return d->status;
+    return st;
   }
   *vals_out = vals;
   return KILN_OK;
@@ -957,12 +962,15 @@ kiln_status kiln_rt_interpret(const kiln_graph *g, const kiln_rt_tensor *in, int
                          g->n_outputs, n_out);
   for (int32_t i = 0; i < n_out; i++) {
     const kiln_node *n = &g->nodes[g->outputs[i].node];
-    if (check_tensor("output", i, g->outputs[i].name, n->dtype, &n->shape, &out[i], d)) return d->status;
+    kiln_status st_ = check_tensor("output", i, g->outputs[i].name, n->dtype, &n->shape, &out[i], d);
+    if (st_) return st_;
   }
   kiln_rt_tensor *vals;
-  if (kiln_rt_interpret_values(g, in, n_in, &vals, d)) return d->status;
+  kiln_status st = kiln_rt_interpret_values(g, in, n_in, &vals, d);
+  if (st) return st;
   for (int32_t i = 0; i < n_out; i++)
-    memcpy(out[i].data, vals[g->outputs[i].node].data, kiln_rt_tensor_nbytes(&out[i]));
+    if (kiln_rt_tensor_nbytes(&out[i]))
+      memcpy(out[i].data, vals[g->outputs[i].node].data, kiln_rt_tensor_nbytes(&out[i]));
   kiln_rt_values_free(g, vals);
   return KILN_OK;
 }

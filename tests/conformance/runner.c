@@ -516,6 +516,26 @@ static void reason_key(const options *o, const conf_case *c, char *key, size_t c
   char prefix[1400];
   snprintf(prefix, sizeof prefix, "%s/%s/", o->data, c->name);
   for (char *p; (p = strstr(msg, prefix));) memmove(p, p + strlen(prefix), strlen(p + strlen(prefix)) + 1);
+  /* Node names differ from case to case ("Attention_0", "ReduceSum_1"): replace every
+   * double-quoted name, and its unquoted repetitions, by '*'. */
+  char names[8][128];
+  int n_names = 0;
+  for (const char *q = strchr(msg, '"'); q && n_names < 8;) {
+    const char *end = strchr(q + 1, '"');
+    if (!end) break;
+    if (end > q + 1 && end - q - 1 < 128) {
+      snprintf(names[n_names], sizeof names[0], "%.*s", (int)(end - q - 1), q + 1);
+      n_names++;
+    }
+    q = strchr(end + 1, '"');
+  }
+  for (int i = 0; i < n_names; i++) {
+    size_t len = strlen(names[i]);
+    for (char *p = msg; (p = strstr(p, names[i]));) {
+      memmove(p + 1, p + len, strlen(p + len) + 1);
+      *p++ = '*';
+    }
+  }
   snprintf(key, cap, "%s: %s", kind_names[c->kind], msg);
   if (strlen(key) > 160) strcpy(key + 157, "...");
 }

@@ -10,6 +10,8 @@ outputs M.output_K.npy (made by onnxruntime). Each model gets these checks:
   fusion-elementwise  kiln run M.onnx --fusion elementwise
   aot          kiln compile M.onnx -o libM.so --header M.h, then kiln run libM.so
   cuda         kiln compile M.onnx --target cuda (NVRTC compiles every kernel; no GPU needed)
+  cuda-run     kiln run M.onnx --target cuda (only where a GPU is present, or when asked for
+               with --checks)
 A check passes when every output has the reference's shape and
 max|out - ref| <= 1e-3 * max(1, max|ref|). One line per check, then the closing line
 `models: N passed, N failed`; the exit status is 1 if anything failed.
@@ -24,7 +26,8 @@ import tempfile
 
 import numpy as np
 
-ALL_CHECKS = ["jit", "fusion-none", "fusion-elementwise", "aot", "cuda"]
+ALL_CHECKS = ["jit", "fusion-none", "fusion-elementwise", "aot", "cuda", "cuda-run"]
+GPU_CHECKS = {"cuda-run"}
 TIMEOUT_S = 600
 
 
@@ -92,6 +95,8 @@ def check(kiln, name, model, inputs, refs, which, tmp):
             if not os.path.exists(f) or os.path.getsize(f) == 0:
                 raise CheckFailed(f"kiln compile did not write {f}")
         run([kiln, "run", so, *in_args, "--output-dir", outdir])
+    elif which == "cuda-run":
+        run([kiln, "run", model, *in_args, "--output-dir", outdir, "--target", "cuda"])
     elif which == "cuda":
         run([kiln, "compile", model, "-o", os.path.join(tmp, f"{name}.cubin-check"),
              "--target", "cuda"])
@@ -99,6 +104,15 @@ def check(kiln, name, model, inputs, refs, which, tmp):
     else:
         raise ValueError(which)
     return f"max_err={compare(outdir, refs):.3g}"
+
+
+def have_gpu():
+    """True when nvidia-smi lists a GPU (then the CUDA kernels are also run, not only built)."""
+    try:
+        p = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return p.returncode == 0 and "GPU" in p.stdout
 
 
 def find_models(modeldir, only):
@@ -120,13 +134,16 @@ def main():
     ap.add_argument("builddir")
     ap.add_argument("modeldir")
     ap.add_argument("--only", help="comma-separated model names")
-    ap.add_argument("--checks", default=",".join(ALL_CHECKS),
-                    help="comma-separated subset of " + ",".join(ALL_CHECKS))
+    ap.add_argument("--checks", help="comma-separated subset of " + ",".join(ALL_CHECKS) +
+                    " (default: all; cuda-run only where a GPU is present)")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
     args = ap.parse_args()
 
     kiln = os.path.join(os.path.abspath(args.builddir), "kiln")
-    checks = [c for c in args.checks.split(",") if c]
+    if args.checks:
+        checks = [c for c in args.checks.split(",") if c]
+    else:
+        checks = [c for c in ALL_CHECKS if c not in GPU_CHECKS or have_gpu()]
     bad = [c for c in checks if c not in ALL_CHECKS]
     if bad:
         ap.error(f"unknown checks {bad}; known: {ALL_CHECKS}")

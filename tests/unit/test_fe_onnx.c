@@ -234,6 +234,22 @@ Test(fe_onnx, importer_refusals_name_the_node) {
   cr_assert(strstr(d.msg, "'u32'") && strstr(d.msg, "uint32"), "%s", d.msg);
 }
 
+Test(fe_onnx, frozen_inputs_become_constants) {
+  gen("unsupported");
+  int64_t shape[2] = {4, 1};
+  kiln_const frozen = {.dtype = KILN_I64, .shape = {.rank = 1, .dims = {2}}, .data = shape, .name = "shape"};
+  char path[512];
+  path_of(path, sizeof path, "datadep.onnx");
+  kiln_fe_options o = {.fold = fold_cb, .n_frozen = 1, .frozen = &frozen};
+  kiln_graph *g = NULL;
+  kiln_diag d = {0};
+  cr_assert_eq(kiln_fe_load_onnx(NULL, path, &o, &g, &d), KILN_OK, "%s", d.msg);
+  cr_assert_eq(g->n_inputs, 1, "the frozen input is still an input");
+  char msg[512];
+  cr_assert_str_empty(run_and_compare(g, "datadep", 1, 1, msg, sizeof msg), "%s", msg);
+  kiln_ir_graph_destroy(g);
+}
+
 /* ------------------------------------------------------------------ external data */
 Test(fe_onnx, external_data_loads_from_the_model_folder) {
   gen("external");

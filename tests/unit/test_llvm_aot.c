@@ -7,6 +7,13 @@
 #include <stdlib.h>
 #include <unistd.h>
 
+/* Sanitizer builds compile the AOT runtime with sanitizers: its users must link them. */
+#ifdef __SANITIZE_ADDRESS__
+#define SAN_FLAGS " -fsanitize=address,undefined"
+#else
+#define SAN_FLAGS ""
+#endif
+
 /* y[i] = sum_j (x[i,j] * w[j]) + 1 ; z = bool(y > 3) ; x [2,3] f32, w [3] const */
 static kiln_kprogram *tiny_program(void) {
   kiln_kprogram *p = tp_new();
@@ -85,7 +92,7 @@ Test(llvm_aot, export_header_program_and_describe) {
 
   kiln_kprogram *p = tiny_program();
   kiln_llvm_aot_options o = {.prefix = "tiny", .so_path = so, .header_path = hdr, .aotrt_lib = KILN_AOTRT_PATH,
-                             .link_flags = "-lopenblas -lm -lpthread -ldl"};
+                             .link_flags = "-lopenblas -lm -lpthread -ldl" SAN_FLAGS};
   kiln_diag d = {0};
   kiln_status st = kiln_llvm_export(p, &o, &d);
   cr_assert_eq(st, KILN_OK, "export: %s", d.msg);
@@ -110,7 +117,7 @@ Test(llvm_aot, export_header_program_and_describe) {
         "  tiny_destroy(m);\n  return 0;\n}\n",
         f);
   fclose(f);
-  snprintf(cmd, sizeof cmd, "cc -std=c11 -Wall -Werror -I%s -o %s %s -L%s -ltiny -Wl,-rpath,%s && %s > %s", dir, exe,
+  snprintf(cmd, sizeof cmd, "cc -std=c11 -Wall -Werror" SAN_FLAGS " -I%s -o %s %s -L%s -ltiny -Wl,-rpath,%s && %s > %s", dir, exe,
            mainc, dir, dir, exe, outp);
   cr_assert_eq(system(cmd), 0, "command failed: %s", cmd);
   /* the header and rt.h share kiln_aot_model under one guard: both in one file compile */

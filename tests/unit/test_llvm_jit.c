@@ -5,6 +5,8 @@
 
 #include <float.h>
 #include <stdlib.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 /* out[i,j,l] = a[i,j,l] + b[j,0] : a [2,3,5], b [3,1] broadcast to [2,3,5] */
 Test(llvm_jit, add_with_broadcast_index_math) {
@@ -146,10 +148,10 @@ Test(llvm_jit, argmax_argmin_ties_and_nan) {
   kiln_ir_kprogram_destroy(p);
 }
 
-/* pad [4] -> [7] with lo 2, hi 1, fill -7: the masked load must not touch memory where
- * the mask is false (the input is at the very end of a page-sized allocation would
- * fault; here ASan builds catch it). */
-Test(llvm_jit, masked_load_pads) {
+/* pad [4] -> [7] with lo 2, hi 1, fill -7: where the mask is false the load must not
+ * touch memory. The input sits right after / right before a PROT_NONE page, so a read
+ * of in[-1] or in[4] would fault. */
+Test(llvm_jit, masked_load_pads_without_touching_memory) {
   kiln_kprogram *p = tp_new();
   int64_t id[1] = {4}, od[1] = {7};
   int32_t I = tp_buffer(p, KILN_BUF_INPUT, KILN_F32, 1, id, 0);
@@ -161,19 +163,27 @@ Test(llvm_jit, masked_load_pads) {
   int32_t lt = kx_alu(k, KILN_OP_lt, KILN_BOOL, off, kx_i(k, KILN_I64, 4), -1);
   int32_t m = kx_alu(k, KILN_OP_and, KILN_BOOL, ge, lt, -1);
   kx_mload(k, p, I, off, m, -7.0);
-  float *in = malloc(4 * sizeof *in), out[7];
-  for (int i = 0; i < 4; i++) in[i] = (float)(i + 1);
-  float want[7] = {-7, -7, 1, 2, 3, 4, -7};
-  void *bufs[2] = {in, out};
+  long pg = sysconf(_SC_PAGESIZE);
+  char *mem = mmap(NULL, (size_t)pg * 3, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  cr_assert(mem != MAP_FAILED);
+  cr_assert_eq(mprotect(mem, (size_t)pg, PROT_NONE), 0);
+  cr_assert_eq(mprotect(mem + 2 * pg, (size_t)pg, PROT_NONE), 0);
+  float *layouts[2] = {(float *)(mem + pg), (float *)(mem + 2 * pg) - 4};
+  float out[7], want[7] = {-7, -7, 1, 2, 3, 4, -7};
   kiln_llvm_jit *jit;
   kiln_rt_entry_fn entry = tp_compile(p, &jit);
-  for (int t = 0; t < TP_N_THREADS; t++) {
-    memset(out, 0, sizeof out);
-    tp_exec(entry, bufs, tp_threads[t]);
-    for (int i = 0; i < 7; i++) cr_expect_float_eq(out[i], want[i], 0, "[%d] %g", i, out[i]);
+  for (int l = 0; l < 2; l++) {
+    float *in = layouts[l];
+    for (int i = 0; i < 4; i++) in[i] = (float)(i + 1);
+    void *bufs[2] = {in, out};
+    for (int t = 0; t < TP_N_THREADS; t++) {
+      memset(out, 0, sizeof out);
+      tp_exec(entry, bufs, tp_threads[t]);
+      for (int i = 0; i < 7; i++) cr_expect_float_eq(out[i], want[i], 0, "layout %d [%d] %g", l, i, out[i]);
+    }
   }
   kiln_llvm_jit_destroy(jit);
-  free(in);
+  munmap(mem, (size_t)pg * 3);
   kiln_ir_kprogram_destroy(p);
 }
 
@@ -376,6 +386,39 @@ Test(llvm_jit, empty_output_kernel_is_skipped) {
   kiln_rt_entry_fn entry = tp_compile(p, &jit);
   tp_exec(entry, bufs, 2);
   cr_expect_eq(dummy, 5.0f);
+  kiln_llvm_jit_destroy(jit);
+  kiln_ir_kprogram_destroy(p);
+}
+
+/* OPAQUE kernel: topk (k = 2, largest) along axis 1 of [2,5] through kiln_rt_opaque. */
+Test(llvm_jit, opaque_kernel_calls_runtime_routine) {
+  kiln_kprogram *p = tp_new();
+  int64_t id[2] = {2, 5}, od[2] = {2, 2};
+  int32_t I = tp_buffer(p, KILN_BUF_INPUT, KILN_F32, 2, id, 0);
+  int32_t O = tp_buffer(p, KILN_BUF_OUTPUT, KILN_I64, 2, od, 0);
+  kiln_kernel *k = &p->kernels[p->n_kernels++];
+  k->kind = KILN_KERNEL_OPAQUE;
+  k->name = "topk";
+  k->op = KILN_OP_topk;
+  k->attrs.axis = 1;
+  k->attrs.k = 2;
+  k->attrs.kind = 1;
+  k->out_buf = O;
+  k->out_dtype = KILN_I64;
+  k->out = p->buffers[O].shape;
+  k->n_in_bufs = 1;
+  k->in_bufs = kiln_arena_alloc(p->arena, sizeof(int32_t));
+  k->in_bufs[0] = I;
+  float in[10] = {3, 9, 1, 7, 5, -1, -5, 4, 4, 0};
+  int64_t out[4], want[4] = {1, 3, 2, 3};
+  void *bufs[2] = {in, out};
+  kiln_llvm_jit *jit;
+  kiln_rt_entry_fn entry = tp_compile(p, &jit);
+  for (int t = 0; t < TP_N_THREADS; t++) {
+    memset(out, 0xff, sizeof out);
+    tp_exec(entry, bufs, tp_threads[t]);
+    for (int i = 0; i < 4; i++) cr_expect_eq(out[i], want[i], "[%d] %lld want %lld", i, (long long)out[i], (long long)want[i]);
+  }
   kiln_llvm_jit_destroy(jit);
   kiln_ir_kprogram_destroy(p);
 }

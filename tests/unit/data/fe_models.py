@@ -101,6 +101,8 @@ def group_unsupported():
     nodes = [helper.make_node("Reshape", ["x", "shape"], ["y"], name="dyn")]
     save(model(nodes, [x, vi("shape", TensorProto.INT64, [2])], [vi("y", TensorProto.FLOAT, None)]),
          "datadep.onnx")
+    npsave("datadep.in0.npy", np.arange(4, dtype=np.float32).reshape(2, 2))
+    npsave("datadep.out0.npy", np.arange(4, dtype=np.float32).reshape(4, 1))
     # An initializer of a dtype Kiln lacks.
     u = helper.make_tensor("u32", TensorProto.UINT32, [2], [1, 2])
     nodes = [helper.make_node("Identity", ["u32"], ["y"], name="id")]
@@ -321,6 +323,18 @@ def group_ops():
     case("dropout", N("Dropout", ["x"], ["y"]), {"x": x234})
     case("isinf", N("IsInf", ["x"], ["y"], detect_negative=0),
          {"x": np.array([1, -np.inf, np.inf, np.nan], np.float32)})
+    case("trilu_upper", N("Trilu", ["x", "k"], ["y"]), {"x": f32(2, 4, 5)}, inits={"k": np.array(1, np.int64)})
+    case("trilu_lower", N("Trilu", ["x"], ["y"], upper=0), {"x": f32(4, 3)})
+    case("eyelike", N("EyeLike", ["x"], ["y"], k=-1, dtype=TensorProto.FLOAT), {"x": f32(3, 4)})
+    case("onehot", N("OneHot", ["i", "d", "v"], ["y"], axis=0), {"i": np.array([[1, -1], [0, 3]], np.int64)},
+         inits={"d": np.array(4, np.int64), "v": np.array([0.5, 2.0], np.float32)})
+    case("hardmax", N("Hardmax", ["x"], ["y"]), {"x": np.round(x234)})
+    case("shrink", N("Shrink", ["x"], ["y"], lambd=0.6, bias=0.2), {"x": x234})
+    # The reference evaluator sums x (not |x|) for p=1: positive inputs keep both meanings equal.
+    case("lpnorm1", N("LpNormalization", ["x"], ["y"], axis=1, p=1), {"x": pos})
+    case("lpnorm2", N("LpNormalization", ["x"], ["y"]), {"x": x234})
+    case("rmsnorm", N("RMSNormalization", ["x", "s"], ["y"], axis=1), {"x": x234}, inits={"s": f32(3, 4)},
+         opset=23)
     with open(os.path.join(D, "ops.txt"), "w") as f:
         f.write("\n".join(manifest) + "\n")
 

@@ -1,0 +1,172 @@
+/* onnx_ops_misc.c - importers for less common ONNX ops, mostly built from iota masks:
+ * Trilu, EyeLike, OneHot, Hardmax, Shrink, LpNormalization, RMSNormalization. */
+#include "onnx_impl.h"
+
+#include <string.h>
+
+#define G (c->g)
+#define NM (n->name)
+#define OP (n->p->op_type)
+
+static kiln_status need_inputs(fe_ctx *c, fe_node *n, int k) {
+  for (int i = 0; i < k; i++) {
+    kiln_status st = fe_need(c, n, i);
+    if (st != KILN_OK) return st;
+  }
+  return KILN_OK;
+}
+
+static int32_t bin(fe_ctx *c, fe_node *n, kiln_op op, int32_t a, int32_t b) {
+  return kiln_ir_binary(G, op, a, b, NM);
+}
+
+/* Keeps x where col - row >= k (upper) or <= k (lower) in the last two dims, else 0. */
+kiln_status fe_import_trilu(fe_ctx *c, fe_node *n) {
+  kiln_status st = need_inputs(c, n, 1);
+  if (st != KILN_OK) return st;
+  int32_t x = n->in[0];
+  const kiln_shape s = G->nodes[x].shape;
+  if (s.rank < 2) return fe_fail(c, n, KILN_ERR_SHAPE, "input must have rank >= 2");
+  double k = 0;
+  if (fe_in(n, 1) >= 0 && (st = fe_value_scalar(c, n, 1, &k)) != KILN_OK) return st;
+  kiln_shape mn = {.rank = 2, .dims = {s.dims[s.rank - 2], s.dims[s.rank - 1]}};
+  int32_t rows = kiln_ir_iota(G, KILN_I64, &mn, 0, NM), cols = kiln_ir_iota(G, KILN_I64, &mn, 1, NM);
+  int32_t diff = bin(c, n, KILN_OP_sub, cols, rows);
+  int32_t keep = bin(c, n, fe_attr_int(n, "upper", 1) ? KILN_OP_ge : KILN_OP_le, diff,
+                     kiln_ir_scalar(G, KILN_I64, k, NM));
+  n->out[0] = kiln_ir_select(G, keep, x, fe_scalar_like(c, n, x, 0), NM);
+  return KILN_OK;
+}
+
+kiln_status fe_import_eye_like(fe_ctx *c, fe_node *n) {
+  kiln_status st = need_inputs(c, n, 1);
+  if (st != KILN_OK) return st;
+  const kiln_shape s0 = G->nodes[n->in[0]].shape, *s = &s0;
+  kiln_dtype dt = G->nodes[n->in[0]].dtype;
+  if (fe_attr(n, "dtype") && !fe_dtype((int32_t)fe_attr_int(n, "dtype", 1), &dt))
+    return fe_fail(c, n, KILN_ERR_UNSUPPORTED, "dtype %s is not supported",
+                   fe_onnx_type_name((int32_t)fe_attr_int(n, "dtype", 1)));
+  if (s->rank != 2) return fe_fail(c, n, KILN_ERR_SHAPE, "input must be 2-D");
+  kiln_shape mn = *s;
+  int32_t diff = bin(c, n, KILN_OP_sub, kiln_ir_iota(G, KILN_I64, &mn, 1, NM),
+                     kiln_ir_iota(G, KILN_I64, &mn, 0, NM));
+  int32_t on = bin(c, n, KILN_OP_eq, diff, kiln_ir_scalar(G, KILN_I64, (double)fe_attr_int(n, "k", 0), NM));
+  n->out[0] = dt == KILN_BOOL ? on : kiln_ir_cast(G, on, dt, NM);
+  return KILN_OK;
+}
+
+/* out[..., j, ...] = (j == indices[...]) ? on : off, with j on a new axis. */
+kiln_status fe_import_one_hot(fe_ctx *c, fe_node *n) {
+  kiln_status st = need_inputs(c, n, 3);
+  if (st != KILN_OK) return st;
+  double depth_d;
+  if ((st = fe_value_scalar(c, n, 1, &depth_d)) != KILN_OK) return st;
+  int64_t depth = (int64_t)depth_d;
+  if (depth < 1) return fe_fail(c, n, KILN_ERR_SHAPE, "depth must be positive");
+  int32_t ind = n->in[0], vals = n->in[2];
+  const kiln_shape in = G->nodes[ind].shape;
+  if (kiln_shape_numel(&G->nodes[vals].shape) != 2)
+    return fe_fail(c, n, KILN_ERR_SHAPE, "values must hold [off, on]");
+  int32_t axis;
+  if ((st = fe_axis(c, n, fe_attr_int(n, "axis", -1), in.rank + 1, &axis)) != KILN_OK) return st;
+  if (G->nodes[ind].dtype != KILN_I64) ind = kiln_ir_cast(G, ind, KILN_I64, NM);
+  int32_t d = kiln_ir_scalar(G, KILN_I64, (double)depth, NM);
+  int32_t neg = bin(c, n, KILN_OP_lt, ind, kiln_ir_scalar(G, KILN_I64, 0, NM));
+  ind = kiln_ir_select(G, neg, bin(c, n, KILN_OP_add, ind, d), ind, NM);
+  kiln_shape with1 = {.rank = in.rank + 1}, out = with1;
+  for (int i = 0, j = 0; i < with1.rank; i++) {
+    with1.dims[i] = i == axis ? 1 : in.dims[j];
+    out.dims[i] = i == axis ? depth : in.dims[j];
+    if (i != axis) j++;
+  }
+  int32_t hit = bin(c, n, KILN_OP_eq, kiln_ir_iota(G, KILN_I64, &out, axis, NM),
+                    kiln_ir_reshape(G, ind, &with1, NM));
+  kiln_shape flat2 = {.rank = 1, .dims = {2}}, scalar = {.rank = 0};
+  int32_t v = kiln_ir_reshape(G, vals, &flat2, NM);
+  int64_t st0[1] = {0}, st1[1] = {1}, step[1] = {1}, cnt[1] = {1};
+  int32_t off = kiln_ir_reshape(G, kiln_ir_slice(G, v, st0, step, cnt, NM), &scalar, NM);
+  int32_t on = kiln_ir_reshape(G, kiln_ir_slice(G, v, st1, step, cnt, NM), &scalar, NM);
+  n->out[0] = kiln_ir_select(G, hit, on, off, NM);
+  return KILN_OK;
+}
+
+/* 1 at the (first) maximum along the axis, 0 elsewhere; before opset 13 on the 2-D view. */
+kiln_status fe_import_hardmax(fe_ctx *c, fe_node *n) {
+  kiln_status st = need_inputs(c, n, 1);
+  if (st != KILN_OK) return st;
+  int32_t x = n->in[0], axis;
+  const kiln_shape orig = G->nodes[x].shape;
+  if (c->opset >= 13) {
+    if ((st = fe_axis(c, n, fe_attr_int(n, "axis", -1), orig.rank, &axis)) != KILN_OK) return st;
+  } else {
+    int64_t a = fe_attr_int(n, "axis", 1);
+    if (a < 0) a += orig.rank;
+    if (a < 0 || a > orig.rank) return fe_fail(c, n, KILN_ERR_SHAPE, "axis is out of range");
+    kiln_shape flat = {.rank = 2, .dims = {1, 1}};
+    for (int i = 0; i < orig.rank; i++) flat.dims[i < a ? 0 : 1] *= orig.dims[i];
+    x = kiln_ir_reshape(G, x, &flat, NM);
+    axis = 1;
+  }
+  int32_t am = kiln_ir_arg(G, KILN_OP_argmax, x, axis, 1, 0, NM);
+  kiln_shape xs = G->nodes[x].shape;
+  int32_t hit = bin(c, n, KILN_OP_eq, kiln_ir_iota(G, KILN_I64, &xs, axis, NM), am);
+  int32_t y = kiln_ir_cast(G, hit, G->nodes[x].dtype, NM);
+  n->out[0] = c->opset >= 13 ? y : kiln_ir_reshape(G, y, &orig, NM);
+  return KILN_OK;
+}
+
+kiln_status fe_import_shrink(fe_ctx *c, fe_node *n) {
+  kiln_status st = need_inputs(c, n, 1);
+  if (st != KILN_OK) return st;
+  int32_t x = n->in[0];
+  double l = fe_attr_float(n, "lambd", 0.5f), b = fe_attr_float(n, "bias", 0.0f);
+  int32_t lo = bin(c, n, KILN_OP_lt, x, fe_scalar_like(c, n, x, -l));
+  int32_t hi = bin(c, n, KILN_OP_gt, x, fe_scalar_like(c, n, x, l));
+  int32_t y = kiln_ir_select(G, hi, bin(c, n, KILN_OP_sub, x, fe_scalar_like(c, n, x, b)),
+                             fe_scalar_like(c, n, x, 0), NM);
+  n->out[0] = kiln_ir_select(G, lo, bin(c, n, KILN_OP_add, x, fe_scalar_like(c, n, x, b)), y, NM);
+  return KILN_OK;
+}
+
+kiln_status fe_import_lp_norm(fe_ctx *c, fe_node *n) {
+  kiln_status st = need_inputs(c, n, 1);
+  if (st != KILN_OK) return st;
+  int32_t x = n->in[0], axis;
+  if ((st = fe_axis(c, n, fe_attr_int(n, "axis", -1), G->nodes[x].shape.rank, &axis)) != KILN_OK)
+    return st;
+  int64_t p = fe_attr_int(n, "p", 2);
+  int32_t norm;
+  if (p == 1) {
+    norm = kiln_ir_reduce(G, KILN_OP_reduce_sum, kiln_ir_unary(G, KILN_OP_abs, x, NM), 1, &axis, 1, NM);
+  } else if (p == 2) {
+    norm = kiln_ir_unary(G, KILN_OP_sqrt,
+                         kiln_ir_reduce(G, KILN_OP_reduce_sum, bin(c, n, KILN_OP_mul, x, x), 1, &axis, 1, NM), NM);
+  } else {
+    return fe_fail(c, n, KILN_ERR_UNSUPPORTED, "p=%lld (only 1 and 2)", (long long)p);
+  }
+  /* A zero norm means a zero vector: divide by 1 so it stays 0 (as ONNX's reference does). */
+  int32_t zero = bin(c, n, KILN_OP_eq, norm, fe_scalar_like(c, n, norm, 0));
+  norm = kiln_ir_select(G, zero, fe_scalar_like(c, n, norm, 1), norm, NM);
+  n->out[0] = bin(c, n, KILN_OP_div, x, norm);
+  return KILN_OK;
+}
+
+/* x * rsqrt(mean(x^2) + eps) * scale over axes [axis, rank), statistics in f32 for 16-bit. */
+kiln_status fe_import_rms_norm(fe_ctx *c, fe_node *n) {
+  kiln_status st = need_inputs(c, n, 2);
+  if (st != KILN_OK) return st;
+  int32_t x = n->in[0], rank = G->nodes[x].shape.rank, axis;
+  kiln_dtype dt = G->nodes[x].dtype;
+  if ((st = fe_axis(c, n, fe_attr_int(n, "axis", -1), rank, &axis)) != KILN_OK) return st;
+  int32_t axes[KILN_MAX_RANK], n_axes = 0;
+  for (int i = axis; i < rank; i++) axes[n_axes++] = i;
+  bool up = (dt == KILN_F16 || dt == KILN_BF16) && fe_attr_int(n, "stash_type", 1) == 1;
+  int32_t xs = up ? kiln_ir_cast(G, x, KILN_F32, NM) : x;
+  int32_t ms = fe_reduce_mean(c, n, bin(c, n, KILN_OP_mul, xs, xs), n_axes, axes, 1);
+  int32_t inv = kiln_ir_unary(G, KILN_OP_rsqrt,
+                              bin(c, n, KILN_OP_add, ms, fe_scalar_like(c, n, xs, fe_attr_float(n, "epsilon", 1e-5f))), NM);
+  int32_t y = bin(c, n, KILN_OP_mul, xs, inv);
+  if (up) y = kiln_ir_cast(G, y, dt, NM);
+  n->out[0] = bin(c, n, KILN_OP_mul, y, n->in[1]);
+  return KILN_OK;
+}
