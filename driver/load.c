@@ -18,6 +18,26 @@ kiln_status kiln_load_onnx(kiln_context *ctx, const char *path, const kiln_load_
   *g = NULL;
   kiln_diag d = {0};
   kiln_fe_options fo = {.load = o, .fold = fold_with_interpreter, .fold_user = NULL};
+  kiln_const frozen[64];
+  if (o && o->n_constant_inputs > 0) {
+    if (o->n_constant_inputs > 64 || !o->constant_input_names || !o->constant_input_values)
+      return kiln_driver_failf(ctx, KILN_ERR_INVALID_ARGUMENT,
+                               "kiln_load_onnx: constant inputs: %d given (at most 64, names and values required)",
+                               o->n_constant_inputs);
+    for (int i = 0; i < o->n_constant_inputs; i++) {
+      const kiln_tensor *t = &o->constant_input_values[i];
+      if (t->rank < 0 || t->rank > KILN_MAX_RANK || (unsigned)t->dtype >= KILN_DTYPE_COUNT)
+        return kiln_driver_failf(ctx, KILN_ERR_INVALID_ARGUMENT, "constant input '%s': bad dtype or rank",
+                                 o->constant_input_names[i]);
+      frozen[i].dtype = t->dtype;
+      frozen[i].shape = kiln_shape_make(t->rank, t->dims);
+      frozen[i].data = t->data;
+      frozen[i].nbytes = (size_t)kiln_shape_numel(&frozen[i].shape) * kiln_dtype_size(t->dtype);
+      frozen[i].name = o->constant_input_names[i];
+    }
+    fo.n_frozen = o->n_constant_inputs;
+    fo.frozen = frozen;
+  }
   if (kiln_fe_load_onnx(&ctx->alloc, path, &fo, g, &d) != KILN_OK) {
     kiln_ir_graph_destroy(*g);
     *g = NULL;

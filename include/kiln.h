@@ -136,6 +136,13 @@ typedef struct kiln_load_options {
   const char *const *binding_names;
   const int64_t *binding_values;
   int64_t default_dim;
+  /* Graph inputs whose values are known at load time (e.g. a shape, axes or pads input):
+   * the input named constant_input_names[i] is imported as a constant holding
+   * constant_input_values[i] (copied), so shape computations that depend on it fold.
+   * It is no longer an input of the graph. */
+  int32_t n_constant_inputs;
+  const char *const *constant_input_names;
+  const kiln_tensor *constant_input_values;
 } kiln_load_options;
 
 /* ONNX model file. External data files are resolved relative to the model's folder and
@@ -245,6 +252,8 @@ typedef struct kiln_exe_stats {
   int64_t bytes_moved;    /* bytes read + written by all kernels per run (estimate) */
   int64_t arena_bytes;    /* peak temporary memory */
   int64_t flops;          /* estimate */
+  int32_t cache_hit;      /* 1: the CPU code came from the compile cache (no LLVM
+                             optimization or code generation ran); 0 otherwise */
 } kiln_exe_stats;
 kiln_status kiln_executable_stats(const kiln_executable *exe, kiln_exe_stats *s);
 int32_t kiln_executable_num_outputs(const kiln_executable *exe);

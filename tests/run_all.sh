@@ -5,7 +5,9 @@
 #
 # Suites: each Criterion unit-test binary BUILDDIR/tests/test_*, the lit/FileCheck tests
 # (tests/lit), the example models (examples/gen_models.py into BUILDDIR/models, then
-# tests/models/check_models.py against ONNX Runtime). A failing suite does not stop the
+# tests/models/check_models.py against ONNX Runtime), and the PyTorch-exported
+# architectures of tests/models/torch (weights refilled by torch_refill.py, then the same
+# checks). A failing suite does not stop the
 # run. Individual tests are counted where the suite's output says how many ran; a suite
 # that cannot run at all (missing tool, crash, timeout, unparsable output) counts as one
 # failed test, never as a silent skip. The last line is always
@@ -156,21 +158,51 @@ else
   echo "up to date (delete $STAMP to regenerate)"
 fi
 
-if [ $models_ok -eq 1 ]; then
-  header "models: tests/models/check_models.py"
-  run_logged "$PYTHON" tests/models/check_models.py "$BUILD" "$MODELS"
-  rc=$?
+# Runs tests/models/check_models.py over MODELDIR and records it as suite NAME.
+model_suite() {
+  local name=$1 dir=$2
+  header "$name: tests/models/check_models.py $dir"
+  run_logged "$PYTHON" tests/models/check_models.py "$BUILD" "$dir"
+  local rc=$?
+  local line
   line=$(grep -a '^models: [0-9]* passed, [0-9]* failed' "$LOG/out" | tail -1)
   if [ -z "$line" ]; then
     echo ">> check_models.py printed no summary: $(why_failed $rc)"
-    record "models" 0 1 0 "no summary ($(why_failed $rc))"
+    record "$name" 0 1 0 "no summary ($(why_failed $rc))"
   else
+    local p f
     p=$(sed -n 's/^models: \([0-9]*\) passed.*/\1/p' <<<"$line")
     f=$(sed -n 's/.* \([0-9]*\) failed.*/\1/p' <<<"$line")
     [ $rc -ne 0 ] && [ "$f" -eq 0 ] && f=1
-    record "models" "$p" "$f" 0
+    record "$name" "$p" "$f" 0
   fi
+}
+
+[ $models_ok -eq 1 ] && model_suite models "$MODELS"
+
+# ------------------------------------------------------------------ PyTorch-exported models
+# tests/models/torch/*.onnx are graphs exported by PyTorch (tests/models/torch_export.py)
+# with their weights stripped; torch_refill.py gives them random weights of the recorded
+# statistics and onnxruntime's outputs.
+header "torch models: tests/models/torch_refill.py -> $BUILD/torch_models"
+TORCH=$BUILD/torch_models
+TSTAMP=$TORCH/.generated
+torch_ok=1
+if [ ! -f "$TSTAMP" ] || [ tests/models/torch_refill.py -nt "$TSTAMP" ] || [ -n "$(find tests/models/torch -newer "$TSTAMP" -name '*.onnx')" ]; then
+  rm -rf "$TORCH"
+  mkdir -p "$TORCH"
+  for m in tests/models/torch/*.onnx; do
+    if ! run_logged "$PYTHON" tests/models/torch_refill.py "$m" "$TORCH/$(basename "$m")"; then
+      echo ">> torch_refill.py $m failed"
+      record "torch-models/refill" 0 1 0 "torch_refill.py $m"
+      torch_ok=0
+    fi
+  done
+  [ $torch_ok -eq 1 ] && touch "$TSTAMP"
+else
+  echo "up to date (delete $TSTAMP to regenerate)"
 fi
+[ $torch_ok -eq 1 ] && model_suite torch-models "$TORCH"
 
 # ------------------------------------------------------------------ summary
 header "summary"

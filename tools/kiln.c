@@ -217,7 +217,10 @@ static kiln_status load_model(kiln_context *ctx, const opts *o, kiln_graph **g) 
   if (stat(o->model, &sb) != 0)
     return kiln_driver_failf(ctx, KILN_ERR_IO, "%s: %s", o->model, strerror(errno));
   if (ends_with(o->model, ".onnx")) {
-    kiln_load_options lo = {o->n_binds, o->bind_names, o->bind_values, 0};
+    kiln_load_options lo = {0};
+    lo.n_bindings = o->n_binds;
+    lo.binding_names = o->bind_names;
+    lo.binding_values = o->bind_values;
     return kiln_load_onnx(ctx, o->model, &lo, g);
   }
   return kiln_load_text(ctx, o->model, g);
@@ -570,10 +573,10 @@ static int cmd_bench(const opts *o) {
     if (oo.json)
       printf("{\"model\": \"%s\", \"target\": \"%s\", \"fusion\": \"%s\", \"threads\": %d, \"kernels\": %d, "
              "\"bytes_moved\": %lld, \"arena_bytes\": %lld, \"flops\": %lld, \"compile_ms\": %.3f, "
-             "\"median_ms\": %.4f, \"min_ms\": %.4f, \"mean_ms\": %.4f, \"runs\": %d}\n",
+             "\"cache_hit\": %d, \"median_ms\": %.4f, \"min_ms\": %.4f, \"mean_ms\": %.4f, \"runs\": %d}\n",
              oo.model, oo.target == KILN_TARGET_CUDA ? "cuda" : "cpu", fusion_names[oo.fusion], oo.threads,
              s.kernels, (long long)s.bytes_moved, (long long)s.arena_bytes, (long long)s.flops, compile_ms,
-             median, t[0], sum / runs, runs);
+             (int)s.cache_hit, median, t[0], sum / runs, runs);
     else
       printf("%s: %d kernels, %.2f MB moved, arena %.2f MB, %.3f GFLOP; compile %.1f ms; "
              "median %.3f ms, min %.3f ms over %d runs\n",
