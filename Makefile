@@ -4,7 +4,7 @@ BUILD ?= build
 JOBS  ?= $(shell nproc)
 PYTHON ?= python3
 
-.PHONY: all deps build run test unit lit models conformance bench clean
+.PHONY: all deps build run test unit lit models conformance bench clean fuzz-graphs
 
 all: build
 
@@ -25,6 +25,16 @@ test: build
 
 conformance: build
 	@$(BUILD)/kiln_conformance $(CONFORMANCE_ARGS)
+
+# Differential fuzzing of the compiler against the interpreter (tests/unit/test_e2e_random.c)
+# with many more random graphs than `make test`, from a time-based seed unless
+# KILN_FUZZ_SEED is given: make fuzz-graphs KILN_FUZZ_GRAPHS=20000 KILN_FUZZ_SEED=123
+KILN_FUZZ_GRAPHS ?= 5000
+KILN_FUZZ_SEED ?= $(shell date +%s)
+fuzz-graphs: build
+	@echo "fuzz-graphs: $(KILN_FUZZ_GRAPHS) graphs from seed $(KILN_FUZZ_SEED)"
+	@KILN_FUZZ_GRAPHS=$(KILN_FUZZ_GRAPHS) KILN_FUZZ_SEED=$(KILN_FUZZ_SEED) \
+	  $(BUILD)/tests/test_e2e_random --jobs $(JOBS) --color=never
 
 bench: build
 	@bench/run.sh $(BUILD)

@@ -1,8 +1,13 @@
 /* jit.c - in-process compilation of a kernel program with ORC LLJIT: render, optimize
- * for the host, hand the module to the JIT, look up the entry. The runtime ABI (kiln_rt_*)
- * is bound by address; everything else (libm) resolves against the running process. */
+ * for the host and emit an object in memory (kiln_llvm_compile_object), then load that
+ * object into an LLJIT and look up the entry (kiln_llvm_jit_load_object). The two halves
+ * are separate so the driver's compile cache can store the object and skip the first.
+ * Also the cache key's raw material (kiln_llvm_jit_fingerprint). The runtime ABI
+ * (kiln_rt_*) is bound by address; everything else (libm) resolves against the running
+ * process. */
 #include "llvm_impl.h"
 
+#include <llvm-c/BitWriter.h>
 #include <llvm-c/LLJIT.h>
 #include <llvm-c/Orc.h>
 #include <stdint.h>
@@ -25,14 +30,13 @@ static void report_session_error(void *ctx, LLVMErrorRef err) {
   LLVMDisposeErrorMessage(msg);
 }
 
-#define KILN_JIT_ENTRY "kiln_main"
-
 static kiln_status create_lljit(kiln_llvm_jit *h, LLVMOrcLLJITRef *out, kiln_diag *d) {
   *out = NULL;
-  /* The JIT's code generator uses the same host CPU and features the module was
-   * optimized for (detectHost would too, but this states it). */
+  /* Only objects are added, so the JIT's own code generator never runs; its target
+   * machine still describes the host the objects were made for (detectHost would too,
+   * but this states it). */
   LLVMTargetMachineRef tm;
-  if (kiln_llvm_host_machine(LLVMRelocDefault, LLVMCodeModelJITDefault, &tm, d) != KILN_OK) return d->status;
+  if (kiln_llvm_host_machine(KILN_LLVM_JIT_RELOC, KILN_LLVM_JIT_CODE_MODEL, &tm, d) != KILN_OK) return d->status;
   LLVMOrcLLJITBuilderRef bld = LLVMOrcCreateLLJITBuilder();
   LLVMOrcLLJITBuilderSetJITTargetMachineBuilder(bld, LLVMOrcJITTargetMachineBuilderCreateFromTargetMachine(tm));
   LLVMOrcLLJITRef j;
@@ -75,41 +79,72 @@ static kiln_status create_lljit(kiln_llvm_jit *h, LLVMOrcLLJITRef *out, kiln_dia
   return KILN_OK;
 }
 
-kiln_status kiln_llvm_jit_compile(const kiln_kprogram *p, kiln_llvm_jit **jit, kiln_rt_entry_fn *entry,
-                                  kiln_diag *d) {
+/* Renders p for the JIT into a fresh context (the caller disposes *ctx and *m). */
+static kiln_status render_for_jit(const kiln_kprogram *p, LLVMContextRef *ctx, LLVMModuleRef *m, kiln_diag *d) {
+  *ctx = LLVMContextCreate();
+  kiln_llvm_render_options o = {.entry_name = KILN_LLVM_JIT_ENTRY};
+  return kiln_llvm_render(p, *ctx, &o, m, d);
+}
+
+kiln_status kiln_llvm_compile_object(const kiln_kprogram *p, void **obj, size_t *n, kiln_diag *d) {
+  *obj = NULL;
+  *n = 0;
+  LLVMTargetMachineRef tm;
+  if (kiln_llvm_host_machine(KILN_LLVM_JIT_RELOC, KILN_LLVM_JIT_CODE_MODEL, &tm, d) != KILN_OK) return d->status;
+  LLVMContextRef ctx;
+  LLVMModuleRef m = NULL;
+  kiln_status st = render_for_jit(p, &ctx, &m, d);
+  if (st == KILN_OK) st = kiln_llvm_optimize(m, tm, d);
+  LLVMMemoryBufferRef mb = NULL;
+  if (st == KILN_OK) {
+    char *err = NULL;
+    /* The same code generation LLJIT's IR layer would run (same target machine), only
+     * its result is kept as bytes so the compile cache can store it. */
+    if (LLVMTargetMachineEmitToMemoryBuffer(tm, m, LLVMObjectFile, &err, &mb)) {
+      st = kiln_diag_set(d, KILN_ERR_BACKEND, "LLVM: emitting the JIT object: %s", err ? err : "failed");
+      mb = NULL;
+    }
+    LLVMDisposeMessage(err);
+  }
+  if (st == KILN_OK) {
+    size_t sz = LLVMGetBufferSize(mb);
+    void *bytes = kiln_ir_malloc(p->alloc, sz ? sz : 1);
+    if (!bytes) {
+      st = kiln_diag_set(d, KILN_ERR_OUT_OF_MEMORY, "out of memory for a %zu-byte object", sz);
+    } else {
+      memcpy(bytes, LLVMGetBufferStart(mb), sz);
+      *obj = bytes;
+      *n = sz;
+    }
+  }
+  if (mb) LLVMDisposeMemoryBuffer(mb);
+  if (m) LLVMDisposeModule(m);
+  LLVMContextDispose(ctx);
+  LLVMDisposeTargetMachine(tm);
+  return st;
+}
+
+kiln_status kiln_llvm_jit_load_object(const kiln_allocator *a, const void *obj, size_t n, const char *entry_name,
+                                      kiln_llvm_jit **jit, kiln_rt_entry_fn *entry, kiln_diag *d) {
   *jit = NULL;
   *entry = NULL;
-  kiln_llvm_jit *h = kiln_ir_malloc(p->alloc, sizeof *h);
+  if (!a) a = kiln_ir_default_allocator();
+  kiln_llvm_jit *h = kiln_ir_malloc(a, sizeof *h);
   if (!h) return kiln_diag_set(d, KILN_ERR_OUT_OF_MEMORY, "out of memory creating the JIT");
   memset(h, 0, sizeof *h);
-  h->alloc = p->alloc;
-  LLVMTargetMachineRef tm;
-  if (kiln_llvm_host_machine(LLVMRelocDefault, LLVMCodeModelJITDefault, &tm, d) != KILN_OK) {
-    kiln_ir_free(p->alloc, h);
+  h->alloc = a;
+  if (create_lljit(h, &h->lljit, d) != KILN_OK) {
+    kiln_ir_free(a, h);
     return d->status;
   }
-  LLVMOrcThreadSafeContextRef tsc = LLVMOrcCreateNewThreadSafeContext();
-  LLVMModuleRef m = NULL;
-  kiln_llvm_render_options o = {.entry_name = KILN_JIT_ENTRY};
-  kiln_status st = kiln_llvm_render(p, LLVMOrcThreadSafeContextGetContext(tsc), &o, &m, d);
-  if (st == KILN_OK) st = kiln_llvm_optimize(m, tm, d);
-  LLVMDisposeTargetMachine(tm);
-  if (st == KILN_OK) st = create_lljit(h, &h->lljit, d);
-  if (st != KILN_OK) {
-    /* The module never reached the JIT: it is ours to dispose. */
-    if (m) LLVMDisposeModule(m);
-    LLVMOrcDisposeThreadSafeContext(tsc);
-    kiln_ir_free(p->alloc, h);
-    return st;
-  }
-  LLVMOrcThreadSafeModuleRef tsm = LLVMOrcCreateNewThreadSafeModule(m, tsc); /* owns m */
-  LLVMOrcDisposeThreadSafeContext(tsc); /* tsm keeps the context alive */
-  /* From here the JIT owns the module: the C API consumes tsm even when it fails. */
-  LLVMErrorRef err = LLVMOrcLLJITAddLLVMIRModule(h->lljit, LLVMOrcLLJITGetMainJITDylib(h->lljit), tsm);
+  /* A copy: the JIT may keep the buffer after the caller frees obj. */
+  LLVMMemoryBufferRef mb = LLVMCreateMemoryBufferWithMemoryRangeCopy(obj, n, "kiln-jit-object");
+  /* Consumes mb, even on error. Linking happens at the lookup. */
+  LLVMErrorRef err = LLVMOrcLLJITAddObjectFile(h->lljit, LLVMOrcLLJITGetMainJITDylib(h->lljit), mb);
   LLVMOrcExecutorAddress addr = 0;
-  if (!err) err = LLVMOrcLLJITLookup(h->lljit, &addr, KILN_JIT_ENTRY); /* compiles and links */
+  if (!err) err = LLVMOrcLLJITLookup(h->lljit, &addr, entry_name);
   if (err || !addr) {
-    kiln_llvm_fail(d, "JIT compilation", err, NULL);
+    kiln_llvm_fail(d, "loading the JIT object", err, NULL);
     if (h->session_errors[0]) kiln_diag_append(d, " (%s)", h->session_errors);
     kiln_llvm_jit_destroy(h);
     return d->status;
@@ -117,6 +152,76 @@ kiln_status kiln_llvm_jit_compile(const kiln_kprogram *p, kiln_llvm_jit **jit, k
   *jit = h;
   *entry = (kiln_rt_entry_fn)(uintptr_t)addr;
   return KILN_OK;
+}
+
+/* One path for JIT code, cached or not: the object the cache would store is exactly what
+ * gets loaded here. */
+kiln_status kiln_llvm_jit_compile(const kiln_kprogram *p, kiln_llvm_jit **jit, kiln_rt_entry_fn *entry,
+                                  kiln_diag *d) {
+  *jit = NULL;
+  *entry = NULL;
+  void *obj = NULL;
+  size_t n = 0;
+  kiln_status st = kiln_llvm_compile_object(p, &obj, &n, d);
+  if (st == KILN_OK) st = kiln_llvm_jit_load_object(p->alloc, obj, n, KILN_LLVM_JIT_ENTRY, jit, entry, d);
+  kiln_ir_free(p->alloc, obj);
+  return st;
+}
+
+kiln_status kiln_llvm_jit_fingerprint(const kiln_kprogram *p, void **data, size_t *n, kiln_diag *d) {
+  *data = NULL;
+  *n = 0;
+  LLVMTargetMachineRef tm;
+  if (kiln_llvm_host_machine(KILN_LLVM_JIT_RELOC, KILN_LLVM_JIT_CODE_MODEL, &tm, d) != KILN_OK) return d->status;
+  LLVMContextRef ctx;
+  LLVMModuleRef m = NULL;
+  kiln_status st = render_for_jit(p, &ctx, &m, d);
+  if (st == KILN_OK) {
+    /* The module's name is the graph's; it reaches the object only as a file symbol, so
+     * the same program under another graph name may share the entry. */
+    LLVMSetModuleIdentifier(m, "kiln", 4);
+    LLVMSetSourceFileName(m, "kiln", 4);
+  }
+  LLVMMemoryBufferRef bc = st == KILN_OK ? LLVMWriteBitcodeToMemoryBuffer(m) : NULL;
+  if (st == KILN_OK && !bc) st = kiln_diag_set(d, KILN_ERR_BACKEND, "LLVM: cannot write the module's bitcode");
+  if (st == KILN_OK) {
+    /* Everything the object depends on besides the module itself: what the target
+     * machine was built from and how code is generated. Length-prefixed, so no two
+     * different field lists give the same bytes. */
+    char *triple = LLVMGetTargetMachineTriple(tm), *cpu = LLVMGetTargetMachineCPU(tm);
+    char *features = LLVMGetTargetMachineFeatureString(tm);
+    char settings[96];
+    snprintf(settings, sizeof settings, "jit-object v1 reloc %d cm %d opt %d O3+vec", (int)KILN_LLVM_JIT_RELOC,
+             (int)KILN_LLVM_JIT_CODE_MODEL, (int)LLVMCodeGenLevelAggressive);
+    const char *fields[] = {kiln_llvm_version(), triple, cpu, features, settings, KILN_LLVM_JIT_ENTRY};
+    size_t nf = sizeof fields / sizeof fields[0], total = 0;
+    for (size_t i = 0; i < nf; i++) total += 8 + strlen(fields[i]);
+    size_t bcn = LLVMGetBufferSize(bc);
+    total += 8 + bcn;
+    unsigned char *out = kiln_ir_malloc(p->alloc, total);
+    if (!out) {
+      st = kiln_diag_set(d, KILN_ERR_OUT_OF_MEMORY, "out of memory for the cache key");
+    } else {
+      size_t o = 0;
+      for (size_t i = 0; i <= nf; i++) {
+        const void *src = i < nf ? (const void *)fields[i] : (const void *)LLVMGetBufferStart(bc);
+        uint64_t len = i < nf ? strlen(fields[i]) : bcn;
+        for (int b = 0; b < 8; b++) out[o++] = (unsigned char)(len >> (8 * b));
+        memcpy(out + o, src, (size_t)len);
+        o += (size_t)len;
+      }
+      *data = out;
+      *n = total;
+    }
+    LLVMDisposeMessage(triple);
+    LLVMDisposeMessage(cpu);
+    LLVMDisposeMessage(features);
+  }
+  if (bc) LLVMDisposeMemoryBuffer(bc);
+  if (m) LLVMDisposeModule(m);
+  LLVMContextDispose(ctx);
+  LLVMDisposeTargetMachine(tm);
+  return st;
 }
 
 void kiln_llvm_jit_destroy(kiln_llvm_jit *jit) {

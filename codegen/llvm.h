@@ -19,6 +19,26 @@ kiln_status kiln_llvm_jit_compile(const kiln_kprogram *p, kiln_llvm_jit **jit,
                                   kiln_rt_entry_fn *entry, kiln_diag *d);
 void kiln_llvm_jit_destroy(kiln_llvm_jit *jit);
 
+/* The JIT in two halves, for the driver's compile cache (kiln_llvm_jit_compile is the
+ * two in a row). compile_object: the optimized object file (ELF on Linux) of p for the
+ * host CPU; *obj is allocated with p->alloc. It references constants through bufs only,
+ * so it is valid for any constant values. */
+kiln_status kiln_llvm_compile_object(const kiln_kprogram *p, void **obj, size_t *n, kiln_diag *d);
+/* Loads an object made by kiln_llvm_compile_object (copied; obj may be freed after) into
+ * a new JIT and looks up entry_name (KILN_LLVM_JIT_ENTRY_NAME). The jit's bookkeeping
+ * is allocated with a (the default allocator when NULL), which must outlive the jit. A
+ * malformed object is an error, not a crash, as far as LLVM's object reader checks. */
+#define KILN_LLVM_JIT_ENTRY_NAME "kiln_main"
+kiln_status kiln_llvm_jit_load_object(const kiln_allocator *a, const void *obj, size_t n, const char *entry_name,
+                                      kiln_llvm_jit **jit, kiln_rt_entry_fn *entry, kiln_diag *d);
+/* The bytes that determine kiln_llvm_compile_object's result on this host: LLVM's
+ * version, the target machine (triple, host CPU name and features), code generation
+ * settings, and the bitcode of the rendered, unoptimized module (which holds everything
+ * of p that reaches the code, including every constant the renderer embeds; constant
+ * buffers are not embedded). Equal fingerprints give equal objects, so a strong hash of
+ * them keys the compile cache. *data is allocated with p->alloc. */
+kiln_status kiln_llvm_jit_fingerprint(const kiln_kprogram *p, void **data, size_t *n, kiln_diag *d);
+
 /* Textual LLVM IR of the program's module, after optimization (for kiln dump --llvm). */
 kiln_status kiln_llvm_print_module(const kiln_kprogram *p, FILE *f, kiln_diag *d);
 

@@ -31,6 +31,14 @@ kiln_status kiln_llvm_render(const kiln_kprogram *p, LLVMContextRef ctx,
 kiln_status kiln_llvm_host_machine(LLVMRelocMode reloc, LLVMCodeModel cm, LLVMTargetMachineRef *tm,
                                    kiln_diag *d);
 
+/* How JIT objects are generated (kiln_llvm_compile_object; part of the cache key): the
+ * JIT's default code model (large on x86-64, so code and data may land anywhere in the
+ * address space) and the default relocation model. */
+#define KILN_LLVM_JIT_RELOC LLVMRelocDefault
+#define KILN_LLVM_JIT_CODE_MODEL LLVMCodeModelJITDefault
+/* The entry symbol of JIT code. */
+#define KILN_LLVM_JIT_ENTRY KILN_LLVM_JIT_ENTRY_NAME
+
 /* Sets m's triple and data layout from tm and runs default<O3>. */
 kiln_status kiln_llvm_optimize(LLVMModuleRef m, LLVMTargetMachineRef tm, kiln_diag *d);
 

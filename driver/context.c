@@ -28,15 +28,25 @@ kiln_status kiln_context_create(const kiln_context_options *o, kiln_context **ou
   ctx->alloc = *a;
   ctx->threads = o ? o->threads : 0;
   ctx->log_level = o ? o->log_level : 0;
+  /* Compile cache: the option, else $KILN_CACHE_DIR, else $HOME/.cache/kiln (no HOME: no
+   * cache). "" from either source disables it: ctx->cache_dir stays NULL. */
   const char *dir = o && o->cache_dir ? o->cache_dir : getenv("KILN_CACHE_DIR");
-  if (dir) {
-    size_t n = strlen(dir) + 1;
-    ctx->cache_dir = kiln_ir_malloc(&ctx->alloc, n);
+  const char *home = getenv("HOME");
+  const char *suffix = "";
+  if (!dir && home && home[0]) {
+    dir = home;
+    suffix = "/.cache/kiln";
+  }
+  if (dir && dir[0]) {
+    size_t n = strlen(dir), m = strlen(suffix);
+    while (n > 1 && dir[n - 1] == '/') n--; /* "dir/" and "dir" name the same entries */
+    ctx->cache_dir = kiln_ir_malloc(&ctx->alloc, n + m + 1);
     if (!ctx->cache_dir) {
       kiln_ir_free(a, ctx);
       return KILN_ERR_OUT_OF_MEMORY;
     }
     memcpy(ctx->cache_dir, dir, n);
+    memcpy(ctx->cache_dir + n, suffix, m + 1);
   }
   *out = ctx;
   return KILN_OK;

@@ -44,4 +44,28 @@ kiln_status kiln_driver_dump(kiln_context *ctx, const kiln_graph *g, const kiln_
 
 kiln_rt_pool *kiln_driver_pool(kiln_context *ctx);
 
+/* ------------------------------------------------------------------ compile cache (cache.c) */
+typedef struct kiln_sha256 {
+  uint32_t h[8];
+  uint64_t len;
+  uint8_t buf[64];
+  size_t used;
+} kiln_sha256;
+void kiln_sha256_init(kiln_sha256 *s);
+void kiln_sha256_update(kiln_sha256 *s, const void *data, size_t n);
+void kiln_sha256_final(kiln_sha256 *s, uint8_t out[32]);
+void kiln_sha256_hex(const void *data, size_t n, char hex[65]);
+
+/* True when ctx has a cache directory (ctx->cache_dir: NULL or "" means no cache). */
+bool kiln_driver_cache_enabled(const kiln_context *ctx);
+/* key = SHA-256 (hex) of the Kiln version, the entry format and a backend's fingerprint
+ * (everything its output depends on). */
+void kiln_driver_cache_key(const void *material, size_t n, char key[65]);
+/* The entry stored under key, checked (length, checksum); *data from ctx->alloc. False
+ * on a miss or a damaged entry. */
+bool kiln_driver_cache_get(kiln_context *ctx, const char key[65], void **data, size_t *n);
+/* Stores data under key atomically (temporary file + rename), creating the directory.
+ * Failures only log (log_level >= 1): the cache never fails a compile. */
+void kiln_driver_cache_put(kiln_context *ctx, const char key[65], const void *data, size_t n);
+
 #endif

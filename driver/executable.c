@@ -170,6 +170,49 @@ static void cpu_destroy(kiln_executable *e) {
 
 static const exe_backend_i cpu_backend = {"cpu", cpu_run, cpu_destroy};
 
+/* JIT code through the compile cache. The key is a SHA-256 of codegen's fingerprint: the
+ * rendered module's bitcode plus the target and code generation settings (see
+ * kiln_llvm_jit_fingerprint). Keying on the module rather than on the graph or kernel
+ * text makes the key exact by construction: whatever of the program, the compile options
+ * or the renderer reaches the code is in the module, and nothing else is (node names,
+ * constant values). Weights are not in the key because the JIT code reads every constant
+ * buffer through bufs; the few values the renderer does embed (scalar constants, GEMM
+ * and opaque descriptors) are in the module. Rendering costs a small fraction of O3 and
+ * code generation, which a hit skips. Any cache problem falls back to compiling. */
+static kiln_status cpu_cached_jit(kiln_context *ctx, const kiln_kprogram *p, kiln_llvm_jit **jit,
+                                  kiln_rt_entry_fn *entry, int32_t *hit, kiln_diag *d) {
+  *hit = 0;
+  if (!kiln_driver_cache_enabled(ctx)) return kiln_llvm_jit_compile(p, jit, entry, d);
+  void *fp = NULL, *obj = NULL;
+  size_t fpn = 0, n = 0;
+  char key[65];
+  kiln_diag kd = {0};
+  if (kiln_llvm_jit_fingerprint(p, &fp, &fpn, &kd) != KILN_OK) {
+    /* Rendering failed: compiling will fail the same way, with the real message. */
+    kiln_ir_free(p->alloc, fp);
+    return kiln_llvm_jit_compile(p, jit, entry, d);
+  }
+  kiln_driver_cache_key(fp, fpn, key);
+  kiln_ir_free(p->alloc, fp);
+  if (kiln_driver_cache_get(ctx, key, &obj, &n)) {
+    kiln_diag ld = {0};
+    kiln_status st = kiln_llvm_jit_load_object(p->alloc, obj, n, KILN_LLVM_JIT_ENTRY_NAME, jit, entry, &ld);
+    kiln_ir_free(&ctx->alloc, obj);
+    if (st == KILN_OK) {
+      *hit = 1;
+      if (ctx->log_level >= 2) fprintf(stderr, "kiln: cache: hit %s\n", key);
+      return KILN_OK;
+    }
+    if (ctx->log_level >= 1) fprintf(stderr, "kiln: cache: entry %s did not load, recompiling: %s\n", key, ld.msg);
+  }
+  kiln_status st = kiln_llvm_compile_object(p, &obj, &n, d);
+  if (st == KILN_OK) st = kiln_llvm_jit_load_object(p->alloc, obj, n, KILN_LLVM_JIT_ENTRY_NAME, jit, entry, d);
+  /* Stored only once it loaded: the cache never holds an object that failed here. */
+  if (st == KILN_OK) kiln_driver_cache_put(ctx, key, obj, n);
+  kiln_ir_free(p->alloc, obj);
+  return st;
+}
+
 static kiln_status cpu_create(kiln_executable *e, kiln_diag *d) {
   const kiln_kprogram *p = e->prog;
   e->vt = &cpu_backend;
@@ -184,7 +227,7 @@ static kiln_status cpu_create(kiln_executable *e, kiln_diag *d) {
     else if (bf->kind == KILN_BUF_ARENA) e->bufs[b] = (char *)e->arena_mem + bf->offset;
   }
   kiln_llvm_jit *jit = NULL;
-  kiln_status st = kiln_llvm_jit_compile(p, &jit, &e->entry, d);
+  kiln_status st = cpu_cached_jit(e->ctx, p, &jit, &e->entry, &e->stats.cache_hit, d);
   e->jit = jit;
   return st;
 }

@@ -90,6 +90,8 @@ FE_DECLARE(fe_import_conv)
 FE_DECLARE(fe_import_pool)
 FE_DECLARE(fe_import_global_pool)
 FE_DECLARE(fe_import_batch_norm)
+FE_DECLARE(fe_import_lp_pool)
+FE_DECLARE(fe_import_conv_transpose)
 /* onnx_ops_shape.c */
 FE_DECLARE(fe_import_shape)
 FE_DECLARE(fe_import_size)
@@ -120,6 +122,15 @@ FE_DECLARE(fe_import_hardmax)
 FE_DECLARE(fe_import_shrink)
 FE_DECLARE(fe_import_lp_norm)
 FE_DECLARE(fe_import_rms_norm)
+FE_DECLARE(fe_import_cumulative)
+FE_DECLARE(fe_import_swish)
+/* onnx_ops_loss.c */
+FE_DECLARE(fe_import_nll_loss)
+FE_DECLARE(fe_import_softmax_ce_loss)
+/* onnx_ops_attention.c */
+FE_DECLARE(fe_import_attention)
+/* onnx_ops_resize.c */
+FE_DECLARE(fe_import_resize)
 #undef FE_DECLARE
 
 /* ------------------------------------------------------------------ onnx_util.c */

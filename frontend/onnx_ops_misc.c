@@ -1,5 +1,6 @@
 /* onnx_ops_misc.c - importers for less common ONNX ops, mostly built from iota masks:
- * Trilu, EyeLike, OneHot, Hardmax, Shrink, LpNormalization, RMSNormalization. */
+ * Trilu, EyeLike, OneHot, Hardmax, Shrink, LpNormalization, RMSNormalization, CumSum,
+ * CumProd, Swish. */
 #include "onnx_impl.h"
 
 #include <string.h>
@@ -168,5 +169,47 @@ kiln_status fe_import_rms_norm(fe_ctx *c, fe_node *n) {
   int32_t y = bin(c, n, KILN_OP_mul, xs, inv);
   if (up) y = kiln_ir_cast(G, y, dt, NM);
   n->out[0] = bin(c, n, KILN_OP_mul, y, n->in[1]);
+  return KILN_OK;
+}
+
+/* CumSum / CumProd along axis (input 1, folded): x is viewed as [outer, n, inner], broadcast
+ * to [outer, n (out), n (in), inner], masked by a constant triangle (in <= out, or < for
+ * exclusive; reversed: >=, >) with the identity and reduced over the input position. */
+kiln_status fe_import_cumulative(fe_ctx *c, fe_node *n) {
+  kiln_status st = need_inputs(c, n, 2);
+  if (st != KILN_OK) return st;
+  int32_t x = n->in[0];
+  const kiln_shape s = G->nodes[x].shape;
+  if (s.rank < 1) return fe_fail(c, n, KILN_ERR_SHAPE, "input must have rank >= 1");
+  double av;
+  int32_t axis;
+  if ((st = fe_value_scalar(c, n, 1, &av)) != KILN_OK ||
+      (st = fe_axis(c, n, (int64_t)av, s.rank, &axis)) != KILN_OK)
+    return st;
+  bool prod = !strcmp(OP, "CumProd");
+  int64_t excl = fe_attr_int(n, "exclusive", 0), rev = fe_attr_int(n, "reverse", 0);
+  int64_t outer = 1, len = s.dims[axis], inner = 1;
+  for (int i = 0; i < axis; i++) outer *= s.dims[i];
+  for (int i = axis + 1; i < s.rank; i++) inner *= s.dims[i];
+  kiln_shape v4 = {4, {outer, 1, len, inner}}, b4 = {4, {outer, len, len, inner}}, ms = {4, {1, len, len, 1}};
+  int32_t io = kiln_ir_iota(G, KILN_I64, &ms, 1, NM), ii = kiln_ir_iota(G, KILN_I64, &ms, 2, NM);
+  kiln_op cmp = rev ? (excl ? KILN_OP_gt : KILN_OP_ge) : (excl ? KILN_OP_lt : KILN_OP_le);
+  int32_t mask = bin(c, n, cmp, ii, io);
+  int32_t xb = kiln_ir_broadcast(G, kiln_ir_reshape(G, x, &v4, NM), &b4, NM);
+  int32_t sel = kiln_ir_select(G, mask, xb, fe_scalar_like(c, n, x, prod ? 1 : 0), NM);
+  int32_t ax = 2;
+  int32_t r = kiln_ir_reduce(G, prod ? KILN_OP_reduce_prod : KILN_OP_reduce_sum, sel, 1, &ax, 0, NM);
+  n->out[0] = kiln_ir_reshape(G, r, &s, NM);
+  return KILN_OK;
+}
+
+/* Swish: x * sigmoid(alpha * x). */
+kiln_status fe_import_swish(fe_ctx *c, fe_node *n) {
+  kiln_status st = need_inputs(c, n, 1);
+  if (st != KILN_OK) return st;
+  int32_t x = n->in[0];
+  double alpha = fe_attr_float(n, "alpha", 1.0f);
+  int32_t ax = alpha == 1.0 ? x : bin(c, n, KILN_OP_mul, x, fe_scalar_like(c, n, x, alpha));
+  n->out[0] = bin(c, n, KILN_OP_mul, x, kiln_ir_unary(G, KILN_OP_sigmoid, ax, NM));
   return KILN_OK;
 }

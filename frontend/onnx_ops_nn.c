@@ -224,3 +224,133 @@ kiln_status fe_import_batch_norm(fe_ctx *c, fe_node *n) {
   n->out[0] = kiln_ir_binary(G, KILN_OP_add, kiln_ir_binary(G, KILN_OP_mul, x, a, NM), b, NM);
   return KILN_OK;
 }
+
+/* LpPool: (sum over the window of |x|^p)^(1/p); padding contributes zeros. */
+kiln_status fe_import_lp_pool(fe_ctx *c, fe_node *n) {
+  kiln_status st = need_inputs(c, n, 1);
+  if (st != KILN_OK) return st;
+  int32_t x = n->in[0];
+  const kiln_shape xs = G->nodes[x].shape;
+  int k = xs.rank - 2;
+  if (k < 1) return fe_fail(c, n, KILN_ERR_SHAPE, "X must be [N, C, spatial...]");
+  if (fe_attr_int(n, "ceil_mode", 0))
+    return fe_fail(c, n, KILN_ERR_UNSUPPORTED, "ceil_mode=1 is not supported");
+  int64_t w[KILN_MAX_RANK];
+  if (fe_attr_ints(c, n, "kernel_shape", w, k, &st) != k)
+    return st != KILN_OK ? st : fe_fail(c, n, KILN_ERR_SHAPE, "kernel_shape needs %d entries", k);
+  int64_t strides[KILN_MAX_RANK], dil[KILN_MAX_RANK], lo[KILN_MAX_RANK], hi[KILN_MAX_RANK];
+  if ((st = window_attrs(c, n, k, xs.dims + 2, w, strides, dil, lo, hi)) != KILN_OK) return st;
+  double p = (double)fe_attr_int(n, "p", 2);
+  int32_t a = kiln_ir_binary(G, KILN_OP_pow, kiln_ir_unary(G, KILN_OP_abs, x, NM), fe_scalar_like(c, n, x, p), NM);
+  int32_t sum = kiln_ir_pool(G, a, KILN_POOL_SUM, w, strides, dil, lo, hi, 0, NM);
+  n->out[0] = kiln_ir_binary(G, KILN_OP_pow, sum, fe_scalar_like(c, n, x, 1.0 / p), NM);
+  return KILN_OK;
+}
+
+/* Inserts s - 1 zeros between the elements of spatial dim d (2 + i) of x. */
+static int32_t dilate_dim(fe_ctx *c, fe_node *n, int32_t x, int d, int64_t s) {
+  if (s == 1 || x < 0) return x;
+  const kiln_shape xs = G->nodes[x].shape;
+  int64_t in = xs.dims[d];
+  if (in == 0) return x;
+  kiln_shape s1 = {.rank = xs.rank + 1};
+  for (int i = 0, j = 0; i < xs.rank; i++) {
+    s1.dims[j++] = xs.dims[i];
+    if (i == d) s1.dims[j++] = 1;
+  }
+  int64_t lo[KILN_MAX_RANK] = {0}, hi[KILN_MAX_RANK] = {0};
+  hi[d + 1] = s - 1;
+  int32_t y = kiln_ir_pad(G, kiln_ir_reshape(G, x, &s1, NM), lo, hi, 0.0, NM);
+  kiln_shape s2 = xs;
+  s2.dims[d] = in * s;
+  y = kiln_ir_reshape(G, y, &s2, NM);
+  int64_t starts[KILN_MAX_RANK] = {0}, steps[KILN_MAX_RANK], counts[KILN_MAX_RANK];
+  for (int i = 0; i < xs.rank; i++) steps[i] = 1, counts[i] = s2.dims[i];
+  counts[d] = (in - 1) * s + 1;
+  return kiln_ir_slice(G, y, starts, steps, counts, NM);
+}
+
+/* ConvTranspose as a stride-1 conv: the input is dilated by the strides and padded by
+ * (effective kernel - 1 - pad) on each side (plus output_padding at the end), and the
+ * kernel is flipped with its in/out channels swapped per group. */
+kiln_status fe_import_conv_transpose(fe_ctx *c, fe_node *n) {
+  kiln_status st = need_inputs(c, n, 2);
+  if (st != KILN_OK) return st;
+  int32_t x = n->in[0], w = n->in[1];
+  const kiln_shape xs = G->nodes[x].shape, ws = G->nodes[w].shape;
+  int k = xs.rank - 2;
+  if (k < 1 || ws.rank != xs.rank)
+    return fe_fail(c, n, KILN_ERR_SHAPE, "X must be [N, C, spatial...] and W of the same rank");
+  int64_t g = fe_attr_int(n, "group", 1);
+  if (g < 1 || xs.dims[1] != ws.dims[0] || ws.dims[0] % g)
+    return fe_fail(c, n, KILN_ERR_SHAPE, "W must be [C, M/group, k...] with C divisible by group");
+  int64_t kw[KILN_MAX_RANK], strides[KILN_MAX_RANK], dil[KILN_MAX_RANK], pads[2 * KILN_MAX_RANK],
+      opad[KILN_MAX_RANK], oshape[KILN_MAX_RANK], lo[KILN_MAX_RANK], hi[KILN_MAX_RANK];
+  for (int i = 0; i < k; i++) kw[i] = ws.dims[2 + i], strides[i] = dil[i] = 1, opad[i] = 0, lo[i] = hi[i] = 0;
+  int nks = fe_attr_ints(c, n, "kernel_shape", kw, k, &st);
+  int ns = fe_attr_ints(c, n, "strides", strides, k, &st);
+  int nd = fe_attr_ints(c, n, "dilations", dil, k, &st);
+  int np = fe_attr_ints(c, n, "pads", pads, 2 * k, &st);
+  int nop = fe_attr_ints(c, n, "output_padding", opad, k, &st);
+  int nos = fe_attr_ints(c, n, "output_shape", oshape, KILN_MAX_RANK, &st);
+  if (st != KILN_OK) return st;
+  if ((nks >= 0 && nks != k) || (ns >= 0 && ns != k) || (nd >= 0 && nd != k) || (np >= 0 && np != 2 * k) ||
+      (nop >= 0 && nop != k))
+    return fe_fail(c, n, KILN_ERR_SHAPE, "kernel_shape/strides/dilations/output_padding need %d entries, pads %d", k, 2 * k);
+  for (int i = 0; i < k; i++) {
+    if (kw[i] != ws.dims[2 + i]) return fe_fail(c, n, KILN_ERR_SHAPE, "kernel_shape differs from W");
+    if (strides[i] < 1 || dil[i] < 1) return fe_fail(c, n, KILN_ERR_SHAPE, "strides and dilations must be positive");
+    if (np > 0) lo[i] = pads[i], hi[i] = pads[k + i];
+  }
+  const char *ap = fe_attr_str(c, n, "auto_pad", "NOTSET");
+  bool same = !strcmp(ap, "SAME_UPPER") || !strcmp(ap, "SAME_LOWER");
+  if (strcmp(ap, "NOTSET") && strcmp(ap, "VALID") && !same)
+    return fe_fail(c, n, KILN_ERR_UNSUPPORTED, "auto_pad='%s' is not supported", ap);
+  if (!strcmp(ap, "VALID"))
+    for (int i = 0; i < k; i++) lo[i] = hi[i] = 0;
+  if (nos >= 0 || same) {
+    /* The pads follow from the requested output shape (the reference's rule). */
+    if (nos >= 0 && nos != k && nos != k + 2)
+      return fe_fail(c, n, KILN_ERR_SHAPE, "output_shape needs %d entries", k);
+    for (int i = 0; i < k; i++) {
+      int64_t want = nos >= 0 ? oshape[nos - k + i] : xs.dims[2 + i] * strides[i];
+      int64_t total = strides[i] * (xs.dims[2 + i] - 1) + opad[i] + (kw[i] - 1) * dil[i] + 1 - want;
+      bool upper = !strcmp(ap, "SAME_UPPER");
+      /* Floor division: a negative total (output larger than the natural size) puts the
+       * extra zero positions at the end, as in the reference. */
+      int64_t half = total >= 0 ? total / 2 : -((-total + 1) / 2);
+      lo[i] = upper ? half : total - half;
+      hi[i] = total - lo[i];
+    }
+  }
+  int32_t y = x;
+  int64_t plo[KILN_MAX_RANK] = {0}, phi[KILN_MAX_RANK] = {0};
+  for (int i = 0; i < k; i++) {
+    y = dilate_dim(c, n, y, 2 + i, strides[i]);
+    int64_t ke = (kw[i] - 1) * dil[i] + 1;
+    plo[2 + i] = ke - 1 - lo[i];
+    phi[2 + i] = ke - 1 - hi[i] + opad[i];
+  }
+  y = kiln_ir_pad(G, y, plo, phi, 0.0, NM);
+  /* W [C, M/g, k...] -> [g, C/g, M/g, k...] -> [g, M/g, C/g, k...] -> [M, C/g, k...], flipped. */
+  int64_t C = ws.dims[0], Mg = ws.dims[1];
+  kiln_shape w5 = {.rank = ws.rank + 1}, wo = {.rank = ws.rank};
+  w5.dims[0] = g, w5.dims[1] = C / g, w5.dims[2] = Mg;
+  wo.dims[0] = g * Mg, wo.dims[1] = C / g;
+  int32_t perm[KILN_MAX_RANK + 1] = {0, 2, 1};
+  int32_t rev[KILN_MAX_RANK];
+  for (int i = 0; i < k; i++) {
+    w5.dims[3 + i] = wo.dims[2 + i] = kw[i];
+    perm[3 + i] = 3 + i;
+    rev[i] = 2 + i;
+  }
+  if (w5.rank > KILN_MAX_RANK) return fe_fail(c, n, KILN_ERR_UNSUPPORTED, "%d spatial dims are too many", k);
+  int32_t wt = kiln_ir_reshape(G, kiln_ir_permute(G, kiln_ir_reshape(G, w, &w5, NM), perm, NM), &wo, NM);
+  wt = kiln_ir_reverse(G, wt, k, rev, NM);
+  int64_t ones[KILN_MAX_RANK], zeros[KILN_MAX_RANK] = {0};
+  for (int i = 0; i < k; i++) ones[i] = 1;
+  y = kiln_ir_conv(G, y, wt, ones, dil, zeros, zeros, (int32_t)g, NM);
+  if (fe_in(n, 2) >= 0) y = kiln_ir_binary(G, KILN_OP_add, y, fe_channel_view(c, n, n->in[2], k + 2), NM);
+  n->out[0] = y;
+  return KILN_OK;
+}

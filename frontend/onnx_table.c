@@ -54,6 +54,7 @@ static const fe_importer importers[] = {
     {"AveragePool", fe_import_pool}, {"GlobalAveragePool", fe_import_global_pool},
     {"GlobalMaxPool", fe_import_global_pool},
     {"BatchNormalization", fe_import_batch_norm},
+    {"LpPool", fe_import_lp_pool},   {"ConvTranspose", fe_import_conv_transpose},
     /* shapes and data movement (onnx_ops_shape.c) */
     {"Shape", fe_import_shape},      {"Size", fe_import_size},
     {"Constant", fe_import_constant}, {"ConstantOfShape", fe_import_constant_of_shape},
@@ -74,6 +75,15 @@ static const fe_importer importers[] = {
     {"OneHot", fe_import_one_hot},   {"Hardmax", fe_import_hardmax},
     {"Shrink", fe_import_shrink},    {"LpNormalization", fe_import_lp_norm},
     {"RMSNormalization", fe_import_rms_norm},
+    {"CumSum", fe_import_cumulative}, {"CumProd", fe_import_cumulative},
+    {"Swish", fe_import_swish},
+    /* losses (onnx_ops_loss.c) */
+    {"NegativeLogLikelihoodLoss", fe_import_nll_loss},
+    {"SoftmaxCrossEntropyLoss", fe_import_softmax_ce_loss},
+    /* attention (onnx_ops_attention.c) */
+    {"Attention", fe_import_attention},
+    /* resizing (onnx_ops_resize.c) */
+    {"Resize", fe_import_resize},    {"Upsample", fe_import_resize},
 };
 
 fe_import_fn fe_find_importer(const char *op_type) {

@@ -65,20 +65,27 @@ kiln_status fe_need(fe_ctx *c, const fe_node *n, int i) {
   return fe_fail(c, n, KILN_ERR_PARSE, "required input %d is missing", i);
 }
 
-/* True when v depends on a graph input (then no import-time value exists). */
-static bool depends_on_input(fe_ctx *c, int32_t v) {
+/* True when v depends on a graph input (then no import-time value exists); the names of
+ * those inputs go to names ("'a', 'b'") so that a caller can tell which inputs it would
+ * have to know at compile time. */
+static bool depends_on_input(fe_ctx *c, int32_t v, char *names, size_t cap) {
   kiln_graph *g = c->g;
   uint8_t *seen = kiln_ir_malloc(g->alloc, (size_t)g->n_nodes);
   int32_t *stack = kiln_ir_malloc(g->alloc, sizeof(int32_t) * (size_t)g->n_nodes);
   bool dep = false;
+  size_t len = 0;
+  names[0] = 0;
   if (!seen || !stack) goto done; /* let the fold callback report it */
   memset(seen, 0, (size_t)g->n_nodes);
   int32_t sp = 0;
   stack[sp++] = v;
   seen[v] = 1;
-  while (sp > 0 && !dep) {
+  while (sp > 0) {
     const kiln_node *nd = &g->nodes[stack[--sp]];
-    if (nd->op == KILN_OP_input) dep = true;
+    if (nd->op == KILN_OP_input) {
+      dep = true;
+      if (len < cap) len += (size_t)snprintf(names + len, cap - len, "%s'%s'", len ? ", " : "", nd->name);
+    }
     for (int32_t j = 0; j < nd->n_in; j++)
       if (!seen[nd->in[j]]) {
         seen[nd->in[j]] = 1;
@@ -97,10 +104,11 @@ kiln_status fe_fold(fe_ctx *c, const fe_node *n, int32_t v, int32_t *out) {
     *out = v;
     return KILN_OK;
   }
-  if (depends_on_input(c, v))
+  char names[512];
+  if (depends_on_input(c, v, names, sizeof names))
     return fe_fail(c, n, KILN_ERR_UNSUPPORTED,
                    "data-dependent shape for %s: an input it needs at compile time depends on "
-                   "a graph input", n->name);
+                   "graph input %s", n->name, names);
   if (!c->o || !c->o->fold)
     return fe_fail(c, n, KILN_ERR_INTERNAL, "needs a computed value but no fold callback was given");
   kiln_diag fd = {0};

@@ -485,6 +485,14 @@ static bool perr(parser *p, const char *fmt, ...) {
   return false;
 }
 
+/* An allocation failed: that is KILN_ERR_OUT_OF_MEMORY, not a syntax error. */
+static bool poom(parser *p) {
+  if (p->failed) return false;
+  p->failed = true;
+  kiln_diag_set(p->d, KILN_ERR_OUT_OF_MEMORY, "%s:%d:%d: out of memory", p->file, p->t.line, p->t.col);
+  return false;
+}
+
 static bool is_punct(parser *p, char c) { return p->t.k == T_PUNCT && p->t.p[0] == c; }
 static bool is_word(parser *p, const char *w) {
   return p->t.k == T_IDENT && p->t.n == strlen(w) && strncmp(p->t.p, w, p->t.n) == 0;
@@ -600,7 +608,7 @@ static bool parse_type(parser *p, kiln_dtype *dt, kiln_shape *s, const char **na
         if (!parse_string(p, &nmv, "dim name")) return false;
       } else {
         char *q = kiln_arena_alloc(p->g->arena, p->t.n + 1);
-        if (!q) return perr(p, "out of memory");
+        if (!q) return poom(p);
         memcpy(q, p->t.p, p->t.n);
         nmv = q;
         lex(p);
@@ -880,7 +888,7 @@ static bool parse_node(parser *p, pending_input **pend, int32_t *n_pend, int32_t
       if (n_in >= p->cap_in) {
         int32_t nc = p->cap_in ? p->cap_in * 2 : 16;
         int32_t *ni = kiln_ir_realloc(g->alloc, p->in, sizeof(int32_t) * (size_t)nc);
-        if (!ni) return perr(p, "out of memory");
+        if (!ni) return poom(p);
         p->in = ni;
         p->cap_in = nc;
       }
@@ -922,7 +930,7 @@ static bool parse_node(parser *p, pending_input **pend, int32_t *n_pend, int32_t
     if (*n_pend >= *cap_pend) {
       int32_t nc = *cap_pend ? *cap_pend * 2 : 8;
       pending_input *np = kiln_ir_realloc(g->alloc, *pend, sizeof **pend * (size_t)nc);
-      if (!np) return perr(p, "out of memory");
+      if (!np) return poom(p);
       *pend = np;
       *cap_pend = nc;
     }
@@ -949,7 +957,7 @@ static bool parse_output(parser *p) {
   if (!parse_ref(p, T_PCT, &v)) return false;
   if (v >= p->g->n_nodes) return perr(p, "output %%%lld is not a node", (long long)v);
   if (!parse_string(p, &name, "output name")) return false;
-  if (kiln_ir_add_output(p->g, (int32_t)v, name) < 0) return perr(p, "out of memory");
+  if (kiln_ir_add_output(p->g, (int32_t)v, name) < 0) return poom(p);
   return true;
 }
 

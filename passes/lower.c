@@ -503,10 +503,14 @@ static int32_t emit_pool(lower_ctx *c, int32_t v, const int32_t *idx) {
     if (c->kb.oom) return 0;
     bool always = c->kb.kx[cmask].kind == KILN_KX_CONST && c->kb.lo[cmask] == 1;
     if (always) count = kiln_pass_kb_const(KB, n->dtype, (double)full);
-    else if (pass == 1)
-      count = kiln_pass_kb_cast(KB, kiln_pass_kb_reduce(KB, KILN_OP_reduce_sum, KILN_I64, 0, u0, sd,
-                                                        kiln_pass_kb_cast(KB, cmask, KILN_I64)),
-                                n->dtype);
+    else if (pass == 1) {
+      /* A window wholly in padding counts 0 positions; its sum is 0 and the result must
+       * be 0 (interp.c's convention), so divide by max(count, 1), never 0/0. */
+      int32_t cnt[2] = {kiln_pass_kb_reduce(KB, KILN_OP_reduce_sum, KILN_I64, 0, u0, sd,
+                                            kiln_pass_kb_cast(KB, cmask, KILN_I64)),
+                        kiln_pass_kb_const(KB, KILN_I64, 1)};
+      count = kiln_pass_kb_cast(KB, kiln_pass_kb_alu(KB, KILN_OP_max, KILN_I64, 0, 2, cnt), n->dtype);
+    }
   }
   int32_t ops[2] = {sum, count};
   return kiln_pass_kb_alu(KB, KILN_OP_div, n->dtype, 0, 2, ops);

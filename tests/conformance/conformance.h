@@ -15,6 +15,7 @@ typedef struct conf_model_info {
   int n_nodes;
   char skip[160];        /* non-empty: the case must be skipped, and why */
   int n_inputs;          /* graph inputs that are not initializers */
+  char input_name[CONF_MAX_INPUTS][64]; /* their names, in order (input_<i>.pb feeds input i) */
   /* dim_param names of each input dim, "" where the dim is fixed or unnamed */
   char dim_param[CONF_MAX_INPUTS][CONF_MAX_RANK][48];
 } conf_model_info;

@@ -9,11 +9,23 @@
  * data set and compares with the expected outputs at ONNX's default tolerances
  * (|out - ref| <= 1e-7 + 1e-3 |ref|, NaN equals NaN, integers and bools exact).
  *
+ * Frozen inputs. Some cases feed, as graph inputs, values that Kiln needs at compile time
+ * (the shape of a Reshape, the axes of a reduction, the pads of a Pad, TopK's K, ...). Kiln
+ * compiles static shapes, so the child first loads the model as is; when that fails with
+ * a data-dependent-shape error, which names the graph inputs the value depends on, it
+ * reloads with exactly those inputs passed as constant inputs
+ * (kiln_load_options.constant_input_*) holding the data set's own tensors, repeating while
+ * new names come up. The remaining inputs are fed at run time. This is honest only because
+ * the frozen values come from the same test data set the outputs are checked against
+ * (each data set is compiled with its own values): it tests Kiln's handling of those
+ * values as compile-time constants, not its handling of them as run-time data. The report
+ * says how many cases ran with frozen inputs.
+ *
  * A case is skipped only when the model declares something Kiln's API cannot represent:
  * sequence/map/optional/sparse values, or string, complex, uint16/32/64, float8/float4,
  * int4/uint4 tensors (see scan.c). Everything else passes or fails with a reason.
  *
- * Output: a per-op table, the failure reasons grouped by frequency, then the line
+ * Output: a per-op table with the pass rate, the failure reasons grouped by frequency, then the line
  * `conformance: N passed, N failed, N skipped`. The exit status is 0 whatever fails (no
  * threshold yet); 2 when the data directory is missing or the arguments are wrong.
  */
@@ -63,6 +75,7 @@ typedef struct conf_case {
   conf_model_info info;
   result_kind kind;
   double max_err;
+  int n_frozen;        /* graph inputs frozen to test data values (see the header) */
   char msg[MSG_MAX];   /* skip reason or failure detail */
 } conf_case;
 
@@ -79,10 +92,10 @@ typedef struct options {
 
 /* ============================================================================= child */
 
-/* The child's verdict, written once to the result pipe: "KIND\tMAXERR\tMESSAGE". */
-static void report(int fd, result_kind k, double max_err, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static void report(int fd, result_kind k, double max_err, const char *fmt, ...) {
+/* The child's verdict, written once to the result pipe: "KIND\tMAXERR\tNFROZEN\tMESSAGE". */
+static void report(int fd, result_kind k, double max_err, int n_frozen, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+static void report(int fd, result_kind k, double max_err, int n_frozen, const char *fmt, ...) {
   char msg[MSG_MAX], line[MSG_MAX + 64];
   va_list ap;
   va_start(ap, fmt);
@@ -90,7 +103,7 @@ static void report(int fd, result_kind k, double max_err, const char *fmt, ...) 
   va_end(ap);
   for (char *p = msg; *p; p++)
     if (*p == '\t' || *p == '\n') *p = ' ';
-  int n = snprintf(line, sizeof line, "%d\t%.17g\t%s\n", (int)k, max_err, msg);
+  int n = snprintf(line, sizeof line, "%d\t%.17g\t%d\t%s\n", (int)k, max_err, n_frozen, msg);
   if (n > (int)sizeof line - 1) n = (int)sizeof line - 1;
   ssize_t w = write(fd, line, (size_t)n);
   (void)w;
@@ -229,33 +242,129 @@ static int list_data_sets(const char *dir, char sets[][64], int cap) {
   return n;
 }
 
-/* Runs data set `set` of a compiled case. Returns the result kind; fills max_err, why. */
-static result_kind run_data_set(kiln_context *ctx, kiln_executable *exe, const char *set_dir,
-                                double *max_err, char *why, size_t cap) {
-  enum { MAXIO = 64 };
-  kiln_const ins[MAXIO], refs[MAXIO];
-  kiln_tensor tin[MAXIO], tout[MAXIO];
-  int n_in = load_pbs(set_dir, "input", ins, MAXIO, why, cap);
-  if (n_in < 0) return R_LOAD;
-  int n_ref = load_pbs(set_dir, "output", refs, MAXIO, why, cap);
-  if (n_ref < 0) {
-    free_consts(ins, n_in);
+/* Graph inputs frozen to a data set's values: input numbers of the model (input_<i>.pb). */
+typedef struct frozen_set {
+  int n;
+  int idx[CONF_MAX_INPUTS];
+} frozen_set;
+
+static bool is_frozen(const frozen_set *fz, int i) {
+  for (int j = 0; j < fz->n; j++)
+    if (fz->idx[j] == i) return true;
+  return false;
+}
+
+/* Adds the graph inputs that a data-dependent-shape error names ("... depends on graph
+ * input 'a', 'b'") to fz; returns how many were new. */
+static int add_frozen_from(const conf_case *c, const char *msg, frozen_set *fz) {
+  static const char key[] = "depends on graph input ";
+  const char *p = strstr(msg, key);
+  if (!p) return 0;
+  p += sizeof key - 1;
+  int added = 0;
+  while (*p == '\'') {
+    const char *e = strchr(p + 1, '\'');
+    if (!e) break;
+    size_t len = (size_t)(e - p - 1);
+    for (int i = 0; i < c->info.n_inputs; i++)
+      if (strlen(c->info.input_name[i]) == len && !strncmp(c->info.input_name[i], p + 1, len) &&
+          !is_frozen(fz, i) && fz->n < CONF_MAX_INPUTS) {
+        fz->idx[fz->n++] = i;
+        added++;
+      }
+    p = e + 1;
+    if (strncmp(p, ", ", 2)) break;
+    p += 2;
+  }
+  return added;
+}
+
+/* Loads and compiles the model with the inputs in fz frozen to ins (a data set's inputs).
+ * Returns R_PASS, or R_LOAD / R_COMPILE with why set (first line) and *full_error the
+ * whole message of a load error (for the frozen-input retry). */
+static result_kind build(const options *o, kiln_context *ctx, const char *model,
+                         const conf_case *c, kiln_load_options lo, const frozen_set *fz,
+                         const kiln_const *ins, int n_in, kiln_graph **g, kiln_executable **exe,
+                         char *why, size_t cap, char *full_error, size_t full_cap) {
+  const char *names[CONF_MAX_INPUTS];
+  kiln_tensor vals[CONF_MAX_INPUTS];
+  int nf = 0;
+  for (int j = 0; j < fz->n; j++) {
+    int i = fz->idx[j];
+    if (i >= n_in) continue;
+    names[nf] = c->info.input_name[i];
+    vals[nf].dtype = ins[i].dtype;
+    vals[nf].rank = ins[i].shape.rank;
+    memcpy(vals[nf].dims, ins[i].shape.dims, sizeof vals[nf].dims);
+    vals[nf].data = ins[i].data;
+    nf++;
+  }
+  lo.n_constant_inputs = nf;
+  lo.constant_input_names = names;
+  lo.constant_input_values = vals;
+  char line[MSG_MAX];
+  *g = NULL;
+  *exe = NULL;
+  if (full_error) full_error[0] = 0;
+  kiln_status st = kiln_load_onnx(ctx, model, &lo, g);
+  if (st != KILN_OK) {
+    if (full_error) snprintf(full_error, full_cap, "%s", kiln_last_error(ctx));
+    snprintf(why, cap, "%s: %s", kiln_status_name(st), first_line(kiln_last_error(ctx), line, sizeof line));
+    *g = NULL;
     return R_LOAD;
   }
+  kiln_compile_options copts = {0};
+  copts.target = KILN_TARGET_CPU;
+  copts.fusion = o->fusion;
+  st = kiln_compile(ctx, *g, &copts, exe);
+  if (st != KILN_OK) {
+    snprintf(why, cap, "%s: %s", kiln_status_name(st), first_line(kiln_last_error(ctx), line, sizeof line));
+    *exe = NULL;
+    return R_COMPILE;
+  }
+  return R_PASS;
+}
+
+/* Runs data set ins/refs of a compiled case: the inputs not in fz are fed, matched to the
+ * executable's inputs by name. Returns the result kind; fills max_err, why. */
+static result_kind run_data_set(kiln_context *ctx, kiln_executable *exe, const conf_case *c,
+                                const frozen_set *fz, const kiln_const *ins, int n_in,
+                                const kiln_const *refs, int n_ref, double *max_err, char *why,
+                                size_t cap) {
+  enum { MAXIO = 64 };
+  kiln_tensor tin[MAXIO], tout[MAXIO];
   result_kind res = R_PASS;
-  int n_out = kiln_executable_num_outputs(exe);
-  if (n_in != kiln_executable_num_inputs(exe) || n_out != n_ref) {
-    snprintf(why, cap, "the test feeds %d inputs and expects %d outputs; the executable has %d and %d",
-             n_in, n_ref, kiln_executable_num_inputs(exe), n_out);
-    res = R_RUN;
-    goto done;
+  int n_out = kiln_executable_num_outputs(exe), n_exe_in = kiln_executable_num_inputs(exe);
+  int n_fed = 0;
+  for (int i = 0; i < n_in; i++) n_fed += !is_frozen(fz, i);
+  if (n_fed != n_exe_in || n_out != n_ref) {
+    snprintf(why, cap, "the test feeds %d inputs (%d frozen) and expects %d outputs; the "
+             "executable has %d and %d", n_fed, n_in - n_fed, n_ref, n_exe_in, n_out);
+    return R_RUN;
   }
   memset(tout, 0, sizeof tout);
-  for (int i = 0; i < n_in; i++) {
-    tin[i].dtype = ins[i].dtype;
-    tin[i].rank = ins[i].shape.rank;
-    memcpy(tin[i].dims, ins[i].shape.dims, sizeof tin[i].dims);
-    tin[i].data = ins[i].data;
+  for (int j = 0, next = 0; j < n_exe_in; j++) {
+    /* By name when the scan knows it, else the next input that is not frozen. */
+    const char *name = NULL;
+    kiln_dtype dt;
+    int32_t rank;
+    int64_t dims[KILN_TENSOR_MAX_RANK];
+    int i = -1;
+    if (kiln_executable_input_info(exe, j, &name, &dt, &rank, dims) == KILN_OK && name)
+      for (int k = 0; k < n_in && k < c->info.n_inputs && i < 0; k++)
+        if (!strcmp(c->info.input_name[k], name)) i = k;
+    if (i < 0) {
+      while (next < n_in && is_frozen(fz, next)) next++;
+      i = next++;
+    }
+    if (i >= n_in || is_frozen(fz, i)) {
+      snprintf(why, cap, "executable input %d ('%s') has no test data", j, name ? name : "?");
+      return R_RUN;
+    }
+    tin[j].dtype = ins[i].dtype;
+    tin[j].rank = ins[i].shape.rank;
+    memcpy(tin[j].dims, ins[i].shape.dims, sizeof tin[j].dims);
+    tin[j].data = ins[i].data;
   }
   for (int i = 0; i < n_out && res == R_PASS; i++) {
     const char *name;
@@ -279,7 +388,7 @@ static result_kind run_data_set(kiln_context *ctx, kiln_executable *exe, const c
     size_t nb = (size_t)kiln_shape_numel(&s) * kiln_dtype_size(t->dtype);
     t->data = calloc(1, nb ? nb : 16);
   }
-  if (res == R_PASS && kiln_run(exe, tin, (size_t)n_in, tout, (size_t)n_out) != KILN_OK) {
+  if (res == R_PASS && kiln_run(exe, tin, (size_t)n_exe_in, tout, (size_t)n_out) != KILN_OK) {
     char line[MSG_MAX];
     snprintf(why, cap, "%s", first_line(kiln_last_error(ctx), line, sizeof line));
     res = R_RUN;
@@ -287,15 +396,13 @@ static result_kind run_data_set(kiln_context *ctx, kiln_executable *exe, const c
   for (int i = 0; i < n_out && res == R_PASS; i++)
     if (!compare_output(i, &tout[i], &refs[i], max_err, why, cap)) res = R_WRONG;
   for (int i = 0; i < n_out; i++) free(tout[i].data);
-done:
-  free_consts(ins, n_in);
-  free_consts(refs, n_ref);
   return res;
 }
 
 /* The body of the forked child for one case; writes its verdict to fd. */
 static void run_case(const options *o, const conf_case *c, int fd) {
-  char dir[1024], model[1200], line[MSG_MAX], why[MSG_MAX] = "";
+  enum { MAXIO = 64 };
+  char dir[1024], model[1200], why[MSG_MAX] = "";
   snprintf(dir, sizeof dir, "%s/%s", o->data, c->name);
   snprintf(model, sizeof model, "%s/model.onnx", dir);
   char sets[64][64];
@@ -306,21 +413,22 @@ static void run_case(const options *o, const conf_case *c, int fd) {
   co.cache_dir = o->cache ? NULL : "";
   kiln_context *ctx;
   if (kiln_context_create(&co, &ctx) != KILN_OK) {
-    report(fd, R_LOAD, 0, "kiln_context_create failed");
+    report(fd, R_LOAD, 0, 0, "kiln_context_create failed");
     return;
   }
 
-  /* Bind symbolic input dims to the shapes of the first data set's inputs. */
+  /* The first data set: its shapes bind symbolic input dims, its values any frozen input. */
+  kiln_const ins[MAXIO], refs[MAXIO];
+  int n_in = 0, n_ref = 0;
   const char *names[CONF_MAX_INPUTS * CONF_MAX_RANK];
   int64_t values[CONF_MAX_INPUTS * CONF_MAX_RANK];
   int n_bind = 0;
   if (n_sets > 0) {
-    kiln_const ins[CONF_MAX_INPUTS];
     char set_dir[1200];
     snprintf(set_dir, sizeof set_dir, "%s/%s", dir, sets[0]);
-    int n_in = load_pbs(set_dir, "input", ins, CONF_MAX_INPUTS, why, sizeof why);
+    n_in = load_pbs(set_dir, "input", ins, MAXIO, why, sizeof why);
     if (n_in < 0) {
-      report(fd, R_LOAD, 0, "%s", why);
+      report(fd, R_LOAD, 0, 0, "%s", why);
       return;
     }
     for (int i = 0; i < n_in && i < c->info.n_inputs; i++)
@@ -329,45 +437,67 @@ static void run_case(const options *o, const conf_case *c, int fd) {
           names[n_bind] = c->info.dim_param[i][d];
           values[n_bind++] = ins[i].shape.dims[d];
         }
-    free_consts(ins, n_in);
   }
   kiln_load_options lo = {0};
   lo.n_bindings = n_bind;
   lo.binding_names = names;
   lo.binding_values = values;
 
-  kiln_graph *g;
-  kiln_status st = kiln_load_onnx(ctx, model, &lo, &g);
-  if (st != KILN_OK) {
-    report(fd, R_LOAD, 0, "%s: %s", kiln_status_name(st),
-           first_line(kiln_last_error(ctx), line, sizeof line));
-    return;
+  /* Load as is; on a data-dependent-shape error freeze the inputs it names and retry. */
+  frozen_set fz = {0};
+  kiln_graph *g = NULL;
+  kiln_executable *exe = NULL;
+  static char full[8192];
+  result_kind k;
+  for (int attempt = 0;; attempt++) {
+    k = build(o, ctx, model, c, lo, &fz, ins, n_in, &g, &exe, why, sizeof why, full, sizeof full);
+    if (k != R_LOAD || attempt >= CONF_MAX_INPUTS || add_frozen_from(c, full, &fz) == 0) break;
+    kiln_graph_destroy(g);
+    g = NULL;
   }
-  kiln_compile_options copts = {0};
-  copts.target = KILN_TARGET_CPU;
-  copts.fusion = o->fusion;
-  kiln_executable *exe;
-  st = kiln_compile(ctx, g, &copts, &exe);
-  if (st != KILN_OK) {
-    report(fd, R_COMPILE, 0, "%s: %s", kiln_status_name(st),
-           first_line(kiln_last_error(ctx), line, sizeof line));
+  if (k != R_PASS) {
+    report(fd, k, 0, fz.n, "%s", why);
     return;
   }
   double max_err = 0;
   for (int s = 0; s < n_sets; s++) {
     char set_dir[1200];
     snprintf(set_dir, sizeof set_dir, "%s/%s", dir, sets[s]);
-    result_kind k = run_data_set(ctx, exe, set_dir, &max_err, why, sizeof why);
+    if (s > 0) {
+      free_consts(ins, n_in);
+      n_in = load_pbs(set_dir, "input", ins, MAXIO, why, sizeof why);
+      if (n_in < 0) {
+        report(fd, R_LOAD, max_err, fz.n, "%s: %s", sets[s], why);
+        return;
+      }
+      if (fz.n > 0) { /* this data set's own frozen values */
+        kiln_executable_destroy(exe);
+        kiln_graph_destroy(g);
+        k = build(o, ctx, model, c, lo, &fz, ins, n_in, &g, &exe, why, sizeof why, NULL, 0);
+        if (k != R_PASS) {
+          report(fd, k, max_err, fz.n, "%s: %s", sets[s], why);
+          return;
+        }
+      }
+    }
+    n_ref = load_pbs(set_dir, "output", refs, MAXIO, why, sizeof why);
+    if (n_ref < 0) {
+      report(fd, R_LOAD, max_err, fz.n, "%s: %s", sets[s], why);
+      return;
+    }
+    k = run_data_set(ctx, exe, c, &fz, ins, n_in, refs, n_ref, &max_err, why, sizeof why);
+    free_consts(refs, n_ref);
     if (k != R_PASS) {
-      report(fd, k, max_err, "%s: %s", sets[s], why);
+      report(fd, k, max_err, fz.n, "%s: %s", sets[s], why);
       return;
     }
   }
+  free_consts(ins, n_in);
   /* Clean teardown is part of what is tested: a crash here is reported. */
   kiln_executable_destroy(exe);
   kiln_graph_destroy(g);
   kiln_context_destroy(ctx);
-  report(fd, R_PASS, max_err, "%d data set%s", n_sets, n_sets == 1 ? "" : "s");
+  report(fd, R_PASS, max_err, fz.n, "%d data set%s", n_sets, n_sets == 1 ? "" : "s");
 }
 
 /* ============================================================================= parent */
@@ -419,13 +549,14 @@ static void finish_case(const options *o, slot *sl, int status) {
   while (n < sizeof buf - 1 && (r = read(sl->fd, buf + n, sizeof buf - 1 - n)) > 0) n += (size_t)r;
   buf[n] = 0;
   close(sl->fd);
-  int kind;
+  int kind, n_frozen;
   double err;
   int off = 0;
-  if (n > 0 && sscanf(buf, "%d\t%lg\t%n", &kind, &err, &off) == 2 && kind > R_PENDING &&
-      kind <= R_CRASH) {
+  if (n > 0 && sscanf(buf, "%d\t%lg\t%d\t%n", &kind, &err, &n_frozen, &off) == 3 &&
+      kind > R_PENDING && kind <= R_CRASH) {
     c->kind = (result_kind)kind;
     c->max_err = err;
+    c->n_frozen = n_frozen;
     snprintf(c->msg, sizeof c->msg, "%s", buf + off);
     char *nl = strchr(c->msg, '\n');
     if (nl) *nl = 0;
@@ -453,7 +584,8 @@ static void finish_case(const options *o, slot *sl, int status) {
   sl->pid = 0;
   if (o->verbose) {
     if (c->kind == R_PASS)
-      printf("PASS %s (max_err %.3g)\n", c->name, c->max_err);
+      printf("PASS %s (max_err %.3g%s)\n", c->name, c->max_err,
+             c->n_frozen ? ", frozen inputs" : "");
     else
       printf("%s %s: %s: %s\n", c->kind == R_SKIP ? "SKIP" : "FAIL", c->name,
              kind_names[c->kind], c->msg);
@@ -600,7 +732,7 @@ static int write_json(const options *o, const conf_case *cases, int n, int np, i
     if (c->kind == R_PASS || c->kind == R_WRONG)
       fprintf(f, ", \"max_err\": %s%.6g%s", isfinite(c->max_err) ? "" : "\"",
               c->max_err, isfinite(c->max_err) ? "" : "\"");
-    fprintf(f, ", \"message\": ");
+    fprintf(f, ", \"frozen_inputs\": %d, \"message\": ", c->n_frozen);
     json_str(f, c->msg);
     fprintf(f, "}%s\n", i + 1 < n ? "," : "");
   }
@@ -635,6 +767,15 @@ static void print_report(const options *o, conf_case *cases, int n) {
   printf("\n%-40s %7s %7s %7s\n", "op", "passed", "failed", "skipped");
   for (int i = 0; i < n_ops; i++)
     printf("%-40s %7d %7d %7d\n", ops[i].key, ops[i].passed, ops[i].failed, ops[i].skipped);
+  int n_ops_all = 0, n_ops_some = 0;
+  for (int i = 0; i < n_ops; i++) {
+    n_ops_all += ops[i].passed > 0 && ops[i].failed == 0;
+    n_ops_some += ops[i].passed > 0;
+  }
+  printf("pass rate: %.1f%% of the cases run (%d of %d), %.1f%% of all %d cases; "
+         "%d of %d ops pass every case run, %d pass at least one\n",
+         np + nf ? 100.0 * np / (np + nf) : 0.0, np, np + nf, n ? 100.0 * np / n : 0.0, n,
+         n_ops_all, n_ops, n_ops_some);
 
   qsort(reasons, (size_t)n_reasons, sizeof *reasons, by_count);
   enum { SHOW = 60 };
@@ -657,6 +798,14 @@ static void print_report(const options *o, conf_case *cases, int n) {
   for (int i = 0; i < n_skips; i++)
     printf("%5d  %s  (e.g. %s)\n", skips[i].failed, skips[i].key, skips[i].example);
 
+  int n_frozen = 0, np_frozen = 0;
+  for (int i = 0; i < n; i++)
+    if (cases[i].n_frozen > 0) {
+      n_frozen++;
+      np_frozen += cases[i].kind == R_PASS;
+    }
+  printf("\nfrozen inputs: %d cases ran with graph inputs frozen to their own test data values "
+         "(%d of them passed)\n", n_frozen, np_frozen);
   if (o->json && write_json(o, cases, n, np, nf, ns) == 0) printf("\nJSON summary: %s\n", o->json);
   printf("conformance: %d passed, %d failed, %d skipped\n", np, nf, ns);
   free(ops);

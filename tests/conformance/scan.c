@@ -5,8 +5,9 @@
  * map or optional values; string, complex, unsigned 16/32/64-bit, 8- and 4-bit float or
  * 4- and 2-bit int tensors). Those cases are skipped, every other case counts. It also collects
  * the dim_param names of the inputs so that symbolic dims can be bound to the test data's
- * shapes. The generated protobuf-c code is private to the frontend, so this walks the wire
- * format directly: it needs only a handful of fields.
+ * shapes, and the input names, so that inputs frozen to test data can be matched. The
+ * generated protobuf-c code is private to the frontend, so this walks the wire format
+ * directly: it needs only a handful of fields.
  */
 #include "conformance.h"
 
@@ -274,7 +275,10 @@ static void scan_graph(scan *s, buf b, bool top) {
       scan_value_info(s, f.sub, name, sizeof name, dims);
       bool is_init = false;
       for (int i = 0; i < n_inits && !is_init; i++) is_init = !strcmp(inits[i], name);
-      if (!is_init) memcpy(in->dim_param[in->n_inputs++], dims, sizeof dims);
+      if (!is_init) {
+        snprintf(in->input_name[in->n_inputs], sizeof in->input_name[0], "%s", name);
+        memcpy(in->dim_param[in->n_inputs++], dims, sizeof dims);
+      }
       break;
     }
     default: break;

@@ -246,3 +246,58 @@ Test(ir_text, garbage_fails_cleanly) {
   free(s);
   kiln_ir_graph_destroy(g);
 }
+
+/* An allocator that fails its n-th call and counts live blocks. */
+typedef struct nth_fail {
+  long calls, fail_at, live;
+} nth_fail;
+static void *nf_alloc(void *u, size_t n) {
+  nth_fail *f = u;
+  if (++f->calls == f->fail_at) return NULL;
+  void *p = malloc(n);
+  f->live += p != NULL;
+  return p;
+}
+static void *nf_realloc(void *u, void *p, size_t n) {
+  nth_fail *f = u;
+  if (++f->calls == f->fail_at) return NULL;
+  void *q = realloc(p, n);
+  f->live += q && !p;
+  return q;
+}
+static void nf_free(void *u, void *p) {
+  nth_fail *f = u;
+  f->live -= p != NULL;
+  free(p);
+}
+
+/* Found by test_e2e_alloc: an allocation failure inside a node or output statement came
+ * back as KILN_ERR_PARSE ("out of memory, got '%1'"); it must be KILN_ERR_OUT_OF_MEMORY,
+ * with nothing leaked. */
+Test(ir_text, allocation_failure_is_out_of_memory) {
+  const char *text = "graph \"g\" {\n"
+                     "  %0 = input f32[2,3] \"x\"\n"
+                     "  %1 = exp f32[2,3] (%0) \"e\"\n"
+                     "  %2 = add f32[2,3] (%1, %0) \"a\"\n"
+                     "  output %2 \"y\"\n"
+                     "  output %1 \"z\"\n"
+                     "}\n";
+  long n;
+  for (n = 1; n < 1000; n++) {
+    nth_fail f = {.fail_at = n};
+    kiln_allocator a = {nf_alloc, nf_realloc, nf_free, &f};
+    kiln_graph *g = NULL;
+    kiln_diag d = {0};
+    kiln_status st = kiln_ir_parse(&a, text, "t.kir", &g, &d);
+    if (st == KILN_OK) {
+      kiln_ir_graph_destroy(g);
+      cr_assert_eq(f.live, 0);
+      if (f.calls < n) break; /* nothing was failed: every allocation has been tried */
+      continue;
+    }
+    cr_assert_eq(st, KILN_ERR_OUT_OF_MEMORY, "fail_at %ld: %s", n, d.msg);
+    cr_assert_null(g);
+    cr_assert_eq(f.live, 0, "fail_at %ld: %ld blocks leaked", n, f.live);
+  }
+  cr_assert_gt(n, 3, "the parse allocates");
+}

@@ -793,3 +793,21 @@ Test(kexec, out_of_range_gather_index_is_clamped) {
   kiln_ir_kprogram_destroy(p);
   kiln_ir_graph_destroy(g);
 }
+
+/* Found by test_e2e_random: an avg pool (count_include_pad=0) whose window lies wholly in
+ * the padding counted 0 positions and divided 0/0 = NaN; the interpreter's convention
+ * is 0. Window 1, lo 1, stride 2 over a spatial dim of 1: output 0 reads only index -1. */
+Test(kexec, avg_pool_window_wholly_in_padding_is_zero) {
+  kiln_graph *g = kiln_ir_graph_create(NULL, "avgpad");
+  int64_t dims[4] = {1, 1, 1, 1};
+  kiln_shape s = kiln_shape_make(4, dims);
+  int32_t x = kiln_ir_input(g, "x", KILN_F32, &s, NULL);
+  int64_t w[2] = {1, 3}, st[2] = {2, 2}, dl[2] = {1, 1}, lo[2] = {1, 0}, hi[2] = {0, 2};
+  int32_t y = kiln_ir_pool(g, x, KILN_POOL_AVG, w, st, dl, lo, hi, 0, "pool");
+  kiln_ir_add_output(g, y, "y");
+  cr_assert_eq(g->diag.status, KILN_OK, "%s", g->diag.msg);
+  float xv[1] = {2.5f};
+  kiln_rt_tensor in = {KILN_F32, s, xv};
+  for (int f = 0; f < 3; f++) run_and_compare(g, &in, 1, (kiln_fusion_level)f);
+  kiln_ir_graph_destroy(g);
+}

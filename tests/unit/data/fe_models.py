@@ -335,6 +335,41 @@ def group_ops():
     case("lpnorm2", N("LpNormalization", ["x"], ["y"]), {"x": x234})
     case("rmsnorm", N("RMSNormalization", ["x", "s"], ["y"], axis=1), {"x": x234}, inits={"s": f32(3, 4)},
          opset=23)
+    # Losses: weights, ignore_index (also on a target outside [0, C)), every reduction.
+    tgt = np.array([[2, 0, 1], [1, 4, 2]], np.int64)  # 4 is ignored
+    case("nll_weight_ignore", N("NegativeLogLikelihoodLoss", ["x", "t", "w"], ["y"], ignore_index=4),
+         {"x": f32(2, 3, 3), "t": tgt}, inits={"w": np.abs(f32(3)) + 0.1}, opset=13)
+    case("nll_sum", N("NegativeLogLikelihoodLoss", ["x", "t"], ["y"], reduction="sum"),
+         {"x": f32(3, 5), "t": np.array([4, 0, 2], np.int64)}, opset=13)
+    case("sce_none_logprob", N("SoftmaxCrossEntropyLoss", ["x", "t"], ["y", "lp"], reduction="none"),
+         {"x": f32(2, 3, 3), "t": np.array([[2, 0, 1], [1, 1, 2]], np.int64)}, n_out=2, opset=13)
+    # Attention: 3-D inputs with grouped query heads, causal mask, KV cache and qk output.
+    case("attention_gqa_causal_past",
+         N("Attention", ["q", "k", "v", "", "pk", "pv"], ["y", "ck", "cv", "qk"], q_num_heads=4,
+           kv_num_heads=2, is_causal=1, qk_matmul_output_mode=2, softcap=2.0),
+         {"q": f32(2, 3, 16), "k": f32(2, 3, 8), "v": f32(2, 3, 12), "pk": f32(2, 2, 2, 4),
+          "pv": f32(2, 2, 2, 6)}, n_out=4, opset=23)
+    case("attention_bool_mask", N("Attention", ["q", "k", "v", "m"], ["y"], scale=0.3),
+         {"q": f32(1, 2, 3, 4), "k": f32(1, 2, 5, 4), "v": f32(1, 2, 5, 4),
+          "m": np.array([[1, 1, 0, 1, 1], [0, 1, 1, 1, 1], [1, 1, 1, 1, 0]], bool)}, opset=23)
+    # Resize: constant interpolation matrices per axis.
+    case("resize_linear_half_pixel", N("Resize", ["x", "", "s"], ["y"], mode="linear"),
+         {"x": f32(1, 2, 3, 4)}, inits={"s": np.array([1, 1, 1.5, 0.5], np.float32)}, opset=19)
+    case("resize_cubic_sizes_align", N("Resize", ["x", "", "", "z"], ["y"], mode="cubic",
+                                       coordinate_transformation_mode="align_corners"),
+         {"x": f32(1, 1, 4, 4)}, inits={"z": np.array([1, 1, 6, 3], np.int64)}, opset=19)
+    case("resize_nearest_axes", N("Resize", ["x", "", "s"], ["y"], axes=[3, 2], nearest_mode="ceil",
+                                  coordinate_transformation_mode="asymmetric"),
+         {"x": f32(1, 1, 2, 3)}, inits={"s": np.array([2.0, 1.5], np.float32)}, opset=19)
+    case("convtranspose_stride_pads", N("ConvTranspose", ["x", "w", "b"], ["y"], strides=[2, 1],
+                                        pads=[1, 0, 0, 1], output_padding=[1, 0], dilations=[1, 2]),
+         {"x": f32(1, 2, 3, 4)}, inits={"w": f32(2, 3, 3, 2), "b": f32(3)})
+    case("cumsum_reverse_exclusive", N("CumSum", ["x", "a"], ["y"], reverse=1, exclusive=1),
+         {"x": x234}, inits={"a": np.array(1, np.int64)})
+    case("cumprod_int", N("CumProd", ["x", "a"], ["y"]), {"x": np.array([[1, 2, 3], [4, -1, 2]], np.int32)},
+         inits={"a": np.array(-1, np.int32)}, opset=26)
+    case("lppool_pads", N("LpPool", ["x"], ["y"], kernel_shape=[3, 3], pads=[1, 1, 1, 1], strides=[2, 2], p=3),
+         {"x": img}, opset=22)
     with open(os.path.join(D, "ops.txt"), "w") as f:
         f.write("\n".join(manifest) + "\n")
 
