@@ -15,45 +15,6 @@
 
 #include "cuda.h"
 
-/* ------------------------------------------------------------------ growable text */
-typedef struct sbuf {
-  const kiln_allocator *a;
-  char *s;
-  size_t len, cap;
-  bool oom;
-} sbuf;
-
-static void sb_printf(sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void sb_printf(sbuf *b, const char *fmt, ...) {
-  if (b->oom) return;
-  for (;;) {
-    va_list ap;
-    va_start(ap, fmt);
-    size_t room = b->cap - b->len;
-    int n = vsnprintf(b->s ? b->s + b->len : NULL, b->s ? room : 0, fmt, ap);
-    va_end(ap);
-    if (n < 0) {
-      b->oom = true;
-      return;
-    }
-    if (b->s && (size_t)n < room) {
-      b->len += (size_t)n;
-      return;
-    }
-    size_t cap = b->cap ? b->cap : 4096;
-    while (cap < b->len + (size_t)n + 1) cap *= 2;
-    char *s = kiln_ir_realloc(b->a, b->s, cap);
-    if (!s) {
-      b->oom = true;
-      return;
-    }
-    b->s = s;
-    b->cap = cap;
-  }
-}
-
-static void sb_puts(sbuf *b, const char *s) { sb_printf(b, "%s", s); }
-
 /* ------------------------------------------------------------------ types */
 /* Type classes pick a column of the op table: f16/bf16 compute in float. */
 typedef enum tclass { TC_F32, TC_F64, TC_INT, TC_BOOL, TC_COUNT } tclass;
@@ -154,16 +115,16 @@ static const char *alu_template(kiln_op op, int kind, tclass c) {
 }
 
 /* Expands a template into b. */
-static void expand(sbuf *b, const char *tpl, const char *const *opnd, const char *T) {
+static void expand(kiln_strbuf *b, const char *tpl, const char *const *opnd, const char *T) {
   for (const char *p = tpl; *p; p++) {
     if (*p != '%') {
-      sb_printf(b, "%c", *p);
+      kiln_strbuf_printf(b, "%c", *p);
       continue;
     }
     p++;
-    if (*p >= '0' && *p <= '2') sb_puts(b, opnd[*p - '0']);
-    else if (*p == 'T') sb_puts(b, T);
-    else sb_printf(b, "%c", *p); /* "%%" */
+    if (*p >= '0' && *p <= '2') kiln_strbuf_puts(b, opnd[*p - '0']);
+    else if (*p == 'T') kiln_strbuf_puts(b, T);
+    else kiln_strbuf_printf(b, "%c", *p); /* "%%" */
   }
 }
 
@@ -224,7 +185,7 @@ typedef struct render {
   const kiln_kprogram *p;
   const kiln_kernel *k;
   int32_t ki;
-  sbuf *b;
+  kiln_strbuf *b;
   kiln_diag *d;
   uint64_t *mask;       /* loop variables each kx uses */
   int32_t *depth;       /* loop depth where a kx was declared, -1: not visible */
@@ -235,7 +196,7 @@ typedef struct render {
 } render;
 
 static void indent(render *r, int depth) {
-  for (int i = 0; i < depth + 2; i++) sb_puts(r->b, "  ");
+  for (int i = 0; i < depth + 2; i++) kiln_strbuf_puts(r->b, "  ");
 }
 
 static bool fail(render *r, kiln_status st, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -337,7 +298,7 @@ static bool emit_stmt(render *r, int32_t j, int depth, uint64_t bound) {
   for (int o = 0; o < kx_arity(x); o++) opnd[o] = r->name[x->a[o]];
   snprintf(r->name[j], sizeof r->name[j], "x%d", j);
   indent(r, depth);
-  sb_printf(r->b, "const %s x%d = ", ctype(x->dtype), j);
+  kiln_strbuf_printf(r->b, "const %s x%d = ", ctype(x->dtype), j);
   if (x->kind == KILN_KX_LOAD) {
     const char *st = stype(x->dtype);
     char ld[160];
@@ -350,9 +311,9 @@ static bool emit_stmt(render *r, int32_t j, int depth, uint64_t bound) {
     if (x->a[1] >= 0) {
       char fill[64];
       literal(fill, sizeof fill, x->dtype, x->f, x->i);
-      sb_printf(r->b, "(%s ? %s : %s)", opnd[1], ld, fill); /* no memory touched when false */
+      kiln_strbuf_printf(r->b, "(%s ? %s : %s)", opnd[1], ld, fill); /* no memory touched when false */
     } else {
-      sb_puts(r->b, ld);
+      kiln_strbuf_puts(r->b, ld);
     }
   } else { /* ALU */
     /* the class of the operands: select's values are operands 1 and 2 */
@@ -362,15 +323,15 @@ static bool emit_stmt(render *r, int32_t j, int depth, uint64_t bound) {
       return fail(r, KILN_ERR_UNSUPPORTED, "op %s (kind %d) on %s is not supported", kiln_op_name(x->op),
                   x->kind_attr, kiln_dtype_name(in_dt));
     if (x->op == KILN_OP_cast && x->dtype == KILN_BOOL) {
-      sb_printf(r->b, "(%s != 0)", opnd[0]);
+      kiln_strbuf_printf(r->b, "(%s != 0)", opnd[0]);
     } else if (x->op == KILN_OP_cast && (x->dtype == KILN_F16 || x->dtype == KILN_BF16)) {
       /* the value must become exactly representable in the narrow type */
-      sb_printf(r->b, "%s((float)(%s))", x->dtype == KILN_F16 ? "kiln_rh" : "kiln_rbf", opnd[0]);
+      kiln_strbuf_printf(r->b, "%s((float)(%s))", x->dtype == KILN_F16 ? "kiln_rh" : "kiln_rbf", opnd[0]);
     } else {
       expand(r->b, tpl, opnd, ctype(x->dtype));
     }
   }
-  sb_puts(r->b, ";\n");
+  kiln_strbuf_puts(r->b, ";\n");
   r->depth[j] = depth;
   return true;
 }
@@ -473,13 +434,13 @@ static bool emit_reduce(render *r, int32_t j, int depth, uint64_t bound) {
     return fail(r, KILN_ERR_UNSUPPORTED, "reduce %s on %s is not supported", kiln_op_name(x->op),
                 kiln_dtype_name(adt));
   if (arg) {
-    sb_printf(r->b, "long long x%d = 0; %s best%d = 0;\n", j, ctype(adt), j);
+    kiln_strbuf_printf(r->b, "long long x%d = 0; %s best%d = 0;\n", j, ctype(adt), j);
   } else {
-    sb_printf(r->b, "%s x%d = (%s)%s;\n", ctype(adt), j, ctype(adt), init);
+    kiln_strbuf_printf(r->b, "%s x%d = (%s)%s;\n", ctype(adt), j, ctype(adt), init);
   }
   for (int v = x->var; v < x->var + x->n_vars; v++) {
     indent(r, depth + (v - x->var));
-    sb_printf(r->b, "for (long long v%d = 0; v%d < %" PRId64 "ll; ++v%d) {\n", v, v, r->k->extent[v], v);
+    kiln_strbuf_printf(r->b, "for (long long v%d = 0; v%d < %" PRId64 "ll; ++v%d) {\n", v, v, r->k->extent[v], v);
   }
   int inner = depth + x->n_vars;
   if (!emit_value(r, body, inner, bound | own)) return false;
@@ -489,9 +450,9 @@ static bool emit_reduce(render *r, int32_t j, int depth, uint64_t bound) {
     /* ties: the first unless kind_attr=1; a NaN wins over numbers, the first NaN stays */
     bool mx = x->op == KILN_OP_argmax, last = x->kind_attr == 1;
     const char *cmp = mx ? (last ? ">=" : ">") : (last ? "<=" : "<");
-    sb_printf(r->b, "if (v%d == 0 || %s %s best%d", x->var, b, cmp, j);
-    if (c == TC_F32 || c == TC_F64) sb_printf(r->b, " || (%s != %s && best%d == best%d)", b, b, j, j);
-    sb_printf(r->b, ") { best%d = %s; x%d = v%d; }\n", j, b, j, x->var);
+    kiln_strbuf_printf(r->b, "if (v%d == 0 || %s %s best%d", x->var, b, cmp, j);
+    if (c == TC_F32 || c == TC_F64) kiln_strbuf_printf(r->b, " || (%s != %s && best%d == best%d)", b, b, j, j);
+    kiln_strbuf_printf(r->b, ") { best%d = %s; x%d = v%d; }\n", j, b, j, x->var);
   } else {
     kiln_op comb = x->op == KILN_OP_reduce_sum ? KILN_OP_add
                  : x->op == KILN_OP_reduce_prod ? KILN_OP_mul
@@ -501,13 +462,13 @@ static bool emit_reduce(render *r, int32_t j, int depth, uint64_t bound) {
       return fail(r, KILN_ERR_UNSUPPORTED, "reduce %s on %s is not supported", kiln_op_name(x->op),
                   kiln_dtype_name(adt));
     const char *opnd[3] = {r->name[j], b, ""};
-    sb_printf(r->b, "x%d = ", j);
+    kiln_strbuf_printf(r->b, "x%d = ", j);
     expand(r->b, tpl, opnd, ctype(adt));
-    sb_puts(r->b, ";\n");
+    kiln_strbuf_puts(r->b, ";\n");
   }
   for (int v = x->var + x->n_vars - 1; v >= x->var; v--) {
     indent(r, depth + (v - x->var));
-    sb_puts(r->b, "}\n");
+    kiln_strbuf_puts(r->b, "}\n");
   }
   /* values declared inside the loop are out of scope now */
   for (int32_t i = 0; i < r->k->n_kx; i++)
@@ -524,7 +485,7 @@ static void safe_name(char *out, size_t n, const char *s) {
 
 static bool render_kernel(render *r) {
   const kiln_kernel *k = r->k;
-  sbuf *b = r->b;
+  kiln_strbuf *b = r->b;
   if (k->n_vars > 64) return fail(r, KILN_ERR_UNSUPPORTED, "%d loop variables (at most 64)", k->n_vars);
   if (k->n_vars < k->out.rank || k->n_kx < 1 || k->root < 0 || k->root >= k->n_kx)
     return fail(r, KILN_ERR_INTERNAL, "malformed LOOP kernel (n_vars %d, rank %d, root %d of %d)",
@@ -551,21 +512,21 @@ static bool render_kernel(render *r) {
   }
   char nm[128];
   safe_name(nm, sizeof nm, k->name);
-  sb_printf(b, "/* kernel %d: %s, output [", r->ki, nm);
-  for (int i = 0; i < k->out.rank; i++) sb_printf(b, "%s%" PRId64, i ? "," : "", k->out.dims[i]);
-  sb_printf(b, "] %s into buffer %d */\n", kiln_dtype_name(k->out_dtype), k->out_buf);
-  sb_printf(b, "extern \"C\" __global__ void kiln_k%d(void *const *bufs, long long n) {\n", r->ki);
-  sb_puts(b, "  for (long long flat = (long long)blockIdx.x * blockDim.x + threadIdx.x; flat < n;\n"
+  kiln_strbuf_printf(b, "/* kernel %d: %s, output [", r->ki, nm);
+  for (int i = 0; i < k->out.rank; i++) kiln_strbuf_printf(b, "%s%" PRId64, i ? "," : "", k->out.dims[i]);
+  kiln_strbuf_printf(b, "] %s into buffer %d */\n", kiln_dtype_name(k->out_dtype), k->out_buf);
+  kiln_strbuf_printf(b, "extern \"C\" __global__ void kiln_k%d(void *const *bufs, long long n) {\n", r->ki);
+  kiln_strbuf_puts(b, "  for (long long flat = (long long)blockIdx.x * blockDim.x + threadIdx.x; flat < n;\n"
              "       flat += (long long)gridDim.x * blockDim.x) {\n");
   uint64_t bound = 0;
   if (k->out.rank > 0) {
-    sb_puts(b, "    long long rem = flat;\n");
+    kiln_strbuf_puts(b, "    long long rem = flat;\n");
     for (int v = k->out.rank - 1; v >= 0; v--) {
       if (v > 0)
-        sb_printf(b, "    const long long v%d = rem %% %" PRId64 "ll; rem /= %" PRId64 "ll;\n", v,
+        kiln_strbuf_printf(b, "    const long long v%d = rem %% %" PRId64 "ll; rem /= %" PRId64 "ll;\n", v,
                   k->out.dims[v], k->out.dims[v]);
       else
-        sb_puts(b, "    const long long v0 = rem;\n");
+        kiln_strbuf_puts(b, "    const long long v0 = rem;\n");
       bound |= 1ull << v;
     }
   }
@@ -573,19 +534,19 @@ static bool render_kernel(render *r) {
   const char *val = r->name[k->root];
   const char *st = stype(k->out_dtype);
   switch (k->out_dtype) {
-  case KILN_F16: sb_printf(b, "    ((%s*)bufs[%d])[flat] = kiln_f2h((float)(%s));\n", st, k->out_buf, val); break;
-  case KILN_BF16: sb_printf(b, "    ((%s*)bufs[%d])[flat] = kiln_f2bf((float)(%s));\n", st, k->out_buf, val); break;
-  case KILN_BOOL: sb_printf(b, "    ((%s*)bufs[%d])[flat] = (unsigned char)((%s) != 0);\n", st, k->out_buf, val); break;
-  default: sb_printf(b, "    ((%s*)bufs[%d])[flat] = (%s)(%s);\n", st, k->out_buf, st, val);
+  case KILN_F16: kiln_strbuf_printf(b, "    ((%s*)bufs[%d])[flat] = kiln_f2h((float)(%s));\n", st, k->out_buf, val); break;
+  case KILN_BF16: kiln_strbuf_printf(b, "    ((%s*)bufs[%d])[flat] = kiln_f2bf((float)(%s));\n", st, k->out_buf, val); break;
+  case KILN_BOOL: kiln_strbuf_printf(b, "    ((%s*)bufs[%d])[flat] = (unsigned char)((%s) != 0);\n", st, k->out_buf, val); break;
+  default: kiln_strbuf_printf(b, "    ((%s*)bufs[%d])[flat] = (%s)(%s);\n", st, k->out_buf, st, val);
   }
-  sb_puts(b, "  }\n}\n\n");
+  kiln_strbuf_puts(b, "  }\n}\n\n");
   return !r->failed;
 }
 
 kiln_status kiln_cuda_render(const kiln_kprogram *p, char **src, kiln_diag *d) {
   *src = NULL;
-  sbuf b = {.a = p->alloc};
-  sb_puts(&b, prelude);
+  kiln_strbuf b = {.a = p->alloc};
+  kiln_strbuf_puts(&b, prelude);
   int32_t max_kx = 1;
   for (int32_t i = 0; i < p->n_kernels; i++)
     if (p->kernels[i].kind == KILN_KERNEL_LOOP && p->kernels[i].n_kx > max_kx) max_kx = p->kernels[i].n_kx;

@@ -82,7 +82,7 @@ kiln_status kiln_driver_failf(kiln_context *ctx, kiln_status st, const char *fmt
 }
 
 kiln_rt_pool *kiln_driver_pool(kiln_context *ctx) {
-  if (!ctx->pool) ctx->pool = kiln_rt_pool_create(ctx->threads);
+  if (!ctx->pool) ctx->pool = kiln_rt_pool_create(&ctx->alloc, ctx->threads);
   return ctx->pool;
 }
 

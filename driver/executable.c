@@ -40,7 +40,8 @@ struct kiln_executable {
   /* LLVM JIT */
   void *jit;
   kiln_rt_entry_fn entry;
-  void *arena_mem;
+  void *arena_mem;          /* 64-byte aligned, inside arena_raw */
+  void *arena_raw;
   void **bufs;
   /* CUDA */
   void *cuda;
@@ -55,7 +56,7 @@ void kiln_driver_program_stats(const kiln_kprogram *p, kiln_exe_stats *s) {
   memset(s, 0, sizeof *s);
   s->kernels = p->n_kernels;
   s->arena_bytes = (int64_t)p->arena_bytes;
-  bool *seen = calloc((size_t)p->n_buffers + 1, 1);
+  bool *seen = kiln_ir_malloc(p->alloc, (size_t)p->n_buffers + 1);
   for (int k = 0; k < p->n_kernels; k++) {
     const kiln_kernel *kn = &p->kernels[k];
     int64_t points = kiln_shape_numel(&kn->out);
@@ -84,7 +85,7 @@ void kiln_driver_program_stats(const kiln_kprogram *p, kiln_exe_stats *s) {
       for (int i = 0; i < kn->n_in_bufs; i++) s->bytes_moved += (int64_t)p->buffers[kn->in_bufs[i]].nbytes;
     }
   }
-  free(seen);
+  kiln_ir_free(p->alloc, seen);
 }
 
 /* ------------------------------------------------------------------ lowering */
@@ -165,7 +166,7 @@ static kiln_status cpu_run(kiln_executable *e, const kiln_rt_tensor *in, kiln_rt
 
 static void cpu_destroy(kiln_executable *e) {
   if (e->jit) kiln_llvm_jit_destroy(e->jit);
-  free(e->arena_mem);
+  kiln_ir_free(&e->ctx->alloc, e->arena_raw);
 }
 
 static const exe_backend_i cpu_backend = {"cpu", cpu_run, cpu_destroy};
@@ -218,7 +219,9 @@ static kiln_status cpu_create(kiln_executable *e, kiln_diag *d) {
   e->vt = &cpu_backend;
   e->bufs = kiln_arena_alloc(e->arena, sizeof(void *) * (size_t)(p->n_buffers + 1));
   size_t ab = (p->arena_bytes + 63) & ~(size_t)63;
-  e->arena_mem = ab ? aligned_alloc(64, ab) : NULL;
+  /* 64-byte aligned through the allocator hook: over-allocate and round up */
+  e->arena_raw = ab ? kiln_ir_malloc(&e->ctx->alloc, ab + 63) : NULL;
+  e->arena_mem = e->arena_raw ? (void *)(((uintptr_t)e->arena_raw + 63) & ~(uintptr_t)63) : NULL;
   if (!e->bufs || (ab && !e->arena_mem))
     return kiln_diag_set(d, KILN_ERR_OUT_OF_MEMORY, "out of memory for a %zu-byte arena", ab);
   for (int b = 0; b < p->n_buffers; b++) {
@@ -331,11 +334,12 @@ static kiln_rt_tensor to_rt(const kiln_tensor *t) {
 /* Compares every output with the reference interpreter; names the first that differs. */
 static kiln_status verify_run(kiln_executable *e, const kiln_rt_tensor *in, const kiln_rt_tensor *out) {
   kiln_context *ctx = e->ctx;
-  kiln_rt_tensor *ref = calloc((size_t)e->n_out + 1, sizeof *ref);
+  kiln_rt_tensor *ref = kiln_ir_malloc(&ctx->alloc, sizeof *ref * (size_t)(e->n_out + 1));
+  if (ref) memset(ref, 0, sizeof *ref * (size_t)(e->n_out + 1));
   kiln_status st = KILN_OK;
   for (int i = 0; ref && i < e->n_out; i++) {
     ref[i] = out[i];
-    ref[i].data = malloc(kiln_rt_tensor_nbytes(&out[i]) + 1);
+    ref[i].data = kiln_ir_malloc(&ctx->alloc, kiln_rt_tensor_nbytes(&out[i]) + 1);
     if (!ref[i].data) st = KILN_ERR_OUT_OF_MEMORY;
   }
   kiln_diag d = {0};
@@ -359,8 +363,8 @@ static kiln_status verify_run(kiln_executable *e, const kiln_rt_tensor *in, cons
                              "error %g at element %lld (scale %g)",
                              i, e->out[i].name, maxerr, (long long)at, scale);
   }
-  for (int i = 0; ref && i < e->n_out; i++) free(ref[i].data);
-  free(ref);
+  for (int i = 0; ref && i < e->n_out; i++) kiln_ir_free(&ctx->alloc, ref[i].data);
+  kiln_ir_free(&ctx->alloc, ref);
   return st;
 }
 

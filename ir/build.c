@@ -11,14 +11,6 @@
 
 static const char *nm(const char *name) { return name ? name : "?"; }
 
-static const char *fmt_shape(char *buf, size_t n, const kiln_shape *s) {
-  size_t o = (size_t)snprintf(buf, n, "[");
-  for (int i = 0; i < s->rank && i < KILN_MAX_RANK && o < n; i++)
-    o += (size_t)snprintf(buf + o, n - o, "%s%lld", i ? "," : "", (long long)s->dims[i]);
-  if (o < n) snprintf(buf + o, n - o, "]");
-  return buf;
-}
-#define SHAPE_STR(s) fmt_shape((char[160]){0}, 160, (s))
 
 /* Infers (dt/shape may carry the requested values, see kiln_ir_infer) and appends. */
 static int32_t make(kiln_graph *g, kiln_op op, int32_t n_in, const int32_t *in, const kiln_attrs *a,
@@ -112,7 +104,7 @@ static bool broadcast_shapes(kiln_graph *g, int n, const kiln_shape *const *s, k
       char msg[512];
       snprintf(msg, sizeof msg, "operand shapes do not broadcast: ");
       for (int j = 0; j < n; j++)
-        snprintf(msg + strlen(msg), sizeof msg - strlen(msg), "%s%s", j ? " and " : "", SHAPE_STR(s[j]));
+        snprintf(msg + strlen(msg), sizeof msg - strlen(msg), "%s%s", j ? " and " : "", KILN_SHAPE_STR(s[j]));
       snprintf(msg + strlen(msg), sizeof msg - strlen(msg), " (dim %lld vs %lld)", (long long)v, (long long)*o);
       err(g, KILN_ERR_SHAPE, name, op, msg);
       return false;
@@ -143,7 +135,7 @@ static bool check_shape(kiln_graph *g, const kiln_shape *s, const char *name, co
   }
   for (int i = 0; i < s->rank; i++)
     if (s->dims[i] < 0) {
-      kiln_diag_set(&g->diag, KILN_ERR_SHAPE, "node '%s': %s: negative dim in %s", nm(name), what, SHAPE_STR(s));
+      kiln_diag_set(&g->diag, KILN_ERR_SHAPE, "node '%s': %s: negative dim in %s", nm(name), what, KILN_SHAPE_STR(s));
       return false;
     }
   return true;
@@ -397,7 +389,7 @@ int32_t kiln_ir_pool(kiln_graph *g, int32_t x, int kind, const int64_t *window, 
   int32_t r = shape_of(g, x)->rank;
   if (r < 3) {
     char msg[200];
-    snprintf(msg, sizeof msg, "input %s must be [N, C, spatial...] (rank >= 3)", SHAPE_STR(shape_of(g, x)));
+    snprintf(msg, sizeof msg, "input %s must be [N, C, spatial...] (rank >= 3)", KILN_SHAPE_STR(shape_of(g, x)));
     return err(g, KILN_ERR_SHAPE, name, "pool", msg);
   }
   if (!window) return err(g, KILN_ERR_INVALID_ARGUMENT, name, "pool", "no window");
@@ -415,7 +407,7 @@ int32_t kiln_ir_conv(kiln_graph *g, int32_t x, int32_t w, const int64_t *strides
   int32_t r = shape_of(g, x)->rank;
   if (r < 3 || r > KILN_MAX_RANK) {
     char msg[200];
-    snprintf(msg, sizeof msg, "x %s must be [N, C, spatial...] (rank >= 3)", SHAPE_STR(shape_of(g, x)));
+    snprintf(msg, sizeof msg, "x %s must be [N, C, spatial...] (rank >= 3)", KILN_SHAPE_STR(shape_of(g, x)));
     return err(g, KILN_ERR_SHAPE, name, "conv", msg);
   }
   kiln_attrs at = {0};
@@ -431,7 +423,7 @@ int32_t kiln_ir_matmul(kiln_graph *g, int32_t a, int32_t b, const char *name) {
   kiln_shape sa = *shape_of(g, a), sb = *shape_of(g, b);
   if (sa.rank < 1 || sb.rank < 1) {
     char msg[256];
-    snprintf(msg, sizeof msg, "operands %s and %s must have rank >= 1", SHAPE_STR(&sa), SHAPE_STR(&sb));
+    snprintf(msg, sizeof msg, "operands %s and %s must have rank >= 1", KILN_SHAPE_STR(&sa), KILN_SHAPE_STR(&sb));
     return err(g, KILN_ERR_SHAPE, name, "matmul", msg);
   }
   bool a_vec = sa.rank == 1, b_vec = sb.rank == 1;
@@ -440,8 +432,8 @@ int32_t kiln_ir_matmul(kiln_graph *g, int32_t a, int32_t b, const char *name) {
   int64_t k_a = sa.dims[sa.rank - 1], k_b = sb.dims[sb.rank - 2];
   if (k_a != k_b) {
     char msg[256];
-    snprintf(msg, sizeof msg, "contracting dims differ: %s has K=%lld, %s has K=%lld", SHAPE_STR(shape_of(g, a)),
-             (long long)k_a, SHAPE_STR(shape_of(g, b)), (long long)k_b);
+    snprintf(msg, sizeof msg, "contracting dims differ: %s has K=%lld, %s has K=%lld", KILN_SHAPE_STR(shape_of(g, a)),
+             (long long)k_a, KILN_SHAPE_STR(shape_of(g, b)), (long long)k_b);
     return err(g, KILN_ERR_SHAPE, name, "matmul", msg);
   }
   if (g->nodes[a].dtype != g->nodes[b].dtype)

@@ -129,6 +129,25 @@ bool kiln_shape_eq(const kiln_shape *a, const kiln_shape *b);
 kiln_shape kiln_shape_make(int32_t rank, const int64_t *dims);
 /* Row-major strides in elements. */
 void kiln_shape_strides(const kiln_shape *s, int64_t *strides);
+/* "[2,3,4]" into buf; KILN_SHAPE_STR(s) formats into a temporary for one expression. */
+const char *kiln_shape_str(const kiln_shape *s, char *buf, size_t n);
+#define KILN_SHAPE_STR(s) kiln_shape_str((s), (char[160]){0}, 160)
+
+/* ------------------------------------------------------------------------------------
+ * Text buffers (ir/strbuf.c): grow through the allocator; out of memory is sticky in .oom.
+ * Start with {.a = allocator}; the text is .s (NUL-terminated, NULL while empty).
+ * ---------------------------------------------------------------------------------- */
+typedef struct kiln_strbuf {
+  const kiln_allocator *a;
+  char *s;
+  size_t len, cap;
+  bool oom;
+} kiln_strbuf;
+
+bool kiln_strbuf_reserve(kiln_strbuf *b, size_t extra);
+void kiln_strbuf_printf(kiln_strbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void kiln_strbuf_puts(kiln_strbuf *b, const char *s);
+void kiln_strbuf_putc(kiln_strbuf *b, char c);
 
 /* ------------------------------------------------------------------------------------
  * Graph IR. A DAG of single-output nodes in topological order (inputs of node i are < i).

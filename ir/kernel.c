@@ -6,14 +6,6 @@
 #include <math.h>
 #include <string.h>
 
-static const char *fmt_shape(char *buf, size_t n, const kiln_shape *s) {
-  size_t o = (size_t)snprintf(buf, n, "[");
-  for (int i = 0; i < s->rank && i < KILN_MAX_RANK && o < n; i++)
-    o += (size_t)snprintf(buf + o, n - o, "%s%lld", i ? "," : "", (long long)s->dims[i]);
-  if (o < n) snprintf(buf + o, n - o, "]");
-  return buf;
-}
-#define SHAPE_STR(s) fmt_shape((char[160]){0}, 160, (s))
 
 static const char *buf_kind_name(kiln_buffer_kind k) {
   switch (k) {
@@ -75,7 +67,7 @@ static void print_kx(FILE *f, const kiln_kx *x, int32_t id) {
 
 static void print_kernel(FILE *f, const kiln_kernel *k, int32_t idx) {
   fprintf(f, "  kernel k%d %s \"%s\" -> b%d %s%s", (int)idx, kernel_kind_name(k->kind), k->name ? k->name : "",
-          (int)k->out_buf, kiln_dtype_name(k->out_dtype), SHAPE_STR(&k->out));
+          (int)k->out_buf, kiln_dtype_name(k->out_dtype), KILN_SHAPE_STR(&k->out));
   if (k->n_sources > 0 && k->sources) {
     fprintf(f, " from");
     for (int i = 0; i < k->n_sources; i++) fprintf(f, "%s\"%s\"", i ? ", " : " ", k->sources[i] ? k->sources[i] : "");
@@ -111,7 +103,7 @@ void kiln_ir_kprogram_print(const kiln_kprogram *p, FILE *f) {
     fprintf(f, "  b%d %s", i, buf_kind_name(b->kind));
     if (b->kind == KILN_BUF_ARENA) fprintf(f, " @%lld", (long long)b->offset);
     else fprintf(f, " #%d", (int)b->index);
-    fprintf(f, " %s%s %zu bytes", kiln_dtype_name(b->dtype), SHAPE_STR(&b->shape), b->nbytes);
+    fprintf(f, " %s%s %zu bytes", kiln_dtype_name(b->dtype), KILN_SHAPE_STR(&b->shape), b->nbytes);
     if (b->name) fprintf(f, " \"%s\"", b->name);
     fputc('\n', f);
   }
@@ -171,7 +163,7 @@ static kiln_status verify_loop(const kiln_kprogram *p, int32_t ki, const kiln_ke
       return kiln_diag_set(d, KILN_ERR_INTERNAL, KFMT "extent of v%d is %lld", KARGS(ki, k), v, (long long)k->extent[v]);
     if (v < k->out.rank && k->extent[v] != k->out.dims[v])
       return kiln_diag_set(d, KILN_ERR_INTERNAL, KFMT "extent of output var v%d is %lld, the domain %s says %lld",
-                           KARGS(ki, k), v, (long long)k->extent[v], SHAPE_STR(&k->out), (long long)k->out.dims[v]);
+                           KARGS(ki, k), v, (long long)k->extent[v], KILN_SHAPE_STR(&k->out), (long long)k->out.dims[v]);
   }
   if (k->n_kx < 1 || !k->kx) return kiln_diag_set(d, KILN_ERR_INTERNAL, KFMT "empty expression", KARGS(ki, k));
   int owner[64];
@@ -314,8 +306,8 @@ kiln_status kiln_ir_kprogram_verify(const kiln_kprogram *p, kiln_diag *d) {
      * same way (a kernel may store a reshaped view). */
     if (ob->dtype != k->out_dtype || kiln_shape_numel(&ob->shape) != kiln_shape_numel(&k->out))
       return kiln_diag_set(d, KILN_ERR_INTERNAL, KFMT "writes %s%s into b%d, which is %s%s", KARGS(ki, k),
-                           kiln_dtype_name(k->out_dtype), SHAPE_STR(&k->out), (int)k->out_buf,
-                           kiln_dtype_name(ob->dtype), SHAPE_STR(&ob->shape));
+                           kiln_dtype_name(k->out_dtype), KILN_SHAPE_STR(&k->out), (int)k->out_buf,
+                           kiln_dtype_name(ob->dtype), KILN_SHAPE_STR(&ob->shape));
     kiln_status st = KILN_OK;
     switch (k->kind) {
     case KILN_KERNEL_LOOP: st = verify_loop(p, ki, k, d); break;

@@ -44,68 +44,21 @@
 #define SMALL_CONST 16
 
 /* ====================================================================== printer */
-typedef struct sbuf {
-  const kiln_allocator *a;
-  char *p;
-  size_t n, cap;
-  bool oom;
-} sbuf;
-
-static void sb_reserve(sbuf *b, size_t extra) {
-  if (b->oom || b->n + extra + 1 <= b->cap) return;
-  size_t nc = b->cap ? b->cap * 2 : 4096;
-  while (nc < b->n + extra + 1) nc *= 2;
-  char *np = kiln_ir_realloc(b->a, b->p, nc);
-  if (!np) {
-    b->oom = true;
-    return;
-  }
-  b->p = np;
-  b->cap = nc;
-}
-
-static void sb_printf(sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void sb_printf(sbuf *b, const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  char tmp[256];
-  int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
-  va_end(ap);
-  if (n < 0) return;
-  sb_reserve(b, (size_t)n);
-  if (b->oom) return;
-  if ((size_t)n < sizeof tmp) {
-    memcpy(b->p + b->n, tmp, (size_t)n + 1);
-  } else {
-    va_start(ap, fmt);
-    vsnprintf(b->p + b->n, (size_t)n + 1, fmt, ap);
-    va_end(ap);
-  }
-  b->n += (size_t)n;
-}
-
-static void sb_putc(sbuf *b, char c) {
-  sb_reserve(b, 1);
-  if (b->oom) return;
-  b->p[b->n++] = c;
-  b->p[b->n] = 0;
-}
-
-static void print_string(sbuf *b, const char *s) {
-  sb_putc(b, '"');
+static void print_string(kiln_strbuf *b, const char *s) {
+  kiln_strbuf_putc(b, '"');
   for (const unsigned char *q = (const unsigned char *)(s ? s : ""); *q; q++) {
     switch (*q) {
-    case '"': sb_printf(b, "\\\""); break;
-    case '\\': sb_printf(b, "\\\\"); break;
-    case '\n': sb_printf(b, "\\n"); break;
-    case '\t': sb_printf(b, "\\t"); break;
-    case '\r': sb_printf(b, "\\r"); break;
+    case '"': kiln_strbuf_printf(b, "\\\""); break;
+    case '\\': kiln_strbuf_printf(b, "\\\\"); break;
+    case '\n': kiln_strbuf_printf(b, "\\n"); break;
+    case '\t': kiln_strbuf_printf(b, "\\t"); break;
+    case '\r': kiln_strbuf_printf(b, "\\r"); break;
     default:
-      if (*q < 0x20 || *q == 0x7f) sb_printf(b, "\\x%02x", *q);
-      else sb_putc(b, (char)*q);
+      if (*q < 0x20 || *q == 0x7f) kiln_strbuf_printf(b, "\\x%02x", *q);
+      else kiln_strbuf_putc(b, (char)*q);
     }
   }
-  sb_putc(b, '"');
+  kiln_strbuf_putc(b, '"');
 }
 
 static bool is_ident(const char *s) {
@@ -115,18 +68,18 @@ static bool is_ident(const char *s) {
   return true;
 }
 
-static void print_type(sbuf *b, kiln_dtype dt, const kiln_shape *s, const char *const *dim_names) {
-  sb_printf(b, "%s[", kiln_dtype_name(dt));
+static void print_type(kiln_strbuf *b, kiln_dtype dt, const kiln_shape *s, const char *const *dim_names) {
+  kiln_strbuf_printf(b, "%s[", kiln_dtype_name(dt));
   for (int i = 0; i < s->rank && i < KILN_MAX_RANK; i++) {
-    if (i) sb_putc(b, ',');
+    if (i) kiln_strbuf_putc(b, ',');
     if (dim_names && dim_names[i]) {
-      if (is_ident(dim_names[i])) sb_printf(b, "%s", dim_names[i]);
+      if (is_ident(dim_names[i])) kiln_strbuf_printf(b, "%s", dim_names[i]);
       else print_string(b, dim_names[i]);
-      sb_putc(b, '=');
+      kiln_strbuf_putc(b, '=');
     }
-    sb_printf(b, "%lld", (long long)s->dims[i]);
+    kiln_strbuf_printf(b, "%lld", (long long)s->dims[i]);
   }
-  sb_putc(b, ']');
+  kiln_strbuf_putc(b, ']');
 }
 
 /* Shortest decimal that reads back to the same double. */
@@ -185,12 +138,12 @@ static bool fmt_elem(char *buf, size_t n, kiln_dtype dt, const unsigned char *p)
   }
 }
 
-static void print_data(sbuf *b, const kiln_const *c, const kiln_print_options *o) {
+static void print_data(kiln_strbuf *b, const kiln_const *c, const kiln_print_options *o) {
   int64_t numel = kiln_shape_numel(&c->shape);
   size_t es = kiln_dtype_size(c->dtype);
   const unsigned char *p = c->data;
   if (numel > SMALL_CONST && o && o->elide_constants) {
-    sb_printf(b, " ...");
+    kiln_strbuf_printf(b, " ...");
     return;
   }
   if (numel <= SMALL_CONST && c->nbytes == (size_t)numel * es) {
@@ -198,47 +151,47 @@ static void print_data(sbuf *b, const kiln_const *c, const kiln_print_options *o
     bool ok = true;
     for (int64_t i = 0; i < numel && ok; i++) ok = fmt_elem(vals[i], sizeof vals[i], c->dtype, p + (size_t)i * es);
     if (ok) {
-      sb_printf(b, " [");
-      for (int64_t i = 0; i < numel; i++) sb_printf(b, "%s%s", i ? ", " : "", vals[i]);
-      sb_putc(b, ']');
+      kiln_strbuf_printf(b, " [");
+      for (int64_t i = 0; i < numel; i++) kiln_strbuf_printf(b, "%s%s", i ? ", " : "", vals[i]);
+      kiln_strbuf_putc(b, ']');
       return;
     }
   }
-  sb_printf(b, " hex\"");
-  sb_reserve(b, c->nbytes * 2);
+  kiln_strbuf_printf(b, " hex\"");
+  kiln_strbuf_reserve(b, c->nbytes * 2);
   if (b->oom) return;
   static const char hx[] = "0123456789abcdef";
   for (size_t i = 0; i < c->nbytes; i++) {
-    b->p[b->n++] = hx[p[i] >> 4];
-    b->p[b->n++] = hx[p[i] & 15];
+    b->s[b->len++] = hx[p[i] >> 4];
+    b->s[b->len++] = hx[p[i] & 15];
   }
-  b->p[b->n] = 0;
-  sb_putc(b, '"');
+  b->s[b->len] = 0;
+  kiln_strbuf_putc(b, '"');
 }
 
 /* Array lengths of each attribute for a node (see the syntax note at the top). */
 static int spatial_count(const kiln_node *n) { return n->shape.rank >= 2 ? n->shape.rank - 2 : 0; }
 
-static void print_i64s(sbuf *b, const char *key, const int64_t *v, int n, bool *first) {
-  sb_printf(b, "%s%s=[", *first ? "" : ", ", key);
-  for (int i = 0; i < n; i++) sb_printf(b, "%s%lld", i ? "," : "", (long long)v[i]);
-  sb_putc(b, ']');
+static void print_i64s(kiln_strbuf *b, const char *key, const int64_t *v, int n, bool *first) {
+  kiln_strbuf_printf(b, "%s%s=[", *first ? "" : ", ", key);
+  for (int i = 0; i < n; i++) kiln_strbuf_printf(b, "%s%lld", i ? "," : "", (long long)v[i]);
+  kiln_strbuf_putc(b, ']');
   *first = false;
 }
 
-static void print_i32s(sbuf *b, const char *key, const int32_t *v, int n, bool *first) {
-  sb_printf(b, "%s%s=[", *first ? "" : ", ", key);
-  for (int i = 0; i < n; i++) sb_printf(b, "%s%d", i ? "," : "", (int)v[i]);
-  sb_putc(b, ']');
+static void print_i32s(kiln_strbuf *b, const char *key, const int32_t *v, int n, bool *first) {
+  kiln_strbuf_printf(b, "%s%s=[", *first ? "" : ", ", key);
+  for (int i = 0; i < n; i++) kiln_strbuf_printf(b, "%s%d", i ? "," : "", (int)v[i]);
+  kiln_strbuf_putc(b, ']');
   *first = false;
 }
 
-static void print_int(sbuf *b, const char *key, long long v, bool *first) {
-  sb_printf(b, "%s%s=%lld", *first ? "" : ", ", key, v);
+static void print_int(kiln_strbuf *b, const char *key, long long v, bool *first) {
+  kiln_strbuf_printf(b, "%s%s=%lld", *first ? "" : ", ", key, v);
   *first = false;
 }
 
-static void print_attrs(sbuf *b, const kiln_node *n) {
+static void print_attrs(kiln_strbuf *b, const kiln_node *n) {
   uint32_t m = kiln_op_table[n->op].attrs;
   if (!m) return;
   const kiln_attrs *a = &n->a;
@@ -246,7 +199,7 @@ static void print_attrs(sbuf *b, const kiln_node *n) {
   int lohi = n->op == KILN_OP_pad ? r : k;
   int nax = a->n_axes < 0 ? 0 : a->n_axes > KILN_MAX_RANK ? KILN_MAX_RANK : a->n_axes;
   bool first = true;
-  sb_printf(b, " {");
+  kiln_strbuf_printf(b, " {");
   if (m & KILN_A_AXIS) print_int(b, "axis", a->axis, &first);
   if (m & KILN_A_AXES) print_i32s(b, "axes", a->axes, nax, &first);
   if (m & KILN_A_KEEPDIMS) print_int(b, "keepdims", a->keepdims, &first);
@@ -258,7 +211,7 @@ static void print_attrs(sbuf *b, const kiln_node *n) {
   if (m & KILN_A_VALUE) {
     char v[48];
     fmt_double(v, sizeof v, a->value);
-    sb_printf(b, "%svalue=%s", first ? "" : ", ", v);
+    kiln_strbuf_printf(b, "%svalue=%s", first ? "" : ", ", v);
     first = false;
   }
   if (m & KILN_A_KIND) print_int(b, "kind", a->kind, &first);
@@ -268,7 +221,7 @@ static void print_attrs(sbuf *b, const kiln_node *n) {
   if (m & KILN_A_GROUPS) print_int(b, "groups", a->groups, &first);
   if (m & KILN_A_COUNT_PAD) print_int(b, "count_include_pad", a->count_include_pad, &first);
   if (m & KILN_A_K) print_int(b, "k", (long long)a->k, &first);
-  sb_putc(b, '}');
+  kiln_strbuf_putc(b, '}');
 }
 
 /* Constants print inline when the store is exactly one entry per constant node, in node
@@ -288,65 +241,65 @@ static bool consts_inline(const kiln_graph *g) {
   return next == g->n_consts;
 }
 
-static void print_graph(sbuf *b, const kiln_graph *g, const kiln_print_options *o) {
-  sb_printf(b, "graph ");
+static void print_graph(kiln_strbuf *b, const kiln_graph *g, const kiln_print_options *o) {
+  kiln_strbuf_printf(b, "graph ");
   print_string(b, g->name);
-  sb_printf(b, " {\n");
+  kiln_strbuf_printf(b, " {\n");
   bool inl = consts_inline(g);
   if (!inl)
     for (int i = 0; i < g->n_consts; i++) {
       const kiln_const *c = &g->consts[i];
-      sb_printf(b, "  const #%d ", i);
+      kiln_strbuf_printf(b, "  const #%d ", i);
       print_type(b, c->dtype, &c->shape, NULL);
-      sb_putc(b, ' ');
+      kiln_strbuf_putc(b, ' ');
       print_string(b, c->name);
       print_data(b, c, o);
-      sb_putc(b, '\n');
+      kiln_strbuf_putc(b, '\n');
     }
   int32_t n_inputs_seen = 0;
   for (int i = 0; i < g->n_nodes; i++) {
     const kiln_node *n = &g->nodes[i];
-    sb_printf(b, "  %%%d = %s ", i, kiln_op_name(n->op));
+    kiln_strbuf_printf(b, "  %%%d = %s ", i, kiln_op_name(n->op));
     const kiln_graph_io *io = NULL;
     if (n->op == KILN_OP_input) {
-      if (n->index != n_inputs_seen) sb_printf(b, "#%d ", (int)n->index);
+      if (n->index != n_inputs_seen) kiln_strbuf_printf(b, "#%d ", (int)n->index);
       n_inputs_seen++;
       if (n->index >= 0 && n->index < g->n_inputs) io = &g->inputs[n->index];
     } else if (n->op == KILN_OP_constant && !inl) {
-      sb_printf(b, "#%d ", (int)n->index);
+      kiln_strbuf_printf(b, "#%d ", (int)n->index);
     }
     print_type(b, n->dtype, &n->shape, io ? io->dim_names : NULL);
     if (n->n_in > 0) {
-      sb_printf(b, " (");
-      for (int k = 0; k < n->n_in; k++) sb_printf(b, "%s%%%d", k ? ", " : "", (int)n->in[k]);
-      sb_putc(b, ')');
+      kiln_strbuf_printf(b, " (");
+      for (int k = 0; k < n->n_in; k++) kiln_strbuf_printf(b, "%s%%%d", k ? ", " : "", (int)n->in[k]);
+      kiln_strbuf_putc(b, ')');
     }
     if ((unsigned)n->op < KILN_OP_COUNT) print_attrs(b, n);
-    sb_putc(b, ' ');
+    kiln_strbuf_putc(b, ' ');
     print_string(b, n->name);
     if (io && strcmp(io->name ? io->name : "", n->name ? n->name : "") != 0) {
-      sb_printf(b, " as ");
+      kiln_strbuf_printf(b, " as ");
       print_string(b, io->name);
     }
     if (n->op == KILN_OP_constant && inl) print_data(b, &g->consts[n->index], o);
-    sb_putc(b, '\n');
+    kiln_strbuf_putc(b, '\n');
   }
   for (int i = 0; i < g->n_outputs; i++) {
-    sb_printf(b, "  output %%%d ", (int)g->outputs[i].node);
+    kiln_strbuf_printf(b, "  output %%%d ", (int)g->outputs[i].node);
     print_string(b, g->outputs[i].name);
-    sb_putc(b, '\n');
+    kiln_strbuf_putc(b, '\n');
   }
-  sb_printf(b, "}\n");
+  kiln_strbuf_printf(b, "}\n");
 }
 
 char *kiln_ir_print_to_string(const kiln_graph *g, const kiln_print_options *o) {
-  sbuf b = {.a = g->alloc};
+  kiln_strbuf b = {.a = g->alloc};
   print_graph(&b, g, o);
   if (b.oom) {
-    kiln_ir_free(b.a, b.p);
+    kiln_ir_free(b.a, b.s);
     return NULL;
   }
-  return b.p;
+  return b.s;
 }
 
 kiln_status kiln_ir_print(const kiln_graph *g, FILE *f, const kiln_print_options *o) {

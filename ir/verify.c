@@ -6,14 +6,6 @@
 
 #include <string.h>
 
-static const char *fmt_shape(char *buf, size_t n, const kiln_shape *s) {
-  size_t o = (size_t)snprintf(buf, n, "[");
-  for (int i = 0; i < s->rank && i < KILN_MAX_RANK && o < n; i++)
-    o += (size_t)snprintf(buf + o, n - o, "%s%lld", i ? "," : "", (long long)s->dims[i]);
-  if (o < n) snprintf(buf + o, n - o, "]");
-  return buf;
-}
-#define SHAPE_STR(s) fmt_shape((char[160]){0}, 160, (s))
 
 #define NODE_FMT "node %%%d '%s' (%s): "
 #define NODE_ARGS(i, n) (int)(i), (n)->name ? (n)->name : "", kiln_op_name((n)->op)
@@ -36,8 +28,8 @@ static kiln_status verify_leaf(const kiln_graph *g, int32_t i, const kiln_node *
   const kiln_const *c = &g->consts[n->index];
   if (c->dtype != n->dtype || !kiln_shape_eq(&c->shape, &n->shape))
     return kiln_diag_set(d, KILN_ERR_SHAPE, NODE_FMT "is %s%s but constant %d is %s%s", NODE_ARGS(i, n),
-                         kiln_dtype_name(n->dtype), SHAPE_STR(&n->shape), (int)n->index, kiln_dtype_name(c->dtype),
-                         SHAPE_STR(&c->shape));
+                         kiln_dtype_name(n->dtype), KILN_SHAPE_STR(&n->shape), (int)n->index, kiln_dtype_name(c->dtype),
+                         KILN_SHAPE_STR(&c->shape));
   size_t want = (size_t)kiln_shape_numel(&c->shape) * kiln_dtype_size(c->dtype);
   if (c->nbytes != want || (want && !c->data))
     return kiln_diag_set(d, KILN_ERR_INVALID_ARGUMENT, NODE_FMT "constant %d holds %zu bytes, needs %zu",
@@ -58,7 +50,7 @@ static kiln_status verify_node(const kiln_graph *g, int32_t i, kiln_diag *d) {
                          KILN_MAX_RANK);
   for (int k = 0; k < n->shape.rank; k++)
     if (n->shape.dims[k] < 0)
-      return kiln_diag_set(d, KILN_ERR_SHAPE, NODE_FMT "negative dim in %s", NODE_ARGS(i, n), SHAPE_STR(&n->shape));
+      return kiln_diag_set(d, KILN_ERR_SHAPE, NODE_FMT "negative dim in %s", NODE_ARGS(i, n), KILN_SHAPE_STR(&n->shape));
   const kiln_op_info *info = &kiln_op_table[n->op];
   if (info->arity >= 0 ? n->n_in != info->arity : n->n_in < 1)
     return kiln_diag_set(d, KILN_ERR_INVALID_ARGUMENT, NODE_FMT "has %d inputs, the op takes %s%d", NODE_ARGS(i, n),
@@ -79,8 +71,8 @@ static kiln_status verify_node(const kiln_graph *g, int32_t i, kiln_diag *d) {
     return kiln_diag_set(d, inner.status, NODE_FMT "%s", NODE_ARGS(i, n), inner.msg);
   if (dt != n->dtype || !kiln_shape_eq(&s, &n->shape))
     return kiln_diag_set(d, KILN_ERR_SHAPE, NODE_FMT "is %s%s but its inputs and attributes give %s%s",
-                         NODE_ARGS(i, n), kiln_dtype_name(n->dtype), SHAPE_STR(&n->shape), kiln_dtype_name(dt),
-                         SHAPE_STR(&s));
+                         NODE_ARGS(i, n), kiln_dtype_name(n->dtype), KILN_SHAPE_STR(&n->shape), kiln_dtype_name(dt),
+                         KILN_SHAPE_STR(&s));
   return KILN_OK;
 }
 

@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 struct kiln_rt_pool {
+  const kiln_allocator *alloc;
   int threads;                 /* including the caller */
   int n_workers;
   pthread_t *workers;
@@ -81,14 +82,14 @@ static void *worker_main(void *arg) {
   return NULL;
 }
 
-kiln_rt_pool *kiln_rt_pool_create(int threads) {
+kiln_rt_pool *kiln_rt_pool_create(const kiln_allocator *a, int threads) {
   if (threads <= 0) {
     long c = sysconf(_SC_NPROCESSORS_ONLN);
     threads = c > 0 ? (int)c : 1;
   }
-  kiln_rt_pool *p = kiln_ir_malloc(NULL, sizeof *p);
+  kiln_rt_pool *p = kiln_ir_malloc(a, sizeof *p);
   if (!p) return NULL;
-  *p = (kiln_rt_pool){.threads = threads};
+  *p = (kiln_rt_pool){.alloc = a, .threads = threads};
   atomic_init(&p->next, 0);
   atomic_init(&p->left, 0);
   pthread_mutex_init(&p->run_mu, NULL);
@@ -96,7 +97,7 @@ kiln_rt_pool *kiln_rt_pool_create(int threads) {
   pthread_cond_init(&p->work_cv, NULL);
   pthread_cond_init(&p->done_cv, NULL);
   if (threads > 1) {
-    p->workers = kiln_ir_malloc(NULL, sizeof(pthread_t) * (size_t)(threads - 1));
+    p->workers = kiln_ir_malloc(a, sizeof(pthread_t) * (size_t)(threads - 1));
     if (!p->workers) {
       kiln_rt_pool_destroy(p);
       return NULL;
@@ -122,8 +123,8 @@ void kiln_rt_pool_destroy(kiln_rt_pool *p) {
   pthread_cond_destroy(&p->work_cv);
   pthread_mutex_destroy(&p->mu);
   pthread_mutex_destroy(&p->run_mu);
-  kiln_ir_free(NULL, p->workers);
-  kiln_ir_free(NULL, p);
+  kiln_ir_free(p->alloc, p->workers);
+  kiln_ir_free(p->alloc, p);
 }
 
 int kiln_rt_pool_threads(const kiln_rt_pool *p) { return p ? p->threads : 1; }

@@ -53,8 +53,9 @@ kiln_status kiln_rt_fold_value(kiln_graph *g, int32_t v, int32_t *out_node, kiln
 
 /* ------------------------------------------------------------------ thread pool */
 typedef struct kiln_rt_pool kiln_rt_pool;
-/* threads <= 0: number of online CPUs. threads == 1 runs everything on the caller. */
-kiln_rt_pool *kiln_rt_pool_create(int threads);
+/* threads <= 0: number of online CPUs. threads == 1 runs everything on the caller.
+ * a: the allocator (NULL: malloc). */
+kiln_rt_pool *kiln_rt_pool_create(const kiln_allocator *a, int threads);
 void kiln_rt_pool_destroy(kiln_rt_pool *p);
 int kiln_rt_pool_threads(const kiln_rt_pool *p);
 

@@ -126,13 +126,13 @@ static void sweep(kiln_rt_pool *pool) {
 Test(gemm, matches_naive_loop_serial) { sweep(NULL); }
 
 Test(gemm, matches_naive_loop_with_pool) {
-  kiln_rt_pool *p = kiln_rt_pool_create(3);
+  kiln_rt_pool *p = kiln_rt_pool_create(NULL, 3);
   sweep(p);
   kiln_rt_pool_destroy(p);
 }
 
 Test(gemm, big_products_and_many_batches) {
-  kiln_rt_pool *p = kiln_rt_pool_create(2);
+  kiln_rt_pool *p = kiln_rt_pool_create(NULL, 2);
   gcase big = {KILN_F32, 0, 1, 150, 140, 130, 0, 1, {2, 0}, 0, 0}; /* above the "small" threshold */
   run_case(p, &big);
   gcase many = {KILN_F64, 1, 0, 4, 5, 6, 1, 2, {7, 9}, 0, 1};

@@ -44,7 +44,7 @@ Test(pool, covers_every_row_once) {
   int64_t ns[] = {0, 1, 2, 7, 64, 100, 1000, 4999};
   int64_t grains[] = {0, 1, 3, 16, 1000, 10000};
   for (size_t t = 0; t < sizeof threads / sizeof *threads; t++) {
-    kiln_rt_pool *p = kiln_rt_pool_create(threads[t]);
+    kiln_rt_pool *p = kiln_rt_pool_create(NULL, threads[t]);
     cr_assert(p);
     cr_assert_eq(kiln_rt_pool_threads(p), threads[t]);
     for (size_t i = 0; i < sizeof ns / sizeof *ns; i++)
@@ -59,14 +59,14 @@ Test(pool, null_pool_runs_serially) {
 }
 
 Test(pool, default_thread_count_is_positive) {
-  kiln_rt_pool *p = kiln_rt_pool_create(0);
+  kiln_rt_pool *p = kiln_rt_pool_create(NULL, 0);
   cr_assert(p && kiln_rt_pool_threads(p) >= 1);
   check_cover(p, 333, 2);
   kiln_rt_pool_destroy(p);
 }
 
 Test(pool, many_jobs_back_to_back) {
-  kiln_rt_pool *p = kiln_rt_pool_create(4);
+  kiln_rt_pool *p = kiln_rt_pool_create(NULL, 4);
   for (int r = 0; r < 300; r++) check_cover(p, 1 + r % 97, 1);
   kiln_rt_pool_destroy(p);
 }
@@ -94,7 +94,7 @@ static void outer_rows(void **bufs, int64_t b, int64_t e) {
 Test(pool, nested_parallel_for_runs_inline) {
   static nested s;
   memset(&s, 0, sizeof s);
-  s.pool = kiln_rt_pool_create(3);
+  s.pool = kiln_rt_pool_create(NULL, 3);
   void *bufs[1] = {&s};
   kiln_rt_parallel_for(s.pool, outer_rows, bufs, 64, 1);
   for (int r = 0; r < 64; r++)
@@ -118,7 +118,7 @@ static void *share_main(void *arg) {
 Test(pool, two_callers_share_a_pool) {
   static sharer s[2];
   memset(s, 0, sizeof s);
-  kiln_rt_pool *p = kiln_rt_pool_create(3);
+  kiln_rt_pool *p = kiln_rt_pool_create(NULL, 3);
   pthread_t th[2];
   for (int i = 0; i < 2; i++) {
     s[i].pool = p;
