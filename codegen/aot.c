@@ -355,9 +355,12 @@ static kiln_status link_library(const kiln_llvm_aot_options *o, const char *obj,
   return st;
 }
 
-static kiln_status emit_object(const kiln_kprogram *p, const char *prefix, const char *obj, kiln_diag *d) {
+static kiln_status emit_object(const kiln_kprogram *p, const kiln_llvm_aot_options *o, const char *obj,
+                               kiln_diag *d) {
+  const char *prefix = o->prefix;
   LLVMTargetMachineRef tm;
-  if (kiln_llvm_host_machine(LLVMRelocPIC, LLVMCodeModelDefault, &tm, d) != KILN_OK) return d->status;
+  if (kiln_llvm_target_machine(o->triple, o->cpu, LLVMRelocPIC, LLVMCodeModelDefault, &tm, d) != KILN_OK)
+    return d->status;
   char entry[320];
   snprintf(entry, sizeof entry, "%s_kiln_main", prefix);
   LLVMContextRef ctx = LLVMContextCreate();
@@ -406,7 +409,7 @@ kiln_status kiln_llvm_export(const kiln_kprogram *p, const kiln_llvm_aot_options
   snprintf(obj, len, "%s.kiln%ld.o", o->so_path, (long)getpid());
   snprintf(glue, len, "%s.kiln%ld.c", o->so_path, (long)getpid());
   kiln_strbuf hdr = {.a = a}, gl = {.a = a};
-  kiln_status st = emit_object(p, o->prefix, obj, d);
+  kiln_status st = emit_object(p, o, obj, d);
   if (st == KILN_OK) {
     write_glue(&gl, p, names, o->prefix);
     st = write_file(glue, &gl, d);

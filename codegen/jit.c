@@ -82,7 +82,7 @@ static kiln_status create_lljit(kiln_llvm_jit *h, LLVMOrcLLJITRef *out, kiln_dia
 /* Renders p for the JIT into a fresh context (the caller disposes *ctx and *m). */
 static kiln_status render_for_jit(const kiln_kprogram *p, LLVMContextRef *ctx, LLVMModuleRef *m, kiln_diag *d) {
   *ctx = LLVMContextCreate();
-  kiln_llvm_render_options o = {.entry_name = KILN_LLVM_JIT_ENTRY};
+  kiln_llvm_render_options o = {.entry_name = KILN_LLVM_JIT_ENTRY, .step_name = KILN_LLVM_JIT_STEP};
   return kiln_llvm_render(p, *ctx, &o, m, d);
 }
 
@@ -193,7 +193,8 @@ kiln_status kiln_llvm_jit_fingerprint(const kiln_kprogram *p, void **data, size_
     char settings[96];
     snprintf(settings, sizeof settings, "jit-object v1 reloc %d cm %d opt %d O3+vec", (int)KILN_LLVM_JIT_RELOC,
              (int)KILN_LLVM_JIT_CODE_MODEL, (int)LLVMCodeGenLevelAggressive);
-    const char *fields[] = {kiln_llvm_version(), triple, cpu, features, settings, KILN_LLVM_JIT_ENTRY};
+    const char *fields[] = {kiln_llvm_version(), triple, cpu, features, settings, KILN_LLVM_JIT_ENTRY,
+                            KILN_LLVM_JIT_STEP};
     size_t nf = sizeof fields / sizeof fields[0], total = 0;
     for (size_t i = 0; i < nf; i++) total += 8 + strlen(fields[i]);
     size_t bcn = LLVMGetBufferSize(bc);
@@ -222,6 +223,16 @@ kiln_status kiln_llvm_jit_fingerprint(const kiln_kprogram *p, void **data, size_
   LLVMContextDispose(ctx);
   LLVMDisposeTargetMachine(tm);
   return st;
+}
+
+kiln_status kiln_llvm_jit_lookup_step(kiln_llvm_jit *jit, kiln_llvm_step_fn *step, kiln_diag *d) {
+  *step = NULL;
+  if (!jit) return kiln_diag_set(d, KILN_ERR_INVALID_ARGUMENT, "kiln_llvm_jit_lookup_step: no JIT");
+  LLVMOrcExecutorAddress addr = 0;
+  LLVMErrorRef err = LLVMOrcLLJITLookup(jit->lljit, &addr, KILN_LLVM_JIT_STEP);
+  if (err || !addr) return kiln_llvm_fail(d, "looking up the step function", err, NULL);
+  *step = (kiln_llvm_step_fn)(uintptr_t)addr;
+  return KILN_OK;
 }
 
 void kiln_llvm_jit_destroy(kiln_llvm_jit *jit) {

@@ -31,6 +31,13 @@ kiln_status kiln_llvm_compile_object(const kiln_kprogram *p, void **obj, size_t 
 #define KILN_LLVM_JIT_ENTRY_NAME "kiln_main"
 kiln_status kiln_llvm_jit_load_object(const kiln_allocator *a, const void *obj, size_t n, const char *entry_name,
                                       kiln_llvm_jit **jit, kiln_rt_entry_fn *entry, kiln_diag *d);
+/* JIT code also holds a step function that runs one kernel k of the program alone
+ * (k outside [0, n_kernels) does nothing), with the same bufs and pool as the entry:
+ * calling it for k = 0, 1, ... in order is the same as calling the entry once. The
+ * driver's verify mode uses it to check each kernel's output as soon as it is written. */
+typedef void (*kiln_llvm_step_fn)(void **bufs, kiln_rt_pool *pool, int32_t k);
+#define KILN_LLVM_JIT_STEP_NAME "kiln_step"
+kiln_status kiln_llvm_jit_lookup_step(kiln_llvm_jit *jit, kiln_llvm_step_fn *step, kiln_diag *d);
 /* The bytes that determine kiln_llvm_compile_object's result on this host: LLVM's
  * version, the target machine (triple, host CPU name and features), code generation
  * settings, and the bitcode of the rendered, unoptimized module (which holds everything
@@ -49,6 +56,12 @@ typedef struct kiln_llvm_aot_options {
   const char *aotrt_lib;      /* path of libkiln_aotrt.a (runtime support linked in) */
   const char *cc;             /* C compiler/linker driver, "cc" when NULL */
   const char *link_flags;     /* extra libraries, e.g. "-lopenblas" */
+  /* The machine the code is for: an LLVM CPU name ("x86-64", "x86-64-v3", "znver4",
+   * "skylake-avx512"; NULL: the host CPU with its features) and target triple (NULL:
+   * the host's). Another triple's object needs a matching cc and runtime to link. An
+   * unknown name is KILN_ERR_INVALID_ARGUMENT. */
+  const char *cpu;
+  const char *triple;
 } kiln_llvm_aot_options;
 
 /* AOT: emits an object (code + embedded constants), generates glue C with the typed and

@@ -19,6 +19,9 @@ typedef struct kiln_llvm_render_options {
    * the glue can point bufs at them; the JIT reads constants through bufs only. */
   bool embed_consts;
   bool hidden_entry;      /* AOT: the entry is hidden (only the glue calls it) */
+  /* When set, a second function void step(ptr bufs, ptr pool, i32 k) that runs kernel k
+   * only (for the driver's per-kernel verify mode); same visibility as the entry. */
+  const char *step_name;
 } kiln_llvm_render_options;
 
 /* Renders p into a new module in ctx and verifies it. On failure *out is NULL and d
@@ -30,14 +33,20 @@ kiln_status kiln_llvm_render(const kiln_kprogram *p, LLVMContextRef ctx,
 /* A target machine for the host CPU (its name and features), O3 code generation. */
 kiln_status kiln_llvm_host_machine(LLVMRelocMode reloc, LLVMCodeModel cm, LLVMTargetMachineRef *tm,
                                    kiln_diag *d);
+/* A target machine for a named triple and CPU (NULL: the host's; a named CPU gets that
+ * CPU's default features, the host CPU the host's features). An unknown triple or a CPU
+ * LLVM does not know for the triple is KILN_ERR_INVALID_ARGUMENT naming it. */
+kiln_status kiln_llvm_target_machine(const char *triple, const char *cpu, LLVMRelocMode reloc, LLVMCodeModel cm,
+                                     LLVMTargetMachineRef *tm, kiln_diag *d);
 
 /* How JIT objects are generated (kiln_llvm_compile_object; part of the cache key): the
  * JIT's default code model (large on x86-64, so code and data may land anywhere in the
  * address space) and the default relocation model. */
 #define KILN_LLVM_JIT_RELOC LLVMRelocDefault
 #define KILN_LLVM_JIT_CODE_MODEL LLVMCodeModelJITDefault
-/* The entry symbol of JIT code. */
+/* The entry symbol of JIT code, and of its one-kernel step function. */
 #define KILN_LLVM_JIT_ENTRY KILN_LLVM_JIT_ENTRY_NAME
+#define KILN_LLVM_JIT_STEP KILN_LLVM_JIT_STEP_NAME
 
 /* Sets m's triple and data layout from tm and runs default<O3>. */
 kiln_status kiln_llvm_optimize(LLVMModuleRef m, LLVMTargetMachineRef tm, kiln_diag *d);

@@ -1,7 +1,8 @@
 /* render.c - the LLVM renderer: turns a kernel program into one LLVM module. Each LOOP
  * kernel becomes an internal function over a chunk of output rows (the runtime ABI in
  * runtime/rt.h); GEMM and OPAQUE kernels become calls into the runtime with their
- * descriptors embedded as constant bytes; an entry function runs every kernel in order.
+ * descriptors embedded as constant bytes; an entry function runs every kernel in order,
+ * and (when asked) a step function runs one kernel by its number.
  * Every scalar op is mapped to LLVM IR in one place, emit_alu.
  */
 #include "llvm_impl.h"
@@ -263,6 +264,7 @@ static LLVMValueRef alu(render *r, kiln_op op, int32_t kind, kiln_dtype odt, kil
   case KILN_OP_erf: return fl ? libm1(r, "erf", v[0]) : alu_via_f64(r, op, kind, odt, 1, v);
   case KILN_OP_sin: return fl ? intr1(r, "llvm.sin", v[0]) : alu_via_f64(r, op, kind, odt, 1, v);
   case KILN_OP_cos: return fl ? intr1(r, "llvm.cos", v[0]) : alu_via_f64(r, op, kind, odt, 1, v);
+  case KILN_OP_atan: return fl ? libm1(r, "atan", v[0]) : alu_via_f64(r, op, kind, odt, 1, v);
   case KILN_OP_floor: return fl ? intr1(r, "llvm.floor", v[0]) : v[0];
   case KILN_OP_ceil: return fl ? intr1(r, "llvm.ceil", v[0]) : v[0];
   case KILN_OP_round: return fl ? intr1(r, "llvm.roundeven", v[0]) : v[0];
@@ -703,6 +705,91 @@ static void emit_consts(render *r) {
   }
 }
 
+/* The runtime's entry points as LLVM function types. */
+typedef struct call_types {
+  LLVMTypeRef kty, pf_ty, gm_ty, op_ty;
+} call_types;
+
+static call_types runtime_types(render *r) {
+  call_types t;
+  LLVMTypeRef kp[3] = {r->t_ptr, r->t_i64, r->t_i64};
+  t.kty = LLVMFunctionType(r->t_void, kp, 3, 0);
+  LLVMTypeRef pf_p[5] = {r->t_ptr, r->t_ptr, r->t_ptr, r->t_i64, r->t_i64};
+  t.pf_ty = LLVMFunctionType(r->t_void, pf_p, 5, 0);
+  LLVMTypeRef gm_p[4] = {r->t_ptr, r->t_ptr, r->t_i32, r->t_ptr};
+  t.gm_ty = LLVMFunctionType(r->t_void, gm_p, 4, 0);
+  LLVMTypeRef op_p[2] = {r->t_ptr, r->t_ptr};
+  t.op_ty = LLVMFunctionType(r->t_void, op_p, 2, 0);
+  return t;
+}
+
+/* A kernel's descriptor global, shared by the entry and the step function. */
+static LLVMValueRef desc_global(render *r, const char *name, const void *data, size_t n) {
+  LLVMValueRef g = LLVMGetNamedGlobal(r->mod, name);
+  if (g) return g;
+  g = bytes_global(r, name, data, n, 8);
+  LLVMSetLinkage(g, LLVMInternalLinkage);
+  return g;
+}
+
+/* Runs kernel i at the builder's position in fn (which takes bufs and pool). */
+static void emit_kernel_call(render *r, LLVMValueRef fn, const call_types *t, LLVMValueRef bufs, LLVMValueRef pool,
+                             LLVMValueRef no_pool, int32_t i, LLVMValueRef *kfn) {
+  LLVMBuilderRef b = r->b;
+  const kiln_kernel *k = &r->p->kernels[i];
+  char name[48];
+  if (k->kind == KILN_KERNEL_LOOP) {
+    int64_t numel = kiln_shape_numel(&k->out);
+    if (numel <= 0) return;
+    int64_t last = k->out.rank > 0 ? k->out.dims[k->out.rank - 1] : 1;
+    int64_t n_rows = numel / last;
+    /* Work per row: its elements times the reduction loops each element runs. */
+    int64_t row_work = last;
+    for (int32_t v = k->out.rank; v < k->n_vars && row_work < KILN_LLVM_GRAIN_ELEMS; v++)
+      row_work *= k->extent[v] > 1 ? k->extent[v] : 1;
+    int64_t grain = (KILN_LLVM_GRAIN_ELEMS + row_work - 1) / row_work;
+    /* No pool: run the whole range on the caller (rt.h allows a NULL pool). */
+    LLVMBasicBlockRef serial = LLVMAppendBasicBlockInContext(r->ctx, fn, "serial");
+    LLVMBasicBlockRef par = LLVMAppendBasicBlockInContext(r->ctx, fn, "parallel");
+    LLVMBasicBlockRef next = LLVMAppendBasicBlockInContext(r->ctx, fn, "next");
+    LLVMBuildCondBr(b, no_pool, serial, par);
+    LLVMPositionBuilderAtEnd(b, serial);
+    LLVMValueRef sa[3] = {bufs, ci64(r, 0), ci64(r, n_rows)};
+    LLVMBuildCall2(b, t->kty, kfn[i], sa, 3, "");
+    LLVMBuildBr(b, next);
+    LLVMPositionBuilderAtEnd(b, par);
+    LLVMValueRef pa[5] = {pool, kfn[i], bufs, ci64(r, n_rows), ci64(r, grain < 1 ? 1 : grain)};
+    LLVMBuildCall2(b, t->pf_ty, declare_fn(r, "kiln_rt_parallel_for", t->pf_ty), pa, 5, "");
+    LLVMBuildBr(b, next);
+    LLVMPositionBuilderAtEnd(b, next);
+  } else if (k->kind == KILN_KERNEL_GEMM) {
+    snprintf(name, sizeof name, "kiln_gemm%d", i);
+    LLVMValueRef g = desc_global(r, name, &k->gemm, sizeof k->gemm);
+    LLVMValueRef a[4] = {pool, g, cint(r->t_i32, k->out_dtype), bufs};
+    LLVMBuildCall2(b, t->gm_ty, declare_fn(r, "kiln_rt_gemm", t->gm_ty), a, 4, "");
+  } else {
+    kiln_rt_opaque_desc od;
+    memset(&od, 0, sizeof od); /* padding bytes too: the bytes are embedded verbatim */
+    od.op = k->op;
+    od.out_buf = k->out_buf;
+    od.out_dtype = k->out_dtype;
+    od.n_in = k->n_in_bufs;
+    od.out_shape = k->out;
+    od.attrs = k->attrs;
+    for (int j = 0; j < k->n_in_bufs; j++) {
+      const kiln_buffer *bf = &r->p->buffers[k->in_bufs[j]];
+      od.in_bufs[j] = k->in_bufs[j];
+      od.in_dtypes[j] = bf->dtype;
+      od.in_shapes[j] = bf->shape;
+    }
+    snprintf(name, sizeof name, "kiln_opaque%d", i);
+    LLVMValueRef g = desc_global(r, name, &od, sizeof od);
+    LLVMValueRef a[2] = {g, bufs};
+    LLVMBuildCall2(b, t->op_ty, declare_fn(r, "kiln_rt_opaque", t->op_ty), a, 2, "");
+  }
+}
+
+/* void entry(ptr bufs, ptr pool): every kernel in program order. */
 static kiln_status emit_entry(render *r, const char *entry_name, bool hidden, LLVMValueRef *kfn) {
   LLVMBuilderRef b = r->b;
   LLVMTypeRef p2[2] = {r->t_ptr, r->t_ptr};
@@ -711,72 +798,35 @@ static kiln_status emit_entry(render *r, const char *entry_name, bool hidden, LL
   r->fn = fn;
   LLVMValueRef bufs = LLVMGetParam(fn, 0), pool = LLVMGetParam(fn, 1);
   LLVMPositionBuilderAtEnd(b, LLVMAppendBasicBlockInContext(r->ctx, fn, "entry"));
-
-  LLVMTypeRef kp[3] = {r->t_ptr, r->t_i64, r->t_i64};
-  LLVMTypeRef kty = LLVMFunctionType(r->t_void, kp, 3, 0);
-  LLVMTypeRef pf_p[5] = {r->t_ptr, r->t_ptr, r->t_ptr, r->t_i64, r->t_i64};
-  LLVMTypeRef pf_ty = LLVMFunctionType(r->t_void, pf_p, 5, 0);
-  LLVMTypeRef gm_p[4] = {r->t_ptr, r->t_ptr, r->t_i32, r->t_ptr};
-  LLVMTypeRef gm_ty = LLVMFunctionType(r->t_void, gm_p, 4, 0);
-  LLVMTypeRef op_p[2] = {r->t_ptr, r->t_ptr};
-  LLVMTypeRef op_ty = LLVMFunctionType(r->t_void, op_p, 2, 0);
+  call_types t = runtime_types(r);
   LLVMValueRef no_pool = LLVMBuildICmp(b, LLVMIntEQ, pool, LLVMConstNull(r->t_ptr), "no_pool");
+  for (int32_t i = 0; i < r->p->n_kernels; i++) emit_kernel_call(r, fn, &t, bufs, pool, no_pool, i, kfn);
+  LLVMBuildRetVoid(b);
+  return KILN_OK;
+}
 
+/* void step(ptr bufs, ptr pool, i32 k): kernel k alone (nothing for another k), so the
+ * driver's verify mode can check each kernel's output as soon as it is written. */
+static kiln_status emit_step(render *r, const char *step_name, bool hidden, LLVMValueRef *kfn) {
+  LLVMBuilderRef b = r->b;
+  LLVMTypeRef p3[3] = {r->t_ptr, r->t_ptr, r->t_i32};
+  LLVMValueRef fn = LLVMAddFunction(r->mod, step_name, LLVMFunctionType(r->t_void, p3, 3, 0));
+  if (hidden) LLVMSetVisibility(fn, LLVMHiddenVisibility);
+  r->fn = fn;
+  LLVMValueRef bufs = LLVMGetParam(fn, 0), pool = LLVMGetParam(fn, 1), which = LLVMGetParam(fn, 2);
+  LLVMPositionBuilderAtEnd(b, LLVMAppendBasicBlockInContext(r->ctx, fn, "entry"));
+  call_types t = runtime_types(r);
+  LLVMValueRef no_pool = LLVMBuildICmp(b, LLVMIntEQ, pool, LLVMConstNull(r->t_ptr), "no_pool");
+  LLVMBasicBlockRef done = LLVMAppendBasicBlockInContext(r->ctx, fn, "done");
+  LLVMValueRef sw = LLVMBuildSwitch(b, which, done, (unsigned)r->p->n_kernels);
   for (int32_t i = 0; i < r->p->n_kernels; i++) {
-    const kiln_kernel *k = &r->p->kernels[i];
-    char name[48];
-    if (k->kind == KILN_KERNEL_LOOP) {
-      int64_t numel = kiln_shape_numel(&k->out);
-      if (numel <= 0) continue;
-      int64_t last = k->out.rank > 0 ? k->out.dims[k->out.rank - 1] : 1;
-      int64_t n_rows = numel / last;
-      /* Work per row: its elements times the reduction loops each element runs. */
-      int64_t row_work = last;
-      for (int32_t v = k->out.rank; v < k->n_vars && row_work < KILN_LLVM_GRAIN_ELEMS; v++)
-        row_work *= k->extent[v] > 1 ? k->extent[v] : 1;
-      int64_t grain = (KILN_LLVM_GRAIN_ELEMS + row_work - 1) / row_work;
-      /* No pool: run the whole range on the caller (rt.h allows a NULL pool). */
-      LLVMBasicBlockRef serial = LLVMAppendBasicBlockInContext(r->ctx, fn, "serial");
-      LLVMBasicBlockRef par = LLVMAppendBasicBlockInContext(r->ctx, fn, "parallel");
-      LLVMBasicBlockRef next = LLVMAppendBasicBlockInContext(r->ctx, fn, "next");
-      LLVMBuildCondBr(b, no_pool, serial, par);
-      LLVMPositionBuilderAtEnd(b, serial);
-      LLVMValueRef sa[3] = {bufs, ci64(r, 0), ci64(r, n_rows)};
-      LLVMBuildCall2(b, kty, kfn[i], sa, 3, "");
-      LLVMBuildBr(b, next);
-      LLVMPositionBuilderAtEnd(b, par);
-      LLVMValueRef pa[5] = {pool, kfn[i], bufs, ci64(r, n_rows), ci64(r, grain < 1 ? 1 : grain)};
-      LLVMBuildCall2(b, pf_ty, declare_fn(r, "kiln_rt_parallel_for", pf_ty), pa, 5, "");
-      LLVMBuildBr(b, next);
-      LLVMPositionBuilderAtEnd(b, next);
-    } else if (k->kind == KILN_KERNEL_GEMM) {
-      snprintf(name, sizeof name, "kiln_gemm%d", i);
-      LLVMValueRef g = bytes_global(r, name, &k->gemm, sizeof k->gemm, 8);
-      LLVMSetLinkage(g, LLVMInternalLinkage);
-      LLVMValueRef a[4] = {pool, g, cint(r->t_i32, k->out_dtype), bufs};
-      LLVMBuildCall2(b, gm_ty, declare_fn(r, "kiln_rt_gemm", gm_ty), a, 4, "");
-    } else {
-      kiln_rt_opaque_desc od;
-      memset(&od, 0, sizeof od); /* padding bytes too: the bytes are embedded verbatim */
-      od.op = k->op;
-      od.out_buf = k->out_buf;
-      od.out_dtype = k->out_dtype;
-      od.n_in = k->n_in_bufs;
-      od.out_shape = k->out;
-      od.attrs = k->attrs;
-      for (int j = 0; j < k->n_in_bufs; j++) {
-        const kiln_buffer *bf = &r->p->buffers[k->in_bufs[j]];
-        od.in_bufs[j] = k->in_bufs[j];
-        od.in_dtypes[j] = bf->dtype;
-        od.in_shapes[j] = bf->shape;
-      }
-      snprintf(name, sizeof name, "kiln_opaque%d", i);
-      LLVMValueRef g = bytes_global(r, name, &od, sizeof od, 8);
-      LLVMSetLinkage(g, LLVMInternalLinkage);
-      LLVMValueRef a[2] = {g, bufs};
-      LLVMBuildCall2(b, op_ty, declare_fn(r, "kiln_rt_opaque", op_ty), a, 2, "");
-    }
+    LLVMBasicBlockRef bb = LLVMAppendBasicBlockInContext(r->ctx, fn, "kernel");
+    LLVMAddCase(sw, cint(r->t_i32, i), bb);
+    LLVMPositionBuilderAtEnd(b, bb);
+    emit_kernel_call(r, fn, &t, bufs, pool, no_pool, i, kfn);
+    LLVMBuildBr(b, done);
   }
+  LLVMPositionBuilderAtEnd(b, done);
   LLVMBuildRetVoid(b);
   return KILN_OK;
 }
@@ -820,6 +870,7 @@ kiln_status kiln_llvm_render(const kiln_kprogram *p, LLVMContextRef ctx,
     }
   }
   if ((st = emit_entry(&r, o->entry_name, o->hidden_entry, kfn)) != KILN_OK) goto fail;
+  if (o->step_name && (st = emit_step(&r, o->step_name, o->hidden_entry, kfn)) != KILN_OK) goto fail;
   char *msg = NULL;
   if (LLVMVerifyModule(r.mod, LLVMReturnStatusAction, &msg)) {
     st = kiln_diag_set(d, KILN_ERR_BACKEND, "LLVM rejected the generated module: %s", msg ? msg : "");

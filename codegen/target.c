@@ -1,9 +1,12 @@
-/* target.c - the host target machine and the O3 pipeline shared by JIT, AOT and the
- * module printer; LLVM error reporting into a kiln_diag; the version string. */
+/* target.c - the target machine (the host's, or a named triple and CPU for AOT) and the
+ * O3 pipeline shared by JIT, AOT and the module printer; LLVM error reporting into a
+ * kiln_diag; the version string. */
 #include "llvm_impl.h"
 
 #include <llvm-c/Transforms/PassBuilder.h>
+#include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 void kiln_llvm_diag_module(kiln_diag *d, LLVMModuleRef m) {
   if (!d || !m) return;
@@ -22,29 +25,95 @@ kiln_status kiln_llvm_fail(kiln_diag *d, const char *what, LLVMErrorRef err, LLV
   return st;
 }
 
-kiln_status kiln_llvm_host_machine(LLVMRelocMode reloc, LLVMCodeModel cm, LLVMTargetMachineRef *tm,
-                                   kiln_diag *d) {
+/* Creates the target machine. LLVM's C API lists no CPU names and only prints "'x' is
+ * not a recognized processor for this target (ignoring processor)" to stderr when it
+ * meets an unknown one (while the machine is created, from its subtarget info). So for a
+ * named CPU, stderr is redirected to a temporary file around the creation: that line
+ * means the name is unknown; anything else captured is written back to stderr. The
+ * window is short, but another thread's stderr output in it is delayed until after. */
+static LLVMTargetMachineRef create_machine(LLVMTargetRef target, const char *triple, const char *cpu,
+                                           const char *features, LLVMRelocMode reloc, LLVMCodeModel cm,
+                                           bool check_cpu, bool *unknown_cpu) {
+  *unknown_cpu = false;
+  FILE *cap = check_cpu ? tmpfile() : NULL;
+  int saved = -1;
+  if (cap) {
+    fflush(stderr);
+    saved = dup(2);
+    if (saved < 0 || dup2(fileno(cap), 2) < 0) {
+      if (saved >= 0) close(saved);
+      saved = -1;
+    }
+  }
+  LLVMTargetMachineRef tm =
+      LLVMCreateTargetMachine(target, triple, cpu, features, LLVMCodeGenLevelAggressive, reloc, cm);
+  if (saved >= 0) {
+    fflush(stderr);
+    dup2(saved, 2);
+    close(saved);
+    char buf[2048];
+    rewind(cap);
+    size_t n = fread(buf, 1, sizeof buf - 1, cap);
+    buf[n] = 0;
+    if (strstr(buf, "is not a recognized processor")) *unknown_cpu = true;
+    else if (n) fputs(buf, stderr);
+  }
+  if (cap) fclose(cap);
+  return tm;
+}
+
+kiln_status kiln_llvm_target_machine(const char *triple_name, const char *cpu_name, LLVMRelocMode reloc,
+                                     LLVMCodeModel cm, LLVMTargetMachineRef *tm, kiln_diag *d) {
   *tm = NULL;
+  if (triple_name && !*triple_name) triple_name = NULL;
+  if (cpu_name && !*cpu_name) cpu_name = NULL;
   /* Idempotent in LLVM; called per compile so Kiln keeps no "initialized" global. */
   if (LLVMInitializeNativeTarget() || LLVMInitializeNativeAsmPrinter())
     return kiln_diag_set(d, KILN_ERR_BACKEND, "LLVM: the native target is not available");
-  char *triple = LLVMGetDefaultTargetTriple();
-  char *cpu = LLVMGetHostCPUName();
-  char *features = LLVMGetHostCPUFeatures();
+  if (triple_name) {
+    /* Another architecture: every target this LLVM was built with. */
+    LLVMInitializeAllTargetInfos();
+    LLVMInitializeAllTargets();
+    LLVMInitializeAllTargetMCs();
+    LLVMInitializeAllAsmPrinters();
+  }
+  char *host_triple = LLVMGetDefaultTargetTriple();
+  char *triple = triple_name ? LLVMNormalizeTargetTriple(triple_name) : host_triple;
+  /* The host's features belong to the host CPU only; a named CPU brings its own. */
+  bool host_cpu = !cpu_name && !triple_name;
+  char *cpu = cpu_name ? NULL : host_cpu ? LLVMGetHostCPUName() : NULL;
+  char *features = host_cpu ? LLVMGetHostCPUFeatures() : NULL;
   LLVMTargetRef target = NULL;
   char *err = NULL;
   kiln_status st = KILN_OK;
   if (LLVMGetTargetFromTriple(triple, &target, &err)) {
-    st = kiln_diag_set(d, KILN_ERR_BACKEND, "LLVM: no target for %s: %s", triple, err ? err : "");
+    st = triple_name ? kiln_diag_set(d, KILN_ERR_INVALID_ARGUMENT, "unknown target triple '%s': %s", triple_name,
+                                     err ? err : "")
+                     : kiln_diag_set(d, KILN_ERR_BACKEND, "LLVM: no target for %s: %s", triple, err ? err : "");
   } else {
-    *tm = LLVMCreateTargetMachine(target, triple, cpu, features, LLVMCodeGenLevelAggressive, reloc, cm);
-    if (!*tm) st = kiln_diag_set(d, KILN_ERR_BACKEND, "LLVM: cannot create a target machine for %s (%s)", triple, cpu);
+    bool unknown = false;
+    const char *use_cpu = cpu_name ? cpu_name : cpu ? cpu : "";
+    *tm = create_machine(target, triple, use_cpu, features ? features : "", reloc, cm, cpu_name != NULL, &unknown);
+    if (unknown) {
+      LLVMDisposeTargetMachine(*tm);
+      *tm = NULL;
+      st = kiln_diag_set(d, KILN_ERR_INVALID_ARGUMENT, "unknown CPU '%s' for target %s (LLVM %s)", cpu_name, triple,
+                         KILN_LLVM_VERSION);
+    } else if (!*tm) {
+      st = kiln_diag_set(d, KILN_ERR_BACKEND, "LLVM: cannot create a target machine for %s (%s)", triple, use_cpu);
+    }
   }
   LLVMDisposeMessage(err);
-  LLVMDisposeMessage(triple);
+  if (triple != host_triple) LLVMDisposeMessage(triple);
+  LLVMDisposeMessage(host_triple);
   LLVMDisposeMessage(cpu);
   LLVMDisposeMessage(features);
   return st;
+}
+
+kiln_status kiln_llvm_host_machine(LLVMRelocMode reloc, LLVMCodeModel cm, LLVMTargetMachineRef *tm,
+                                   kiln_diag *d) {
+  return kiln_llvm_target_machine(NULL, NULL, reloc, cm, tm, d);
 }
 
 kiln_status kiln_llvm_optimize(LLVMModuleRef m, LLVMTargetMachineRef tm, kiln_diag *d) {

@@ -76,6 +76,7 @@ static const alu_rule alu_table[] = {
     {KILN_OP_erf, -1, {"erff(%0)", "erf(%0)", NULL, NULL}},
     {KILN_OP_sin, -1, {"sinf(%0)", "sin(%0)", NULL, NULL}},
     {KILN_OP_cos, -1, {"cosf(%0)", "cos(%0)", NULL, NULL}},
+    {KILN_OP_atan, -1, {"atanf(%0)", "atan(%0)", NULL, NULL}},
     {KILN_OP_floor, -1, {"floorf(%0)", "floor(%0)", "%0", NULL}},
     {KILN_OP_ceil, -1, {"ceilf(%0)", "ceil(%0)", "%0", NULL}},
     {KILN_OP_round, -1, {"rintf(%0)", "rint(%0)", "%0", NULL}}, /* rint: half to even */

@@ -27,6 +27,11 @@ kiln_status kiln_driver_failf(kiln_context *ctx, kiln_status st, const char *fmt
  * output goes to `to` (stderr when NULL). */
 kiln_status kiln_driver_lower(kiln_context *ctx, const kiln_graph *g, const kiln_compile_options *o,
                               FILE *to, kiln_kprogram **out);
+/* kiln_driver_lower that also hands back (when lowered is not NULL) the optimized graph
+ * that was lowered: the graph the kernels' .node ids refer to. The caller destroys it
+ * with kiln_ir_graph_destroy. */
+kiln_status kiln_driver_lower_graph(kiln_context *ctx, const kiln_graph *g, const kiln_compile_options *o,
+                                    FILE *to, kiln_kprogram **out, kiln_graph **lowered);
 
 /* Estimates of a kernel program's cost (also kiln_executable_stats). */
 void kiln_driver_program_stats(const kiln_kprogram *p, kiln_exe_stats *s);

@@ -1,7 +1,9 @@
 /* executable.c - kiln_compile / kiln_run / kiln_export / kiln_load_library: a compiled
  * model behind one small vtable per backend (LLVM JIT, CUDA, a loaded AOT library), with
- * run-time checking of the caller's tensors and the optional comparison of every run
- * against the reference interpreter (KILN_VERIFY=1). */
+ * run-time checking of the caller's tensors and verify mode (KILN_VERIFY=1): on the CPU
+ * every kernel's output is compared with the reference interpreter's value of its node
+ * as soon as the kernel has run, naming the first kernel that disagrees; on every
+ * backend the final outputs are compared with the interpreter on the source graph. */
 #include "driver.h"
 #ifdef KILN_HAVE_LLVM
 #include "../codegen/llvm.h"
@@ -33,13 +35,16 @@ struct kiln_executable {
   kiln_arena *arena;        /* io names, bufs */
   kiln_kprogram *prog;      /* NULL for a loaded library */
   kiln_graph *ref;          /* the source graph, kept for verify mode */
+  kiln_graph *opt;          /* verify mode: the optimized graph that was lowered */
   bool verify;
+  int32_t corrupt_kernel;   /* verify mode test hook (KILN_VERIFY_CORRUPT_KERNEL), or -1 */
   int32_t n_in, n_out;
   exe_io *in, *out;
   kiln_exe_stats stats;
   /* LLVM JIT */
   void *jit;
   kiln_rt_entry_fn entry;
+  void (*step)(void **bufs, kiln_rt_pool *pool, int32_t k); /* verify mode: one kernel */
   void *arena_mem;          /* 64-byte aligned, inside arena_raw */
   void *arena_raw;
   void **bufs;
@@ -91,7 +96,13 @@ void kiln_driver_program_stats(const kiln_kprogram *p, kiln_exe_stats *s) {
 /* ------------------------------------------------------------------ lowering */
 kiln_status kiln_driver_lower(kiln_context *ctx, const kiln_graph *g, const kiln_compile_options *o,
                               FILE *to, kiln_kprogram **out) {
+  return kiln_driver_lower_graph(ctx, g, o, to, out, NULL);
+}
+
+kiln_status kiln_driver_lower_graph(kiln_context *ctx, const kiln_graph *g, const kiln_compile_options *o,
+                                    FILE *to, kiln_kprogram **out, kiln_graph **lowered) {
   *out = NULL;
+  if (lowered) *lowered = NULL;
   if (g->diag.status != KILN_OK)
     return kiln_driver_failf(ctx, g->diag.status, "the graph has a builder error: %s", g->diag.msg);
   if (g->n_outputs == 0)
@@ -107,7 +118,9 @@ kiln_status kiln_driver_lower(kiln_context *ctx, const kiln_graph *g, const kiln
   po.verify_each = getenv("KILN_VERIFY_PASSES") != NULL;
   kiln_diag d = {0};
   kiln_status st = kiln_pass_pipeline(work, &po, out, &d);
-  kiln_ir_graph_destroy(work);
+  /* The passes rewrote work in place: it is the graph that was lowered. */
+  if (st == KILN_OK && lowered) *lowered = work;
+  else kiln_ir_graph_destroy(work);
   if (st != KILN_OK) return kiln_driver_fail(ctx, &d);
   return KILN_OK;
 }
@@ -144,13 +157,155 @@ void kiln_executable_destroy(kiln_executable *e) {
   if (e->vt && e->vt->destroy) e->vt->destroy(e);
   kiln_ir_kprogram_destroy(e->prog);
   kiln_ir_graph_destroy(e->ref);
+  kiln_ir_graph_destroy(e->opt);
   kiln_allocator a = e->ctx->alloc;
   kiln_arena_destroy(e->arena);
   kiln_ir_free(&a, e);
 }
 
-/* ------------------------------------------------------------------ CPU (LLVM JIT) */
 #ifdef KILN_HAVE_LLVM
+/* ------------------------------------------------------------------ per-kernel verify */
+/* How far a compiled value may be from the interpreter's: integers and bool exactly;
+ * floats within rtol of the tensor's scale (its largest finite |value|) plus atol, since
+ * fused kernels round differently and errors of earlier kernels flow in. */
+static void verify_tolerance(kiln_dtype dt, double *rtol, double *atol) {
+  switch (dt) {
+  case KILN_F64: *rtol = 1e-9, *atol = 1e-12; break;
+  case KILN_F32: *rtol = 1e-4, *atol = 1e-6; break;
+  case KILN_F16: *rtol = 1e-2, *atol = 1e-3; break;
+  case KILN_BF16: *rtol = 2e-2, *atol = 1e-2; break;
+  default: *rtol = 0, *atol = 0; break;
+  }
+}
+
+typedef struct verify_diff {
+  int64_t at;            /* first element out of tolerance, -1: none */
+  double got, want, maxerr, tol;
+} verify_diff;
+
+/* Compares n elements of got with want (both of dtype dt). */
+static verify_diff verify_compare(kiln_dtype dt, const void *got, const void *want, int64_t n) {
+  verify_diff r = {.at = -1};
+  if (!kiln_dtype_is_float(dt)) {
+    for (int64_t j = 0; j < n; j++) {
+      int64_t a = kiln_rt_get_i64(dt, got, j), b = kiln_rt_get_i64(dt, want, j);
+      if (a == b) continue;
+      double err = fabs((double)a - (double)b);
+      if (r.at < 0) r.at = j, r.got = (double)a, r.want = (double)b;
+      if (err > r.maxerr) r.maxerr = err;
+    }
+    return r;
+  }
+  double rtol, atol, scale = 0;
+  verify_tolerance(dt, &rtol, &atol);
+  for (int64_t j = 0; j < n; j++) {
+    double b = fabs(kiln_rt_get_f64(dt, want, j));
+    if (isfinite(b) && b > scale) scale = b;
+  }
+  r.tol = rtol * scale + atol;
+  for (int64_t j = 0; j < n; j++) {
+    double a = kiln_rt_get_f64(dt, got, j), b = kiln_rt_get_f64(dt, want, j);
+    if ((isnan(a) && isnan(b)) || a == b) continue; /* a == b also covers equal infinities */
+    double err = fabs(a - b);
+    if (isnan(err)) err = INFINITY;
+    if (err > r.maxerr) r.maxerr = err;
+    if (err > r.tol && r.at < 0) r.at = j, r.got = a, r.want = b;
+  }
+  return r;
+}
+
+/* TEST HOOK, verify mode only: KILN_VERIFY_CORRUPT_KERNEL=k makes the driver change
+ * element 0 of kernel k's output right after it runs, far outside any tolerance, so tests
+ * can check that verify mode names exactly that kernel. Never acts without verify. */
+static void verify_corrupt(const kiln_buffer *b, void *data) {
+  int64_t n = kiln_shape_numel(&b->shape);
+  if (n <= 0 || !data) return;
+  if (kiln_dtype_is_float(b->dtype)) {
+    double big = 0;
+    for (int64_t j = 0; j < n; j++) {
+      double v = fabs(kiln_rt_get_f64(b->dtype, data, j));
+      if (isfinite(v) && v > big) big = v;
+    }
+    kiln_rt_set_f64(b->dtype, data, 0, kiln_rt_get_f64(b->dtype, data, 0) + 1 + 2 * big);
+  } else {
+    kiln_rt_set_i64(b->dtype, data, 0, kiln_rt_get_i64(b->dtype, data, 0) ^ 1);
+  }
+}
+
+/* "[1,2,3]" for flat element i of shape s. */
+static void verify_coords(const kiln_shape *s, int64_t i, char *out, size_t n) {
+  int64_t c[KILN_MAX_RANK];
+  for (int d = s->rank - 1; d >= 0; d--) {
+    int64_t ext = s->dims[d] > 0 ? s->dims[d] : 1;
+    c[d] = i % ext;
+    i /= ext;
+  }
+  size_t j = (size_t)snprintf(out, n, "[");
+  for (int d = 0; d < s->rank && j < n; d++) j += (size_t)snprintf(out + j, n - j, d ? ",%lld" : "%lld", (long long)c[d]);
+  if (j < n) snprintf(out + j, n - j, "]");
+}
+
+/* Checks kernel k's output buffer (holding node kn->node of e->opt) against the
+ * interpreter's value of that node. */
+static kiln_status verify_kernel(const kiln_executable *e, int32_t k, const void *data, const kiln_rt_tensor *want,
+                                 kiln_diag *d) {
+  const kiln_kprogram *p = e->prog;
+  const kiln_kernel *kn = &p->kernels[k];
+  const kiln_buffer *b = &p->buffers[kn->out_buf];
+  const kiln_node *node = &e->opt->nodes[kn->node];
+  char src[768] = "";
+  size_t j = 0;
+  for (int32_t i = 0; i < kn->n_sources && j < sizeof src; i++) {
+    bool seen = false; /* one ONNX node often becomes several graph nodes */
+    for (int32_t q = 0; q < i && !seen; q++)
+      seen = kn->sources[q] && kn->sources[i] && !strcmp(kn->sources[q], kn->sources[i]);
+    if (seen) continue;
+    if (j > sizeof src - 80) {
+      snprintf(src + j, sizeof src - j, ", ... (%d more)", kn->n_sources - i);
+      break;
+    }
+    j += (size_t)snprintf(src + j, sizeof src - j, "%s'%s'", i ? ", " : "", kn->sources[i] ? kn->sources[i] : "?");
+  }
+  int64_t n = kiln_shape_numel(&b->shape);
+  if (want->dtype != b->dtype || kiln_shape_numel(&want->shape) != n)
+    return kiln_diag_set(d, KILN_ERR_INTERNAL,
+                         "KILN_VERIFY: kernel %d '%s' (from %s): buffer %d '%s' is %s with %lld elements but its node "
+                         "%d '%s' is %s with %lld",
+                         k, kn->name, src, kn->out_buf, b->name ? b->name : "", kiln_dtype_name(b->dtype), (long long)n,
+                         kn->node, node->name ? node->name : "", kiln_dtype_name(want->dtype),
+                         (long long)kiln_shape_numel(&want->shape));
+  verify_diff r = verify_compare(b->dtype, data, want->data, n);
+  if (r.at < 0) return KILN_OK;
+  char at[200];
+  verify_coords(&b->shape, r.at, at, sizeof at);
+  return kiln_diag_set(d, KILN_ERR_INTERNAL,
+                       "KILN_VERIFY: kernel %d '%s' (from %s) disagrees with the reference interpreter: buffer %d "
+                       "'%s' (%s, node %d '%s'), first differing element %lld %s: compiled %.9g, reference %.9g; "
+                       "max error %.6g (tolerance %.3g)",
+                       k, kn->name, src, kn->out_buf, b->name ? b->name : "", kiln_dtype_name(b->dtype), kn->node,
+                       node->name ? node->name : "", (long long)r.at, at, r.got, r.want, r.maxerr, r.tol);
+}
+
+/* ------------------------------------------------------------------ CPU (LLVM JIT) */
+/* Verify mode: the kernels one at a time through the step function, each output checked
+ * against the interpreter's value of its node on the optimized graph (computed once per
+ * run) before the next kernel can overwrite anything. */
+static kiln_status cpu_run_checked(kiln_executable *e, const kiln_rt_tensor *in, kiln_diag *d) {
+  const kiln_kprogram *p = e->prog;
+  kiln_rt_tensor *vals = NULL;
+  if (kiln_rt_interpret_values(e->opt, in, e->n_in, &vals, d) != KILN_OK) return d->status;
+  kiln_rt_pool *pool = kiln_driver_pool(e->ctx);
+  kiln_status st = KILN_OK;
+  for (int32_t k = 0; k < p->n_kernels && st == KILN_OK; k++) {
+    const kiln_kernel *kn = &p->kernels[k];
+    e->step(e->bufs, pool, k);
+    if (k == e->corrupt_kernel) verify_corrupt(&p->buffers[kn->out_buf], e->bufs[kn->out_buf]);
+    if (kn->node >= 0 && kn->node < e->opt->n_nodes) st = verify_kernel(e, k, e->bufs[kn->out_buf], &vals[kn->node], d);
+  }
+  kiln_rt_values_free(e->opt, vals);
+  return st;
+}
+
 static kiln_status cpu_run(kiln_executable *e, const kiln_rt_tensor *in, kiln_rt_tensor *out,
                            kiln_diag *d) {
   const kiln_kprogram *p = e->prog;
@@ -159,8 +314,8 @@ static kiln_status cpu_run(kiln_executable *e, const kiln_rt_tensor *in, kiln_rt
     if (bf->kind == KILN_BUF_INPUT) e->bufs[b] = in[bf->index].data;
     else if (bf->kind == KILN_BUF_OUTPUT) e->bufs[b] = out[bf->index].data;
   }
+  if (e->verify && e->step) return cpu_run_checked(e, in, d);
   e->entry(e->bufs, kiln_driver_pool(e->ctx));
-  (void)d;
   return KILN_OK;
 }
 
@@ -232,6 +387,11 @@ static kiln_status cpu_create(kiln_executable *e, kiln_diag *d) {
   kiln_llvm_jit *jit = NULL;
   kiln_status st = cpu_cached_jit(e->ctx, p, &jit, &e->entry, &e->stats.cache_hit, d);
   e->jit = jit;
+  if (st == KILN_OK && e->verify) {
+    kiln_llvm_step_fn step = NULL;
+    st = kiln_llvm_jit_lookup_step(jit, &step, d);
+    e->step = step;
+  }
   return st;
 }
 #endif
@@ -257,7 +417,12 @@ kiln_status kiln_compile(kiln_context *ctx, const kiln_graph *g, const kiln_comp
   if (!o) o = &def;
   kiln_executable *e = exe_new(ctx);
   if (!e) return kiln_driver_failf(ctx, KILN_ERR_OUT_OF_MEMORY, "out of memory");
-  kiln_status st = kiln_driver_lower(ctx, g, o, NULL, &e->prog);
+  const char *ev = getenv("KILN_VERIFY");
+  e->verify = o->verify || (ev && ev[0] == '1');
+  e->corrupt_kernel = -1;
+  const char *cv = e->verify ? getenv("KILN_VERIFY_CORRUPT_KERNEL") : NULL;
+  if (cv && *cv) e->corrupt_kernel = (int32_t)strtol(cv, NULL, 10);
+  kiln_status st = kiln_driver_lower_graph(ctx, g, o, NULL, &e->prog, e->verify ? &e->opt : NULL);
   if (st != KILN_OK) {
     kiln_executable_destroy(e);
     return st;
@@ -267,8 +432,6 @@ kiln_status kiln_compile(kiln_context *ctx, const kiln_graph *g, const kiln_comp
     return kiln_driver_failf(ctx, KILN_ERR_OUT_OF_MEMORY, "out of memory");
   }
   kiln_driver_program_stats(e->prog, &e->stats);
-  const char *ev = getenv("KILN_VERIFY");
-  e->verify = o->verify || (ev && ev[0] == '1');
   if (e->verify && !(e->ref = kiln_ir_graph_clone(g))) {
     kiln_executable_destroy(e);
     return kiln_driver_failf(ctx, KILN_ERR_OUT_OF_MEMORY, "out of memory");
@@ -549,11 +712,14 @@ kiln_status kiln_export(kiln_context *ctx, const kiln_graph *g, const kiln_compi
     ao.aotrt_lib = rt ? rt : KILN_AOTRT_PATH;
     ao.cc = getenv("CC");
     ao.link_flags = KILN_LINK_FLAGS;
+    ao.cpu = o->cpu;
+    ao.triple = o->triple;
     st = kiln_llvm_export(p, &ao, &d);
     if (st != KILN_OK) st = kiln_driver_fail(ctx, &d);
 #else
     (void)header_path;
     (void)prefix;
+    (void)d;
     st = kiln_driver_failf(ctx, KILN_ERR_UNSUPPORTED, "this Kiln was built without LLVM: cannot export a CPU library");
 #endif
   }

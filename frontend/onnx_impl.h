@@ -92,6 +92,7 @@ FE_DECLARE(fe_import_global_pool)
 FE_DECLARE(fe_import_batch_norm)
 FE_DECLARE(fe_import_lp_pool)
 FE_DECLARE(fe_import_conv_transpose)
+FE_DECLARE(fe_import_col2im)
 /* onnx_ops_shape.c */
 FE_DECLARE(fe_import_shape)
 FE_DECLARE(fe_import_size)
@@ -114,6 +115,20 @@ FE_DECLARE(fe_import_tile)
 FE_DECLARE(fe_import_pad)
 FE_DECLARE(fe_import_depth_to_space)
 FE_DECLARE(fe_import_space_to_depth)
+FE_DECLARE(fe_import_center_crop_pad)
+/* onnx_ops_index.c */
+FE_DECLARE(fe_import_gather_nd)
+FE_DECLARE(fe_import_scatter_nd)
+FE_DECLARE(fe_import_compress)
+FE_DECLARE(fe_import_nonzero)
+FE_DECLARE(fe_import_unique)
+FE_DECLARE(fe_import_reverse_sequence)
+/* onnx_ops_quant.c */
+FE_DECLARE(fe_import_quantize_linear)
+FE_DECLARE(fe_import_dequantize_linear)
+FE_DECLARE(fe_import_dynamic_quantize_linear)
+/* onnx_ops_einsum.c */
+FE_DECLARE(fe_import_einsum)
 /* onnx_ops_misc.c */
 FE_DECLARE(fe_import_trilu)
 FE_DECLARE(fe_import_eye_like)
@@ -124,11 +139,15 @@ FE_DECLARE(fe_import_lp_norm)
 FE_DECLARE(fe_import_rms_norm)
 FE_DECLARE(fe_import_cumulative)
 FE_DECLARE(fe_import_swish)
+FE_DECLARE(fe_import_group_norm)
+FE_DECLARE(fe_import_lrn)
+FE_DECLARE(fe_import_mvn)
 /* onnx_ops_loss.c */
 FE_DECLARE(fe_import_nll_loss)
 FE_DECLARE(fe_import_softmax_ce_loss)
 /* onnx_ops_attention.c */
 FE_DECLARE(fe_import_attention)
+FE_DECLARE(fe_import_rotary_embedding)
 /* onnx_ops_resize.c */
 FE_DECLARE(fe_import_resize)
 #undef FE_DECLARE
@@ -152,6 +171,8 @@ int32_t fe_in(const fe_node *n, int i);
 const kiln_node *fe_nd(const fe_ctx *c, int32_t v);
 /* Fails when the required input i is missing. */
 kiln_status fe_need(fe_ctx *c, const fe_node *n, int i);
+/* Fails when any of the first k inputs is missing. */
+kiln_status fe_need_inputs(fe_ctx *c, const fe_node *n, int k);
 
 /* Node v as a constant node (v itself, or a new node folded through o->fold); refuses
  * data-dependent values as "data-dependent shape for <node>". */
@@ -172,6 +193,10 @@ void fe_set_f64(kiln_dtype dt, void *data, int64_t i, double v);
 
 /* Normalizes axis (negative counts from the end) against rank; fails out of range. */
 kiln_status fe_axis(fe_ctx *c, const fe_node *n, int64_t axis, int32_t rank, int32_t *out);
+
+/* The "reduction" attribute of a scatter as the scatter op's kind (0 none, 1 add, 2 mul,
+ * 3 max, 4 min); refuses other values. */
+kiln_status fe_scatter_reduction(fe_ctx *c, const fe_node *n, int *kind);
 
 /* Scalar constant of v's dtype. */
 int32_t fe_scalar_like(fe_ctx *c, const fe_node *n, int32_t v, double x);
@@ -195,5 +220,11 @@ kiln_status fe_decode_tensor(const kiln_allocator *a, const Onnx__TensorProto *t
 /* Decodes t into a new constant node named name. */
 kiln_status fe_tensor_node(fe_ctx *c, const Onnx__TensorProto *t, const char *what,
                            const char *name, int32_t *out);
+
+/* Reads the whole file into *bytes (allocated with a, at least 1 byte; caller frees). */
+kiln_status fe_read_file(const kiln_allocator *a, const char *path, uint8_t **bytes, size_t *size,
+                         kiln_diag *d);
+/* The folder of path into dir: "." when path has no '/', "/" for "/name". */
+void fe_dir_of(const char *path, char *dir, size_t cap);
 
 #endif

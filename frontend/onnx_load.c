@@ -4,11 +4,9 @@
  * importers in order, add the outputs, and drop what only import-time folding needed. */
 #include "onnx_impl.h"
 
-#include <errno.h>
 #include <limits.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/stat.h>
 
 /* Marks a name bound to an ONNX output that its importer does not compute. */
 #define FE_UNPRODUCED (-2)
@@ -369,34 +367,18 @@ kiln_status kiln_fe_load_onnx(const kiln_allocator *a, const char *path, const k
                               kiln_graph **g, kiln_diag *d) {
   if (!a) a = kiln_ir_default_allocator();
   *g = NULL;
-  FILE *f = fopen(path, "rb");
-  if (!f) return kiln_diag_set(d, KILN_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-  struct stat stt;
-  if (fstat(fileno(f), &stt) != 0 || !S_ISREG(stt.st_mode)) {
-    fclose(f);
-    return kiln_diag_set(d, KILN_ERR_IO, "%s: not a regular file", path);
-  }
-  size_t n = (size_t)stt.st_size;
-  uint8_t *bytes = kiln_ir_malloc(a, n ? n : 1);
-  if (!bytes) {
-    fclose(f);
-    return kiln_diag_set(d, KILN_ERR_OUT_OF_MEMORY, "%s: out of memory (%zu bytes)", path, n);
-  }
-  size_t got = fread(bytes, 1, n, f);
-  fclose(f);
-  if (got != n) {
-    kiln_ir_free(a, bytes);
-    return kiln_diag_set(d, KILN_ERR_IO, "%s: short read", path);
-  }
+  uint8_t *bytes;
+  size_t n;
+  kiln_status rst = fe_read_file(a, path, &bytes, &n, d);
+  if (rst != KILN_OK) return rst;
   /* The folder holds external data; the file's stem names the graph (AOT prefixes). */
   char dir[PATH_MAX], stem[256];
-  snprintf(dir, sizeof dir, "%s", path);
-  char *slash = strrchr(dir, '/');
-  if (slash) slash[slash == dir ? 1 : 0] = 0;
-  snprintf(stem, sizeof stem, "%s", slash ? path + (slash - dir) + 1 : path);
+  fe_dir_of(path, dir, sizeof dir);
+  const char *slash = strrchr(path, '/');
+  snprintf(stem, sizeof stem, "%s", slash ? slash + 1 : path);
   char *dot = strrchr(stem, '.');
   if (dot && dot != stem) *dot = 0;
-  kiln_status st = load(a, bytes, n, slash ? dir : ".", path, stem, o, g, d);
+  kiln_status st = load(a, bytes, n, dir, path, stem, o, g, d);
   kiln_ir_free(a, bytes);
   return st;
 }

@@ -2,7 +2,8 @@
  * attention decomposed into reshapes, two matmuls and a softmax, with the optional KV cache
  * concat, boolean/additive masks, causal masking, per-batch KV padding lengths, grouped
  * query heads (interleaved repeat), softcap and the qk_matmul_output modes. The order of
- * operations follows onnx.reference so that results agree within rounding. */
+ * operations follows onnx.reference so that results agree within rounding. Also
+ * RotaryEmbedding (opset 23), the rotation of query/key halves by cached angles. */
 #include "onnx_impl.h"
 
 #include <math.h>
@@ -33,9 +34,8 @@ static int32_t repeat_heads(fe_ctx *c, fe_node *n, int32_t x, int64_t r) {
 }
 
 kiln_status fe_import_attention(fe_ctx *c, fe_node *n) {
-  kiln_status st;
-  for (int i = 0; i < 3; i++)
-    if ((st = fe_need(c, n, i)) != KILN_OK) return st;
+  kiln_status st = fe_need_inputs(c, n, 3);
+  if (st != KILN_OK) return st;
   int32_t q = n->in[0], k = n->in[1], v = n->in[2];
   int32_t mask = fe_in(n, 3), past_k = fe_in(n, 4), past_v = fe_in(n, 5), nonpad = fe_in(n, 6);
   int32_t rank = G->nodes[q].shape.rank;
@@ -147,5 +147,73 @@ kiln_status fe_import_attention(fe_ctx *c, fe_node *n) {
   if (n->n_out > 1) n->out[1] = present_k;
   if (n->n_out > 2) n->out[2] = present_v;
   if (n->n_out > 3) n->out[3] = mode == 3 ? sm : mode == 2 ? qkb : qk;
+  return KILN_OK;
+}
+
+/* x[..., start + i*step] for i < count along the last dim. */
+static int32_t slice_last(fe_ctx *c, fe_node *n, int32_t x, int64_t start, int64_t step, int64_t count) {
+  if (x < 0) return -1;
+  const kiln_shape s = G->nodes[x].shape;
+  int64_t starts[KILN_MAX_RANK] = {0}, steps[KILN_MAX_RANK], counts[KILN_MAX_RANK];
+  for (int i = 0; i < s.rank; i++) steps[i] = 1, counts[i] = s.dims[i];
+  starts[s.rank - 1] = start, steps[s.rank - 1] = step, counts[s.rank - 1] = count;
+  return kiln_ir_slice(G, x, starts, steps, counts, NM);
+}
+
+/* x viewed as [B, S, H, D]; the first rot entries of D form pairs (halves, or even/odd
+ * entries when interleaved) rotated by the cos/sin cache rows of each position:
+ * (x1, x2) -> (cos x1 - sin x2, sin x1 + cos x2). */
+kiln_status fe_import_rotary_embedding(fe_ctx *c, fe_node *n) {
+  kiln_status st = fe_need_inputs(c, n, 3);
+  if (st != KILN_OK) return st;
+  int32_t x = n->in[0], pos = fe_in(n, 3);
+  const kiln_shape s = G->nodes[x].shape;
+  int64_t heads = fe_attr_int(n, "num_heads", 0), rot = fe_attr_int(n, "rotary_embedding_dim", 0);
+  bool inter = fe_attr_int(n, "interleaved", 0) != 0;
+  static const int32_t swap12[4] = {0, 2, 1, 3};
+  int32_t x4;
+  if (s.rank == 4) {
+    x4 = kiln_ir_permute(G, x, swap12, NM);
+  } else if (s.rank == 3) {
+    if (heads < 1 || s.dims[2] % heads) return fe_fail(c, n, KILN_ERR_SHAPE, "num_heads must divide the hidden size");
+    kiln_shape v = {4, {s.dims[0], s.dims[1], heads, s.dims[2] / heads}};
+    x4 = kiln_ir_reshape(G, x, &v, NM);
+  } else {
+    return fe_fail(c, n, KILN_ERR_SHAPE, "input must be 3-D or 4-D");
+  }
+  if (x4 < 0) return KILN_OK;
+  const kiln_shape xs = G->nodes[x4].shape;
+  int64_t d = xs.dims[3];
+  if (rot == 0) rot = d;
+  if (rot < 2 || rot > d || rot % 2) return fe_fail(c, n, KILN_ERR_SHAPE, "rotary_embedding_dim must be even and at most %lld", (long long)d);
+  int64_t half = rot / 2;
+  int32_t cs[2];
+  kiln_shape c4 = {4, {xs.dims[0], xs.dims[1], 1, half}};
+  for (int i = 0; i < 2; i++) {
+    int32_t t = n->in[1 + i];
+    if (pos >= 0) t = kiln_ir_gather(G, t, pos, 0, NM);
+    if (t >= 0 && G->nodes[t].shape.dims[G->nodes[t].shape.rank - 1] != half)
+      return fe_fail(c, n, KILN_ERR_SHAPE, "the cos/sin caches must have rotary_embedding_dim/2 columns");
+    cs[i] = kiln_ir_reshape(G, t, &c4, NM);
+  }
+  int32_t x1 = inter ? slice_last(c, n, x4, 0, 2, half) : slice_last(c, n, x4, 0, 1, half);
+  int32_t x2 = inter ? slice_last(c, n, x4, 1, 2, half) : slice_last(c, n, x4, half, 1, half);
+  int32_t re = bin(c, n, KILN_OP_sub, bin(c, n, KILN_OP_mul, cs[0], x1), bin(c, n, KILN_OP_mul, cs[1], x2));
+  int32_t im = bin(c, n, KILN_OP_add, bin(c, n, KILN_OP_mul, cs[1], x1), bin(c, n, KILN_OP_mul, cs[0], x2));
+  int32_t y;
+  if (inter) {
+    kiln_shape p5 = {5, {xs.dims[0], xs.dims[1], xs.dims[2], half, 1}}, r4 = xs;
+    r4.dims[3] = rot;
+    int32_t parts[2] = {kiln_ir_reshape(G, re, &p5, NM), kiln_ir_reshape(G, im, &p5, NM)};
+    y = kiln_ir_reshape(G, kiln_ir_concat(G, 2, parts, 4, NM), &r4, NM);
+  } else {
+    int32_t parts[2] = {re, im};
+    y = kiln_ir_concat(G, 2, parts, 3, NM);
+  }
+  if (rot < d) {
+    int32_t parts[2] = {y, slice_last(c, n, x4, rot, 1, d - rot)};
+    y = kiln_ir_concat(G, 2, parts, 3, NM);
+  }
+  n->out[0] = s.rank == 4 ? kiln_ir_permute(G, y, swap12, NM) : kiln_ir_reshape(G, y, &s, NM);
   return KILN_OK;
 }

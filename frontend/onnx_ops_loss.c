@@ -71,14 +71,14 @@ static kiln_status nll(fe_ctx *c, fe_node *n, int32_t lp, int32_t t, int32_t w) 
 }
 
 kiln_status fe_import_nll_loss(fe_ctx *c, fe_node *n) {
-  kiln_status st;
-  if ((st = fe_need(c, n, 0)) != KILN_OK || (st = fe_need(c, n, 1)) != KILN_OK) return st;
+  kiln_status st = fe_need_inputs(c, n, 2);
+  if (st != KILN_OK) return st;
   return nll(c, n, n->in[0], n->in[1], fe_in(n, 2));
 }
 
 kiln_status fe_import_softmax_ce_loss(fe_ctx *c, fe_node *n) {
-  kiln_status st;
-  if ((st = fe_need(c, n, 0)) != KILN_OK || (st = fe_need(c, n, 1)) != KILN_OK) return st;
+  kiln_status st = fe_need_inputs(c, n, 2);
+  if (st != KILN_OK) return st;
   int32_t x = n->in[0];
   if (G->nodes[x].shape.rank < 2) return fe_fail(c, n, KILN_ERR_SHAPE, "scores must be [N, C, d...]");
   /* log(exp(x - max) / sum), as the reference computes it. */

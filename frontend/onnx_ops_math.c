@@ -16,14 +16,6 @@ static int32_t bin(fe_ctx *c, fe_node *n, kiln_op op, int32_t a, int32_t b) {
 }
 static int32_t sc(fe_ctx *c, fe_node *n, int32_t like, double v) { return fe_scalar_like(c, n, like, v); }
 
-static kiln_status need_inputs(fe_ctx *c, fe_node *n, int k) {
-  for (int i = 0; i < k; i++) {
-    kiln_status st = fe_need(c, n, i);
-    if (st != KILN_OK) return st;
-  }
-  return KILN_OK;
-}
-
 /* ------------------------------------------------------------------ elementwise */
 kiln_status fe_import_unary(fe_ctx *c, fe_node *n) {
   static const struct { const char *onnx; kiln_op op; } map[] = {
@@ -32,9 +24,9 @@ kiln_status fe_import_unary(fe_ctx *c, fe_node *n) {
       {"Tanh", KILN_OP_tanh},   {"Sigmoid", KILN_OP_sigmoid}, {"Erf", KILN_OP_erf},
       {"Sin", KILN_OP_sin},     {"Cos", KILN_OP_cos},       {"Floor", KILN_OP_floor},
       {"Ceil", KILN_OP_ceil},   {"Round", KILN_OP_round},   {"Sign", KILN_OP_sign},
-      {"Not", KILN_OP_not},     {"IsNaN", KILN_OP_isnan},
+      {"Not", KILN_OP_not},     {"IsNaN", KILN_OP_isnan},   {"Atan", KILN_OP_atan},
   };
-  kiln_status st = need_inputs(c, n, 1);
+  kiln_status st = fe_need_inputs(c, n, 1);
   if (st != KILN_OK) return st;
   int32_t x = n->in[0];
   if (!strcmp(OP, "Tan")) {
@@ -45,6 +37,35 @@ kiln_status fe_import_unary(fe_ctx *c, fe_node *n) {
     int32_t ep = un(c, n, KILN_OP_exp, x), em = un(c, n, KILN_OP_exp, un(c, n, KILN_OP_neg, x));
     int32_t s = bin(c, n, !strcmp(OP, "Sinh") ? KILN_OP_sub : KILN_OP_add, ep, em);
     n->out[0] = bin(c, n, KILN_OP_mul, s, sc(c, n, x, 0.5));
+    return KILN_OK;
+  }
+  /* asin x = atan(x / sqrt(1 - x^2)) (x = +-1 divides by zero: atan(+-inf) is right);
+   * acos x = 2 atan(sqrt((1 - x) / (1 + x))), accurate near x = 1 where acos is small. */
+  if (!strcmp(OP, "Asin")) {
+    int32_t r = un(c, n, KILN_OP_sqrt, bin(c, n, KILN_OP_sub, sc(c, n, x, 1), bin(c, n, KILN_OP_mul, x, x)));
+    n->out[0] = un(c, n, KILN_OP_atan, bin(c, n, KILN_OP_div, x, r));
+    return KILN_OK;
+  }
+  if (!strcmp(OP, "Acos")) {
+    int32_t q = bin(c, n, KILN_OP_div, bin(c, n, KILN_OP_sub, sc(c, n, x, 1), x), bin(c, n, KILN_OP_add, sc(c, n, x, 1), x));
+    n->out[0] = bin(c, n, KILN_OP_mul, un(c, n, KILN_OP_atan, un(c, n, KILN_OP_sqrt, q)), sc(c, n, x, 2));
+    return KILN_OK;
+  }
+  /* Inverse hyperbolics through log: asinh keeps |x| to avoid cancellation for x < 0. */
+  if (!strcmp(OP, "Asinh")) {
+    int32_t ax = un(c, n, KILN_OP_abs, x);
+    int32_t r = un(c, n, KILN_OP_sqrt, bin(c, n, KILN_OP_add, bin(c, n, KILN_OP_mul, x, x), sc(c, n, x, 1)));
+    n->out[0] = bin(c, n, KILN_OP_mul, un(c, n, KILN_OP_sign, x), un(c, n, KILN_OP_log, bin(c, n, KILN_OP_add, ax, r)));
+    return KILN_OK;
+  }
+  if (!strcmp(OP, "Acosh")) {
+    int32_t r = un(c, n, KILN_OP_sqrt, bin(c, n, KILN_OP_sub, bin(c, n, KILN_OP_mul, x, x), sc(c, n, x, 1)));
+    n->out[0] = un(c, n, KILN_OP_log, bin(c, n, KILN_OP_add, x, r));
+    return KILN_OK;
+  }
+  if (!strcmp(OP, "Atanh")) {
+    int32_t q = bin(c, n, KILN_OP_div, bin(c, n, KILN_OP_add, sc(c, n, x, 1), x), bin(c, n, KILN_OP_sub, sc(c, n, x, 1), x));
+    n->out[0] = bin(c, n, KILN_OP_mul, un(c, n, KILN_OP_log, q), sc(c, n, x, 0.5));
     return KILN_OK;
   }
   for (size_t i = 0; i < sizeof map / sizeof map[0]; i++)
@@ -77,7 +98,7 @@ kiln_status fe_import_binary(fe_ctx *c, fe_node *n) {
       {"Greater", KILN_OP_gt}, {"Less", KILN_OP_lt},    {"GreaterOrEqual", KILN_OP_ge},
       {"LessOrEqual", KILN_OP_le},
   };
-  kiln_status st = need_inputs(c, n, 2);
+  kiln_status st = fe_need_inputs(c, n, 2);
   if (st != KILN_OK) return st;
   int32_t a = n->in[0], b = legacy_broadcast(c, n, n->in[0], n->in[1]);
   /* Pow is the one binary op whose exponent may have another type than the base. */
@@ -103,7 +124,7 @@ kiln_status fe_import_variadic(fe_ctx *c, fe_node *n) {
 }
 
 kiln_status fe_import_mod(fe_ctx *c, fe_node *n) {
-  kiln_status st = need_inputs(c, n, 2);
+  kiln_status st = fe_need_inputs(c, n, 2);
   if (st != KILN_OK) return st;
   int fmod = (int)fe_attr_int(n, "fmod", 0);
   if (!fmod && kiln_dtype_is_float(G->nodes[n->in[0]].dtype))
@@ -114,7 +135,7 @@ kiln_status fe_import_mod(fe_ctx *c, fe_node *n) {
 
 /* ------------------------------------------------------------------ activations */
 kiln_status fe_import_relu(fe_ctx *c, fe_node *n) {
-  kiln_status st = need_inputs(c, n, 1);
+  kiln_status st = fe_need_inputs(c, n, 1);
   if (st != KILN_OK) return st;
   n->out[0] = bin(c, n, KILN_OP_max, n->in[0], sc(c, n, n->in[0], 0));
   return KILN_OK;
@@ -126,7 +147,7 @@ static int32_t where_negative(fe_ctx *c, fe_node *n, int32_t x, int32_t neg) {
 }
 
 kiln_status fe_import_leaky_relu(fe_ctx *c, fe_node *n) {
-  kiln_status st = need_inputs(c, n, 1);
+  kiln_status st = fe_need_inputs(c, n, 1);
   if (st != KILN_OK) return st;
   int32_t x = n->in[0];
   n->out[0] = where_negative(c, n, x, bin(c, n, KILN_OP_mul, x, sc(c, n, x, fe_attr_float(n, "alpha", 0.01f))));
@@ -134,7 +155,7 @@ kiln_status fe_import_leaky_relu(fe_ctx *c, fe_node *n) {
 }
 
 kiln_status fe_import_prelu(fe_ctx *c, fe_node *n) {
-  kiln_status st = need_inputs(c, n, 2);
+  kiln_status st = fe_need_inputs(c, n, 2);
   if (st != KILN_OK) return st;
   int32_t x = n->in[0];
   n->out[0] = where_negative(c, n, x, bin(c, n, KILN_OP_mul, x, n->in[1]));
@@ -148,7 +169,7 @@ static int32_t expm1_scaled(fe_ctx *c, fe_node *n, int32_t x, double alpha) {
 }
 
 kiln_status fe_import_elu(fe_ctx *c, fe_node *n) {
-  kiln_status st = need_inputs(c, n, 1);
+  kiln_status st = fe_need_inputs(c, n, 1);
   if (st != KILN_OK) return st;
   int32_t x = n->in[0];
   n->out[0] = where_negative(c, n, x, expm1_scaled(c, n, x, fe_attr_float(n, "alpha", 1.0f)));
@@ -156,7 +177,7 @@ kiln_status fe_import_elu(fe_ctx *c, fe_node *n) {
 }
 
 kiln_status fe_import_selu(fe_ctx *c, fe_node *n) {
-  kiln_status st = need_inputs(c, n, 1);
+  kiln_status st = fe_need_inputs(c, n, 1);
   if (st != KILN_OK) return st;
   int32_t x = n->in[0];
   double alpha = fe_attr_float(n, "alpha", 1.67326319217681884765625f);
@@ -168,7 +189,7 @@ kiln_status fe_import_selu(fe_ctx *c, fe_node *n) {
 }
 
 kiln_status fe_import_celu(fe_ctx *c, fe_node *n) {
-  kiln_status st = need_inputs(c, n, 1);
+  kiln_status st = fe_need_inputs(c, n, 1);
   if (st != KILN_OK) return st;
   int32_t x = n->in[0];
   double alpha = fe_attr_float(n, "alpha", 1.0f);
@@ -179,7 +200,7 @@ kiln_status fe_import_celu(fe_ctx *c, fe_node *n) {
 }
 
 kiln_status fe_import_thresholded_relu(fe_ctx *c, fe_node *n) {
-  kiln_status st = need_inputs(c, n, 1);
+  kiln_status st = fe_need_inputs(c, n, 1);
   if (st != KILN_OK) return st;
   int32_t x = n->in[0];
   int32_t gt = bin(c, n, KILN_OP_gt, x, sc(c, n, x, fe_attr_float(n, "alpha", 1.0f)));
@@ -188,7 +209,7 @@ kiln_status fe_import_thresholded_relu(fe_ctx *c, fe_node *n) {
 }
 
 kiln_status fe_import_clip(fe_ctx *c, fe_node *n) {
-  kiln_status st = need_inputs(c, n, 1);
+  kiln_status st = fe_need_inputs(c, n, 1);
   if (st != KILN_OK) return st;
   int32_t y = n->in[0], lo = -1, hi = -1;
   if (c->opset < 11) {
@@ -211,14 +232,14 @@ static int32_t hard_sigmoid(fe_ctx *c, fe_node *n, int32_t x, double alpha, doub
 }
 
 kiln_status fe_import_hard_sigmoid(fe_ctx *c, fe_node *n) {
-  kiln_status st = need_inputs(c, n, 1);
+  kiln_status st = fe_need_inputs(c, n, 1);
   if (st != KILN_OK) return st;
   n->out[0] = hard_sigmoid(c, n, n->in[0], fe_attr_float(n, "alpha", 0.2f), fe_attr_float(n, "beta", 0.5f));
   return KILN_OK;
 }
 
 kiln_status fe_import_hard_swish(fe_ctx *c, fe_node *n) {
-  kiln_status st = need_inputs(c, n, 1);
+  kiln_status st = fe_need_inputs(c, n, 1);
   if (st != KILN_OK) return st;
   int32_t x = n->in[0];
   n->out[0] = bin(c, n, KILN_OP_mul, x, hard_sigmoid(c, n, x, 1.0 / 6.0, 0.5));
@@ -231,14 +252,14 @@ static int32_t softplus(fe_ctx *c, fe_node *n, int32_t x) {
 }
 
 kiln_status fe_import_softplus(fe_ctx *c, fe_node *n) {
-  kiln_status st = need_inputs(c, n, 1);
+  kiln_status st = fe_need_inputs(c, n, 1);
   if (st != KILN_OK) return st;
   n->out[0] = softplus(c, n, n->in[0]);
   return KILN_OK;
 }
 
 kiln_status fe_import_softsign(fe_ctx *c, fe_node *n) {
-  kiln_status st = need_inputs(c, n, 1);
+  kiln_status st = fe_need_inputs(c, n, 1);
   if (st != KILN_OK) return st;
   int32_t x = n->in[0];
   int32_t den = bin(c, n, KILN_OP_add, un(c, n, KILN_OP_abs, x), sc(c, n, x, 1));
@@ -247,7 +268,7 @@ kiln_status fe_import_softsign(fe_ctx *c, fe_node *n) {
 }
 
 kiln_status fe_import_mish(fe_ctx *c, fe_node *n) {
-  kiln_status st = need_inputs(c, n, 1);
+  kiln_status st = fe_need_inputs(c, n, 1);
   if (st != KILN_OK) return st;
   int32_t x = n->in[0];
   n->out[0] = bin(c, n, KILN_OP_mul, x, un(c, n, KILN_OP_tanh, softplus(c, n, x)));
@@ -255,7 +276,7 @@ kiln_status fe_import_mish(fe_ctx *c, fe_node *n) {
 }
 
 kiln_status fe_import_gelu(fe_ctx *c, fe_node *n) {
-  kiln_status st = need_inputs(c, n, 1);
+  kiln_status st = fe_need_inputs(c, n, 1);
   if (st != KILN_OK) return st;
   int32_t x = n->in[0], inner;
   const char *approx = fe_attr_str(c, n, "approximate", "none");
@@ -275,7 +296,7 @@ kiln_status fe_import_gelu(fe_ctx *c, fe_node *n) {
 }
 
 kiln_status fe_import_isinf(fe_ctx *c, fe_node *n) {
-  kiln_status st = need_inputs(c, n, 1);
+  kiln_status st = fe_need_inputs(c, n, 1);
   if (st != KILN_OK) return st;
   int32_t x = n->in[0];
   int pos = (int)fe_attr_int(n, "detect_positive", 1), neg = (int)fe_attr_int(n, "detect_negative", 1);
@@ -286,7 +307,7 @@ kiln_status fe_import_isinf(fe_ctx *c, fe_node *n) {
 }
 
 kiln_status fe_import_where(fe_ctx *c, fe_node *n) {
-  kiln_status st = need_inputs(c, n, 3);
+  kiln_status st = fe_need_inputs(c, n, 3);
   if (st != KILN_OK) return st;
   n->out[0] = kiln_ir_select(G, n->in[0], n->in[1], n->in[2], NM);
   return KILN_OK;
@@ -298,7 +319,7 @@ static void cast_to(fe_ctx *c, fe_node *n, kiln_dtype to) {
 }
 
 kiln_status fe_import_cast(fe_ctx *c, fe_node *n) {
-  kiln_status st = need_inputs(c, n, 1);
+  kiln_status st = fe_need_inputs(c, n, 1);
   if (st != KILN_OK) return st;
   int64_t to = fe_attr_int(n, "to", 0);
   kiln_dtype dt;
@@ -310,14 +331,14 @@ kiln_status fe_import_cast(fe_ctx *c, fe_node *n) {
 }
 
 kiln_status fe_import_cast_like(fe_ctx *c, fe_node *n) {
-  kiln_status st = need_inputs(c, n, 2);
+  kiln_status st = fe_need_inputs(c, n, 2);
   if (st != KILN_OK) return st;
   cast_to(c, n, G->nodes[n->in[1]].dtype);
   return KILN_OK;
 }
 
 kiln_status fe_import_identity(fe_ctx *c, fe_node *n) {
-  kiln_status st = need_inputs(c, n, 1);
+  kiln_status st = fe_need_inputs(c, n, 1);
   if (st != KILN_OK) return st;
   n->out[0] = n->in[0];
   return KILN_OK;
@@ -325,7 +346,7 @@ kiln_status fe_import_identity(fe_ctx *c, fe_node *n) {
 
 /* Inference: the identity; the optional mask output is all true. */
 kiln_status fe_import_dropout(fe_ctx *c, fe_node *n) {
-  kiln_status st = need_inputs(c, n, 1);
+  kiln_status st = fe_need_inputs(c, n, 1);
   if (st != KILN_OK) return st;
   int32_t x = n->in[0];
   if (fe_in(n, 2) >= 0) {
@@ -353,7 +374,7 @@ static int32_t softmax_axis(fe_ctx *c, fe_node *n, int32_t x, int32_t axis, bool
 }
 
 kiln_status fe_import_softmax(fe_ctx *c, fe_node *n) {
-  kiln_status st = need_inputs(c, n, 1);
+  kiln_status st = fe_need_inputs(c, n, 1);
   if (st != KILN_OK) return st;
   int32_t x = n->in[0], axis;
   bool log_sm = !strcmp(OP, "LogSoftmax");
@@ -381,7 +402,7 @@ kiln_status fe_import_softmax(fe_ctx *c, fe_node *n) {
 
 /* ------------------------------------------------------------------ reductions */
 kiln_status fe_import_reduce(fe_ctx *c, fe_node *n) {
-  kiln_status st = need_inputs(c, n, 1);
+  kiln_status st = fe_need_inputs(c, n, 1);
   if (st != KILN_OK) return st;
   int32_t x = n->in[0];
   int32_t rank = G->nodes[x].shape.rank;
@@ -438,7 +459,7 @@ kiln_status fe_import_reduce(fe_ctx *c, fe_node *n) {
 }
 
 kiln_status fe_import_arg(fe_ctx *c, fe_node *n) {
-  kiln_status st = need_inputs(c, n, 1);
+  kiln_status st = fe_need_inputs(c, n, 1);
   if (st != KILN_OK) return st;
   int32_t x = n->in[0], axis;
   if ((st = fe_axis(c, n, fe_attr_int(n, "axis", 0), G->nodes[x].shape.rank, &axis)) != KILN_OK)
@@ -463,7 +484,7 @@ static int32_t normalize(fe_ctx *c, fe_node *n, int32_t x, int32_t n_axes, const
 static bool is_half(kiln_dtype t) { return t == KILN_F16 || t == KILN_BF16; }
 
 kiln_status fe_import_layer_norm(fe_ctx *c, fe_node *n) {
-  kiln_status st = need_inputs(c, n, 2);
+  kiln_status st = fe_need_inputs(c, n, 2);
   if (st != KILN_OK) return st;
   int32_t x = n->in[0], rank = G->nodes[x].shape.rank, axis;
   kiln_dtype dt = G->nodes[x].dtype;
@@ -484,7 +505,7 @@ kiln_status fe_import_layer_norm(fe_ctx *c, fe_node *n) {
 }
 
 kiln_status fe_import_instance_norm(fe_ctx *c, fe_node *n) {
-  kiln_status st = need_inputs(c, n, 3);
+  kiln_status st = fe_need_inputs(c, n, 3);
   if (st != KILN_OK) return st;
   int32_t x = n->in[0], rank = G->nodes[x].shape.rank;
   if (rank < 3) return fe_fail(c, n, KILN_ERR_SHAPE, "input must be [N, C, spatial...]");
@@ -498,7 +519,7 @@ kiln_status fe_import_instance_norm(fe_ctx *c, fe_node *n) {
 
 /* ------------------------------------------------------------------ TopK */
 kiln_status fe_import_topk(fe_ctx *c, fe_node *n) {
-  kiln_status st = need_inputs(c, n, 1);
+  kiln_status st = fe_need_inputs(c, n, 1);
   if (st != KILN_OK) return st;
   int32_t x = n->in[0], axis;
   int64_t k;

@@ -1,6 +1,7 @@
 /* onnx_ops_misc.c - importers for less common ONNX ops, mostly built from iota masks:
  * Trilu, EyeLike, OneHot, Hardmax, Shrink, LpNormalization, RMSNormalization, CumSum,
- * CumProd, Swish. */
+ * CumProd, Swish, and the normalizations GroupNormalization, LRN and
+ * MeanVarianceNormalization. */
 #include "onnx_impl.h"
 
 #include <string.h>
@@ -9,21 +10,13 @@
 #define NM (n->name)
 #define OP (n->p->op_type)
 
-static kiln_status need_inputs(fe_ctx *c, fe_node *n, int k) {
-  for (int i = 0; i < k; i++) {
-    kiln_status st = fe_need(c, n, i);
-    if (st != KILN_OK) return st;
-  }
-  return KILN_OK;
-}
-
 static int32_t bin(fe_ctx *c, fe_node *n, kiln_op op, int32_t a, int32_t b) {
   return kiln_ir_binary(G, op, a, b, NM);
 }
 
 /* Keeps x where col - row >= k (upper) or <= k (lower) in the last two dims, else 0. */
 kiln_status fe_import_trilu(fe_ctx *c, fe_node *n) {
-  kiln_status st = need_inputs(c, n, 1);
+  kiln_status st = fe_need_inputs(c, n, 1);
   if (st != KILN_OK) return st;
   int32_t x = n->in[0];
   const kiln_shape s = G->nodes[x].shape;
@@ -40,7 +33,7 @@ kiln_status fe_import_trilu(fe_ctx *c, fe_node *n) {
 }
 
 kiln_status fe_import_eye_like(fe_ctx *c, fe_node *n) {
-  kiln_status st = need_inputs(c, n, 1);
+  kiln_status st = fe_need_inputs(c, n, 1);
   if (st != KILN_OK) return st;
   const kiln_shape s0 = G->nodes[n->in[0]].shape, *s = &s0;
   kiln_dtype dt = G->nodes[n->in[0]].dtype;
@@ -58,7 +51,7 @@ kiln_status fe_import_eye_like(fe_ctx *c, fe_node *n) {
 
 /* out[..., j, ...] = (j == indices[...]) ? on : off, with j on a new axis. */
 kiln_status fe_import_one_hot(fe_ctx *c, fe_node *n) {
-  kiln_status st = need_inputs(c, n, 3);
+  kiln_status st = fe_need_inputs(c, n, 3);
   if (st != KILN_OK) return st;
   double depth_d;
   if ((st = fe_value_scalar(c, n, 1, &depth_d)) != KILN_OK) return st;
@@ -93,7 +86,7 @@ kiln_status fe_import_one_hot(fe_ctx *c, fe_node *n) {
 
 /* 1 at the (first) maximum along the axis, 0 elsewhere; before opset 13 on the 2-D view. */
 kiln_status fe_import_hardmax(fe_ctx *c, fe_node *n) {
-  kiln_status st = need_inputs(c, n, 1);
+  kiln_status st = fe_need_inputs(c, n, 1);
   if (st != KILN_OK) return st;
   int32_t x = n->in[0], axis;
   const kiln_shape orig = G->nodes[x].shape;
@@ -117,7 +110,7 @@ kiln_status fe_import_hardmax(fe_ctx *c, fe_node *n) {
 }
 
 kiln_status fe_import_shrink(fe_ctx *c, fe_node *n) {
-  kiln_status st = need_inputs(c, n, 1);
+  kiln_status st = fe_need_inputs(c, n, 1);
   if (st != KILN_OK) return st;
   int32_t x = n->in[0];
   double l = fe_attr_float(n, "lambd", 0.5f), b = fe_attr_float(n, "bias", 0.0f);
@@ -130,7 +123,7 @@ kiln_status fe_import_shrink(fe_ctx *c, fe_node *n) {
 }
 
 kiln_status fe_import_lp_norm(fe_ctx *c, fe_node *n) {
-  kiln_status st = need_inputs(c, n, 1);
+  kiln_status st = fe_need_inputs(c, n, 1);
   if (st != KILN_OK) return st;
   int32_t x = n->in[0], axis;
   if ((st = fe_axis(c, n, fe_attr_int(n, "axis", -1), G->nodes[x].shape.rank, &axis)) != KILN_OK)
@@ -154,7 +147,7 @@ kiln_status fe_import_lp_norm(fe_ctx *c, fe_node *n) {
 
 /* x * rsqrt(mean(x^2) + eps) * scale over axes [axis, rank), statistics in f32 for 16-bit. */
 kiln_status fe_import_rms_norm(fe_ctx *c, fe_node *n) {
-  kiln_status st = need_inputs(c, n, 2);
+  kiln_status st = fe_need_inputs(c, n, 2);
   if (st != KILN_OK) return st;
   int32_t x = n->in[0], rank = G->nodes[x].shape.rank, axis;
   kiln_dtype dt = G->nodes[x].dtype;
@@ -176,7 +169,7 @@ kiln_status fe_import_rms_norm(fe_ctx *c, fe_node *n) {
  * to [outer, n (out), n (in), inner], masked by a constant triangle (in <= out, or < for
  * exclusive; reversed: >=, >) with the identity and reduced over the input position. */
 kiln_status fe_import_cumulative(fe_ctx *c, fe_node *n) {
-  kiln_status st = need_inputs(c, n, 2);
+  kiln_status st = fe_need_inputs(c, n, 2);
   if (st != KILN_OK) return st;
   int32_t x = n->in[0];
   const kiln_shape s = G->nodes[x].shape;
@@ -205,11 +198,89 @@ kiln_status fe_import_cumulative(fe_ctx *c, fe_node *n) {
 
 /* Swish: x * sigmoid(alpha * x). */
 kiln_status fe_import_swish(fe_ctx *c, fe_node *n) {
-  kiln_status st = need_inputs(c, n, 1);
+  kiln_status st = fe_need_inputs(c, n, 1);
   if (st != KILN_OK) return st;
   int32_t x = n->in[0];
   double alpha = fe_attr_float(n, "alpha", 1.0f);
   int32_t ax = alpha == 1.0 ? x : bin(c, n, KILN_OP_mul, x, fe_scalar_like(c, n, x, alpha));
   n->out[0] = bin(c, n, KILN_OP_mul, x, kiln_ir_unary(G, KILN_OP_sigmoid, ax, NM));
+  return KILN_OK;
+}
+
+/* GroupNormalization: statistics over each group of channels (and the spatial dims) of
+ * x [N, C, ...] viewed as [N, G, rest]; scale and bias are per channel (per group before
+ * opset 21); statistics in f32 for 16-bit inputs (stash_type). */
+kiln_status fe_import_group_norm(fe_ctx *c, fe_node *n) {
+  kiln_status st = fe_need_inputs(c, n, 3);
+  if (st != KILN_OK) return st;
+  int32_t x = n->in[0];
+  const kiln_shape s = G->nodes[x].shape;
+  kiln_dtype dt = G->nodes[x].dtype;
+  int64_t groups = fe_attr_int(n, "num_groups", 0);
+  if (s.rank < 2) return fe_fail(c, n, KILN_ERR_SHAPE, "X must be [N, C, ...]");
+  if (groups < 1 || s.dims[1] % groups) return fe_fail(c, n, KILN_ERR_SHAPE, "num_groups must divide C");
+  bool up = (dt == KILN_F16 || dt == KILN_BF16) && fe_attr_int(n, "stash_type", 1) == 1;
+  int32_t xs = up ? kiln_ir_cast(G, x, KILN_F32, NM) : x;
+  kiln_shape v3 = {3, {s.dims[0], groups, kiln_shape_numel(&s) / (s.dims[0] * groups)}};
+  if (s.dims[0] == 0) v3.dims[2] = 0;
+  xs = kiln_ir_reshape(G, xs, &v3, NM);
+  int32_t ax = 2;
+  int32_t d = bin(c, n, KILN_OP_sub, xs, fe_reduce_mean(c, n, xs, 1, &ax, 1));
+  int32_t var = fe_reduce_mean(c, n, bin(c, n, KILN_OP_mul, d, d), 1, &ax, 1);
+  int32_t inv = kiln_ir_unary(G, KILN_OP_rsqrt,
+                              bin(c, n, KILN_OP_add, var, fe_scalar_like(c, n, xs, fe_attr_float(n, "epsilon", 1e-5f))), NM);
+  int32_t y = kiln_ir_reshape(G, bin(c, n, KILN_OP_mul, d, inv), &s, NM);
+  if (up) y = kiln_ir_cast(G, y, dt, NM);
+  int32_t sc = n->in[1], bi = n->in[2];
+  if (c->opset < 21) { /* per-group parameters: repeat each over its channels */
+    kiln_shape g2 = {2, {groups, 1}}, gb = {2, {groups, s.dims[1] / groups}}, cs = {1, {s.dims[1]}};
+    sc = kiln_ir_reshape(G, kiln_ir_broadcast(G, kiln_ir_reshape(G, sc, &g2, NM), &gb, NM), &cs, NM);
+    bi = kiln_ir_reshape(G, kiln_ir_broadcast(G, kiln_ir_reshape(G, bi, &g2, NM), &gb, NM), &cs, NM);
+  }
+  n->out[0] = bin(c, n, KILN_OP_add, bin(c, n, KILN_OP_mul, y, fe_channel_view(c, n, sc, s.rank)),
+                  fe_channel_view(c, n, bi, s.rank));
+  return KILN_OK;
+}
+
+/* LRN: x / (bias + alpha / size * sum of x^2 over the channel window)^beta; the window sum
+ * is a sum pool over the channel dim of x^2 viewed as [N, 1, C, rest]. */
+kiln_status fe_import_lrn(fe_ctx *c, fe_node *n) {
+  kiln_status st = fe_need_inputs(c, n, 1);
+  if (st != KILN_OK) return st;
+  int32_t x = n->in[0];
+  const kiln_shape s = G->nodes[x].shape;
+  int64_t size = fe_attr_int(n, "size", 0);
+  if (s.rank < 2) return fe_fail(c, n, KILN_ERR_SHAPE, "X must be [N, C, ...]");
+  if (size < 1) return fe_fail(c, n, KILN_ERR_SHAPE, "size must be positive");
+  kiln_shape v4 = {4, {s.dims[0], 1, s.dims[1], 1}};
+  for (int i = 2; i < s.rank; i++) v4.dims[3] *= s.dims[i];
+  int64_t w[2] = {size, 1}, one[2] = {1, 1}, lo[2] = {(size - 1) / 2, 0}, hi[2] = {size / 2, 0};
+  int32_t sq = kiln_ir_reshape(G, bin(c, n, KILN_OP_mul, x, x), &v4, NM);
+  int32_t sum = kiln_ir_reshape(G, kiln_ir_pool(G, sq, KILN_POOL_SUM, w, one, one, lo, hi, 0, NM), &s, NM);
+  double alpha = fe_attr_float(n, "alpha", 1e-4f), beta = fe_attr_float(n, "beta", 0.75f);
+  int32_t den = bin(c, n, KILN_OP_add, fe_scalar_like(c, n, x, fe_attr_float(n, "bias", 1.0f)),
+                    bin(c, n, KILN_OP_mul, sum, fe_scalar_like(c, n, x, alpha / (double)size)));
+  n->out[0] = bin(c, n, KILN_OP_div, x, bin(c, n, KILN_OP_pow, den, fe_scalar_like(c, n, x, beta)));
+  return KILN_OK;
+}
+
+/* MeanVarianceNormalization: (x - mean) / (sqrt(mean(x^2) - mean^2) + 1e-9) over axes,
+ * as ONNX's function body computes it. */
+kiln_status fe_import_mvn(fe_ctx *c, fe_node *n) {
+  kiln_status st = fe_need_inputs(c, n, 1);
+  if (st != KILN_OK) return st;
+  int32_t x = n->in[0], rank = G->nodes[x].shape.rank;
+  int64_t ax64[KILN_MAX_RANK] = {0, 2, 3};
+  int na = fe_attr_ints(c, n, "axes", ax64, KILN_MAX_RANK, &st);
+  if (st != KILN_OK) return st;
+  if (na < 0) na = 3;
+  int32_t axes[KILN_MAX_RANK];
+  for (int i = 0; i < na; i++)
+    if ((st = fe_axis(c, n, ax64[i], rank, &axes[i])) != KILN_OK) return st;
+  int32_t mean = fe_reduce_mean(c, n, x, na, axes, 1);
+  int32_t ms = fe_reduce_mean(c, n, bin(c, n, KILN_OP_mul, x, x), na, axes, 1);
+  int32_t sd = kiln_ir_unary(G, KILN_OP_sqrt, bin(c, n, KILN_OP_sub, ms, bin(c, n, KILN_OP_mul, mean, mean)), NM);
+  n->out[0] = bin(c, n, KILN_OP_div, bin(c, n, KILN_OP_sub, x, mean),
+                  bin(c, n, KILN_OP_add, sd, fe_scalar_like(c, n, x, 1e-9)));
   return KILN_OK;
 }

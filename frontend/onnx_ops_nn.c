@@ -1,5 +1,6 @@
-/* onnx_ops_nn.c - importers for ONNX contractions and windows: MatMul, Gemm, Conv, the
- * pools, and BatchNormalization (inference form, folded to a per-channel scale and shift). */
+/* onnx_ops_nn.c - importers for ONNX contractions and windows: MatMul, Gemm, Conv,
+ * ConvTranspose, the pools (LpPool too), BatchNormalization (inference form, folded to a
+ * per-channel scale and shift) and Col2Im. */
 #include "onnx_impl.h"
 
 #include <string.h>
@@ -8,16 +9,8 @@
 #define NM (n->name)
 #define OP (n->p->op_type)
 
-static kiln_status need_inputs(fe_ctx *c, fe_node *n, int k) {
-  for (int i = 0; i < k; i++) {
-    kiln_status st = fe_need(c, n, i);
-    if (st != KILN_OK) return st;
-  }
-  return KILN_OK;
-}
-
 kiln_status fe_import_matmul(fe_ctx *c, fe_node *n) {
-  kiln_status st = need_inputs(c, n, 2);
+  kiln_status st = fe_need_inputs(c, n, 2);
   if (st != KILN_OK) return st;
   n->out[0] = kiln_ir_matmul(G, n->in[0], n->in[1], NM);
   return KILN_OK;
@@ -25,7 +18,7 @@ kiln_status fe_import_matmul(fe_ctx *c, fe_node *n) {
 
 /* Y = alpha * op(A) op(B) + beta * C */
 kiln_status fe_import_gemm(fe_ctx *c, fe_node *n) {
-  kiln_status st = need_inputs(c, n, 2);
+  kiln_status st = fe_need_inputs(c, n, 2);
   if (st != KILN_OK) return st;
   int32_t a = n->in[0], b = n->in[1];
   if (G->nodes[a].shape.rank != 2 || G->nodes[b].shape.rank != 2)
@@ -83,7 +76,7 @@ static kiln_status window_attrs(fe_ctx *c, fe_node *n, int k, const int64_t *in,
 }
 
 kiln_status fe_import_conv(fe_ctx *c, fe_node *n) {
-  kiln_status st = need_inputs(c, n, 2);
+  kiln_status st = fe_need_inputs(c, n, 2);
   if (st != KILN_OK) return st;
   int32_t x = n->in[0], w = n->in[1];
   const kiln_shape xs = G->nodes[x].shape, ws = G->nodes[w].shape;
@@ -137,19 +130,27 @@ static int32_t avg_divisors(fe_ctx *c, fe_node *n, int32_t x, int k, const int64
   return v;
 }
 
+/* The window of a pooling node over x [N, C, spatial...]: kernel_shape (required) and the
+ * strides, dilations and pads of window_attrs, one entry per spatial dim. */
+static kiln_status pool_window(fe_ctx *c, fe_node *n, const kiln_shape *xs, int64_t *w,
+                               int64_t *strides, int64_t *dil, int64_t *lo, int64_t *hi) {
+  int k = xs->rank - 2;
+  kiln_status st = KILN_OK;
+  if (k < 1) return fe_fail(c, n, KILN_ERR_SHAPE, "X must be [N, C, spatial...]");
+  if (fe_attr_ints(c, n, "kernel_shape", w, k, &st) != k)
+    return st != KILN_OK ? st : fe_fail(c, n, KILN_ERR_SHAPE, "kernel_shape needs %d entries", k);
+  return window_attrs(c, n, k, xs->dims + 2, w, strides, dil, lo, hi);
+}
+
 kiln_status fe_import_pool(fe_ctx *c, fe_node *n) {
-  kiln_status st = need_inputs(c, n, 1);
+  kiln_status st = fe_need_inputs(c, n, 1);
   if (st != KILN_OK) return st;
   int32_t x = n->in[0];
   const kiln_shape xs = G->nodes[x].shape;
-  int k = xs.rank - 2;
-  if (k < 1) return fe_fail(c, n, KILN_ERR_SHAPE, "X must be [N, C, spatial...]");
-  int64_t w[KILN_MAX_RANK];
-  if (fe_attr_ints(c, n, "kernel_shape", w, k, &st) != k)
-    return st != KILN_OK ? st : fe_fail(c, n, KILN_ERR_SHAPE, "kernel_shape needs %d entries", k);
-  int64_t strides[KILN_MAX_RANK], dil[KILN_MAX_RANK], lo[KILN_MAX_RANK], hi[KILN_MAX_RANK];
   const int64_t *in = xs.dims + 2;
-  if ((st = window_attrs(c, n, k, in, w, strides, dil, lo, hi)) != KILN_OK) return st;
+  int k = xs.rank - 2;
+  int64_t w[KILN_MAX_RANK], strides[KILN_MAX_RANK], dil[KILN_MAX_RANK], lo[KILN_MAX_RANK], hi[KILN_MAX_RANK];
+  if ((st = pool_window(c, n, &xs, w, strides, dil, lo, hi)) != KILN_OK) return st;
   bool is_max = !strcmp(OP, "MaxPool");
   int cip = (int)fe_attr_int(n, "count_include_pad", 0);
   /* ceil_mode: extend the end padding until floor() gives the ceil() count, but a window
@@ -184,7 +185,7 @@ kiln_status fe_import_pool(fe_ctx *c, fe_node *n) {
 }
 
 kiln_status fe_import_global_pool(fe_ctx *c, fe_node *n) {
-  kiln_status st = need_inputs(c, n, 1);
+  kiln_status st = fe_need_inputs(c, n, 1);
   if (st != KILN_OK) return st;
   int32_t x = n->in[0], rank = G->nodes[x].shape.rank;
   if (rank < 3) return fe_fail(c, n, KILN_ERR_SHAPE, "X must be [N, C, spatial...]");
@@ -199,7 +200,7 @@ kiln_status fe_import_global_pool(fe_ctx *c, fe_node *n) {
 /* y = x * a + b with a = scale / sqrt(var + eps), b = bias - mean * a, per channel.
  * With constant parameters a and b are folded to constants shaped [C, 1, ...]. */
 kiln_status fe_import_batch_norm(fe_ctx *c, fe_node *n) {
-  kiln_status st = need_inputs(c, n, 5);
+  kiln_status st = fe_need_inputs(c, n, 5);
   if (st != KILN_OK) return st;
   if (fe_attr_int(n, "training_mode", 0))
     return fe_fail(c, n, KILN_ERR_UNSUPPORTED, "training_mode=1 is not supported");
@@ -227,19 +228,14 @@ kiln_status fe_import_batch_norm(fe_ctx *c, fe_node *n) {
 
 /* LpPool: (sum over the window of |x|^p)^(1/p); padding contributes zeros. */
 kiln_status fe_import_lp_pool(fe_ctx *c, fe_node *n) {
-  kiln_status st = need_inputs(c, n, 1);
+  kiln_status st = fe_need_inputs(c, n, 1);
   if (st != KILN_OK) return st;
   int32_t x = n->in[0];
   const kiln_shape xs = G->nodes[x].shape;
-  int k = xs.rank - 2;
-  if (k < 1) return fe_fail(c, n, KILN_ERR_SHAPE, "X must be [N, C, spatial...]");
   if (fe_attr_int(n, "ceil_mode", 0))
     return fe_fail(c, n, KILN_ERR_UNSUPPORTED, "ceil_mode=1 is not supported");
-  int64_t w[KILN_MAX_RANK];
-  if (fe_attr_ints(c, n, "kernel_shape", w, k, &st) != k)
-    return st != KILN_OK ? st : fe_fail(c, n, KILN_ERR_SHAPE, "kernel_shape needs %d entries", k);
-  int64_t strides[KILN_MAX_RANK], dil[KILN_MAX_RANK], lo[KILN_MAX_RANK], hi[KILN_MAX_RANK];
-  if ((st = window_attrs(c, n, k, xs.dims + 2, w, strides, dil, lo, hi)) != KILN_OK) return st;
+  int64_t w[KILN_MAX_RANK], strides[KILN_MAX_RANK], dil[KILN_MAX_RANK], lo[KILN_MAX_RANK], hi[KILN_MAX_RANK];
+  if ((st = pool_window(c, n, &xs, w, strides, dil, lo, hi)) != KILN_OK) return st;
   double p = (double)fe_attr_int(n, "p", 2);
   int32_t a = kiln_ir_binary(G, KILN_OP_pow, kiln_ir_unary(G, KILN_OP_abs, x, NM), fe_scalar_like(c, n, x, p), NM);
   int32_t sum = kiln_ir_pool(G, a, KILN_POOL_SUM, w, strides, dil, lo, hi, 0, NM);
@@ -274,7 +270,7 @@ static int32_t dilate_dim(fe_ctx *c, fe_node *n, int32_t x, int d, int64_t s) {
  * (effective kernel - 1 - pad) on each side (plus output_padding at the end), and the
  * kernel is flipped with its in/out channels swapped per group. */
 kiln_status fe_import_conv_transpose(fe_ctx *c, fe_node *n) {
-  kiln_status st = need_inputs(c, n, 2);
+  kiln_status st = fe_need_inputs(c, n, 2);
   if (st != KILN_OK) return st;
   int32_t x = n->in[0], w = n->in[1];
   const kiln_shape xs = G->nodes[x].shape, ws = G->nodes[w].shape;
@@ -352,5 +348,64 @@ kiln_status fe_import_conv_transpose(fe_ctx *c, fe_node *n) {
   y = kiln_ir_conv(G, y, wt, ones, dil, zeros, zeros, (int32_t)g, NM);
   if (fe_in(n, 2) >= 0) y = kiln_ir_binary(G, KILN_OP_add, y, fe_channel_view(c, n, n->in[2], k + 2), NM);
   n->out[0] = y;
+  return KILN_OK;
+}
+
+/* Col2Im: input [N, C*K, L] (K block positions, L sliding positions) summed into images
+ * [N, C, img...]. The scatter-add is a matmul with a constant 0/1 matrix [K*L, pixels]
+ * that sends each (block position, sliding position) to its pixel (none when it falls in
+ * the padding). */
+kiln_status fe_import_col2im(fe_ctx *c, fe_node *n) {
+  kiln_status st = fe_need_inputs(c, n, 3);
+  if (st != KILN_OK) return st;
+  int32_t x = n->in[0];
+  const kiln_shape xs = G->nodes[x].shape;
+  int64_t img[KILN_MAX_RANK], blk[KILN_MAX_RANK], strides[KILN_MAX_RANK], dil[KILN_MAX_RANK],
+      pads[2 * KILN_MAX_RANK];
+  int k, kb;
+  if ((st = fe_value_ints(c, n, 1, img, KILN_MAX_RANK - 2, &k)) != KILN_OK ||
+      (st = fe_value_ints(c, n, 2, blk, KILN_MAX_RANK - 2, &kb)) != KILN_OK)
+    return st;
+  if (k != kb || k < 1) return fe_fail(c, n, KILN_ERR_SHAPE, "image_shape and block_shape must have equal lengths");
+  int got_s = fe_attr_ints(c, n, "strides", strides, k, &st), got_d = fe_attr_ints(c, n, "dilations", dil, k, &st),
+      got_p = fe_attr_ints(c, n, "pads", pads, 2 * k, &st);
+  if (st != KILN_OK) return st;
+  int64_t nk = 1, nl = 1, npix = 1, grid[KILN_MAX_RANK];
+  for (int i = 0; i < k; i++) {
+    if (got_s < 0) strides[i] = 1;
+    if (got_d < 0) dil[i] = 1;
+    if (got_p < 0) pads[i] = pads[k + i] = 0;
+    if (strides[i] < 1 || dil[i] < 1 || blk[i] < 1 || img[i] < 1)
+      return fe_fail(c, n, KILN_ERR_SHAPE, "sizes, strides and dilations must be positive");
+    int64_t span = img[i] + pads[i] + pads[k + i] - dil[i] * (blk[i] - 1) - 1;
+    grid[i] = span < 0 ? 0 : span / strides[i] + 1;
+    nk *= blk[i], nl *= grid[i], npix *= img[i];
+  }
+  if (xs.rank != 3 || xs.dims[1] % nk || xs.dims[2] != nl)
+    return fe_fail(c, n, KILN_ERR_SHAPE, "input must be [N, C*%lld, %lld]", (long long)nk, (long long)nl);
+  if (nk * nl * npix > ((int64_t)1 << 24))
+    return fe_fail(c, n, KILN_ERR_UNSUPPORTED, "the %lld x %lld scatter matrix is too large", (long long)(nk * nl), (long long)npix);
+  kiln_dtype dt = G->nodes[x].dtype;
+  void *m = kiln_ir_malloc(G->alloc, (size_t)(nk * nl * npix) * kiln_dtype_size(dt) + 1);
+  if (!m) return fe_fail(c, n, KILN_ERR_OUT_OF_MEMORY, "out of memory");
+  memset(m, 0, (size_t)(nk * nl * npix) * kiln_dtype_size(dt));
+  for (int64_t b = 0; b < nk; b++)
+    for (int64_t l = 0; l < nl; l++) {
+      int64_t pix = 0, rb = b, rl = l, coord[KILN_MAX_RANK];
+      bool inside = true;
+      for (int i = k - 1; i >= 0; i--) {
+        coord[i] = (rl % grid[i]) * strides[i] - pads[i] + (rb % blk[i]) * dil[i];
+        rb /= blk[i], rl /= grid[i];
+        inside = inside && coord[i] >= 0 && coord[i] < img[i];
+      }
+      if (!inside) continue;
+      for (int i = 0; i < k; i++) pix = pix * img[i] + coord[i];
+      fe_set_f64(dt, m, (b * nl + l) * npix + pix, 1.0);
+    }
+  kiln_shape ms = {2, {nk * nl, npix}}, x3 = {3, {xs.dims[0], xs.dims[1] / nk, nk * nl}}, out = {2 + k, {xs.dims[0], xs.dims[1] / nk}};
+  for (int i = 0; i < k; i++) out.dims[2 + i] = img[i];
+  int32_t mv = kiln_ir_constant(G, NM, dt, &ms, m);
+  kiln_ir_free(G->alloc, m);
+  n->out[0] = kiln_ir_reshape(G, kiln_ir_matmul(G, kiln_ir_reshape(G, x, &x3, NM), mv, NM), &out, NM);
   return KILN_OK;
 }

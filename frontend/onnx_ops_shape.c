@@ -1,6 +1,7 @@
 /* onnx_ops_shape.c - importers for ONNX shape computations and data movement: Shape,
  * Size, constants, Range, Reshape, Flatten, Transpose, (Un)Squeeze, Concat, Split, Slice,
- * Gather(Elements), ScatterElements, Expand, Tile, Pad, DepthToSpace, SpaceToDepth.
+ * Gather(Elements), ScatterElements, Expand, Tile, Pad (every mode), CenterCropPad,
+ * DepthToSpace, SpaceToDepth.
  * Shapes are static, so Shape yields a constant and every value a shape depends on is
  * folded to a constant at import time. */
 #include "onnx_impl.h"
@@ -11,14 +12,6 @@
 #define G (c->g)
 #define NM (n->name)
 #define OP (n->p->op_type)
-
-static kiln_status need_inputs(fe_ctx *c, fe_node *n, int k) {
-  for (int i = 0; i < k; i++) {
-    kiln_status st = fe_need(c, n, i);
-    if (st != KILN_OK) return st;
-  }
-  return KILN_OK;
-}
 
 static const kiln_shape *shape_of(fe_ctx *c, int32_t v) { return &G->nodes[v].shape; }
 
@@ -44,7 +37,7 @@ static kiln_status ints_attr_or_input(fe_ctx *c, fe_node *n, bool from_input, co
 
 /* ------------------------------------------------------------------ shapes and constants */
 kiln_status fe_import_shape(fe_ctx *c, fe_node *n) {
-  kiln_status st = need_inputs(c, n, 1);
+  kiln_status st = fe_need_inputs(c, n, 1);
   if (st != KILN_OK) return st;
   const kiln_shape s = *shape_of(c, n->in[0]);
   int64_t r = s.rank, start = fe_attr_int(n, "start", 0), end = fe_attr_int(n, "end", r);
@@ -58,7 +51,7 @@ kiln_status fe_import_shape(fe_ctx *c, fe_node *n) {
 }
 
 kiln_status fe_import_size(fe_ctx *c, fe_node *n) {
-  kiln_status st = need_inputs(c, n, 1);
+  kiln_status st = fe_need_inputs(c, n, 1);
   if (st != KILN_OK) return st;
   int64_t numel = kiln_shape_numel(shape_of(c, n->in[0]));
   kiln_shape s = {.rank = 0};
@@ -104,7 +97,7 @@ static kiln_status shape_input(fe_ctx *c, fe_node *n, int i, kiln_shape *s) {
 }
 
 kiln_status fe_import_constant_of_shape(fe_ctx *c, fe_node *n) {
-  kiln_status st = need_inputs(c, n, 1);
+  kiln_status st = fe_need_inputs(c, n, 1);
   if (st != KILN_OK) return st;
   kiln_shape s;
   if ((st = shape_input(c, n, 0, &s)) != KILN_OK) return st;
@@ -127,7 +120,7 @@ kiln_status fe_import_constant_of_shape(fe_ctx *c, fe_node *n) {
 }
 
 kiln_status fe_import_range(fe_ctx *c, fe_node *n) {
-  kiln_status st = need_inputs(c, n, 3);
+  kiln_status st = fe_need_inputs(c, n, 3);
   if (st != KILN_OK) return st;
   /* Each value is copied out at once: folding the next one may move the constant store. */
   double fv[3];
@@ -167,7 +160,7 @@ kiln_status fe_import_range(fe_ctx *c, fe_node *n) {
 
 /* ------------------------------------------------------------------ reshapes */
 kiln_status fe_import_reshape(fe_ctx *c, fe_node *n) {
-  kiln_status st = need_inputs(c, n, 1);
+  kiln_status st = fe_need_inputs(c, n, 1);
   if (st != KILN_OK) return st;
   int32_t x = n->in[0];
   const kiln_shape in = *shape_of(c, x);
@@ -207,7 +200,7 @@ kiln_status fe_import_reshape(fe_ctx *c, fe_node *n) {
 }
 
 kiln_status fe_import_flatten(fe_ctx *c, fe_node *n) {
-  kiln_status st = need_inputs(c, n, 1);
+  kiln_status st = fe_need_inputs(c, n, 1);
   if (st != KILN_OK) return st;
   const kiln_shape in = *shape_of(c, n->in[0]);
   int64_t axis = fe_attr_int(n, "axis", 1);
@@ -221,7 +214,7 @@ kiln_status fe_import_flatten(fe_ctx *c, fe_node *n) {
 }
 
 kiln_status fe_import_transpose(fe_ctx *c, fe_node *n) {
-  kiln_status st = need_inputs(c, n, 1);
+  kiln_status st = fe_need_inputs(c, n, 1);
   if (st != KILN_OK) return st;
   int32_t rank = shape_of(c, n->in[0])->rank;
   int64_t p64[KILN_MAX_RANK];
@@ -239,7 +232,7 @@ kiln_status fe_import_transpose(fe_ctx *c, fe_node *n) {
 }
 
 kiln_status fe_import_squeeze(fe_ctx *c, fe_node *n) {
-  kiln_status st = need_inputs(c, n, 1);
+  kiln_status st = fe_need_inputs(c, n, 1);
   if (st != KILN_OK) return st;
   const kiln_shape in = *shape_of(c, n->in[0]);
   int64_t ax[KILN_MAX_RANK];
@@ -264,7 +257,7 @@ kiln_status fe_import_squeeze(fe_ctx *c, fe_node *n) {
 }
 
 kiln_status fe_import_unsqueeze(fe_ctx *c, fe_node *n) {
-  kiln_status st = need_inputs(c, n, 1);
+  kiln_status st = fe_need_inputs(c, n, 1);
   if (st != KILN_OK) return st;
   const kiln_shape in = *shape_of(c, n->in[0]);
   int64_t ax[KILN_MAX_RANK];
@@ -289,7 +282,7 @@ kiln_status fe_import_unsqueeze(fe_ctx *c, fe_node *n) {
 }
 
 kiln_status fe_import_depth_to_space(fe_ctx *c, fe_node *n) {
-  kiln_status st = need_inputs(c, n, 1);
+  kiln_status st = fe_need_inputs(c, n, 1);
   if (st != KILN_OK) return st;
   const kiln_shape in = *shape_of(c, n->in[0]);
   int64_t b = fe_attr_int(n, "blocksize", 0);
@@ -307,7 +300,7 @@ kiln_status fe_import_depth_to_space(fe_ctx *c, fe_node *n) {
 }
 
 kiln_status fe_import_space_to_depth(fe_ctx *c, fe_node *n) {
-  kiln_status st = need_inputs(c, n, 1);
+  kiln_status st = fe_need_inputs(c, n, 1);
   if (st != KILN_OK) return st;
   const kiln_shape in = *shape_of(c, n->in[0]);
   int64_t b = fe_attr_int(n, "blocksize", 0);
@@ -344,7 +337,7 @@ static int32_t slice_axis(fe_ctx *c, fe_node *n, int32_t x, int32_t axis, int64_
 }
 
 kiln_status fe_import_split(fe_ctx *c, fe_node *n) {
-  kiln_status st = need_inputs(c, n, 1);
+  kiln_status st = fe_need_inputs(c, n, 1);
   if (st != KILN_OK) return st;
   int32_t x = n->in[0], axis;
   const kiln_shape s = *shape_of(c, x);
@@ -379,7 +372,7 @@ kiln_status fe_import_split(fe_ctx *c, fe_node *n) {
 static int64_t clamp64(int64_t v, int64_t lo, int64_t hi) { return v < lo ? lo : v > hi ? hi : v; }
 
 kiln_status fe_import_slice(fe_ctx *c, fe_node *n) {
-  kiln_status st = need_inputs(c, n, 1);
+  kiln_status st = fe_need_inputs(c, n, 1);
   if (st != KILN_OK) return st;
   int32_t x = n->in[0];
   const kiln_shape s = *shape_of(c, x);
@@ -425,45 +418,43 @@ kiln_status fe_import_slice(fe_ctx *c, fe_node *n) {
   return KILN_OK;
 }
 
-kiln_status fe_import_gather(fe_ctx *c, fe_node *n) {
-  kiln_status st = need_inputs(c, n, 2);
+/* Checks the first k inputs and normalizes the "axis" attribute (default 0) against the
+ * rank of input 0. */
+static kiln_status inputs_and_axis(fe_ctx *c, fe_node *n, int k, int32_t *axis) {
+  kiln_status st = fe_need_inputs(c, n, k);
   if (st != KILN_OK) return st;
+  return fe_axis(c, n, fe_attr_int(n, "axis", 0), shape_of(c, n->in[0])->rank, axis);
+}
+
+kiln_status fe_import_gather(fe_ctx *c, fe_node *n) {
   int32_t axis;
-  if ((st = fe_axis(c, n, fe_attr_int(n, "axis", 0), shape_of(c, n->in[0])->rank, &axis)) != KILN_OK)
-    return st;
+  kiln_status st = inputs_and_axis(c, n, 2, &axis);
+  if (st != KILN_OK) return st;
   n->out[0] = kiln_ir_gather(G, n->in[0], n->in[1], axis, NM);
   return KILN_OK;
 }
 
 kiln_status fe_import_gather_elements(fe_ctx *c, fe_node *n) {
-  kiln_status st = need_inputs(c, n, 2);
-  if (st != KILN_OK) return st;
   int32_t axis;
-  if ((st = fe_axis(c, n, fe_attr_int(n, "axis", 0), shape_of(c, n->in[0])->rank, &axis)) != KILN_OK)
-    return st;
+  kiln_status st = inputs_and_axis(c, n, 2, &axis);
+  if (st != KILN_OK) return st;
   n->out[0] = kiln_ir_gather_elements(G, n->in[0], n->in[1], axis, NM);
   return KILN_OK;
 }
 
 kiln_status fe_import_scatter_elements(fe_ctx *c, fe_node *n) {
-  kiln_status st = need_inputs(c, n, 3);
-  if (st != KILN_OK) return st;
   int32_t axis;
-  if ((st = fe_axis(c, n, fe_attr_int(n, "axis", 0), shape_of(c, n->in[0])->rank, &axis)) != KILN_OK)
-    return st;
-  static const char *const kinds[] = {"none", "add", "mul", "max", "min"};
-  const char *red = fe_attr_str(c, n, "reduction", "none");
-  int kind = -1;
-  for (int i = 0; i < 5; i++)
-    if (!strcmp(red, kinds[i])) kind = i;
-  if (kind < 0) return fe_fail(c, n, KILN_ERR_UNSUPPORTED, "reduction='%s' is not supported", red);
+  kiln_status st = inputs_and_axis(c, n, 3, &axis);
+  if (st != KILN_OK) return st;
+  int kind;
+  if ((st = fe_scatter_reduction(c, n, &kind)) != KILN_OK) return st;
   n->out[0] = kiln_ir_scatter(G, n->in[0], n->in[1], n->in[2], axis, kind, NM);
   return KILN_OK;
 }
 
 /* ------------------------------------------------------------------ broadcasting */
 kiln_status fe_import_expand(fe_ctx *c, fe_node *n) {
-  kiln_status st = need_inputs(c, n, 2);
+  kiln_status st = fe_need_inputs(c, n, 2);
   if (st != KILN_OK) return st;
   int32_t x = n->in[0];
   kiln_shape want, out;
@@ -483,7 +474,7 @@ kiln_status fe_import_expand(fe_ctx *c, fe_node *n) {
 }
 
 kiln_status fe_import_tile(fe_ctx *c, fe_node *n) {
-  kiln_status st = need_inputs(c, n, 2);
+  kiln_status st = fe_need_inputs(c, n, 2);
   if (st != KILN_OK) return st;
   int32_t x = n->in[0];
   const kiln_shape in = *shape_of(c, x);
@@ -524,14 +515,45 @@ kiln_status fe_import_tile(fe_ctx *c, fe_node *n) {
   return KILN_OK;
 }
 
+/* Pads axis a of *x by lo/hi (negative crops) in mode 1 edge, 2 reflect or 3 wrap: a
+ * gather with the constant source index of every output position. */
+static kiln_status pad_axis_by_gather(fe_ctx *c, fe_node *n, int32_t *x, int a, int64_t lo, int64_t hi,
+                                      int mode) {
+  int64_t d = shape_of(c, *x)->dims[a], len = d + lo + hi;
+  if (len < 0) return fe_fail(c, n, KILN_ERR_SHAPE, "pads remove more than axis %d holds", a);
+  if (d == 0 && len > 0) return fe_fail(c, n, KILN_ERR_SHAPE, "cannot pad an empty axis %d in this mode", a);
+  int64_t *idx = kiln_ir_malloc(G->alloc, sizeof(int64_t) * (size_t)(len + 1));
+  if (!idx) return fe_fail(c, n, KILN_ERR_OUT_OF_MEMORY, "out of memory");
+  for (int64_t i = 0; i < len; i++) {
+    int64_t j = i - lo;
+    if (mode == 1) {
+      j = clamp64(j, 0, d - 1);
+    } else if (mode == 3) {
+      j = ((j % d) + d) % d;
+    } else if (d == 1) {
+      j = 0;
+    } else {
+      int64_t p = 2 * (d - 1); /* reflect: the edge element is not repeated */
+      j = ((j % p) + p) % p;
+      if (j >= d) j = p - j;
+    }
+    idx[i] = j;
+  }
+  int32_t iv = i64_list(c, n, len, idx);
+  kiln_ir_free(G->alloc, idx);
+  *x = kiln_ir_gather(G, *x, iv, a, NM);
+  return KILN_OK;
+}
+
 kiln_status fe_import_pad(fe_ctx *c, fe_node *n) {
-  kiln_status st = need_inputs(c, n, 1);
+  kiln_status st = fe_need_inputs(c, n, 1);
   if (st != KILN_OK) return st;
   int32_t x = n->in[0];
   int32_t rank = shape_of(c, x)->rank;
   const char *mode = fe_attr_str(c, n, "mode", "constant");
-  if (strcmp(mode, "constant"))
-    return fe_fail(c, n, KILN_ERR_UNSUPPORTED, "mode='%s' is not supported (only constant)", mode);
+  int pmode = !strcmp(mode, "constant") ? 0 : !strcmp(mode, "edge") ? 1 : !strcmp(mode, "reflect") ? 2
+            : !strcmp(mode, "wrap") ? 3 : -1;
+  if (pmode < 0) return fe_fail(c, n, KILN_ERR_UNSUPPORTED, "mode='%s' is not supported", mode);
   bool inputs = c->opset >= 11;
   int64_t pads[2 * KILN_MAX_RANK], ax[KILN_MAX_RANK];
   int np, na = -1;
@@ -551,6 +573,37 @@ kiln_status fe_import_pad(fe_ctx *c, fe_node *n) {
     lo[a] = pads[i];
     hi[a] = pads[n_ax + i];
   }
-  n->out[0] = kiln_ir_pad(G, x, lo, hi, value, NM);
+  if (pmode == 0) {
+    n->out[0] = kiln_ir_pad(G, x, lo, hi, value, NM);
+    return KILN_OK;
+  }
+  for (int a = 0; a < rank && x >= 0; a++)
+    if ((lo[a] || hi[a]) && (st = pad_axis_by_gather(c, n, &x, a, lo[a], hi[a], pmode)) != KILN_OK) return st;
+  n->out[0] = x;
+  return KILN_OK;
+}
+
+/* CenterCropPad: per listed axis, crop or zero-pad symmetrically to the target size (the
+ * odd element goes to the end); one pad node with negative amounts for the crops. */
+kiln_status fe_import_center_crop_pad(fe_ctx *c, fe_node *n) {
+  kiln_status st = fe_need_inputs(c, n, 2);
+  if (st != KILN_OK) return st;
+  int32_t x = n->in[0];
+  const kiln_shape s = *shape_of(c, x);
+  int64_t want[KILN_MAX_RANK], ax[KILN_MAX_RANK];
+  int nw, na = fe_attr_ints(c, n, "axes", ax, KILN_MAX_RANK, &st);
+  if (st != KILN_OK || (st = fe_value_ints(c, n, 1, want, KILN_MAX_RANK, &nw)) != KILN_OK) return st;
+  if (nw != (na >= 0 ? na : s.rank))
+    return fe_fail(c, n, KILN_ERR_SHAPE, "shape has %d entries for %d axes", nw, na >= 0 ? na : s.rank);
+  int64_t lo[KILN_MAX_RANK] = {0}, hi[KILN_MAX_RANK] = {0};
+  for (int i = 0; i < nw; i++) {
+    int32_t a = i;
+    if (na >= 0 && (st = fe_axis(c, n, ax[i], s.rank, &a)) != KILN_OK) return st;
+    if (want[i] < 0) return fe_fail(c, n, KILN_ERR_SHAPE, "negative target size");
+    int64_t diff = want[i] - s.dims[a];
+    lo[a] = diff >= 0 ? diff / 2 : -(-diff / 2);
+    hi[a] = diff - lo[a];
+  }
+  n->out[0] = kiln_ir_pad(G, x, lo, hi, 0.0, NM);
   return KILN_OK;
 }

@@ -17,6 +17,9 @@ static const fe_importer importers[] = {
     {"Round", fe_import_unary},      {"Sign", fe_import_unary},
     {"Not", fe_import_unary},        {"IsNaN", fe_import_unary},
     {"Sinh", fe_import_unary},       {"Cosh", fe_import_unary},
+    {"Asinh", fe_import_unary},      {"Acosh", fe_import_unary},
+    {"Atanh", fe_import_unary},      {"Atan", fe_import_unary},
+    {"Asin", fe_import_unary},       {"Acos", fe_import_unary},
     {"Add", fe_import_binary},       {"Sub", fe_import_binary},
     {"Mul", fe_import_binary},       {"Div", fe_import_binary},
     {"Pow", fe_import_binary},       {"And", fe_import_binary},
@@ -55,6 +58,7 @@ static const fe_importer importers[] = {
     {"GlobalMaxPool", fe_import_global_pool},
     {"BatchNormalization", fe_import_batch_norm},
     {"LpPool", fe_import_lp_pool},   {"ConvTranspose", fe_import_conv_transpose},
+    {"Col2Im", fe_import_col2im},
     /* shapes and data movement (onnx_ops_shape.c) */
     {"Shape", fe_import_shape},      {"Size", fe_import_size},
     {"Constant", fe_import_constant}, {"ConstantOfShape", fe_import_constant_of_shape},
@@ -70,6 +74,17 @@ static const fe_importer importers[] = {
     {"Pad", fe_import_pad},
     {"DepthToSpace", fe_import_depth_to_space},
     {"SpaceToDepth", fe_import_space_to_depth},
+    {"CenterCropPad", fe_import_center_crop_pad},
+    /* indexing and value-dependent shapes (onnx_ops_index.c) */
+    {"GatherND", fe_import_gather_nd}, {"ScatterND", fe_import_scatter_nd},
+    {"Compress", fe_import_compress}, {"NonZero", fe_import_nonzero},
+    {"Unique", fe_import_unique},    {"ReverseSequence", fe_import_reverse_sequence},
+    /* quantization (onnx_ops_quant.c) */
+    {"QuantizeLinear", fe_import_quantize_linear},
+    {"DequantizeLinear", fe_import_dequantize_linear},
+    {"DynamicQuantizeLinear", fe_import_dynamic_quantize_linear},
+    /* Einsum (onnx_ops_einsum.c) */
+    {"Einsum", fe_import_einsum},
     /* masks and the rest (onnx_ops_misc.c) */
     {"Trilu", fe_import_trilu},      {"EyeLike", fe_import_eye_like},
     {"OneHot", fe_import_one_hot},   {"Hardmax", fe_import_hardmax},
@@ -77,11 +92,14 @@ static const fe_importer importers[] = {
     {"RMSNormalization", fe_import_rms_norm},
     {"CumSum", fe_import_cumulative}, {"CumProd", fe_import_cumulative},
     {"Swish", fe_import_swish},
+    {"GroupNormalization", fe_import_group_norm}, {"LRN", fe_import_lrn},
+    {"MeanVarianceNormalization", fe_import_mvn},
     /* losses (onnx_ops_loss.c) */
     {"NegativeLogLikelihoodLoss", fe_import_nll_loss},
     {"SoftmaxCrossEntropyLoss", fe_import_softmax_ce_loss},
     /* attention (onnx_ops_attention.c) */
     {"Attention", fe_import_attention},
+    {"RotaryEmbedding", fe_import_rotary_embedding},
     /* resizing (onnx_ops_resize.c) */
     {"Resize", fe_import_resize},    {"Upsample", fe_import_resize},
 };

@@ -240,14 +240,10 @@ kiln_status fe_tensor_node(fe_ctx *c, const Onnx__TensorProto *t, const char *wh
   return KILN_OK;
 }
 
-/* protobuf-c allocations through Kiln's allocator hook. */
-static void *pb_alloc(void *u, size_t n) { return kiln_ir_malloc(u, n); }
-static void pb_free(void *u, void *p) { kiln_ir_free(u, p); }
-
-kiln_status kiln_fe_load_tensor_pb(const kiln_allocator *a, const char *path, kiln_const *out,
-                                   kiln_diag *d) {
-  if (!a) a = kiln_ir_default_allocator();
-  memset(out, 0, sizeof *out);
+kiln_status fe_read_file(const kiln_allocator *a, const char *path, uint8_t **bytes, size_t *size,
+                         kiln_diag *d) {
+  *bytes = NULL;
+  *size = 0;
   FILE *f = fopen(path, "rb");
   if (!f) return kiln_diag_set(d, KILN_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
   struct stat stt;
@@ -256,27 +252,49 @@ kiln_status kiln_fe_load_tensor_pb(const kiln_allocator *a, const char *path, ki
     return kiln_diag_set(d, KILN_ERR_IO, "%s: not a regular file", path);
   }
   size_t n = (size_t)stt.st_size;
-  uint8_t *bytes = kiln_ir_malloc(a, n ? n : 1);
-  if (!bytes) {
+  uint8_t *buf = kiln_ir_malloc(a, n ? n : 1);
+  if (!buf) {
     fclose(f);
     return kiln_diag_set(d, KILN_ERR_OUT_OF_MEMORY, "%s: out of memory (%zu bytes)", path, n);
   }
-  size_t got = fread(bytes, 1, n, f);
+  size_t got = fread(buf, 1, n, f);
   fclose(f);
   if (got != n) {
-    kiln_ir_free(a, bytes);
+    kiln_ir_free(a, buf);
     return kiln_diag_set(d, KILN_ERR_IO, "%s: short read", path);
   }
+  *bytes = buf;
+  *size = n;
+  return KILN_OK;
+}
+
+void fe_dir_of(const char *path, char *dir, size_t cap) {
+  snprintf(dir, cap, "%s", path);
+  char *slash = strrchr(dir, '/');
+  if (!slash) snprintf(dir, cap, ".");
+  else slash[slash == dir ? 1 : 0] = 0; /* "/t.pb" keeps its folder "/" */
+}
+
+/* protobuf-c allocations through Kiln's allocator hook. */
+static void *pb_alloc(void *u, size_t n) { return kiln_ir_malloc(u, n); }
+static void pb_free(void *u, void *p) { kiln_ir_free(u, p); }
+
+kiln_status kiln_fe_load_tensor_pb(const kiln_allocator *a, const char *path, kiln_const *out,
+                                   kiln_diag *d) {
+  if (!a) a = kiln_ir_default_allocator();
+  memset(out, 0, sizeof *out);
+  uint8_t *bytes;
+  size_t n;
+  kiln_status rst = fe_read_file(a, path, &bytes, &n, d);
+  if (rst != KILN_OK) return rst;
   ProtobufCAllocator pa = {pb_alloc, pb_free, (void *)a};
   Onnx__TensorProto *t = onnx__tensor_proto__unpack(&pa, n, bytes);
   kiln_ir_free(a, bytes);
   if (!t) return kiln_diag_set(d, KILN_ERR_PARSE, "%s: not a valid ONNX TensorProto", path);
   char dir[PATH_MAX];
-  snprintf(dir, sizeof dir, "%s", path);
-  char *slash = strrchr(dir, '/');
-  if (slash) slash[slash == dir ? 1 : 0] = 0; /* "/t.pb" keeps its folder "/" */
+  fe_dir_of(path, dir, sizeof dir);
   void *data = NULL;
-  kiln_status st = fe_decode_tensor(a, t, slash ? dir : ".", path, "tensor", &out->dtype,
+  kiln_status st = fe_decode_tensor(a, t, dir, path, "tensor", &out->dtype,
                                     &out->shape, &data, d);
   if (st == KILN_OK) {
     /* The name lives after the data, in the same block: freeing data frees both. */

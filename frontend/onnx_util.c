@@ -65,6 +65,14 @@ kiln_status fe_need(fe_ctx *c, const fe_node *n, int i) {
   return fe_fail(c, n, KILN_ERR_PARSE, "required input %d is missing", i);
 }
 
+kiln_status fe_need_inputs(fe_ctx *c, const fe_node *n, int k) {
+  for (int i = 0; i < k; i++) {
+    kiln_status st = fe_need(c, n, i);
+    if (st != KILN_OK) return st;
+  }
+  return KILN_OK;
+}
+
 /* True when v depends on a graph input (then no import-time value exists); the names of
  * those inputs go to names ("'a', 'b'") so that a caller can tell which inputs it would
  * have to know at compile time. */
@@ -194,6 +202,17 @@ void fe_set_f64(kiln_dtype dt, void *p, int64_t i, double v) {
     case KILN_BOOL: ((uint8_t *)p)[i] = v != 0; break;
     default: KILN_ASSERT(0);
   }
+}
+
+kiln_status fe_scatter_reduction(fe_ctx *c, const fe_node *n, int *kind) {
+  static const char *const kinds[] = {"none", "add", "mul", "max", "min"};
+  const char *red = fe_attr_str(c, n, "reduction", "none");
+  for (int i = 0; i < 5; i++)
+    if (!strcmp(red, kinds[i])) {
+      *kind = i;
+      return KILN_OK;
+    }
+  return fe_fail(c, n, KILN_ERR_UNSUPPORTED, "reduction='%s' is not supported", red);
 }
 
 kiln_status fe_axis(fe_ctx *c, const fe_node *n, int64_t axis, int32_t rank, int32_t *out) {

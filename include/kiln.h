@@ -234,7 +234,15 @@ typedef struct kiln_compile_options {
   const char *disable_passes;  /* comma-separated pass names, e.g. "fold,cse" */
   const char *print_after;     /* pass name or "all": print the graph to stderr after it */
   int verify;                  /* check every kernel against the reference interpreter
-                                  on each run (also $KILN_VERIFY=1) */
+                                  on each run (also $KILN_VERIFY=1); the first kernel
+                                  whose output differs fails the run, named (CPU target;
+                                  CUDA compares the final outputs) */
+  /* kiln_export for the CPU target only (the JIT always compiles for the host): the LLVM
+   * CPU name to generate code for ("x86-64", "x86-64-v3", "znver4", "skylake-avx512";
+   * NULL: the host CPU and its features) and the target triple (NULL: the host's). An
+   * unknown name is KILN_ERR_INVALID_ARGUMENT. */
+  const char *cpu;
+  const char *triple;
 } kiln_compile_options;
 
 kiln_status kiln_compile(kiln_context *ctx, const kiln_graph *g, const kiln_compile_options *o,

@@ -370,6 +370,10 @@ typedef struct kiln_kernel {
   const char *name;              /* "k3_exp_add" */
   int32_t n_sources;             /* graph node names this kernel covers (for reports) */
   const char **sources;
+  /* Id, in the graph that was lowered, of the node whose value out_buf holds once the
+   * kernel has run (KILN_VERIFY compares it with the interpreter's value of that node);
+   * -1 when the buffer is no graph value (an im2col column matrix). */
+  int32_t node;
   int32_t out_buf;
   kiln_dtype out_dtype;
   kiln_shape out;                /* output domain */

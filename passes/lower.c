@@ -179,6 +179,7 @@ static kiln_kernel *begin_kernel(lower_ctx *c, kiln_kernel_kind kind, int32_t ou
   k->out_dtype = dt;
   k->out = *out;
   k->root = -1;
+  k->node = -1; /* set by the caller when out_buf holds a graph value */
   kiln_pass_kb_reset(&c->kb, out);
   c->n_memo = 0;
   for (int32_t i = 0; i < c->cap_memo; i++) c->memo[i].node = -1;
@@ -598,6 +599,7 @@ static void out_vars(lower_ctx *c, int32_t rank, int32_t *idx) {
 static void lower_loop(lower_ctx *c, int32_t v) {
   const kiln_node *n = &c->g->nodes[v];
   kiln_kernel *k = begin_kernel(c, KILN_KERNEL_LOOP, c->buf_of[v], n->dtype, &n->shape);
+  k->node = v;
   c->root = v;
   int32_t idx[KILN_MAX_RANK];
   out_vars(c, n->shape.rank, idx);
@@ -606,10 +608,12 @@ static void lower_loop(lower_ctx *c, int32_t v) {
   end_kernel(c, k, NULL);
 }
 
-/* y = x as a loop (a graph output that is a leaf, or the second output of one node). */
-static void lower_copy(lower_ctx *c, int32_t src_buf, int32_t dst_buf, const char *what) {
+/* y = x as a loop (a graph output that is a leaf, or the second output of one node):
+ * dst_buf then holds node v's value. */
+static void lower_copy(lower_ctx *c, int32_t src_buf, int32_t dst_buf, int32_t v, const char *what) {
   const kiln_buffer *b = &c->p->buffers[dst_buf];
   kiln_kernel *k = begin_kernel(c, KILN_KERNEL_LOOP, dst_buf, b->dtype, &b->shape);
+  k->node = v;
   int32_t idx[KILN_MAX_RANK];
   out_vars(c, b->shape.rank, idx);
   k->root = kiln_pass_kb_load(KB, src_buf, b->dtype, kiln_pass_kb_linearize(KB, idx, &b->shape), -1, 0);
@@ -626,6 +630,7 @@ static void lower_dot_gemm(lower_ctx *c, int32_t v) {
   int64_t M = n->shape.dims[r - 2], N = n->shape.dims[r - 1], K = as->dims[r - 1], B = 1;
   for (int32_t d = 0; d < r - 2; d++) B *= n->shape.dims[d];
   kiln_kernel *k = begin_kernel(c, KILN_KERNEL_GEMM, c->buf_of[v], n->dtype, &n->shape);
+  k->node = v;
   kiln_gemm_desc *gd = &k->gemm;
   gd->a_buf = buffer_of(c, n->in[0]);
   gd->b_buf = buffer_of(c, n->in[1]);
@@ -689,6 +694,7 @@ static void lower_conv_gemm(lower_ctx *c, int32_t v) {
     end_kernel(c, k, "im2col");
   }
   kiln_kernel *k = begin_kernel(c, KILN_KERNEL_GEMM, c->buf_of[v], n->dtype, &n->shape);
+  k->node = v;
   kiln_gemm_desc *gd = &k->gemm;
   gd->a_buf = buffer_of(c, w);
   gd->b_buf = col;
@@ -714,6 +720,7 @@ static void lower_conv_gemm(lower_ctx *c, int32_t v) {
 static void lower_opaque(lower_ctx *c, int32_t v) {
   const kiln_node *n = &c->g->nodes[v];
   kiln_kernel *k = begin_kernel(c, KILN_KERNEL_OPAQUE, c->buf_of[v], n->dtype, &n->shape);
+  k->node = v;
   k->op = n->op;
   k->attrs = n->a;
   k->n_in_bufs = n->n_in;
@@ -797,7 +804,7 @@ static kiln_status lower_all(lower_ctx *c) {
   for (int32_t i = 0; i < g->n_outputs && !c->oom; i++) {
     int32_t v = g->outputs[i].node, b = first_out + i;
     int32_t src = buffer_of(c, v);
-    if (src != b) lower_copy(c, src, b, g->nodes[v].name);
+    if (src != b) lower_copy(c, src, b, v, g->nodes[v].name);
   }
   return c->oom ? KILN_ERR_OUT_OF_MEMORY : KILN_OK;
 }

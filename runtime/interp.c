@@ -121,6 +121,7 @@ static double unary_f(kiln_op op, double x) {
   case KILN_OP_erf: return erf(x);
   case KILN_OP_sin: return sin(x);
   case KILN_OP_cos: return cos(x);
+  case KILN_OP_atan: return atan(x);
   case KILN_OP_floor: return floor(x);
   case KILN_OP_ceil: return ceil(x);
   case KILN_OP_round: return nearbyint(x); /* default rounding mode: half to even */
@@ -811,7 +812,7 @@ kiln_status kiln_rt_eval_node(const kiln_graph *g, const kiln_node *n, const kil
   case KILN_OP_neg: case KILN_OP_abs: case KILN_OP_exp: case KILN_OP_log: case KILN_OP_sqrt:
   case KILN_OP_rsqrt: case KILN_OP_recip: case KILN_OP_tanh: case KILN_OP_sigmoid: case KILN_OP_erf:
   case KILN_OP_sin: case KILN_OP_cos: case KILN_OP_floor: case KILN_OP_ceil: case KILN_OP_round:
-  case KILN_OP_sign: case KILN_OP_not: case KILN_OP_isnan:
+  case KILN_OP_sign: case KILN_OP_not: case KILN_OP_isnan: case KILN_OP_atan:
     return eval_unary(n, &ins[0], out, d);
   case KILN_OP_add: case KILN_OP_sub: case KILN_OP_mul: case KILN_OP_div: case KILN_OP_pow:
   case KILN_OP_max: case KILN_OP_min: case KILN_OP_mod: case KILN_OP_and: case KILN_OP_or:

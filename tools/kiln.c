@@ -35,7 +35,9 @@ static const char *usage_run =
     "  --threads N            worker threads (default: all cores)\n"
     "  --fusion none|elementwise|full   fusion level (default full)\n"
     "  --bind NAME=VALUE      value of a symbolic input dim (ONNX dim_param; default 1)\n"
-    "  --verify               compare every run with the reference interpreter\n"
+    "  --verify               check every run against the reference interpreter: on the\n"
+    "                         cpu target each kernel's output as it is written (the error\n"
+    "                         names the first kernel that disagrees), then the outputs\n"
     "  --reference            run the reference interpreter instead of compiled code\n";
 
 static const char *usage_compile =
@@ -45,6 +47,11 @@ static const char *usage_compile =
     "  --name PREFIX          C prefix of the typed API (default: the model's file name)\n"
     "  --target cpu|cuda      cpu: LLVM object linked into a .so; cuda: NVRTC-compiled kernels\n"
     "  --cuda-arch sm_XX      CUDA architecture (default sm_90)\n"
+    "  --cpu NAME             cpu: the LLVM CPU to generate code for, e.g. x86-64 (baseline,\n"
+    "                         runs on any x86-64), x86-64-v3, skylake-avx512, znver4\n"
+    "                         (default: this machine's CPU and features); unknown: an error\n"
+    "  --triple TRIPLE        cpu: the LLVM target triple (default: this machine's); another\n"
+    "                         architecture needs a matching CC and KILN_AOTRT to link\n"
     "  --fusion none|elementwise|full\n"
     "  --bind NAME=VALUE      value of a symbolic input dim\n";
 
@@ -80,7 +87,7 @@ typedef struct opts {
   int n_inputs;
   bool random_inputs;
   uint64_t seed;
-  const char *output_dir, *output, *header, *name, *cuda_arch, *print_after, *disable;
+  const char *output_dir, *output, *header, *name, *cuda_arch, *print_after, *disable, *cpu, *triple;
   kiln_target target;
   kiln_fusion_level fusion;
   int threads, runs, warmup;
@@ -139,6 +146,10 @@ static int parse_opts(int argc, char **argv, int first, opts *o, const char *usa
       if (!(o->name = NEXT())) return 2;
     } else if (!strcmp(a, "--cuda-arch")) {
       if (!(o->cuda_arch = NEXT())) return 2;
+    } else if (!strcmp(a, "--cpu")) {
+      if (!(o->cpu = NEXT())) return 2;
+    } else if (!strcmp(a, "--triple")) {
+      if (!(o->triple = NEXT())) return 2;
     } else if (!strcmp(a, "--print-after")) {
       if (!(o->print_after = NEXT())) return 2;
     } else if (!strcmp(a, "--disable-pass")) {
@@ -358,6 +369,8 @@ static kiln_compile_options compile_opts(const opts *o) {
   c.cuda_arch = o->cuda_arch;
   c.disable_passes = o->disable;
   c.verify = o->verify;
+  c.cpu = o->cpu;
+  c.triple = o->triple;
   return c;
 }
 

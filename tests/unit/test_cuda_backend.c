@@ -380,6 +380,7 @@ static double ref_f(kiln_op op, int kind, double a, double b, bool c) {
   case KILN_OP_erf: return erf(a);
   case KILN_OP_sin: return sin(a);
   case KILN_OP_cos: return cos(a);
+  case KILN_OP_atan: return atan(a);
   case KILN_OP_floor: return floor(a);
   case KILN_OP_ceil: return ceil(a);
   case KILN_OP_round: return nearbyint(a);

@@ -70,6 +70,7 @@ static inline kiln_graph *build_every_op_graph(void) {
 
   /* elementwise */
   for (int op = KILN_OP_neg; op <= KILN_OP_sign; op++) kiln_ir_unary(g, (kiln_op)op, x, kiln_op_name((kiln_op)op));
+  kiln_ir_unary(g, KILN_OP_atan, x, "atan");
   int32_t nan_mask = kiln_ir_unary(g, KILN_OP_isnan, x, "isnan");
   int32_t notm = kiln_ir_unary(g, KILN_OP_not, nan_mask, "not");
   for (int op = KILN_OP_add; op <= KILN_OP_min; op++) kiln_ir_binary(g, (kiln_op)op, x, y, kiln_op_name((kiln_op)op));

@@ -33,6 +33,7 @@ static const fcase fcases[] = {
     {KILN_OP_erf, 0, F_F, 0},     {KILN_OP_sin, 0, F_F, 0},   {KILN_OP_cos, 0, F_F, 0},
     {KILN_OP_floor, 0, F_F, 0},   {KILN_OP_ceil, 0, F_F, 0},  {KILN_OP_round, 0, F_F, 0},
     {KILN_OP_sign, 0, F_F, 0},    {KILN_OP_not, 0, B_B, 0},   {KILN_OP_isnan, 0, F_B, 0},
+    {KILN_OP_atan, 0, F_F, 0},
     {KILN_OP_add, 0, FF_F, 0},    {KILN_OP_sub, 0, FF_F, 0},  {KILN_OP_mul, 0, FF_F, 0},
     {KILN_OP_div, 0, FF_F, 0},    {KILN_OP_pow, 0, FF_F, 0},  {KILN_OP_max, 0, FF_F, 0},
     {KILN_OP_min, 0, FF_F, 0},    {KILN_OP_mod, 0, FF_F, 0},  {KILN_OP_mod, 1, FF_F, 0},
@@ -58,6 +59,7 @@ static double ref_f(kiln_op op, int kind, double a, double b) {
   case KILN_OP_erf: return erf(a);
   case KILN_OP_sin: return sin(a);
   case KILN_OP_cos: return cos(a);
+  case KILN_OP_atan: return atan(a);
   case KILN_OP_floor: return floor(a);
   case KILN_OP_ceil: return ceil(a);
   case KILN_OP_round: return nearbyint(a); /* default rounding: half to even */

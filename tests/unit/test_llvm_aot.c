@@ -1,6 +1,8 @@
 /* test_llvm_aot.c - kiln_llvm_export: a tiny program (input, embedded constant, arena
  * temporary, two kernels) becomes a shared library plus header; a C program compiled
- * against the header runs it, and dlopen + kiln_aot_describe sees its interface. */
+ * against the header runs it, and dlopen + kiln_aot_describe sees its interface. A named
+ * CPU (the x86-64 baseline) gives a library that runs and uses no AVX; an unknown CPU or
+ * triple is an invalid argument naming it. */
 #include "test_llvm_helpers.h"
 
 #include <dlfcn.h>
@@ -183,6 +185,114 @@ Test(llvm_aot, link_failure_reports_linker_output) {
   kiln_diag d2 = {0};
   o.prefix = "not an identifier";
   cr_expect_eq(kiln_llvm_export(p, &o, &d2), KILN_ERR_INVALID_ARGUMENT);
+  snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+  cr_expect_eq(system(cmd), 0);
+  kiln_ir_kprogram_destroy(p);
+}
+
+/* y[i] = x[i] * 2 + 1 over 1024 floats: a loop the vectorizer widens to the CPU's
+ * vector width (no AVX on the x86-64 baseline, 256-bit on x86-64-v3). */
+static kiln_kprogram *wide_program(void) {
+  kiln_kprogram *p = tp_new();
+  p->name = "wide";
+  int64_t n[1] = {1024};
+  p->n_inputs = 1;
+  p->n_outputs = 1;
+  p->inputs = kiln_arena_alloc(p->arena, sizeof(kiln_graph_io));
+  p->outputs = kiln_arena_alloc(p->arena, sizeof(kiln_graph_io));
+  p->inputs[0].name = "x";
+  p->outputs[0].name = "y";
+  p->in_dtypes = kiln_arena_alloc(p->arena, sizeof(kiln_dtype));
+  p->out_dtypes = kiln_arena_alloc(p->arena, sizeof(kiln_dtype));
+  p->in_shapes = kiln_arena_alloc(p->arena, sizeof(kiln_shape));
+  p->out_shapes = kiln_arena_alloc(p->arena, sizeof(kiln_shape));
+  p->in_dtypes[0] = p->out_dtypes[0] = KILN_F32;
+  p->in_shapes[0] = p->out_shapes[0] = kiln_shape_make(1, n);
+  int32_t X = tp_buffer(p, KILN_BUF_INPUT, KILN_F32, 1, n, 0);
+  int32_t Y = tp_buffer(p, KILN_BUF_OUTPUT, KILN_F32, 1, n, 0);
+  kiln_kernel *k = tp_loop(p, Y, 0, NULL);
+  int32_t lx = kx_load(k, p, X, kx_var(k, 0));
+  int32_t m = kx_alu(k, KILN_OP_mul, KILN_F32, lx, kx_f(k, KILN_F32, 2.0), -1);
+  kx_alu(k, KILN_OP_add, KILN_F32, m, kx_f(k, KILN_F32, 1.0), -1);
+  return p;
+}
+
+/* Lines of the library's disassembly that use a 256- or 512-bit register; -1 without
+ * objdump. */
+static int wide_vector_lines(const char *so) {
+  if (system("command -v objdump > /dev/null 2>&1") != 0) return -1;
+  char cmd[512];
+  snprintf(cmd, sizeof cmd, "objdump -d --no-show-raw-insn '%s' | grep -cE '%%[yz]mm'", so);
+  FILE *f = popen(cmd, "r");
+  cr_assert(f);
+  int n = -1;
+  if (fscanf(f, "%d", &n) != 1) n = -1;
+  pclose(f);
+  return n;
+}
+
+#if defined(__x86_64__)
+Test(llvm_aot, named_cpu_baseline_runs_and_uses_no_avx) {
+  char dir[] = "/tmp/kiln_aot_XXXXXX";
+  cr_assert(mkdtemp(dir));
+  char so[256], so3[256], cmd[512];
+  snprintf(so, sizeof so, "%s/libwide.so", dir);
+  snprintf(so3, sizeof so3, "%s/libwide3.so", dir);
+  kiln_kprogram *p = wide_program();
+  kiln_llvm_aot_options o = {.prefix = "wide", .so_path = so, .aotrt_lib = KILN_AOTRT_PATH,
+                             .link_flags = "-lopenblas -lm -lpthread -ldl" SAN_FLAGS, .cpu = "x86-64"};
+  kiln_diag d = {0};
+  cr_assert_eq(kiln_llvm_export(p, &o, &d), KILN_OK, "export: %s", d.msg);
+
+  void *lib = dlopen(so, RTLD_NOW | RTLD_LOCAL);
+  cr_assert(lib, "dlopen: %s", dlerror());
+  const kiln_aot_model *(*describe)(void) = (const kiln_aot_model *(*)(void))dlsym(lib, "kiln_aot_describe");
+  cr_assert(describe);
+  const kiln_aot_model *m = describe();
+  void *model = NULL;
+  cr_assert_eq(m->create(&model, 2), 0);
+  static float x[1024], y[1024];
+  for (int i = 0; i < 1024; i++) x[i] = (float)i * 0.5f, y[i] = -1;
+  const void *ins[1] = {x};
+  void *outs[1] = {y};
+  cr_expect_eq(m->run(model, ins, outs), 0);
+  for (int i = 0; i < 1024; i++) cr_expect_float_eq(y[i], (float)i + 1.0f, 0, "y[%d] = %g", i, y[i]);
+  m->destroy(model);
+  dlclose(lib);
+
+  /* The baseline has no AVX registers; the same program for x86-64-v3 does (only
+   * disassembled: this machine need not have AVX2). */
+  int base = wide_vector_lines(so);
+  if (base >= 0) {
+    cr_expect_eq(base, 0, "x86-64 code uses ymm/zmm registers");
+    o.cpu = "x86-64-v3";
+    o.so_path = so3;
+    kiln_diag d3 = {0};
+    cr_assert_eq(kiln_llvm_export(p, &o, &d3), KILN_OK, "export: %s", d3.msg);
+    cr_expect_gt(wide_vector_lines(so3), 0, "x86-64-v3 code should use 256-bit vectors");
+  }
+  snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+  cr_expect_eq(system(cmd), 0);
+  kiln_ir_kprogram_destroy(p);
+}
+#endif
+
+Test(llvm_aot, unknown_cpu_or_triple_is_an_invalid_argument) {
+  char dir[] = "/tmp/kiln_aot_XXXXXX";
+  cr_assert(mkdtemp(dir));
+  char so[256], cmd[512];
+  snprintf(so, sizeof so, "%s/libbad.so", dir);
+  kiln_kprogram *p = wide_program();
+  kiln_llvm_aot_options o = {.prefix = "bad", .so_path = so, .aotrt_lib = KILN_AOTRT_PATH, .cpu = "bogus-cpu-9000"};
+  kiln_diag d = {0};
+  cr_expect_eq(kiln_llvm_export(p, &o, &d), KILN_ERR_INVALID_ARGUMENT, "%s", d.msg);
+  cr_expect(strstr(d.msg, "unknown CPU 'bogus-cpu-9000'"), "message: %s", d.msg);
+  cr_expect_neq(access(so, F_OK), 0, "no library is written for an unknown CPU");
+  o.cpu = NULL;
+  o.triple = "nonsense-arch-none";
+  kiln_diag d2 = {0};
+  cr_expect_eq(kiln_llvm_export(p, &o, &d2), KILN_ERR_INVALID_ARGUMENT, "%s", d2.msg);
+  cr_expect(strstr(d2.msg, "'nonsense-arch-none'"), "message: %s", d2.msg);
   snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
   cr_expect_eq(system(cmd), 0);
   kiln_ir_kprogram_destroy(p);

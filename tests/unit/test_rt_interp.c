@@ -28,6 +28,7 @@ Test(interp, unary_float_ops) {
   UNARY(erf, TF32(SH(3), 0, 1, -0.5f), 0, 0.842700793, -0.520499878);
   UNARY(sin, TF32(SH(2), 0, (float)(M_PI / 2)), 0, 1);
   UNARY(cos, TF32(SH(2), 0, (float)M_PI), 1, -1);
+  UNARY(atan, TF32(SH(4), 0, 1, -INFINITY, NAN), 0, M_PI / 4, -M_PI / 2, NAN);
   UNARY(floor, TF32(SH(3), 1.5f, -1.5f, 2), 1, -2, 2);
   UNARY(ceil, TF32(SH(3), 1.5f, -1.5f, 2), 2, -1, 2);
   UNARY(sign, TF32(SH(4), 3, -2, 0, NAN), 1, -1, 0, NAN);

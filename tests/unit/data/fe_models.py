@@ -93,10 +93,11 @@ def group_unsupported():
     m = model(nodes, [x], [vi("y", TensorProto.FLOAT, [2, 2])], opset=13)
     m.opset_import.append(helper.make_opsetid("com.microsoft", 1))
     save(m, "unsupported.onnx")
-    # Importer-level refusal: Pad with mode=reflect.
-    nodes = [helper.make_node("Pad", ["x", "p"], ["y"], name="refl", mode="reflect")]
-    p = numpy_helper.from_array(np.array([0, 1, 0, 1], np.int64), "p")
-    save(model(nodes, [x], [vi("y", TensorProto.FLOAT, [2, 4])], [p]), "reflect.onnx")
+    # Importer-level refusal: LpPool with ceil_mode=1.
+    nodes = [helper.make_node("LpPool", ["img"], ["y"], name="lpceil", kernel_shape=[2, 2], strides=[2, 2],
+                              ceil_mode=1)]
+    save(model(nodes, [vi("img", TensorProto.FLOAT, [1, 1, 5, 5])], [vi("y", TensorProto.FLOAT, None)],
+               opset=22), "refused.onnx")
     # Data-dependent shape: the Reshape target is a graph input.
     nodes = [helper.make_node("Reshape", ["x", "shape"], ["y"], name="dyn")]
     save(model(nodes, [x, vi("shape", TensorProto.INT64, [2])], [vi("y", TensorProto.FLOAT, None)]),
@@ -370,6 +371,79 @@ def group_ops():
          inits={"a": np.array(-1, np.int32)}, opset=26)
     case("lppool_pads", N("LpPool", ["x"], ["y"], kernel_shape=[3, 3], pads=[1, 1, 1, 1], strides=[2, 2], p=3),
          {"x": img}, opset=22)
+    # Indexing: GatherND with batch dims and negative indices, ScatterND with a reduction.
+    case("gathernd_batch", N("GatherND", ["x", "i"], ["y"], batch_dims=1), {"x": x234},
+         inits={"i": np.array([[[1, -1]], [[0, 2]]], np.int64)})
+    case("gathernd_slices", N("GatherND", ["x", "i"], ["y"]), {"x": x234},
+         inits={"i": np.array([[1], [0], [-1]], np.int64)})
+    case("scatternd_add", N("ScatterND", ["x", "i", "u"], ["y"], reduction="add"), {"x": x234},
+         inits={"i": np.array([[0, 2], [1, 0], [0, 2]], np.int64), "u": f32(3, 4)}, opset=18)
+    # Values known at import time: Compress, NonZero, Unique, ReverseSequence lengths.
+    case("compress_axis", N("Compress", ["x", "c"], ["y"], axis=1), {"x": x234},
+         inits={"c": np.array([1, 0, 1], bool)})
+    case("compress_flat", N("Compress", ["x", "c"], ["y"]), {"x": f32(2, 3)},
+         inits={"c": np.array([0, 1, 1, 0, 1], bool)})
+    case("nonzero", [N("NonZero", ["k"], ["nz"]), N("Cast", ["nz"], ["y"], to=TensorProto.FLOAT)],
+         {"x": f32(1)}, inits={"k": np.array([[1, 0, 3], [0, 0, 2]], np.float32)})
+    uq = np.array([[2, 1, 1], [3, 4, 2], [2, 1, 1], [0, 5, 1]], np.float32)
+    case("unique_axis_sorted", [N("Identity", ["x"], ["unused"]),
+                                N("Unique", ["k"], ["y", "i", "inv", "cnt"], axis=0)],
+         {"x": f32(1)}, inits={"k": uq}, n_out=4, opset=11)
+    case("unique_flat_unsorted", [N("Identity", ["x"], ["unused"]),
+                                  N("Unique", ["k"], ["y", "i", "inv", "cnt"], sorted=0)],
+         {"x": f32(1)}, inits={"k": np.array([3, 1, 2, 1, 3, 0], np.int64)}, n_out=4, opset=11)
+    case("reverse_sequence", N("ReverseSequence", ["x", "l"], ["y"], batch_axis=0, time_axis=1),
+         {"x": f32(3, 4, 2)}, inits={"l": np.array([4, 1, 2], np.int64)})
+    # Pad modes and CenterCropPad (a pad on one axis, a crop on the other).
+    for mode in ("edge", "reflect", "wrap"):
+        case("pad_" + mode, N("Pad", ["x", "p"], ["y"], mode=mode), {"x": f32(3, 4)},
+             inits={"p": np.array([2, 0, 1, 3], np.int64)}, opset=19)
+    case("center_crop_pad", N("CenterCropPad", ["x", "s"], ["y"], axes=[1, 2]), {"x": x234},
+         inits={"s": np.array([6, 1], np.int64)}, opset=18)
+    # Quantization: per-axis int8, blocked uint8, per-tensor dequantize and the dynamic form.
+    case("quantize_axis", N("QuantizeLinear", ["x", "s", "z"], ["y"], axis=1), {"x": x234 * 100},
+         inits={"s": np.array([0.5, 1.0, 2.0], np.float32), "z": np.array([0, 5, -3], np.int8)}, opset=21)
+    case("quantize_blocked", N("QuantizeLinear", ["x", "s", "z"], ["y"], axis=2, block_size=3),
+         {"x": x234 * 50}, inits={"s": np.abs(f32(2, 3, 2)) + 0.2, "z": np.full((2, 3, 2), 128, np.uint8)},
+         opset=21)
+    case("dequantize", N("DequantizeLinear", ["x", "s", "z"], ["y"]),
+         {"x": np.array([[0, 3, 128], [255, 7, 9]], np.uint8)},
+         inits={"s": np.array(0.25, np.float32), "z": np.array(3, np.uint8)}, opset=21)
+    case("dynamic_quantize", N("DynamicQuantizeLinear", ["x"], ["y", "s", "z"]), {"x": x234}, n_out=3, opset=11)
+    # Einsum: diagonal with an ellipsis, contraction, implicit output, three operands.
+    case("einsum_diag", N("Einsum", ["x"], ["y"], equation="...ii->...i"), {"x": f32(2, 3, 3)}, opset=12)
+    case("einsum_bmm_t", N("Einsum", ["a", "b"], ["y"], equation="bij,bkj->bki"),
+         {"a": f32(2, 3, 4), "b": f32(2, 5, 4)}, opset=12)
+    case("einsum_implicit", N("Einsum", ["a", "b"], ["y"], equation="ij,jk"), {"a": f32(3, 4), "b": f32(4, 2)},
+         opset=12)
+    case("einsum_three", N("Einsum", ["a", "b", "d"], ["y"], equation="ij,jk,k->i"),
+         {"a": f32(3, 4), "b": f32(4, 2), "d": f32(2)}, opset=12)
+    # Normalizations.
+    case("group_norm", N("GroupNormalization", ["x", "s", "b"], ["y"], num_groups=2, epsilon=1e-3),
+         {"x": f32(2, 4, 3, 2)}, inits={"s": f32(4), "b": f32(4)}, opset=21)
+    # The reference evaluator's LRN walks the batch dim instead of the channels: numpy instead.
+    lx = f32(2, 5, 3, 3)
+    lsq = np.stack([(lx[:, max(0, ch - 1):ch + 2] ** 2).sum(1) for ch in range(5)], axis=1)
+    case("lrn", N("LRN", ["x"], ["y"], size=3, alpha=0.01, beta=0.6, bias=1.5), {"x": lx},
+         expect=[(lx / (1.5 + 0.01 / 3 * lsq) ** 0.6).astype(np.float32)])
+    case("mvn", N("MeanVarianceNormalization", ["x"], ["y"]), {"x": f32(2, 3, 4, 2)})
+    # RotaryEmbedding: 3-D input with position ids, interleaved, partial rotation.
+    case("rotary_interleaved_partial",
+         N("RotaryEmbedding", ["x", "c", "s", "p"], ["y"], interleaved=1, num_heads=2, rotary_embedding_dim=4),
+         {"x": f32(2, 3, 12), "p": np.array([[0, 1, 2], [4, 3, 0]], np.int64)},
+         inits={"c": f32(5, 2), "s": f32(5, 2)}, opset=23)
+    case("rotary_4d", N("RotaryEmbedding", ["x", "c", "s"], ["y"]), {"x": f32(2, 2, 3, 4)},
+         inits={"c": f32(2, 3, 2), "s": f32(2, 3, 2)}, opset=23)
+    # Col2Im with strides, pads and dilations; inverse hyperbolics.
+    case("col2im", N("Col2Im", ["x", "i", "k"], ["y"], strides=[2, 1], pads=[1, 0, 0, 1], dilations=[1, 2]),
+         {"x": f32(1, 8, 9)}, inits={"i": np.array([5, 4], np.int64), "k": np.array([2, 2], np.int64)}, opset=18)
+    case("asinh", N("Asinh", ["x"], ["y"]), {"x": x234 * 3})
+    case("acosh", N("Acosh", ["x"], ["y"]), {"x": pos + 1})
+    case("atanh", N("Atanh", ["x"], ["y"]), {"x": np.tanh(x234)})
+    case("atan", N("Atan", ["x"], ["y"]), {"x": x234 * 3})
+    trig = np.array([-1, -0.999, -0.5, 0, 0.3, 0.9999, 1], np.float32)
+    case("asin", N("Asin", ["x"], ["y"]), {"x": trig})
+    case("acos", N("Acos", ["x"], ["y"]), {"x": trig})
     with open(os.path.join(D, "ops.txt"), "w") as f:
         f.write("\n".join(manifest) + "\n")
 
