@@ -170,11 +170,12 @@ model_suite() {
     echo ">> check_models.py printed no summary: $(why_failed $rc)"
     record "$name" 0 1 0 "no summary ($(why_failed $rc))"
   else
-    local p f
+    local p f s
     p=$(sed -n 's/^models: \([0-9]*\) passed.*/\1/p' <<<"$line")
     f=$(sed -n 's/.* \([0-9]*\) failed.*/\1/p' <<<"$line")
+    s=$(sed -n 's/.* \([0-9]*\) skipped.*/\1/p' <<<"$line")
     [ $rc -ne 0 ] && [ "$f" -eq 0 ] && f=1
-    record "$name" "$p" "$f" 0
+    record "$name" "$p" "$f" "${s:-0}"
   fi
 }
 

@@ -611,7 +611,14 @@ int main(int argc, char **argv) {
     return argc < 2 ? 2 : 0;
   }
   if (!strcmp(argv[1], "--version")) {
-    printf("kiln %s\n", KILN_CLI_VERSION);
+    printf("kiln %s\nbackends:", KILN_CLI_VERSION);
+#ifdef KILN_HAVE_LLVM
+    printf(" cpu");
+#endif
+#ifdef KILN_HAVE_CUDA
+    printf(" cuda");
+#endif
+    printf("\n");
     return 0;
   }
   static const struct {

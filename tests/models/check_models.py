@@ -14,7 +14,7 @@ outputs M.output_K.npy (made by onnxruntime). Each model gets these checks:
                with --checks)
 A check passes when every output has the reference's shape and
 max|out - ref| <= 1e-3 * max|ref| (1e-3 of the output's scale; 1e-6 when it is all zeros). One line per check, then the closing line
-`models: N passed, N failed`; the exit status is 1 if anything failed.
+`models: N passed, N failed, N skipped`; the exit status is 1 if anything failed.
 """
 import argparse
 import glob
@@ -116,6 +116,18 @@ def have_gpu():
     return p.returncode == 0 and "GPU" in p.stdout
 
 
+def backends(kiln):
+    """The backends this kiln was built with, from `kiln --version`."""
+    try:
+        p = subprocess.run([kiln, "--version"], capture_output=True, text=True, timeout=30)
+    except OSError:
+        return []
+    for line in p.stdout.splitlines():
+        if line.startswith("backends:"):
+            return line.split()[1:]
+    return []
+
+
 def find_models(modeldir, only):
     models = []
     for path in sorted(glob.glob(os.path.join(modeldir, "*.onnx"))):
@@ -141,17 +153,29 @@ def main():
     args = ap.parse_args()
 
     kiln = os.path.join(os.path.abspath(args.builddir), "kiln")
+    skipped_checks = {}
     if args.checks:
         checks = [c for c in args.checks.split(",") if c]
     else:
-        checks = [c for c in ALL_CHECKS if c not in GPU_CHECKS or have_gpu()]
+        checks = list(ALL_CHECKS)
+        if not have_gpu():
+            for c in GPU_CHECKS:
+                skipped_checks[c] = "no GPU here (scripts/gpu-check.sh runs it on a GPU machine)"
+        if "cuda" not in backends(kiln):
+            for c in ALL_CHECKS:
+                if c.startswith("cuda"):
+                    skipped_checks[c] = "this kiln was built without the CUDA backend"
+        checks = [c for c in checks if c not in skipped_checks]
     bad = [c for c in checks if c not in ALL_CHECKS]
     if bad:
         ap.error(f"unknown checks {bad}; known: {ALL_CHECKS}")
     only = set(args.only.split(",")) if args.only else None
     models = find_models(args.modeldir, only)
 
-    passed = failed = 0
+    passed = failed = skipped = 0
+    for c, why in skipped_checks.items():
+        print(f"SKIP {c} for every model: {why}")
+        skipped += len(models)
     if not os.access(kiln, os.X_OK):
         print(f"FAIL setup: no kiln executable at {kiln} (build the kiln_cli target)")
         failed += 1
@@ -184,7 +208,7 @@ def main():
         print(f"(outputs kept in {tmp})")
     else:
         shutil.rmtree(tmp, ignore_errors=True)
-    print(f"models: {passed} passed, {failed} failed")
+    print(f"models: {passed} passed, {failed} failed, {skipped} skipped")
     return 1 if failed else 0
 
 
