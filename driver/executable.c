@@ -731,7 +731,13 @@ kiln_status kiln_export(kiln_context *ctx, const kiln_graph *g, const kiln_compi
 kiln_status kiln_interpret(kiln_context *ctx, const kiln_graph *g, const kiln_tensor *in,
                            size_t n_in, kiln_tensor *out, size_t n_out) {
   if (!ctx || !g) return kiln_driver_failf(ctx, KILN_ERR_INVALID_ARGUMENT, "kiln_interpret: NULL argument");
+  if (n_in != (size_t)g->n_inputs || n_out != (size_t)g->n_outputs)
+    return kiln_driver_failf(ctx, KILN_ERR_INVALID_ARGUMENT, "kiln_interpret: %zu inputs and %zu outputs given, the graph has %d and %d",
+                             n_in, n_out, g->n_inputs, g->n_outputs);
   if (n_in > 64 || n_out > 64) return kiln_driver_failf(ctx, KILN_ERR_UNSUPPORTED, "more than 64 inputs or outputs");
+  if ((n_in && !in) || (n_out && !out))
+    return kiln_driver_failf(ctx, KILN_ERR_INVALID_ARGUMENT, "kiln_interpret: %zu inputs and %zu outputs given with a NULL array",
+                             n_in, n_out);
   kiln_rt_tensor rin[64], rout[64];
   for (size_t i = 0; i < n_in; i++) rin[i] = to_rt(&in[i]);
   for (size_t i = 0; i < n_out; i++) rout[i] = to_rt(&out[i]);

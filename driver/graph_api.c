@@ -91,6 +91,10 @@ UNARY(kiln_erf, erf)
 
 kiln_value kiln_relu(kiln_graph *g, kiln_value x) {
   if (!g || x.id < 0) return val(-1);
+  if (x.id >= g->n_nodes) { /* the dtype below is read from the node: check the id first */
+    kiln_diag_set(&g->diag, KILN_ERR_INVALID_ARGUMENT, "node 'relu': operand %d does not exist", (int)x.id);
+    return val(-1);
+  }
   int32_t zero = kiln_ir_scalar(g, g->nodes[x.id].dtype, 0.0, "relu.zero");
   return val(kiln_ir_binary(g, KILN_OP_max, x.id, zero, "relu"));
 }

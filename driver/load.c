@@ -3,8 +3,11 @@
 #include "driver.h"
 #include "../frontend/onnx.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
 
 static kiln_status fold_with_interpreter(void *user, kiln_graph *g, int32_t v, int32_t *out,
                                          kiln_diag *d) {
@@ -57,7 +60,13 @@ kiln_status kiln_load_text(kiln_context *ctx, const char *path, kiln_graph **g) 
   if (!ctx || !path || !g) return kiln_driver_failf(ctx, KILN_ERR_INVALID_ARGUMENT, "kiln_load_text: NULL argument");
   *g = NULL;
   FILE *f = fopen(path, "rb");
-  if (!f) return kiln_driver_failf(ctx, KILN_ERR_IO, "%s: cannot open file", path);
+  if (!f) return kiln_driver_failf(ctx, KILN_ERR_IO, "%s: cannot open file: %s", path, strerror(errno));
+  /* A folder opens too, and then reports a size of LONG_MAX: only regular files. */
+  struct stat sb;
+  if (fstat(fileno(f), &sb) != 0 || !S_ISREG(sb.st_mode)) {
+    fclose(f);
+    return kiln_driver_failf(ctx, KILN_ERR_IO, "%s: not a regular file", path);
+  }
   fseek(f, 0, SEEK_END);
   long n = ftell(f);
   fseek(f, 0, SEEK_SET);

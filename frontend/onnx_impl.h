@@ -36,6 +36,9 @@ typedef struct fe_node {
   const int32_t *in; /* node ids; -1 for an omitted optional input ("") */
   int32_t n_out;
   int32_t *out;      /* filled by the importer; -1 leaves an output unproduced */
+  /* The first attribute fe_attr_int/float/str found with the wrong type (e.g. axis=1.5):
+   * import_node reports it. A pointer, so copies of the node (sub-importers) share it. */
+  const Onnx__AttributeProto **bad_attr;
 } fe_node;
 
 /* An importer builds the node's outputs from primitives. Builder errors may be left in
@@ -57,6 +60,7 @@ FE_DECLARE(fe_import_unary)
 FE_DECLARE(fe_import_binary)
 FE_DECLARE(fe_import_variadic)
 FE_DECLARE(fe_import_mod)
+FE_DECLARE(fe_import_bit_shift)
 FE_DECLARE(fe_import_relu)
 FE_DECLARE(fe_import_leaky_relu)
 FE_DECLARE(fe_import_prelu)
@@ -93,6 +97,7 @@ FE_DECLARE(fe_import_batch_norm)
 FE_DECLARE(fe_import_lp_pool)
 FE_DECLARE(fe_import_conv_transpose)
 FE_DECLARE(fe_import_col2im)
+FE_DECLARE(fe_import_max_unpool)
 /* onnx_ops_shape.c */
 FE_DECLARE(fe_import_shape)
 FE_DECLARE(fe_import_size)
@@ -127,6 +132,10 @@ FE_DECLARE(fe_import_reverse_sequence)
 FE_DECLARE(fe_import_quantize_linear)
 FE_DECLARE(fe_import_dequantize_linear)
 FE_DECLARE(fe_import_dynamic_quantize_linear)
+FE_DECLARE(fe_import_matmul_integer)
+FE_DECLARE(fe_import_qlinear_matmul)
+FE_DECLARE(fe_import_conv_integer)
+FE_DECLARE(fe_import_qlinear_conv)
 /* onnx_ops_einsum.c */
 FE_DECLARE(fe_import_einsum)
 /* onnx_ops_misc.c */
@@ -142,6 +151,7 @@ FE_DECLARE(fe_import_swish)
 FE_DECLARE(fe_import_group_norm)
 FE_DECLARE(fe_import_lrn)
 FE_DECLARE(fe_import_mvn)
+FE_DECLARE(fe_import_window)
 /* onnx_ops_loss.c */
 FE_DECLARE(fe_import_nll_loss)
 FE_DECLARE(fe_import_softmax_ce_loss)
@@ -150,6 +160,11 @@ FE_DECLARE(fe_import_attention)
 FE_DECLARE(fe_import_rotary_embedding)
 /* onnx_ops_resize.c */
 FE_DECLARE(fe_import_resize)
+/* onnx_ops_grid.c */
+FE_DECLARE(fe_import_grid_sample)
+FE_DECLARE(fe_import_affine_grid)
+/* onnx_ops_nms.c */
+FE_DECLARE(fe_import_non_max_suppression)
 #undef FE_DECLARE
 
 /* ------------------------------------------------------------------ onnx_util.c */

@@ -138,6 +138,8 @@ static kiln_status import_initializers(fe_ctx *c, const Onnx__GraphProto *gp) {
     char what[320];
     snprintf(what, sizeof what, "initializer '%s'", nm);
     int32_t v;
+    if (map_get(&c->values, nm, &v))
+      return kiln_diag_set(c->d, KILN_ERR_PARSE, "%s: initializer '%s' is defined twice", c->file, nm);
     kiln_status st = fe_tensor_node(c, t, what, nm, &v);
     if (st != KILN_OK) return st;
     if (!map_put(&c->values, nm, v))
@@ -210,12 +212,31 @@ static kiln_status import_input(fe_ctx *c, const Onnx__ValueInfoProto *vi) {
 }
 
 /* ------------------------------------------------------------------ nodes */
+/* What a wrongly typed attribute holds, for the message. */
+static const char *attr_type_name(const Onnx__AttributeProto *a) {
+  if (a->has_type) {
+    switch (a->type) {
+      case ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__FLOAT: return "a float";
+      case ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INT: return "an int";
+      case ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__STRING: return "a string";
+      case ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__TENSOR: return "a tensor";
+      case ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__GRAPH: return "a graph";
+      case ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__FLOATS: return "a list of floats";
+      case ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INTS: return "a list of ints";
+      case ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__STRINGS: return "a list of strings";
+      default: break;
+    }
+  }
+  return "no value of the expected type";
+}
+
 static kiln_status import_node(fe_ctx *c, const Onnx__NodeProto *p, size_t index) {
   const char *name = node_name(c->g, p, index);
   if (!name) return kiln_diag_set(c->d, KILN_ERR_OUT_OF_MEMORY, "%s: out of memory", c->file);
   int32_t in[64], out[64];
+  const Onnx__AttributeProto *bad_attr = NULL;
   fe_node n = {.p = p, .name = name, .n_in = (int32_t)p->n_input, .in = in,
-               .n_out = (int32_t)p->n_output, .out = out};
+               .n_out = (int32_t)p->n_output, .out = out, .bad_attr = &bad_attr};
   if (p->n_input > 64 || p->n_output > 64)
     return fe_fail(c, &n, KILN_ERR_UNSUPPORTED, "more than 64 inputs or outputs");
   for (size_t i = 0; i < p->n_input; i++) {
@@ -230,6 +251,9 @@ static kiln_status import_node(fe_ctx *c, const Onnx__NodeProto *p, size_t index
   }
   for (size_t i = 0; i < p->n_output; i++) out[i] = -1;
   kiln_status st = fe_find_importer(p->op_type)(c, &n);
+  if (st == KILN_OK && bad_attr)
+    return fe_fail(c, &n, KILN_ERR_PARSE, "attribute '%s' has the wrong type (%s)",
+                   bad_attr->name ? bad_attr->name : "?", attr_type_name(bad_attr));
   if (st == KILN_OK && c->g->diag.status != KILN_OK) {
     /* The builder's message starts "node '<name>': "; ours names the node already. */
     const char *msg = c->g->diag.msg;
@@ -241,6 +265,11 @@ static kiln_status import_node(fe_ctx *c, const Onnx__NodeProto *p, size_t index
   if (st != KILN_OK) return st;
   for (size_t i = 0; i < p->n_output; i++) {
     if (!p->output[i] || !*p->output[i]) continue;
+    int32_t prev;
+    /* ONNX is SSA: a second definition would silently shadow the first for later nodes. */
+    if (map_get(&c->values, p->output[i], &prev))
+      return fe_fail(c, &n, KILN_ERR_PARSE, "output '%s' is already defined (by a graph input, an "
+                     "initializer or an earlier node output)", p->output[i]);
     if (!map_put(&c->values, p->output[i], out[i] >= 0 ? out[i] : FE_UNPRODUCED))
       return kiln_diag_set(c->d, KILN_ERR_OUT_OF_MEMORY, "%s: out of memory", c->file);
   }
@@ -339,8 +368,11 @@ static kiln_status load(const kiln_allocator *a, const void *data, size_t size,
   for (size_t i = 0; st == KILN_OK && i < gp->n_input; i++) {
     int32_t v;
     /* Before IR version 4 initializers were listed as inputs too: they stay constants. */
-    if (!map_get(&c.values, gp->input[i]->name ? gp->input[i]->name : "", &v))
+    const char *nm = gp->input[i]->name ? gp->input[i]->name : "";
+    if (!map_get(&c.values, nm, &v))
       st = import_input(&c, gp->input[i]);
+    else if (c.g->nodes[v].op == KILN_OP_input)
+      st = kiln_diag_set(d, KILN_ERR_PARSE, "%s: graph input '%s' is listed twice", file, nm);
   }
   for (size_t i = 0; st == KILN_OK && i < gp->n_node; i++) st = import_node(&c, gp->node[i], i);
   if (st == KILN_OK) st = import_outputs(&c, gp);

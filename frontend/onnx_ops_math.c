@@ -25,6 +25,7 @@ kiln_status fe_import_unary(fe_ctx *c, fe_node *n) {
       {"Sin", KILN_OP_sin},     {"Cos", KILN_OP_cos},       {"Floor", KILN_OP_floor},
       {"Ceil", KILN_OP_ceil},   {"Round", KILN_OP_round},   {"Sign", KILN_OP_sign},
       {"Not", KILN_OP_not},     {"IsNaN", KILN_OP_isnan},   {"Atan", KILN_OP_atan},
+      {"BitwiseNot", KILN_OP_not},
   };
   kiln_status st = fe_need_inputs(c, n, 1);
   if (st != KILN_OK) return st;
@@ -96,7 +97,8 @@ kiln_status fe_import_binary(fe_ctx *c, fe_node *n) {
       {"Div", KILN_OP_div},   {"Pow", KILN_OP_pow},     {"And", KILN_OP_and},
       {"Or", KILN_OP_or},     {"Xor", KILN_OP_xor},     {"Equal", KILN_OP_eq},
       {"Greater", KILN_OP_gt}, {"Less", KILN_OP_lt},    {"GreaterOrEqual", KILN_OP_ge},
-      {"LessOrEqual", KILN_OP_le},
+      {"LessOrEqual", KILN_OP_le}, {"BitwiseAnd", KILN_OP_and}, {"BitwiseOr", KILN_OP_or},
+      {"BitwiseXor", KILN_OP_xor},
   };
   kiln_status st = fe_need_inputs(c, n, 2);
   if (st != KILN_OK) return st;
@@ -121,6 +123,27 @@ kiln_status fe_import_variadic(fe_ctx *c, fe_node *n) {
   if (!strcmp(OP, "Mean")) acc = bin(c, n, KILN_OP_div, acc, sc(c, n, acc, n->n_in));
   n->out[0] = acc;
   return acc < 0 && G->diag.status == KILN_OK ? fe_fail(c, n, KILN_ERR_PARSE, "missing input") : KILN_OK;
+}
+
+/* BitShift on unsigned codes of at most 32 bits, as multiplication or truncating division
+ * by 2^y computed in i64; y is clamped to the bit width so that every bit shifts out
+ * (x * 2^w wraps to 0 in the cast back, x / 2^w is 0), as ONNX's reference gives. */
+kiln_status fe_import_bit_shift(fe_ctx *c, fe_node *n) {
+  kiln_status st = fe_need_inputs(c, n, 2);
+  if (st != KILN_OK) return st;
+  int32_t x = n->in[0], y = n->in[1];
+  kiln_dtype t = G->nodes[x].dtype;
+  if (!kiln_dtype_is_int(t) || kiln_dtype_size(t) > 4 || G->nodes[y].dtype != t)
+    return fe_fail(c, n, KILN_ERR_UNSUPPORTED, "BitShift of %s by %s is not supported (integers of at most 32 bits)",
+                   kiln_dtype_name(t), kiln_dtype_name(G->nodes[y].dtype));
+  const char *dir = fe_attr_str(c, n, "direction", "");
+  bool left = !strcmp(dir, "LEFT");
+  if (!left && strcmp(dir, "RIGHT")) return fe_fail(c, n, KILN_ERR_PARSE, "direction must be LEFT or RIGHT, not '%s'", dir);
+  int32_t xi = kiln_ir_cast(G, x, KILN_I64, NM), yi = kiln_ir_cast(G, y, KILN_I64, NM);
+  yi = bin(c, n, KILN_OP_min, yi, sc(c, n, yi, 8.0 * (double)kiln_dtype_size(t)));
+  int32_t p = bin(c, n, KILN_OP_pow, sc(c, n, yi, 2), yi);
+  n->out[0] = kiln_ir_cast(G, bin(c, n, left ? KILN_OP_mul : KILN_OP_div, xi, p), t, NM);
+  return KILN_OK;
 }
 
 kiln_status fe_import_mod(fe_ctx *c, fe_node *n) {
@@ -353,7 +376,11 @@ kiln_status fe_import_dropout(fe_ctx *c, fe_node *n) {
     double training;
     st = fe_value_scalar(c, n, 2, &training);
     if (st != KILN_OK) return st;
-    if (training != 0) return fe_fail(c, n, KILN_ERR_UNSUPPORTED, "training_mode=true is not supported");
+    /* Training with ratio 0 drops nothing: the identity, as inference. */
+    double ratio = 0.5;
+    if (training != 0 && fe_in(n, 1) >= 0 && (st = fe_value_scalar(c, n, 1, &ratio)) != KILN_OK) return st;
+    if (training != 0 && ratio != 0)
+      return fe_fail(c, n, KILN_ERR_UNSUPPORTED, "training_mode=true is not supported (random masks) unless ratio is 0");
   }
   n->out[0] = x;
   if (n->n_out > 1) {

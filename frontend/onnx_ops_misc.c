@@ -1,9 +1,11 @@
 /* onnx_ops_misc.c - importers for less common ONNX ops, mostly built from iota masks:
  * Trilu, EyeLike, OneHot, Hardmax, Shrink, LpNormalization, RMSNormalization, CumSum,
  * CumProd, Swish, and the normalizations GroupNormalization, LRN and
- * MeanVarianceNormalization. */
+ * MeanVarianceNormalization; and the window functions HannWindow, HammingWindow and
+ * BlackmanWindow (constants of an import-time size). */
 #include "onnx_impl.h"
 
+#include <math.h>
 #include <string.h>
 
 #define G (c->g)
@@ -282,5 +284,40 @@ kiln_status fe_import_mvn(fe_ctx *c, fe_node *n) {
   int32_t sd = kiln_ir_unary(G, KILN_OP_sqrt, bin(c, n, KILN_OP_sub, ms, bin(c, n, KILN_OP_mul, mean, mean)), NM);
   n->out[0] = bin(c, n, KILN_OP_div, bin(c, n, KILN_OP_sub, x, mean),
                   bin(c, n, KILN_OP_add, sd, fe_scalar_like(c, n, x, 1e-9)));
+  return KILN_OK;
+}
+
+/* HannWindow, HammingWindow, BlackmanWindow(size): a constant of the import-time size,
+ * computed in double with onnx.reference's formulas (N1 = size, or size - 1 when
+ * periodic=0). */
+kiln_status fe_import_window(fe_ctx *c, fe_node *n) {
+  kiln_status st = fe_need_inputs(c, n, 1);
+  if (st != KILN_OK) return st;
+  double size;
+  if ((st = fe_value_scalar(c, n, 0, &size)) != KILN_OK) return st;
+  if (!(size >= 0 && size <= (double)(1 << 24)))
+    return fe_fail(c, n, KILN_ERR_SHAPE, "size %g is out of range", size);
+  kiln_dtype dt;
+  int32_t odt = (int32_t)fe_attr_int(n, "output_datatype", 1);
+  if (!fe_dtype(odt, &dt)) return fe_fail(c, n, KILN_ERR_UNSUPPORTED, "output_datatype %s is not supported", fe_onnx_type_name(odt));
+  int64_t len = (int64_t)size;
+  double n1 = fe_attr_int(n, "periodic", 1) ? (double)len : (double)len - 1;
+  void *data = kiln_ir_malloc(G->alloc, (size_t)(len + 1) * kiln_dtype_size(dt));
+  if (!data) return fe_fail(c, n, KILN_ERR_OUT_OF_MEMORY, "out of memory");
+  for (int64_t i = 0; i < len; i++) {
+    double x = (double)i, v;
+    if (!strcmp(OP, "HannWindow")) {
+      v = sin(x * M_PI / n1);
+      v *= v;
+    } else if (!strcmp(OP, "HammingWindow")) {
+      v = 25.0 / 46.0 - cos(x * M_PI * 2 / n1) * (1 - 25.0 / 46.0);
+    } else {
+      v = cos(x * (M_PI * 2) / n1) * -0.5 + cos(x * (M_PI * 4) / n1) * 0.08 + 0.42;
+    }
+    fe_set_f64(dt, data, i, v);
+  }
+  kiln_shape s = {1, {len}};
+  n->out[0] = kiln_ir_constant(G, NM, dt, &s, data);
+  kiln_ir_free(G->alloc, data);
   return KILN_OK;
 }

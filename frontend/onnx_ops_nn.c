@@ -1,6 +1,7 @@
 /* onnx_ops_nn.c - importers for ONNX contractions and windows: MatMul, Gemm, Conv,
  * ConvTranspose, the pools (LpPool too), BatchNormalization (inference form, folded to a
- * per-channel scale and shift) and Col2Im. */
+ * per-channel scale and shift; training form with batch statistics), Col2Im and
+ * MaxUnpool. */
 #include "onnx_impl.h"
 
 #include <string.h>
@@ -202,19 +203,38 @@ kiln_status fe_import_global_pool(fe_ctx *c, fe_node *n) {
 kiln_status fe_import_batch_norm(fe_ctx *c, fe_node *n) {
   kiln_status st = fe_need_inputs(c, n, 5);
   if (st != KILN_OK) return st;
-  if (fe_attr_int(n, "training_mode", 0))
-    return fe_fail(c, n, KILN_ERR_UNSUPPORTED, "training_mode=1 is not supported");
+  bool training = fe_attr_int(n, "training_mode", 0) != 0;
+  if (training && c->opset < 14)
+    return fe_fail(c, n, KILN_ERR_UNSUPPORTED, "training_mode before opset 14 is not supported");
   if (c->opset < 9 && !fe_attr_int(n, "spatial", 1))
     return fe_fail(c, n, KILN_ERR_UNSUPPORTED, "spatial=0 is not supported");
   int32_t x = n->in[0], rank = G->nodes[x].shape.rank;
   if (rank < 2) return fe_fail(c, n, KILN_ERR_SHAPE, "X must be [N, C, ...]");
   int32_t p[4];
-  bool all_const = true;
+  bool all_const = !training;
   for (int i = 0; i < 4; i++) {
     p[i] = fe_channel_view(c, n, n->in[i + 1], rank);
     all_const = all_const && kiln_ir_const_of(G, n->in[i + 1]);
   }
   int32_t scale = p[0], bias = p[1], mean = p[2], var = p[3];
+  if (training) {
+    /* Statistics of this batch (population variance) normalize; the running statistics
+     * move toward them by 1 - momentum (outputs 1 and 2). */
+    int32_t axes[KILN_MAX_RANK], k = 0;
+    for (int i = 0; i < rank; i++)
+      if (i != 1) axes[k++] = i;
+    mean = fe_reduce_mean(c, n, x, k, axes, 1);
+    int32_t dx = kiln_ir_binary(G, KILN_OP_sub, x, mean, NM);
+    var = fe_reduce_mean(c, n, kiln_ir_binary(G, KILN_OP_mul, dx, dx, NM), k, axes, 1);
+    double mom = fe_attr_float(n, "momentum", 0.9f);
+    for (int o = 1; o <= 2 && o < n->n_out; o++) {
+      int32_t run = n->in[o == 1 ? 3 : 4], cur = o == 1 ? mean : var;
+      kiln_shape vs = G->nodes[run].shape;
+      cur = kiln_ir_reshape(G, cur, &vs, NM);
+      n->out[o] = kiln_ir_binary(G, KILN_OP_add, kiln_ir_binary(G, KILN_OP_mul, run, fe_scalar_like(c, n, run, mom), NM),
+                                 kiln_ir_binary(G, KILN_OP_mul, cur, fe_scalar_like(c, n, cur, 1 - mom), NM), NM);
+    }
+  }
   int32_t eps = fe_scalar_like(c, n, var, fe_attr_float(n, "epsilon", 1e-5f));
   int32_t a = kiln_ir_binary(G, KILN_OP_mul, scale,
                              kiln_ir_unary(G, KILN_OP_rsqrt, kiln_ir_binary(G, KILN_OP_add, var, eps, NM), NM), NM);
@@ -407,5 +427,49 @@ kiln_status fe_import_col2im(fe_ctx *c, fe_node *n) {
   int32_t mv = kiln_ir_constant(G, NM, dt, &ms, m);
   kiln_ir_free(G->alloc, m);
   n->out[0] = kiln_ir_reshape(G, kiln_ir_matmul(G, kiln_ir_reshape(G, x, &x3, NM), mv, NM), &out, NM);
+  return KILN_OK;
+}
+
+/* MaxUnpool(X, I, output_shape): X's values scattered to the flat positions I of a zero
+ * tensor of the inferred unpooled shape, then zero-padded at the end of each dim to
+ * output_shape when given (onnx.reference's behavior). */
+kiln_status fe_import_max_unpool(fe_ctx *c, fe_node *n) {
+  kiln_status st = fe_need_inputs(c, n, 2);
+  if (st != KILN_OK) return st;
+  int32_t x = n->in[0], idx = n->in[1];
+  const kiln_shape xs = G->nodes[x].shape;
+  int k = xs.rank - 2;
+  if (k < 1 || !kiln_shape_eq(&G->nodes[idx].shape, &xs))
+    return fe_fail(c, n, KILN_ERR_SHAPE, "X must be [N, C, spatial...] and I of the same shape");
+  int64_t kern[KILN_MAX_RANK], strides[KILN_MAX_RANK], pads[2 * KILN_MAX_RANK], out[KILN_MAX_RANK];
+  if (fe_attr_ints(c, n, "kernel_shape", kern, KILN_MAX_RANK, &st) != k)
+    return st != KILN_OK ? st : fe_fail(c, n, KILN_ERR_SHAPE, "kernel_shape must have %d entries", k);
+  for (int i = 0; i < k; i++) strides[i] = 1, pads[i] = pads[k + i] = 0;
+  int got = fe_attr_ints(c, n, "strides", strides, KILN_MAX_RANK, &st);
+  if (st != KILN_OK || (got >= 0 && got != k)) return st != KILN_OK ? st : fe_fail(c, n, KILN_ERR_SHAPE, "strides must have %d entries", k);
+  got = fe_attr_ints(c, n, "pads", pads, 2 * KILN_MAX_RANK, &st);
+  if (st != KILN_OK || (got >= 0 && got != 2 * k)) return st != KILN_OK ? st : fe_fail(c, n, KILN_ERR_SHAPE, "pads must have %d entries", 2 * k);
+  kiln_shape inf = xs;
+  for (int i = 0; i < k; i++) {
+    inf.dims[2 + i] = (xs.dims[2 + i] - 1) * strides[i] - pads[i] - pads[k + i] + kern[i];
+    if (inf.dims[2 + i] < 1) return fe_fail(c, n, KILN_ERR_SHAPE, "the unpooled dim %d is empty", i);
+  }
+  kiln_shape flat = {1, {kiln_shape_numel(&inf)}}, xf = {1, {kiln_shape_numel(&xs)}};
+  int32_t zero = kiln_ir_broadcast(G, kiln_ir_scalar(G, G->nodes[x].dtype, 0, NM), &flat, NM);
+  int32_t ii = G->nodes[idx].dtype == KILN_I64 ? idx : kiln_ir_cast(G, idx, KILN_I64, NM);
+  int32_t y = kiln_ir_scatter(G, zero, kiln_ir_reshape(G, ii, &xf, NM), kiln_ir_reshape(G, x, &xf, NM), 0, 0, NM);
+  y = kiln_ir_reshape(G, y, &inf, NM);
+  if (fe_in(n, 2) >= 0) {
+    int cnt;
+    if ((st = fe_value_ints(c, n, 2, out, KILN_MAX_RANK, &cnt)) != KILN_OK) return st;
+    if (cnt != xs.rank) return fe_fail(c, n, KILN_ERR_SHAPE, "output_shape must have %d entries", xs.rank);
+    int64_t lo[KILN_MAX_RANK] = {0}, hi[KILN_MAX_RANK];
+    for (int i = 0; i < xs.rank; i++) {
+      hi[i] = out[i] - inf.dims[i];
+      if (hi[i] < 0) return fe_fail(c, n, KILN_ERR_SHAPE, "output_shape dim %d is below the unpooled %lld", i, (long long)inf.dims[i]);
+    }
+    y = kiln_ir_pad(G, y, lo, hi, 0, NM);
+  }
+  n->out[0] = y;
   return KILN_OK;
 }

@@ -1,7 +1,8 @@
 /* onnx_ops_quant.c - importers for linear quantization: QuantizeLinear, DequantizeLinear
  * (per tensor, per axis and blocked scales; int8, uint8 and int16 codes) and
  * DynamicQuantizeLinear, computed in f32 (f64 for f64 inputs) with round half to even
- * and saturation, as ONNX's reference does. */
+ * and saturation, as ONNX's reference does; and the integer contractions MatMulInteger,
+ * ConvInteger, QLinearMatMul and QLinearConv (i32 accumulation, then requantization). */
 #include "onnx_impl.h"
 
 #define G (c->g)
@@ -140,4 +141,105 @@ kiln_status fe_import_dynamic_quantize_linear(fe_ctx *c, fe_node *n) {
   if (n->n_out > 1) n->out[1] = scale;
   if (n->n_out > 2) n->out[2] = kiln_ir_cast(G, zpf, KILN_U8, NM);
   return KILN_OK;
+}
+
+/* ------------------------------------------------------------------ integer contractions */
+/* A zero point or scale p of a matmul operand made broadcastable: one value becomes a
+ * scalar; a vector lies along the rows of a [..., M, K] operand (row) or along the last
+ * axis of a [..., K, N] operand (!row). */
+static int32_t mm_param(fe_ctx *c, fe_node *n, int32_t p, bool row) {
+  if (p < 0) return -1;
+  kiln_shape s = {.rank = 0};
+  int64_t cnt = kiln_shape_numel(&G->nodes[p].shape);
+  if (cnt != 1) {
+    s.rank = row ? 2 : 1;
+    s.dims[0] = cnt, s.dims[1] = 1;
+  }
+  return kiln_ir_reshape(G, p, &s, NM);
+}
+
+/* x as i32 minus its zero point zp (already shaped to broadcast; -1: none). */
+static int32_t centered(fe_ctx *c, fe_node *n, int32_t x, int32_t zp) {
+  int32_t v = to(c, n, x, KILN_I32);
+  return zp < 0 ? v : bin(c, n, KILN_OP_sub, v, to(c, n, zp, KILN_I32));
+}
+
+/* Requantizes the i32 accumulator acc: round(acc * (sa * sb / sy)) + zp, saturated to dt.
+ * The scale product stays in the scales' dtype and the rest is f64, as ONNX's reference
+ * (numpy promotes i32 times a float scale to f64). */
+static kiln_status requantize(fe_ctx *c, fe_node *n, int32_t acc, int32_t sa, int32_t sb, int32_t sy,
+                              int32_t zp, kiln_dtype dt, int32_t *out) {
+  double lo, hi;
+  if (!quant_range(dt, &lo, &hi))
+    return fe_fail(c, n, KILN_ERR_UNSUPPORTED, "quantizing to %s is not supported", kiln_dtype_name(dt));
+  if (!kiln_dtype_is_float(G->nodes[sa].dtype))
+    return fe_fail(c, n, KILN_ERR_SHAPE, "the scales must be float tensors");
+  int32_t s = bin(c, n, KILN_OP_div, bin(c, n, KILN_OP_mul, sa, sb), sy);
+  int32_t v = bin(c, n, KILN_OP_mul, to(c, n, acc, KILN_F64), to(c, n, s, KILN_F64));
+  *out = saturate(c, n, v, zp >= 0 ? to(c, n, zp, KILN_F64) : -1, dt);
+  return KILN_OK;
+}
+
+/* MatMulInteger(A, B, a_zero_point, b_zero_point) -> i32. */
+kiln_status fe_import_matmul_integer(fe_ctx *c, fe_node *n) {
+  kiln_status st = fe_need_inputs(c, n, 2);
+  if (st != KILN_OK) return st;
+  int32_t a = centered(c, n, n->in[0], mm_param(c, n, fe_in(n, 2), true));
+  int32_t b = centered(c, n, n->in[1], mm_param(c, n, fe_in(n, 3), false));
+  n->out[0] = kiln_ir_matmul(G, a, b, NM);
+  return KILN_OK;
+}
+
+/* QLinearMatMul(a, a_scale, a_zp, b, b_scale, b_zp, y_scale, y_zp). */
+kiln_status fe_import_qlinear_matmul(fe_ctx *c, fe_node *n) {
+  kiln_status st = fe_need_inputs(c, n, 7);
+  if (st != KILN_OK) return st;
+  int32_t a = centered(c, n, n->in[0], mm_param(c, n, fe_in(n, 2), true));
+  int32_t b = centered(c, n, n->in[3], mm_param(c, n, fe_in(n, 5), false));
+  int32_t acc = kiln_ir_matmul(G, a, b, NM), yzp = fe_in(n, 7);
+  kiln_dtype dt = yzp >= 0 ? G->nodes[yzp].dtype : G->nodes[n->in[0]].dtype;
+  return requantize(c, n, acc, mm_param(c, n, n->in[1], true), mm_param(c, n, n->in[4], false),
+                    mm_param(c, n, n->in[6], false), mm_param(c, n, yzp, false), dt, n->out);
+}
+
+/* Conv of x and w (i32, centered) with bias (i32 or -1) and the node's conv attributes. */
+static kiln_status int_conv(fe_ctx *c, fe_node *n, int32_t x, int32_t w, int32_t bias, int32_t *out) {
+  int32_t ins[3] = {x, w, bias}, outs[1] = {-1};
+  fe_node sub = *n;
+  sub.in = ins, sub.n_in = bias >= 0 ? 3 : 2, sub.out = outs, sub.n_out = 1;
+  kiln_status st = fe_import_conv(c, &sub);
+  *out = outs[0];
+  return st;
+}
+
+/* A per-tensor (scalar) or per-output-channel ([Co]) parameter of a conv weight of rank r,
+ * shaped [Co, 1, ...] (weight) or as a channel of the output (!weight). */
+static int32_t conv_param(fe_ctx *c, fe_node *n, int32_t p, int32_t r, bool weight) {
+  if (p < 0) return -1;
+  if (kiln_shape_numel(&G->nodes[p].shape) == 1) return mm_param(c, n, p, false);
+  return fe_channel_view(c, n, p, weight ? r + 1 : r);
+}
+
+/* ConvInteger(x, w, x_zero_point, w_zero_point) -> i32. */
+kiln_status fe_import_conv_integer(fe_ctx *c, fe_node *n) {
+  kiln_status st = fe_need_inputs(c, n, 2);
+  if (st != KILN_OK) return st;
+  int32_t r = G->nodes[n->in[0]].shape.rank;
+  int32_t x = centered(c, n, n->in[0], mm_param(c, n, fe_in(n, 2), false));
+  int32_t w = centered(c, n, n->in[1], conv_param(c, n, fe_in(n, 3), r, true));
+  return int_conv(c, n, x, w, -1, n->out);
+}
+
+/* QLinearConv(x, x_scale, x_zp, w, w_scale, w_zp, y_scale, y_zp, B). */
+kiln_status fe_import_qlinear_conv(fe_ctx *c, fe_node *n) {
+  kiln_status st = fe_need_inputs(c, n, 7);
+  if (st != KILN_OK) return st;
+  int32_t r = G->nodes[n->in[0]].shape.rank, acc, yzp = fe_in(n, 7), bias = fe_in(n, 8);
+  int32_t x = centered(c, n, n->in[0], mm_param(c, n, fe_in(n, 2), false));
+  int32_t w = centered(c, n, n->in[3], conv_param(c, n, fe_in(n, 5), r, true));
+  if ((st = int_conv(c, n, x, w, bias >= 0 ? to(c, n, bias, KILN_I32) : -1, &acc)) != KILN_OK) return st;
+  if (acc < 0) return KILN_OK; /* the builder's error is reported by the caller */
+  kiln_dtype dt = yzp >= 0 ? G->nodes[yzp].dtype : G->nodes[n->in[0]].dtype;
+  return requantize(c, n, acc, mm_param(c, n, n->in[1], false), conv_param(c, n, n->in[4], r, false),
+                    mm_param(c, n, n->in[6], false), mm_param(c, n, yzp, false), dt, n->out);
 }

@@ -139,13 +139,14 @@ kiln_status fe_import_range(fe_ctx *c, fe_node *n) {
   int64_t len;
   if (is_float) {
     double cnt = ceil((fv[1] - fv[0]) / fv[2]);
-    len = cnt > 0 ? (int64_t)cnt : 0;
+    len = cnt > 0 ? (cnt < 0x1p62 ? (int64_t)cnt : INT64_MAX) : 0; /* NaN: 0 */
   } else {
     int64_t span = iv[1] - iv[0], step = iv[2];
     len = span > 0 && step > 0 ? (span + step - 1) / step
           : span < 0 && step < 0 ? (-span - step - 1) / -step : 0;
   }
   kiln_shape s = {.rank = 1, .dims = {len}};
+  if (kiln_ir_check_size(G, dt, &s, NM) != KILN_OK) return KILN_OK; /* reported from g->diag */
   void *buf = kiln_ir_malloc(G->alloc, (size_t)len * kiln_dtype_size(dt) + 1);
   if (!buf) return fe_fail(c, n, KILN_ERR_OUT_OF_MEMORY, "out of memory");
   for (int64_t i = 0; i < len; i++) {
@@ -186,7 +187,8 @@ kiln_status fe_import_reshape(fe_ctx *c, fe_node *n) {
     }
     if (v < 0) return fe_fail(c, n, KILN_ERR_SHAPE, "bad dim %lld in the shape", (long long)v);
     out.dims[i] = v;
-    known *= v;
+    if (__builtin_mul_overflow(known, v, &known))
+      return fe_fail(c, n, KILN_ERR_SHAPE, "the target shape has more than 2^63 elements");
   }
   int64_t numel = kiln_shape_numel(&in);
   if (infer >= 0) {

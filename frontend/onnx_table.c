@@ -30,6 +30,9 @@ static const fe_importer importers[] = {
     {"Max", fe_import_variadic},     {"Min", fe_import_variadic},
     {"Sum", fe_import_variadic},     {"Mean", fe_import_variadic},
     {"Mod", fe_import_mod},
+    {"BitwiseAnd", fe_import_binary}, {"BitwiseOr", fe_import_binary},
+    {"BitwiseXor", fe_import_binary}, {"BitwiseNot", fe_import_unary},
+    {"BitShift", fe_import_bit_shift},
     {"Relu", fe_import_relu},        {"LeakyRelu", fe_import_leaky_relu},
     {"PRelu", fe_import_prelu},      {"Elu", fe_import_elu},
     {"Selu", fe_import_selu},        {"Celu", fe_import_celu},
@@ -58,7 +61,7 @@ static const fe_importer importers[] = {
     {"GlobalMaxPool", fe_import_global_pool},
     {"BatchNormalization", fe_import_batch_norm},
     {"LpPool", fe_import_lp_pool},   {"ConvTranspose", fe_import_conv_transpose},
-    {"Col2Im", fe_import_col2im},
+    {"Col2Im", fe_import_col2im}, {"MaxUnpool", fe_import_max_unpool},
     /* shapes and data movement (onnx_ops_shape.c) */
     {"Shape", fe_import_shape},      {"Size", fe_import_size},
     {"Constant", fe_import_constant}, {"ConstantOfShape", fe_import_constant_of_shape},
@@ -83,6 +86,10 @@ static const fe_importer importers[] = {
     {"QuantizeLinear", fe_import_quantize_linear},
     {"DequantizeLinear", fe_import_dequantize_linear},
     {"DynamicQuantizeLinear", fe_import_dynamic_quantize_linear},
+    {"MatMulInteger", fe_import_matmul_integer},
+    {"QLinearMatMul", fe_import_qlinear_matmul},
+    {"ConvInteger", fe_import_conv_integer},
+    {"QLinearConv", fe_import_qlinear_conv},
     /* Einsum (onnx_ops_einsum.c) */
     {"Einsum", fe_import_einsum},
     /* masks and the rest (onnx_ops_misc.c) */
@@ -102,6 +109,13 @@ static const fe_importer importers[] = {
     {"RotaryEmbedding", fe_import_rotary_embedding},
     /* resizing (onnx_ops_resize.c) */
     {"Resize", fe_import_resize},    {"Upsample", fe_import_resize},
+    /* sampling grids (onnx_ops_grid.c) */
+    {"GridSample", fe_import_grid_sample}, {"AffineGrid", fe_import_affine_grid},
+    /* detection, for values known at import time (onnx_ops_nms.c) */
+    {"NonMaxSuppression", fe_import_non_max_suppression},
+    /* window functions (onnx_ops_misc.c) */
+    {"HannWindow", fe_import_window}, {"HammingWindow", fe_import_window},
+    {"BlackmanWindow", fe_import_window},
 };
 
 fe_import_fn fe_find_importer(const char *op_type) {

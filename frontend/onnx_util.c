@@ -23,19 +23,30 @@ const Onnx__AttributeProto *fe_attr(const fe_node *n, const char *name) {
   return NULL;
 }
 
+/* True when attribute a is of type t (its field present, its declared type t or unset);
+ * otherwise records it in n->bad_attr, so that a wrongly typed attribute is an error
+ * rather than silently the default. */
+static bool attr_is(const fe_node *n, const Onnx__AttributeProto *a, Onnx__AttributeProto__AttributeType t,
+                    bool present) {
+  bool ok = present && (!a->has_type || a->type == ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__UNDEFINED ||
+                        a->type == t);
+  if (!ok && n->bad_attr && !*n->bad_attr) *n->bad_attr = a;
+  return ok;
+}
+
 int64_t fe_attr_int(const fe_node *n, const char *name, int64_t def) {
   const Onnx__AttributeProto *a = fe_attr(n, name);
-  return a && a->has_i ? a->i : def;
+  return a && attr_is(n, a, ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INT, a->has_i) ? a->i : def;
 }
 
 float fe_attr_float(const fe_node *n, const char *name, float def) {
   const Onnx__AttributeProto *a = fe_attr(n, name);
-  return a && a->has_f ? a->f : def;
+  return a && attr_is(n, a, ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__FLOAT, a->has_f) ? a->f : def;
 }
 
 const char *fe_attr_str(fe_ctx *c, const fe_node *n, const char *name, const char *def) {
   const Onnx__AttributeProto *a = fe_attr(n, name);
-  if (!a || !a->has_s) return def;
+  if (!a || !attr_is(n, a, ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__STRING, a->has_s)) return def;
   char *s = kiln_arena_alloc(c->g->arena, a->s.len + 1);
   if (!s) return def;
   memcpy(s, a->s.data, a->s.len);
@@ -47,6 +58,11 @@ int fe_attr_ints(fe_ctx *c, const fe_node *n, const char *name, int64_t *out, in
                  kiln_status *st) {
   const Onnx__AttributeProto *a = fe_attr(n, name);
   if (!a) return -1;
+  if (!attr_is(n, a, ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INTS,
+               a->n_ints > 0 || (a->has_type && a->type == ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INTS))) {
+    *st = fe_fail(c, n, KILN_ERR_PARSE, "attribute '%s' is not a list of ints", name);
+    return -1;
+  }
   if (a->n_ints > (size_t)max) {
     *st = fe_fail(c, n, KILN_ERR_UNSUPPORTED, "attribute %s has %zu entries (at most %d)", name,
                   a->n_ints, max);

@@ -4,6 +4,7 @@
 
 #include <math.h>
 #include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -205,8 +206,13 @@ uint16_t kiln_f32_to_bf16(float f) {
 
 /* ------------------------------------------------------------------ shapes */
 int64_t kiln_shape_numel(const kiln_shape *s) {
+  /* Saturates instead of overflowing (undefined) on a shape that has not been size-checked
+   * yet; node shapes are (check_size), so for them this is the plain product. */
   int64_t n = 1;
-  for (int i = 0; i < s->rank; i++) n *= s->dims[i];
+  for (int i = 0; i < s->rank; i++)
+    if (s->dims[i] == 0) return 0;
+  for (int i = 0; i < s->rank; i++)
+    if (__builtin_mul_overflow(n, s->dims[i], &n)) return INT64_MAX;
   return n;
 }
 bool kiln_shape_eq(const kiln_shape *a, const kiln_shape *b) {
@@ -269,8 +275,50 @@ static bool grow(const kiln_allocator *a, void **arr, int32_t *cap, int32_t n, s
   return true;
 }
 
+/* The largest tensor Kiln accepts (256 GiB), far above any real model's. Every node and
+ * constant goes through check_size, so a malformed model's dims (1e12 elements, or a
+ * product that overflows int64) are refused here, naming the node, before anything tries
+ * to allocate or index them. */
+#define MAX_TENSOR_BYTES ((int64_t)1 << 38)
+
+static bool check_size(kiln_graph *g, kiln_dtype dt, const kiln_shape *s, const char *what,
+                       const char *name) {
+  if (s->rank < 0 || s->rank > KILN_MAX_RANK) {
+    kiln_diag_set(&g->diag, KILN_ERR_SHAPE, "%s '%s': rank %d not in 0..%d", what, name ? name : "",
+                  (int)s->rank, KILN_MAX_RANK);
+    return false;
+  }
+  int64_t bytes = (int64_t)kiln_dtype_size(dt);
+  bool big = false;
+  for (int i = 0; i < s->rank; i++) {
+    if (s->dims[i] < 0) {
+      kiln_diag_set(&g->diag, KILN_ERR_SHAPE, "%s '%s': negative dim %d (%lld)", what,
+                    name ? name : "", i, (long long)s->dims[i]);
+      return false;
+    }
+    if (s->dims[i] == 0) return true;
+    if (big || bytes > MAX_TENSOR_BYTES / s->dims[i]) big = true; /* no overflow, keep checking dims */
+    else bytes *= s->dims[i];
+  }
+  if (big) {
+    char dims[256] = "";
+    for (int i = 0; i < s->rank; i++)
+      snprintf(dims + strlen(dims), sizeof dims - strlen(dims), "%s%lld", i ? "," : "", (long long)s->dims[i]);
+    kiln_diag_set(&g->diag, KILN_ERR_SHAPE,
+                  "%s '%s': %s[%s] is larger than Kiln's limit of %lld bytes per tensor", what,
+                  name ? name : "", kiln_dtype_name(dt), dims, (long long)MAX_TENSOR_BYTES);
+    return false;
+  }
+  return true;
+}
+
+kiln_status kiln_ir_check_size(kiln_graph *g, kiln_dtype dt, const kiln_shape *s, const char *name) {
+  return check_size(g, dt, s, "node", name) ? KILN_OK : g->diag.status;
+}
+
 int32_t kiln_ir_append(kiln_graph *g, kiln_op op, kiln_dtype dt, const kiln_shape *shape,
                        int32_t n_in, const int32_t *in, const kiln_attrs *a, const char *name) {
+  if (shape && !check_size(g, dt, shape, "node", name ? name : kiln_op_name(op))) return -1;
   if (!grow(g->alloc, (void **)&g->nodes, &g->cap_nodes, g->n_nodes + 1, sizeof(kiln_node))) {
     kiln_diag_set(&g->diag, KILN_ERR_OUT_OF_MEMORY, "out of memory adding node '%s'", name ? name : "");
     return -1;
@@ -304,6 +352,7 @@ int32_t kiln_ir_add_const(kiln_graph *g, kiln_dtype dt, const kiln_shape *s, con
     kiln_diag_set(&g->diag, KILN_ERR_OUT_OF_MEMORY, "out of memory adding constant '%s'", name ? name : "");
     return -1;
   }
+  if (!check_size(g, dt, s, "constant", name)) return -1;
   size_t nbytes = (size_t)kiln_shape_numel(s) * kiln_dtype_size(dt);
   void *p = kiln_ir_malloc(g->alloc, nbytes ? nbytes : 1);
   if (!p) {

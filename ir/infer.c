@@ -85,8 +85,8 @@ static kiln_status infer_unary(infer_ctx *c, const kiln_node *x, kiln_dtype *dt,
   kiln_op op = c->op;
   kiln_dtype t = x->dtype;
   switch (op) {
-  case KILN_OP_not:
-    if (t != KILN_BOOL) return fail(c, KILN_ERR_SHAPE, "operand is %s, must be bool", kiln_dtype_name(t));
+  case KILN_OP_not: /* bitwise: logical on bool, complement on integers */
+    if (kiln_dtype_is_float(t)) return fail(c, KILN_ERR_SHAPE, "operand is %s, must be bool or an integer", kiln_dtype_name(t));
     break;
   case KILN_OP_neg: case KILN_OP_abs: case KILN_OP_sign:
     if (!is_numeric(t)) return fail(c, KILN_ERR_SHAPE, "operand is bool, must be a number");
@@ -122,10 +122,10 @@ static kiln_status infer_binary(infer_ctx *c, const kiln_node *x, const kiln_nod
                 kiln_dtype_name(y->dtype));
   kiln_op op = c->op;
   *shape = x->shape;
-  if (op == KILN_OP_and || op == KILN_OP_or || op == KILN_OP_xor) {
-    if (x->dtype != KILN_BOOL)
-      return fail(c, KILN_ERR_SHAPE, "operands are %s, must be bool", kiln_dtype_name(x->dtype));
-    *dt = KILN_BOOL;
+  if (op == KILN_OP_and || op == KILN_OP_or || op == KILN_OP_xor) { /* bitwise */
+    if (kiln_dtype_is_float(x->dtype))
+      return fail(c, KILN_ERR_SHAPE, "operands are %s, must be bool or integers", kiln_dtype_name(x->dtype));
+    *dt = x->dtype;
     return KILN_OK;
   }
   if (is_compare(op)) {

@@ -216,10 +216,16 @@ void kiln_ir_graph_destroy(kiln_graph *g);
 /* Deep copy (constants are copied). */
 kiln_graph *kiln_ir_graph_clone(const kiln_graph *g);
 
-/* Raw node append: no inference, no checks (passes and the parser use it; run the
- * verifier after). `in` is copied. Returns the new id or -1 on OOM (diag set). */
+/* Raw node append: no inference, no checks but the size check below (passes and the
+ * parser use it; run the verifier after). `in` is copied. Returns the new id or -1 on OOM
+ * or a refused shape (diag set). */
 int32_t kiln_ir_append(kiln_graph *g, kiln_op op, kiln_dtype dt, const kiln_shape *shape,
                        int32_t n_in, const int32_t *in, const kiln_attrs *a, const char *name);
+/* KILN_OK when a dt tensor of shape s is acceptable (rank 0..8, dims >= 0, at most
+ * 256 GiB, no overflow); otherwise KILN_ERR_SHAPE with g->diag naming `name`. Appending a
+ * node or a constant checks this; code that allocates a buffer for a computed shape before
+ * making a node of it (importers folding at load time) calls it first. */
+kiln_status kiln_ir_check_size(kiln_graph *g, kiln_dtype dt, const kiln_shape *s, const char *name);
 /* Constant store: copies data. Returns the constant index or -1. */
 int32_t kiln_ir_add_const(kiln_graph *g, kiln_dtype dt, const kiln_shape *s, const void *data,
                           const char *name);

@@ -146,8 +146,8 @@ static int alu_result(const kiln_kx *x, const kiln_kx *kx, char *why, size_t nwh
         op == KILN_OP_ge)
       return KILN_BOOL;
   }
-  if ((op == KILN_OP_and || op == KILN_OP_or || op == KILN_OP_xor || op == KILN_OP_not) && t0 != KILN_BOOL) {
-    snprintf(why, nwhy, "%s needs bool operands", kiln_op_name(op));
+  if ((op == KILN_OP_and || op == KILN_OP_or || op == KILN_OP_xor || op == KILN_OP_not) && kiln_dtype_is_float(t0)) {
+    snprintf(why, nwhy, "%s needs bool or integer operands", kiln_op_name(op));
     return -1;
   }
   return t0;

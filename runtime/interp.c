@@ -154,7 +154,7 @@ static kiln_status eval_unary(const kiln_node *n, const kiln_rt_tensor *x, kiln_
     case KILN_OP_abs: r = v < 0 ? wsub(0, v) : v; break;
     case KILN_OP_sign: r = (v > 0) - (v < 0); break;
     case KILN_OP_floor: case KILN_OP_ceil: case KILN_OP_round: r = v; break;
-    case KILN_OP_not: r = v == 0; break;
+    case KILN_OP_not: r = out->dtype == KILN_BOOL ? v == 0 : ~v; break; /* bitwise */
     case KILN_OP_recip:
       if (v == 0) return NODE_ERR(KILN_ERR_INVALID_ARGUMENT, "integer division by zero (recip of 0) at element %lld", (long long)i);
       r = 1 / v;
@@ -249,9 +249,10 @@ static kiln_status eval_binary(const kiln_node *n, const kiln_rt_tensor *ins, ki
     case KILN_OP_pow: r = ipow(a, b); break;
     case KILN_OP_max: r = a > b ? a : b; break;
     case KILN_OP_min: r = a < b ? a : b; break;
-    case KILN_OP_and: r = (a != 0) & (b != 0); break;
-    case KILN_OP_or: r = (a != 0) | (b != 0); break;
-    case KILN_OP_xor: r = (a != 0) ^ (b != 0); break;
+    /* bitwise; on bool (0/1) the same as logical */
+    case KILN_OP_and: r = a & b; break;
+    case KILN_OP_or: r = a | b; break;
+    case KILN_OP_xor: r = a ^ b; break;
     case KILN_OP_eq: r = a == b; break;
     case KILN_OP_ne: r = a != b; break;
     case KILN_OP_lt: r = a < b; break;

@@ -5,8 +5,10 @@
 #include "rt.h"
 
 #include <ctype.h>
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 static const struct {
   const char *descr;
@@ -80,7 +82,9 @@ static kiln_status parse_header(const char *path, const char *h, kiln_dtype *dt,
     if (s->rank == KILN_MAX_RANK)
       return kiln_diag_set(d, KILN_ERR_UNSUPPORTED, "%s: rank above %d is not supported", path, KILN_MAX_RANK);
     char *end;
+    errno = 0;
     long long dim = strtoll(v, &end, 10);
+    if (errno) return kiln_diag_set(d, KILN_ERR_PARSE, "%s: dim out of range in .npy header", path);
     v = end;
     while (*v == 'L') v++; /* Python 2 longs */
     s->dims[s->rank++] = dim;
@@ -127,6 +131,27 @@ kiln_status kiln_rt_npy_read(const kiln_allocator *a, const char *path, kiln_rt_
   if (fread(hdr, 1, hlen, f) != hlen) goto truncated;
   hdr[hlen] = 0;
   if ((st = parse_header(path, hdr, &t->dtype, &t->shape, d))) goto done;
+  /* The shape must fit the bytes the file holds before anything is allocated for it: a
+   * header may claim any size (or one whose byte count overflows). */
+  long here = ftell(f);
+  struct stat sb;
+  uint64_t have = here >= 0 && fstat(fileno(f), &sb) == 0 && sb.st_size >= here ? (uint64_t)(sb.st_size - here) : 0;
+  uint64_t want = kiln_dtype_size(t->dtype);
+  bool fits = true;
+  for (int i = 0; i < t->shape.rank; i++)
+    if (t->shape.dims[i] == 0) want = 0;
+  for (int i = 0; i < t->shape.rank && want; i++)
+    if (__builtin_mul_overflow(want, (uint64_t)t->shape.dims[i], &want)) fits = false;
+  if (!fits || want > have) {
+    char dims[256] = "";
+    for (int i = 0; i < t->shape.rank; i++)
+      snprintf(dims + strlen(dims), sizeof dims - strlen(dims), "%s%lld", i ? "," : "", (long long)t->shape.dims[i]);
+    char need[64] = "more than 2^64";
+    if (fits) snprintf(need, sizeof need, "%llu", (unsigned long long)want);
+    st = kiln_diag_set(d, KILN_ERR_PARSE, "%s: truncated .npy data: shape (%s) needs %s bytes, the file has %llu",
+                       path, dims, need, (unsigned long long)have);
+    goto done;
+  }
   size_t nbytes = kiln_rt_tensor_nbytes(t);
   t->data = kiln_ir_malloc(a, nbytes);
   if (!t->data) {

@@ -471,7 +471,7 @@ Test(cuda_render, integer_bool_and_f64_ops_render_compile_and_compute) {
   static const kiln_op int_ops[] = {KILN_OP_neg, KILN_OP_abs, KILN_OP_sign, KILN_OP_add, KILN_OP_sub,
                                     KILN_OP_mul, KILN_OP_div, KILN_OP_pow, KILN_OP_max, KILN_OP_min,
                                     KILN_OP_mod, KILN_OP_mod, KILN_OP_eq, KILN_OP_lt, KILN_OP_select,
-                                    KILN_OP_cast};
+                                    KILN_OP_cast, KILN_OP_and, KILN_OP_or, KILN_OP_xor, KILN_OP_not};
   const int n_int = (int)(sizeof int_ops / sizeof int_ops[0]);
   kiln_kprogram *p = tp_new();
   int32_t xi = tp_buf(p, KILN_BUF_INPUT, KILN_I32, 1, (int64_t[]){6});
@@ -545,6 +545,11 @@ Test(cuda_render, integer_bool_and_f64_ops_render_compile_and_compute) {
     for (int j = 0; j < 6; j++) {
       cr_expect_eq(((int32_t *)outs[14])[j], c[j] ? a[j] : b[j], "select at %d", j);
       cr_expect_eq(((float *)outs[15])[j], (float)a[j], "cast i32->f32 at %d", j);
+      /* and/or/xor/not are bitwise on integers */
+      cr_expect_eq(((int32_t *)outs[16])[j], a[j] & b[j], "and at %d", j);
+      cr_expect_eq(((int32_t *)outs[17])[j], a[j] | b[j], "or at %d", j);
+      cr_expect_eq(((int32_t *)outs[18])[j], a[j] ^ b[j], "xor at %d", j);
+      cr_expect_eq(((int32_t *)outs[19])[j], ~a[j], "not at %d", j);
     }
     for (int i = first_f64; i < n; i++) {
       for (int j = 0; j < 6; j++) {

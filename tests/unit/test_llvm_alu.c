@@ -1,6 +1,6 @@
 /* test_llvm_alu.c - every elementwise op of ops.def through the LLVM backend's op table:
  * f32 against libm-computed expectations, i32/i64/u8 against wrapping C arithmetic
- * (including the division guards), and the bool ops. One kernel per case, one JIT
+ * (including the division guards; and/or/xor/not bitwise), and the bool ops. One kernel per case, one JIT
  * compile per dtype, run with pools of 1 and 2 threads. */
 #include "test_llvm_helpers.h"
 
@@ -185,6 +185,8 @@ static const icase icases[] = {
     {KILN_OP_le, 0, 2, KILN_BOOL}, {KILN_OP_gt, 0, 2, KILN_BOOL}, {KILN_OP_ge, 0, 2, KILN_BOOL},
     {KILN_OP_isnan, 0, 1, KILN_BOOL}, {KILN_OP_cast, 0, 1, KILN_F32}, {KILN_OP_cast, 0, 1, KILN_I8},
     {KILN_OP_cast, 0, 1, KILN_BOOL}, {KILN_OP_cast, 0, 1, KILN_I64},
+    {KILN_OP_and, 0, 2, KILN_DTYPE_COUNT}, {KILN_OP_or, 0, 2, KILN_DTYPE_COUNT},
+    {KILN_OP_xor, 0, 2, KILN_DTYPE_COUNT}, {KILN_OP_not, 0, 1, KILN_DTYPE_COUNT},
 };
 #define N_ICASES ((int)(sizeof icases / sizeof icases[0]))
 
@@ -229,6 +231,10 @@ static int64_t ref_i(kiln_op op, int kind, int64_t a, int64_t b, kiln_dtype t) {
   case KILN_OP_gt: return a > b;
   case KILN_OP_ge: return a >= b;
   case KILN_OP_isnan: return 0;
+  case KILN_OP_and: return wrap(a & b, t); /* bitwise on integers */
+  case KILN_OP_or: return wrap(a | b, t);
+  case KILN_OP_xor: return wrap(a ^ b, t);
+  case KILN_OP_not: return wrap(~a, t);
   default: cr_assert_fail("no reference for %s", kiln_op_name(op)); return 0;
   }
 }

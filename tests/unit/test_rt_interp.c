@@ -164,6 +164,20 @@ Test(interp, logic_ops) {
   EXPECT(o, 0, 0, 1, 1, 0);
 }
 
+Test(interp, and_or_xor_not_are_bitwise_on_integers) {
+  kiln_rt_tensor a = TI32(SH(4), 12, -7, 0, 5), b = TI32(SH(4), 10, 2, -1, 0);
+  kiln_rt_tensor o = bin(KILN_OP_and, 0, KILN_I32, a, b);
+  EXPECT(o, 0, 8, 0, 0, 0);
+  o = bin(KILN_OP_or, 0, KILN_I32, a, b);
+  EXPECT(o, 0, 14, -5, -1, 5);
+  o = bin(KILN_OP_xor, 0, KILN_I32, a, b);
+  EXPECT(o, 0, 6, -5, -1, 5);
+  UNARY(not, TI32(SH(3), 0, -1, 5), -1, 0, -6);
+  UNARY(not, TI8(SH(2), 127, -128), -128, 127);
+  kiln_rt_tensor u = {KILN_U8, SH(2), (uint8_t[]){0, 200}};
+  UNARY(not, u, 255, 55); /* complement within 8 bits, unsigned */
+}
+
 Test(interp, comparisons_with_nan_and_large_ints) {
   kiln_rt_tensor a = TF32(SH(3), 1, 2, NAN), b = TF32(SH(3), 1, 3, NAN);
   kiln_rt_tensor o = bin(KILN_OP_eq, 0, KILN_BOOL, a, b);

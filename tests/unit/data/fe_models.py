@@ -444,6 +444,68 @@ def group_ops():
     trig = np.array([-1, -0.999, -0.5, 0, 0.3, 0.9999, 1], np.float32)
     case("asin", N("Asin", ["x"], ["y"]), {"x": trig})
     case("acos", N("Acos", ["x"], ["y"]), {"x": trig})
+    # Bitwise ops on integers (and/or/xor/not are bitwise primitives), BitShift on uint8.
+    bi = np.array([[12, -7, 0, 127], [5, -128, 33, -1]], np.int8)
+    case("bitwise_and_bcast", N("BitwiseAnd", ["a", "b"], ["z"]),
+         {"a": bi.astype(np.int32) * 1000, "b": np.array([255, -4, 7, 1 << 20], np.int32)}, opset=18)
+    case("bitwise_or_i8", N("BitwiseOr", ["a", "b"], ["z"]), {"a": bi, "b": bi[::-1].copy()}, opset=18)
+    case("bitwise_xor_i64", N("BitwiseXor", ["a", "b"], ["z"]),
+         {"a": bi.astype(np.int64) << 40, "b": np.array(-(1 << 41), np.int64)}, opset=18)
+    case("bitwise_not_u8", N("BitwiseNot", ["a"], ["z"]), {"a": np.array([0, 1, 200, 255], np.uint8)}, opset=18)
+    sh_x, sh_y = np.array([1, 3, 255, 200, 7], np.uint8), np.array([0, 2, 1, 7, 9], np.uint8)
+    for d in ("LEFT", "RIGHT"):
+        case("bitshift_" + d.lower(), N("BitShift", ["x", "y"], ["z"], direction=d), {"x": sh_x, "y": sh_y}, opset=11,
+             expect=[((sh_x.astype(np.int64) << sh_y) if d == "LEFT" else (sh_x.astype(np.int64) >> sh_y)).astype(np.uint8)])
+    # Integer contractions: i32 accumulation and requantization (round half to even, saturate).
+    qa, qb = rng.integers(0, 256, (3, 5)).astype(np.uint8), rng.integers(-128, 128, (2, 5, 4)).astype(np.int8)
+    case("matmul_integer", N("MatMulInteger", ["a", "b", "za", "zb"], ["y"]),
+         {"a": qa, "b": rng.integers(0, 256, (5, 4)).astype(np.uint8)},
+         inits={"za": np.array(12, np.uint8), "zb": np.array([3, 0, 250, 128], np.uint8)}, opset=10)
+    case("qlinear_matmul_3d", N("QLinearMatMul", ["a", "sa", "za", "b", "sb", "zb", "sy", "zy"], ["y"]),
+         {"a": qa, "b": qb},
+         inits={"sa": np.array(0.02, np.float32), "za": np.array(100, np.uint8), "sb": np.array(0.01, np.float32),
+                "zb": np.array(-3, np.int8), "sy": np.array(0.05, np.float32), "zy": np.array(110, np.uint8)},
+         opset=21)
+    cx, cw = rng.integers(0, 256, (1, 2, 5, 5)).astype(np.uint8), rng.integers(0, 256, (3, 2, 2, 2)).astype(np.uint8)
+    case("conv_integer", N("ConvInteger", ["x", "w", "zx", "zw"], ["y"], pads=[1, 0, 0, 1], strides=[2, 1]),
+         {"x": cx, "w": cw}, inits={"zx": np.array(7, np.uint8), "zw": np.array([1, 128, 255], np.uint8)}, opset=10)
+    case("qlinear_conv_bias", N("QLinearConv", ["x", "sx", "zx", "w", "sw", "zw", "sy", "zy", "bias"], ["y"],
+                                pads=[1, 1, 1, 1]),
+         {"x": cx, "w": rng.integers(-128, 128, (3, 2, 3, 3)).astype(np.int8)},
+         inits={"sx": np.array(0.03, np.float32), "zx": np.array(120, np.uint8),
+                "sw": np.array([0.01, 0.02, 0.005], np.float32), "zw": np.array([0, 0, 0], np.int8),
+                "sy": np.array(0.4, np.float32), "zy": np.array(-5, np.int8),
+                "bias": np.array([100, -2000, 30], np.int32)}, opset=10)
+    # GridSample (index arithmetic and gathers) and AffineGrid.
+    gx, gg = f32(2, 3, 4, 5), rng.uniform(-1.3, 1.3, (2, 3, 2, 2)).astype(np.float32)
+    case("grid_sample_linear_zeros", N("GridSample", ["x", "g"], ["y"]), {"x": gx, "g": gg}, opset=20)
+    case("grid_sample_cubic_reflection_align",
+         N("GridSample", ["x", "g"], ["y"], mode="cubic", padding_mode="reflection", align_corners=1),
+         {"x": gx, "g": gg * 1.5}, opset=20)
+    case("grid_sample_nearest_border_3d", N("GridSample", ["x", "g"], ["y"], mode="nearest", padding_mode="border"),
+         {"x": f32(1, 2, 3, 4, 2), "g": rng.uniform(-1.4, 1.4, (1, 2, 3, 2, 3)).astype(np.float32)}, opset=20)
+    case("affine_grid_align", N("AffineGrid", ["t", "s"], ["y"], align_corners=1), {"t": f32(2, 2, 3)},
+         inits={"s": np.array([2, 3, 4, 5], np.int64)}, opset=20)
+    # Values known at import time: NonMaxSuppression and the window functions.
+    nb = np.array([[[0, 0, 1, 1], [0, 0.1, 1, 1.1], [0, -0.1, 1, 0.9], [0, 10, 1, 11], [0, 10.1, 1, 11.1],
+                    [0, 100, 1, 101]]], np.float32)
+    case("nms", [N("Identity", ["x"], ["unused"]), N("NonMaxSuppression", ["b", "s", "m", "iou", "th"], ["y"])],
+         {"x": f32(1)}, inits={"b": nb, "s": np.array([[[0.9, 0.75, 0.6, 0.95, 0.5, 0.3], [0.1, 0.9, 0.9, 0.2, 0.8, 0.7]]],
+                                                       np.float32),
+                               "m": np.array([2], np.int64), "iou": np.array([0.5], np.float32),
+                               "th": np.array([0.25], np.float32)}, opset=11)
+    case("hann_window_symmetric", [N("Identity", ["x"], ["unused"]),
+                                   N("HannWindow", ["n"], ["y"], periodic=0, output_datatype=TensorProto.DOUBLE)],
+         {"x": f32(1)}, inits={"n": np.array(7, np.int64)}, opset=17)
+    case("blackman_window", [N("Identity", ["x"], ["unused"]), N("BlackmanWindow", ["n"], ["y"])],
+         {"x": f32(1)}, inits={"n": np.array(6, np.int32)}, opset=17)
+    case("batch_norm_training", N("BatchNormalization", ["x", "s", "b", "m", "v"], ["y", "rm", "rv"],
+                                  training_mode=1, momentum=0.8, epsilon=1e-3),
+         {"x": f32(2, 3, 4, 2)}, inits={"s": f32(3), "b": f32(3), "m": f32(3), "v": np.abs(f32(3)) + 0.5},
+         n_out=3, opset=15)
+    case("max_unpool_shape", N("MaxUnpool", ["x", "i", "s"], ["y"], kernel_shape=[2, 2], strides=[2, 2]),
+         {"x": f32(1, 2, 2, 2), "i": np.array([[[[0, 3], [9, 14]], [[17, 18], [28, 31]]]], np.int64)},
+         inits={"s": np.array([1, 2, 5, 4], np.int64)}, opset=11)
     with open(os.path.join(D, "ops.txt"), "w") as f:
         f.write("\n".join(manifest) + "\n")
 
