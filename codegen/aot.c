@@ -160,7 +160,9 @@ static void write_header(kiln_strbuf *b, const kiln_kprogram *p, const pname *na
   for (int32_t i = 0; i < p->n_inputs + p->n_outputs; i++) io_doc(b, p, names, i);
   kiln_strbuf_printf(b, " *   f16 and bf16 elements are passed as their raw 16-bit patterns; bool as one byte 0/1.\n"
                " *\n * RETURN CODES\n"
-               " *   0 ok, 1 invalid argument (a NULL model or buffer), 2 out of memory.\n"
+               " *   0 ok, 1 invalid argument (a NULL model or buffer), 2 out of memory,\n"
+               " *   3 an index in the input data is out of range (a gather or scatter index outside\n"
+               " *     [-dim, dim) in an input: the outputs are then not valid).\n"
                " *   %s_strerror(code) gives a message.\n"
                " *\n * THREADS\n"
                " *   options.threads: worker threads (<= 0: all CPUs, 1: run on the caller).\n"
@@ -258,17 +260,22 @@ static void write_glue(kiln_strbuf *b, const kiln_kprogram *p, const pname *name
   for (int32_t i = 0; i < p->n_inputs + p->n_outputs; i++) {
     kiln_strbuf_printf(b, "  if (!%s) return 1;\n", names[i]);
   }
-  kiln_strbuf_printf(b, "  void *bufs[%d];\n  memcpy(bufs, model->bufs, sizeof bufs);\n", nb);
+  /* one slot more: the error word (runtime ABI, rt.h) */
+  kiln_strbuf_printf(b, "  int32_t err = 0;\n  void *bufs[%d];\n  memcpy(bufs, model->bufs, sizeof model->bufs);\n"
+                        "  bufs[%d] = &err;\n",
+                     p->n_buffers + 1, p->n_buffers);
   for (int32_t i = 0; i < p->n_buffers; i++) {
     const kiln_buffer *bf = &p->buffers[i];
     if (bf->kind != KILN_BUF_INPUT && bf->kind != KILN_BUF_OUTPUT) continue;
     kiln_strbuf_printf(b, "  bufs[%d] = (void *)%s;\n", i, names[bf->kind == KILN_BUF_INPUT ? bf->index : p->n_inputs + bf->index]);
   }
-  kiln_strbuf_printf(b, "  %s_kiln_main(bufs, model->pool);\n  return 0;\n}\n\n", prefix);
+  kiln_strbuf_printf(b, "  %s_kiln_main(bufs, model->pool);\n  return err ? 3 : 0;\n}\n\n", prefix);
   kiln_strbuf_printf(b, "KILN_EXPORT const char *%s_strerror(int code) {\n"
                "  switch (code) {\n  case 0: return \"ok\";\n"
                "  case 1: return \"invalid argument (a NULL model or buffer)\";\n"
-               "  case 2: return \"out of memory\";\n  default: return \"unknown error code\";\n  }\n}\n\n",
+               "  case 2: return \"out of memory\";\n"
+               "  case 3: return \"an index in the input data is out of range\";\n"
+               "  default: return \"unknown error code\";\n  }\n}\n\n",
             prefix);
   /* generic entry */
   kiln_strbuf_printf(b, "static int kiln_generic_create(void **m, int threads) {\n"

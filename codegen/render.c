@@ -36,6 +36,7 @@ typedef struct render {
   int32_t *memo_depth;
   int32_t depth;          /* REDUCE loop nesting at the insertion point */
   LLVMValueRef *base;     /* base pointer of each buffer, loaded in the entry block */
+  LLVMValueRef bad;       /* i1 alloca: some CHECK failed in this call (NULL: no CHECK) */
 } render;
 
 /* ------------------------------------------------------------------ types */
@@ -371,6 +372,29 @@ static LLVMValueRef entry_alloca(render *r, LLVMTypeRef t) {
   return a;
 }
 
+/* ------------------------------------------------------------------ run-time errors */
+/* Reports kernel ki through the error word bufs[n_buffers] (runtime ABI, rt.h): a relaxed
+ * compare-and-swap from 0, so the first kernel to fail in a run is the one named (threads
+ * of one kernel race only to store the same value). */
+static void report_error(render *r, LLVMValueRef bufs, int32_t ki) {
+  LLVMValueRef idx = ci64(r, r->p->n_buffers);
+  LLVMValueRef slot = LLVMBuildInBoundsGEP2(r->b, r->t_ptr, bufs, &idx, 1, "");
+  LLVMValueRef word = LLVMBuildLoad2(r->b, r->t_ptr, slot, "err");
+  LLVMBuildAtomicCmpXchg(r->b, word, cint(r->t_i32, 0), cint(r->t_i32, ki + 1), LLVMAtomicOrderingMonotonic,
+                         LLVMAtomicOrderingMonotonic, 0);
+}
+
+/* Branches on cond: where true, reports kernel ki; the builder continues after. */
+static void report_if(render *r, LLVMValueRef fn, LLVMValueRef cond, LLVMValueRef bufs, int32_t ki) {
+  LLVMBasicBlockRef fail = LLVMAppendBasicBlockInContext(r->ctx, fn, "report");
+  LLVMBasicBlockRef cont = LLVMAppendBasicBlockInContext(r->ctx, fn, "reported");
+  LLVMBuildCondBr(r->b, cond, fail, cont);
+  LLVMPositionBuilderAtEnd(r->b, fail);
+  report_error(r, bufs, ki);
+  LLVMBuildBr(r->b, cont);
+  LLVMPositionBuilderAtEnd(r->b, cont);
+}
+
 /* ------------------------------------------------------------------ expressions */
 static LLVMValueRef eval(render *r, int32_t id);
 
@@ -519,6 +543,15 @@ static LLVMValueRef eval(render *r, int32_t id) {
     break;
   }
   case KILN_KX_REDUCE: v = eval_reduce(r, x); break;
+  case KILN_KX_CHECK: {
+    /* No branch or store in the loop: a failure is OR-ed into a flag (a reduction the
+     * vectorizer handles) that the kernel reports once after its loops. */
+    LLVMValueRef c = eval(r, x->a[0]);
+    if (!c || !(v = eval(r, x->a[1]))) return NULL;
+    LLVMValueRef cur = LLVMBuildLoad2(r->b, r->t_i1, r->bad, "");
+    LLVMBuildStore(r->b, LLVMBuildOr(r->b, cur, LLVMBuildNot(r->b, c, ""), ""), r->bad);
+    break;
+  }
   }
   if (!v) return NULL;
   r->memo[id] = v;
@@ -557,6 +590,7 @@ static kiln_status check_kernel(render *r, const kiln_kernel *k, int32_t ki) {
     const kiln_kx *x = &k->kx[i];
     int n_ops = x->kind == KILN_KX_LOAD ? (x->a[1] >= 0 ? 2 : 1)
                 : x->kind == KILN_KX_REDUCE ? 1
+                : x->kind == KILN_KX_CHECK ? 2
                 : x->kind == KILN_KX_ALU && (unsigned)x->op < KILN_OP_COUNT ? kiln_op_table[x->op].arity : 0;
     switch (x->kind) {
     case KILN_KX_CONST: break;
@@ -585,6 +619,7 @@ static kiln_status check_kernel(render *r, const kiln_kernel *k, int32_t ki) {
                              x->var + x->n_vars);
       break;
     }
+    case KILN_KX_CHECK: break;
     default: return kiln_diag_set(r->d, KILN_ERR_INTERNAL, "kernel %s: kx %d has an unknown kind", kn, i);
     }
     if ((unsigned)x->dtype >= KILN_DTYPE_COUNT)
@@ -597,18 +632,53 @@ static kiln_status check_kernel(render *r, const kiln_kernel *k, int32_t ki) {
     bool bad = false;
     if (x->kind == KILN_KX_LOAD)
       bad = !kiln_dtype_is_int(kx[x->a[0]].dtype) || (n_ops == 2 && kx[x->a[1]].dtype != KILN_BOOL);
+    else if (x->kind == KILN_KX_CHECK)
+      bad = kx[x->a[0]].dtype != KILN_BOOL || x->dtype != kx[x->a[1]].dtype;
     else if (x->kind == KILN_KX_ALU && x->op == KILN_OP_select)
       bad = kx[x->a[0]].dtype != KILN_BOOL || kx[x->a[1]].dtype != kx[x->a[2]].dtype;
     else if (x->kind == KILN_KX_ALU && n_ops == 2)
       bad = kx[x->a[0]].dtype != kx[x->a[1]].dtype;
     if (bad)
       return kiln_diag_set(r->d, KILN_ERR_INTERNAL, "kernel %s: kx %d (%s): operand dtypes do not fit", kn, i,
-                           x->kind == KILN_KX_LOAD ? "load" : kiln_op_name(x->op));
+                           x->kind == KILN_KX_LOAD ? "load" : x->kind == KILN_KX_CHECK ? "check" : kiln_op_name(x->op));
   }
   return KILN_OK;
 }
 
 /* ------------------------------------------------------------------ kernels */
+/* CHECKs that do not depend on the column variable (the innermost output loop) nor on a
+ * reduction variable are evaluated once per row, before the column loop, with what they
+ * read: a gather's index load would otherwise repeat for every element (LLVM cannot hoist
+ * it past the output store, which may alias it as far as it knows; in fact a kernel's
+ * output never shares memory with its inputs), and the check with it. Only kernels with
+ * a CHECK are affected. False on failure (diag set). */
+static bool hoist_row_checks(render *r) {
+  const kiln_kernel *k = r->k;
+  int32_t col = k->out.rank - 1;
+  if (k->n_vars > 64) return true;
+  uint64_t *dep = kiln_ir_malloc(r->p->alloc, sizeof(uint64_t) * ((size_t)k->n_kx + 1));
+  if (!dep) {
+    kiln_diag_set(r->d, KILN_ERR_OUT_OF_MEMORY, "out of memory rendering kernel %s", k->name ? k->name : "?");
+    return false;
+  }
+  uint64_t outer = col > 0 ? (1ull << col) - 1 : 0; /* the row variables */
+  bool ok = true;
+  for (int32_t i = 0; i < k->n_kx && ok; i++) {
+    const kiln_kx *x = &k->kx[i];
+    uint64_t m = x->kind == KILN_KX_VAR ? 1ull << x->var : 0;
+    int n_ops = x->kind == KILN_KX_LOAD ? (x->a[1] >= 0 ? 2 : 1)
+                : x->kind == KILN_KX_ALU ? kiln_op_table[x->op].arity
+                : x->kind == KILN_KX_REDUCE ? 1 : x->kind == KILN_KX_CHECK ? 2 : 0;
+    for (int j = 0; j < n_ops; j++) m |= dep[x->a[j]];
+    if (x->kind == KILN_KX_REDUCE)
+      for (int32_t v = x->var; v < x->var + x->n_vars; v++) m &= ~(1ull << v);
+    dep[i] = m;
+    if (x->kind == KILN_KX_CHECK && !(m & ~outer)) ok = eval(r, i) != NULL;
+  }
+  kiln_ir_free(r->p->alloc, dep);
+  return ok;
+}
+
 /* void kiln_k<i>(ptr bufs, i64 begin, i64 end): rows [begin, end) of a LOOP kernel. */
 static LLVMValueRef emit_loop_kernel(render *r, int32_t ki) {
   const kiln_kernel *k = &r->p->kernels[ki];
@@ -648,6 +718,10 @@ static LLVMValueRef emit_loop_kernel(render *r, int32_t ki) {
     LLVMValueRef slot = LLVMBuildInBoundsGEP2(r->b, r->t_ptr, bufs, &idx, 1, "");
     r->base[bi] = LLVMBuildLoad2(r->b, r->t_ptr, slot, r->p->buffers[bi].name ? r->p->buffers[bi].name : "buf");
   }
+  r->bad = NULL;
+  for (int32_t i = 0; i < k->n_kx && !r->bad; i++)
+    if (k->kx[i].kind == KILN_KX_CHECK) r->bad = entry_alloca(r, r->t_i1);
+  if (r->bad) LLVMBuildStore(r->b, LLVMConstInt(r->t_i1, 0, 0), r->bad);
 
   int32_t rank = k->out.rank;
   int64_t last = rank > 0 ? k->out.dims[rank - 1] : 1;
@@ -661,6 +735,7 @@ static LLVMValueRef emit_loop_kernel(render *r, int32_t ki) {
     rem = LLVMBuildUDiv(r->b, rem, ext, "");
   }
   if (rank >= 2) r->var[0] = rem;
+  if (r->bad && rank >= 1 && !hoist_row_checks(r)) goto done;
   LLVMValueRef col = ci64(r, 0);
   if (rank >= 1) col = r->var[rank - 1] = loop_begin(r, &cols, ci64(r, 0), ci64(r, last));
   LLVMValueRef v = eval(r, k->root);
@@ -670,6 +745,7 @@ static LLVMValueRef emit_loop_kernel(render *r, int32_t ki) {
   LLVMBuildStore(r->b, v, LLVMBuildInBoundsGEP2(r->b, mtype(r, k->out_dtype), r->base[k->out_buf], &off, 1, ""));
   if (rank >= 1) loop_end(r, &cols);
   loop_end(r, &rows);
+  if (r->bad) report_if(r, r->fn, LLVMBuildLoad2(r->b, r->t_i1, r->bad, ""), bufs, ki);
   LLVMBuildRetVoid(r->b);
   ret = r->fn;
 done:
@@ -679,6 +755,7 @@ done:
   kiln_ir_free(al, r->base);
   r->var = r->memo = r->base = NULL;
   r->memo_depth = NULL;
+  r->bad = NULL;
   return ret;
 }
 
@@ -719,7 +796,7 @@ static call_types runtime_types(render *r) {
   LLVMTypeRef gm_p[4] = {r->t_ptr, r->t_ptr, r->t_i32, r->t_ptr};
   t.gm_ty = LLVMFunctionType(r->t_void, gm_p, 4, 0);
   LLVMTypeRef op_p[2] = {r->t_ptr, r->t_ptr};
-  t.op_ty = LLVMFunctionType(r->t_void, op_p, 2, 0);
+  t.op_ty = LLVMFunctionType(r->t_i32, op_p, 2, 0);
   return t;
 }
 
@@ -785,7 +862,8 @@ static void emit_kernel_call(render *r, LLVMValueRef fn, const call_types *t, LL
     snprintf(name, sizeof name, "kiln_opaque%d", i);
     LLVMValueRef g = desc_global(r, name, &od, sizeof od);
     LLVMValueRef a[2] = {g, bufs};
-    LLVMBuildCall2(b, t->op_ty, declare_fn(r, "kiln_rt_opaque", t->op_ty), a, 2, "");
+    LLVMValueRef rc = LLVMBuildCall2(b, t->op_ty, declare_fn(r, "kiln_rt_opaque", t->op_ty), a, 2, "");
+    report_if(r, fn, LLVMBuildICmp(b, LLVMIntNE, rc, cint(r->t_i32, 0), ""), bufs, i);
   }
 }
 

@@ -9,6 +9,10 @@
  * buffer addresses is uploaded once. A run copies inputs in, launches every kernel in
  * order on the legacy default stream (cuBLAS uses it too, so order is kept), copies
  * outputs back and synchronizes.
+ * Error word (runtime ABI, rt.h): the device table has one slot more than the program has
+ * buffers, the address of a device int32 zeroed before each run; generated checks set it
+ * (atomicCAS from 0) and an opaque kernel that refuses its input sets it from the host.
+ * It is read back after the run: nonzero is an error status naming the kernel and node.
  * Future work: capture a run as a CUDA graph; cuBLASLt with fused epilogues.
  */
 #include <dlfcn.h>
@@ -64,6 +68,7 @@ typedef struct step {
   kiln_gemm_desc gemm;    /* GEMM */
   kiln_dtype dtype;       /* GEMM */
   kiln_rt_opaque_desc op; /* OPAQUE */
+  char err[400];          /* the message when this step sets the error word */
 } step;
 
 struct kiln_cuda_exec {
@@ -81,7 +86,7 @@ struct kiln_cuda_exec {
   int32_t n_buffers;
   size_t *buf_bytes;
   CUdeviceptr *dbuf;      /* device address of every buffer */
-  CUdeviceptr mem_in, mem_out, mem_const, mem_arena, mem_table;
+  CUdeviceptr mem_in, mem_out, mem_const, mem_arena, mem_table, mem_err;
   int32_t n_inputs, n_outputs;
   kiln_dtype *in_dt, *out_dt;
   kiln_shape *in_shape, *out_shape;
@@ -255,6 +260,7 @@ static kiln_status alloc_memory(kiln_cuda_exec *e, const kiln_kprogram *p, kiln_
   if (!st) st = dev_alloc(e, &e->mem_const, const_total, "the constants", d);
   if (!st) st = dev_alloc(e, &e->mem_arena, p->arena_bytes, "the arena", d);
   if (!st) st = dev_alloc(e, &e->mem_table, sizeof(CUdeviceptr) * (size_t)(p->n_buffers + 1), "the buffer table", d);
+  if (!st) st = dev_alloc(e, &e->mem_err, sizeof(int32_t), "the error word", d);
   for (int32_t i = 0; i < p->n_consts && !st; i++) {
     if (!p->consts[i].nbytes) continue;
     CUresult rc = e->cu.MemcpyHtoD(e->mem_const + const_off[i], p->consts[i].data, p->consts[i].nbytes);
@@ -279,8 +285,9 @@ static kiln_status alloc_memory(kiln_cuda_exec *e, const kiln_kprogram *p, kiln_
     e->buf_bytes[i] = b->nbytes ? b->nbytes : shape_bytes(b->dtype, &b->shape);
   }
   kiln_ir_free(e->alloc, const_off);
-  if (!st && p->n_buffers) {
-    CUresult rc = e->cu.MemcpyHtoD(e->mem_table, e->dbuf, sizeof(CUdeviceptr) * (size_t)p->n_buffers);
+  if (!st) {
+    e->dbuf[p->n_buffers] = e->mem_err; /* the error word's slot */
+    CUresult rc = e->cu.MemcpyHtoD(e->mem_table, e->dbuf, sizeof(CUdeviceptr) * (size_t)(p->n_buffers + 1));
     if (rc != CUDA_SUCCESS)
       st = kiln_diag_set(d, KILN_ERR_BACKEND, "CUDA backend: uploading the buffer table: %s", cu_name(e, rc));
   }
@@ -294,6 +301,7 @@ static kiln_status copy_steps(kiln_cuda_exec *e, const kiln_kprogram *p, kiln_di
     step *s = &e->steps[i];
     s->kind = k->kind;
     snprintf(s->name, sizeof s->name, "%d (%s)", i, k->name ? k->name : "?");
+    kiln_ir_kernel_error_message(p, i, s->err, sizeof s->err);
     switch (k->kind) {
     case KILN_KERNEL_LOOP: s->n = kiln_shape_numel(&k->out); break;
     case KILN_KERNEL_GEMM: {
@@ -463,8 +471,16 @@ static kiln_status run_opaque(kiln_cuda_exec *e, const step *s, kiln_diag *d) {
     }
   }
   if (!st) {
-    kiln_rt_opaque(o, host);
-    if (e->buf_bytes[o->out_buf]) {
+    if (kiln_rt_opaque(o, host) != 0) {
+      /* earlier kernels are done (the copies above synchronized): keep the first error */
+      int32_t w = 0, me = (int32_t)(s - e->steps) + 1;
+      CUresult rc = e->cu.MemcpyDtoH(&w, e->mem_err, sizeof w);
+      if (rc == CUDA_SUCCESS && w == 0) rc = e->cu.MemcpyHtoD(e->mem_err, &me, sizeof me);
+      if (rc != CUDA_SUCCESS)
+        st = kiln_diag_set(d, KILN_ERR_BACKEND, "CUDA backend: setting the error word for kernel %s: %s", s->name,
+                           cu_name(e, rc));
+    }
+    if (!st && e->buf_bytes[o->out_buf]) {
       CUresult rc = e->cu.MemcpyHtoD(e->dbuf[o->out_buf], host[o->out_buf], e->buf_bytes[o->out_buf]);
       if (rc != CUDA_SUCCESS)
         st = kiln_diag_set(d, KILN_ERR_BACKEND, "CUDA backend: copying the result of kernel %s back: %s",
@@ -496,6 +512,8 @@ kiln_status kiln_cuda_exec_run(kiln_cuda_exec *e, const kiln_rt_tensor *in, int3
   for (int32_t i = 0; i < n_out; i++)
     if (check_tensor(&out[i], e->out_dt[i], &e->out_shape[i], "output", i, d)) return KILN_ERR_INVALID_ARGUMENT;
   CU_CHECK(e, e->cu.CtxSetCurrent(e->ctx), d, "cuCtxSetCurrent");
+  const int32_t zero = 0;
+  CU_CHECK(e, e->cu.MemcpyHtoD(e->mem_err, &zero, sizeof zero), d, "clearing the error word");
   for (int32_t i = 0; i < n_in; i++) {
     size_t bytes = shape_bytes(e->in_dt[i], &e->in_shape[i]);
     if (bytes) CU_CHECK(e, e->cu.MemcpyHtoD(e->mem_in + e->in_off[i], in[i].data, bytes), d, "copying input %d to the GPU", i);
@@ -526,13 +544,20 @@ kiln_status kiln_cuda_exec_run(kiln_cuda_exec *e, const kiln_rt_tensor *in, int3
                         "copying output %d back (or an earlier kernel failed)", i);
   }
   CU_CHECK(e, e->cu.CtxSynchronize(), d, "cuCtxSynchronize after the run");
+  int32_t err = 0;
+  CU_CHECK(e, e->cu.MemcpyDtoH(&err, e->mem_err, sizeof err), d, "reading the error word back");
+  if (err != 0) {
+    if (err < 1 || err > e->n_steps)
+      return kiln_diag_set(d, KILN_ERR_INTERNAL, "CUDA backend: the error word holds %d, not a kernel", (int)err);
+    return kiln_diag_set(d, KILN_ERR_INVALID_ARGUMENT, "%s", e->steps[err - 1].err);
+  }
   return KILN_OK;
 }
 
 void kiln_cuda_exec_destroy(kiln_cuda_exec *e) {
   if (!e) return;
   if (e->ctx) e->cu.CtxSetCurrent(e->ctx);
-  CUdeviceptr mems[] = {e->mem_in, e->mem_out, e->mem_const, e->mem_arena, e->mem_table};
+  CUdeviceptr mems[] = {e->mem_in, e->mem_out, e->mem_const, e->mem_arena, e->mem_table, e->mem_err};
   for (size_t i = 0; i < sizeof mems / sizeof mems[0]; i++)
     if (mems[i]) e->cu.MemFree(mems[i]);
   if (e->mod) e->cu.ModuleUnload(e->mod);

@@ -271,6 +271,9 @@ static bool check_kx(render *r, int32_t j) {
       return fail(r, KILN_ERR_UNSUPPORTED, "kx %d: %s over %d variables", j, kiln_op_name(x->op),
                   x->n_vars);
     break;
+  case KILN_KX_CHECK:
+    arity = 2;
+    break;
   default: return fail(r, KILN_ERR_UNSUPPORTED, "kx %d: unknown kind %d", j, (int)x->kind);
   }
   for (int o = 0; o < arity; o++)
@@ -284,6 +287,7 @@ static int kx_arity(const kiln_kx *x) {
   case KILN_KX_LOAD: return x->a[1] >= 0 ? 2 : 1;
   case KILN_KX_ALU: return kiln_op_table[x->op].arity;
   case KILN_KX_REDUCE: return 1;
+  case KILN_KX_CHECK: return 2;
   default: return 0;
   }
 }
@@ -299,6 +303,14 @@ static bool emit_stmt(render *r, int32_t j, int depth, uint64_t bound) {
   for (int o = 0; o < kx_arity(x); o++) opnd[o] = r->name[x->a[o]];
   snprintf(r->name[j], sizeof r->name[j], "x%d", j);
   indent(r, depth);
+  if (x->kind == KILN_KX_CHECK) {
+    /* the error word (runtime ABI): the first failing kernel of a run is kept */
+    kiln_strbuf_printf(r->b, "if (!(%s)) atomicCAS((int *)bufs[%d], 0, %d);\n", opnd[0], r->p->n_buffers, r->ki + 1);
+    indent(r, depth);
+    kiln_strbuf_printf(r->b, "const %s x%d = %s;\n", ctype(x->dtype), j, opnd[1]);
+    r->depth[j] = depth;
+    return true;
+  }
   kiln_strbuf_printf(r->b, "const %s x%d = ", ctype(x->dtype), j);
   if (x->kind == KILN_KX_LOAD) {
     const char *st = stype(x->dtype);

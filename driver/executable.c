@@ -47,7 +47,8 @@ struct kiln_executable {
   void (*step)(void **bufs, kiln_rt_pool *pool, int32_t k); /* verify mode: one kernel */
   void *arena_mem;          /* 64-byte aligned, inside arena_raw */
   void *arena_raw;
-  void **bufs;
+  void **bufs;              /* n_buffers + 1: the last slot points to err_word */
+  int32_t err_word;         /* the run's error word (runtime ABI, rt.h) */
   /* CUDA */
   void *cuda;
   /* AOT library */
@@ -287,6 +288,16 @@ static kiln_status verify_kernel(const kiln_executable *e, int32_t k, const void
 }
 
 /* ------------------------------------------------------------------ CPU (LLVM JIT) */
+/* A nonzero error word after a run: the kernel it names found its input data invalid. */
+static kiln_status cpu_data_error(const kiln_executable *e, kiln_diag *d) {
+  int32_t k = e->err_word - 1;
+  if (k < 0 || k >= e->prog->n_kernels)
+    return kiln_diag_set(d, KILN_ERR_INTERNAL, "the run's error word holds %d, not a kernel", (int)e->err_word);
+  char msg[sizeof d->msg];
+  kiln_ir_kernel_error_message(e->prog, k, msg, sizeof msg);
+  return kiln_diag_set(d, KILN_ERR_INVALID_ARGUMENT, "%s", msg);
+}
+
 /* Verify mode: the kernels one at a time through the step function, each output checked
  * against the interpreter's value of its node on the optimized graph (computed once per
  * run) before the next kernel can overwrite anything. */
@@ -296,9 +307,14 @@ static kiln_status cpu_run_checked(kiln_executable *e, const kiln_rt_tensor *in,
   if (kiln_rt_interpret_values(e->opt, in, e->n_in, &vals, d) != KILN_OK) return d->status;
   kiln_rt_pool *pool = kiln_driver_pool(e->ctx);
   kiln_status st = KILN_OK;
+  e->err_word = 0;
   for (int32_t k = 0; k < p->n_kernels && st == KILN_OK; k++) {
     const kiln_kernel *kn = &p->kernels[k];
     e->step(e->bufs, pool, k);
+    if (e->err_word) {
+      st = cpu_data_error(e, d);
+      break;
+    }
     if (k == e->corrupt_kernel) verify_corrupt(&p->buffers[kn->out_buf], e->bufs[kn->out_buf]);
     if (kn->node >= 0 && kn->node < e->opt->n_nodes) st = verify_kernel(e, k, e->bufs[kn->out_buf], &vals[kn->node], d);
   }
@@ -315,8 +331,9 @@ static kiln_status cpu_run(kiln_executable *e, const kiln_rt_tensor *in, kiln_rt
     else if (bf->kind == KILN_BUF_OUTPUT) e->bufs[b] = out[bf->index].data;
   }
   if (e->verify && e->step) return cpu_run_checked(e, in, d);
+  e->err_word = 0;
   e->entry(e->bufs, kiln_driver_pool(e->ctx));
-  return KILN_OK;
+  return e->err_word ? cpu_data_error(e, d) : KILN_OK;
 }
 
 static void cpu_destroy(kiln_executable *e) {
@@ -384,6 +401,7 @@ static kiln_status cpu_create(kiln_executable *e, kiln_diag *d) {
     if (bf->kind == KILN_BUF_CONST) e->bufs[b] = p->consts[bf->index].data;
     else if (bf->kind == KILN_BUF_ARENA) e->bufs[b] = (char *)e->arena_mem + bf->offset;
   }
+  e->bufs[p->n_buffers] = &e->err_word;
   kiln_llvm_jit *jit = NULL;
   kiln_status st = cpu_cached_jit(e->ctx, p, &jit, &e->entry, &e->stats.cache_hit, d);
   e->jit = jit;
@@ -592,6 +610,10 @@ static kiln_status lib_run(kiln_executable *e, const kiln_rt_tensor *in, kiln_rt
   for (int i = 0; i < e->n_in; i++) ins[i] = in[i].data;
   for (int i = 0; i < e->n_out; i++) outs[i] = out[i].data;
   int rc = e->model->run(e->inst, ins, outs);
+  /* 3: a kernel found its input data invalid (generated glue, codegen/aot.c) */
+  if (rc == 3)
+    return kiln_diag_set(d, KILN_ERR_INVALID_ARGUMENT, "model library '%s': %s", e->model->name,
+                         e->model->strerror(rc));
   if (rc != 0)
     return kiln_diag_set(d, KILN_ERR_BACKEND, "model library '%s' failed: %s", e->model->name,
                          e->model->strerror(rc));

@@ -341,6 +341,13 @@ typedef enum kiln_kx_kind {
   KILN_KX_REDUCE,  /* .op in reduce_sum/max/min/prod/argmax/argmin: loops variables
                       [.var, .var + .n_vars) and accumulates a[0]; argmax/argmin (one var)
                       yield the i64 variable value of the best (ties: first unless .kind=1) */
+  KILN_KX_CHECK,   /* run-time check: a[0] is a bool that must hold wherever the node is
+                      computed; the value is a[1]'s (dtype = a[1]'s), so the check sits in the
+                      scope of the index it guards. Where a[0] is false the kernel reports an
+                      error through the run's error word (runtime ABI, rt.h) and goes on.
+                      For the message: .op is the graph op checked (gather, gather_elements),
+                      .var the index of its node in the kernel's sources (-1: unknown), .i
+                      the size of the indexed dim (valid indices are [-.i, .i)). */
 } kiln_kx_kind;
 
 typedef struct kiln_kx {
@@ -439,5 +446,9 @@ void kiln_ir_kprogram_destroy(kiln_kprogram *p);
 void kiln_ir_kprogram_print(const kiln_kprogram *p, FILE *f);
 /* Checks operand order, dtypes, buffer ids, var ranges. */
 kiln_status kiln_ir_kprogram_verify(const kiln_kprogram *p, kiln_diag *d);
+/* The message for a data-dependent error that kernel k of p reported at run time through
+ * the error word (a CHECK that failed, or an OPAQUE routine that refused its input data):
+ * names what was checked, its source node and the kernel. */
+void kiln_ir_kernel_error_message(const kiln_kprogram *p, int32_t k, char *out, size_t n);
 
 #endif

@@ -60,6 +60,10 @@ static void print_kx(FILE *f, const kiln_kx *x, int32_t id) {
             (int)(x->var + x->n_vars), (int)x->a[0]);
     if ((x->op == KILN_OP_argmax || x->op == KILN_OP_argmin) && x->kind_attr) fprintf(f, " last");
     break;
+  case KILN_KX_CHECK:
+    fprintf(f, "check %s %%%d %%%d (%s src %d dim %lld)", kiln_dtype_name(x->dtype), (int)x->a[0], (int)x->a[1],
+            (unsigned)x->op < KILN_OP_COUNT ? kiln_op_name(x->op) : "?", (int)x->var, (long long)x->i);
+    break;
   default: fprintf(f, "? kind %d", (int)x->kind); break;
   }
   fputc('\n', f);
@@ -181,6 +185,7 @@ static kiln_status verify_loop(const kiln_kprogram *p, int32_t ki, const kiln_ke
       n_ops = kiln_op_table[x->op].arity;
       break;
     case KILN_KX_REDUCE: n_ops = 1; break;
+    case KILN_KX_CHECK: n_ops = 2; break;
     default: return kiln_diag_set(d, KILN_ERR_INTERNAL, KFMT "%%%d: unknown kind %d", KARGS(ki, k), (int)j, (int)x->kind);
     }
     if ((unsigned)x->dtype >= KILN_DTYPE_COUNT)
@@ -241,6 +246,14 @@ static kiln_status verify_loop(const kiln_kprogram *p, int32_t ki, const kiln_ke
       }
       break;
     }
+    case KILN_KX_CHECK:
+      if (k->kx[x->a[0]].dtype != KILN_BOOL || x->dtype != k->kx[x->a[1]].dtype)
+        return kiln_diag_set(d, KILN_ERR_INTERNAL, KFMT "%%%d: check needs a bool condition and its value's dtype",
+                             KARGS(ki, k), (int)j);
+      if ((unsigned)x->op >= KILN_OP_COUNT || x->var < -1 || x->var >= k->n_sources)
+        return kiln_diag_set(d, KILN_ERR_INTERNAL, KFMT "%%%d: check names op %d, source %d of %d", KARGS(ki, k),
+                             (int)j, (int)x->op, (int)x->var, (int)k->n_sources);
+      break;
     default: break;
     }
   }
@@ -329,4 +342,63 @@ kiln_status kiln_ir_kprogram_verify(const kiln_kprogram *p, kiln_diag *d) {
     if (st) return st;
   }
   return KILN_OK;
+}
+
+/* ====================================================================== run-time errors */
+static const char *source_name(const kiln_kernel *k, int32_t i) {
+  return i >= 0 && i < k->n_sources && k->sources && k->sources[i] ? k->sources[i] : "?";
+}
+
+void kiln_ir_kernel_error_message(const kiln_kprogram *p, int32_t ki, char *out, size_t n) {
+  if (!n) return;
+  if (!p || ki < 0 || ki >= p->n_kernels) {
+    snprintf(out, n, "a kernel reported that its input data is invalid (kernel %d of none)", (int)ki);
+    return;
+  }
+  const kiln_kernel *k = &p->kernels[ki];
+  const char *kn = k->name ? k->name : "?";
+  if (k->kind == KILN_KERNEL_OPAQUE) {
+    const char *on = (unsigned)k->op < KILN_OP_COUNT ? kiln_op_name(k->op) : "?";
+    if (k->op == KILN_OP_scatter && k->n_in_bufs > 0 && k->in_bufs && buf_ok(p, k->in_bufs[0])) {
+      const kiln_shape *s = &p->buffers[k->in_bufs[0]].shape;
+      int64_t dim = k->attrs.axis >= 0 && k->attrs.axis < s->rank ? s->dims[k->attrs.axis] : 0;
+      snprintf(out, n,
+               "index out of range in %s (node '%s', kernel %s): an input holds an index outside [-%lld, %lld)", on,
+               source_name(k, k->n_sources - 1), kn, (long long)dim, (long long)dim);
+    } else {
+      snprintf(out, n, "%s refused its input data at run time (node '%s', kernel %s)", on,
+               source_name(k, k->n_sources - 1), kn);
+    }
+    return;
+  }
+  /* The distinct checks of the kernel (usually one). */
+  size_t j = (size_t)snprintf(out, n, "index out of range in ");
+  int shown = 0;
+  for (int32_t i = 0; i < k->n_kx && j < n; i++) {
+    const kiln_kx *x = &k->kx[i];
+    if (x->kind != KILN_KX_CHECK) continue;
+    bool dup = false;
+    for (int32_t q = 0; q < i && !dup; q++)
+      dup = k->kx[q].kind == KILN_KX_CHECK && k->kx[q].op == x->op && k->kx[q].var == x->var && k->kx[q].i == x->i;
+    if (dup) continue;
+    const char *on = (unsigned)x->op < KILN_OP_COUNT ? kiln_op_name(x->op) : "?";
+    j += (size_t)snprintf(out + j, n - j, "%s%s (node '%s', indices in [-%lld, %lld))", shown ? " or " : "", on,
+                          source_name(k, x->var), (long long)x->i, (long long)x->i);
+    shown++;
+  }
+  if (j < n) {
+    if (shown == 1) {
+      /* one check: "gather (node 'G', kernel k4): ... outside [-d, d)" */
+      const kiln_kx *x = NULL;
+      for (int32_t i = 0; i < k->n_kx && !x; i++)
+        if (k->kx[i].kind == KILN_KX_CHECK) x = &k->kx[i];
+      snprintf(out, n, "index out of range in %s (node '%s', kernel %s): an input holds an index outside [-%lld, %lld)",
+               (unsigned)x->op < KILN_OP_COUNT ? kiln_op_name(x->op) : "?", source_name(k, x->var), kn,
+               (long long)x->i, (long long)x->i);
+    } else if (shown == 0) {
+      snprintf(out, n, "kernel %s reported that its input data is invalid", kn);
+    } else {
+      snprintf(out + j, n - j, " in kernel %s: an input holds an index outside its range", kn);
+    }
+  }
 }

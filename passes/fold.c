@@ -19,7 +19,8 @@ static bool is_expanding(kiln_op op) {
 
 /* Evaluates node v (inputs resolved to constant nodes) and appends a constant node
  * holding its value; returns the new node id, or -1 when the interpreter refused (left
- * unfolded: compiled code defines that case, e.g. clamps out-of-range gather indices). */
+ * unfolded: lowering or the compiled code reports it, e.g. an out-of-range constant gather
+ * index is a compile-time error naming the node). */
 static int32_t fold_node(kiln_graph *g, int32_t v, const int32_t *in, kiln_diag *d) {
   kiln_node n = g->nodes[v];
   kiln_rt_tensor ins[8], *insp = ins;

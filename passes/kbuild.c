@@ -378,6 +378,19 @@ int32_t kiln_pass_kb_reduce(kiln_pass_kb *b, kiln_op op, kiln_dtype dt, int32_t 
   return add(b, &e, arg ? 0 : UNBOUNDED_LO, arg ? (ext > 0 ? ext - 1 : 0) : UNBOUNDED_HI);
 }
 
+int32_t kiln_pass_kb_check(kiln_pass_kb *b, int32_t cond, int32_t value, kiln_op op, int32_t node,
+                           int64_t dim) {
+  if (b->oom) return 0;
+  if (is_const(b, cond) && b->lo[cond]) return value;
+  kiln_kx e = blank(KILN_KX_CHECK, b->kx[value].dtype);
+  e.a[0] = cond;
+  e.a[1] = value;
+  e.op = op;
+  e.var = node;
+  e.i = dim;
+  return add(b, &e, b->lo[value], b->hi[value]);
+}
+
 int32_t kiln_pass_kb_linearize(kiln_pass_kb *b, const int32_t *idx, const kiln_shape *s) {
   int64_t strides[KILN_MAX_RANK];
   kiln_shape_strides(s, strides);

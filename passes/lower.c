@@ -41,6 +41,8 @@ typedef struct lower_ctx {
   uint8_t *is_output;
   uint8_t *feeds_buffer_op; /* per node: an operand of a GEMM or opaque kernel */
   uint8_t *cheap;        /* per node: an inlined index map over buffers (recomputable) */
+  uint8_t *idx_state;    /* per gather node: 0 not looked at, 1 constant indices all in
+                            range (no run-time check), 2 needs a run-time check */
   int32_t *const_buf;    /* per constant-store entry: buffer id or -1 */
   int32_t cap_kernels, cap_buffers;
   /* the kernel being built */
@@ -52,6 +54,7 @@ typedef struct lower_ctx {
   int32_t n_covered;
   uint8_t *in_kernel;
   bool oom;
+  kiln_status user_err;  /* a compile-time error in the graph (message in d), stops lowering */
 } lower_ctx;
 
 /* ------------------------------------------------------------------ fusion decisions */
@@ -228,6 +231,16 @@ static void end_kernel(lower_ctx *c, kiln_kernel *k, const char *suffix) {
     if (len < 64) len += snprintf(name + len, sizeof name - (size_t)len, "_%s", kiln_op_name(n->op));
   }
   if (suffix && len < 80) snprintf(name + len, sizeof name - (size_t)len, "_%s", suffix);
+  /* CHECK nodes were built naming their graph node: name its place in sources instead
+   * (the program outlives the graph). */
+  for (int32_t i = 0; k->kind == KILN_KERNEL_LOOP && !c->oom && i < k->n_kx; i++) {
+    kiln_kx *x = &k->kx[i];
+    if (x->kind != KILN_KX_CHECK) continue;
+    int32_t at = -1;
+    for (int32_t j = 0; j < c->n_covered && at < 0; j++)
+      if (c->covered[j] == x->var) at = j;
+    x->var = at;
+  }
   k->name = kiln_arena_strdup(p->arena, name);
   if (!k->sources || !k->name) c->oom = true;
 }
@@ -339,10 +352,56 @@ static void reshape_index(lower_ctx *c, const kiln_shape *out, const kiln_shape 
   }
 }
 
-/* An index value loaded from a tensor, made a valid coordinate into a dim of size dim:
- * negative wraps once, then clamped (compiled code never reads out of bounds). */
-static int32_t wrap_index(lower_ctx *c, int32_t v, int64_t dim) {
+/* Whether gather node v needs a run-time index check; false also after a compile-time
+ * error (c->user_err). Valid indices are [-dim, dim) wherever the node is evaluated, as
+ * the interpreter requires. Constant indices are checked here, once per node: one out of
+ * range is an error in the graph. An empty indexed dim makes every index invalid. Only
+ * when the output has elements does any index get used (as in the interpreter). */
+static bool needs_index_check(lower_ctx *c, int32_t v, int64_t dim) {
+  if (c->idx_state[v]) return c->idx_state[v] == 2;
+  const kiln_node *n = &c->g->nodes[v];
+  c->idx_state[v] = 2;
+  if (kiln_shape_numel(&n->shape) == 0) return c->idx_state[v] = 1, false;
+  if (dim == 0) {
+    c->user_err = kiln_diag_set(c->d, KILN_ERR_INVALID_ARGUMENT,
+                                "%s '%s': axis %d of the data has size 0, so every index is out of range",
+                                kiln_op_name(n->op), n->name, (int)n->a.axis);
+    return false;
+  }
+  const kiln_const *k = kiln_ir_const_of(c->g, n->in[1]);
+  if (!k) return true;
+  int64_t cnt = kiln_shape_numel(&k->shape);
+  for (int64_t i = 0; i < cnt; i++) {
+    int64_t x = k->dtype == KILN_I32 ? ((const int32_t *)k->data)[i] : ((const int64_t *)k->data)[i];
+    if (x < -dim || x >= dim) {
+      c->user_err = kiln_diag_set(c->d, KILN_ERR_INVALID_ARGUMENT,
+                                  "%s '%s': constant index %lld (indices element %lld) is out of range [-%lld, %lld)",
+                                  kiln_op_name(n->op), n->name, (long long)x, (long long)i, (long long)dim,
+                                  (long long)dim);
+      return false;
+    }
+  }
+  c->idx_state[v] = 1;
+  return false;
+}
+
+/* An index value loaded from a tensor for gather node node, made a valid coordinate into
+ * a dim of size dim: negative wraps once. Anything outside [-dim, dim) is an error in the
+ * input data: a CHECK reports it at run time (unless the indices are constants checked at
+ * compile time, or the index's value range proves it cannot happen), and the clamp keeps
+ * the read in bounds meanwhile, so compiled code never reads out of bounds. */
+static int32_t wrap_index(lower_ctx *c, int32_t node, int32_t v, int64_t dim) {
   v = kiln_pass_kb_cast(KB, v, KILN_I64);
+  if (needs_index_check(c, node, dim)) {
+    int32_t ok = IX(and, IX(ge, v, INT(-dim)), IX(lt, v, INT(dim)));
+    if (!c->kb.oom && c->kb.kx[ok].kind == KILN_KX_CONST && c->kb.kx[ok].i == 0) {
+      const kiln_node *n = &c->g->nodes[node];
+      c->user_err = kiln_diag_set(c->d, KILN_ERR_INVALID_ARGUMENT,
+                                  "%s '%s': every index is out of range [-%lld, %lld)", kiln_op_name(n->op), n->name,
+                                  (long long)dim, (long long)dim);
+    }
+    v = kiln_pass_kb_check(KB, ok, v, c->g->nodes[node].op, node, dim);
+  }
   int32_t neg = IX(lt, v, INT(0));
   v = kiln_pass_kb_select(KB, neg, IX(add, v, INT(dim)), v);
   return kiln_pass_kb_clamp(KB, v, 0, dim - 1);
@@ -411,7 +470,7 @@ static int32_t emit_movement(lower_ctx *c, int32_t v, const int32_t *idx) {
     int32_t r = is->rank;
     int32_t iv = emit(c, n->in[1], idx + ax);
     for (int32_t d = 0; d < ax; d++) j[d] = idx[d];
-    j[ax] = wrap_index(c, iv, is->dims[ax]);
+    j[ax] = wrap_index(c, v, iv, is->dims[ax]);
     for (int32_t d = ax + 1; d < r; d++) j[d] = idx[d - 1 + q];
     return emit(c, x, j);
   }
@@ -419,7 +478,7 @@ static int32_t emit_movement(lower_ctx *c, int32_t v, const int32_t *idx) {
     int32_t ax = n->a.axis;
     int32_t iv = emit(c, n->in[1], idx);
     for (int32_t d = 0; d < os->rank; d++) j[d] = idx[d];
-    j[ax] = wrap_index(c, iv, is->dims[ax]);
+    j[ax] = wrap_index(c, v, iv, is->dims[ax]);
     return emit(c, x, j);
   }
   case KILN_OP_iota:
@@ -790,7 +849,7 @@ static kiln_status lower_all(lower_ctx *c) {
     if (c->buf_of[v] < 0 && cat_of(g, v) != KILN_CAT_LEAF) c->buf_of[v] = b;
   }
   decide_materialized(c);
-  for (int32_t v = 0; v < n && !c->oom; v++) {
+  for (int32_t v = 0; v < n && !c->oom && !c->user_err; v++) {
     const kiln_node *nd = &g->nodes[v];
     if (!c->mat[v] || cat_of(g, v) == KILN_CAT_LEAF) continue;
     if (!c->is_output[v] && c->n_cons[v] == 0) continue; /* dead */
@@ -801,12 +860,12 @@ static kiln_status lower_all(lower_ctx *c) {
     else lower_loop(c, v);
   }
   /* Outputs whose buffer is not written by their node's kernel get a copy. */
-  for (int32_t i = 0; i < g->n_outputs && !c->oom; i++) {
+  for (int32_t i = 0; i < g->n_outputs && !c->oom && !c->user_err; i++) {
     int32_t v = g->outputs[i].node, b = first_out + i;
     int32_t src = buffer_of(c, v);
     if (src != b) lower_copy(c, src, b, v, g->nodes[v].name);
   }
-  return c->oom ? KILN_ERR_OUT_OF_MEMORY : KILN_OK;
+  return c->oom ? KILN_ERR_OUT_OF_MEMORY : c->user_err;
 }
 
 kiln_status kiln_pass_lower(const kiln_graph *g, const kiln_pass_target *t, kiln_kprogram **out,
@@ -825,7 +884,7 @@ kiln_status kiln_pass_lower(const kiln_graph *g, const kiln_pass_target *t, kiln
   size_t nn = (size_t)(n ? n : 1);
   c.p = kiln_ir_kprogram_create(g->alloc);
   int32_t *ints = kiln_ir_malloc(g->alloc, sizeof(int32_t) * nn * 3 + sizeof(int32_t) * (size_t)(g->n_consts + 1));
-  uint8_t *bytes = kiln_ir_malloc(g->alloc, nn * 5);
+  uint8_t *bytes = kiln_ir_malloc(g->alloc, nn * 6);
   kiln_status st = KILN_OK;
   if (!c.p || !ints || !bytes) {
     st = kiln_diag_set(d, KILN_ERR_OUT_OF_MEMORY, "out of memory lowering graph '%s'", g->name);
@@ -836,12 +895,13 @@ kiln_status kiln_pass_lower(const kiln_graph *g, const kiln_pass_target *t, kiln
   c.mat = bytes, c.is_output = bytes + n, c.in_kernel = bytes + 2 * n;
   c.feeds_buffer_op = bytes + 3 * n;
   c.cheap = bytes + 4 * n;
-  for (int32_t i = 0; i < n; i++) c.buf_of[i] = -1, c.is_output[i] = 0, c.in_kernel[i] = 0;
+  c.idx_state = bytes + 5 * n;
+  for (int32_t i = 0; i < n; i++) c.buf_of[i] = -1, c.is_output[i] = 0, c.in_kernel[i] = 0, c.idx_state[i] = 0;
   for (int32_t i = 0; i < g->n_consts; i++) c.const_buf[i] = -1;
   for (int32_t i = 0; i < g->n_outputs; i++) c.is_output[g->outputs[i].node] = 1;
   st = lower_all(&c);
   if (st != KILN_OK) {
-    kiln_diag_set(d, st, "out of memory lowering graph '%s'", g->name);
+    if (st == KILN_ERR_OUT_OF_MEMORY) kiln_diag_set(d, st, "out of memory lowering graph '%s'", g->name);
     goto done;
   }
   kiln_diag vd = {0};

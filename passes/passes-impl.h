@@ -69,6 +69,12 @@ int32_t kiln_pass_kb_load(kiln_pass_kb *b, int32_t buf, kiln_dtype dt, int32_t o
                           double fill);
 int32_t kiln_pass_kb_reduce(kiln_pass_kb *b, kiln_op op, kiln_dtype dt, int32_t kind, int32_t var,
                             int32_t n_vars, int32_t body);
+/* A run-time check (KILN_KX_CHECK) that cond holds wherever value is computed; returns a
+ * node with value's value. op, node (a graph node id; lowering turns it into a source
+ * index) and dim describe what is checked, for the error message. A check whose condition
+ * folds to true is dropped (returns value). */
+int32_t kiln_pass_kb_check(kiln_pass_kb *b, int32_t cond, int32_t value, kiln_op op, int32_t node,
+                           int64_t dim);
 /* Drops nodes root does not reach (index math that folded away); returns root's new id.
  * Ends the kernel: call it last. */
 int32_t kiln_pass_kb_compact(kiln_pass_kb *b, int32_t root);

@@ -2,17 +2,17 @@
  * op (topk, nonzero, scatter, ...) through the reference interpreter's routine, so the
  * op's semantics are defined once (interp.c).
  *
- * The ABI returns void: generated code has no error path. If the routine fails (an
- * out-of-range scatter index, say) this prints one line to stderr naming the op and the
- * reason and fills the output with zeros, so the run completes with a visible, defined
- * result instead of garbage or a crash. The interpreter (KILN_VERIFY=1) reports the same
- * error as a status.
+ * If the routine refuses its input data (an out-of-range scatter index, say) this fills
+ * the output with zeros (a defined value, never garbage) and returns nonzero; generated
+ * code then sets the run's error word (rt.h), and the caller turns that into an error
+ * status naming the kernel and its node. Nothing is printed: the status is the report.
+ * The interpreter (KILN_VERIFY=1) reports the same error with the offending index.
  */
 #include "rt.h"
 
 #include <string.h>
 
-void kiln_rt_opaque(const kiln_rt_opaque_desc *desc, void **bufs) {
+int kiln_rt_opaque(const kiln_rt_opaque_desc *desc, void **bufs) {
   KILN_ASSERT(desc->n_in >= 0 && desc->n_in <= KILN_RT_MAX_OPAQUE_IN);
   kiln_rt_tensor ins[KILN_RT_MAX_OPAQUE_IN];
   for (int i = 0; i < desc->n_in; i++) {
@@ -33,7 +33,8 @@ void kiln_rt_opaque(const kiln_rt_opaque_desc *desc, void **bufs) {
   n.name = "opaque kernel";
   kiln_diag d = {KILN_OK, {0}};
   if (kiln_rt_eval_node(NULL, &n, ins, &out, &d) != KILN_OK) {
-    fprintf(stderr, "kiln: runtime error, output zeroed: %s\n", d.msg);
     memset(out.data, 0, kiln_rt_tensor_nbytes(&out));
+    return 1;
   }
+  return 0;
 }

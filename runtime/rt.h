@@ -61,7 +61,16 @@ int kiln_rt_pool_threads(const kiln_rt_pool *p);
 
 /* ------------------------------------------------------------------ called from generated code */
 /* A LOOP kernel compiled for the CPU: computes output rows [begin, end) of its parallel
- * range. bufs[i] is the base address of buffer i of the kernel program. */
+ * range. bufs[i] is the base address of buffer i of the kernel program.
+ *
+ * Error word: bufs has one slot more than the program has buffers; bufs[n_buffers]
+ * points to an int32_t the caller zeroes before a run. A kernel that finds its input data
+ * invalid (a CHECK kx that fails: an out-of-range gather index; an OPAQUE routine that
+ * refuses, e.g. a scatter index) sets it to (its kernel index + 1), first error wins
+ * (compare-and-swap from 0), and goes on without reading out of bounds; the caller turns
+ * a nonzero word into an error status (kiln_ir_kernel_error_message). Generated code
+ * touches the slot only when reporting, so a program with no checks and no failing
+ * opaque kernel never reads it. */
 typedef void (*kiln_rt_kernel_fn)(void **bufs, int64_t begin, int64_t end);
 /* The whole program: runs every kernel in order. pool may be NULL (single thread). */
 typedef void (*kiln_rt_entry_fn)(void **bufs, kiln_rt_pool *pool);
@@ -88,7 +97,10 @@ typedef struct kiln_rt_opaque_desc {
   int32_t in_dtypes[KILN_RT_MAX_OPAQUE_IN];
   kiln_shape in_shapes[KILN_RT_MAX_OPAQUE_IN];
 } kiln_rt_opaque_desc;
-void kiln_rt_opaque(const kiln_rt_opaque_desc *desc, void **bufs);
+/* Returns 0, or nonzero when the routine refused its input data (an out-of-range scatter
+ * index): the output is then zero-filled and generated code reports the kernel through
+ * the error word. */
+int kiln_rt_opaque(const kiln_rt_opaque_desc *desc, void **bufs);
 
 /* ------------------------------------------------------------------ the AOT library's
  * generic, self-describing entry. A shared library written by kiln_export exports

@@ -840,3 +840,84 @@ Test(cuda_exec, gemm_through_cublas_runs_or_reports_no_device) {
   }
   kiln_ir_kprogram_destroy(p);
 }
+
+/* ------------------------------------------------------------------ run-time index checks */
+/* y[i] = data[clamp(wrap(idx[i]))] with a CHECK that idx[i] is in [-4, 4) (what lowering
+ * emits for a gather), then a scatter (OPAQUE, run on the host) of upd into the result at
+ * sidx. Either reports through the error word (runtime ABI, rt.h). */
+static kiln_kprogram *prog_checked(void) {
+  kiln_kprogram *p = tp_new();
+  int32_t data = tp_buf(p, KILN_BUF_INPUT, KILN_F32, 1, (int64_t[]){4});
+  int32_t idx = tp_buf(p, KILN_BUF_INPUT, KILN_I64, 1, (int64_t[]){3});
+  int32_t sidx = tp_buf(p, KILN_BUF_INPUT, KILN_I64, 1, (int64_t[]){1});
+  int32_t upd = tp_buf(p, KILN_BUF_INPUT, KILN_F32, 1, (int64_t[]){1});
+  int32_t g = tp_buf(p, KILN_BUF_ARENA, KILN_F32, 1, (int64_t[]){3});
+  int32_t out = tp_buf(p, KILN_BUF_OUTPUT, KILN_F32, 1, (int64_t[]){3});
+  kiln_kernel *k = tp_loop(p, "k0_gather", g, 0, NULL);
+  int32_t iv = K_LOAD(k, idx, KILN_I64, K_VAR(k, 0), -1, 0);
+  int32_t ok = K_ALU(k, KILN_OP_and, KILN_BOOL, K_ALU(k, KILN_OP_ge, KILN_BOOL, iv, K_CI(k, KILN_I64, -4), -1),
+                     K_ALU(k, KILN_OP_lt, KILN_BOOL, iv, K_CI(k, KILN_I64, 4), -1), -1);
+  int32_t chk = kx_push(k, (kiln_kx){.kind = KILN_KX_CHECK, .dtype = KILN_I64, .op = KILN_OP_gather, .var = -1,
+                                     .i = 4, .a = {ok, iv, -1}});
+  int32_t neg = K_ALU(k, KILN_OP_lt, KILN_BOOL, chk, K_CI(k, KILN_I64, 0), -1);
+  int32_t w = K_ALU(k, KILN_OP_select, KILN_I64, neg, K_ALU(k, KILN_OP_add, KILN_I64, chk, K_CI(k, KILN_I64, 4), -1), chk);
+  int32_t c = K_ALU(k, KILN_OP_min, KILN_I64, K_ALU(k, KILN_OP_max, KILN_I64, w, K_CI(k, KILN_I64, 0), -1),
+                    K_CI(k, KILN_I64, 3), -1);
+  K_LOAD(k, data, KILN_F32, c, -1, 0);
+  kiln_kernel *s = &p->kernels[p->n_kernels++];
+  s->kind = KILN_KERNEL_OPAQUE;
+  s->name = "k1_scatter";
+  s->op = KILN_OP_scatter;
+  s->out_buf = out;
+  s->out_dtype = KILN_F32;
+  s->out = p->buffers[out].shape;
+  s->n_in_bufs = 3;
+  s->in_bufs = kiln_arena_alloc(p->arena, sizeof(int32_t) * 3);
+  s->in_bufs[0] = g, s->in_bufs[1] = sidx, s->in_bufs[2] = upd;
+  kiln_diag d = {0};
+  cr_assert_eq(kiln_ir_kprogram_verify(p, &d), KILN_OK, "%s", d.msg);
+  return p;
+}
+
+Test(cuda_render, index_check_renders_and_compiles) {
+  kiln_kprogram *p = prog_checked();
+  char *src = render_ok(p);
+  char want[80];
+  snprintf(want, sizeof want, "atomicCAS((int *)bufs[%d], 0, 1);", p->n_buffers);
+  cr_assert(strstr(src, want), "no error-word check (%s) in:\n%s", want, src);
+  compile_both(src);
+  free(src);
+  kiln_ir_kprogram_destroy(p);
+}
+
+/* GPU only (scripts/gpu-check.sh): a bad gather index or scatter index fails the run with
+ * KILN_ERR_INVALID_ARGUMENT naming the kernel; in-range runs before and after succeed. */
+Test(cuda_exec, index_errors_reach_the_caller_or_report_no_device) {
+  kiln_kprogram *p = prog_checked();
+  kiln_cuda_exec *e = exec_or_no_device(p);
+  if (e) {
+    float data[4] = {10, 20, 30, 40}, upd[1] = {-1}, o[3];
+    int64_t idx[3] = {0, -1, 3}, sidx[1] = {1};
+    kiln_rt_tensor in[4] = {{KILN_F32, p->in_shapes[0], data}, {KILN_I64, p->in_shapes[1], idx},
+                            {KILN_I64, p->in_shapes[2], sidx}, {KILN_F32, p->in_shapes[3], upd}};
+    kiln_rt_tensor out = {KILN_F32, p->out_shapes[0], o};
+    kiln_diag d = {0};
+    cr_assert_eq(kiln_cuda_exec_run(e, in, 4, &out, 1, &d), KILN_OK, "%s", d.msg);
+    cr_expect(o[0] == 10 && o[1] == -1 && o[2] == 40, "got %g %g %g", o[0], o[1], o[2]);
+    idx[1] = 4; /* gather index out of [-4, 4) */
+    d = (kiln_diag){0}; /* a diag keeps its first error */
+    cr_assert_eq(kiln_cuda_exec_run(e, in, 4, &out, 1, &d), KILN_ERR_INVALID_ARGUMENT, "bad gather index: %s", d.msg);
+    cr_expect(strstr(d.msg, "gather") && strstr(d.msg, "k0_gather") && strstr(d.msg, "[-4, 4)"), "%s", d.msg);
+    idx[1] = -1;
+    sidx[0] = -4; /* scatter index out of [-3, 3) */
+    d = (kiln_diag){0};
+    cr_assert_eq(kiln_cuda_exec_run(e, in, 4, &out, 1, &d), KILN_ERR_INVALID_ARGUMENT, "bad scatter index: %s", d.msg);
+    cr_expect(strstr(d.msg, "scatter") && strstr(d.msg, "k1_scatter"), "%s", d.msg);
+    sidx[0] = 2;
+    d = (kiln_diag){0};
+    cr_assert_eq(kiln_cuda_exec_run(e, in, 4, &out, 1, &d), KILN_OK, "the error word is cleared per run: %s", d.msg);
+    cr_expect(o[0] == 10 && o[1] == 40 && o[2] == -1, "got %g %g %g", o[0], o[1], o[2]);
+    kiln_cuda_exec_destroy(e);
+  }
+  kiln_ir_kprogram_destroy(p);
+}

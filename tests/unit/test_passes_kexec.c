@@ -30,6 +30,8 @@ typedef struct kexec {
   uint8_t *valid;
   uint64_t *dep; /* loop variables each kx depends on */
   char *err;     /* first problem found (out-of-bounds load), or "" */
+  int32_t ki;    /* this kernel's index */
+  int32_t *errw; /* the run's error word (runtime ABI): a failed CHECK sets it to ki + 1 */
 } kexec;
 
 static double kv_f(const kval *v) { return kiln_rt_get_f64(v->dt, v->b, 0); }
@@ -188,16 +190,23 @@ static kval eval_kx(kexec *e, int32_t id) {
   }
   case KILN_KX_ALU: r = eval_alu(e, x); break;
   case KILN_KX_REDUCE: r = eval_reduce(e, x); break;
+  case KILN_KX_CHECK: {
+    kval c = eval_kx(e, x->a[0]);
+    if (!kv_i(&c) && !*e->errw) *e->errw = e->ki + 1;
+    r = eval_kx(e, x->a[1]);
+    break;
+  }
   }
   e->cache[id] = r;
   e->valid[id] = 1;
   return r;
 }
 
-static void run_loop(const kiln_kprogram *p, const kiln_kernel *k, void **bufs, char *err) {
+static void run_loop(const kiln_kprogram *p, int32_t ki, void **bufs, char *err) {
+  const kiln_kernel *k = &p->kernels[ki];
   cr_assert_leq(k->n_vars, 64);
   kexec e = {p, k, bufs, calloc((size_t)k->n_vars + 1, 8), calloc((size_t)k->n_kx, sizeof(kval)),
-             calloc((size_t)k->n_kx, 1), calloc((size_t)k->n_kx, 8), err};
+             calloc((size_t)k->n_kx, 1), calloc((size_t)k->n_kx, 8), err, ki, bufs[p->n_buffers]};
   for (int32_t i = 0; i < k->n_kx; i++) {
     const kiln_kx *x = &k->kx[i];
     uint64_t dm = x->kind == KILN_KX_VAR ? 1ull << x->var : 0;
@@ -244,7 +253,8 @@ static void run_gemm(const kiln_kernel *k, void **bufs) {
     }
 }
 
-static void run_opaque(const kiln_kprogram *p, const kiln_kernel *k, void **bufs) {
+static void run_opaque(const kiln_kprogram *p, int32_t ki, void **bufs) {
+  const kiln_kernel *k = &p->kernels[ki];
   kiln_rt_opaque_desc desc;
   memset(&desc, 0, sizeof desc);
   desc.op = k->op;
@@ -258,13 +268,17 @@ static void run_opaque(const kiln_kprogram *p, const kiln_kernel *k, void **bufs
     desc.in_dtypes[i] = p->buffers[k->in_bufs[i]].dtype;
     desc.in_shapes[i] = p->buffers[k->in_bufs[i]].shape;
   }
-  kiln_rt_opaque(&desc, bufs);
+  int32_t *errw = bufs[p->n_buffers];
+  if (kiln_rt_opaque(&desc, bufs) != 0 && !*errw) *errw = ki + 1;
 }
 
 /* Runs program p on inputs `in`, writing `out` (caller-allocated, graph output order).
- * The arena is poisoned first so reads of unwritten temporaries show up. */
-static void run_program(const kiln_kprogram *p, const kiln_rt_tensor *in, kiln_rt_tensor *out) {
-  void **bufs = calloc((size_t)p->n_buffers, sizeof(void *));
+ * The arena is poisoned first so reads of unwritten temporaries show up. Returns the
+ * error word (0: no kernel found its input data invalid). */
+static int32_t run_program_err(const kiln_kprogram *p, const kiln_rt_tensor *in, kiln_rt_tensor *out) {
+  int32_t errw = 0;
+  void **bufs = calloc((size_t)p->n_buffers + 1, sizeof(void *));
+  bufs[p->n_buffers] = &errw;
   unsigned char *arena = malloc(p->arena_bytes + 64);
   memset(arena, 0xA5, p->arena_bytes + 64);
   for (int32_t i = 0; i < p->n_buffers; i++) {
@@ -283,13 +297,20 @@ static void run_program(const kiln_kprogram *p, const kiln_rt_tensor *in, kiln_r
   char err[256] = "";
   for (int32_t k = 0; k < p->n_kernels; k++) {
     const kiln_kernel *kn = &p->kernels[k];
-    if (kn->kind == KILN_KERNEL_LOOP) run_loop(p, kn, bufs, err);
+    if (kn->kind == KILN_KERNEL_LOOP) run_loop(p, k, bufs, err);
     else if (kn->kind == KILN_KERNEL_GEMM) run_gemm(kn, bufs);
-    else run_opaque(p, kn, bufs);
+    else run_opaque(p, k, bufs);
     cr_assert_str_empty(err, "%s", err);
   }
   free(arena);
   free(bufs);
+  return errw;
+}
+
+/* Where the interpreter accepts the inputs no kernel may report an error. */
+static void run_program(const kiln_kprogram *p, const kiln_rt_tensor *in, kiln_rt_tensor *out) {
+  int32_t errw = run_program_err(p, in, out);
+  cr_assert_eq(errw, 0, "kernel %d reported invalid input data", errw - 1);
 }
 
 /* ------------------------------------------------------------------ random graphs */
@@ -774,7 +795,7 @@ Test(kexec, softmax_rows) {
   kiln_ir_graph_destroy(g);
 }
 
-Test(kexec, out_of_range_gather_index_is_clamped) {
+Test(kexec, out_of_range_gather_index_is_reported_and_clamped) {
   kiln_graph *g = kiln_ir_graph_create(NULL, "gather");
   int64_t dd[1] = {4}, id[1] = {2};
   kiln_shape sd = kiln_shape_make(1, dd), si = kiln_shape_make(1, id);
@@ -787,9 +808,27 @@ Test(kexec, out_of_range_gather_index_is_clamped) {
   kiln_kprogram *p = lower_planned(g, KILN_FUSION_FULL);
   float out[2];
   kiln_rt_tensor o = {KILN_F32, si, out};
-  run_program(p, in, &o); /* run_program fails on any out-of-bounds load */
-  cr_expect_eq(out[0], -4.0f);
+  /* run_program_err fails on any out-of-bounds load: the clamp keeps reads in bounds
+   * while the CHECK reports the bad index through the error word */
+  int32_t errw = run_program_err(p, in, &o);
+  cr_expect_gt(errw, 0, "an out-of-range index must set the error word");
+  int n_checks = 0;
+  for (int32_t k = 0; k < p->n_kernels; k++)
+    for (int32_t i = 0; p->kernels[k].kind == KILN_KERNEL_LOOP && i < p->kernels[k].n_kx; i++)
+      n_checks += p->kernels[k].kx[i].kind == KILN_KX_CHECK;
+  cr_expect_eq(n_checks, 1, "one CHECK for the one gather");
+  if (errw > 0) {
+    char msg[512];
+    kiln_ir_kernel_error_message(p, errw - 1, msg, sizeof msg);
+    cr_expect(strstr(msg, "gather") && strstr(msg, "'g'") && strstr(msg, "[-4, 4)"), "%s", msg);
+  }
+  cr_expect_eq(out[0], -4.0f, "9 clamps to 3");
   cr_expect_eq(out[1], -1.0f, "-9 wraps once to -5, then clamps to 0");
+  /* in range: no error */
+  iv[0] = 3, iv[1] = -4;
+  cr_expect_eq(run_program_err(p, in, &o), 0);
+  cr_expect_eq(out[0], -4.0f);
+  cr_expect_eq(out[1], -1.0f);
   kiln_ir_kprogram_destroy(p);
   kiln_ir_graph_destroy(g);
 }
