@@ -73,4 +73,58 @@ bool kiln_driver_cache_get(kiln_context *ctx, const char key[65], void **data, s
  * Failures only log (log_level >= 1): the cache never fails a compile. */
 void kiln_driver_cache_put(kiln_context *ctx, const char key[65], const void *data, size_t n);
 
+/* ------------------------------------------------------------------ executables (internal)
+ * A compiled model behind a small vtable per backend: executable.c (LLVM JIT, CUDA),
+ * library.c (a loaded AOT library); verify.c checks runs against the interpreter. */
+typedef struct exe_backend_i {
+  const char *name;
+  kiln_status (*run)(kiln_executable *e, const kiln_rt_tensor *in, kiln_rt_tensor *out, kiln_diag *d);
+  void (*destroy)(kiln_executable *e);
+} exe_backend_i;
+
+typedef struct exe_io {
+  const char *name;
+  kiln_dtype dtype;
+  kiln_shape shape;
+} exe_io;
+
+struct kiln_executable {
+  kiln_context *ctx;
+  const exe_backend_i *vt;
+  kiln_arena *arena;        /* io names, bufs */
+  kiln_kprogram *prog;      /* NULL for a loaded library */
+  kiln_graph *ref;          /* the source graph, kept for verify mode */
+  kiln_graph *opt;          /* verify mode: the optimized graph that was lowered */
+  bool verify;
+  int32_t corrupt_kernel;   /* verify mode test hook (KILN_VERIFY_CORRUPT_KERNEL), or -1 */
+  int32_t n_in, n_out;
+  exe_io *in, *out;
+  kiln_exe_stats stats;
+  /* LLVM JIT */
+  void *jit;
+  kiln_rt_entry_fn entry;
+  void (*step)(void **bufs, kiln_rt_pool *pool, int32_t k); /* verify mode: one kernel */
+  void *arena_mem;          /* 64-byte aligned, inside arena_raw */
+  void *arena_raw;
+  void **bufs;              /* n_buffers + 1: the last slot points to err_word */
+  int32_t err_word;         /* the run's error word (runtime ABI, rt.h) */
+  /* CUDA */
+  void *cuda;
+  /* AOT library */
+  void *dl;
+  const kiln_aot_model *model;
+  void *inst;
+};
+
+kiln_executable *kiln_driver_exe_new(kiln_context *ctx);
+kiln_rt_tensor kiln_driver_to_rt(const kiln_tensor *t);
+/* Verify mode: kernel k's output `data` against the interpreter's value `want` of its node;
+ * an error names the kernel, its source nodes and the first differing element. */
+kiln_status kiln_driver_verify_kernel(const kiln_executable *e, int32_t k, const void *data,
+                                      const kiln_rt_tensor *want, kiln_diag *d);
+/* The KILN_VERIFY_CORRUPT_KERNEL test hook: changes element 0 of a kernel's output. */
+void kiln_driver_verify_corrupt(const kiln_buffer *b, void *data);
+/* Verify mode: every output against the interpreter on the source graph. */
+kiln_status kiln_driver_verify_outputs(kiln_executable *e, const kiln_rt_tensor *in, const kiln_rt_tensor *out);
+
 #endif

@@ -1,9 +1,6 @@
-/* executable.c - kiln_compile / kiln_run / kiln_export / kiln_load_library: a compiled
- * model behind one small vtable per backend (LLVM JIT, CUDA, a loaded AOT library), with
- * run-time checking of the caller's tensors and verify mode (KILN_VERIFY=1): on the CPU
- * every kernel's output is compared with the reference interpreter's value of its node
- * as soon as the kernel has run, naming the first kernel that disagrees; on every
- * backend the final outputs are compared with the interpreter on the source graph. */
+/* executable.c - kiln_compile and kiln_run: a compiled model behind one small vtable per
+ * backend (LLVM JIT, CUDA; a loaded AOT library is in library.c), with run-time checking
+ * of the caller's tensors. Verify mode (KILN_VERIFY=1) is in verify.c. */
 #include "driver.h"
 #ifdef KILN_HAVE_LLVM
 #include "../codegen/llvm.h"
@@ -12,50 +9,9 @@
 #include "../cuda/cuda.h"
 #endif
 
-#include <dlfcn.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-
-typedef struct exe_backend_i {
-  const char *name;
-  kiln_status (*run)(kiln_executable *e, const kiln_rt_tensor *in, kiln_rt_tensor *out, kiln_diag *d);
-  void (*destroy)(kiln_executable *e);
-} exe_backend_i;
-
-typedef struct exe_io {
-  const char *name;
-  kiln_dtype dtype;
-  kiln_shape shape;
-} exe_io;
-
-struct kiln_executable {
-  kiln_context *ctx;
-  const exe_backend_i *vt;
-  kiln_arena *arena;        /* io names, bufs */
-  kiln_kprogram *prog;      /* NULL for a loaded library */
-  kiln_graph *ref;          /* the source graph, kept for verify mode */
-  kiln_graph *opt;          /* verify mode: the optimized graph that was lowered */
-  bool verify;
-  int32_t corrupt_kernel;   /* verify mode test hook (KILN_VERIFY_CORRUPT_KERNEL), or -1 */
-  int32_t n_in, n_out;
-  exe_io *in, *out;
-  kiln_exe_stats stats;
-  /* LLVM JIT */
-  void *jit;
-  kiln_rt_entry_fn entry;
-  void (*step)(void **bufs, kiln_rt_pool *pool, int32_t k); /* verify mode: one kernel */
-  void *arena_mem;          /* 64-byte aligned, inside arena_raw */
-  void *arena_raw;
-  void **bufs;              /* n_buffers + 1: the last slot points to err_word */
-  int32_t err_word;         /* the run's error word (runtime ABI, rt.h) */
-  /* CUDA */
-  void *cuda;
-  /* AOT library */
-  void *dl;
-  const kiln_aot_model *model;
-  void *inst;
-};
 
 /* ------------------------------------------------------------------ cost estimates */
 void kiln_driver_program_stats(const kiln_kprogram *p, kiln_exe_stats *s) {
@@ -127,7 +83,7 @@ kiln_status kiln_driver_lower_graph(kiln_context *ctx, const kiln_graph *g, cons
 }
 
 /* ------------------------------------------------------------------ executable shell */
-static kiln_executable *exe_new(kiln_context *ctx) {
+kiln_executable *kiln_driver_exe_new(kiln_context *ctx) {
   kiln_executable *e = kiln_ir_malloc(&ctx->alloc, sizeof *e);
   if (!e) return NULL;
   memset(e, 0, sizeof *e);
@@ -165,128 +121,6 @@ void kiln_executable_destroy(kiln_executable *e) {
 }
 
 #ifdef KILN_HAVE_LLVM
-/* ------------------------------------------------------------------ per-kernel verify */
-/* How far a compiled value may be from the interpreter's: integers and bool exactly;
- * floats within rtol of the tensor's scale (its largest finite |value|) plus atol, since
- * fused kernels round differently and errors of earlier kernels flow in. */
-static void verify_tolerance(kiln_dtype dt, double *rtol, double *atol) {
-  switch (dt) {
-  case KILN_F64: *rtol = 1e-9, *atol = 1e-12; break;
-  case KILN_F32: *rtol = 1e-4, *atol = 1e-6; break;
-  case KILN_F16: *rtol = 1e-2, *atol = 1e-3; break;
-  case KILN_BF16: *rtol = 2e-2, *atol = 1e-2; break;
-  default: *rtol = 0, *atol = 0; break;
-  }
-}
-
-typedef struct verify_diff {
-  int64_t at;            /* first element out of tolerance, -1: none */
-  double got, want, maxerr, tol;
-} verify_diff;
-
-/* Compares n elements of got with want (both of dtype dt). */
-static verify_diff verify_compare(kiln_dtype dt, const void *got, const void *want, int64_t n) {
-  verify_diff r = {.at = -1};
-  if (!kiln_dtype_is_float(dt)) {
-    for (int64_t j = 0; j < n; j++) {
-      int64_t a = kiln_rt_get_i64(dt, got, j), b = kiln_rt_get_i64(dt, want, j);
-      if (a == b) continue;
-      double err = fabs((double)a - (double)b);
-      if (r.at < 0) r.at = j, r.got = (double)a, r.want = (double)b;
-      if (err > r.maxerr) r.maxerr = err;
-    }
-    return r;
-  }
-  double rtol, atol, scale = 0;
-  verify_tolerance(dt, &rtol, &atol);
-  for (int64_t j = 0; j < n; j++) {
-    double b = fabs(kiln_rt_get_f64(dt, want, j));
-    if (isfinite(b) && b > scale) scale = b;
-  }
-  r.tol = rtol * scale + atol;
-  for (int64_t j = 0; j < n; j++) {
-    double a = kiln_rt_get_f64(dt, got, j), b = kiln_rt_get_f64(dt, want, j);
-    if ((isnan(a) && isnan(b)) || a == b) continue; /* a == b also covers equal infinities */
-    double err = fabs(a - b);
-    if (isnan(err)) err = INFINITY;
-    if (err > r.maxerr) r.maxerr = err;
-    if (err > r.tol && r.at < 0) r.at = j, r.got = a, r.want = b;
-  }
-  return r;
-}
-
-/* TEST HOOK, verify mode only: KILN_VERIFY_CORRUPT_KERNEL=k makes the driver change
- * element 0 of kernel k's output right after it runs, far outside any tolerance, so tests
- * can check that verify mode names exactly that kernel. Never acts without verify. */
-static void verify_corrupt(const kiln_buffer *b, void *data) {
-  int64_t n = kiln_shape_numel(&b->shape);
-  if (n <= 0 || !data) return;
-  if (kiln_dtype_is_float(b->dtype)) {
-    double big = 0;
-    for (int64_t j = 0; j < n; j++) {
-      double v = fabs(kiln_rt_get_f64(b->dtype, data, j));
-      if (isfinite(v) && v > big) big = v;
-    }
-    kiln_rt_set_f64(b->dtype, data, 0, kiln_rt_get_f64(b->dtype, data, 0) + 1 + 2 * big);
-  } else {
-    kiln_rt_set_i64(b->dtype, data, 0, kiln_rt_get_i64(b->dtype, data, 0) ^ 1);
-  }
-}
-
-/* "[1,2,3]" for flat element i of shape s. */
-static void verify_coords(const kiln_shape *s, int64_t i, char *out, size_t n) {
-  int64_t c[KILN_MAX_RANK];
-  for (int d = s->rank - 1; d >= 0; d--) {
-    int64_t ext = s->dims[d] > 0 ? s->dims[d] : 1;
-    c[d] = i % ext;
-    i /= ext;
-  }
-  size_t j = (size_t)snprintf(out, n, "[");
-  for (int d = 0; d < s->rank && j < n; d++) j += (size_t)snprintf(out + j, n - j, d ? ",%lld" : "%lld", (long long)c[d]);
-  if (j < n) snprintf(out + j, n - j, "]");
-}
-
-/* Checks kernel k's output buffer (holding node kn->node of e->opt) against the
- * interpreter's value of that node. */
-static kiln_status verify_kernel(const kiln_executable *e, int32_t k, const void *data, const kiln_rt_tensor *want,
-                                 kiln_diag *d) {
-  const kiln_kprogram *p = e->prog;
-  const kiln_kernel *kn = &p->kernels[k];
-  const kiln_buffer *b = &p->buffers[kn->out_buf];
-  const kiln_node *node = &e->opt->nodes[kn->node];
-  char src[768] = "";
-  size_t j = 0;
-  for (int32_t i = 0; i < kn->n_sources && j < sizeof src; i++) {
-    bool seen = false; /* one ONNX node often becomes several graph nodes */
-    for (int32_t q = 0; q < i && !seen; q++)
-      seen = kn->sources[q] && kn->sources[i] && !strcmp(kn->sources[q], kn->sources[i]);
-    if (seen) continue;
-    if (j > sizeof src - 80) {
-      snprintf(src + j, sizeof src - j, ", ... (%d more)", kn->n_sources - i);
-      break;
-    }
-    j += (size_t)snprintf(src + j, sizeof src - j, "%s'%s'", i ? ", " : "", kn->sources[i] ? kn->sources[i] : "?");
-  }
-  int64_t n = kiln_shape_numel(&b->shape);
-  if (want->dtype != b->dtype || kiln_shape_numel(&want->shape) != n)
-    return kiln_diag_set(d, KILN_ERR_INTERNAL,
-                         "KILN_VERIFY: kernel %d '%s' (from %s): buffer %d '%s' is %s with %lld elements but its node "
-                         "%d '%s' is %s with %lld",
-                         k, kn->name, src, kn->out_buf, b->name ? b->name : "", kiln_dtype_name(b->dtype), (long long)n,
-                         kn->node, node->name ? node->name : "", kiln_dtype_name(want->dtype),
-                         (long long)kiln_shape_numel(&want->shape));
-  verify_diff r = verify_compare(b->dtype, data, want->data, n);
-  if (r.at < 0) return KILN_OK;
-  char at[200];
-  verify_coords(&b->shape, r.at, at, sizeof at);
-  return kiln_diag_set(d, KILN_ERR_INTERNAL,
-                       "KILN_VERIFY: kernel %d '%s' (from %s) disagrees with the reference interpreter: buffer %d "
-                       "'%s' (%s, node %d '%s'), first differing element %lld %s: compiled %.9g, reference %.9g; "
-                       "max error %.6g (tolerance %.3g)",
-                       k, kn->name, src, kn->out_buf, b->name ? b->name : "", kiln_dtype_name(b->dtype), kn->node,
-                       node->name ? node->name : "", (long long)r.at, at, r.got, r.want, r.maxerr, r.tol);
-}
-
 /* ------------------------------------------------------------------ CPU (LLVM JIT) */
 /* A nonzero error word after a run: the kernel it names found its input data invalid. */
 static kiln_status cpu_data_error(const kiln_executable *e, kiln_diag *d) {
@@ -315,8 +149,8 @@ static kiln_status cpu_run_checked(kiln_executable *e, const kiln_rt_tensor *in,
       st = cpu_data_error(e, d);
       break;
     }
-    if (k == e->corrupt_kernel) verify_corrupt(&p->buffers[kn->out_buf], e->bufs[kn->out_buf]);
-    if (kn->node >= 0 && kn->node < e->opt->n_nodes) st = verify_kernel(e, k, e->bufs[kn->out_buf], &vals[kn->node], d);
+    if (k == e->corrupt_kernel) kiln_driver_verify_corrupt(&p->buffers[kn->out_buf], e->bufs[kn->out_buf]);
+    if (kn->node >= 0 && kn->node < e->opt->n_nodes) st = kiln_driver_verify_kernel(e, k, e->bufs[kn->out_buf], &vals[kn->node], d);
   }
   kiln_rt_values_free(e->opt, vals);
   return st;
@@ -433,7 +267,7 @@ kiln_status kiln_compile(kiln_context *ctx, const kiln_graph *g, const kiln_comp
   *out = NULL;
   kiln_compile_options def = {0};
   if (!o) o = &def;
-  kiln_executable *e = exe_new(ctx);
+  kiln_executable *e = kiln_driver_exe_new(ctx);
   if (!e) return kiln_driver_failf(ctx, KILN_ERR_OUT_OF_MEMORY, "out of memory");
   const char *ev = getenv("KILN_VERIFY");
   e->verify = o->verify || (ev && ev[0] == '1');
@@ -504,49 +338,12 @@ static kiln_status check_tensor(kiln_context *ctx, const char *what, int i, cons
   return KILN_OK;
 }
 
-static kiln_rt_tensor to_rt(const kiln_tensor *t) {
+kiln_rt_tensor kiln_driver_to_rt(const kiln_tensor *t) {
   kiln_rt_tensor r;
   r.dtype = t->dtype;
   r.shape = kiln_shape_make(t->rank, t->dims);
   r.data = t->data;
   return r;
-}
-
-/* Compares every output with the reference interpreter; names the first that differs. */
-static kiln_status verify_run(kiln_executable *e, const kiln_rt_tensor *in, const kiln_rt_tensor *out) {
-  kiln_context *ctx = e->ctx;
-  kiln_rt_tensor *ref = kiln_ir_malloc(&ctx->alloc, sizeof *ref * (size_t)(e->n_out + 1));
-  if (ref) memset(ref, 0, sizeof *ref * (size_t)(e->n_out + 1));
-  kiln_status st = KILN_OK;
-  for (int i = 0; ref && i < e->n_out; i++) {
-    ref[i] = out[i];
-    ref[i].data = kiln_ir_malloc(&ctx->alloc, kiln_rt_tensor_nbytes(&out[i]) + 1);
-    if (!ref[i].data) st = KILN_ERR_OUT_OF_MEMORY;
-  }
-  kiln_diag d = {0};
-  if (!ref) st = KILN_ERR_OUT_OF_MEMORY;
-  if (st == KILN_OK && kiln_rt_interpret(e->ref, in, e->n_in, ref, e->n_out, &d) != KILN_OK)
-    st = kiln_driver_fail(ctx, &d);
-  for (int i = 0; st == KILN_OK && i < e->n_out; i++) {
-    int64_t n = kiln_shape_numel(&out[i].shape);
-    double maxerr = 0, scale = 1;
-    int64_t at = -1;
-    for (int64_t j = 0; j < n; j++) {
-      double a = kiln_rt_get_f64(out[i].dtype, out[i].data, j), b = kiln_rt_get_f64(out[i].dtype, ref[i].data, j);
-      if (isnan(a) && isnan(b)) continue;
-      double err = fabs(a - b);
-      if (isnan(err) || err > maxerr) { maxerr = isnan(err) ? INFINITY : err; at = j; }
-      if (fabs(b) > scale) scale = fabs(b);
-    }
-    if (maxerr > 1e-3 * scale)
-      st = kiln_driver_failf(ctx, KILN_ERR_INTERNAL,
-                             "KILN_VERIFY: output %d ('%s') differs from the reference interpreter: max "
-                             "error %g at element %lld (scale %g)",
-                             i, e->out[i].name, maxerr, (long long)at, scale);
-  }
-  for (int i = 0; ref && i < e->n_out; i++) kiln_ir_free(&ctx->alloc, ref[i].data);
-  kiln_ir_free(&ctx->alloc, ref);
-  return st;
 }
 
 kiln_status kiln_run(kiln_executable *e, const kiln_tensor *in, size_t n_in, kiln_tensor *out,
@@ -562,16 +359,16 @@ kiln_status kiln_run(kiln_executable *e, const kiln_tensor *in, size_t n_in, kil
   for (size_t i = 0; i < n_in; i++) {
     kiln_status st = check_tensor(ctx, "input", (int)i, &e->in[i], &in[i]);
     if (st) return st;
-    rin[i] = to_rt(&in[i]);
+    rin[i] = kiln_driver_to_rt(&in[i]);
   }
   for (size_t i = 0; i < n_out; i++) {
     kiln_status st = check_tensor(ctx, "output", (int)i, &e->out[i], &out[i]);
     if (st) return st;
-    rout[i] = to_rt(&out[i]);
+    rout[i] = kiln_driver_to_rt(&out[i]);
   }
   kiln_diag d = {0};
   if (e->vt->run(e, rin, rout, &d) != KILN_OK) return kiln_driver_fail(ctx, &d);
-  if (e->verify && e->ref) return verify_run(e, rin, rout);
+  if (e->verify && e->ref) return kiln_driver_verify_outputs(e, rin, rout);
   return KILN_OK;
 }
 
@@ -602,153 +399,6 @@ kiln_status kiln_executable_output_info(const kiln_executable *e, int32_t i, con
   return e ? info(e->out, e->n_out, i, name, dt, rank, dims) : KILN_ERR_INVALID_ARGUMENT;
 }
 
-/* ------------------------------------------------------------------ AOT library */
-static kiln_status lib_run(kiln_executable *e, const kiln_rt_tensor *in, kiln_rt_tensor *out,
-                           kiln_diag *d) {
-  const void *ins[64];
-  void *outs[64];
-  for (int i = 0; i < e->n_in; i++) ins[i] = in[i].data;
-  for (int i = 0; i < e->n_out; i++) outs[i] = out[i].data;
-  int rc = e->model->run(e->inst, ins, outs);
-  /* 3: a kernel found its input data invalid (generated glue, codegen/aot.c) */
-  if (rc == 3)
-    return kiln_diag_set(d, KILN_ERR_INVALID_ARGUMENT, "model library '%s': %s", e->model->name,
-                         e->model->strerror(rc));
-  if (rc != 0)
-    return kiln_diag_set(d, KILN_ERR_BACKEND, "model library '%s' failed: %s", e->model->name,
-                         e->model->strerror(rc));
-  return KILN_OK;
-}
-
-static void lib_destroy(kiln_executable *e) {
-  if (e->inst) e->model->destroy(e->inst);
-  if (e->dl) dlclose(e->dl);
-}
-
-static const exe_backend_i lib_backend = {"library", lib_run, lib_destroy};
-
-kiln_status kiln_load_library(kiln_context *ctx, const char *so_path, kiln_executable **out) {
-  if (!ctx || !so_path || !out) return kiln_driver_failf(ctx, KILN_ERR_INVALID_ARGUMENT, "kiln_load_library: NULL argument");
-  *out = NULL;
-  /* dlopen needs a path with a slash to avoid searching the library path. */
-  char path[4096];
-  snprintf(path, sizeof path, "%s%s", strchr(so_path, '/') ? "" : "./", so_path);
-  void *dl = dlopen(path, RTLD_NOW | RTLD_LOCAL);
-  if (!dl) return kiln_driver_failf(ctx, KILN_ERR_IO, "%s: cannot load library: %s", so_path, dlerror());
-  const kiln_aot_model *(*describe)(void) = (const kiln_aot_model *(*)(void))dlsym(dl, "kiln_aot_describe");
-  if (!describe) {
-    dlclose(dl);
-    return kiln_driver_failf(ctx, KILN_ERR_INVALID_ARGUMENT, "%s: not a Kiln model library (no kiln_aot_describe)", so_path);
-  }
-  const kiln_aot_model *m = describe();
-  if (!m || m->abi_version != KILN_AOT_ABI_VERSION) {
-    dlclose(dl);
-    return kiln_driver_failf(ctx, KILN_ERR_UNSUPPORTED, "%s: model library ABI version %d, this Kiln reads %d",
-                             so_path, m ? m->abi_version : -1, KILN_AOT_ABI_VERSION);
-  }
-  if (m->n_inputs > 64 || m->n_outputs > 64) {
-    dlclose(dl);
-    return kiln_driver_failf(ctx, KILN_ERR_UNSUPPORTED, "%s: more than 64 inputs or outputs", so_path);
-  }
-  kiln_executable *e = exe_new(ctx);
-  if (!e) {
-    dlclose(dl);
-    return kiln_driver_failf(ctx, KILN_ERR_OUT_OF_MEMORY, "out of memory");
-  }
-  e->vt = &lib_backend;
-  e->dl = dl;
-  e->model = m;
-  e->n_in = m->n_inputs;
-  e->n_out = m->n_outputs;
-  e->in = kiln_arena_alloc(e->arena, sizeof(exe_io) * (size_t)(m->n_inputs + 1));
-  e->out = kiln_arena_alloc(e->arena, sizeof(exe_io) * (size_t)(m->n_outputs + 1));
-  if (!e->in || !e->out) {
-    kiln_executable_destroy(e);
-    return kiln_driver_failf(ctx, KILN_ERR_OUT_OF_MEMORY, "out of memory");
-  }
-  for (int i = 0; i < m->n_inputs; i++)
-    e->in[i] = (exe_io){m->inputs[i].name, (kiln_dtype)m->inputs[i].dtype,
-                        kiln_shape_make(m->inputs[i].rank, m->inputs[i].dims)};
-  for (int i = 0; i < m->n_outputs; i++)
-    e->out[i] = (exe_io){m->outputs[i].name, (kiln_dtype)m->outputs[i].dtype,
-                         kiln_shape_make(m->outputs[i].rank, m->outputs[i].dims)};
-  e->stats.kernels = m->n_kernels;
-  e->stats.arena_bytes = m->arena_bytes;
-  int rc = m->create(&e->inst, ctx->threads);
-  if (rc != 0) {
-    kiln_status st = kiln_driver_failf(ctx, KILN_ERR_BACKEND, "%s: create failed: %s", so_path, m->strerror(rc));
-    e->inst = NULL;
-    kiln_executable_destroy(e);
-    return st;
-  }
-  *out = e;
-  return KILN_OK;
-}
-
-/* ------------------------------------------------------------------ export */
-static kiln_status write_file(kiln_context *ctx, const char *path, const void *data, size_t n) {
-  FILE *f = fopen(path, "wb");
-  if (!f) return kiln_driver_failf(ctx, KILN_ERR_IO, "%s: cannot open for writing", path);
-  size_t w = fwrite(data, 1, n, f);
-  if (fclose(f) != 0 || w != n) return kiln_driver_failf(ctx, KILN_ERR_IO, "%s: write failed", path);
-  return KILN_OK;
-}
-
-kiln_status kiln_export(kiln_context *ctx, const kiln_graph *g, const kiln_compile_options *o,
-                        const char *so_path, const char *header_path, const char *prefix) {
-  if (!ctx || !g || !so_path) return kiln_driver_failf(ctx, KILN_ERR_INVALID_ARGUMENT, "kiln_export: NULL argument");
-  kiln_compile_options def = {0};
-  if (!o) o = &def;
-  kiln_kprogram *p = NULL;
-  kiln_status st = kiln_driver_lower(ctx, g, o, NULL, &p);
-  if (st != KILN_OK) return st;
-  kiln_diag d = {0};
-  if (o->target == KILN_TARGET_CUDA) {
-#ifdef KILN_HAVE_CUDA
-    /* The CUDA artifact: a cubin of every generated kernel, and its CUDA C beside it. */
-    char *src = NULL;
-    void *img = NULL;
-    size_t n = 0;
-    st = kiln_cuda_render(p, &src, &d);
-    if (st == KILN_OK) st = kiln_cuda_compile(p->alloc, src, o->cuda_arch ? o->cuda_arch : "sm_90", true, &img, &n, &d);
-    if (st == KILN_OK) {
-      st = write_file(ctx, so_path, img, n);
-      char cu[4096];
-      snprintf(cu, sizeof cu, "%s.cu", so_path);
-      if (st == KILN_OK) st = write_file(ctx, cu, src, strlen(src));
-    } else {
-      st = kiln_driver_fail(ctx, &d);
-    }
-    kiln_ir_free(p->alloc, src);
-    kiln_ir_free(p->alloc, img);
-#else
-    st = kiln_driver_failf(ctx, KILN_ERR_UNSUPPORTED, "this Kiln was built without CUDA support");
-#endif
-  } else {
-#ifdef KILN_HAVE_LLVM
-    const char *rt = getenv("KILN_AOTRT");
-    kiln_llvm_aot_options ao = {0};
-    ao.prefix = prefix ? prefix : g->name;
-    ao.so_path = so_path;
-    ao.header_path = header_path;
-    ao.aotrt_lib = rt ? rt : KILN_AOTRT_PATH;
-    ao.cc = getenv("CC");
-    ao.link_flags = KILN_LINK_FLAGS;
-    ao.cpu = o->cpu;
-    ao.triple = o->triple;
-    st = kiln_llvm_export(p, &ao, &d);
-    if (st != KILN_OK) st = kiln_driver_fail(ctx, &d);
-#else
-    (void)header_path;
-    (void)prefix;
-    (void)d;
-    st = kiln_driver_failf(ctx, KILN_ERR_UNSUPPORTED, "this Kiln was built without LLVM: cannot export a CPU library");
-#endif
-  }
-  kiln_ir_kprogram_destroy(p);
-  return st;
-}
-
 /* ------------------------------------------------------------------ reference */
 kiln_status kiln_interpret(kiln_context *ctx, const kiln_graph *g, const kiln_tensor *in,
                            size_t n_in, kiln_tensor *out, size_t n_out) {
@@ -761,48 +411,10 @@ kiln_status kiln_interpret(kiln_context *ctx, const kiln_graph *g, const kiln_te
     return kiln_driver_failf(ctx, KILN_ERR_INVALID_ARGUMENT, "kiln_interpret: %zu inputs and %zu outputs given with a NULL array",
                              n_in, n_out);
   kiln_rt_tensor rin[64], rout[64];
-  for (size_t i = 0; i < n_in; i++) rin[i] = to_rt(&in[i]);
-  for (size_t i = 0; i < n_out; i++) rout[i] = to_rt(&out[i]);
+  for (size_t i = 0; i < n_in; i++) rin[i] = kiln_driver_to_rt(&in[i]);
+  for (size_t i = 0; i < n_out; i++) rout[i] = kiln_driver_to_rt(&out[i]);
   kiln_diag d = {0};
   if (kiln_rt_interpret(g, rin, (int32_t)n_in, rout, (int32_t)n_out, &d) != KILN_OK) return kiln_driver_fail(ctx, &d);
   return KILN_OK;
 }
 
-/* ------------------------------------------------------------------ dump */
-kiln_status kiln_driver_dump(kiln_context *ctx, const kiln_graph *g, const kiln_dump_options *o,
-                             FILE *f) {
-  kiln_print_options po = {.elide_constants = o->elide_constants};
-  if (!o->print_after && !o->kernels && !o->llvm && !o->cuda) {
-    if (kiln_ir_print(g, f, &po) != KILN_OK) return kiln_driver_failf(ctx, KILN_ERR_IO, "cannot print the graph");
-    return KILN_OK;
-  }
-  kiln_compile_options co = {0};
-  co.fusion = o->fusion;
-  co.disable_passes = o->disable_passes;
-  co.print_after = o->print_after;
-  co.target = o->cuda ? KILN_TARGET_CUDA : KILN_TARGET_CPU;
-  kiln_kprogram *p = NULL;
-  kiln_status st = kiln_driver_lower(ctx, g, &co, f, &p);
-  if (st != KILN_OK) return st;
-  kiln_diag d = {0};
-  if (o->kernels) kiln_ir_kprogram_print(p, f);
-  if (o->llvm) {
-#ifdef KILN_HAVE_LLVM
-    st = kiln_llvm_print_module(p, f, &d);
-#else
-    st = kiln_diag_set(&d, KILN_ERR_UNSUPPORTED, "built without LLVM");
-#endif
-  }
-  if (st == KILN_OK && o->cuda) {
-#ifdef KILN_HAVE_CUDA
-    char *src = NULL;
-    st = kiln_cuda_render(p, &src, &d);
-    if (st == KILN_OK) fputs(src, f);
-    kiln_ir_free(p->alloc, src);
-#else
-    st = kiln_diag_set(&d, KILN_ERR_UNSUPPORTED, "built without CUDA support");
-#endif
-  }
-  kiln_ir_kprogram_destroy(p);
-  return st == KILN_OK ? KILN_OK : kiln_driver_fail(ctx, &d);
-}
