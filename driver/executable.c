@@ -9,7 +9,6 @@
 #include "../cuda/cuda.h"
 #endif
 
-#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
