@@ -249,7 +249,9 @@ kiln_status kiln_compile(kiln_context *ctx, const kiln_graph *g, const kiln_comp
                          kiln_executable **exe);
 
 /* Inputs and outputs in graph order. Output tensors give dtype, shape and storage; a
- * mismatch is KILN_ERR_INVALID_ARGUMENT naming the tensor. */
+ * mismatch is KILN_ERR_INVALID_ARGUMENT naming the tensor. Input data that an op cannot
+ * take (a gather or scatter index out of range) is KILN_ERR_INVALID_ARGUMENT naming the
+ * node; the outputs are then unspecified. One run at a time per executable. */
 kiln_status kiln_run(kiln_executable *exe, const kiln_tensor *in, size_t n_in, kiln_tensor *out,
                      size_t n_out);
 void kiln_executable_destroy(kiln_executable *exe);
