@@ -1,5 +1,6 @@
-/* onnx_load.c - loading an ONNX model into a Kiln graph: parse the protobuf, check every
- * node has an importer (one error listing all that do not), turn initializers into
+/* onnx_load.c - loading an ONNX model into a Kiln graph: parse the protobuf, check the
+ * opset and that every node has an importer (one error listing all that do not) and input
+ * and output counts its schema allows (onnx_arity.inc), turn initializers into
  * constants and the other graph inputs into inputs (binding symbolic dims), run the
  * importers in order, add the outputs, and drop what only import-time folding needed. */
 #include "onnx_impl.h"
@@ -73,6 +74,69 @@ static void map_free(fe_map *m) {
 }
 
 /* ------------------------------------------------------------------ checks */
+/* Input/output counts of one schema version of an op (generated from onnx's schemas). */
+typedef struct fe_arity {
+  const char *op_type;
+  int32_t since_version, min_in, max_in, min_out, max_out;
+  uint32_t required; /* bit i: input i is a required (Single) formal parameter */
+} fe_arity;
+
+#include "onnx_arity.inc"
+
+/* The schema version of op_type in force at opset: the row with the largest
+ * since_version <= opset. A model that uses an op before it exists in its declared opset
+ * gets the op's first version: importers accept such models, and the counts of the first
+ * version still bound what they read. NULL when the table does not know op_type (an
+ * importer added without rerunning scripts/gen_onnx_arity.py). */
+static const fe_arity *find_arity(const char *op_type, int64_t opset) {
+  size_t lo = 0, hi = sizeof fe_arity_table / sizeof fe_arity_table[0];
+  while (lo < hi) { /* first row of op_type: rows are sorted by op type (strcmp order) */
+    size_t mid = lo + (hi - lo) / 2;
+    if (strcmp(fe_arity_table[mid].op_type, op_type) < 0) lo = mid + 1;
+    else hi = mid;
+  }
+  const fe_arity *best = NULL;
+  for (size_t i = lo; i < sizeof fe_arity_table / sizeof fe_arity_table[0] &&
+                      !strcmp(fe_arity_table[i].op_type, op_type); i++)
+    if (!best || fe_arity_table[i].since_version <= opset) best = &fe_arity_table[i];
+  return best;
+}
+
+/* "2", "1 to 3" or "at least 1" into buf. */
+static const char *count_range(char *buf, size_t cap, int32_t lo, int32_t hi) {
+  if (hi == INT32_MAX) snprintf(buf, cap, "at least %d", (int)lo);
+  else if (lo == hi) snprintf(buf, cap, "%d", (int)lo);
+  else snprintf(buf, cap, "%d to %d", (int)lo, (int)hi);
+  return buf;
+}
+
+/* Refuses a node whose input or output count its op's schema (at the model's opset) does
+ * not allow. Trailing empty names are optional inputs/outputs left out and do not count;
+ * an empty name before a named one is an omitted optional input, which is refused only
+ * where the schema requires that input. */
+static kiln_status check_arity(fe_ctx *c, const fe_node *n) {
+  const Onnx__NodeProto *p = n->p;
+  const fe_arity *a = find_arity(p->op_type, c->opset);
+  if (!a) return KILN_OK;
+  size_t n_in = p->n_input, n_out = p->n_output;
+  while (n_in > 0 && (!p->input[n_in - 1] || !*p->input[n_in - 1])) n_in--;
+  while (n_out > 0 && (!p->output[n_out - 1] || !*p->output[n_out - 1])) n_out--;
+  char range[48];
+  if (n_in < (size_t)a->min_in || n_in > (size_t)a->max_in)
+    return fe_fail(c, n, KILN_ERR_PARSE, "%zu input%s, %s takes %s (opset %lld)", n_in,
+                   n_in == 1 ? "" : "s", p->op_type,
+                   count_range(range, sizeof range, a->min_in, a->max_in), (long long)c->opset);
+  if (n_out < (size_t)a->min_out || n_out > (size_t)a->max_out)
+    return fe_fail(c, n, KILN_ERR_PARSE, "%zu output%s, %s produces %s (opset %lld)", n_out,
+                   n_out == 1 ? "" : "s", p->op_type,
+                   count_range(range, sizeof range, a->min_out, a->max_out), (long long)c->opset);
+  for (size_t i = 0; i < n_in && i < 32; i++)
+    if ((a->required >> i & 1u) && (!p->input[i] || !*p->input[i]))
+      return fe_fail(c, n, KILN_ERR_PARSE, "input %zu is empty, but %s requires it (opset %lld)",
+                     i, p->op_type, (long long)c->opset);
+  return KILN_OK;
+}
+
 static bool default_domain(const char *dom) {
   return !dom || !*dom || !strcmp(dom, "ai.onnx");
 }
@@ -237,6 +301,8 @@ static kiln_status import_node(fe_ctx *c, const Onnx__NodeProto *p, size_t index
   const Onnx__AttributeProto *bad_attr = NULL;
   fe_node n = {.p = p, .name = name, .n_in = (int32_t)p->n_input, .in = in,
                .n_out = (int32_t)p->n_output, .out = out, .bad_attr = &bad_attr};
+  kiln_status ast = check_arity(c, &n);
+  if (ast != KILN_OK) return ast;
   if (p->n_input > 64 || p->n_output > 64)
     return fe_fail(c, &n, KILN_ERR_UNSUPPORTED, "more than 64 inputs or outputs");
   for (size_t i = 0; i < p->n_input; i++) {
@@ -360,9 +426,23 @@ static kiln_status load(const kiln_allocator *a, const void *data, size_t size,
   for (size_t i = 0; i < model->n_opset_import; i++)
     if (default_domain(model->opset_import[i]->domain) && model->opset_import[i]->has_version)
       c.opset = model->opset_import[i]->version;
+  /* The arity table (and every importer) knows the operators up to FE_ONNX_NEWEST_OPSET;
+   * a newer opset may have changed any of them. */
+  kiln_status st = KILN_OK;
+  if (c.opset < 1)
+    st = kiln_diag_set(d, KILN_ERR_PARSE, "%s: default-domain opset %lld is invalid (opsets start at 1)",
+                       file, (long long)c.opset);
+  else if (c.opset > FE_ONNX_NEWEST_OPSET)
+    st = kiln_diag_set(d, KILN_ERR_UNSUPPORTED,
+                       "%s: default-domain opset %lld is newer than the newest Kiln supports (%d)",
+                       file, (long long)c.opset, FE_ONNX_NEWEST_OPSET);
+  if (st != KILN_OK) {
+    onnx__model_proto__free_unpacked(model, &pa);
+    return st;
+  }
   if (!gname || !*gname) gname = gp->name && *gp->name ? gp->name : "model";
   c.g = kiln_ir_graph_create(a, gname);
-  kiln_status st = c.g ? KILN_OK : kiln_diag_set(d, KILN_ERR_OUT_OF_MEMORY, "%s: out of memory", file);
+  st = c.g ? KILN_OK : kiln_diag_set(d, KILN_ERR_OUT_OF_MEMORY, "%s: out of memory", file);
   if (st == KILN_OK) st = check_supported(&c, gp);
   if (st == KILN_OK) st = import_initializers(&c, gp);
   for (size_t i = 0; st == KILN_OK && i < gp->n_input; i++) {

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "../../frontend/onnx.h"
@@ -234,6 +235,64 @@ Test(fe_onnx, importer_refusals_name_the_node) {
   cr_assert(strstr(d.msg, "depends on graph input 'shape'"), "%s", d.msg);
   cr_assert_eq(load("baddtype.onnx", NULL, &g, &d), KILN_ERR_UNSUPPORTED, "%s", d.msg);
   cr_assert(strstr(d.msg, "'u32'") && strstr(d.msg, "uint32"), "%s", d.msg);
+}
+
+/* Every node's input and output counts are checked against its op's schema at the
+ * model's opset (frontend/onnx_arity.inc), before any importer runs. */
+Test(fe_onnx, input_and_output_counts_follow_the_schema) {
+  gen("arity");
+  static const struct {
+    const char *file, *msg;
+  } bad[] = {
+      {"add3.onnx", "add3.onnx: node \"n1\" (Add): 3 inputs, Add takes 2"},
+      /* A trailing empty name is an input left out: it does not count. */
+      {"add_trailing_empty.onnx", "node \"n1\" (Add): 1 input, Add takes 2"},
+      /* An empty name before a named one is an omitted input: refused where required. */
+      {"add_first_empty.onnx", "node \"n1\" (Add): input 0 is empty, but Add requires it"},
+      {"relu_two_outputs.onnx", "node \"n1\" (Relu): 2 outputs, Relu produces 1"},
+      {"topk_one_output.onnx", "node \"n1\" (TopK): 1 output, TopK produces 2 (opset 11)"},
+      /* The schema version in force at the model's opset decides. */
+      {"clip_inputs_at_opset6.onnx", "node \"n1\" (Clip): 2 inputs, Clip takes 1 (opset 6)"},
+      {"reshape_input_at_opset1.onnx", "(Reshape): 2 inputs, Reshape takes 1 (opset 1)"},
+  };
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    kiln_graph *g = (kiln_graph *)1;
+    kiln_diag d;
+    cr_assert_eq(load(bad[i].file, NULL, &g, &d), KILN_ERR_PARSE, "%s: %s", bad[i].file, d.msg);
+    cr_assert_null(g);
+    cr_assert(strstr(d.msg, bad[i].msg), "%s: want \"%s\", got: %s", bad[i].file, bad[i].msg, d.msg);
+  }
+  static const char *ok[] = {"clip_trailing_empty.onnx", "clip_middle_empty.onnx", "sum5.onnx",
+                             "dropout_empty_mask.onnx", "resize11_empty_scales.onnx",
+                             "gelu_before_its_opset.onnx", "newest_opset.onnx"};
+  for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) kiln_ir_graph_destroy(load_ok(ok[i]));
+}
+
+Test(fe_onnx, opsets_out_of_range_are_refused) {
+  gen("arity");
+  kiln_graph *g = NULL;
+  kiln_diag d;
+  cr_assert_eq(load("opset99.onnx", NULL, &g, &d), KILN_ERR_UNSUPPORTED, "%s", d.msg);
+  cr_assert_null(g);
+  cr_assert(strstr(d.msg, "opset99.onnx: default-domain opset 99 is newer than the newest Kiln supports ("),
+            "%s", d.msg);
+  cr_assert_eq(load("opset0.onnx", NULL, &g, &d), KILN_ERR_PARSE, "%s", d.msg);
+  cr_assert(strstr(d.msg, "opset0.onnx: default-domain opset 0 is invalid"), "%s", d.msg);
+  cr_assert_eq(load("opset_negative.onnx", NULL, &g, &d), KILN_ERR_PARSE, "%s", d.msg);
+  cr_assert(strstr(d.msg, "opset -3 is invalid"), "%s", d.msg);
+}
+
+/* frontend/onnx_arity.inc is what scripts/gen_onnx_arity.py writes from the op types in
+ * onnx_table.c: an importer added without rerunning the script would go unchecked. */
+Test(fe_onnx, arity_table_is_up_to_date) {
+  if (system("python3 -c 'import onnx' >/dev/null 2>&1") != 0)
+    cr_skip_test("python3 with the onnx package is not available");
+  char cmd[1024];
+  snprintf(cmd, sizeof cmd, "python3 '%s/scripts/gen_onnx_arity.py' --check", KILN_SOURCE_DIR);
+  int rc = system(cmd);
+  if (WIFEXITED(rc) && WEXITSTATUS(rc) == 3)
+    cr_skip_test("the installed onnx is not the version onnx_arity.inc was generated from");
+  cr_assert_eq(rc, 0, "%s failed: rerun scripts/gen_onnx_arity.py", cmd);
 }
 
 Test(fe_onnx, frozen_inputs_become_constants) {

@@ -110,6 +110,44 @@ def group_unsupported():
     save(model(nodes, [], [vi("y", TensorProto.UINT32, [2])], [u]), "baddtype.onnx")
 
 
+def group_arity():
+    """Input/output counts against the op's schema at the model's opset, and opset bounds."""
+    x = vi("x", TensorProto.FLOAT, [2, 3])
+    y = vi("y", TensorProto.FLOAT, None)
+    N = helper.make_node
+    bad = {  # name: (nodes, opset)
+        "add3": ([N("Add", ["x", "x", "x"], ["y"], name="n1")], 17),
+        "add_trailing_empty": ([N("Add", ["x", ""], ["y"], name="n1")], 17),
+        "add_first_empty": ([N("Add", ["", "x"], ["y"], name="n1")], 17),
+        "relu_two_outputs": ([N("Relu", ["x"], ["y", "z"], name="n1")], 17),
+        "topk_one_output": ([N("TopK", ["x", "k"], ["y"], name="n1")], 11),
+        "clip_inputs_at_opset6": ([N("Clip", ["x", "lo"], ["y"], name="n1")], 6),
+        "reshape_input_at_opset1": ([N("Reshape", ["x", "shp"], ["y"], name="n1")], 1),
+    }
+    inits = [numpy_helper.from_array(np.array([1], np.int64), "k"),
+             numpy_helper.from_array(np.array(0, np.float32), "lo"),
+             numpy_helper.from_array(np.array([3, 2], np.int64), "shp")]
+    for name, (nodes, opset) in bad.items():
+        save(model(nodes, [x], [y], inits, opset=opset), name + ".onnx")
+    ok = {
+        "clip_trailing_empty": ([N("Clip", ["x", "", ""], ["y"], name="n1")], 13),
+        "clip_middle_empty": ([N("Clip", ["x", "", "hi"], ["y"], name="n1")], 13),
+        "sum5": ([N("Sum", ["x", "x", "x", "x", "x"], ["y"], name="n1")], 13),
+        "dropout_empty_mask": ([N("Dropout", ["x"], ["y", ""], name="n1")], 13),
+        # Resize-11 documents an empty name for scales (and converters leave roi empty).
+        "resize11_empty_scales": ([N("Resize", ["x", "", "", "sz"], ["y"], name="n1")], 11),
+        # Gelu exists from opset 20; models declaring an older opset still import.
+        "gelu_before_its_opset": ([N("Gelu", ["x"], ["y"], name="n1")], 17),
+        "newest_opset": ([N("Relu", ["x"], ["y"], name="n1")], onnx.defs.onnx_opset_version()),
+    }
+    inits = [numpy_helper.from_array(np.array(0.5, np.float32), "hi"),
+             numpy_helper.from_array(np.array([4, 6], np.int64), "sz")]
+    for name, (nodes, opset) in ok.items():
+        save(model(nodes, [x], [y], inits, opset=opset), name + ".onnx")
+    for name, opset in (("opset99", 99), ("opset0", 0), ("opset_negative", -3)):
+        save(model([N("Relu", ["x"], ["y"], name="n1")], [x], [y], opset=opset), name + ".onnx")
+
+
 def group_external():
     """The weights live in w.bin; also models whose external paths leave the folder."""
     x, w = f32(2, 3), f32(3, 5)

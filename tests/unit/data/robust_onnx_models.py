@@ -71,7 +71,14 @@ X = [vi("x", F, [2, 3])]
 Y = [vi("y", F, [2, 3])]
 E = "err"
 save("s_add_one_input", [h.make_node("Add", ["x"], ["y"])], X, Y, expect=E)
-save("s_add_three_inputs", [h.make_node("Add", ["x", "x", "x"], ["y"])], X, Y)  # gap: no per-op arity check yet
+save("s_add_three_inputs", [h.make_node("Add", ["x", "x", "x"], ["y"])], X, Y, expect=E)
+save("s_add_trailing_empty", [h.make_node("Add", ["x", ""], ["y"])], X, Y, expect=E)
+save("s_add_first_empty", [h.make_node("Add", ["", "x"], ["y"])], X, Y, expect=E)
+save("s_relu_two_outputs", [h.make_node("Relu", ["x"], ["y", "z"])], X, Y, expect=E)
+save("s_relu_empty_output", [h.make_node("Relu", ["x"], [""])], X, Y, expect=E)
+save("s_gemm_two_inputs_opset9", [h.make_node("Gemm", ["x", "w"], ["y"])], X, Y, [init("w", np.ones((3, 3), np.float32))], opset=9, expect=E)
+save("s_clip_trailing_empty", [h.make_node("Clip", ["x", "", ""], ["y"])], X, Y, expect="ok")
+save("s_clip_middle_empty", [h.make_node("Clip", ["x", "", "hi"], ["y"])], X, Y, [init("hi", np.array(0.5, np.float32))], expect="ok")
 save("s_relu_no_inputs", [h.make_node("Relu", [], ["y"])], X, Y, expect=E)
 save("s_relu_missing_input", [h.make_node("Relu", [""], ["y"])], X, Y, expect=E)
 save("s_undefined_ref", [h.make_node("Relu", ["nope"], ["y"])], X, Y, expect=E)
@@ -160,8 +167,9 @@ save("s_identity_graph", [], X, [vi("x", F, [2, 3])])
 save("s_output_is_constant", [], [], [vi("w", F, [2, 3])], [init("w", np.ones((2, 3), np.float32))])
 save("s_output_undefined", [h.make_node("Relu", ["x"], ["y"])], X, [vi("q", F, [2, 3])], expect=E)
 save("s_opset1", [h.make_node("Add", ["x", "x"], ["y"])], X, Y, opset=1)
-save("s_opset99", [h.make_node("Add", ["x", "x"], ["y"])], X, Y, opset=99)
-save("s_opset0", [h.make_node("Relu", ["x"], ["y"])], X, Y, opset=0)
+save("s_opset99", [h.make_node("Add", ["x", "x"], ["y"])], X, Y, opset=99, expect=E)
+save("s_opset0", [h.make_node("Relu", ["x"], ["y"])], X, Y, opset=0, expect=E)
+save("s_opset_newest", [h.make_node("Add", ["x", "x"], ["y"])], X, Y, opset=onnx.defs.onnx_opset_version(), expect="ok")
 save("s_unknown_domain", [h.make_node("Relu", ["x"], ["r"], domain="com.example"), h.make_node("FooBar", ["r"], ["y"], domain="com.example")], X, Y,
      domain_opsets=[("com.example", 1)], expect=E)
 save("s_unknown_op", [h.make_node("NoSuchOp", ["x"], ["a"]), h.make_node("NoSuchOp2", ["a"], ["y"])], X, Y, expect=E)
