@@ -4,6 +4,7 @@
 #include "../driver/driver.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -104,8 +105,39 @@ static int fail(const char *fmt, const char *a) {
   return 2;
 }
 
+/* Options that set one field of opts: a string, a number, or a flag. The others are
+ * parsed one by one in parse_opts. */
+typedef struct opt_field {
+  const char *flag;
+  size_t off;
+} opt_field;
+#define N_OPTS(t) (sizeof t / sizeof t[0])
+static const opt_field string_opts[] = {
+    {"--output-dir", offsetof(opts, output_dir)}, {"-o", offsetof(opts, output)},
+    {"--output", offsetof(opts, output)},         {"--header", offsetof(opts, header)},
+    {"--name", offsetof(opts, name)},             {"--cuda-arch", offsetof(opts, cuda_arch)},
+    {"--cpu", offsetof(opts, cpu)},               {"--triple", offsetof(opts, triple)},
+    {"--print-after", offsetof(opts, print_after)}, {"--disable-pass", offsetof(opts, disable)},
+};
+static const opt_field int_opts[] = {
+    {"--threads", offsetof(opts, threads)}, {"--runs", offsetof(opts, runs)}, {"--warmup", offsetof(opts, warmup)},
+};
+static const opt_field bool_opts[] = {
+    {"--random-inputs", offsetof(opts, random_inputs)}, {"--verify", offsetof(opts, verify)},
+    {"--reference", offsetof(opts, reference)},         {"--json", offsetof(opts, json)},
+    {"--kernels", offsetof(opts, kernels)},             {"--llvm", offsetof(opts, llvm)},
+    {"--cuda", offsetof(opts, cuda_src)},               {"--elide-constants", offsetof(opts, elide)},
+};
+
+static const opt_field *find_opt(const opt_field *t, size_t n, const char *flag) {
+  for (size_t i = 0; i < n; i++)
+    if (!strcmp(t[i].flag, flag)) return &t[i];
+  return NULL;
+}
+
 /* Parses argv[first..]; returns 0, 1 for --help, or 2 on error (message printed). */
 static int parse_opts(int argc, char **argv, int first, opts *o, const char *usage) {
+  const opt_field *opt;
   for (int i = first; i < argc; i++) {
     char *a = argv[i], *val = NULL;
     char flag[64];
@@ -130,30 +162,10 @@ static int parse_opts(int argc, char **argv, int first, opts *o, const char *usa
       if (!v) return 2;
       if (o->n_inputs == MAX_INPUTS) return fail("too many --input (max %s)", "64");
       o->inputs[o->n_inputs++] = v;
-    } else if (!strcmp(a, "--random-inputs")) {
-      o->random_inputs = true;
     } else if (!strcmp(a, "--seed")) {
       char *v = NEXT();
       if (!v) return 2;
       o->seed = strtoull(v, NULL, 10);
-    } else if (!strcmp(a, "--output-dir")) {
-      if (!(o->output_dir = NEXT())) return 2;
-    } else if (!strcmp(a, "-o") || !strcmp(a, "--output")) {
-      if (!(o->output = NEXT())) return 2;
-    } else if (!strcmp(a, "--header")) {
-      if (!(o->header = NEXT())) return 2;
-    } else if (!strcmp(a, "--name")) {
-      if (!(o->name = NEXT())) return 2;
-    } else if (!strcmp(a, "--cuda-arch")) {
-      if (!(o->cuda_arch = NEXT())) return 2;
-    } else if (!strcmp(a, "--cpu")) {
-      if (!(o->cpu = NEXT())) return 2;
-    } else if (!strcmp(a, "--triple")) {
-      if (!(o->triple = NEXT())) return 2;
-    } else if (!strcmp(a, "--print-after")) {
-      if (!(o->print_after = NEXT())) return 2;
-    } else if (!strcmp(a, "--disable-pass")) {
-      if (!(o->disable = NEXT())) return 2;
     } else if (!strcmp(a, "--target")) {
       char *v = NEXT();
       if (!v) return 2;
@@ -167,18 +179,6 @@ static int parse_opts(int argc, char **argv, int first, opts *o, const char *usa
       else if (!strcmp(v, "elementwise")) o->fusion = KILN_FUSION_ELEMENTWISE;
       else if (!strcmp(v, "full")) o->fusion = KILN_FUSION_FULL;
       else return fail("unknown fusion level '%s' (none, elementwise or full)", v);
-    } else if (!strcmp(a, "--threads")) {
-      char *v = NEXT();
-      if (!v) return 2;
-      o->threads = atoi(v);
-    } else if (!strcmp(a, "--runs")) {
-      char *v = NEXT();
-      if (!v) return 2;
-      o->runs = atoi(v);
-    } else if (!strcmp(a, "--warmup")) {
-      char *v = NEXT();
-      if (!v) return 2;
-      o->warmup = atoi(v);
     } else if (!strcmp(a, "--bind")) {
       char *v = NEXT();
       if (!v) return 2;
@@ -187,20 +187,14 @@ static int parse_opts(int argc, char **argv, int first, opts *o, const char *usa
       *eq = 0;
       o->bind_names[o->n_binds] = v;
       o->bind_values[o->n_binds++] = atoll(eq + 1);
-    } else if (!strcmp(a, "--verify")) {
-      o->verify = true;
-    } else if (!strcmp(a, "--reference")) {
-      o->reference = true;
-    } else if (!strcmp(a, "--json")) {
-      o->json = true;
-    } else if (!strcmp(a, "--kernels")) {
-      o->kernels = true;
-    } else if (!strcmp(a, "--llvm")) {
-      o->llvm = true;
-    } else if (!strcmp(a, "--cuda")) {
-      o->cuda_src = true;
-    } else if (!strcmp(a, "--elide-constants")) {
-      o->elide = true;
+    } else if ((opt = find_opt(string_opts, N_OPTS(string_opts), a))) {
+      if (!(*(const char **)((char *)o + opt->off) = NEXT())) return 2;
+    } else if ((opt = find_opt(int_opts, N_OPTS(int_opts), a))) {
+      char *v = NEXT();
+      if (!v) return 2;
+      *(int *)((char *)o + opt->off) = atoi(v);
+    } else if ((opt = find_opt(bool_opts, N_OPTS(bool_opts), a))) {
+      *(bool *)((char *)o + opt->off) = true;
     } else {
       return fail("unknown option '%s' (see --help)", a);
     }

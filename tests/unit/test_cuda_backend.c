@@ -5,6 +5,8 @@
  * and the executor: KILN_ERR_NO_DEVICE without a GPU, real runs with one.
  */
 #include <criterion/criterion.h>
+
+#include "alu_ref.h"
 #include <dlfcn.h>
 #include <math.h>
 #include <stdio.h>
@@ -366,49 +368,6 @@ static int32_t add_op_kernel(kiln_kprogram *p, op_case *oc, int32_t x, int32_t y
   return oc->out;
 }
 
-static double ref_f(kiln_op op, int kind, double a, double b, bool c) {
-  switch (op) {
-  case KILN_OP_neg: return -a;
-  case KILN_OP_abs: return fabs(a);
-  case KILN_OP_exp: return exp(a);
-  case KILN_OP_log: return log(a);
-  case KILN_OP_sqrt: return sqrt(a);
-  case KILN_OP_rsqrt: return 1 / sqrt(a);
-  case KILN_OP_recip: return 1 / a;
-  case KILN_OP_tanh: return tanh(a);
-  case KILN_OP_sigmoid: return 1 / (1 + exp(-a));
-  case KILN_OP_erf: return erf(a);
-  case KILN_OP_sin: return sin(a);
-  case KILN_OP_cos: return cos(a);
-  case KILN_OP_atan: return atan(a);
-  case KILN_OP_floor: return floor(a);
-  case KILN_OP_ceil: return ceil(a);
-  case KILN_OP_round: return nearbyint(a);
-  case KILN_OP_sign: return a > 0 ? 1 : a < 0 ? -1 : a;
-  case KILN_OP_isnan: return isnan(a);
-  case KILN_OP_add: return a + b;
-  case KILN_OP_sub: return a - b;
-  case KILN_OP_mul: return a * b;
-  case KILN_OP_div: return a / b;
-  case KILN_OP_pow: return pow(a, b);
-  case KILN_OP_max: return isnan(a) || isnan(b) ? NAN : fmax(a, b);
-  case KILN_OP_min: return isnan(a) || isnan(b) ? NAN : fmin(a, b);
-  case KILN_OP_mod: {
-    double r = fmod(a, b);
-    if (kind == 0 && r != 0 && ((r < 0) != (b < 0))) r += b;
-    return r;
-  }
-  case KILN_OP_eq: return a == b;
-  case KILN_OP_ne: return a != b;
-  case KILN_OP_lt: return a < b;
-  case KILN_OP_le: return a <= b;
-  case KILN_OP_gt: return a > b;
-  case KILN_OP_ge: return a >= b;
-  case KILN_OP_select: return c ? a : b;
-  case KILN_OP_cast: return trunc(a);
-  default: return NAN;
-  }
-}
 
 Test(cuda_render, every_elementwise_op_f32_renders_compiles_and_computes) {
   kiln_kprogram *p = tp_new();
@@ -453,7 +412,7 @@ Test(cuda_render, every_elementwise_op_f32_renders_compiles_and_computes) {
           got = ((unsigned char *)outs[i])[j];
         } else {
           if (cases[i].op == KILN_OP_cast && isnan(a[j])) continue; /* undefined */
-          want = ref_f(cases[i].op, cases[i].kind, a[j], b[j], ab[j]);
+          want = alu_ref(cases[i].op, cases[i].kind, a[j], b[j], ab[j]);
           got = cases[i].out_dt == KILN_BOOL ? ((unsigned char *)outs[i])[j]
               : cases[i].out_dt == KILN_I32 ? ((int32_t *)outs[i])[j] : ((float *)outs[i])[j];
         }
@@ -556,7 +515,7 @@ Test(cuda_render, integer_bool_and_f64_ops_render_compile_and_compute) {
         double got = cases[i].out_dt == KILN_BOOL ? ((unsigned char *)outs[i])[j]
                    : cases[i].out_dt == KILN_I64 ? (double)((int64_t *)outs[i])[j] : ((double *)outs[i])[j];
         if (cases[i].op == KILN_OP_cast && fabs(ad[j]) > 1e18) continue;
-        double w = ref_f(cases[i].op, cases[i].kind, ad[j], bd[j], c[j]);
+        double w = alu_ref(cases[i].op, cases[i].kind, ad[j], bd[j], c[j]);
         cr_expect(close_f(got, w, 1e-12), "f64 %s at %d: got %.17g want %.17g", kiln_op_name(cases[i].op), j, got, w);
       }
     }
