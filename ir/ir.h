@@ -376,6 +376,16 @@ typedef struct kiln_gemm_desc {
   int32_t n_batch;               /* 0..2 batch loops */
   int64_t batch[2];
   int64_t a_bstride[2], b_bstride[2], c_bstride[2]; /* element strides per batch loop, may be 0 */
+  /* Fused prologue (the kernel's `pack` sub-kernel, when set): B is not stored anywhere;
+   * it is computed tile by tile into b_buf, a scratch buffer of k x tile_n elements
+   * (ldb = tile_n, trans_b = 0, b_bstride = 0). Before packing a tile the runtime stores
+   * (flattened batch index, first column of the tile) as two i64 into param_buf, which
+   * the pack expression loads. Columns past n in the last tile are ignored. */
+  int64_t tile_n;                /* 0: no pack */
+  int32_t param_buf;             /* -1: none */
+  /* Fused epilogue (the kernel's `epilogue` sub-kernel, when set): run over the output
+   * rows of each finished tile; epi_last = the epilogue domain's last extent. */
+  int64_t epi_last;
 } kiln_gemm_desc;
 
 typedef struct kiln_kernel {
@@ -398,6 +408,17 @@ typedef struct kiln_kernel {
   int32_t root;                  /* kx stored at each output point */
   /* GEMM */
   kiln_gemm_desc gemm;
+  /* GEMM: fused sub-kernels (LOOP kernels; NULL when absent), executed tile by tile with
+   * the product so the data they touch is still in cache:
+   *   pack     computes one tile of B: its domain is [k, tile_n], out_buf = gemm.b_buf;
+   *   epilogue its domain is this kernel's output domain; it reads the product from
+   *            gemm.c_buf only at its own element (so it may run in place) and stores to
+   *            out_buf (== this kernel's out_buf). gemm.c_buf must then be dense over the
+   *            output domain (c_off 0, ldc n, dense batch strides). */
+  struct kiln_kernel *pack, *epilogue;
+  /* For reports: the category of the node the kernel is built around (contraction for a
+   * GEMM with its epilogue, reduce for a row-wise normalization, ...). */
+  kiln_category category;
   /* OPAQUE: the graph op with its attrs; input buffers in in_bufs */
   kiln_op op;
   kiln_attrs attrs;
@@ -422,6 +443,11 @@ typedef struct kiln_buffer {
   const char *name;
 } kiln_buffer;
 
+typedef struct kiln_fusion_refusal {
+  const char *producer, *consumer; /* source node names */
+  const char *reason;              /* "producer has 3 consumers and costs 40 flop/element" */
+} kiln_fusion_refusal;
+
 typedef struct kiln_kprogram {
   const kiln_allocator *alloc;
   kiln_arena *arena;             /* owns everything below */
@@ -430,6 +456,9 @@ typedef struct kiln_kprogram {
   int32_t n_buffers;
   kiln_buffer *buffers;
   size_t arena_bytes;            /* set by memory planning */
+  /* Fusions the lowering considered and refused, with the reason (for the fusion report). */
+  int32_t n_refused;
+  kiln_fusion_refusal *refused;
   /* Interface and constants, copied from the graph so the program stands alone. */
   int32_t n_inputs, n_outputs;
   kiln_graph_io *inputs, *outputs;  /* .node unused */
@@ -442,6 +471,15 @@ typedef struct kiln_kprogram {
 
 kiln_kprogram *kiln_ir_kprogram_create(const kiln_allocator *a);
 void kiln_ir_kprogram_destroy(kiln_kprogram *p);
+/* What one kernel costs, for reports: bytes it reads (each buffer it loads counted once,
+ * at its size) and writes, and floating/integer value operations (index arithmetic not
+ * counted; a contraction counts 2*m*n*k per product; each expression node counts once
+ * per distinct value of the loop variables it depends on). Sub-kernels included. */
+typedef struct kiln_kernel_stats {
+  int64_t bytes_read, bytes_written, flops;
+} kiln_kernel_stats;
+void kiln_ir_kernel_stats(const kiln_kprogram *p, const kiln_kernel *k, kiln_kernel_stats *s);
+
 /* Text dump of a kernel program (for kiln dump and golden tests). */
 void kiln_ir_kprogram_print(const kiln_kprogram *p, FILE *f);
 /* Checks operand order, dtypes, buffer ids, var ranges. */
