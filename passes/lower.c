@@ -110,7 +110,10 @@ static void decide_materialized(lower_ctx *c) {
     const kiln_node *nd = &g->nodes[i];
     kiln_category cat = cat_of(g, i);
     bool m;
-    if (cat != KILN_CAT_ELEMENTWISE && cat != KILN_CAT_MOVEMENT) m = true;
+    if (cat == KILN_CAT_REDUCE && c->t->fusion == KILN_FUSION_FULL && !c->is_output[i] && c->n_cons[i] == 1 &&
+        !c->feeds_buffer_op[i] && nd->op != KILN_OP_argmax && nd->op != KILN_OP_argmin)
+      m = false; /* inlined into its consumer: a row-wise kernel computes it once per row */
+    else if (cat != KILN_CAT_ELEMENTWISE && cat != KILN_CAT_MOVEMENT) m = true;
     else if (c->is_output[i] || c->t->fusion == KILN_FUSION_NONE) m = true;
     else if (c->n_cons[i] == 0) m = false; /* dead: nothing emits it */
     else {
