@@ -791,7 +791,7 @@ static void emit_consts(render *r) {
 
 /* The runtime's entry points as LLVM function types. */
 typedef struct call_types {
-  LLVMTypeRef kty, pf_ty, gm_ty, op_ty;
+  LLVMTypeRef kty, pf_ty, gm_ty, gf_ty, op_ty;
 } call_types;
 
 static call_types runtime_types(render *r) {
@@ -802,6 +802,8 @@ static call_types runtime_types(render *r) {
   t.pf_ty = LLVMFunctionType(r->t_void, pf_p, 5, 0);
   LLVMTypeRef gm_p[4] = {r->t_ptr, r->t_ptr, r->t_i32, r->t_ptr};
   t.gm_ty = LLVMFunctionType(r->t_void, gm_p, 4, 0);
+  LLVMTypeRef gf_p[6] = {r->t_ptr, r->t_ptr, r->t_i32, r->t_ptr, r->t_ptr, r->t_ptr};
+  t.gf_ty = LLVMFunctionType(r->t_void, gf_p, 6, 0);
   LLVMTypeRef op_p[2] = {r->t_ptr, r->t_ptr};
   t.op_ty = LLVMFunctionType(r->t_i32, op_p, 2, 0);
   return t;
@@ -849,6 +851,16 @@ static void emit_kernel_call(render *r, LLVMValueRef fn, const call_types *t, LL
   } else if (k->kind == KILN_KERNEL_GEMM) {
     snprintf(name, sizeof name, "kiln_gemm%d", i);
     LLVMValueRef g = desc_global(r, name, &k->gemm, sizeof k->gemm);
+    if (k->pack || k->epilogue) { /* sub-kernels rendered as kiln_k<i>_pack / _epilogue */
+      char sub[48];
+      snprintf(sub, sizeof sub, "kiln_k%d_pack", i);
+      LLVMValueRef pk = k->pack ? LLVMGetNamedFunction(r->mod, sub) : LLVMConstNull(r->t_ptr);
+      snprintf(sub, sizeof sub, "kiln_k%d_epilogue", i);
+      LLVMValueRef ep = k->epilogue ? LLVMGetNamedFunction(r->mod, sub) : LLVMConstNull(r->t_ptr);
+      LLVMValueRef a[6] = {pool, g, cint(r->t_i32, k->out_dtype), bufs, pk, ep};
+      LLVMBuildCall2(b, t->gf_ty, declare_fn(r, "kiln_rt_gemm_fused", t->gf_ty), a, 6, "");
+      return;
+    }
     LLVMValueRef a[4] = {pool, g, cint(r->t_i32, k->out_dtype), bufs};
     LLVMBuildCall2(b, t->gm_ty, declare_fn(r, "kiln_rt_gemm", t->gm_ty), a, 4, "");
   } else {
@@ -954,6 +966,15 @@ kiln_status kiln_llvm_render(const kiln_kprogram *p, LLVMContextRef ctx,
     if (p->kernels[i].kind == KILN_KERNEL_LOOP && !(kfn[i] = emit_loop_kernel(&r, &p->kernels[i], i, name))) {
       st = d->status != KILN_OK ? d->status : kiln_diag_set(d, KILN_ERR_INTERNAL, "kernel %d failed to render", i);
       goto fail;
+    }
+    const kiln_kernel *subs[2] = {p->kernels[i].pack, p->kernels[i].epilogue};
+    for (int s = 0; s < 2; s++) {
+      if (p->kernels[i].kind != KILN_KERNEL_GEMM || !subs[s]) continue;
+      snprintf(name, sizeof name, "kiln_k%d_%s", i, s ? "epilogue" : "pack");
+      if (!emit_loop_kernel(&r, subs[s], i, name)) {
+        st = d->status != KILN_OK ? d->status : kiln_diag_set(d, KILN_ERR_INTERNAL, "kernel %d failed to render", i);
+        goto fail;
+      }
     }
   }
   if ((st = emit_entry(&r, o->entry_name, o->hidden_entry, kfn)) != KILN_OK) goto fail;

@@ -118,6 +118,11 @@ const kiln_op_info kiln_op_table[KILN_OP_COUNT] = {
 #undef X
 };
 
+const char *kiln_category_name(kiln_category c) {
+  static const char *const names[] = {"leaf", "elementwise", "movement", "reduce", "window", "contraction", "opaque"};
+  return (unsigned)c < sizeof names / sizeof names[0] ? names[c] : "?";
+}
+
 const char *kiln_op_name(kiln_op op) {
   return (unsigned)op < KILN_OP_COUNT ? kiln_op_table[op].name : "?";
 }

@@ -99,6 +99,8 @@ typedef struct kiln_op_info {
 
 extern const kiln_op_info kiln_op_table[KILN_OP_COUNT];
 const char *kiln_op_name(kiln_op op);
+/* "elementwise", "reduce", ... ("?" out of range). */
+const char *kiln_category_name(kiln_category c);
 bool kiln_op_from_name(const char *name, kiln_op *op);
 
 enum { KILN_POOL_MAX = 0, KILN_POOL_AVG = 1, KILN_POOL_SUM = 2 };

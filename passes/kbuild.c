@@ -26,6 +26,7 @@ void kiln_pass_kb_free(kiln_pass_kb *b) {
 void kiln_pass_kb_reset(kiln_pass_kb *b, const kiln_shape *out) {
   b->n_kx = 0;
   b->n_vars = 0;
+  b->out_rank = out->rank;
   for (int32_t i = 0; i < b->cap_table; i++) b->table[i] = -1;
   kiln_pass_kb_new_vars(b, out->rank, out->dims);
 }
@@ -425,6 +426,25 @@ int32_t kiln_pass_kb_compact(kiln_pass_kb *b, int32_t root) {
   }
   int32_t new_root = (int32_t)b->hi[root];
   b->n_kx = n;
+  /* Drop the loop variables of reductions that folded away (their ranges are whole), so
+   * every variable past the output's belongs to a REDUCE that is still there. lo[] is
+   * reused as the variable map (n_vars <= n_kx is not guaranteed: size it separately). */
+  int32_t out_rank = b->out_rank, nv = 0;
+  int32_t *map = kiln_ir_malloc(b->alloc, sizeof(int32_t) * (size_t)(b->n_vars + 1));
+  if (!map) return b->oom = true, new_root;
+  for (int32_t v = 0; v < b->n_vars; v++) map[v] = v < out_rank ? v : -1;
+  for (int32_t i = 0; i < n; i++)
+    if (b->kx[i].kind == KILN_KX_REDUCE)
+      for (int32_t v = b->kx[i].var; v < b->kx[i].var + b->kx[i].n_vars; v++) map[v] = v;
+  for (int32_t v = 0; v < b->n_vars; v++)
+    if (map[v] >= 0) {
+      b->extent[nv] = b->extent[v];
+      map[v] = nv++;
+    }
+  for (int32_t i = 0; i < n; i++)
+    if (b->kx[i].kind == KILN_KX_REDUCE || b->kx[i].kind == KILN_KX_VAR) b->kx[i].var = map[b->kx[i].var];
+  b->n_vars = nv;
+  kiln_ir_free(b->alloc, map);
   for (int32_t i = 0; i < b->cap_table; i++) b->table[i] = -1; /* the builder is done */
   return new_root;
 }

@@ -22,6 +22,8 @@
 #include "passes-impl.h"
 
 #include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <string.h>
 
 typedef struct memo_entry {
@@ -40,10 +42,20 @@ typedef struct lower_ctx {
   int32_t *n_cons;       /* per node: distinct consumer nodes */
   uint8_t *is_output;
   uint8_t *feeds_buffer_op; /* per node: an operand of a GEMM or opaque kernel */
+  uint8_t *in_group;     /* scratch of grow_epilogue, all 0 between calls */
   uint8_t *cheap;        /* per node: an inlined index map over buffers (recomputable) */
   uint8_t *idx_state;    /* per gather node: 0 not looked at, 1 constant indices all in
                             range (no run-time check), 2 needs a run-time check */
   int32_t *const_buf;    /* per constant-store entry: buffer id or -1 */
+  int32_t *epi_sink;     /* per GEMM contraction: last node of its fused epilogue, or -1 */
+  int32_t *epi_of;       /* per node: the GEMM contraction whose epilogue computes it, or -1 */
+  int32_t *sunk_to;      /* per GEMM dot: the permute/reshape node whose buffer it writes
+                            directly through a strided output view, or -1 */
+  int32_t *sunk_by;      /* per node: the GEMM dot that writes its buffer (sunk_to), or -1 */
+  int32_t *kern;         /* per node: the kernel (root node) it is computed in; -2: several */
+  int32_t *cost;         /* per node: flop per element of its expression as inlined */
+  int32_t *first_cons;   /* per node: one consumer (the only one when n_cons == 1) */
+  int32_t n_refused, cap_refused;
   int32_t cap_kernels, cap_buffers;
   /* the kernel being built */
   kiln_pass_kb kb;
@@ -90,10 +102,184 @@ static bool is_cheap_map(kiln_op op) {
          op == KILN_OP_slice || op == KILN_OP_reverse || op == KILN_OP_iota;
 }
 
+/* A fusion the lowering considered and refused, for the fusion report. */
+static void refuse(lower_ctx *c, int32_t producer, int32_t consumer, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void refuse(lower_ctx *c, int32_t producer, int32_t consumer, const char *fmt, ...) {
+  kiln_kprogram *p = c->p;
+  if (c->n_refused == c->cap_refused) {
+    int32_t cap = c->cap_refused ? 2 * c->cap_refused : 16;
+    kiln_fusion_refusal *r = kiln_arena_alloc(p->arena, sizeof *r * (size_t)cap);
+    if (!r) return (void)(c->oom = true);
+    if (c->n_refused) memcpy(r, p->refused, sizeof *r * (size_t)c->n_refused);
+    p->refused = r;
+    c->cap_refused = cap;
+  }
+  char reason[256];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(reason, sizeof reason, fmt, ap);
+  va_end(ap);
+  kiln_fusion_refusal *r = &p->refused[c->n_refused++];
+  r->producer = kiln_arena_strdup(p->arena, c->g->nodes[producer].name);
+  r->consumer = consumer >= 0 ? kiln_arena_strdup(p->arena, c->g->nodes[consumer].name) : "";
+  r->reason = kiln_arena_strdup(p->arena, reason);
+  if (!r->producer || !r->consumer || !r->reason) c->oom = true;
+  p->n_refused = c->n_refused;
+}
+
+/* Flop per element of one elementwise op, for the recompute cost model: transcendental
+ * functions cost about what a vectorized polynomial does, division and roots a few. */
+static int32_t op_cost(kiln_op op) {
+  switch (op) {
+  case KILN_OP_exp: case KILN_OP_log: case KILN_OP_tanh: case KILN_OP_erf: case KILN_OP_sigmoid:
+  case KILN_OP_sin: case KILN_OP_cos: case KILN_OP_pow: return 16;
+  case KILN_OP_div: case KILN_OP_sqrt: case KILN_OP_rsqrt: case KILN_OP_recip: case KILN_OP_mod: return 4;
+  default: return kiln_op_table[op].category == KILN_CAT_ELEMENTWISE ? 1 : 0;
+  }
+}
+
+/* Above this many flop per element, a producer read by several kernels is materialized
+ * once instead of recomputed in each (the recompute cost model). */
+#define RECOMPUTE_FLOPS 8
+
+/* The view through which a GEMM dot reads operand u: movement ops over a materialized
+ * base cost nothing. The base is the first node down the chain that is not a reshape,
+ * permute, slice or broadcast, or the node where the chain stops being a strided view. */
+static int32_t operand_view(lower_ctx *c, int32_t u, kiln_pass_view *view) {
+  const kiln_graph *g = c->g;
+  int32_t chain[64], n = 0;
+  int32_t b = u;
+  while (n < 64) {
+    const kiln_node *nd = &g->nodes[b];
+    bool movable = nd->op == KILN_OP_reshape || nd->op == KILN_OP_permute || nd->op == KILN_OP_slice ||
+                   nd->op == KILN_OP_broadcast;
+    if (!movable || (b != u && c->is_output[b])) break;
+    chain[n++] = b;
+    b = nd->in[0];
+  }
+  kiln_pass_view_dense(view, b, &g->nodes[b].shape);
+  for (int32_t i = n - 1; i >= 0; i--)
+    if (!kiln_pass_view_apply(view, &g->nodes[chain[i]])) kiln_pass_view_dense(view, chain[i], &g->nodes[chain[i]].shape);
+  return view->base;
+}
+
+/* The GEMM descriptor of dot v reading its operands through views, writing c (a view
+ * of v's value in some buffer). False when the views do not fit a GEMM. */
+static bool dot_views(lower_ctx *c, int32_t v, const kiln_pass_view *cv, kiln_pass_view *av, kiln_pass_view *bv,
+                      kiln_gemm_desc *gd) {
+  const kiln_node *n = &c->g->nodes[v];
+  operand_view(c, n->in[0], av);
+  operand_view(c, n->in[1], bv);
+  memset(gd, 0, sizeof *gd);
+  gd->param_buf = -1;
+  return kiln_pass_view_gemm(av, bv, cv, gd);
+}
+
+static bool is_gemm(const kiln_graph *g, int32_t v) {
+  return dot_is_gemm(&g->nodes[v]) || conv_is_gemm(g, &g->nodes[v]);
+}
+
+/* The epilogue of GEMM contraction v: the elementwise ops (and reshapes that keep the
+ * last dim) after it, up to one node whose value leaves the group, applied to each
+ * output tile while it is in cache. Sets epi_sink/epi_of. */
+static void grow_epilogue(lower_ctx *c, int32_t v, uint8_t *in_group) {
+  const kiln_graph *g = c->g;
+  const kiln_node *gv = &g->nodes[v];
+  int32_t members[256], nm = 0;
+  if (c->is_output[v] || c->n_cons[v] == 0) return;
+  in_group[v] = 1;
+  int64_t last = gv->shape.dims[gv->shape.rank - 1];
+  for (int32_t u = v + 1; u < g->n_nodes && nm < 256; u++) {
+    const kiln_node *nd = &g->nodes[u];
+    bool touches = false, ok = true;
+    for (int32_t j = 0; j < nd->n_in; j++) touches = touches || in_group[nd->in[j]];
+    if (!touches) continue;
+    if (c->epi_of[u] >= 0) ok = false; /* in an earlier contraction's epilogue */
+    else if (cat_of(g, u) == KILN_CAT_ELEMENTWISE) ok = true;
+    else if (nd->op == KILN_OP_reshape) ok = nd->shape.rank > 0 && nd->shape.dims[nd->shape.rank - 1] == last;
+    else ok = false;
+    if (ok && nd->dtype != gv->dtype && kiln_dtype_is_float(nd->dtype)) ok = false;
+    if (!ok) continue; /* u reads the group but stays outside: it makes its reader escape */
+    in_group[u] = 1;
+    members[nm++] = u;
+  }
+  /* Shrink until exactly one member (the last, the sink) is read outside the group (or is
+   * an output) and has the product's dtype. */
+  while (nm > 0) {
+    int32_t escapes = 0, bad = 0;
+    for (int32_t i = -1; i < nm; i++) {
+      int32_t u = i < 0 ? v : members[i];
+      bool esc = c->is_output[u];
+      for (int32_t w = u + 1; w < g->n_nodes && !esc; w++) {
+        const kiln_node *nd = &g->nodes[w];
+        for (int32_t j = 0; j < nd->n_in && !esc; j++) esc = nd->in[j] == u && !in_group[w];
+      }
+      if (esc) escapes++, bad += u != members[nm - 1];
+    }
+    if (escapes == 1 && !bad && g->nodes[members[nm - 1]].dtype == gv->dtype) break;
+    in_group[members[--nm]] = 0;
+  }
+  if (nm == 0) {
+    in_group[v] = 0;
+    int32_t u = c->first_cons[v];
+    if (c->n_cons[v] > 1) refuse(c, v, -1, "contraction result has %d consumers: no epilogue", c->n_cons[v]);
+    else if (u >= 0)
+      refuse(c, v, u, "%s is not elementwise over the contraction's output: no epilogue", kiln_op_name(g->nodes[u].op));
+    return;
+  }
+  int32_t sink = members[nm - 1];
+  c->epi_sink[v] = sink;
+  for (int32_t i = 0; i < nm; i++) c->epi_of[members[i]] = v, in_group[members[i]] = 0;
+  in_group[v] = 0;
+  if (c->n_cons[sink] == 1 && !c->is_output[sink]) {
+    int32_t u = c->first_cons[sink];
+    kiln_category cu = cat_of(g, u);
+    if (cu == KILN_CAT_REDUCE || cu == KILN_CAT_WINDOW)
+      refuse(c, sink, u, "epilogue ends before %s: reductions are not fused into a contraction's epilogue",
+             kiln_op_name(g->nodes[u].op));
+  }
+}
+
+/* Whether inlined reduction (or window/direct contraction) r is computed once per point
+ * of the kernel it ends up in: its consumer kernel has r's own domain (an epilogue
+ * after it), or r reduces its input's last axis and the kernel has the input's domain
+ * (a row-wise kernel such as softmax or layer norm: once per row). */
+static bool reduce_fits(lower_ctx *c, int32_t r, int32_t root) {
+  const kiln_node *n = &c->g->nodes[r];
+  int64_t kn = kiln_shape_numel(&c->g->nodes[root].shape);
+  if (kn == kiln_shape_numel(&n->shape)) return true;
+  if (cat_of(c->g, r) != KILN_CAT_REDUCE) return false;
+  const kiln_shape *is = &c->g->nodes[n->in[0]].shape;
+  if (kn != kiln_shape_numel(is)) return false;
+  int32_t last = is->rank - 1;
+  while (last > 0 && is->dims[last] == 1) last--;
+  for (int32_t k = 0; k < n->a.n_axes; k++)
+    if (n->a.axes[k] != last && is->dims[n->a.axes[k]] != 1) return false;
+  return true;
+}
+
+/* Taps per output element of a window consumer (pool or direct convolution) reading u. */
+static double window_reuse(lower_ctx *c, int32_t w) {
+  const kiln_node *n = &c->g->nodes[w];
+  if (n->op != KILN_OP_pool && n->op != KILN_OP_conv) return 1;
+  const kiln_shape *xs = &c->g->nodes[n->in[0]].shape;
+  double taps = 1;
+  for (int32_t d = 0; d + 2 < xs->rank; d++) {
+    int64_t win = n->op == KILN_OP_pool ? n->a.window[d] : c->g->nodes[n->in[1]].shape.dims[2 + d];
+    int64_t st = n->a.strides[d] > 0 ? n->a.strides[d] : 1;
+    taps *= (double)win / (double)st;
+  }
+  return taps;
+}
+
 static void decide_materialized(lower_ctx *c) {
   const kiln_graph *g = c->g;
   int32_t n = g->n_nodes;
-  for (int32_t i = 0; i < n; i++) c->n_cons[i] = 0, c->feeds_buffer_op[i] = 0;
+  bool full = c->t->fusion == KILN_FUSION_FULL, none = c->t->fusion == KILN_FUSION_NONE;
+  for (int32_t i = 0; i < n; i++)
+    c->n_cons[i] = 0, c->feeds_buffer_op[i] = 0, c->first_cons[i] = -1, c->epi_sink[i] = -1, c->epi_of[i] = -1,
+    c->sunk_to[i] = -1, c->sunk_by[i] = -1, c->mat[i] = 0, c->cheap[i] = 0;
   for (int32_t i = 0; i < n; i++) {
     const kiln_node *nd = &g->nodes[i];
     for (int32_t j = 0; j < nd->n_in; j++) {
@@ -102,31 +288,143 @@ static void decide_materialized(lower_ctx *c) {
       for (int32_t k = 0; k < j; k++) seen = seen || nd->in[k] == u;
       if (seen) continue; /* mul(x, x): one consumer */
       c->n_cons[u]++;
+      if (c->first_cons[u] < 0) c->first_cons[u] = i;
     }
     if (needs_buffer_operands(g, i))
       for (int32_t j = 0; j < nd->n_in; j++) c->feeds_buffer_op[nd->in[j]] = 1;
   }
+  /* GEMM dot operands that are strided views of a buffer need only that buffer. */
+  for (int32_t i = 0; full && i < n; i++) {
+    if (!dot_is_gemm(&g->nodes[i])) continue;
+    kiln_pass_view cv, av, bv;
+    kiln_gemm_desc gd;
+    kiln_pass_view_dense(&cv, i, &g->nodes[i].shape);
+    for (int32_t j = 0; j < 2; j++) c->feeds_buffer_op[g->nodes[i].in[j]] = 0;
+    if (dot_views(c, i, &cv, &av, &bv, &gd)) {
+      c->feeds_buffer_op[av.base] = c->feeds_buffer_op[bv.base] = 1;
+    } else {
+      for (int32_t j = 0; j < 2; j++) {
+        int32_t u = g->nodes[i].in[j];
+        c->feeds_buffer_op[u] = 1;
+        kiln_pass_view w;
+        if (operand_view(c, u, &w) != u || kiln_op_table[g->nodes[u].op].category == KILN_CAT_MOVEMENT)
+          refuse(c, u, i, "operand is not a strided view the GEMM can read: materialized");
+      }
+    }
+  }
+  uint8_t *in_group = c->in_group;
+  for (int32_t i = 0; full && i < n; i++)
+    if (is_gemm(g, i)) grow_epilogue(c, i, in_group);
+  /* First decision per node, then the cost model until nothing changes. */
   for (int32_t i = 0; i < n; i++) {
     const kiln_node *nd = &g->nodes[i];
     kiln_category cat = cat_of(g, i);
     bool m;
-    if (cat == KILN_CAT_REDUCE && c->t->fusion == KILN_FUSION_FULL && !c->is_output[i] && c->n_cons[i] == 1 &&
-        !c->feeds_buffer_op[i] && nd->op != KILN_OP_argmax && nd->op != KILN_OP_argmin)
-      m = false; /* inlined into its consumer: a row-wise kernel computes it once per row */
-    else if (cat != KILN_CAT_ELEMENTWISE && cat != KILN_CAT_MOVEMENT) m = true;
-    else if (c->is_output[i] || c->t->fusion == KILN_FUSION_NONE) m = true;
-    else if (c->n_cons[i] == 0) m = false; /* dead: nothing emits it */
-    else {
-      if (c->feeds_buffer_op[i]) m = true;
-      else if (c->n_cons[i] == 1) m = false;
-      else {
-        /* Recompute a cheap index map in each consumer when it reads a buffer (or
-         * another such map): no arithmetic is duplicated, only index math. */
-        m = !(is_cheap_map(nd->op) && (nd->n_in == 0 || c->mat[nd->in[0]] || c->cheap[nd->in[0]]));
+    if (c->epi_sink[i] >= 0) m = true;           /* its buffer is its sink's */
+    else if (c->epi_of[i] >= 0) m = c->epi_sink[c->epi_of[i]] == i;
+    else if (cat == KILN_CAT_LEAF || cat == KILN_CAT_OPAQUE || is_gemm(g, i) || c->is_output[i] || none) m = true;
+    else if (c->n_cons[i] == 0) m = false;       /* dead: nothing emits it */
+    else if (c->feeds_buffer_op[i]) m = true;
+    else if (cat == KILN_CAT_ELEMENTWISE || cat == KILN_CAT_MOVEMENT) m = false;
+    else if (nd->op == KILN_OP_argmax || nd->op == KILN_OP_argmin) m = true;
+    else if (!full) {
+      m = true;
+      if (c->n_cons[i] == 1) refuse(c, i, c->first_cons[i], "fusing a %s into its consumer needs --fusion full", kiln_category_name(cat));
+    } else if (c->n_cons[i] > 1) {
+      m = true;
+      refuse(c, i, -1, "%s result has %d consumers: materialized", kiln_category_name(cat), c->n_cons[i]);
+    } else m = false; /* reduce/window/direct contraction inlined: checked below */
+    c->mat[i] = m;
+  }
+  bool changed = true;
+  for (int iter = 0; changed && iter < 64; iter++) {
+    changed = false;
+    /* cheap: an index map over buffers, recomputed anywhere for free */
+    for (int32_t i = 0; i < n; i++) {
+      const kiln_node *nd = &g->nodes[i];
+      c->cheap[i] = !c->mat[i] && is_cheap_map(nd->op) && (nd->n_in == 0 || c->mat[nd->in[0]] || c->cheap[nd->in[0]]);
+      int32_t cost = c->mat[i] ? 0 : op_cost(nd->op);
+      if (!c->mat[i] && cat_of(g, i) == KILN_CAT_ELEMENTWISE)
+        for (int32_t j = 0; j < nd->n_in; j++) cost += c->mat[nd->in[j]] ? 0 : c->cost[nd->in[j]];
+      else if (!c->mat[i] && cat_of(g, i) == KILN_CAT_MOVEMENT)
+        for (int32_t j = 0; j < nd->n_in; j++) cost += c->mat[nd->in[j]] ? 0 : c->cost[nd->in[j]];
+      c->cost[i] = cost > 1000000 ? 1000000 : cost;
+    }
+    for (int32_t i = n - 1; i >= 0; i--) {
+      if (c->mat[i]) {
+        c->kern[i] = i;
+        continue;
+      }
+      int32_t k = -1;
+      for (int32_t w = i + 1; w < n && k != -2; w++) {
+        const kiln_node *nd = &g->nodes[w];
+        bool uses = false;
+        for (int32_t j = 0; j < nd->n_in; j++) uses = uses || nd->in[j] == i;
+        if (!uses) continue;
+        int32_t kw = c->mat[w] ? w : c->kern[w];
+        if (c->epi_of[w] >= 0) kw = c->epi_of[w];
+        if (kw < 0) continue;
+        k = k == -1 ? kw : k == kw ? k : -2;
+      }
+      c->kern[i] = k;
+    }
+    for (int32_t i = 0; i < n; i++) {
+      if (c->mat[i] || c->n_cons[i] == 0) continue;
+      const kiln_node *nd = &g->nodes[i];
+      kiln_category cat = cat_of(g, i);
+      if (cat == KILN_CAT_ELEMENTWISE || cat == KILN_CAT_MOVEMENT) {
+        if (c->kern[i] == -2 && !c->cheap[i] && c->cost[i] > RECOMPUTE_FLOPS && c->epi_of[i] < 0) {
+          c->mat[i] = changed = true;
+          refuse(c, i, -1, "producer has %d consumers in several kernels and costs %d flop/element: materialized",
+                 c->n_cons[i], c->cost[i]);
+          continue;
+        }
+        int32_t w = c->first_cons[i];
+        double reuse = c->n_cons[i] == 1 && w >= 0 ? window_reuse(c, w) : 1;
+        if (reuse > 1.5 && c->cost[i] * reuse > RECOMPUTE_FLOPS && c->cost[i] > 1) {
+          c->mat[i] = changed = true;
+          refuse(c, i, w, "consumer reads each element %.1f times (window) and producer costs %d flop/element: materialized",
+                 reuse, c->cost[i]);
+        }
+      } else if (c->kern[i] == -2 || c->kern[i] < 0 || !reduce_fits(c, i, c->kern[i])) {
+        c->mat[i] = changed = true;
+        refuse(c, i, c->first_cons[i],
+               c->kern[i] >= 0 ? "%s would be recomputed for every element of the consumer's kernel: materialized"
+                               : "%s is read by several kernels: materialized",
+               kiln_op_name(nd->op));
       }
     }
-    c->mat[i] = m;
-    c->cheap[i] = !m && is_cheap_map(nd->op) && (nd->n_in == 0 || c->mat[nd->in[0]] || c->cheap[nd->in[0]]);
+  }
+  /* Permute sinking: a GEMM dot whose only use is a chain of permutes/reshapes into a
+   * materialized node writes that node's buffer directly through a strided view. */
+  for (int32_t v = 0; full && v < n; v++) {
+    if (!dot_is_gemm(&g->nodes[v]) || c->epi_sink[v] >= 0 || c->is_output[v] || c->n_cons[v] != 1) continue;
+    int32_t chain[16], nc = 0, w = c->first_cons[v];
+    while (nc < 16 && w >= 0 && (g->nodes[w].op == KILN_OP_permute || g->nodes[w].op == KILN_OP_reshape)) {
+      chain[nc++] = w;
+      if (c->mat[w] || c->n_cons[w] != 1) break;
+      w = c->first_cons[w];
+    }
+    if (nc == 0 || !c->mat[chain[nc - 1]]) continue;
+    int32_t f = chain[nc - 1];
+    kiln_pass_view cv, av, bv;
+    kiln_gemm_desc gd;
+    kiln_pass_view_dense(&cv, f, &g->nodes[f].shape);
+    bool ok = true;
+    for (int32_t i = nc - 1; i >= 0 && ok; i--) {
+      const kiln_node *nd = &g->nodes[chain[i]];
+      const kiln_shape *from = &g->nodes[nd->in[0]].shape;
+      if (nd->op == KILN_OP_reshape) ok = kiln_pass_view_reshape(&cv, from);
+      else {
+        int32_t inv[KILN_MAX_RANK];
+        for (int32_t d = 0; d < nd->shape.rank; d++) inv[nd->a.perm[d]] = d;
+        ok = kiln_pass_view_permute(&cv, inv);
+      }
+    }
+    if (ok && dot_views(c, v, &cv, &av, &bv, &gd)) {
+      c->sunk_to[v] = f;
+      c->sunk_by[f] = v;
+    } else refuse(c, v, f, "the layout change after the contraction is not a strided view of its output");
   }
 }
 
@@ -174,11 +472,14 @@ static int32_t buffer_of(lower_ctx *c, int32_t v) {
 
 /* ------------------------------------------------------------------ kernels */
 
-static kiln_kernel *begin_kernel(lower_ctx *c, kiln_kernel_kind kind, int32_t out_buf,
-                                 kiln_dtype dt, const kiln_shape *out) {
-  kiln_kprogram *p = c->p;
-  KILN_ASSERT(p->n_kernels < c->cap_kernels);
-  kiln_kernel *k = &p->kernels[p->n_kernels++];
+/* Starts a new expression (a kernel's or a sub-kernel's) over domain out. */
+static void begin_expr(lower_ctx *c, const kiln_shape *out) {
+  kiln_pass_kb_reset(&c->kb, out);
+  c->n_memo = 0;
+  for (int32_t i = 0; i < c->cap_memo; i++) c->memo[i].node = -1;
+}
+
+static void init_kernel(kiln_kernel *k, kiln_kernel_kind kind, int32_t out_buf, kiln_dtype dt, const kiln_shape *out) {
   memset(k, 0, sizeof *k);
   k->kind = kind;
   k->out_buf = out_buf;
@@ -186,12 +487,48 @@ static kiln_kernel *begin_kernel(lower_ctx *c, kiln_kernel_kind kind, int32_t ou
   k->out = *out;
   k->root = -1;
   k->node = -1; /* set by the caller when out_buf holds a graph value */
-  kiln_pass_kb_reset(&c->kb, out);
-  c->n_memo = 0;
-  for (int32_t i = 0; i < c->cap_memo; i++) c->memo[i].node = -1;
+}
+
+static kiln_kernel *begin_kernel(lower_ctx *c, kiln_kernel_kind kind, int32_t out_buf,
+                                 kiln_dtype dt, const kiln_shape *out) {
+  kiln_kprogram *p = c->p;
+  KILN_ASSERT(p->n_kernels < c->cap_kernels);
+  kiln_kernel *k = &p->kernels[p->n_kernels++];
+  init_kernel(k, kind, out_buf, dt, out);
+  k->category = kind == KILN_KERNEL_GEMM ? KILN_CAT_CONTRACTION : kind == KILN_KERNEL_OPAQUE ? KILN_CAT_OPAQUE
+                                                                                               : KILN_CAT_ELEMENTWISE;
+  begin_expr(c, out);
   for (int32_t i = 0; i < c->n_covered; i++) c->in_kernel[c->covered[i]] = 0;
   c->n_covered = 0;
   return k;
+}
+
+/* A LOOP sub-kernel (pack or epilogue) of the GEMM kernel being built; the nodes it
+ * covers count as the GEMM kernel's. NULL when out of memory. */
+static kiln_kernel *begin_sub(lower_ctx *c, int32_t out_buf, kiln_dtype dt, const kiln_shape *out) {
+  kiln_kernel *k = kiln_arena_alloc(c->p->arena, sizeof *k);
+  if (!k) return c->oom = true, NULL;
+  init_kernel(k, KILN_KERNEL_LOOP, out_buf, dt, out);
+  k->category = KILN_CAT_ELEMENTWISE;
+  begin_expr(c, out);
+  return k;
+}
+
+/* Copies the builder's expression into k (program arena). */
+static void finish_expr(lower_ctx *c, kiln_kernel *k) {
+  kiln_kprogram *p = c->p;
+  if (c->kb.oom) c->oom = true;
+  if (c->oom) return;
+  k->root = kiln_pass_kb_compact(&c->kb, k->root);
+  k->n_kx = c->kb.n_kx;
+  k->n_vars = c->kb.n_vars;
+  k->kx = kiln_arena_alloc(p->arena, sizeof(kiln_kx) * (size_t)(k->n_kx ? k->n_kx : 1));
+  k->extent = kiln_arena_alloc(p->arena, sizeof(int64_t) * (size_t)(k->n_vars ? k->n_vars : 1));
+  if (!k->kx || !k->extent) c->oom = true;
+  else {
+    memcpy(k->kx, c->kb.kx, sizeof(kiln_kx) * (size_t)k->n_kx);
+    if (k->n_vars) memcpy(k->extent, c->kb.extent, sizeof(int64_t) * (size_t)k->n_vars);
+  }
 }
 
 static void cover(lower_ctx *c, int32_t v) {
@@ -200,22 +537,23 @@ static void cover(lower_ctx *c, int32_t v) {
   c->covered[c->n_covered++] = v;
 }
 
+/* CHECK nodes were built naming their graph node: name its place in the kernel's
+ * sources instead (the program outlives the graph). */
+static void check_sources(lower_ctx *c, kiln_kernel *k) {
+  for (int32_t i = 0; k && k->kind == KILN_KERNEL_LOOP && !c->oom && i < k->n_kx; i++) {
+    kiln_kx *x = &k->kx[i];
+    if (x->kind != KILN_KX_CHECK) continue;
+    int32_t at = -1;
+    for (int32_t j = 0; j < c->n_covered && at < 0; j++)
+      if (c->covered[j] == x->var) at = j;
+    x->var = at;
+  }
+}
+
 /* Copies the builder's expression, the sources and a name into the program arena. */
 static void end_kernel(lower_ctx *c, kiln_kernel *k, const char *suffix) {
   kiln_kprogram *p = c->p;
-  if (c->kb.oom) c->oom = true;
-  if (k->kind == KILN_KERNEL_LOOP && !c->oom) {
-    k->root = kiln_pass_kb_compact(&c->kb, k->root);
-    k->n_kx = c->kb.n_kx;
-    k->n_vars = c->kb.n_vars;
-    k->kx = kiln_arena_alloc(p->arena, sizeof(kiln_kx) * (size_t)(k->n_kx ? k->n_kx : 1));
-    k->extent = kiln_arena_alloc(p->arena, sizeof(int64_t) * (size_t)(k->n_vars ? k->n_vars : 1));
-    if (!k->kx || !k->extent) c->oom = true;
-    else {
-      memcpy(k->kx, c->kb.kx, sizeof(kiln_kx) * (size_t)k->n_kx);
-      if (k->n_vars) memcpy(k->extent, c->kb.extent, sizeof(int64_t) * (size_t)k->n_vars);
-    }
-  }
+  if (k->kind == KILN_KERNEL_LOOP) finish_expr(c, k);
   /* sources in graph order */
   for (int32_t i = 1; i < c->n_covered; i++)
     for (int32_t j = i; j > 0 && c->covered[j - 1] > c->covered[j]; j--) {
@@ -234,18 +572,20 @@ static void end_kernel(lower_ctx *c, kiln_kernel *k, const char *suffix) {
     if (len < 64) len += snprintf(name + len, sizeof name - (size_t)len, "_%s", kiln_op_name(n->op));
   }
   if (suffix && len < 80) snprintf(name + len, sizeof name - (size_t)len, "_%s", suffix);
-  /* CHECK nodes were built naming their graph node: name its place in sources instead
-   * (the program outlives the graph). */
-  for (int32_t i = 0; k->kind == KILN_KERNEL_LOOP && !c->oom && i < k->n_kx; i++) {
-    kiln_kx *x = &k->kx[i];
-    if (x->kind != KILN_KX_CHECK) continue;
-    int32_t at = -1;
-    for (int32_t j = 0; j < c->n_covered && at < 0; j++)
-      if (c->covered[j] == x->var) at = j;
-    x->var = at;
-  }
+  check_sources(c, k);
+  check_sources(c, k->pack);
+  check_sources(c, k->epilogue);
   k->name = kiln_arena_strdup(p->arena, name);
   if (!k->sources || !k->name) c->oom = true;
+  char sub[112];
+  if (k->pack && k->name) {
+    snprintf(sub, sizeof sub, "%s.pack", k->name);
+    k->pack->name = kiln_arena_strdup(p->arena, sub);
+  }
+  if (k->epilogue && k->name) {
+    snprintf(sub, sizeof sub, "%s.epilogue", k->name);
+    k->epilogue->name = kiln_arena_strdup(p->arena, sub);
+  }
 }
 
 /* ------------------------------------------------------------------ expressions */
@@ -667,6 +1007,12 @@ static void lower_loop(lower_ctx *c, int32_t v) {
   out_vars(c, n->shape.rank, idx);
   k->root = emit(c, v, idx);
   c->root = -1;
+  /* the category of the heaviest node it covers (movement < elementwise < reduce < ...) */
+  k->category = KILN_CAT_MOVEMENT;
+  for (int32_t i = 0; i < c->n_covered; i++) {
+    kiln_category cat = cat_of(c->g, c->covered[i]);
+    if (cat != KILN_CAT_MOVEMENT && (k->category == KILN_CAT_MOVEMENT || cat > k->category)) k->category = cat;
+  }
   end_kernel(c, k, NULL);
 }
 
@@ -685,30 +1031,94 @@ static void lower_copy(lower_ctx *c, int32_t src_buf, int32_t dst_buf, int32_t v
   if (!k->sources[0]) c->oom = true;
 }
 
+/* The view of dot v's value inside the buffer of f, the permute/reshape chain's end it
+ * is sunk into (the chain inverted, from f back to v). */
+static bool sunk_view(lower_ctx *c, int32_t v, int32_t f, kiln_pass_view *cv) {
+  const kiln_graph *g = c->g;
+  kiln_pass_view_dense(cv, f, &g->nodes[f].shape);
+  for (int32_t w = f; w != v;) {
+    const kiln_node *nd = &g->nodes[w];
+    const kiln_shape *from = &g->nodes[nd->in[0]].shape;
+    bool ok;
+    if (nd->op == KILN_OP_reshape) ok = kiln_pass_view_reshape(cv, from);
+    else if (nd->op == KILN_OP_permute) {
+      int32_t inv[KILN_MAX_RANK];
+      for (int32_t d = 0; d < nd->shape.rank; d++) inv[nd->a.perm[d]] = d;
+      ok = kiln_pass_view_permute(cv, inv);
+    } else ok = false;
+    if (!ok) return false;
+    cover(c, w);
+    w = nd->in[0];
+  }
+  return true;
+}
+
+/* The epilogue sub-kernel of GEMM node v: its sink's expression, with v's value read
+ * from the product's buffer (the sink's own: the epilogue runs in place). */
+static void build_epilogue(lower_ctx *c, kiln_kernel *k, int32_t v) {
+  int32_t sink = c->epi_sink[v];
+  const kiln_node *sn = &c->g->nodes[sink];
+  kiln_kernel *e = begin_sub(c, c->buf_of[sink], sn->dtype, &sn->shape);
+  if (!e) return;
+  e->node = sink;
+  c->root = sink;
+  int32_t idx[KILN_MAX_RANK];
+  out_vars(c, sn->shape.rank, idx);
+  e->root = emit(c, sink, idx);
+  c->root = -1;
+  finish_expr(c, e);
+  k->epilogue = e;
+  k->node = sink;
+  k->gemm.epi_last = sn->shape.rank ? sn->shape.dims[sn->shape.rank - 1] : 1;
+}
+
+/* The buffer a GEMM contraction v writes: its epilogue's sink's, the node it is sunk
+ * into, or its own. */
+static int32_t gemm_dst(lower_ctx *c, int32_t v) {
+  int32_t dst = c->epi_sink[v] >= 0 ? c->epi_sink[v] : c->sunk_to[v] >= 0 ? c->sunk_to[v] : v;
+  int32_t b = buffer_of(c, dst);
+  if (dst != v) c->buf_of[v] = b;
+  return dst;
+}
+
 static void lower_dot_gemm(lower_ctx *c, int32_t v) {
   const kiln_node *n = &c->g->nodes[v];
-  const kiln_shape *as = &c->g->nodes[n->in[0]].shape;
-  int32_t r = n->shape.rank;
-  int64_t M = n->shape.dims[r - 2], N = n->shape.dims[r - 1], K = as->dims[r - 1], B = 1;
-  for (int32_t d = 0; d < r - 2; d++) B *= n->shape.dims[d];
-  kiln_kernel *k = begin_kernel(c, KILN_KERNEL_GEMM, c->buf_of[v], n->dtype, &n->shape);
-  k->node = v;
-  kiln_gemm_desc *gd = &k->gemm;
-  gd->a_buf = buffer_of(c, n->in[0]);
-  gd->b_buf = buffer_of(c, n->in[1]);
-  gd->c_buf = c->buf_of[v];
-  gd->m = M, gd->n = N, gd->k = K;
-  gd->lda = K, gd->ldb = N, gd->ldc = N;
-  if (B > 1) { /* batch dims are dense in all three: flattened into one loop */
-    gd->n_batch = 1;
-    gd->batch[0] = B;
-    gd->a_bstride[0] = M * K, gd->b_bstride[0] = K * N, gd->c_bstride[0] = M * N;
-  }
+  int32_t dst = gemm_dst(c, v);
+  kiln_kernel *k = begin_kernel(c, KILN_KERNEL_GEMM, c->buf_of[dst], c->g->nodes[dst].dtype, &c->g->nodes[dst].shape);
+  k->node = dst;
   cover(c, v);
+  kiln_gemm_desc *gd = &k->gemm;
+  kiln_pass_view av, bv, cv;
+  bool ok = false;
+  if (c->t->fusion == KILN_FUSION_FULL) {
+    if (c->sunk_to[v] >= 0) ok = sunk_view(c, v, c->sunk_to[v], &cv);
+    else kiln_pass_view_dense(&cv, dst, &n->shape), ok = true;
+    ok = ok && dot_views(c, v, &cv, &av, &bv, gd);
+  }
+  if (!ok) { /* operands (and the result) are dense buffers of their own */
+    KILN_ASSERT(c->sunk_to[v] < 0);
+    kiln_pass_view_dense(&cv, dst, &n->shape);
+    kiln_pass_view_dense(&av, n->in[0], &c->g->nodes[n->in[0]].shape);
+    kiln_pass_view_dense(&bv, n->in[1], &c->g->nodes[n->in[1]].shape);
+    memset(gd, 0, sizeof *gd);
+    ok = kiln_pass_view_gemm(&av, &bv, &cv, gd);
+    KILN_ASSERT(ok);
+  }
+  gd->param_buf = -1;
+  gd->a_buf = buffer_of(c, av.base);
+  gd->b_buf = buffer_of(c, bv.base);
+  gd->c_buf = c->buf_of[dst];
+  if (c->epi_sink[v] >= 0) build_epilogue(c, k, v);
   end_kernel(c, k, "gemm");
 }
 
-/* conv through GEMM: C[n, g] (Co/G x OHW) = W[g] (Co/G x Kc) * col[n, g] (Kc x OHW). */
+/* Columns of the im2col matrix packed per tile: a tile of k x tile_n elements stays
+ * within about this many bytes, in whole output rows (the epilogue runs per row). */
+#define PACK_TILE_BYTES (512 * 1024)
+
+/* conv through GEMM: C[n, g] (Co/G x OHW) = W[g] (Co/G x Kc) * col[n, g] (Kc x OHW). The
+ * column matrix is never stored whole: the kernel's pack sub-kernel computes it tile by
+ * tile (tile_n columns, im2col), each tile multiplied as soon as it is packed. */
 static void lower_conv_gemm(lower_ctx *c, int32_t v) {
   const kiln_node *n = &c->g->nodes[v];
   int32_t x = n->in[0], w = n->in[1];
@@ -723,46 +1133,14 @@ static void lower_conv_gemm(lower_ctx *c, int32_t v) {
     pointwise = pointwise && ws->dims[2 + d] == 1 && n->a.strides[d] == 1 && n->a.lo[d] == 0 &&
                 n->a.hi[d] == 0;
   }
-  int64_t Kc = cig * kvol;
-  int32_t col = buffer_of(c, x);
-  if (!pointwise) {
-    int64_t cd[4] = {N, G, Kc, P};
-    kiln_shape cs = kiln_shape_make(4, cd);
-    char nm[160];
-    snprintf(nm, sizeof nm, "%s.col", n->name);
-    col = new_buffer(c, KILN_BUF_ARENA, n->dtype, &cs, -1, nm);
-    kiln_kernel *k = begin_kernel(c, KILN_KERNEL_LOOP, col, n->dtype, &cs);
-    int32_t idx[4];
-    out_vars(c, 4, idx);
-    int64_t rd[KILN_MAX_RANK + 1], pd[KILN_MAX_RANK];
-    rd[0] = cig;
-    for (int32_t d = 0; d < sd; d++) rd[1 + d] = ws->dims[2 + d], pd[d] = n->shape.dims[2 + d];
-    kiln_shape rs = kiln_shape_make(1 + sd, rd), ps = kiln_shape_make(sd, pd);
-    kiln_shape r1 = kiln_shape_make(1, &Kc), p1 = kiln_shape_make(1, &P);
-    int32_t rj[KILN_MAX_RANK], pj[KILN_MAX_RANK], jx[KILN_MAX_RANK];
-    /* split r into (ci, k...) and p into (o...): a reshape from the flat dim */
-    reshape_index(c, &r1, &rs, &idx[2], rj);
-    reshape_index(c, &p1, &ps, &idx[3], pj);
-    int32_t mask = kiln_pass_kb_bool(KB, true);
-    jx[0] = idx[0];
-    jx[1] = IX(add, IX(mul, idx[1], INT(cig)), rj[0]);
-    for (int32_t d = 0; d < sd; d++) {
-      jx[2 + d] = IX(sub, IX(add, IX(mul, pj[d], INT(n->a.strides[d])), IX(mul, rj[1 + d], INT(n->a.dilations[d]))),
-                     INT(n->a.lo[d]));
-      mask = IX(and, mask, in_range(c, jx[2 + d], 0, xs->dims[2 + d]));
-    }
-    k->root = emit_masked(c, x, jx, mask, 0);
-    cover(c, v);
-    end_kernel(c, k, "im2col");
-  }
-  kiln_kernel *k = begin_kernel(c, KILN_KERNEL_GEMM, c->buf_of[v], n->dtype, &n->shape);
-  k->node = v;
+  int64_t Kc = cig * kvol, es = (int64_t)kiln_dtype_size(n->dtype);
+  int64_t row = sd > 0 ? n->shape.dims[xs->rank - 1] : 1; /* one output row: the epilogue's unit */
+  int32_t dst = gemm_dst(c, v);
+  kiln_kernel *k = begin_kernel(c, KILN_KERNEL_GEMM, c->buf_of[dst], n->dtype, &n->shape);
+  k->node = dst;
+  cover(c, v);
   kiln_gemm_desc *gd = &k->gemm;
-  gd->a_buf = buffer_of(c, w);
-  gd->b_buf = col;
-  gd->c_buf = c->buf_of[v];
-  gd->m = cog, gd->n = P, gd->k = Kc;
-  gd->lda = Kc, gd->ldb = P, gd->ldc = P;
+  gd->param_buf = -1;
   int32_t nb = 0;
   if (N > 1) {
     gd->batch[nb] = N;
@@ -775,7 +1153,56 @@ static void lower_conv_gemm(lower_ctx *c, int32_t v) {
     nb++;
   }
   gd->n_batch = nb;
-  cover(c, v);
+  gd->a_buf = buffer_of(c, w);
+  gd->c_buf = c->buf_of[dst];
+  gd->m = cog, gd->n = P, gd->k = Kc;
+  gd->lda = Kc, gd->ldb = P, gd->ldc = P;
+  if (pointwise) gd->b_buf = buffer_of(c, x);
+  else {
+    int64_t rows = PACK_TILE_BYTES / (Kc * es * (row > 0 ? row : 1));
+    int64_t tile = (rows < 1 ? 1 : rows) * row;
+    if (tile >= P || row <= 0) tile = P;
+    int64_t cd[2] = {Kc, tile}, two = 2;
+    kiln_shape cs = kiln_shape_make(2, cd), ps = kiln_shape_make(1, &two);
+    char nm[160];
+    snprintf(nm, sizeof nm, "%s.col", n->name);
+    int32_t col = new_buffer(c, KILN_BUF_ARENA, n->dtype, &cs, -1, nm);
+    snprintf(nm, sizeof nm, "%s.tile", n->name);
+    int32_t par = new_buffer(c, KILN_BUF_ARENA, KILN_I64, &ps, -1, nm);
+    for (int32_t i = 0; i < nb; i++) gd->b_bstride[i] = 0;
+    gd->b_buf = col, gd->ldb = tile, gd->tile_n = tile, gd->param_buf = par;
+    kiln_kernel *pk = begin_sub(c, col, n->dtype, &cs);
+    if (pk) {
+      /* col[r, jj] = x[n, g*cig + ci(r), o(p)*stride + k(r)*dilation - lo], p = j0 + jj */
+      int32_t idx[2];
+      out_vars(c, 2, idx);
+      int32_t t = kiln_pass_kb_clamp(KB, kiln_pass_kb_load(KB, par, KILN_I64, INT(0), -1, 0), 0, N * G - 1);
+      int32_t j0 = kiln_pass_kb_clamp(KB, kiln_pass_kb_load(KB, par, KILN_I64, INT(1), -1, 0), 0, P - 1);
+      int32_t p = IX(add, j0, idx[1]);
+      int32_t mask = IX(lt, p, INT(P));
+      p = kiln_pass_kb_clamp(KB, p, 0, P - 1);
+      int32_t ni = G > 1 ? IX(div, t, INT(G)) : t, gi = G > 1 ? IX(mod, t, INT(G)) : INT(0);
+      int64_t rd[KILN_MAX_RANK + 1], pd[KILN_MAX_RANK];
+      rd[0] = cig;
+      for (int32_t d = 0; d < sd; d++) rd[1 + d] = ws->dims[2 + d], pd[d] = n->shape.dims[2 + d];
+      kiln_shape rs = kiln_shape_make(1 + sd, rd), pss = kiln_shape_make(sd, pd);
+      kiln_shape r1 = kiln_shape_make(1, &Kc), p1 = kiln_shape_make(1, &P);
+      int32_t rj[KILN_MAX_RANK], pj[KILN_MAX_RANK], jx[KILN_MAX_RANK];
+      reshape_index(c, &r1, &rs, &idx[0], rj);
+      reshape_index(c, &p1, &pss, &p, pj);
+      jx[0] = ni;
+      jx[1] = IX(add, IX(mul, gi, INT(cig)), rj[0]);
+      for (int32_t d = 0; d < sd; d++) {
+        jx[2 + d] = IX(sub, IX(add, IX(mul, pj[d], INT(n->a.strides[d])), IX(mul, rj[1 + d], INT(n->a.dilations[d]))),
+                       INT(n->a.lo[d]));
+        mask = IX(and, mask, in_range(c, jx[2 + d], 0, xs->dims[2 + d]));
+      }
+      pk->root = emit_masked(c, x, jx, mask, 0);
+      finish_expr(c, pk);
+      k->pack = pk;
+    }
+  }
+  if (c->epi_sink[v] >= 0) build_epilogue(c, k, v);
   end_kernel(c, k, "gemm");
 }
 
@@ -853,12 +1280,15 @@ static kiln_status lower_all(lower_ctx *c) {
   }
   decide_materialized(c);
   for (int32_t v = 0; v < n && !c->oom && !c->user_err; v++) {
-    const kiln_node *nd = &g->nodes[v];
     if (!c->mat[v] || cat_of(g, v) == KILN_CAT_LEAF) continue;
     if (!c->is_output[v] && c->n_cons[v] == 0) continue; /* dead */
-    buffer_of(c, v);
-    if (dot_is_gemm(nd)) lower_dot_gemm(c, v);
-    else if (conv_is_gemm(g, nd)) lower_conv_gemm(c, v);
+    /* A GEMM is emitted at its epilogue's sink (when every operand of the epilogue is
+     * ready); a node a GEMM is sunk into is written by that GEMM. */
+    if (c->sunk_by[v] >= 0 || c->epi_sink[v] >= 0) continue;
+    int32_t gemm = c->epi_of[v] >= 0 ? c->epi_of[v] : is_gemm(g, v) ? v : -1;
+    if (gemm < 0) buffer_of(c, v);
+    if (gemm >= 0 && dot_is_gemm(&g->nodes[gemm])) lower_dot_gemm(c, gemm);
+    else if (gemm >= 0) lower_conv_gemm(c, gemm);
     else if (cat_of(g, v) == KILN_CAT_OPAQUE) lower_opaque(c, v);
     else lower_loop(c, v);
   }
@@ -886,20 +1316,24 @@ kiln_status kiln_pass_lower(const kiln_graph *g, const kiln_pass_target *t, kiln
   int32_t n = g->n_nodes;
   size_t nn = (size_t)(n ? n : 1);
   c.p = kiln_ir_kprogram_create(g->alloc);
-  int32_t *ints = kiln_ir_malloc(g->alloc, sizeof(int32_t) * nn * 3 + sizeof(int32_t) * (size_t)(g->n_consts + 1));
-  uint8_t *bytes = kiln_ir_malloc(g->alloc, nn * 6);
+  int32_t *ints = kiln_ir_malloc(g->alloc, sizeof(int32_t) * nn * 10 + sizeof(int32_t) * (size_t)(g->n_consts + 1));
+  uint8_t *bytes = kiln_ir_malloc(g->alloc, nn * 7);
   kiln_status st = KILN_OK;
   if (!c.p || !ints || !bytes) {
     st = kiln_diag_set(d, KILN_ERR_OUT_OF_MEMORY, "out of memory lowering graph '%s'", g->name);
     goto done;
   }
   c.buf_of = ints, c.n_cons = ints + n, c.covered = ints + 2 * n;
-  c.const_buf = ints + 3 * n;
+  c.epi_sink = ints + 3 * n, c.epi_of = ints + 4 * n, c.sunk_to = ints + 5 * n, c.sunk_by = ints + 6 * n;
+  c.kern = ints + 7 * n, c.cost = ints + 8 * n, c.first_cons = ints + 9 * n;
+  c.const_buf = ints + 10 * n;
   c.mat = bytes, c.is_output = bytes + n, c.in_kernel = bytes + 2 * n;
   c.feeds_buffer_op = bytes + 3 * n;
   c.cheap = bytes + 4 * n;
   c.idx_state = bytes + 5 * n;
-  for (int32_t i = 0; i < n; i++) c.buf_of[i] = -1, c.is_output[i] = 0, c.in_kernel[i] = 0, c.idx_state[i] = 0;
+  c.in_group = bytes + 6 * n;
+  memset(bytes, 0, nn * 7);
+  for (int32_t i = 0; i < n; i++) c.buf_of[i] = -1, c.cost[i] = 0;
   for (int32_t i = 0; i < g->n_consts; i++) c.const_buf[i] = -1;
   for (int32_t i = 0; i < g->n_outputs; i++) c.is_output[g->outputs[i].node] = 1;
   st = lower_all(&c);

@@ -54,6 +54,11 @@ kiln_status kiln_pass_plan_memory(kiln_kprogram *p, kiln_diag *d) {
       touch(&r[kn->gemm.a_buf], k);
       touch(&r[kn->gemm.b_buf], k);
       touch(&r[kn->gemm.c_buf], k);
+      if (kn->gemm.param_buf >= 0) touch(&r[kn->gemm.param_buf], k);
+      const kiln_kernel *subs[2] = {kn->pack, kn->epilogue};
+      for (int s = 0; s < 2; s++)
+        for (int32_t i = 0; subs[s] && i < subs[s]->n_kx; i++)
+          if (subs[s]->kx[i].kind == KILN_KX_LOAD) touch(&r[subs[s]->kx[i].buf], k);
     } else {
       for (int32_t i = 0; i < kn->n_in_bufs; i++) touch(&r[kn->in_bufs[i]], k);
     }

@@ -43,6 +43,7 @@ typedef struct kiln_pass_kb {
   int32_t cap_table;
   int64_t *extent;
   int32_t n_vars, cap_vars;
+  int32_t out_rank;
   bool oom;         /* sticky: every builder call after an OOM returns 0 */
 } kiln_pass_kb;
 
@@ -80,5 +81,27 @@ int32_t kiln_pass_kb_check(kiln_pass_kb *b, int32_t cond, int32_t value, kiln_op
 int32_t kiln_pass_kb_compact(kiln_pass_kb *b, int32_t root);
 /* Row-major offset of idx in shape s. */
 int32_t kiln_pass_kb_linearize(kiln_pass_kb *b, const int32_t *idx, const kiln_shape *s);
+
+/* ------------------------------------------------------------------------------------
+ * Strided views (view.c): element (i_0..i_{r-1}) of a value lives at
+ * off + sum_d i_d * stride[d] in the buffer of node base.
+ * ---------------------------------------------------------------------------------- */
+typedef struct kiln_pass_view {
+  int32_t base, rank;
+  int64_t off;
+  int64_t dims[KILN_MAX_RANK], stride[KILN_MAX_RANK];
+} kiln_pass_view;
+
+void kiln_pass_view_dense(kiln_pass_view *v, int32_t base, const kiln_shape *s);
+bool kiln_pass_view_reshape(kiln_pass_view *v, const kiln_shape *to);
+bool kiln_pass_view_permute(kiln_pass_view *v, const int32_t *perm);
+/* n is a reshape, permute, slice or broadcast whose input has view v: v becomes n's
+ * view. False (v unusable) when n's value is not a strided view of the same buffer. */
+bool kiln_pass_view_apply(kiln_pass_view *v, const kiln_node *n);
+/* Fills gd's dims, leading dims, transpose flags, offsets and batch loops for
+ * c = a x b (equal ranks >= 2, equal batch dims); false when some operand's matrix has
+ * no unit stride, C would need a transpose, or more than two batch loops remain. */
+bool kiln_pass_view_gemm(const kiln_pass_view *a, const kiln_pass_view *b, const kiln_pass_view *c,
+                         kiln_gemm_desc *gd);
 
 #endif

@@ -19,7 +19,11 @@ typedef struct gemm_job {
   int32_t dtype;
   char *a, *b, *c; /* base + offset, in bytes */
   size_t es;
+  kiln_rt_kernel_fn epi; /* fused epilogue run after each product (NULL: none) */
+  void **bufs;           /* the program's buffers, for the epilogue */
 } gemm_job;
+
+static void epilogue_of_batch(const gemm_job *j, int64_t t, bool parallel, kiln_rt_pool *pool);
 
 /* Below this many multiply-adds per product, a product is "small": threading inside it
  * costs more than it gains, so batches are spread over the pool instead. */
@@ -102,7 +106,10 @@ static void gemm_one(const gemm_job *j, int64_t t) {
 #ifdef KILN_HAVE_OPENBLAS
 static void gemm_batches_fn(void **bufs, int64_t begin, int64_t end) {
   const gemm_job *j = bufs[0];
-  for (int64_t t = begin; t < end; t++) gemm_one(j, t);
+  for (int64_t t = begin; t < end; t++) {
+    gemm_one(j, t);
+    if (j->epi) epilogue_of_batch(j, t, false, NULL); /* while the product is in cache */
+  }
 }
 
 #else
@@ -132,21 +139,64 @@ static void zero_c(const gemm_job *j, int64_t nb) {
   }
 }
 
-void kiln_rt_gemm(kiln_rt_pool *pool, const kiln_gemm_desc *g, int32_t dtype, void **bufs) {
-  KILN_ASSERT(dtype == KILN_F32 || dtype == KILN_F64);
-  KILN_ASSERT(g->n_batch >= 0 && g->n_batch <= 2);
-  gemm_job j = {g, dtype, NULL, NULL, NULL, dtype == KILN_F32 ? 4 : 8};
-  j.a = (char *)bufs[g->a_buf] + g->a_off * (int64_t)j.es;
-  j.b = (char *)bufs[g->b_buf] + g->b_off * (int64_t)j.es;
-  j.c = (char *)bufs[g->c_buf] + g->c_off * (int64_t)j.es;
-  int64_t nb = 1;
-  for (int i = 0; i < g->n_batch; i++) nb *= g->batch[i];
-  if (nb <= 0 || g->m <= 0 || g->n <= 0) return;
+/* Element offset of batch t's C (row-major over the batch loops). */
+static int64_t c_batch_offset(const kiln_gemm_desc *g, int64_t t) {
+  if (g->n_batch == 0) return 0;
+  if (g->n_batch == 1) return t * g->c_bstride[0];
+  return t / g->batch[1] * g->c_bstride[0] + t % g->batch[1] * g->c_bstride[1];
+}
+
+/* The epilogue over the output rows of a tile: columns [j0, j0 + tn) of every row of
+ * batch t's C. bufs[0] of the parallel body is the epi_job. */
+typedef struct epi_job {
+  const kiln_gemm_desc *g;
+  kiln_rt_kernel_fn epi;
+  void **bufs;
+  int64_t cbase, j0, tn, row0; /* row0: first epilogue row when the tile is whole rows */
+} epi_job;
+
+static void epi_whole_fn(void **ctx, int64_t begin, int64_t end) {
+  const epi_job *e = ctx[0];
+  e->epi(e->bufs, e->row0 + begin, e->row0 + end);
+}
+
+static void epi_per_row_fn(void **ctx, int64_t m0, int64_t m1) {
+  const epi_job *e = ctx[0];
+  int64_t L = e->g->epi_last > 0 ? e->g->epi_last : 1;
+  for (int64_t m = m0; m < m1; m++) {
+    int64_t lin = e->cbase + m * e->g->ldc + e->j0;
+    e->epi(e->bufs, lin / L, (lin + e->tn) / L);
+  }
+}
+
+static void run_epilogue(kiln_rt_pool *pool, const kiln_gemm_desc *g, kiln_rt_kernel_fn epi, void **bufs, int64_t t,
+                         int64_t j0, int64_t tn, bool parallel) {
+  int64_t L = g->epi_last > 0 ? g->epi_last : 1;
+  epi_job e = {g, epi, bufs, g->c_off + c_batch_offset(g, t), j0, tn, 0};
+  void *ctx[1] = {&e};
+  if (j0 == 0 && tn == g->n && g->ldc == g->n) { /* the tile is whole rows of the output */
+    e.row0 = e.cbase / L;
+    int64_t rows = g->m * g->n / L;
+    if (parallel) kiln_rt_parallel_for(pool, epi_whole_fn, ctx, rows, 16384 / L + 1);
+    else epi_whole_fn(ctx, 0, rows);
+  } else if (parallel) kiln_rt_parallel_for(pool, epi_per_row_fn, ctx, g->m, 16384 / (tn > 0 ? tn : 1) + 1);
+  else epi_per_row_fn(ctx, 0, g->m);
+}
+
+static void epilogue_of_batch(const gemm_job *j, int64_t t, bool parallel, kiln_rt_pool *pool) {
+  run_epilogue(pool, j->g, j->epi, j->bufs, t, 0, j->g->n, parallel);
+}
+
+/* Every product of job j (nb batches), threaded as the sizes suggest; with an epilogue,
+ * each product's epilogue runs right after it. */
+static void run_products(kiln_rt_pool *pool, const gemm_job *j, int64_t nb) {
+  const kiln_gemm_desc *g = j->g;
   if (g->k <= 0) { /* an empty sum: C = 0 (not every BLAS handles k = 0) */
-    zero_c(&j, nb);
+    zero_c(j, nb);
+    for (int64_t t = 0; j->epi && t < nb; t++) epilogue_of_batch(j, t, true, pool);
     return;
   }
-  void *ctx[1] = {&j};
+  void *ctx[1] = {(void *)j};
   int threads = kiln_rt_pool_threads(pool);
 #ifdef KILN_HAVE_OPENBLAS
   if (nb > 1 && threads > 1 && g->m * g->n * g->k < GEMM_SMALL_FLOPS) {
@@ -155,16 +205,70 @@ void kiln_rt_gemm(kiln_rt_pool *pool, const kiln_gemm_desc *g, int32_t dtype, vo
     kiln_rt_parallel_for(pool, gemm_batches_fn, ctx, nb, 1);
     openblas_set_num_threads(saved);
   } else {
-    for (int64_t t = 0; t < nb; t++) gemm_one(&j, t); /* OpenBLAS threads each product */
+    for (int64_t t = 0; t < nb; t++) { /* OpenBLAS threads each product */
+      gemm_one(j, t);
+      if (j->epi) epilogue_of_batch(j, t, true, pool);
+    }
   }
 #else
   /* Enough rows per chunk that a chunk is worth a thread hand-off. */
   int64_t row_work = g->n * g->k > 0 ? g->n * g->k : 1;
   int64_t grain = 32768 / row_work + 1;
   if (threads <= 1) {
-    for (int64_t t = 0; t < nb; t++) gemm_one(&j, t);
+    for (int64_t t = 0; t < nb; t++) gemm_one(j, t);
+  } else {
+    kiln_rt_parallel_for(pool, gemm_rows_fn, ctx, nb * g->m, grain);
+  }
+  for (int64_t t = 0; j->epi && t < nb; t++) epilogue_of_batch(j, t, true, pool);
+#endif
+}
+
+static gemm_job make_job(const kiln_gemm_desc *g, int32_t dtype, void **bufs, kiln_rt_kernel_fn epi) {
+  gemm_job j = {g, dtype, NULL, NULL, NULL, dtype == KILN_F32 ? 4 : 8, epi, bufs};
+  j.a = (char *)bufs[g->a_buf] + g->a_off * (int64_t)j.es;
+  j.b = (char *)bufs[g->b_buf] + g->b_off * (int64_t)j.es;
+  j.c = (char *)bufs[g->c_buf] + g->c_off * (int64_t)j.es;
+  return j;
+}
+
+void kiln_rt_gemm(kiln_rt_pool *pool, const kiln_gemm_desc *g, int32_t dtype, void **bufs) {
+  kiln_rt_gemm_fused(pool, g, dtype, bufs, NULL, NULL);
+}
+
+void kiln_rt_gemm_fused(kiln_rt_pool *pool, const kiln_gemm_desc *g, int32_t dtype, void **bufs, kiln_rt_kernel_fn pack,
+                        kiln_rt_kernel_fn epi) {
+  KILN_ASSERT(dtype == KILN_F32 || dtype == KILN_F64);
+  KILN_ASSERT(g->n_batch >= 0 && g->n_batch <= 2);
+  int64_t nb = 1;
+  for (int i = 0; i < g->n_batch; i++) nb *= g->batch[i];
+  if (nb <= 0 || g->m <= 0 || g->n <= 0) return;
+  gemm_job j = make_job(g, dtype, bufs, epi);
+  if (!pack) {
+    run_products(pool, &j, nb);
     return;
   }
-  kiln_rt_parallel_for(pool, gemm_rows_fn, ctx, nb * g->m, grain);
-#endif
+  /* B packed tile by tile: per (batch, column tile) pack it into the scratch buffer,
+   * multiply into C's columns [j0, j0 + tn), then run the epilogue on those columns. */
+  KILN_ASSERT(g->tile_n > 0 && g->param_buf >= 0);
+  int64_t *par = bufs[g->param_buf];
+  for (int64_t t = 0; t < nb; t++)
+    for (int64_t j0 = 0; j0 < g->n; j0 += g->tile_n) {
+      int64_t tn = g->n - j0 < g->tile_n ? g->n - j0 : g->tile_n;
+      par[0] = t, par[1] = j0;
+      kiln_rt_parallel_for(pool, pack, bufs, g->k, 16384 / g->tile_n + 1);
+      kiln_gemm_desc tile = *g;
+      tile.n = tn, tile.n_batch = 0;
+      tile.ldb = g->tile_n, tile.trans_b = 0;
+      gemm_job tj = j;
+      tj.g = &tile;
+      tj.epi = NULL;
+      int64_t ao = g->n_batch == 0 ? 0
+                   : g->n_batch == 1 ? t * g->a_bstride[0]
+                                     : t / g->batch[1] * g->a_bstride[0] + t % g->batch[1] * g->a_bstride[1];
+      tj.a = j.a + ao * (int64_t)j.es;
+      tj.b = (char *)bufs[g->b_buf];
+      tj.c = j.c + (c_batch_offset(g, t) + j0) * (int64_t)j.es;
+      run_products(pool, &tj, 1);
+      if (epi) run_epilogue(pool, g, epi, bufs, t, j0, tn, true);
+    }
 }

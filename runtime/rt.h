@@ -83,6 +83,11 @@ void kiln_rt_parallel_for(kiln_rt_pool *pool, kiln_rt_kernel_fn fn, void **bufs,
 /* GEMM kernel: dtype is KILN_F32 or KILN_F64 (OpenBLAS when built with it, else a
  * blocked C loop). desc is a kiln_gemm_desc (ir.h). */
 void kiln_rt_gemm(kiln_rt_pool *pool, const kiln_gemm_desc *desc, int32_t dtype, void **bufs);
+/* A GEMM kernel with fused sub-kernels (either may be NULL): pack computes B's tiles
+ * (desc->tile_n, param_buf: see kiln_gemm_desc), epilogue runs over the output rows of
+ * each finished tile (rows in the epilogue domain, desc->epi_last elements each). */
+void kiln_rt_gemm_fused(kiln_rt_pool *pool, const kiln_gemm_desc *desc, int32_t dtype, void **bufs,
+                        kiln_rt_kernel_fn pack, kiln_rt_kernel_fn epilogue);
 
 /* OPAQUE kernel: runs the reference routine of an opaque op. */
 #define KILN_RT_MAX_OPAQUE_IN 4

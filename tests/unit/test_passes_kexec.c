@@ -202,8 +202,7 @@ static kval eval_kx(kexec *e, int32_t id) {
   return r;
 }
 
-static void run_loop(const kiln_kprogram *p, int32_t ki, void **bufs, char *err) {
-  const kiln_kernel *k = &p->kernels[ki];
+static void run_loop_kernel(const kiln_kprogram *p, const kiln_kernel *k, int32_t ki, void **bufs, char *err) {
   cr_assert_leq(k->n_vars, 64);
   kexec e = {p, k, bufs, calloc((size_t)k->n_vars + 1, 8), calloc((size_t)k->n_kx, sizeof(kval)),
              calloc((size_t)k->n_kx, 1), calloc((size_t)k->n_kx, 8), err, ki, bufs[p->n_buffers]};
@@ -231,26 +230,43 @@ static void run_loop(const kiln_kprogram *p, int32_t ki, void **bufs, char *err)
   free(e.vars), free(e.cache), free(e.valid), free(e.dep);
 }
 
-static void run_gemm(const kiln_kernel *k, void **bufs) {
+static void run_loop(const kiln_kprogram *p, int32_t ki, void **bufs, char *err) {
+  run_loop_kernel(p, &p->kernels[ki], ki, bufs, err);
+}
+
+/* A GEMM kernel: with a pack sub-kernel, B is packed one (batch, column tile) at a time
+ * into its scratch buffer first; the epilogue runs in place once every product is done
+ * (it reads the product only at its own element, so that is equivalent to per tile). */
+static void run_gemm(const kiln_kprogram *p, int32_t ki, void **bufs, char *err) {
+  const kiln_kernel *k = &p->kernels[ki];
   const kiln_gemm_desc *g = &k->gemm;
   kiln_dtype dt = k->out_dtype;
   int64_t b0 = g->n_batch > 0 ? g->batch[0] : 1, b1 = g->n_batch > 1 ? g->batch[1] : 1;
   for (int64_t i0 = 0; i0 < b0; i0++)
-    for (int64_t i1 = 0; i1 < b1; i1++) {
+    for (int64_t i1 = 0; i1 < b1; i1++)
+      for (int64_t j0 = 0; j0 < g->n; j0 += g->tile_n ? g->tile_n : g->n) {
+      int64_t j1 = g->tile_n && j0 + g->tile_n < g->n ? j0 + g->tile_n : g->n;
+      if (k->pack) {
+        int64_t *par = bufs[g->param_buf];
+        par[0] = i0 * b1 + i1, par[1] = j0;
+        run_loop_kernel(p, k->pack, ki, bufs, err);
+      }
       int64_t ao = g->a_off + i0 * (g->n_batch > 0 ? g->a_bstride[0] : 0) + i1 * (g->n_batch > 1 ? g->a_bstride[1] : 0);
       int64_t bo = g->b_off + i0 * (g->n_batch > 0 ? g->b_bstride[0] : 0) + i1 * (g->n_batch > 1 ? g->b_bstride[1] : 0);
       int64_t co = g->c_off + i0 * (g->n_batch > 0 ? g->c_bstride[0] : 0) + i1 * (g->n_batch > 1 ? g->c_bstride[1] : 0);
       for (int64_t m = 0; m < g->m; m++)
-        for (int64_t n = 0; n < g->n; n++) {
+        for (int64_t n = j0; n < j1; n++) {
           double s = 0;
           for (int64_t kk = 0; kk < g->k; kk++) {
             int64_t ai = ao + (g->trans_a ? kk * g->lda + m : m * g->lda + kk);
-            int64_t bi = bo + (g->trans_b ? n * g->ldb + kk : kk * g->ldb + n);
+            int64_t bn = k->pack ? n - j0 : n, bb = k->pack ? 0 : bo;
+            int64_t bi = bb + (g->trans_b ? bn * g->ldb + kk : kk * g->ldb + bn);
             s += kiln_rt_get_f64(dt, bufs[g->a_buf], ai) * kiln_rt_get_f64(dt, bufs[g->b_buf], bi);
           }
           kiln_rt_set_f64(dt, bufs[g->c_buf], co + m * g->ldc + n, s);
         }
-    }
+      }
+  if (k->epilogue) run_loop_kernel(p, k->epilogue, ki, bufs, err);
 }
 
 static void run_opaque(const kiln_kprogram *p, int32_t ki, void **bufs) {
@@ -298,7 +314,7 @@ static int32_t run_program_err(const kiln_kprogram *p, const kiln_rt_tensor *in,
   for (int32_t k = 0; k < p->n_kernels; k++) {
     const kiln_kernel *kn = &p->kernels[k];
     if (kn->kind == KILN_KERNEL_LOOP) run_loop(p, k, bufs, err);
-    else if (kn->kind == KILN_KERNEL_GEMM) run_gemm(kn, bufs);
+    else if (kn->kind == KILN_KERNEL_GEMM) run_gemm(p, k, bufs, err);
     else run_opaque(p, k, bufs);
     cr_assert_str_empty(err, "%s", err);
   }

@@ -73,10 +73,19 @@ Test(lower, softmax_kernels) {
   int32_t sum = kiln_ir_reduce(g, KILN_OP_reduce_sum, e, 1, &ax, 1, "sum");
   kiln_ir_add_output(g, kiln_ir_binary(g, KILN_OP_div, e, sum, "div"), "y");
   kiln_kprogram *p = lower(g, KILN_FUSION_FULL);
-  /* max | exp(x - bcast(max)) (two consumers) | sum | exp / bcast(sum) */
+  /* one row-wise kernel: exp(x - max) / sum, max and sum as REDUCEs over the row (exp,
+   * read by both the sum and the division, is recomputed: it stays in one kernel) */
+  cr_expect_eq(p->n_kernels, 1);
+  cr_expect_eq(count_kx(&p->kernels[0], KILN_KX_REDUCE, 0), 2, "max and sum, the max shared");
+  cr_expect_eq(p->kernels[0].category, KILN_CAT_REDUCE);
+  kiln_ir_kprogram_destroy(p);
+  p = lower(g, KILN_FUSION_ELEMENTWISE);
+  /* max | exp(x - bcast(max)) (read by two kernels, 17 flop/element: materialized) | sum
+   * | exp / bcast(sum) */
   cr_expect_eq(p->n_kernels, 4);
   cr_expect_eq(count_kx(&p->kernels[0], KILN_KX_REDUCE, 0), 1);
   cr_expect_eq(count_kx(&p->kernels[2], KILN_KX_REDUCE, 0), 1);
+  cr_expect_geq(p->n_refused, 1, "the refusals say why");
   kiln_ir_kprogram_destroy(p);
   p = lower(g, KILN_FUSION_NONE);
   cr_expect_eq(p->n_kernels, 7, "max, bcast, sub, exp, sum, bcast, div: got %d", p->n_kernels);
@@ -91,7 +100,7 @@ Test(lower, reduce_inlines_its_elementwise_prologue) {
   int32_t sq = kiln_ir_binary(g, KILN_OP_mul, x, x, "sq");
   kiln_ir_add_output(g, kiln_ir_unary(g, KILN_OP_sqrt, kiln_ir_reduce(g, KILN_OP_reduce_sum, sq, 1, &ax, 0, "sum"), "sqrt"), "y");
   kiln_kprogram *p = lower(g, KILN_FUSION_FULL);
-  cr_expect_eq(p->n_kernels, 2, "sum(x*x) | sqrt");
+  cr_expect_eq(p->n_kernels, 1, "sqrt(sum(x*x)): the reduction takes its prologue and epilogue");
   cr_expect_eq(count_kx(&p->kernels[0], KILN_KX_ALU, KILN_OP_mul) >= 1, 1);
   cr_expect_eq(count_kx(&p->kernels[0], KILN_KX_LOAD, 0), 1, "x*x loads x once (hash-consed)");
   kiln_ir_kprogram_destroy(p);
@@ -105,7 +114,7 @@ Test(lower, matmul_becomes_gemm) {
   kiln_ir_add_output(g, kiln_ir_unary(g, KILN_OP_tanh, kiln_ir_matmul(g, kiln_ir_unary(g, KILN_OP_neg, a, "na"), b, "mm"), "t"), "y");
   kiln_kprogram *p = lower(g, KILN_FUSION_FULL);
   cr_assert_eq(count_kind(p, KILN_KERNEL_GEMM), 1);
-  cr_expect_eq(p->n_kernels, 3, "neg (a GEMM operand is a buffer) | gemm | tanh");
+  cr_expect_eq(p->n_kernels, 2, "neg (a GEMM operand is a buffer) | gemm with a tanh epilogue");
   const kiln_gemm_desc *gd = NULL;
   for (int i = 0; i < p->n_kernels; i++)
     if (p->kernels[i].kind == KILN_KERNEL_GEMM) gd = &p->kernels[i].gemm;
@@ -116,6 +125,12 @@ Test(lower, matmul_becomes_gemm) {
   cr_expect_eq(gd->batch[0], 2);
   cr_expect_eq(gd->a_bstride[0], 15);
   cr_expect_eq(gd->c_bstride[0], 12);
+  for (int i = 0; i < p->n_kernels; i++)
+    if (p->kernels[i].kind == KILN_KERNEL_GEMM) {
+      cr_assert_not_null(p->kernels[i].epilogue);
+      cr_expect_eq(count_kx(p->kernels[i].epilogue, KILN_KX_ALU, KILN_OP_tanh), 1);
+      cr_expect_eq(p->kernels[i].epilogue->out_buf, p->kernels[i].gemm.c_buf, "in place");
+    }
   kiln_ir_kprogram_destroy(p);
   kiln_ir_graph_destroy(g);
 }
@@ -146,16 +161,19 @@ static kiln_kprogram *conv_program(int64_t ci, int64_t co, int32_t groups, int64
 
 Test(lower, conv_lowerings) {
   kiln_kprogram *p = conv_program(4, 8, 2, 3, 2, 1);
-  cr_assert_eq(p->n_kernels, 2, "im2col + gemm");
-  cr_expect_eq(p->kernels[0].kind, KILN_KERNEL_LOOP);
-  const kiln_gemm_desc *gd = &p->kernels[1].gemm;
-  cr_expect_eq(p->kernels[1].kind, KILN_KERNEL_GEMM);
+  cr_assert_eq(p->n_kernels, 1, "one GEMM kernel packing its im2col tiles");
+  const kiln_gemm_desc *gd = &p->kernels[0].gemm;
+  cr_expect_eq(p->kernels[0].kind, KILN_KERNEL_GEMM);
+  cr_assert_not_null(p->kernels[0].pack);
+  cr_expect_eq(p->kernels[0].pack->out_buf, gd->b_buf);
   cr_expect_eq(gd->m, 4);
   cr_expect_eq(gd->k, 2 * 9);
   cr_expect_eq(gd->n, 9);
+  cr_expect_eq(gd->tile_n, 9, "a small column matrix is one tile");
   cr_expect_eq(gd->n_batch, 2);
   cr_expect_eq(gd->a_bstride[0], 0, "weights are shared across the batch");
   cr_expect_eq(p->buffers[gd->b_buf].kind, KILN_BUF_ARENA);
+  cr_expect_eq(p->buffers[gd->b_buf].nbytes, 2 * 9 * 9 * 4, "the scratch holds one tile");
   cr_expect_gt(p->arena_bytes, 0);
   kiln_ir_kprogram_destroy(p);
 
