@@ -571,6 +571,14 @@ static kiln_status check_kernel(render *r, const kiln_kernel *k, int32_t ki) {
     if (k->out_dtype != KILN_F32 && k->out_dtype != KILN_F64)
       return kiln_diag_set(r->d, KILN_ERR_UNSUPPORTED, "kernel %s: GEMM in %s is not supported by the LLVM backend (f32/f64 only)",
                            kn, kiln_dtype_name(k->out_dtype));
+    /* Fused sub-kernels are LOOP kernels rendered like any other. */
+    const kiln_kernel *sub[2] = {k->pack, k->epilogue};
+    for (int i = 0; i < 2; i++) {
+      if (!sub[i]) continue;
+      if (sub[i]->kind != KILN_KERNEL_LOOP)
+        return kiln_diag_set(r->d, KILN_ERR_INTERNAL, "kernel %s: its %s is not a LOOP kernel", kn, i ? "epilogue" : "pack");
+      if (check_kernel(r, sub[i], ki) != KILN_OK) return r->d->status;
+    }
     return KILN_OK;
   }
   if (k->kind == KILN_KERNEL_OPAQUE) {
@@ -679,14 +687,13 @@ static bool hoist_row_checks(render *r) {
   return ok;
 }
 
-/* void kiln_k<i>(ptr bufs, i64 begin, i64 end): rows [begin, end) of a LOOP kernel. */
-static LLVMValueRef emit_loop_kernel(render *r, int32_t ki) {
-  const kiln_kernel *k = &r->p->kernels[ki];
+/* void fn_name(ptr bufs, i64 begin, i64 end): rows [begin, end) of LOOP kernel k, which
+ * is program kernel ki or one of its sub-kernels (GEMM pack/epilogue); ki names the
+ * kernel a failed CHECK reports. */
+static LLVMValueRef emit_loop_kernel(render *r, const kiln_kernel *k, int32_t ki, const char *fn_name) {
   const kiln_allocator *al = r->p->alloc;
-  char name[32];
-  snprintf(name, sizeof name, "kiln_k%d", ki);
   LLVMTypeRef params[3] = {r->t_ptr, r->t_i64, r->t_i64};
-  r->fn = LLVMAddFunction(r->mod, name, LLVMFunctionType(r->t_void, params, 3, 0));
+  r->fn = LLVMAddFunction(r->mod, fn_name, LLVMFunctionType(r->t_void, params, 3, 0));
   LLVMSetLinkage(r->fn, LLVMInternalLinkage);
   /* noinline: the entry calls each kernel from two places (pool / no pool); one body. */
   fn_attr(r, r->fn, "noinline");
@@ -941,8 +948,10 @@ kiln_status kiln_llvm_render(const kiln_kprogram *p, LLVMContextRef ctx,
   }
   if (o->embed_consts) emit_consts(&r);
   for (int32_t i = 0; i < p->n_kernels; i++) {
+    char name[32];
+    snprintf(name, sizeof name, "kiln_k%d", i);
     kfn[i] = NULL;
-    if (p->kernels[i].kind == KILN_KERNEL_LOOP && !(kfn[i] = emit_loop_kernel(&r, i))) {
+    if (p->kernels[i].kind == KILN_KERNEL_LOOP && !(kfn[i] = emit_loop_kernel(&r, &p->kernels[i], i, name))) {
       st = d->status != KILN_OK ? d->status : kiln_diag_set(d, KILN_ERR_INTERNAL, "kernel %d failed to render", i);
       goto fail;
     }
