@@ -222,6 +222,125 @@ static LLVMValueRef const_of(render *r, kiln_dtype t, double f, int64_t i) {
   }
 }
 
+/* ------------------------------------------------------------------ f32 transcendentals */
+/* exp, log, tanh, erf and sigmoid of f32 as straight-line IR: range reduction, a
+ * polynomial, and selects for the special cases (inf, NaN, overflow, underflow, zero).
+ * A libm call has no vector form, so a loop using one would stay scalar; these
+ * vectorize. The coefficients are Kiln's own minimax fits (Lawson's algorithm over
+ * Chebyshev nodes in double, rounded to f32); test_llvm_alu sweeps dense ranges and
+ * bounds the error (a few ulp; erf about 1e-7 absolute). f64 keeps libm. */
+static LLVMValueRef fk(render *r, double v) { return LLVMConstReal(r->t_f32, v); }
+static LLVMValueRef ik(render *r, int64_t v) { return cint(r->t_i32, v); }
+
+static LLVMValueRef fmadd(render *r, LLVMValueRef a, LLVMValueRef b, LLVMValueRef c) {
+  LLVMTypeRef t = r->t_f32;
+  LLVMValueRef v[3] = {a, b, c};
+  return intrinsic(r, "llvm.fmuladd", &t, 1, v, 3);
+}
+
+/* c[0] + c[1] x + ... + c[n-1] x^(n-1) */
+static LLVMValueRef horner(render *r, LLVMValueRef x, const float *c, int n) {
+  LLVMValueRef p = fk(r, c[n - 1]);
+  for (int i = n - 2; i >= 0; i--) p = fmadd(r, p, x, fk(r, c[i]));
+  return p;
+}
+
+/* (a pr b) ? t : f */
+static LLVMValueRef fsel(render *r, LLVMRealPredicate pr, LLVMValueRef a, LLVMValueRef b, LLVMValueRef t,
+                         LLVMValueRef f) {
+  return LLVMBuildSelect(r->b, LLVMBuildFCmp(r->b, pr, a, b, ""), t, f, "");
+}
+
+static LLVMValueRef copysign_f32(render *r, LLVMValueRef mag, LLVMValueRef sgn) {
+  return intr2(r, "llvm.copysign", mag, sgn);
+}
+
+/* exp(x) = 2^n exp(x - n ln2), |x - n ln2| <= ln2/2. 2^n is applied as two factors so
+ * that results down in the subnormals round once. Inputs are clamped to [-110, 89],
+ * beyond which the result is 0 or inf anyway. */
+static LLVMValueRef exp_f32(render *r, LLVMValueRef x) {
+  static const float c[6] = {0.5f, 0.166666657f, 0.0416662954f, 0.00833349675f, 0.00139446498f, 0.000197903573f};
+  LLVMBuilderRef b = r->b;
+  LLVMValueRef xc = fsel(r, LLVMRealOGT, x, fk(r, 89.0), fk(r, 89.0), x);
+  xc = fsel(r, LLVMRealOLT, xc, fk(r, -110.0), fk(r, -110.0), xc);
+  xc = fsel(r, LLVMRealUNO, x, x, fk(r, 0.0), xc); /* NaN: computed as 0, returned as x */
+  /* n = round(x / ln2): adding 1.5 * 2^23 leaves n in the low mantissa bits */
+  LLVMValueRef t = fmadd(r, xc, fk(r, 1.44269504088896341), fk(r, 12582912.0));
+  LLVMValueRef n = LLVMBuildFSub(b, t, fk(r, 12582912.0), "");
+  LLVMValueRef ni = LLVMBuildSub(b, LLVMBuildBitCast(b, t, r->t_i32, ""), ik(r, 0x4B400000), "");
+  /* Cody-Waite: ln2 = 0.693359375 (n times it is exact) - 2.12194440e-4 */
+  LLVMValueRef y = fmadd(r, n, fk(r, -0.693359375), xc);
+  y = fmadd(r, n, fk(r, 2.12194440e-4), y);
+  LLVMValueRef p = fmadd(r, LLVMBuildFMul(b, y, y, ""), horner(r, y, c, 6), y);
+  p = LLVMBuildFAdd(b, p, fk(r, 1.0), "");
+  LLVMValueRef n1 = LLVMBuildAShr(b, ni, ik(r, 1), ""), n2 = LLVMBuildSub(b, ni, n1, "");
+  LLVMValueRef s1 = LLVMBuildBitCast(b, LLVMBuildShl(b, LLVMBuildAdd(b, n1, ik(r, 127), ""), ik(r, 23), ""), r->t_f32, "");
+  LLVMValueRef s2 = LLVMBuildBitCast(b, LLVMBuildShl(b, LLVMBuildAdd(b, n2, ik(r, 127), ""), ik(r, 23), ""), r->t_f32, "");
+  LLVMValueRef v = LLVMBuildFMul(b, LLVMBuildFMul(b, p, s1, ""), s2, "");
+  return fsel(r, LLVMRealUNO, x, x, x, v);
+}
+
+/* log(x) = e ln2 + log(1 + f) with x = 2^e (1 + f), 1 + f in [sqrt(1/2), sqrt(2)). */
+static LLVMValueRef log_f32(render *r, LLVMValueRef x) {
+  static const float c[9] = {0.333333135f,  -0.250000089f, 0.200021192f, -0.166679963f, 0.142195508f,
+                             -0.124055915f, 0.118881747f,  -0.116756409f, 0.0674660131f};
+  LLVMBuilderRef b = r->b;
+  /* subnormals: scaled into the normals first */
+  LLVMValueRef sub = LLVMBuildFCmp(b, LLVMRealOLT, x, fk(r, 1.17549435e-38), "");
+  LLVMValueRef xs = LLVMBuildSelect(b, sub, LLVMBuildFMul(b, x, fk(r, 8388608.0), ""), x, "");
+  LLVMValueRef bits = LLVMBuildBitCast(b, xs, r->t_i32, "");
+  LLVMValueRef e = LLVMBuildSub(b, LLVMBuildLShr(b, bits, ik(r, 23), ""), ik(r, 126), "");
+  e = LLVMBuildSub(b, e, LLVMBuildSelect(b, sub, ik(r, 23), ik(r, 0), ""), "");
+  LLVMValueRef mbits = LLVMBuildOr(b, LLVMBuildAnd(b, bits, ik(r, 0x007fffff), ""), ik(r, 0x3f000000), "");
+  LLVMValueRef m = LLVMBuildBitCast(b, mbits, r->t_f32, ""); /* [0.5, 1) */
+  LLVMValueRef lo = LLVMBuildFCmp(b, LLVMRealOLT, m, fk(r, 0.707106781186547524), "");
+  e = LLVMBuildSub(b, e, LLVMBuildZExt(b, lo, r->t_i32, ""), "");
+  LLVMValueRef f = LLVMBuildFSub(b, LLVMBuildSelect(b, lo, LLVMBuildFAdd(b, m, m, ""), m, ""), fk(r, 1.0), "");
+  LLVMValueRef z = LLVMBuildFMul(b, f, f, "");
+  LLVMValueRef y = LLVMBuildFMul(b, LLVMBuildFMul(b, f, z, ""), horner(r, f, c, 9), "");
+  LLVMValueRef ef = LLVMBuildSIToFP(b, e, r->t_f32, "");
+  y = fmadd(r, ef, fk(r, -2.12194440e-4), y);
+  y = fmadd(r, z, fk(r, -0.5), y);
+  LLVMValueRef v = fmadd(r, ef, fk(r, 0.693359375), LLVMBuildFAdd(b, f, y, ""));
+  v = fsel(r, LLVMRealOEQ, x, fk(r, INFINITY), x, v);
+  v = fsel(r, LLVMRealOEQ, x, fk(r, 0.0), fk(r, -INFINITY), v);
+  return fsel(r, LLVMRealULT, x, fk(r, 0.0), fk(r, NAN), v); /* negative or NaN */
+}
+
+/* tanh: an odd polynomial below 0.625, else 1 - 2 / (exp(2|x|) + 1) with x's sign. */
+static LLVMValueRef tanh_f32(render *r, LLVMValueRef x) {
+  static const float c[5] = {-0.333332807f, 0.133314416f, -0.0537397116f, 0.0206390787f, -0.00570497848f};
+  LLVMBuilderRef b = r->b;
+  LLVMValueRef ax = intr1(r, "llvm.fabs", x);
+  LLVMValueRef z = LLVMBuildFMul(b, x, x, "");
+  LLVMValueRef small = fmadd(r, LLVMBuildFMul(b, x, z, ""), horner(r, z, c, 5), x);
+  LLVMValueRef e = exp_f32(r, LLVMBuildFAdd(b, ax, ax, ""));
+  LLVMValueRef big = LLVMBuildFSub(b, fk(r, 1.0), LLVMBuildFDiv(b, fk(r, 2.0), LLVMBuildFAdd(b, e, fk(r, 1.0), ""), ""), "");
+  /* the sign from x: tanh(-0) = -0 (the polynomial would give +0); NaN: big is NaN */
+  return copysign_f32(r, fsel(r, LLVMRealOLT, ax, fk(r, 0.625), small, big), x);
+}
+
+/* erf: x P(x^2) below 0.875; above, 1 - exp(-x^2) Q(1/|x|) with x's sign, |x| clamped
+ * to 4 (erf is 1 in f32 from 3.92 on). */
+static LLVMValueRef erf_f32(render *r, LLVMValueRef x) {
+  static const float p[7] = {1.12837923f,   -0.376126349f,   0.112837367f,   -0.0268617738f,
+                             0.00520721916f, -0.000821654685f, 8.69896612e-05f};
+  static const float q[10] = {0.000225493597f, 0.559883296f,  0.0351739638f, -0.440092891f, 0.405997902f,
+                              -0.0722415075f,  -0.181100324f, 0.183132231f,  -0.0757030845f, 0.0123085324f};
+  LLVMBuilderRef b = r->b;
+  LLVMValueRef ax = intr1(r, "llvm.fabs", x);
+  LLVMValueRef z = LLVMBuildFMul(b, x, x, "");
+  /* x p0 + x z P1(z), p0 carried in two parts for the last bit */
+  LLVMValueRef s = fmadd(r, x, fk(r, -5.88367886e-08), LLVMBuildFMul(b, x, fk(r, p[0]), ""));
+  s = fmadd(r, x, LLVMBuildFMul(b, z, horner(r, z, p + 1, 6), ""), s);
+  LLVMValueRef a4 = fsel(r, LLVMRealOGT, ax, fk(r, 4.0), fk(r, 4.0), ax);
+  LLVMValueRef t = LLVMBuildFDiv(b, fk(r, 1.0), a4, "");
+  LLVMValueRef ec = LLVMBuildFMul(b, exp_f32(r, LLVMBuildFNeg(b, LLVMBuildFMul(b, a4, a4, ""), "")), horner(r, t, q, 10), "");
+  LLVMValueRef big = LLVMBuildFSub(b, fk(r, 1.0), ec, "");
+  /* the sign from x: erf(-0) = -0 (the polynomial would give +0); NaN: big is NaN */
+  return copysign_f32(r, fsel(r, LLVMRealOLT, ax, fk(r, 0.875), s, big), x);
+}
+
 /* ------------------------------------------------------------------ the scalar op table */
 /* Integer division/remainder that never traps: x/0 is 0 (a kernel has no way to report
  * it) and INT_MIN/-1 wraps. */
@@ -269,17 +388,32 @@ static LLVMValueRef alu(render *r, kiln_op op, int32_t kind, kiln_dtype odt, kil
     if (fl) return intr1(r, "llvm.fabs", v[0]);
     if (sg) return intr2(r, "llvm.abs", v[0], LLVMConstInt(r->t_i1, 0, 0));
     return v[0];
-  case KILN_OP_exp: return fl ? intr1(r, "llvm.exp", v[0]) : alu_via_f64(r, op, kind, odt, 1, v);
-  case KILN_OP_log: return fl ? intr1(r, "llvm.log", v[0]) : alu_via_f64(r, op, kind, odt, 1, v);
+  case KILN_OP_exp:
+    if (fl) return t == r->t_f32 ? exp_f32(r, v[0]) : intr1(r, "llvm.exp", v[0]);
+    return alu_via_f64(r, op, kind, odt, 1, v);
+  case KILN_OP_log:
+    if (fl) return t == r->t_f32 ? log_f32(r, v[0]) : intr1(r, "llvm.log", v[0]);
+    return alu_via_f64(r, op, kind, odt, 1, v);
   case KILN_OP_sqrt: return fl ? intr1(r, "llvm.sqrt", v[0]) : alu_via_f64(r, op, kind, odt, 1, v);
   case KILN_OP_rsqrt:
     return fl ? LLVMBuildFDiv(b, one, intr1(r, "llvm.sqrt", v[0]), "") : alu_via_f64(r, op, kind, odt, 1, v);
   case KILN_OP_recip: return fl ? LLVMBuildFDiv(b, one, v[0], "") : int_divrem(r, true, sg, one, v[0]);
-  case KILN_OP_tanh: return fl ? libm1(r, "tanh", v[0]) : alu_via_f64(r, op, kind, odt, 1, v);
-  case KILN_OP_sigmoid:
+  case KILN_OP_tanh:
+    if (fl) return t == r->t_f32 ? tanh_f32(r, v[0]) : libm1(r, "tanh", v[0]);
+    return alu_via_f64(r, op, kind, odt, 1, v);
+  case KILN_OP_sigmoid: {
+    /* e = exp(-|x|) never overflows: 1 / (1 + e) for x >= 0, e / (1 + e) below, which
+     * keeps the tiny (subnormal) results of very negative x that 1 / (1 + exp(-x))
+     * would flush to 0. */
     if (!fl) return alu_via_f64(r, op, kind, odt, 1, v);
-    return LLVMBuildFDiv(b, one, LLVMBuildFAdd(b, one, intr1(r, "llvm.exp", LLVMBuildFNeg(b, v[0], "")), ""), "");
-  case KILN_OP_erf: return fl ? libm1(r, "erf", v[0]) : alu_via_f64(r, op, kind, odt, 1, v);
+    LLVMValueRef nx = LLVMBuildFNeg(b, intr1(r, "llvm.fabs", v[0]), "");
+    LLVMValueRef e = t == r->t_f32 ? exp_f32(r, nx) : intr1(r, "llvm.exp", nx);
+    LLVMValueRef s = LLVMBuildFDiv(b, one, LLVMBuildFAdd(b, one, e, ""), "");
+    return LLVMBuildSelect(b, LLVMBuildFCmp(b, LLVMRealOLT, v[0], zero, ""), LLVMBuildFMul(b, e, s, ""), s, "");
+  }
+  case KILN_OP_erf:
+    if (fl) return t == r->t_f32 ? erf_f32(r, v[0]) : libm1(r, "erf", v[0]);
+    return alu_via_f64(r, op, kind, odt, 1, v);
   case KILN_OP_sin: return fl ? intr1(r, "llvm.sin", v[0]) : alu_via_f64(r, op, kind, odt, 1, v);
   case KILN_OP_cos: return fl ? intr1(r, "llvm.cos", v[0]) : alu_via_f64(r, op, kind, odt, 1, v);
   case KILN_OP_atan: return fl ? libm1(r, "atan", v[0]) : alu_via_f64(r, op, kind, odt, 1, v);
