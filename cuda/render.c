@@ -496,8 +496,11 @@ static void safe_name(char *out, size_t n, const char *s) {
   out[i] = 0;
 }
 
-static bool render_kernel(render *r) {
-  const kiln_kernel *k = r->k;
+/* Renders LOOP kernel k as __global__ function fn_name; ki is the program kernel it is
+ * (or belongs to, for a GEMM's pack/epilogue sub-kernel): failed CHECKs report it. */
+static bool render_kernel(render *r, const kiln_kernel *k, int32_t ki, const char *fn_name) {
+  r->k = k;
+  r->ki = ki;
   kiln_strbuf *b = r->b;
   if (k->n_vars > 64) return fail(r, KILN_ERR_UNSUPPORTED, "%d loop variables (at most 64)", k->n_vars);
   if (k->n_vars < k->out.rank || k->n_kx < 1 || k->root < 0 || k->root >= k->n_kx)
@@ -528,7 +531,7 @@ static bool render_kernel(render *r) {
   kiln_strbuf_printf(b, "/* kernel %d: %s, output [", r->ki, nm);
   for (int i = 0; i < k->out.rank; i++) kiln_strbuf_printf(b, "%s%" PRId64, i ? "," : "", k->out.dims[i]);
   kiln_strbuf_printf(b, "] %s into buffer %d */\n", kiln_dtype_name(k->out_dtype), k->out_buf);
-  kiln_strbuf_printf(b, "extern \"C\" __global__ void kiln_k%d(void *const *bufs, long long n) {\n", r->ki);
+  kiln_strbuf_printf(b, "extern \"C\" __global__ void %s(void *const *bufs, long long n) {\n", fn_name);
   kiln_strbuf_puts(b, "  for (long long flat = (long long)blockIdx.x * blockDim.x + threadIdx.x; flat < n;\n"
              "       flat += (long long)gridDim.x * blockDim.x) {\n");
   uint64_t bound = 0;
@@ -561,8 +564,12 @@ kiln_status kiln_cuda_render(const kiln_kprogram *p, char **src, kiln_diag *d) {
   kiln_strbuf b = {.a = p->alloc};
   kiln_strbuf_puts(&b, prelude);
   int32_t max_kx = 1;
-  for (int32_t i = 0; i < p->n_kernels; i++)
-    if (p->kernels[i].kind == KILN_KERNEL_LOOP && p->kernels[i].n_kx > max_kx) max_kx = p->kernels[i].n_kx;
+  for (int32_t i = 0; i < p->n_kernels; i++) {
+    /* a GEMM's pack/epilogue sub-kernels are LOOP kernels too (rendered by name) */
+    const kiln_kernel *ks[3] = {&p->kernels[i], p->kernels[i].pack, p->kernels[i].epilogue};
+    for (int j = 0; j < 3; j++)
+      if (ks[j] && ks[j]->kind == KILN_KERNEL_LOOP && ks[j]->n_kx > max_kx) max_kx = ks[j]->n_kx;
+  }
   render r = {.p = p, .b = &b, .d = d};
   r.mask = kiln_ir_malloc(p->alloc, sizeof(uint64_t) * (size_t)max_kx);
   r.depth = kiln_ir_malloc(p->alloc, sizeof(int32_t) * (size_t)max_kx);
@@ -580,7 +587,9 @@ kiln_status kiln_cuda_render(const kiln_kprogram *p, char **src, kiln_diag *d) {
       if (k->kind != KILN_KERNEL_LOOP) {
         fail(&r, KILN_ERR_UNSUPPORTED, "unknown kernel kind %d", (int)k->kind);
       } else {
-        render_kernel(&r);
+        char fn[32];
+        snprintf(fn, sizeof fn, "kiln_k%d", i);
+        render_kernel(&r, k, i, fn);
       }
       if (r.failed) {
         st = r.status;
