@@ -16,6 +16,19 @@
  * reduction work of each), so a parallel chunk amortizes the pool's dispatch cost. */
 #define KILN_LLVM_GRAIN_ELEMS 16384
 
+/* A scheduling level: the code outside every loop (level 0), a row of the output (1),
+ * one output element (2, in the column loop), or the body of a REDUCE's loops (3 and
+ * up). A value is computed at the outermost open level whose variables it depends on,
+ * so a REDUCE that depends only on the row runs once per row, not once per column. */
+typedef struct level {
+  uint64_t vars;           /* loop variables this level binds */
+  int64_t serial;          /* tells apart successive openings of a level */
+  /* The preheader of the loop that opened this level (level >= 1): code placed at the
+   * level below goes here. Kept open (no terminator) until the loop closes; `land` is
+   * where it then branches, the block the loop is entered from. */
+  LLVMBasicBlockRef ph, land;
+} level;
+
 /* How a dtype computes: floats (f16/bf16 in f32), signed ints, unsigned ints (u8), bool
  * (i1 in registers, one byte in memory). */
 typedef enum dclass { DC_FLOAT, DC_SINT, DC_UINT, DC_BOOL } dclass;
@@ -32,9 +45,13 @@ typedef struct render {
   LLVMValueRef fn;
   LLVMBasicBlockRef entry_bb;
   LLVMValueRef *var;      /* current value of each loop variable (NULL outside its loop) */
-  LLVMValueRef *memo;     /* value of each kx, valid while memo_depth <= depth */
-  int32_t *memo_depth;
-  int32_t depth;          /* REDUCE loop nesting at the insertion point */
+  LLVMValueRef *memo;     /* value of each kx, valid while its level is open (below) */
+  int32_t *memo_level;    /* the level it was computed at, */
+  int64_t *memo_serial;   /* and that level's serial then */
+  uint64_t *dep;          /* loop variables each kx depends on (NULL: no scheduling) */
+  level *lv;              /* the open levels 0..top, innermost last */
+  int32_t top, n_lv;
+  int64_t serial;         /* last level serial handed out */
   LLVMValueRef *base;     /* base pointer of each buffer, loaded in the entry block */
   LLVMValueRef bad;       /* i1 alloca: some CHECK failed in this call (NULL: no CHECK) */
 } render;
@@ -205,6 +222,125 @@ static LLVMValueRef const_of(render *r, kiln_dtype t, double f, int64_t i) {
   }
 }
 
+/* ------------------------------------------------------------------ f32 transcendentals */
+/* exp, log, tanh, erf and sigmoid of f32 as straight-line IR: range reduction, a
+ * polynomial, and selects for the special cases (inf, NaN, overflow, underflow, zero).
+ * A libm call has no vector form, so a loop using one would stay scalar; these
+ * vectorize. The coefficients are Kiln's own minimax fits (Lawson's algorithm over
+ * Chebyshev nodes in double, rounded to f32); test_llvm_alu sweeps dense ranges and
+ * bounds the error (a few ulp; erf about 1e-7 absolute). f64 keeps libm. */
+static LLVMValueRef fk(render *r, double v) { return LLVMConstReal(r->t_f32, v); }
+static LLVMValueRef ik(render *r, int64_t v) { return cint(r->t_i32, v); }
+
+static LLVMValueRef fmadd(render *r, LLVMValueRef a, LLVMValueRef b, LLVMValueRef c) {
+  LLVMTypeRef t = r->t_f32;
+  LLVMValueRef v[3] = {a, b, c};
+  return intrinsic(r, "llvm.fmuladd", &t, 1, v, 3);
+}
+
+/* c[0] + c[1] x + ... + c[n-1] x^(n-1) */
+static LLVMValueRef horner(render *r, LLVMValueRef x, const float *c, int n) {
+  LLVMValueRef p = fk(r, c[n - 1]);
+  for (int i = n - 2; i >= 0; i--) p = fmadd(r, p, x, fk(r, c[i]));
+  return p;
+}
+
+/* (a pr b) ? t : f */
+static LLVMValueRef fsel(render *r, LLVMRealPredicate pr, LLVMValueRef a, LLVMValueRef b, LLVMValueRef t,
+                         LLVMValueRef f) {
+  return LLVMBuildSelect(r->b, LLVMBuildFCmp(r->b, pr, a, b, ""), t, f, "");
+}
+
+static LLVMValueRef copysign_f32(render *r, LLVMValueRef mag, LLVMValueRef sgn) {
+  return intr2(r, "llvm.copysign", mag, sgn);
+}
+
+/* exp(x) = 2^n exp(x - n ln2), |x - n ln2| <= ln2/2. 2^n is applied as two factors so
+ * that results down in the subnormals round once. Inputs are clamped to [-110, 89],
+ * beyond which the result is 0 or inf anyway. */
+static LLVMValueRef exp_f32(render *r, LLVMValueRef x) {
+  static const float c[6] = {0.5f, 0.166666657f, 0.0416662954f, 0.00833349675f, 0.00139446498f, 0.000197903573f};
+  LLVMBuilderRef b = r->b;
+  LLVMValueRef xc = fsel(r, LLVMRealOGT, x, fk(r, 89.0), fk(r, 89.0), x);
+  xc = fsel(r, LLVMRealOLT, xc, fk(r, -110.0), fk(r, -110.0), xc);
+  xc = fsel(r, LLVMRealUNO, x, x, fk(r, 0.0), xc); /* NaN: computed as 0, returned as x */
+  /* n = round(x / ln2): adding 1.5 * 2^23 leaves n in the low mantissa bits */
+  LLVMValueRef t = fmadd(r, xc, fk(r, 1.44269504088896341), fk(r, 12582912.0));
+  LLVMValueRef n = LLVMBuildFSub(b, t, fk(r, 12582912.0), "");
+  LLVMValueRef ni = LLVMBuildSub(b, LLVMBuildBitCast(b, t, r->t_i32, ""), ik(r, 0x4B400000), "");
+  /* Cody-Waite: ln2 = 0.693359375 (n times it is exact) - 2.12194440e-4 */
+  LLVMValueRef y = fmadd(r, n, fk(r, -0.693359375), xc);
+  y = fmadd(r, n, fk(r, 2.12194440e-4), y);
+  LLVMValueRef p = fmadd(r, LLVMBuildFMul(b, y, y, ""), horner(r, y, c, 6), y);
+  p = LLVMBuildFAdd(b, p, fk(r, 1.0), "");
+  LLVMValueRef n1 = LLVMBuildAShr(b, ni, ik(r, 1), ""), n2 = LLVMBuildSub(b, ni, n1, "");
+  LLVMValueRef s1 = LLVMBuildBitCast(b, LLVMBuildShl(b, LLVMBuildAdd(b, n1, ik(r, 127), ""), ik(r, 23), ""), r->t_f32, "");
+  LLVMValueRef s2 = LLVMBuildBitCast(b, LLVMBuildShl(b, LLVMBuildAdd(b, n2, ik(r, 127), ""), ik(r, 23), ""), r->t_f32, "");
+  LLVMValueRef v = LLVMBuildFMul(b, LLVMBuildFMul(b, p, s1, ""), s2, "");
+  return fsel(r, LLVMRealUNO, x, x, x, v);
+}
+
+/* log(x) = e ln2 + log(1 + f) with x = 2^e (1 + f), 1 + f in [sqrt(1/2), sqrt(2)). */
+static LLVMValueRef log_f32(render *r, LLVMValueRef x) {
+  static const float c[9] = {0.333333135f,  -0.250000089f, 0.200021192f, -0.166679963f, 0.142195508f,
+                             -0.124055915f, 0.118881747f,  -0.116756409f, 0.0674660131f};
+  LLVMBuilderRef b = r->b;
+  /* subnormals: scaled into the normals first */
+  LLVMValueRef sub = LLVMBuildFCmp(b, LLVMRealOLT, x, fk(r, 1.17549435e-38), "");
+  LLVMValueRef xs = LLVMBuildSelect(b, sub, LLVMBuildFMul(b, x, fk(r, 8388608.0), ""), x, "");
+  LLVMValueRef bits = LLVMBuildBitCast(b, xs, r->t_i32, "");
+  LLVMValueRef e = LLVMBuildSub(b, LLVMBuildLShr(b, bits, ik(r, 23), ""), ik(r, 126), "");
+  e = LLVMBuildSub(b, e, LLVMBuildSelect(b, sub, ik(r, 23), ik(r, 0), ""), "");
+  LLVMValueRef mbits = LLVMBuildOr(b, LLVMBuildAnd(b, bits, ik(r, 0x007fffff), ""), ik(r, 0x3f000000), "");
+  LLVMValueRef m = LLVMBuildBitCast(b, mbits, r->t_f32, ""); /* [0.5, 1) */
+  LLVMValueRef lo = LLVMBuildFCmp(b, LLVMRealOLT, m, fk(r, 0.707106781186547524), "");
+  e = LLVMBuildSub(b, e, LLVMBuildZExt(b, lo, r->t_i32, ""), "");
+  LLVMValueRef f = LLVMBuildFSub(b, LLVMBuildSelect(b, lo, LLVMBuildFAdd(b, m, m, ""), m, ""), fk(r, 1.0), "");
+  LLVMValueRef z = LLVMBuildFMul(b, f, f, "");
+  LLVMValueRef y = LLVMBuildFMul(b, LLVMBuildFMul(b, f, z, ""), horner(r, f, c, 9), "");
+  LLVMValueRef ef = LLVMBuildSIToFP(b, e, r->t_f32, "");
+  y = fmadd(r, ef, fk(r, -2.12194440e-4), y);
+  y = fmadd(r, z, fk(r, -0.5), y);
+  LLVMValueRef v = fmadd(r, ef, fk(r, 0.693359375), LLVMBuildFAdd(b, f, y, ""));
+  v = fsel(r, LLVMRealOEQ, x, fk(r, INFINITY), x, v);
+  v = fsel(r, LLVMRealOEQ, x, fk(r, 0.0), fk(r, -INFINITY), v);
+  return fsel(r, LLVMRealULT, x, fk(r, 0.0), fk(r, NAN), v); /* negative or NaN */
+}
+
+/* tanh: an odd polynomial below 0.625, else 1 - 2 / (exp(2|x|) + 1) with x's sign. */
+static LLVMValueRef tanh_f32(render *r, LLVMValueRef x) {
+  static const float c[5] = {-0.333332807f, 0.133314416f, -0.0537397116f, 0.0206390787f, -0.00570497848f};
+  LLVMBuilderRef b = r->b;
+  LLVMValueRef ax = intr1(r, "llvm.fabs", x);
+  LLVMValueRef z = LLVMBuildFMul(b, x, x, "");
+  LLVMValueRef small = fmadd(r, LLVMBuildFMul(b, x, z, ""), horner(r, z, c, 5), x);
+  LLVMValueRef e = exp_f32(r, LLVMBuildFAdd(b, ax, ax, ""));
+  LLVMValueRef big = LLVMBuildFSub(b, fk(r, 1.0), LLVMBuildFDiv(b, fk(r, 2.0), LLVMBuildFAdd(b, e, fk(r, 1.0), ""), ""), "");
+  /* the sign from x: tanh(-0) = -0 (the polynomial would give +0); NaN: big is NaN */
+  return copysign_f32(r, fsel(r, LLVMRealOLT, ax, fk(r, 0.625), small, big), x);
+}
+
+/* erf: x P(x^2) below 0.875; above, 1 - exp(-x^2) Q(1/|x|) with x's sign, |x| clamped
+ * to 4 (erf is 1 in f32 from 3.92 on). */
+static LLVMValueRef erf_f32(render *r, LLVMValueRef x) {
+  static const float p[7] = {1.12837923f,   -0.376126349f,   0.112837367f,   -0.0268617738f,
+                             0.00520721916f, -0.000821654685f, 8.69896612e-05f};
+  static const float q[10] = {0.000225493597f, 0.559883296f,  0.0351739638f, -0.440092891f, 0.405997902f,
+                              -0.0722415075f,  -0.181100324f, 0.183132231f,  -0.0757030845f, 0.0123085324f};
+  LLVMBuilderRef b = r->b;
+  LLVMValueRef ax = intr1(r, "llvm.fabs", x);
+  LLVMValueRef z = LLVMBuildFMul(b, x, x, "");
+  /* x p0 + x z P1(z), p0 carried in two parts for the last bit */
+  LLVMValueRef s = fmadd(r, x, fk(r, -5.88367886e-08), LLVMBuildFMul(b, x, fk(r, p[0]), ""));
+  s = fmadd(r, x, LLVMBuildFMul(b, z, horner(r, z, p + 1, 6), ""), s);
+  LLVMValueRef a4 = fsel(r, LLVMRealOGT, ax, fk(r, 4.0), fk(r, 4.0), ax);
+  LLVMValueRef t = LLVMBuildFDiv(b, fk(r, 1.0), a4, "");
+  LLVMValueRef ec = LLVMBuildFMul(b, exp_f32(r, LLVMBuildFNeg(b, LLVMBuildFMul(b, a4, a4, ""), "")), horner(r, t, q, 10), "");
+  LLVMValueRef big = LLVMBuildFSub(b, fk(r, 1.0), ec, "");
+  /* the sign from x: erf(-0) = -0 (the polynomial would give +0); NaN: big is NaN */
+  return copysign_f32(r, fsel(r, LLVMRealOLT, ax, fk(r, 0.875), s, big), x);
+}
+
 /* ------------------------------------------------------------------ the scalar op table */
 /* Integer division/remainder that never traps: x/0 is 0 (a kernel has no way to report
  * it) and INT_MIN/-1 wraps. */
@@ -252,17 +388,32 @@ static LLVMValueRef alu(render *r, kiln_op op, int32_t kind, kiln_dtype odt, kil
     if (fl) return intr1(r, "llvm.fabs", v[0]);
     if (sg) return intr2(r, "llvm.abs", v[0], LLVMConstInt(r->t_i1, 0, 0));
     return v[0];
-  case KILN_OP_exp: return fl ? intr1(r, "llvm.exp", v[0]) : alu_via_f64(r, op, kind, odt, 1, v);
-  case KILN_OP_log: return fl ? intr1(r, "llvm.log", v[0]) : alu_via_f64(r, op, kind, odt, 1, v);
+  case KILN_OP_exp:
+    if (fl) return t == r->t_f32 ? exp_f32(r, v[0]) : intr1(r, "llvm.exp", v[0]);
+    return alu_via_f64(r, op, kind, odt, 1, v);
+  case KILN_OP_log:
+    if (fl) return t == r->t_f32 ? log_f32(r, v[0]) : intr1(r, "llvm.log", v[0]);
+    return alu_via_f64(r, op, kind, odt, 1, v);
   case KILN_OP_sqrt: return fl ? intr1(r, "llvm.sqrt", v[0]) : alu_via_f64(r, op, kind, odt, 1, v);
   case KILN_OP_rsqrt:
     return fl ? LLVMBuildFDiv(b, one, intr1(r, "llvm.sqrt", v[0]), "") : alu_via_f64(r, op, kind, odt, 1, v);
   case KILN_OP_recip: return fl ? LLVMBuildFDiv(b, one, v[0], "") : int_divrem(r, true, sg, one, v[0]);
-  case KILN_OP_tanh: return fl ? libm1(r, "tanh", v[0]) : alu_via_f64(r, op, kind, odt, 1, v);
-  case KILN_OP_sigmoid:
+  case KILN_OP_tanh:
+    if (fl) return t == r->t_f32 ? tanh_f32(r, v[0]) : libm1(r, "tanh", v[0]);
+    return alu_via_f64(r, op, kind, odt, 1, v);
+  case KILN_OP_sigmoid: {
+    /* e = exp(-|x|) never overflows: 1 / (1 + e) for x >= 0, e / (1 + e) below, which
+     * keeps the tiny (subnormal) results of very negative x that 1 / (1 + exp(-x))
+     * would flush to 0. */
     if (!fl) return alu_via_f64(r, op, kind, odt, 1, v);
-    return LLVMBuildFDiv(b, one, LLVMBuildFAdd(b, one, intr1(r, "llvm.exp", LLVMBuildFNeg(b, v[0], "")), ""), "");
-  case KILN_OP_erf: return fl ? libm1(r, "erf", v[0]) : alu_via_f64(r, op, kind, odt, 1, v);
+    LLVMValueRef nx = LLVMBuildFNeg(b, intr1(r, "llvm.fabs", v[0]), "");
+    LLVMValueRef e = t == r->t_f32 ? exp_f32(r, nx) : intr1(r, "llvm.exp", nx);
+    LLVMValueRef s = LLVMBuildFDiv(b, one, LLVMBuildFAdd(b, one, e, ""), "");
+    return LLVMBuildSelect(b, LLVMBuildFCmp(b, LLVMRealOLT, v[0], zero, ""), LLVMBuildFMul(b, e, s, ""), s, "");
+  }
+  case KILN_OP_erf:
+    if (fl) return t == r->t_f32 ? erf_f32(r, v[0]) : libm1(r, "erf", v[0]);
+    return alu_via_f64(r, op, kind, odt, 1, v);
   case KILN_OP_sin: return fl ? intr1(r, "llvm.sin", v[0]) : alu_via_f64(r, op, kind, odt, 1, v);
   case KILN_OP_cos: return fl ? intr1(r, "llvm.cos", v[0]) : alu_via_f64(r, op, kind, odt, 1, v);
   case KILN_OP_atan: return fl ? libm1(r, "atan", v[0]) : alu_via_f64(r, op, kind, odt, 1, v);
@@ -372,6 +523,35 @@ static LLVMValueRef entry_alloca(render *r, LLVMTypeRef t) {
   return a;
 }
 
+/* Opens level top+1, binding vars: the builder goes through the level's new preheader
+ * (left open for code hoisted to the level below) to `land`, where the caller begins the
+ * level's loops. False (diag set) when the level table is full, which the table's size
+ * rules out. */
+static bool level_open(render *r, uint64_t vars) {
+  if (r->top + 1 >= r->n_lv) {
+    kiln_diag_set(r->d, KILN_ERR_INTERNAL, "kernel %s: loops nested too deeply", r->k->name ? r->k->name : "?");
+    return false;
+  }
+  level *l = &r->lv[++r->top];
+  l->vars = vars;
+  l->serial = ++r->serial;
+  l->ph = LLVMAppendBasicBlockInContext(r->ctx, r->fn, "pre");
+  l->land = LLVMAppendBasicBlockInContext(r->ctx, r->fn, "land");
+  LLVMBuildBr(r->b, l->ph);
+  LLVMPositionBuilderAtEnd(r->b, l->land);
+  return true;
+}
+
+/* Closes the innermost level (its loops have ended): its preheader now enters the loop.
+ * Values computed in it are forgotten: its serial is not handed out again. */
+static void level_close(render *r) {
+  level *l = &r->lv[r->top--];
+  LLVMBasicBlockRef cur = LLVMGetInsertBlock(r->b);
+  LLVMPositionBuilderAtEnd(r->b, l->ph);
+  LLVMBuildBr(r->b, l->land);
+  LLVMPositionBuilderAtEnd(r->b, cur);
+}
+
 /* ------------------------------------------------------------------ run-time errors */
 /* Reports kernel ki through the error word bufs[n_buffers] (runtime ABI, rt.h): a relaxed
  * compare-and-swap from 0, so the first kernel to fail in a run is the one named (threads
@@ -417,19 +597,20 @@ static LLVMValueRef reduce_init(render *r, kiln_op op, kiln_dtype t) {
   }
 }
 
-/* Forgets every value computed inside a loop that has just been closed. */
-static void memo_leave(render *r) {
-  r->depth--;
-  for (int32_t i = 0; i < r->k->n_kx; i++)
-    if (r->memo[i] && r->memo_depth[i] > r->depth) r->memo[i] = NULL;
-}
-
 static LLVMValueRef eval_reduce(render *r, const kiln_kx *x) {
   LLVMBuilderRef b = r->b;
   const kiln_kx *src = &r->k->kx[x->a[0]];
   bool arg = x->op == KILN_OP_argmax || x->op == KILN_OP_argmin;
   kiln_dtype vdt = arg ? src->dtype : x->dtype; /* dtype accumulated */
   LLVMTypeRef vt = ctype(r, vdt);
+  /* An empty reduction is its initial value, and its body is never computed: the loops
+   * below are entered only when they run at least once, which is what lets the body's
+   * loop-invariant parts be computed before them. */
+  uint64_t vars = 0;
+  for (int32_t j = 0; j < x->n_vars; j++) {
+    if (r->k->extent[x->var + j] <= 0) return arg ? ci64(r, 0) : reduce_init(r, x->op, vdt);
+    if (x->var + j < 64) vars |= 1ull << (x->var + j);
+  }
   LLVMValueRef acc = entry_alloca(r, vt), best_i = NULL;
   LLVMBuildStore(b, reduce_init(r, x->op, vdt), acc);
   if (arg) {
@@ -437,9 +618,12 @@ static LLVMValueRef eval_reduce(render *r, const kiln_kx *x) {
     LLVMBuildStore(b, ci64(r, 0), best_i);
   }
   loop loops[KILN_MAX_RANK * 2];
-  r->depth++;
-  for (int32_t j = 0; j < x->n_vars; j++)
+  LLVMValueRef outer_var[KILN_MAX_RANK * 2]; /* another REDUCE's, when the two share variables */
+  if (!level_open(r, vars)) return NULL;
+  for (int32_t j = 0; j < x->n_vars; j++) {
+    outer_var[j] = r->var[x->var + j];
     r->var[x->var + j] = loop_begin(r, &loops[j], ci64(r, 0), ci64(r, r->k->extent[x->var + j]));
+  }
   LLVMValueRef val = eval(r, x->a[0]);
   if (!val) return NULL;
   if (!arg) val = convert(r, val, src->dtype, vdt);
@@ -479,9 +663,9 @@ static LLVMValueRef eval_reduce(render *r, const kiln_kx *x) {
   }
   for (int32_t j = x->n_vars - 1; j >= 0; j--) {
     loop_end(r, &loops[j]);
-    r->var[x->var + j] = NULL;
+    r->var[x->var + j] = outer_var[j];
   }
-  memo_leave(r);
+  level_close(r);
   return arg ? LLVMBuildLoad2(b, r->t_i64, best_i, "") : LLVMBuildLoad2(b, vt, acc, "");
 }
 
@@ -516,11 +700,58 @@ static LLVMValueRef eval_load(render *r, const kiln_kx *x) {
   return phi;
 }
 
-/* The value of kx id at the insertion point, memoized within the loop scope it was
- * computed in. */
+/* The level kx id is computed at: the innermost open level that binds a variable it
+ * depends on (0 when none); -1 when some variable it depends on is bound by no open
+ * level. Without dependence sets, the current level (no scheduling). */
+static int32_t place(render *r, int32_t id) {
+  if (!r->dep) return r->top;
+  uint64_t m = r->dep[id], bound = 0;
+  int32_t at = -1;
+  for (int32_t l = r->top; l >= 0; l--) {
+    if (at < 0 && (r->lv[l].vars & m)) at = l;
+    bound |= r->lv[l].vars;
+  }
+  if (m & ~bound) return -1;
+  return at < 0 ? 0 : at;
+}
+
+/* kx id computed at the outer level `at`: in the preheader of the level above it, with
+ * the levels from there on set aside (their values do not dominate that point), then
+ * put back. */
+static LLVMValueRef eval_hoisted(render *r, int32_t id, int32_t at) {
+  int32_t top = r->top, n = top - at;
+  level *saved = kiln_ir_malloc(r->p->alloc, sizeof(level) * (size_t)n);
+  if (!saved) {
+    kiln_diag_set(r->d, KILN_ERR_OUT_OF_MEMORY, "out of memory rendering kernel %s", r->k->name ? r->k->name : "?");
+    return NULL;
+  }
+  memcpy(saved, &r->lv[at + 1], sizeof(level) * (size_t)n);
+  LLVMBasicBlockRef cur = LLVMGetInsertBlock(r->b);
+  LLVMPositionBuilderAtEnd(r->b, saved[0].ph);
+  r->top = at;
+  LLVMValueRef v = eval(r, id);
+  saved[0].ph = LLVMGetInsertBlock(r->b); /* the hoisted code may have added blocks */
+  memcpy(&r->lv[at + 1], saved, sizeof(level) * (size_t)n);
+  r->top = top;
+  LLVMPositionBuilderAtEnd(r->b, cur);
+  kiln_ir_free(r->p->alloc, saved);
+  return v;
+}
+
+/* The value of kx id at the insertion point: computed once at the level where it
+ * belongs (place) and reused while that level is open. */
 static LLVMValueRef eval(render *r, int32_t id) {
-  if (r->memo[id]) return r->memo[id];
+  if (r->memo[id] && r->memo_level[id] <= r->top && r->lv[r->memo_level[id]].serial == r->memo_serial[id])
+    return r->memo[id];
   const kiln_kx *x = &r->k->kx[id];
+  if (x->kind == KILN_KX_CONST) return const_of(r, x->dtype, x->f, x->i);
+  int32_t at = place(r, id);
+  if (at < 0) {
+    kiln_diag_set(r->d, KILN_ERR_INTERNAL, "kernel %s: kx %d uses a variable outside its loop",
+                  r->k->name ? r->k->name : "?", id);
+    return NULL;
+  }
+  if (at < r->top) return eval_hoisted(r, id, at);
   LLVMValueRef v = NULL;
   switch (x->kind) {
   case KILN_KX_CONST: v = const_of(r, x->dtype, x->f, x->i); break;
@@ -555,7 +786,8 @@ static LLVMValueRef eval(render *r, int32_t id) {
   }
   if (!v) return NULL;
   r->memo[id] = v;
-  r->memo_depth[id] = r->depth;
+  r->memo_level[id] = r->top;
+  r->memo_serial[id] = r->lv[r->top].serial;
   return v;
 }
 
@@ -654,24 +886,18 @@ static kiln_status check_kernel(render *r, const kiln_kernel *k, int32_t ki) {
 }
 
 /* ------------------------------------------------------------------ kernels */
-/* CHECKs that do not depend on the column variable (the innermost output loop) nor on a
- * reduction variable are evaluated once per row, before the column loop, with what they
- * read: a gather's index load would otherwise repeat for every element (LLVM cannot hoist
- * it past the output store, which may alias it as far as it knows; in fact a kernel's
- * output never shares memory with its inputs), and the check with it. Only kernels with
- * a CHECK are affected. False on failure (diag set). */
-static bool hoist_row_checks(render *r) {
-  const kiln_kernel *k = r->k;
-  int32_t col = k->out.rank - 1;
-  if (k->n_vars > 64) return true;
-  uint64_t *dep = kiln_ir_malloc(r->p->alloc, sizeof(uint64_t) * ((size_t)k->n_kx + 1));
+/* The loop variables each kx depends on: its own (VAR), its operands', less a REDUCE's
+ * own variables. NULL (no scheduling: everything computed where it is used) when the
+ * kernel has more variables than a mask holds. */
+static uint64_t *var_deps(const kiln_kernel *k, const kiln_allocator *al, bool *oom) {
+  *oom = false;
+  if (k->n_vars > 64) return NULL;
+  uint64_t *dep = kiln_ir_malloc(al, sizeof(uint64_t) * ((size_t)k->n_kx + 1));
   if (!dep) {
-    kiln_diag_set(r->d, KILN_ERR_OUT_OF_MEMORY, "out of memory rendering kernel %s", k->name ? k->name : "?");
-    return false;
+    *oom = true;
+    return NULL;
   }
-  uint64_t outer = col > 0 ? (1ull << col) - 1 : 0; /* the row variables */
-  bool ok = true;
-  for (int32_t i = 0; i < k->n_kx && ok; i++) {
+  for (int32_t i = 0; i < k->n_kx; i++) {
     const kiln_kx *x = &k->kx[i];
     uint64_t m = x->kind == KILN_KX_VAR ? 1ull << x->var : 0;
     int n_ops = x->kind == KILN_KX_LOAD ? (x->a[1] >= 0 ? 2 : 1)
@@ -681,10 +907,8 @@ static bool hoist_row_checks(render *r) {
     if (x->kind == KILN_KX_REDUCE)
       for (int32_t v = x->var; v < x->var + x->n_vars; v++) m &= ~(1ull << v);
     dep[i] = m;
-    if (x->kind == KILN_KX_CHECK && !(m & ~outer)) ok = eval(r, i) != NULL;
   }
-  kiln_ir_free(r->p->alloc, dep);
-  return ok;
+  return dep;
 }
 
 /* void fn_name(ptr bufs, i64 begin, i64 end): rows [begin, end) of LOOP kernel k, which
@@ -699,20 +923,30 @@ static LLVMValueRef emit_loop_kernel(render *r, const kiln_kernel *k, int32_t ki
   fn_attr(r, r->fn, "noinline");
   fn_attr(r, r->fn, "nounwind");
   r->k = k;
-  r->depth = 0;
   size_t nb = (size_t)r->p->n_buffers, nk = (size_t)k->n_kx, nv = (size_t)k->n_vars;
+  /* Levels: outside the loops, the row, the element, and one per REDUCE open at once
+   * (each at most once: a REDUCE is not in its own body). */
+  r->n_lv = 3;
+  for (int32_t i = 0; i < k->n_kx; i++) r->n_lv += k->kx[i].kind == KILN_KX_REDUCE;
+  bool oom;
+  r->dep = var_deps(k, al, &oom);
   r->var = kiln_ir_malloc(al, sizeof(LLVMValueRef) * (nv + 1));
   r->memo = kiln_ir_malloc(al, sizeof(LLVMValueRef) * (nk + 1));
-  r->memo_depth = kiln_ir_malloc(al, sizeof(int32_t) * (nk + 1));
+  r->memo_level = kiln_ir_malloc(al, sizeof(int32_t) * (nk + 1));
+  r->memo_serial = kiln_ir_malloc(al, sizeof(int64_t) * (nk + 1));
+  r->lv = kiln_ir_malloc(al, sizeof(level) * (size_t)r->n_lv);
   r->base = kiln_ir_malloc(al, sizeof(LLVMValueRef) * (nb + 1));
   LLVMValueRef ret = NULL;
-  if (!r->var || !r->memo || !r->memo_depth || !r->base) {
+  if (oom || !r->var || !r->memo || !r->memo_level || !r->memo_serial || !r->lv || !r->base) {
     kiln_diag_set(r->d, KILN_ERR_OUT_OF_MEMORY, "out of memory rendering kernel %s", k->name ? k->name : "?");
     goto done;
   }
   memset(r->var, 0, sizeof(LLVMValueRef) * (nv + 1));
   memset(r->memo, 0, sizeof(LLVMValueRef) * (nk + 1));
   memset(r->base, 0, sizeof(LLVMValueRef) * (nb + 1));
+  r->top = 0;
+  r->serial = 0;
+  r->lv[0] = (level){.vars = 0, .serial = 0};
 
   LLVMValueRef bufs = LLVMGetParam(r->fn, 0), begin = LLVMGetParam(r->fn, 1), end = LLVMGetParam(r->fn, 2);
   r->entry_bb = LLVMAppendBasicBlockInContext(r->ctx, r->fn, "entry");
@@ -733,6 +967,8 @@ static LLVMValueRef emit_loop_kernel(render *r, const kiln_kernel *k, int32_t ki
   int32_t rank = k->out.rank;
   int64_t last = rank > 0 ? k->out.dims[rank - 1] : 1;
   loop rows, cols;
+  uint64_t row_vars = rank >= 2 && rank - 1 < 64 ? (1ull << (rank - 1)) - 1 : 0;
+  if (!level_open(r, row_vars)) goto done;
   LLVMValueRef row = loop_begin(r, &rows, begin, end);
   /* Output coordinates of every dim but the last, from the row number. */
   LLVMValueRef rem = row;
@@ -742,26 +978,40 @@ static LLVMValueRef emit_loop_kernel(render *r, const kiln_kernel *k, int32_t ki
     rem = LLVMBuildUDiv(r->b, rem, ext, "");
   }
   if (rank >= 2) r->var[0] = rem;
-  if (r->bad && rank >= 1 && !hoist_row_checks(r)) goto done;
   LLVMValueRef col = ci64(r, 0);
-  if (rank >= 1) col = r->var[rank - 1] = loop_begin(r, &cols, ci64(r, 0), ci64(r, last));
+  if (rank >= 1) {
+    /* The kernel only runs for a non-empty domain, so the column loop runs at least once
+     * and what is hoisted out of it would have been computed anyway. */
+    if (!level_open(r, rank - 1 < 64 ? 1ull << (rank - 1) : 0)) goto done;
+    col = r->var[rank - 1] = loop_begin(r, &cols, ci64(r, 0), ci64(r, last));
+  }
   LLVMValueRef v = eval(r, k->root);
   if (!v) goto done;
   v = to_memory(r, convert(r, v, k->kx[k->root].dtype, k->out_dtype), k->out_dtype);
   LLVMValueRef off = LLVMBuildNSWAdd(r->b, LLVMBuildNSWMul(r->b, row, ci64(r, last), ""), col, "");
   LLVMBuildStore(r->b, v, LLVMBuildInBoundsGEP2(r->b, mtype(r, k->out_dtype), r->base[k->out_buf], &off, 1, ""));
-  if (rank >= 1) loop_end(r, &cols);
+  if (rank >= 1) {
+    loop_end(r, &cols);
+    level_close(r);
+  }
   loop_end(r, &rows);
+  level_close(r);
   if (r->bad) report_if(r, r->fn, LLVMBuildLoad2(r->b, r->t_i1, r->bad, ""), bufs, ki);
   LLVMBuildRetVoid(r->b);
   ret = r->fn;
 done:
   kiln_ir_free(al, r->var);
   kiln_ir_free(al, r->memo);
-  kiln_ir_free(al, r->memo_depth);
+  kiln_ir_free(al, r->memo_level);
+  kiln_ir_free(al, r->memo_serial);
+  kiln_ir_free(al, r->lv);
+  kiln_ir_free(al, r->dep);
   kiln_ir_free(al, r->base);
   r->var = r->memo = r->base = NULL;
-  r->memo_depth = NULL;
+  r->memo_level = NULL;
+  r->memo_serial = NULL;
+  r->lv = NULL;
+  r->dep = NULL;
   r->bad = NULL;
   return ret;
 }

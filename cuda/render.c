@@ -409,6 +409,29 @@ static const char *int_limit(kiln_dtype t, bool max) {
   }
 }
 
+/* The initial value of a reduction accumulating dtype t, as C; NULL: not supported. */
+static const char *reduce_init(kiln_op op, kiln_dtype t) {
+  tclass c = tclass_of(t);
+  switch (op) {
+  case KILN_OP_reduce_sum: return c == TC_BOOL ? NULL : "0";
+  case KILN_OP_reduce_prod: return c == TC_BOOL ? NULL : "1";
+  case KILN_OP_reduce_max:
+    return c == TC_F32 ? "__uint_as_float(0xff800000u)"
+         : c == TC_F64 ? "__longlong_as_double(0xfff0000000000000ll)" : int_limit(t, false);
+  case KILN_OP_reduce_min:
+    return c == TC_F32 ? "__uint_as_float(0x7f800000u)"
+         : c == TC_F64 ? "__longlong_as_double(0x7ff0000000000000ll)" : int_limit(t, true);
+  case KILN_OP_argmax: case KILN_OP_argmin: return "0";
+  default: return NULL;
+  }
+}
+
+static kiln_op reduce_combine(kiln_op op) {
+  return op == KILN_OP_reduce_sum ? KILN_OP_add
+       : op == KILN_OP_reduce_prod ? KILN_OP_mul
+       : op == KILN_OP_reduce_max ? KILN_OP_max : KILN_OP_min;
+}
+
 /* A REDUCE: hoist what its body needs from outside, then loop and accumulate. */
 static bool emit_reduce(render *r, int32_t j, int depth, uint64_t bound) {
   const kiln_kx *x = &r->k->kx[j];
@@ -428,21 +451,7 @@ static bool emit_reduce(render *r, int32_t j, int depth, uint64_t bound) {
   tclass c = tclass_of(adt);
   snprintf(r->name[j], sizeof r->name[j], "x%d", j);
   indent(r, depth);
-  const char *init = NULL;
-  switch (x->op) {
-  case KILN_OP_reduce_sum: init = c == TC_BOOL ? NULL : "0"; break;
-  case KILN_OP_reduce_prod: init = c == TC_BOOL ? NULL : "1"; break;
-  case KILN_OP_reduce_max:
-    init = c == TC_F32 ? "__uint_as_float(0xff800000u)"
-         : c == TC_F64 ? "__longlong_as_double(0xfff0000000000000ll)" : int_limit(adt, false);
-    break;
-  case KILN_OP_reduce_min:
-    init = c == TC_F32 ? "__uint_as_float(0x7f800000u)"
-         : c == TC_F64 ? "__longlong_as_double(0x7ff0000000000000ll)" : int_limit(adt, true);
-    break;
-  case KILN_OP_argmax: case KILN_OP_argmin: init = "0"; break;
-  default: break;
-  }
+  const char *init = reduce_init(x->op, adt);
   if (!init)
     return fail(r, KILN_ERR_UNSUPPORTED, "reduce %s on %s is not supported", kiln_op_name(x->op),
                 kiln_dtype_name(adt));
@@ -490,14 +499,171 @@ static bool emit_reduce(render *r, int32_t j, int depth, uint64_t bound) {
   return !r->failed;
 }
 
+/* ------------------------------------------------------------------ row-wise kernels */
+/* A kernel whose REDUCEs depend only on the row (softmax, layer norm: out[i,j] =
+ * f(x[i,j], sum_k g(x[i,k]), ...)) would recompute each reduction for every element of
+ * the row. Such a kernel is rendered with one warp per output row (rows grid-strided over
+ * the warps of the launch): the warp computes each row-invariant reduction together,
+ * every lane a strided part of the loop, combined with shuffles so every lane holds the
+ * result, then the lanes share out the row's elements. Needs blockDim.x a multiple of 32
+ * (exec.c launches 256 threads per block); reductions combine in a different order than
+ * a sequential loop (floating-point rounding may differ). */
+
+/* A reduction the warp can share: a combine of sum/prod/max/min on floats or integers. */
+static bool coop_capable(const kiln_kx *x) {
+  if (x->op != KILN_OP_reduce_sum && x->op != KILN_OP_reduce_prod && x->op != KILN_OP_reduce_max &&
+      x->op != KILN_OP_reduce_min)
+    return false;
+  tclass c = tclass_of(x->dtype);
+  return c == TC_F32 || c == TC_F64 || c == TC_INT;
+}
+
+/* REDUCE j, its iterations strided over the 32 lanes, combined across the warp. Every
+ * lane of the warp must get here together (the shuffles take the full mask). */
+static bool emit_coop_reduce(render *r, int32_t j, int depth, uint64_t bound) {
+  const kiln_kx *x = &r->k->kx[j];
+  int32_t body = x->a[0];
+  uint64_t own = 0;
+  int64_t total = 1;
+  for (int v = x->var; v < x->var + x->n_vars; v++) {
+    own |= 1ull << v;
+    total *= r->k->extent[v];
+  }
+  if (r->mask[j] & ~bound) return fail(r, KILN_ERR_INTERNAL, "reduce kx %d uses a loop variable outside its scope", j);
+  mark_needed(r, body, true);
+  if (!emit_marked(r, body, depth, bound, true)) return false;
+  const char *T = ctype(x->dtype), *init = reduce_init(x->op, x->dtype);
+  const char *tpl = alu_template(reduce_combine(x->op), -1, tclass_of(x->dtype));
+  if (!init || !tpl)
+    return fail(r, KILN_ERR_UNSUPPORTED, "reduce %s on %s is not supported", kiln_op_name(x->op),
+                kiln_dtype_name(x->dtype));
+  snprintf(r->name[j], sizeof r->name[j], "x%d", j);
+  indent(r, depth);
+  kiln_strbuf_printf(r->b, "%s x%d = (%s)%s;\n", T, j, T, init);
+  indent(r, depth);
+  kiln_strbuf_printf(r->b, "for (long long f%d = lane; f%d < %" PRId64 "ll; f%d += 32) {\n", j, j, total, j);
+  /* the reduction's variables from the flat iteration number, row-major */
+  int64_t stride = total;
+  for (int v = x->var; v < x->var + x->n_vars; v++) {
+    stride /= r->k->extent[v] > 0 ? r->k->extent[v] : 1;
+    indent(r, depth + 1);
+    kiln_strbuf_printf(r->b, "const long long v%d = (f%d / %" PRId64 "ll) %% %" PRId64 "ll;\n", v, j, stride,
+                       r->k->extent[v]);
+  }
+  if (!emit_value(r, body, depth + 1, bound | own)) return false;
+  char acc[16], other[16];
+  snprintf(acc, sizeof acc, "x%d", j);
+  snprintf(other, sizeof other, "t%d", j);
+  const char *step[3] = {acc, r->name[body], ""};
+  indent(r, depth + 1);
+  kiln_strbuf_printf(r->b, "x%d = ", j);
+  expand(r->b, tpl, step, T);
+  kiln_strbuf_puts(r->b, ";\n");
+  indent(r, depth);
+  kiln_strbuf_puts(r->b, "}\n");
+  const char *comb[3] = {acc, other, ""};
+  indent(r, depth);
+  kiln_strbuf_printf(r->b, "for (int o%d = 16; o%d > 0; o%d >>= 1) {\n", j, j, j);
+  indent(r, depth + 1);
+  kiln_strbuf_printf(r->b, "const %s t%d = (%s)__shfl_xor_sync(0xffffffffu, x%d, o%d);\n", T, j, T, j, j);
+  indent(r, depth + 1);
+  kiln_strbuf_printf(r->b, "x%d = ", j);
+  expand(r->b, tpl, comb, T);
+  kiln_strbuf_puts(r->b, ";\n");
+  indent(r, depth);
+  kiln_strbuf_puts(r->b, "}\n");
+  for (int32_t i = 0; i < r->k->n_kx; i++)
+    if (r->depth[i] > depth) r->depth[i] = -1;
+  r->depth[j] = depth;
+  return !r->failed;
+}
+
+/* Whether k is rendered row-wise: some REDUCE reached from the root depends only on the
+ * row variables and can be shared by the warp. Not when a reduction is empty anywhere:
+ * what is computed once per row must be what the element-wise form computes. */
+static bool row_wise(render *r, uint64_t row_vars) {
+  const kiln_kernel *k = r->k;
+  for (int32_t v = k->out.rank; v < k->n_vars; v++)
+    if (k->extent[v] <= 0) return false;
+  mark_needed(r, k->root, true);
+  bool any = false;
+  for (int32_t j = 0; j <= k->root && !any; j++)
+    any = r->mark[j] && k->kx[j].kind == KILN_KX_REDUCE && !(r->mask[j] & ~row_vars) && coop_capable(&k->kx[j]);
+  return any;
+}
+
+/* The body of a row-wise kernel (see above). */
+static bool render_rows(render *r, uint64_t row_vars) {
+  const kiln_kernel *k = r->k;
+  kiln_strbuf *b = r->b;
+  int32_t rank = k->out.rank;
+  int64_t last = rank > 0 ? k->out.dims[rank - 1] : 1;
+  kiln_strbuf_printf(b, "  const int lane = threadIdx.x & 31;\n"
+                        "  const long long n_warps = ((long long)gridDim.x * blockDim.x) >> 5;\n"
+                        "  for (long long row = ((long long)blockIdx.x * blockDim.x + threadIdx.x) >> 5; row < n / %" PRId64
+                        "ll; row += n_warps) {\n",
+                     last);
+  if (rank >= 2) {
+    kiln_strbuf_puts(b, "    long long rem = row;\n");
+    for (int v = rank - 2; v >= 1; v--)
+      kiln_strbuf_printf(b, "    const long long v%d = rem %% %" PRId64 "ll; rem /= %" PRId64 "ll;\n", v,
+                         k->out.dims[v], k->out.dims[v]);
+    kiln_strbuf_puts(b, "    const long long v0 = rem;\n");
+  }
+  /* the row-invariant reductions, shared by the warp, in node order (operands first) */
+  mark_needed(r, k->root, true);
+  int32_t n = 0;
+  for (int32_t j = 0; j <= k->root; j++) n += r->mark[j] && k->kx[j].kind == KILN_KX_REDUCE;
+  int32_t *list = kiln_ir_malloc(r->p->alloc, sizeof(int32_t) * (size_t)(n ? n : 1));
+  if (!list) return fail(r, KILN_ERR_OUT_OF_MEMORY, "out of memory");
+  n = 0;
+  for (int32_t j = 0; j <= k->root; j++)
+    if (r->mark[j] && k->kx[j].kind == KILN_KX_REDUCE && !(r->mask[j] & ~row_vars)) list[n++] = j;
+  bool ok = true;
+  for (int32_t i = 0; i < n && ok; i++)
+    if (r->depth[list[i]] < 0)
+      ok = coop_capable(&k->kx[list[i]]) ? emit_coop_reduce(r, list[i], 0, row_vars) : emit_reduce(r, list[i], 0, row_vars);
+  kiln_ir_free(r->p->alloc, list);
+  if (!ok) return false;
+  /* the rest of the row's values, then the row's elements over the lanes */
+  mark_needed(r, k->root, false);
+  if (!emit_marked(r, k->root, 0, row_vars, true)) return false;
+  uint64_t all = row_vars;
+  if (rank >= 1) {
+    kiln_strbuf_printf(b, "    for (long long v%d = lane; v%d < %" PRId64 "ll; v%d += 32) {\n", rank - 1, rank - 1, last,
+                       rank - 1);
+    all |= 1ull << (rank - 1);
+  } else {
+    kiln_strbuf_puts(b, "    if (lane == 0) {\n");
+  }
+  if (!emit_value(r, k->root, 1, all)) return false;
+  const char *val = r->name[k->root], *st = stype(k->out_dtype);
+  char at[64];
+  if (rank >= 1) snprintf(at, sizeof at, "row * %" PRId64 "ll + v%d", last, rank - 1);
+  else snprintf(at, sizeof at, "row");
+  switch (k->out_dtype) {
+  case KILN_F16: kiln_strbuf_printf(b, "      ((%s*)bufs[%d])[%s] = kiln_f2h((float)(%s));\n", st, k->out_buf, at, val); break;
+  case KILN_BF16: kiln_strbuf_printf(b, "      ((%s*)bufs[%d])[%s] = kiln_f2bf((float)(%s));\n", st, k->out_buf, at, val); break;
+  case KILN_BOOL:
+    kiln_strbuf_printf(b, "      ((%s*)bufs[%d])[%s] = (unsigned char)((%s) != 0);\n", st, k->out_buf, at, val);
+    break;
+  default: kiln_strbuf_printf(b, "      ((%s*)bufs[%d])[%s] = (%s)(%s);\n", st, k->out_buf, at, st, val);
+  }
+  kiln_strbuf_puts(b, "    }\n  }\n}\n\n");
+  return !r->failed;
+}
+
 static void safe_name(char *out, size_t n, const char *s) {
   size_t i = 0;
   for (; s && *s && i + 1 < n; s++) out[i++] = (char)((*s == '*' || *s == '/' || *s == '\n') ? '_' : *s);
   out[i] = 0;
 }
 
-static bool render_kernel(render *r) {
-  const kiln_kernel *k = r->k;
+/* Renders LOOP kernel k as __global__ function fn_name; ki is the program kernel it is
+ * (or belongs to, for a GEMM's pack/epilogue sub-kernel): failed CHECKs report it. */
+static bool render_kernel(render *r, const kiln_kernel *k, int32_t ki, const char *fn_name) {
+  r->k = k;
+  r->ki = ki;
   kiln_strbuf *b = r->b;
   if (k->n_vars > 64) return fail(r, KILN_ERR_UNSUPPORTED, "%d loop variables (at most 64)", k->n_vars);
   if (k->n_vars < k->out.rank || k->n_kx < 1 || k->root < 0 || k->root >= k->n_kx)
@@ -528,7 +694,9 @@ static bool render_kernel(render *r) {
   kiln_strbuf_printf(b, "/* kernel %d: %s, output [", r->ki, nm);
   for (int i = 0; i < k->out.rank; i++) kiln_strbuf_printf(b, "%s%" PRId64, i ? "," : "", k->out.dims[i]);
   kiln_strbuf_printf(b, "] %s into buffer %d */\n", kiln_dtype_name(k->out_dtype), k->out_buf);
-  kiln_strbuf_printf(b, "extern \"C\" __global__ void kiln_k%d(void *const *bufs, long long n) {\n", r->ki);
+  kiln_strbuf_printf(b, "extern \"C\" __global__ void %s(void *const *bufs, long long n) {\n", fn_name);
+  uint64_t row_vars = k->out.rank >= 2 ? (1ull << (k->out.rank - 1)) - 1 : 0;
+  if (row_wise(r, row_vars)) return render_rows(r, row_vars);
   kiln_strbuf_puts(b, "  for (long long flat = (long long)blockIdx.x * blockDim.x + threadIdx.x; flat < n;\n"
              "       flat += (long long)gridDim.x * blockDim.x) {\n");
   uint64_t bound = 0;
@@ -561,8 +729,12 @@ kiln_status kiln_cuda_render(const kiln_kprogram *p, char **src, kiln_diag *d) {
   kiln_strbuf b = {.a = p->alloc};
   kiln_strbuf_puts(&b, prelude);
   int32_t max_kx = 1;
-  for (int32_t i = 0; i < p->n_kernels; i++)
-    if (p->kernels[i].kind == KILN_KERNEL_LOOP && p->kernels[i].n_kx > max_kx) max_kx = p->kernels[i].n_kx;
+  for (int32_t i = 0; i < p->n_kernels; i++) {
+    /* a GEMM's pack/epilogue sub-kernels are LOOP kernels too (rendered by name) */
+    const kiln_kernel *ks[3] = {&p->kernels[i], p->kernels[i].pack, p->kernels[i].epilogue};
+    for (int j = 0; j < 3; j++)
+      if (ks[j] && ks[j]->kind == KILN_KERNEL_LOOP && ks[j]->n_kx > max_kx) max_kx = ks[j]->n_kx;
+  }
   render r = {.p = p, .b = &b, .d = d};
   r.mask = kiln_ir_malloc(p->alloc, sizeof(uint64_t) * (size_t)max_kx);
   r.depth = kiln_ir_malloc(p->alloc, sizeof(int32_t) * (size_t)max_kx);
@@ -580,7 +752,9 @@ kiln_status kiln_cuda_render(const kiln_kprogram *p, char **src, kiln_diag *d) {
       if (k->kind != KILN_KERNEL_LOOP) {
         fail(&r, KILN_ERR_UNSUPPORTED, "unknown kernel kind %d", (int)k->kind);
       } else {
-        render_kernel(&r);
+        char fn[32];
+        snprintf(fn, sizeof fn, "kiln_k%d", i);
+        render_kernel(&r, k, i, fn);
       }
       if (r.failed) {
         st = r.status;

@@ -160,12 +160,29 @@ static void compile_both(const char *src) {
 }
 
 /* Runs the rendered source on the host: compiled as C++ with shims for the CUDA built-ins
- * it uses, one "thread" covering the whole grid-stride loop. NULL when no C++ compiler. */
+ * it uses, a grid of one warp: 32 host threads (one per lane) cover the grid-stride loop,
+ * and __shfl_xor_sync exchanges values between them at a barrier, so row-wise kernels
+ * (a warp per row, reductions combined by shuffles) run as they would on a GPU.
+ * kiln_host_launch runs one kernel so. NULL when no C++ compiler. */
 static const char host_shim[] =
-    "#include <cmath>\n#include <cstring>\nusing namespace std;\n"
+    "#include <cmath>\n#include <cstring>\n#include <thread>\n#include <barrier>\nusing namespace std;\n"
     "#define __global__\n#define __device__\n#define __forceinline__ inline\n"
     "struct kiln_dim3 { unsigned x, y, z; };\n"
-    "static const kiln_dim3 blockIdx = {0, 0, 0}, threadIdx = {0, 0, 0}, blockDim = {1, 1, 1}, gridDim = {1, 1, 1};\n"
+    "static const kiln_dim3 blockIdx = {0, 0, 0}, blockDim = {32, 1, 1}, gridDim = {1, 1, 1};\n"
+    "static thread_local kiln_dim3 threadIdx = {0, 0, 0};\n"
+    "static std::barrier<> *kiln_warp_bar;\n"
+    "static unsigned char kiln_warp_slot[32][8];\n"
+    "template <class T> static T __shfl_xor_sync(unsigned, T v, int o) {\n"
+    "  memcpy(kiln_warp_slot[threadIdx.x], &v, sizeof v); kiln_warp_bar->arrive_and_wait();\n"
+    "  T r; memcpy(&r, kiln_warp_slot[threadIdx.x ^ (unsigned)o], sizeof r); kiln_warp_bar->arrive_and_wait();\n"
+    "  return r;\n"
+    "}\n"
+    "static int atomicCAS(int *p, int cmp, int v) { __atomic_compare_exchange_n(p, &cmp, v, false, 5, 5); return cmp; }\n"
+    "extern \"C\" void kiln_host_launch(void (*fn)(void *const *, long long), void *const *bufs, long long n) {\n"
+    "  std::barrier<> bar(32); kiln_warp_bar = &bar; std::thread t[32];\n"
+    "  for (unsigned l = 0; l < 32; l++) t[l] = std::thread([=] { threadIdx.x = l; fn(bufs, n); });\n"
+    "  for (auto &th : t) th.join();\n"
+    "}\n"
     "static inline float __uint_as_float(unsigned u) { float f; memcpy(&f, &u, 4); return f; }\n"
     "static inline unsigned __float_as_uint(float f) { unsigned u; memcpy(&u, &f, 4); return u; }\n"
     "static inline float __int_as_float(int u) { float f; memcpy(&f, &u, 4); return f; }\n"
@@ -190,7 +207,7 @@ static bool host_build(const char *src, host_mod *m) {
   fputs(host_shim, f);
   fputs(src, f);
   fclose(f);
-  snprintf(cmd, sizeof cmd, "c++ -std=c++17 -O1 -w -shared -fPIC -o %s/k.so %s 2>%s/log", m->dir, path, m->dir);
+  snprintf(cmd, sizeof cmd, "c++ -std=c++20 -O1 -w -shared -fPIC -pthread -o %s/k.so %s 2>%s/log", m->dir, path, m->dir);
   int rc = system(cmd);
   if (rc != 0) {
     snprintf(cmd, sizeof cmd, "cat %s/log | head -30", m->dir);
@@ -211,7 +228,11 @@ static void host_free(host_mod *m) {
 }
 
 typedef void (*host_kernel)(void *const *bufs, long long n);
+typedef void (*host_launch)(host_kernel fn, void *const *bufs, long long n);
 static void host_run(host_mod *m, const kiln_kprogram *p, void **bufs) {
+  host_launch launch;
+  *(void **)&launch = dlsym(m->h, "kiln_host_launch");
+  cr_assert(launch, "no kiln_host_launch");
   for (int32_t i = 0; i < p->n_kernels; i++) {
     if (p->kernels[i].kind != KILN_KERNEL_LOOP) continue;
     char name[32];
@@ -219,7 +240,7 @@ static void host_run(host_mod *m, const kiln_kprogram *p, void **bufs) {
     host_kernel fn;
     *(void **)&fn = dlsym(m->h, name);
     cr_assert(fn, "no %s", name);
-    fn(bufs, (long long)kiln_shape_numel(&p->kernels[i].out));
+    launch(fn, bufs, (long long)kiln_shape_numel(&p->kernels[i].out));
   }
 }
 
@@ -878,5 +899,134 @@ Test(cuda_exec, index_errors_reach_the_caller_or_report_no_device) {
     cr_expect(o[0] == 10 && o[1] == 40 && o[2] == -1, "got %g %g %g", o[0], o[1], o[2]);
     kiln_cuda_exec_destroy(e);
   }
+  kiln_ir_kprogram_destroy(p);
+}
+
+/* ------------------------------------------------------------------ row-wise kernels */
+/* x[row, col] over [rows, cols] as a load through variables rv, cv. */
+static int32_t K_RC(kiln_kernel *k, int32_t buf, int rv, int cv, int64_t rows, int64_t cols) {
+  return K_LOAD(k, buf, KILN_F32, K_INDEX(k, 2, (int[]){rv, cv}, (int64_t[]){rows, cols}), -1, 0);
+}
+
+/* Kernels whose REDUCEs depend only on the row render one warp per row, the reductions
+ * shared by the lanes and combined with shuffles; run on the host's 32-lane emulation:
+ * softmax (a NaN row, a -inf entry, rows longer than a warp), layer norm (the mean inside
+ * the variance), a rank-0 sum, a rank-1 x / sum(x), an i32 row max, an argmax at row
+ * level (not shared: computed by every lane), and a column-dependent reduction using a
+ * row reduction. */
+Test(cuda_render, row_wise_kernels_share_reductions_across_a_warp) {
+  enum { R = 5, C = 45, LR = 3, LC = 70, V = 100 };
+  kiln_kprogram *p = tp_new();
+  int32_t x = tp_buf(p, KILN_BUF_INPUT, KILN_F32, 2, (int64_t[]){R, C});
+  int32_t lx = tp_buf(p, KILN_BUF_INPUT, KILN_F32, 2, (int64_t[]){LR, LC});
+  int32_t vx = tp_buf(p, KILN_BUF_INPUT, KILN_F32, 1, (int64_t[]){V});
+  int32_t ix = tp_buf(p, KILN_BUF_INPUT, KILN_I32, 2, (int64_t[]){R, C});
+  int32_t o_sm = tp_buf(p, KILN_BUF_OUTPUT, KILN_F32, 2, (int64_t[]){R, C});
+  int32_t o_ln = tp_buf(p, KILN_BUF_OUTPUT, KILN_F32, 2, (int64_t[]){LR, LC});
+  int32_t o_s0 = tp_buf(p, KILN_BUF_OUTPUT, KILN_F32, 0, NULL);
+  int32_t o_v = tp_buf(p, KILN_BUF_OUTPUT, KILN_F32, 1, (int64_t[]){V});
+  int32_t o_im = tp_buf(p, KILN_BUF_OUTPUT, KILN_I32, 2, (int64_t[]){R, C});
+  int32_t o_am = tp_buf(p, KILN_BUF_OUTPUT, KILN_F32, 2, (int64_t[]){R, C});
+  int32_t o_cd = tp_buf(p, KILN_BUF_OUTPUT, KILN_F32, 2, (int64_t[]){R, C});
+  /* softmax */
+  kiln_kernel *k = tp_loop(p, "k_softmax", o_sm, 2, (int64_t[]){C, C});
+  int32_t mx = K_RED(k, KILN_OP_reduce_max, KILN_F32, 2, 1, K_RC(k, x, 0, 2, R, C), 0);
+  int32_t e3 = K_ALU(k, KILN_OP_exp, KILN_F32, K_ALU(k, KILN_OP_sub, KILN_F32, K_RC(k, x, 0, 3, R, C), mx, -1), -1, -1);
+  int32_t sm = K_RED(k, KILN_OP_reduce_sum, KILN_F32, 3, 1, e3, 0);
+  int32_t e = K_ALU(k, KILN_OP_exp, KILN_F32, K_ALU(k, KILN_OP_sub, KILN_F32, K_RC(k, x, 0, 1, R, C), mx, -1), -1, -1);
+  K_ALU(k, KILN_OP_div, KILN_F32, e, sm, -1);
+  /* layer norm without scale: (x - mean) * rsqrt(mean((x - mean)^2) + eps) */
+  k = tp_loop(p, "k_layer_norm", o_ln, 2, (int64_t[]){LC, LC});
+  int32_t n = K_CF(k, KILN_F32, LC);
+  int32_t mean = K_ALU(k, KILN_OP_div, KILN_F32, K_RED(k, KILN_OP_reduce_sum, KILN_F32, 2, 1, K_RC(k, lx, 0, 2, LR, LC), 0), n, -1);
+  int32_t dv = K_ALU(k, KILN_OP_sub, KILN_F32, K_RC(k, lx, 0, 3, LR, LC), mean, -1);
+  int32_t var = K_ALU(k, KILN_OP_div, KILN_F32,
+                      K_RED(k, KILN_OP_reduce_sum, KILN_F32, 3, 1, K_ALU(k, KILN_OP_mul, KILN_F32, dv, dv, -1), 0), n, -1);
+  int32_t rs = K_ALU(k, KILN_OP_rsqrt, KILN_F32, K_ALU(k, KILN_OP_add, KILN_F32, var, K_CF(k, KILN_F32, 1e-5), -1), -1, -1);
+  K_ALU(k, KILN_OP_mul, KILN_F32, K_ALU(k, KILN_OP_sub, KILN_F32, K_RC(k, lx, 0, 1, LR, LC), mean, -1), rs, -1);
+  /* rank 0: sum of squares */
+  k = tp_loop(p, "k_sum0", o_s0, 1, (int64_t[]){V});
+  int32_t v0 = K_LOAD(k, vx, KILN_F32, K_VAR(k, 0), -1, 0);
+  K_RED(k, KILN_OP_reduce_sum, KILN_F32, 0, 1, K_ALU(k, KILN_OP_mul, KILN_F32, v0, v0, -1), 0);
+  /* rank 1: x / sum(x) */
+  k = tp_loop(p, "k_vec", o_v, 1, (int64_t[]){V});
+  int32_t vs = K_RED(k, KILN_OP_reduce_sum, KILN_F32, 1, 1, K_LOAD(k, vx, KILN_F32, K_VAR(k, 1), -1, 0), 0);
+  K_ALU(k, KILN_OP_div, KILN_F32, K_LOAD(k, vx, KILN_F32, K_VAR(k, 0), -1, 0), vs, -1);
+  /* i32: x - max of the row */
+  k = tp_loop(p, "k_imax", o_im, 1, (int64_t[]){C});
+  int32_t il = K_LOAD(k, ix, KILN_I32, K_INDEX(k, 2, (int[]){0, 2}, (int64_t[]){R, C}), -1, 0);
+  int32_t im = K_RED(k, KILN_OP_reduce_max, KILN_I32, 2, 1, il, 0);
+  K_ALU(k, KILN_OP_sub, KILN_I32, K_LOAD(k, ix, KILN_I32, K_INDEX(k, 2, (int[]){0, 1}, (int64_t[]){R, C}), -1, 0), im, -1);
+  /* argmax of the row (every lane computes it) + sum of the row (shared) */
+  k = tp_loop(p, "k_argmax", o_am, 2, (int64_t[]){C, C});
+  int32_t am = K_RED(k, KILN_OP_argmax, KILN_I64, 2, 1, K_RC(k, x, 0, 2, R, C), 0);
+  int32_t rsum = K_RED(k, KILN_OP_reduce_sum, KILN_F32, 3, 1, K_RC(k, x, 0, 3, R, C), 0);
+  K_ALU(k, KILN_OP_add, KILN_F32, K_ALU(k, KILN_OP_cast, KILN_F32, am, -1, -1), rsum, -1);
+  /* out[i,j] = sum_k (x[i,k] * x[i,j] - max_l x[i,l]) */
+  k = tp_loop(p, "k_coldep", o_cd, 2, (int64_t[]){C, C});
+  int32_t ml = K_RED(k, KILN_OP_reduce_max, KILN_F32, 3, 1, K_RC(k, x, 0, 3, R, C), 0);
+  int32_t pr = K_ALU(k, KILN_OP_mul, KILN_F32, K_RC(k, x, 0, 2, R, C), K_RC(k, x, 0, 1, R, C), -1);
+  K_RED(k, KILN_OP_reduce_sum, KILN_F32, 2, 1, K_ALU(k, KILN_OP_sub, KILN_F32, pr, ml, -1), 0);
+
+  char *src = render_ok(p);
+  cr_assert(strstr(src, "__shfl_xor_sync(0xffffffffu"), "row-wise kernels combine with warp shuffles:\n%s", src);
+  compile_both(src);
+  host_mod m = {0};
+  if (!host_build(src, &m)) {
+    printf("skipping host run: no C++ compiler\n");
+    free(src);
+    kiln_ir_kprogram_destroy(p);
+    return;
+  }
+  static float xv[R * C], lxv[LR * LC], vv[V], osm[R * C], oln[LR * LC], os0, ov[V], oam[R * C], ocd[R * C];
+  static int32_t ixv[R * C], oim[R * C];
+  for (int i = 0; i < R * C; i++) {
+    xv[i] = (float)((i * 37) % 101) * 0.05f - 2.5f;
+    ixv[i] = (i * 7919) % 1000 - 500;
+  }
+  xv[1 * C + 40] = NAN;
+  xv[2 * C + 3] = -INFINITY;
+  for (int i = 0; i < LR * LC; i++) lxv[i] = (float)((i * 53) % 97) * 0.07f + (float)(i / LC);
+  for (int i = 0; i < V; i++) vv[i] = (float)(i % 13) * 0.5f + 1.0f;
+  void *bufs[] = {xv, lxv, vv, ixv, osm, oln, &os0, ov, oim, oam, ocd};
+  host_run(&m, p, bufs);
+  for (int i = 0; i < R; i++) {
+    double mxr = -INFINITY, s = 0, sum = 0;
+    int arg = 0;
+    int32_t imx = INT32_MIN;
+    for (int j = 0; j < C; j++) {
+      float v = xv[i * C + j];
+      mxr = isnan(v) || isnan(mxr) ? NAN : fmax(mxr, v);
+      sum += v;
+      if (v > xv[i * C + arg] || (isnan(v) && !isnan(xv[i * C + arg]))) arg = j;
+      imx = ixv[i * C + j] > imx ? ixv[i * C + j] : imx;
+    }
+    for (int j = 0; j < C; j++) s += exp((double)xv[i * C + j] - mxr);
+    for (int j = 0; j < C; j++) {
+      int at = i * C + j;
+      double cd = 0;
+      for (int kk = 0; kk < C; kk++) cd += (double)xv[i * C + kk] * xv[at] - mxr;
+      cr_expect(close_f(osm[at], exp((double)xv[at] - mxr) / s, 1e-5), "softmax [%d,%d]: %g", i, j, osm[at]);
+      cr_expect_eq(oim[at], ixv[at] - imx, "i32 max [%d,%d]", i, j);
+      cr_expect(close_f(oam[at], arg + sum, 1e-5), "argmax + sum [%d,%d]: %g want %g", i, j, oam[at], arg + sum);
+      cr_expect(close_f(ocd[at], cd, 1e-5), "column dependent [%d,%d]: %g want %g", i, j, ocd[at], cd);
+    }
+  }
+  for (int i = 0; i < LR; i++) {
+    double mu = 0, va = 0;
+    for (int j = 0; j < LC; j++) mu += lxv[i * LC + j];
+    mu /= LC;
+    for (int j = 0; j < LC; j++) va += (lxv[i * LC + j] - mu) * (lxv[i * LC + j] - mu);
+    va /= LC;
+    for (int j = 0; j < LC; j++)
+      cr_expect(close_f(oln[i * LC + j], (lxv[i * LC + j] - mu) / sqrt(va + 1e-5), 2e-5), "layer norm [%d,%d]: %g", i,
+                j, oln[i * LC + j]);
+  }
+  double s0 = 0, sv = 0;
+  for (int i = 0; i < V; i++) s0 += (double)vv[i] * vv[i], sv += vv[i];
+  cr_expect(close_f(os0, s0, 1e-6), "rank-0 sum %g want %g", os0, s0);
+  for (int i = 0; i < V; i++) cr_expect(close_f(ov[i], vv[i] / sv, 1e-6), "x / sum(x) at %d: %g", i, ov[i]);
+  host_free(&m);
+  free(src);
   kiln_ir_kprogram_destroy(p);
 }

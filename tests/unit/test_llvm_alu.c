@@ -5,6 +5,7 @@
 #include "test_llvm_helpers.h"
 #include "alu_ref.h"
 
+#include <float.h>
 #include <stdlib.h>
 
 #define N 16
@@ -285,4 +286,110 @@ Test(llvm_alu, u8_ops_are_unsigned) {
   int64_t a[N] = {7, 250, 255, 0, 0, 5, 128, 3, 200, 1, 100, 13, 9, 1, 255, 254};
   int64_t b[N] = {2, 10, 1, 3, 0, 0, 2, 7, 100, 255, 7, 3, 4, 0, 255, 255};
   int_ops(KILN_U8, a, b);
+}
+
+/* ------------------------------------------------------------------ f32 transcendentals */
+/* exp, log, tanh, sigmoid and erf of f32 are inline polynomials in the backend (so loops
+ * using them vectorize). Dense sweeps over each function's interesting range bound their
+ * error against double libm: in ulp of the f32 result (erf: absolute), with the
+ * special values exact. */
+#define SWEEP_N (1 << 20)
+
+typedef struct sweep {
+  kiln_op op;
+  double lo, hi;     /* uniform grid; lo == hi: float bit patterns from 1 to +max */
+  double max_ulp;    /* bound in ulp, or */
+  double max_abs;    /* absolute bound (when > 0) */
+} sweep;
+
+static double ref_f32_op(kiln_op op, float x) {
+  switch (op) {
+  case KILN_OP_exp: return exp((double)x);
+  case KILN_OP_log: return log((double)x);
+  case KILN_OP_tanh: return tanh((double)x);
+  case KILN_OP_sigmoid: return 1.0 / (1.0 + exp(-(double)x));
+  case KILN_OP_erf: return erf((double)x);
+  default: cr_assert_fail("no sweep reference for %s", kiln_op_name(op)); return 0;
+  }
+}
+
+/* The gap between |f| and the next f32 up (the subnormal step at 0). */
+static double ulp_f32(float f) {
+  f = fabsf(f);
+  if (f >= FLT_MAX) return ldexp(1.0, 104);
+  return f == 0 ? ldexp(1.0, -149) : (double)nextafterf(f, INFINITY) - (double)f;
+}
+
+static const float sweep_specials[] = {0.0f, -0.0f, INFINITY, -INFINITY, NAN, 1.0f, -1.0f, 1e-45f, -1e-45f,
+                                       1e-38f, 88.72f, 88.73f, 89.0f, 100.0f, -87.0f, -87.4f, -103.0f, -103.97f,
+                                       -104.0f, -150.0f, 0.625f, -0.625f, 0.875f, -0.875f, 3.92f, 4.0f, 9.0f,
+                                       -9.0f, 20.0f, 1e30f, -1e30f, FLT_MAX, -FLT_MAX, 0.5f, 2.0f};
+#define N_SPECIALS ((int)(sizeof sweep_specials / sizeof sweep_specials[0]))
+
+Test(llvm_alu, f32_transcendentals_dense_sweeps) {
+  static const sweep sw[] = {
+      {KILN_OP_exp, -110, 90, 2, 0},
+      {KILN_OP_log, 0, 0, 2, 0},
+      {KILN_OP_log, 0.5, 2, 2, 0},
+      {KILN_OP_tanh, -12, 12, 3, 0},
+      {KILN_OP_tanh, -0.7, 0.7, 3, 0},
+      {KILN_OP_sigmoid, -110, 110, 3, 0},
+      {KILN_OP_erf, -5, 5, 0, 1e-7},
+      {KILN_OP_erf, -1e-3, 1e-3, 2, 0},
+  };
+  enum { NS = (int)(sizeof sw / sizeof sw[0]) };
+  kiln_kprogram *p = tp_new();
+  int64_t d[1] = {SWEEP_N + N_SPECIALS};
+  float *in = malloc(sizeof(float) * (size_t)d[0] * NS), *out = malloc(sizeof(float) * (size_t)d[0] * NS);
+  cr_assert(in && out);
+  void *bufs[2 * NS];
+  for (int s = 0; s < NS; s++) {
+    float *x = in + (size_t)s * (size_t)d[0];
+    for (int i = 0; i < SWEEP_N; i++) {
+      if (sw[s].lo == sw[s].hi) { /* every f32 magnitude: bit patterns 1 .. 0x7f7fffff */
+        uint32_t u = 1u + (uint32_t)((uint64_t)i * 0x7f7ffffeu / (SWEEP_N - 1));
+        memcpy(&x[i], &u, 4);
+      } else {
+        x[i] = (float)(sw[s].lo + (sw[s].hi - sw[s].lo) * i / (SWEEP_N - 1));
+      }
+    }
+    memcpy(x + SWEEP_N, sweep_specials, sizeof sweep_specials);
+    int32_t A = tp_buffer(p, KILN_BUF_INPUT, KILN_F32, 1, d, s);
+    int32_t O = tp_buffer(p, KILN_BUF_OUTPUT, KILN_F32, 1, d, s);
+    bufs[A] = x;
+    bufs[O] = out + (size_t)s * (size_t)d[0];
+    kiln_kernel *k = tp_loop(p, O, 0, NULL);
+    kx_alu(k, sw[s].op, KILN_F32, kx_load(k, p, A, kx_var(k, 0)), -1, -1);
+  }
+  kiln_llvm_jit *jit;
+  kiln_rt_entry_fn entry = tp_compile(p, &jit);
+  tp_exec(entry, bufs, 2);
+  for (int s = 0; s < NS; s++) {
+    const float *x = in + (size_t)s * (size_t)d[0], *y = out + (size_t)s * (size_t)d[0];
+    double worst = 0, worst_x = 0;
+    int bad_special = 0;
+    for (int64_t i = 0; i < d[0]; i++) {
+      double want = ref_f32_op(sw[s].op, x[i]);
+      float wf = (float)want;
+      if (isnan(want) || isinf(wf) || (i >= SWEEP_N && (wf == 0 || fabsf(wf) == 1))) {
+        /* NaN, overflow, and exact specials (0, -0, +-1) must match exactly, sign too */
+        bool ok = isnan(want) ? isnan(y[i]) : (y[i] == wf && signbit(y[i]) == signbit(wf));
+        if (!ok && bad_special++ < 4)
+          cr_log_error("%s(%.9g) = %.9g, want %.9g", kiln_op_name(sw[s].op), x[i], y[i], wf);
+        continue;
+      }
+      double err = sw[s].max_abs > 0 ? fabs(y[i] - want) : fabs(y[i] - want) / ulp_f32(wf);
+      if (!(err <= worst)) worst = isnan(err) ? INFINITY : err, worst_x = x[i];
+    }
+    double bound = sw[s].max_abs > 0 ? sw[s].max_abs : sw[s].max_ulp;
+    cr_expect_eq(bad_special, 0, "%s: %d special values wrong", kiln_op_name(sw[s].op), bad_special);
+    cr_expect(worst <= bound, "%s over [%g, %g]: error %.3g %s at x=%.9g (bound %g)", kiln_op_name(sw[s].op), sw[s].lo,
+              sw[s].hi, worst, sw[s].max_abs > 0 ? "abs" : "ulp", worst_x, bound);
+    cr_log_info("%s over [%g, %g]: max error %.3g %s", kiln_op_name(sw[s].op), sw[s].lo, sw[s].hi, worst,
+                sw[s].max_abs > 0 ? "abs" : "ulp");
+  }
+  kiln_llvm_jit_destroy(jit);
+  kiln_ir_kprogram_destroy(p);
+  free(in);
+  free(out);
 }
