@@ -161,6 +161,12 @@ bool kiln_pass_view_gemm(const kiln_pass_view *a, const kiln_pass_view *b, const
     ext[nb] = c->dims[d], sa[nb] = a->stride[d], sb[nb] = b->stride[d], sc[nb] = c->stride[d];
     nb++;
   }
+  /* A batch loop over which B is shared (stride 0) and A's and C's rows simply continue
+   * is more rows of one product: [B, M, K] x broadcast [K, N] is one [B*M, K] x [K, N]. */
+  while (nb > 0 && sb[nb - 1] == 0 && !gd->trans_a && sa[nb - 1] == gd->m * gd->lda && sc[nb - 1] == gd->m * gd->ldc) {
+    gd->m *= ext[nb - 1];
+    nb--;
+  }
   if (nb > 2) return false;
   gd->n_batch = nb;
   for (int32_t i = 0; i < nb; i++) {
