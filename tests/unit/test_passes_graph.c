@@ -608,3 +608,40 @@ Test(siblings, dots_on_different_operands_or_weights_that_are_not_constant_stay)
   cr_expect_eq(count_op(g, KILN_OP_slice), 0);
   kiln_ir_graph_destroy(g);
 }
+
+/* ------------------------------------------------------------------ layout */
+Test(layout, permutes_around_elementwise_ops_cancel) {
+  kiln_graph *g = new_graph();
+  int32_t a = in_f32(g, "a", shp(3, 2, 3, 4)), b = in_f32(g, "b", shp(3, 2, 3, 4));
+  int32_t p[3] = {2, 0, 1}, back[3] = {1, 2, 0}, other[3] = {0, 2, 1};
+  int32_t s = kiln_ir_binary(g, KILN_OP_sub, kiln_ir_permute(g, a, p, "pa"), kiln_ir_permute(g, b, p, "pb"), "s");
+  s = kiln_ir_binary(g, KILN_OP_mul, s, kiln_ir_scalar(g, KILN_F32, 3, "three"), "m");
+  s = kiln_ir_unary(g, KILN_OP_tanh, s, "t");
+  kiln_ir_add_output(g, kiln_ir_permute(g, s, back, "back"), "cancelled");
+  /* one permute operand whose consumer is another permute: they compose into one */
+  int32_t e = kiln_ir_unary(g, KILN_OP_exp, kiln_ir_permute(g, a, back, "pa2"), "e");
+  kiln_ir_add_output(g, kiln_ir_permute(g, e, other, "composed"), "composed");
+  run_pass(kiln_pass_cse, g);
+  run_pass_same_values(kiln_pass_layout, g);
+  cr_expect_eq(out_node(g, 0)->op, KILN_OP_tanh);
+  cr_expect_eq(count_op(g, KILN_OP_permute), 1);
+  const kiln_node *c = out_node(g, 1);
+  cr_assert_eq(c->op, KILN_OP_permute);
+  cr_expect_eq(g->nodes[c->in[0]].op, KILN_OP_exp);
+  cr_expect(c->a.perm[0] == 1 && c->a.perm[1] == 0 && c->a.perm[2] == 2, "back then other");
+  kiln_ir_graph_destroy(g);
+}
+
+Test(layout, a_permute_with_another_consumer_or_different_perms_stay) {
+  kiln_graph *g = new_graph();
+  int32_t a = in_f32(g, "a", shp(2, 3, 4, 0)), b = in_f32(g, "b", shp(2, 4, 3, 0)), z = in_f32(g, "z", shp(2, 4, 3, 0));
+  int32_t p[2] = {1, 0};
+  int32_t pa = kiln_ir_permute(g, a, p, "pa");
+  kiln_ir_add_output(g, kiln_ir_binary(g, KILN_OP_add, pa, kiln_ir_permute(g, b, (int32_t[]){0, 1}, "idb"), "x"), "x");
+  kiln_ir_add_output(g, pa, "pa");
+  kiln_ir_add_output(g, kiln_ir_permute(g, kiln_ir_binary(g, KILN_OP_add, kiln_ir_permute(g, z, p, "pz"), a, "y"), p, "py"), "y");
+  int32_t before = count_op(g, KILN_OP_permute);
+  run_pass_same_values(kiln_pass_layout, g);
+  cr_expect_eq(count_op(g, KILN_OP_permute), before);
+  kiln_ir_graph_destroy(g);
+}
