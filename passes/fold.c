@@ -13,8 +13,12 @@
 
 enum { FOLD_MAX_ELEMS = 16 * 1024 * 1024, FOLD_SMALL_ELEMS = 4096 };
 
-static bool is_expanding(kiln_op op) {
-  return op == KILN_OP_broadcast || op == KILN_OP_iota || op == KILN_OP_pad;
+/* A broadcast that only adds size-1 dims (a weight [K,N] seen as [1,K,N] by a batched
+ * dot) copies nothing: folding it costs no memory and leaves the consumer a plain constant. */
+static bool is_expanding(const kiln_graph *g, const kiln_node *n) {
+  if (n->op == KILN_OP_broadcast)
+    return kiln_shape_numel(&n->shape) > kiln_shape_numel(&g->nodes[n->in[0]].shape);
+  return n->op == KILN_OP_iota || n->op == KILN_OP_pad;
 }
 
 /* Evaluates node v (inputs resolved to constant nodes) and appends a constant node
@@ -93,7 +97,7 @@ kiln_status kiln_pass_fold(kiln_graph *g, const kiln_pass_target *t, kiln_diag *
     for (int32_t j = 0; j < nd->n_in; j++) {
       int32_t u = nd->in[j];
       const kiln_node *un = &g->nodes[u];
-      if (is_expanding(un->op) && (!cv[i] || lazy[i]) &&
+      if (is_expanding(g, un) && (!cv[i] || lazy[i]) &&
           kiln_shape_numel(&un->shape) > FOLD_SMALL_ELEMS)
         lazy[u] = 1;
     }

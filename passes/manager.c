@@ -1,8 +1,11 @@
 /* manager.c - the pass manager: runs Kiln's pipeline as one straight list.
  *
- *   graph ─▶ verify ─▶ fold ─▶ simplify ─▶ cse ─▶ dce ─▶ layout ─┐   graph passes,
- *                                                                │   rewriting in place
- *   kiln_kprogram ◀─ plan_memory ◀─ lower (fusion + kernel IR) ◀─┘
+ *   graph ─▶ verify ─▶ fold ─▶ simplify ─▶ contract ─▶ cse ─▶ siblings ─▶ dce ─▶ layout ─┐
+ *                                                         graph passes, rewriting in place │
+ *   kiln_kprogram ◀─ plan_memory ◀─ lower (fusion + kernel IR) ◀───────────────────────────┘
+ *
+ * contract runs after simplify (chains already folded) and siblings after cse (a left
+ * operand computed twice is one node by then).
  *
  * Options: disable graph passes by name (verify, lower and plan_memory are required;
  * "fuse" in the disable list means one kernel per op), print the graph (or the kernel
@@ -20,14 +23,17 @@ static const struct {
     {"verify", kiln_pass_verify, true},
     {"fold", kiln_pass_fold, false},
     {"simplify", kiln_pass_simplify, false},
+    {"contract", kiln_pass_contract, false},
     {"cse", kiln_pass_cse, false},
+    {"siblings", kiln_pass_siblings, false},
     {"dce", kiln_pass_dce, false},
     {"layout", kiln_pass_layout, false},
 };
 enum { N_GRAPH_PASSES = sizeof graph_passes / sizeof graph_passes[0] };
 
-const char *const kiln_pass_names[] = {"verify", "fold",   "simplify", "cse",         "dce",
-                                       "layout", "lower", "plan_memory", NULL};
+const char *const kiln_pass_names[] = {"verify",   "fold", "simplify", "contract",
+                                       "cse",      "siblings", "dce", "layout",
+                                       "lower",    "plan_memory", NULL};
 
 kiln_status kiln_pass_verify(kiln_graph *g, const kiln_pass_target *t, kiln_diag *d) {
   (void)t;
@@ -65,7 +71,7 @@ static kiln_status check_disable(const char *list, kiln_diag *d) {
     if (!is_pass_name(p, n))
       return kiln_diag_set(d, KILN_ERR_INVALID_ARGUMENT,
                            "unknown pass '%.*s' in the disable list (passes: verify fold simplify "
-                           "cse dce layout lower plan_memory, or fuse)", (int)n, p);
+                           "contract cse siblings dce layout lower plan_memory, or fuse)", (int)n, p);
     if ((n == 6 && strncmp(p, "verify", 6) == 0) || (n == 5 && strncmp(p, "lower", 5) == 0) ||
         (n == 11 && strncmp(p, "plan_memory", 11) == 0))
       return kiln_diag_set(d, KILN_ERR_INVALID_ARGUMENT,

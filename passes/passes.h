@@ -1,10 +1,11 @@
 /* passes.h - what the passes/ module offers: the pass manager and the graph passes
- * (verify, fold, simplify, cse, dce, layout), fusion and lowering to kernel IR, and
+ * (verify, fold, simplify, contract, cse, siblings, dce, layout), fusion and lowering to kernel IR, and
  * memory planning. Layer: above ir/ and runtime/; knows no backend.
  *
  * Pipeline (kiln_pass_pipeline):
  *
- *   verify -> fold -> simplify -> cse -> dce -> layout -> fuse+lower -> plan_memory
+ *   verify -> fold -> simplify -> contract -> cse -> siblings -> dce -> layout
+ *     -> fuse+lower -> plan_memory
  *   (graph passes rewrite the graph in place)   (graph -> kiln_kprogram)
  */
 #ifndef KILN_PASSES_H
@@ -27,6 +28,11 @@ kiln_status kiln_pass_simplify(kiln_graph *g, const kiln_pass_target *t, kiln_di
 kiln_status kiln_pass_cse(kiln_graph *g, const kiln_pass_target *t, kiln_diag *d);
 kiln_status kiln_pass_dce(kiln_graph *g, const kiln_pass_target *t, kiln_diag *d);
 kiln_status kiln_pass_layout(kiln_graph *g, const kiln_pass_target *t, kiln_diag *d);
+/* Rewrites around contractions (contract.c): constant per-channel scales folded into conv/dot
+ * weights, bias chains merged, splat scales moved behind dots; and sibling dots that share
+ * their left operand and have constant weights merged into one dot plus slices. */
+kiln_status kiln_pass_contract(kiln_graph *g, const kiln_pass_target *t, kiln_diag *d);
+kiln_status kiln_pass_siblings(kiln_graph *g, const kiln_pass_target *t, kiln_diag *d);
 
 /* Fusion decisions + lowering: every node that is materialized becomes a kernel whose
  * expression inlines the producers fused into it. */

@@ -3,6 +3,7 @@
  * structure and (where values can change) the graph's results through the interpreter. */
 #include <criterion/criterion.h>
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "../../passes/passes-impl.h"
@@ -373,5 +374,274 @@ Test(manager, verify_pass_rejects_a_broken_graph) {
   kiln_diag d = {0};
   break_graph(g, &T, &d);
   cr_expect_neq(kiln_pass_verify(g, &T, &d), KILN_OK);
+  kiln_ir_graph_destroy(g);
+}
+
+/* ------------------------------------------------------------------ contract / siblings
+ * Each rule is checked twice: the graph has the rewritten structure, and the interpreter
+ * gives the same outputs before and after (up to float reassociation). */
+static kiln_shape shp4(int32_t rank, int64_t a, int64_t b, int64_t c, int64_t e) {
+  int64_t d[4] = {a, b, c, e};
+  return kiln_shape_make(rank, d);
+}
+
+/* A deterministic f32 constant of shape s with values in about [-1.5, 1.5] (+ offset). */
+static int32_t det_const(kiln_graph *g, const char *name, kiln_shape s, int seed, float offset) {
+  int64_t n = kiln_shape_numel(&s);
+  float *v = malloc(sizeof(float) * (size_t)(n ? n : 1));
+  for (int64_t i = 0; i < n; i++) v[i] = offset + 1.5f * sinf(0.37f * (float)(i + 1) * (float)seed + (float)seed);
+  int32_t c = kiln_ir_constant(g, name, KILN_F32, &s, v);
+  free(v);
+  return c;
+}
+
+/* Interprets g on deterministic inputs; returns the outputs (f32), caller frees each. */
+static float **interpret(const kiln_graph *g) {
+  kiln_rt_tensor in[8], out[8];
+  cr_assert(g->n_inputs <= 8 && g->n_outputs <= 8);
+  for (int32_t i = 0; i < g->n_inputs; i++) {
+    const kiln_node *n = &g->nodes[g->inputs[i].node];
+    int64_t k = kiln_shape_numel(&n->shape);
+    float *p = malloc(sizeof(float) * (size_t)(k ? k : 1));
+    for (int64_t e = 0; e < k; e++) p[e] = cosf(0.61f * (float)e + (float)i);
+    in[i] = (kiln_rt_tensor){KILN_F32, n->shape, p};
+  }
+  float **res = calloc((size_t)g->n_outputs, sizeof(float *));
+  for (int32_t i = 0; i < g->n_outputs; i++) {
+    const kiln_node *n = &g->nodes[g->outputs[i].node];
+    cr_assert_eq(n->dtype, KILN_F32);
+    res[i] = malloc(sizeof(float) * (size_t)(kiln_shape_numel(&n->shape) + 1));
+    out[i] = (kiln_rt_tensor){KILN_F32, n->shape, res[i]};
+  }
+  kiln_diag d = {0};
+  ok(kiln_rt_interpret(g, in, g->n_inputs, out, g->n_outputs, &d), &d);
+  for (int32_t i = 0; i < g->n_inputs; i++) free(in[i].data);
+  return res;
+}
+
+/* Runs fn on g and checks the outputs did not change (relative tolerance 1e-5). */
+static void run_pass_same_values(kiln_graph_pass_fn fn, kiln_graph *g) {
+  cr_assert_eq(g->diag.status, KILN_OK, "builder: %s", g->diag.msg);
+  float **before = interpret(g);
+  run_pass(fn, g);
+  float **after = interpret(g);
+  for (int32_t i = 0; i < g->n_outputs; i++) {
+    int64_t n = kiln_shape_numel(&g->nodes[g->outputs[i].node].shape);
+    for (int64_t e = 0; e < n; e++)
+      cr_expect(fabsf(before[i][e] - after[i][e]) <= 1e-5f * (1 + fabsf(before[i][e])),
+                "output %d element %ld: %g before, %g after", i, (long)e, before[i][e], after[i][e]);
+    free(before[i]);
+    free(after[i]);
+  }
+  free(before);
+  free(after);
+}
+
+static int32_t in_f32(kiln_graph *g, const char *name, kiln_shape s) {
+  return kiln_ir_input(g, name, KILN_F32, &s, NULL);
+}
+
+static int32_t conv3x3(kiln_graph *g, int32_t x, int32_t w, int32_t groups, const char *name) {
+  int64_t one[2] = {1, 1};
+  return kiln_ir_conv(g, x, w, one, one, one, one, groups, name);
+}
+
+Test(contract, batch_norm_scale_folds_into_conv_weights) {
+  kiln_graph *g = new_graph();
+  int32_t x = kiln_ir_input(g, "x", KILN_F32, &(kiln_shape){4, {1, 3, 5, 5}}, NULL);
+  int32_t c = conv3x3(g, x, det_const(g, "w", shp4(4, 4, 3, 3, 3), 1, 0), 1, "conv");
+  int32_t y = kiln_ir_binary(g, KILN_OP_mul, c, det_const(g, "s", shp(3, 4, 1, 1), 2, 2), "bn_mul");
+  y = kiln_ir_binary(g, KILN_OP_add, y, det_const(g, "t", shp(3, 4, 1, 1), 3, 0), "bn_add");
+  kiln_ir_add_output(g, y, "out");
+  run_pass_same_values(kiln_pass_contract, g);
+  cr_expect_eq(count_op(g, KILN_OP_mul), 0);
+  cr_expect_eq(count_op(g, KILN_OP_conv), 1);
+  cr_expect_eq(out_node(g, 0)->op, KILN_OP_add, "the shift stays an add after the conv");
+  kiln_ir_graph_destroy(g);
+}
+
+Test(contract, grouped_conv_bias_then_scale_then_shift) {
+  /* (conv + b) * s + t -> conv(x, W*s) + (b*s + t): one conv, one add, no mul */
+  kiln_graph *g = new_graph();
+  int32_t x = kiln_ir_input(g, "x", KILN_F32, &(kiln_shape){4, {2, 4, 5, 5}}, NULL);
+  int32_t c = conv3x3(g, x, det_const(g, "w", shp4(4, 6, 2, 3, 3), 4, 0), 2, "conv");
+  int32_t y = kiln_ir_binary(g, KILN_OP_add, c, det_const(g, "b", shp4(4, 1, 6, 1, 1), 5, 0), "bias");
+  y = kiln_ir_binary(g, KILN_OP_mul, det_const(g, "s", shp(3, 6, 1, 1), 6, 2), y, "bn_mul");
+  y = kiln_ir_binary(g, KILN_OP_add, y, det_const(g, "t", shp(3, 6, 1, 1), 7, 0), "bn_add");
+  kiln_ir_add_output(g, y, "out");
+  run_pass_same_values(kiln_pass_contract, g);
+  cr_expect_eq(count_op(g, KILN_OP_mul), 0);
+  cr_expect_eq(count_op(g, KILN_OP_add), 1);
+  const kiln_node *o = out_node(g, 0);
+  cr_assert_eq(o->op, KILN_OP_add);
+  cr_expect_eq(g->nodes[o->in[0]].op, KILN_OP_conv);
+  kiln_ir_graph_destroy(g);
+}
+
+Test(contract, scale_that_varies_along_space_or_a_shared_conv_is_kept) {
+  kiln_graph *g = new_graph();
+  int32_t x = kiln_ir_input(g, "x", KILN_F32, &(kiln_shape){4, {1, 2, 4, 4}}, NULL);
+  int32_t c = conv3x3(g, x, det_const(g, "w", shp4(4, 2, 2, 3, 3), 1, 0), 1, "conv");
+  int32_t a = kiln_ir_binary(g, KILN_OP_mul, c, det_const(g, "s", shp(3, 2, 1, 4), 2, 2), "varies_w");
+  int32_t c2 = conv3x3(g, x, det_const(g, "w2", shp4(4, 2, 2, 3, 3), 3, 0), 1, "conv2");
+  int32_t b = kiln_ir_binary(g, KILN_OP_mul, c2, det_const(g, "s2", shp(3, 2, 1, 1), 4, 2), "shared");
+  kiln_ir_add_output(g, a, "a");
+  kiln_ir_add_output(g, b, "b");
+  kiln_ir_add_output(g, c2, "c2"); /* conv2 has another consumer: folding would compute it twice */
+  run_pass_same_values(kiln_pass_contract, g);
+  cr_expect_eq(count_op(g, KILN_OP_mul), 2);
+  kiln_ir_graph_destroy(g);
+}
+
+Test(contract, per_column_scale_folds_into_dot_weights) {
+  kiln_graph *g = new_graph();
+  int32_t x = in_f32(g, "x", shp(3, 2, 3, 4));
+  int32_t d = kiln_ir_matmul(g, x, det_const(g, "w", shp(2, 4, 5, 0), 1, 0), "mm"); /* batch broadcast */
+  int32_t y = kiln_ir_binary(g, KILN_OP_add, d, det_const(g, "b", shp(1, 5, 0, 0), 2, 0), "bias");
+  y = kiln_ir_binary(g, KILN_OP_mul, y, det_const(g, "s", shp(1, 5, 0, 0), 3, 2), "scale");
+  y = kiln_ir_binary(g, KILN_OP_add, y, det_const(g, "t", shp(2, 1, 5, 0), 4, 0), "shift");
+  kiln_ir_add_output(g, y, "out");
+  run_pass_same_values(kiln_pass_contract, g);
+  cr_expect_eq(count_op(g, KILN_OP_mul), 0);
+  cr_expect_eq(count_op(g, KILN_OP_add), 1);
+  cr_expect_eq(count_op(g, KILN_OP_dot), 1);
+  kiln_ir_graph_destroy(g);
+}
+
+Test(contract, splat_scales_sink_behind_the_dot_and_merge) {
+  kiln_graph *g = new_graph();
+  int32_t q = in_f32(g, "q", shp(3, 2, 4, 8));
+  int32_t k = in_f32(g, "k", shp(3, 2, 8, 4));
+  int32_t qs = kiln_ir_binary(g, KILN_OP_mul, q, kiln_ir_scalar(g, KILN_F32, 0.5, "sq"), "qs");
+  int32_t ks = kiln_ir_binary(g, KILN_OP_div, k, kiln_ir_scalar(g, KILN_F32, 4, "sk"), "ks");
+  int32_t s = kiln_ir_matmul(g, qs, ks, "qk");
+  s = kiln_ir_binary(g, KILN_OP_mul, s, kiln_ir_scalar(g, KILN_F32, 3, "s3"), "post");
+  kiln_ir_add_output(g, kiln_ir_unary(g, KILN_OP_exp, s, "e"), "out");
+  run_pass_same_values(kiln_pass_contract, g);
+  cr_expect_eq(count_op(g, KILN_OP_mul), 1, "three splat scales become one mul");
+  cr_expect_eq(count_op(g, KILN_OP_div), 0);
+  const kiln_node *m = &g->nodes[out_node(g, 0)->in[0]];
+  cr_assert_eq(m->op, KILN_OP_mul);
+  cr_expect_eq(g->nodes[m->in[0]].op, KILN_OP_dot);
+  cr_expect(kiln_pass_is_splat(g, m->in[1], 0.375), "0.5 / 4 * 3");
+  kiln_ir_graph_destroy(g);
+}
+
+Test(contract, splat_scale_into_constant_weights_vanishes) {
+  /* dot(x * c, W) -> dot(x, W) * c -> dot(x, W*c) */
+  kiln_graph *g = new_graph();
+  int32_t x = in_f32(g, "x", shp(2, 3, 4, 0));
+  int32_t xs = kiln_ir_binary(g, KILN_OP_mul, kiln_ir_scalar(g, KILN_F32, 0.25, "c"), x, "xs");
+  kiln_ir_add_output(g, kiln_ir_matmul(g, xs, det_const(g, "w", shp(2, 4, 6, 0), 1, 0), "mm"), "out");
+  run_pass_same_values(kiln_pass_contract, g);
+  cr_expect_eq(count_op(g, KILN_OP_mul), 0);
+  cr_expect_eq(out_node(g, 0)->op, KILN_OP_dot);
+  kiln_ir_graph_destroy(g);
+}
+
+Test(contract, scaled_operand_with_another_consumer_stays) {
+  kiln_graph *g = new_graph();
+  int32_t q = in_f32(g, "q", shp(2, 4, 8, 0));
+  int32_t k = in_f32(g, "k", shp(2, 8, 4, 0));
+  int32_t qs = kiln_ir_binary(g, KILN_OP_mul, q, kiln_ir_scalar(g, KILN_F32, 0.5, "sq"), "qs");
+  kiln_ir_add_output(g, kiln_ir_matmul(g, qs, k, "qk"), "a");
+  kiln_ir_add_output(g, qs, "b");
+  run_pass_same_values(kiln_pass_contract, g);
+  cr_expect_eq(count_op(g, KILN_OP_mul), 1);
+  cr_expect_eq(g->nodes[out_node(g, 0)->in[0]].op, KILN_OP_mul);
+  kiln_ir_graph_destroy(g);
+}
+
+/* x [2,3,8] times three weights [8,N] (QKV), each with a bias when with_bias. */
+static kiln_graph *qkv_graph(bool with_bias, bool extra_consumer) {
+  kiln_graph *g = new_graph();
+  int32_t x = in_f32(g, "x", shp(3, 2, 3, 8));
+  int64_t ns[3] = {8, 8, 4};
+  const char *names[3] = {"q", "k", "v"};
+  for (int i = 0; i < 3; i++) {
+    int32_t y = kiln_ir_matmul(g, x, det_const(g, names[i], shp(2, 8, ns[i], 0), i + 1, 0), names[i]);
+    if (with_bias) y = kiln_ir_binary(g, KILN_OP_add, y, det_const(g, "b", shp(1, ns[i], 0, 0), i + 5, 0), "bias");
+    kiln_ir_add_output(g, y, names[i]);
+  }
+  if (extra_consumer) kiln_ir_add_output(g, g->nodes[g->outputs[2].node].in[0], "v_raw");
+  return g;
+}
+
+Test(siblings, qkv_projections_become_one_dot_and_one_bias_add) {
+  kiln_graph *g = qkv_graph(true, false);
+  run_pass_same_values(kiln_pass_siblings, g);
+  run_pass(kiln_pass_dce, g);
+  cr_expect_eq(count_op(g, KILN_OP_dot), 1);
+  cr_expect_eq(count_op(g, KILN_OP_add), 1);
+  cr_expect_eq(count_op(g, KILN_OP_slice), 3);
+  for (int i = 0; i < 3; i++) {
+    const kiln_node *s = out_node(g, i);
+    cr_assert_eq(s->op, KILN_OP_slice);
+    cr_expect_eq(g->nodes[s->in[0]].op, KILN_OP_add);
+    cr_expect_eq(s->a.starts[2], i * 8);
+  }
+  const kiln_node *d = &g->nodes[g->nodes[out_node(g, 0)->in[0]].in[0]];
+  cr_expect_eq(d->shape.dims[2], 20);
+  kiln_ir_graph_destroy(g);
+}
+
+Test(siblings, without_biases_or_with_another_consumer_the_dots_still_merge) {
+  for (int variant = 0; variant < 2; variant++) {
+    kiln_graph *g = qkv_graph(variant == 1, variant == 1);
+    run_pass_same_values(kiln_pass_siblings, g);
+    cr_expect_eq(count_op(g, KILN_OP_dot), 1, "variant %d", variant);
+    cr_expect_eq(count_op(g, KILN_OP_add), variant == 1 ? 3 : 0, "biases merge only when every dot has one");
+    kiln_ir_graph_destroy(g);
+  }
+}
+
+Test(siblings, dots_on_different_operands_or_weights_that_are_not_constant_stay) {
+  kiln_graph *g = new_graph();
+  int32_t x = in_f32(g, "x", shp(2, 3, 8, 0));
+  int32_t z = in_f32(g, "z", shp(2, 3, 8, 0));
+  int32_t w = in_f32(g, "w", shp(2, 8, 4, 0));
+  kiln_ir_add_output(g, kiln_ir_matmul(g, x, det_const(g, "a", shp(2, 8, 4, 0), 1, 0), "xa"), "a");
+  kiln_ir_add_output(g, kiln_ir_matmul(g, z, det_const(g, "b", shp(2, 8, 4, 0), 2, 0), "zb"), "b");
+  kiln_ir_add_output(g, kiln_ir_matmul(g, x, w, "xw"), "c");
+  run_pass_same_values(kiln_pass_siblings, g);
+  cr_expect_eq(count_op(g, KILN_OP_dot), 3);
+  cr_expect_eq(count_op(g, KILN_OP_slice), 0);
+  kiln_ir_graph_destroy(g);
+}
+
+/* ------------------------------------------------------------------ layout */
+Test(layout, permutes_around_elementwise_ops_cancel) {
+  kiln_graph *g = new_graph();
+  int32_t a = in_f32(g, "a", shp(3, 2, 3, 4)), b = in_f32(g, "b", shp(3, 2, 3, 4));
+  int32_t p[3] = {2, 0, 1}, back[3] = {1, 2, 0}, other[3] = {0, 2, 1};
+  int32_t s = kiln_ir_binary(g, KILN_OP_sub, kiln_ir_permute(g, a, p, "pa"), kiln_ir_permute(g, b, p, "pb"), "s");
+  s = kiln_ir_binary(g, KILN_OP_mul, s, kiln_ir_scalar(g, KILN_F32, 3, "three"), "m");
+  s = kiln_ir_unary(g, KILN_OP_tanh, s, "t");
+  kiln_ir_add_output(g, kiln_ir_permute(g, s, back, "back"), "cancelled");
+  /* one permute operand whose consumer is another permute: they compose into one */
+  int32_t e = kiln_ir_unary(g, KILN_OP_exp, kiln_ir_permute(g, a, back, "pa2"), "e");
+  kiln_ir_add_output(g, kiln_ir_permute(g, e, other, "composed"), "composed");
+  run_pass(kiln_pass_cse, g);
+  run_pass_same_values(kiln_pass_layout, g);
+  cr_expect_eq(out_node(g, 0)->op, KILN_OP_tanh);
+  cr_expect_eq(count_op(g, KILN_OP_permute), 1);
+  const kiln_node *c = out_node(g, 1);
+  cr_assert_eq(c->op, KILN_OP_permute);
+  cr_expect_eq(g->nodes[c->in[0]].op, KILN_OP_exp);
+  cr_expect(c->a.perm[0] == 1 && c->a.perm[1] == 0 && c->a.perm[2] == 2, "back then other");
+  kiln_ir_graph_destroy(g);
+}
+
+Test(layout, a_permute_with_another_consumer_or_different_perms_stay) {
+  kiln_graph *g = new_graph();
+  int32_t a = in_f32(g, "a", shp(2, 3, 4, 0)), b = in_f32(g, "b", shp(2, 4, 3, 0)), z = in_f32(g, "z", shp(2, 4, 3, 0));
+  int32_t p[2] = {1, 0};
+  int32_t pa = kiln_ir_permute(g, a, p, "pa");
+  kiln_ir_add_output(g, kiln_ir_binary(g, KILN_OP_add, pa, kiln_ir_permute(g, b, (int32_t[]){0, 1}, "idb"), "x"), "x");
+  kiln_ir_add_output(g, pa, "pa");
+  kiln_ir_add_output(g, kiln_ir_permute(g, kiln_ir_binary(g, KILN_OP_add, kiln_ir_permute(g, z, p, "pz"), a, "y"), p, "py"), "y");
+  int32_t before = count_op(g, KILN_OP_permute);
+  run_pass_same_values(kiln_pass_layout, g);
+  cr_expect_eq(count_op(g, KILN_OP_permute), before);
   kiln_ir_graph_destroy(g);
 }
