@@ -103,7 +103,9 @@ struct kiln_executable {
   /* LLVM JIT */
   void *jit;
   kiln_rt_entry_fn entry;
-  void (*step)(void **bufs, kiln_rt_pool *pool, int32_t k); /* verify mode: one kernel */
+  void (*step)(void **bufs, kiln_rt_pool *pool, int32_t k); /* verify/profile: one kernel */
+  double *profile_ns;       /* KILN_PROFILE=1: time spent in each kernel over all runs */
+  int64_t profile_runs;
   void *arena_mem;          /* 64-byte aligned, inside arena_raw */
   void *arena_raw;
   void **bufs;              /* n_buffers + 1: the last slot points to err_word */

@@ -11,6 +11,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 /* ------------------------------------------------------------------ cost estimates */
 void kiln_driver_program_stats(const kiln_kprogram *p, kiln_exe_stats *s) {
@@ -165,11 +166,41 @@ static kiln_status cpu_run(kiln_executable *e, const kiln_rt_tensor *in, kiln_rt
   }
   if (e->verify && e->step) return cpu_run_checked(e, in, d);
   e->err_word = 0;
+  if (e->profile_ns && e->step) { /* kernel by kernel, each timed */
+    kiln_rt_pool *pool = kiln_driver_pool(e->ctx);
+    for (int32_t k = 0; k < p->n_kernels && !e->err_word; k++) {
+      struct timespec t0, t1;
+      clock_gettime(CLOCK_MONOTONIC, &t0);
+      e->step(e->bufs, pool, k);
+      clock_gettime(CLOCK_MONOTONIC, &t1);
+      e->profile_ns[k] += (double)(t1.tv_sec - t0.tv_sec) * 1e9 + (double)(t1.tv_nsec - t0.tv_nsec);
+    }
+    e->profile_runs++;
+    return e->err_word ? cpu_data_error(e, d) : KILN_OK;
+  }
   e->entry(e->bufs, kiln_driver_pool(e->ctx));
   return e->err_word ? cpu_data_error(e, d) : KILN_OK;
 }
 
+/* KILN_PROFILE=1: the time of each kernel over the executable's runs, on stderr when it
+ * is destroyed (a developer's view of where a model's time goes). */
+static void print_profile(const kiln_executable *e) {
+  const kiln_kprogram *p = e->prog;
+  double total = 0;
+  for (int32_t k = 0; k < p->n_kernels; k++) total += e->profile_ns[k];
+  if (e->profile_runs == 0 || total <= 0) return;
+  fprintf(stderr, "kiln profile: %s, %lld runs, %.3f ms per run\n", p->name ? p->name : "?",
+          (long long)e->profile_runs, total / 1e6 / (double)e->profile_runs);
+  for (int32_t k = 0; k < p->n_kernels; k++)
+    fprintf(stderr, "  %9.3f ms %5.1f%%  %s\n", e->profile_ns[k] / 1e6 / (double)e->profile_runs,
+            100.0 * e->profile_ns[k] / total, p->kernels[k].name ? p->kernels[k].name : "?");
+}
+
 static void cpu_destroy(kiln_executable *e) {
+  if (e->profile_ns) {
+    print_profile(e);
+    kiln_ir_free(&e->ctx->alloc, e->profile_ns);
+  }
   if (e->jit) kiln_llvm_jit_destroy(e->jit);
   kiln_ir_free(&e->ctx->alloc, e->arena_raw);
 }
@@ -238,7 +269,12 @@ static kiln_status cpu_create(kiln_executable *e, kiln_diag *d) {
   kiln_llvm_jit *jit = NULL;
   kiln_status st = cpu_cached_jit(e->ctx, p, &jit, &e->entry, &e->stats.cache_hit, d);
   e->jit = jit;
-  if (st == KILN_OK && e->verify) {
+  const char *prof = getenv("KILN_PROFILE");
+  if (st == KILN_OK && prof && *prof && strcmp(prof, "0") != 0) {
+    e->profile_ns = kiln_ir_malloc(&e->ctx->alloc, sizeof(double) * ((size_t)p->n_kernels + 1));
+    if (e->profile_ns) memset(e->profile_ns, 0, sizeof(double) * ((size_t)p->n_kernels + 1));
+  }
+  if (st == KILN_OK && (e->verify || e->profile_ns)) {
     kiln_llvm_step_fn step = NULL;
     st = kiln_llvm_jit_lookup_step(jit, &step, d);
     e->step = step;
