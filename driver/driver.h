@@ -36,14 +36,34 @@ kiln_status kiln_driver_lower_graph(kiln_context *ctx, const kiln_graph *g, cons
 /* Estimates of a kernel program's cost (also kiln_executable_stats). */
 void kiln_driver_program_stats(const kiln_kprogram *p, kiln_exe_stats *s);
 
+/* The fusion report's two forms (docs/fusion-report.md): text for people, JSON for
+ * scripts. */
+typedef enum kiln_report_format {
+  KILN_REPORT_NONE = 0,
+  KILN_REPORT_TEXT,
+  KILN_REPORT_JSON,
+} kiln_report_format;
+
 /* kiln dump: the graph after a pass (print_after), or the kernel program (kernels=true),
- * or the optimized LLVM module (llvm=true), or the CUDA C source (cuda=true), to f. */
+ * or the optimized LLVM module (llvm=true), or the CUDA C source (cuda=true), and/or the
+ * fusion report (fusion_report), to f. */
 typedef struct kiln_dump_options {
   const char *print_after;
   const char *disable_passes;
   kiln_fusion_level fusion;
   bool kernels, llvm, cuda, elide_constants;
+  kiln_report_format fusion_report;
+  const char *model;           /* the report's "model" (NULL: the graph's name) */
+  kiln_target target;          /* what the report's program is lowered for (cuda=true: CUDA) */
 } kiln_dump_options;
+
+/* The costs of p's kernels (kiln_ir_kernel_stats) summed: the one source of the totals of
+ * the fusion report and of kiln bench (bytes moved = read + written). */
+void kiln_driver_kprogram_totals(const kiln_kprogram *p, kiln_kernel_stats *total);
+
+/* Writes the fusion report of p (lowered at `fusion` for `target`) in form fmt to f. */
+kiln_status kiln_driver_fusion_report(const kiln_kprogram *p, const char *model, kiln_fusion_level fusion,
+                                      kiln_target target, kiln_report_format fmt, FILE *f);
 kiln_status kiln_driver_dump(kiln_context *ctx, const kiln_graph *g, const kiln_dump_options *o,
                              FILE *f);
 

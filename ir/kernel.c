@@ -1,9 +1,11 @@
 /* kernel.c - the kernel IR's readable dump (kiln_ir_kprogram_print, for `kiln dump` and
- * golden tests) and its verifier (kiln_ir_kprogram_verify), which checks what every backend
- * relies on: operand order, dtypes, buffer ids, loop-variable ownership. */
+ * golden tests), its verifier (kiln_ir_kprogram_verify), which checks what every backend
+ * relies on: operand order, dtypes, buffer ids, loop-variable ownership, GEMM sub-kernels,
+ * and the cost of a kernel for reports (kiln_ir_kernel_stats). */
 #include "ir.h"
 
 #include <math.h>
+#include <stdint.h>
 #include <string.h>
 
 
@@ -26,14 +28,27 @@ static const char *kernel_kind_name(kiln_kernel_kind k) {
   return "?";
 }
 
+static const char *category_name(kiln_category c) {
+  switch (c) {
+  case KILN_CAT_LEAF: return "leaf";
+  case KILN_CAT_ELEMENTWISE: return "elementwise";
+  case KILN_CAT_MOVEMENT: return "movement";
+  case KILN_CAT_REDUCE: return "reduce";
+  case KILN_CAT_WINDOW: return "window";
+  case KILN_CAT_CONTRACTION: return "contraction";
+  case KILN_CAT_OPAQUE: return "opaque";
+  }
+  return "?";
+}
+
 /* ====================================================================== print */
 static void print_scalar(FILE *f, kiln_dtype dt, double fv, int64_t iv) {
   if (kiln_dtype_is_float(dt)) fprintf(f, "%.9g", fv);
   else fprintf(f, "%lld", (long long)iv);
 }
 
-static void print_kx(FILE *f, const kiln_kx *x, int32_t id) {
-  fprintf(f, "    %%%d = ", (int)id);
+static void print_kx(FILE *f, const char *ind, const kiln_kx *x, int32_t id) {
+  fprintf(f, "%s%%%d = ", ind, (int)id);
   switch (x->kind) {
   case KILN_KX_CONST:
     fprintf(f, "const %s ", kiln_dtype_name(x->dtype));
@@ -69,6 +84,22 @@ static void print_kx(FILE *f, const kiln_kx *x, int32_t id) {
   fputc('\n', f);
 }
 
+/* The expression part of a LOOP kernel (or sub-kernel), each line after `ind`. */
+static void print_loop_body(FILE *f, const char *ind, const kiln_kernel *k) {
+  fprintf(f, "%sdomain [", ind);
+  for (int v = 0; v < k->n_vars; v++) fprintf(f, "%s%lld", v ? "," : "", k->extent ? (long long)k->extent[v] : -1LL);
+  fprintf(f, "] (%d output vars)\n", (int)k->out.rank);
+  for (int j = 0; j < k->n_kx; j++) print_kx(f, ind, &k->kx[j], j);
+  fprintf(f, "%sroot %%%d\n", ind, (int)k->root);
+}
+
+/* A GEMM's fused sub-kernel, indented under it: "pack" or "epilogue". */
+static void print_sub_kernel(FILE *f, const char *what, const kiln_kernel *s) {
+  fprintf(f, "    %s %s \"%s\" -> b%d %s%s\n", what, kernel_kind_name(s->kind), s->name ? s->name : "",
+          (int)s->out_buf, kiln_dtype_name(s->out_dtype), KILN_SHAPE_STR(&s->out));
+  if (s->kind == KILN_KERNEL_LOOP) print_loop_body(f, "      ", s);
+}
+
 static void print_kernel(FILE *f, const kiln_kernel *k, int32_t idx) {
   fprintf(f, "  kernel k%d %s \"%s\" -> b%d %s%s", (int)idx, kernel_kind_name(k->kind), k->name ? k->name : "",
           (int)k->out_buf, kiln_dtype_name(k->out_dtype), KILN_SHAPE_STR(&k->out));
@@ -76,13 +107,9 @@ static void print_kernel(FILE *f, const kiln_kernel *k, int32_t idx) {
     fprintf(f, " from");
     for (int i = 0; i < k->n_sources; i++) fprintf(f, "%s\"%s\"", i ? ", " : " ", k->sources[i] ? k->sources[i] : "");
   }
-  fputc('\n', f);
+  fprintf(f, " category %s\n", category_name(k->category));
   if (k->kind == KILN_KERNEL_LOOP) {
-    fprintf(f, "    domain [");
-    for (int v = 0; v < k->n_vars; v++) fprintf(f, "%s%lld", v ? "," : "", k->extent ? (long long)k->extent[v] : -1LL);
-    fprintf(f, "] (%d output vars)\n", (int)k->out.rank);
-    for (int j = 0; j < k->n_kx; j++) print_kx(f, &k->kx[j], j);
-    fprintf(f, "    root %%%d\n", (int)k->root);
+    print_loop_body(f, "    ", k);
   } else if (k->kind == KILN_KERNEL_GEMM) {
     const kiln_gemm_desc *g = &k->gemm;
     fprintf(f, "    C b%d+%lld ldc %lld = A%s b%d+%lld lda %lld * B%s b%d+%lld ldb %lld; m %lld n %lld k %lld\n",
@@ -92,6 +119,12 @@ static void print_kernel(FILE *f, const kiln_kernel *k, int32_t idx) {
     for (int i = 0; i < g->n_batch && i < 2; i++)
       fprintf(f, "    batch %lld strides a %lld b %lld c %lld\n", (long long)g->batch[i], (long long)g->a_bstride[i],
               (long long)g->b_bstride[i], (long long)g->c_bstride[i]);
+    if (g->tile_n > 0) fprintf(f, "    tile_n %lld params b%d\n", (long long)g->tile_n, (int)g->param_buf);
+    if (k->pack) print_sub_kernel(f, "pack", k->pack);
+    if (k->epilogue) {
+      fprintf(f, "    epi_last %lld\n", (long long)g->epi_last);
+      print_sub_kernel(f, "epilogue", k->epilogue);
+    }
   } else if (k->kind == KILN_KERNEL_OPAQUE) {
     fprintf(f, "    %s (", kiln_op_name(k->op));
     for (int i = 0; i < k->n_in_bufs; i++) fprintf(f, "%sb%d", i ? ", " : "", k->in_bufs ? (int)k->in_bufs[i] : -1);
@@ -112,6 +145,11 @@ void kiln_ir_kprogram_print(const kiln_kprogram *p, FILE *f) {
     fputc('\n', f);
   }
   for (int i = 0; i < p->n_kernels; i++) print_kernel(f, &p->kernels[i], i);
+  for (int i = 0; i < p->n_refused && p->refused; i++) {
+    const kiln_fusion_refusal *r = &p->refused[i];
+    fprintf(f, "  refused \"%s\" -> \"%s\": %s\n", r->producer ? r->producer : "", r->consumer ? r->consumer : "",
+            r->reason ? r->reason : "");
+  }
   fprintf(f, "}\n");
 }
 
@@ -268,6 +306,78 @@ static kiln_status verify_loop(const kiln_kprogram *p, int32_t ki, const kiln_ke
   return KILN_OK;
 }
 
+/* A GEMM's fused sub-kernel: a LOOP kernel like any other (verify_loop), whose output is
+ * the one the GEMM's descriptor expects. */
+static kiln_status verify_sub(const kiln_kprogram *p, int32_t ki, const kiln_kernel *k, const kiln_kernel *s,
+                              const char *what, int32_t want_buf, const kiln_shape *want_out, kiln_diag *d) {
+  if (s->kind != KILN_KERNEL_LOOP)
+    return kiln_diag_set(d, KILN_ERR_INTERNAL, KFMT "%s sub-kernel is a %s kernel, not a loop", KARGS(ki, k), what,
+                         kernel_kind_name(s->kind));
+  if (s->out_buf != want_buf)
+    return kiln_diag_set(d, KILN_ERR_INTERNAL, KFMT "%s sub-kernel writes b%d, the gemm needs b%d", KARGS(ki, k), what,
+                         (int)s->out_buf, (int)want_buf);
+  if (s->out_dtype != k->out_dtype || !kiln_shape_eq(&s->out, want_out))
+    return kiln_diag_set(d, KILN_ERR_INTERNAL, KFMT "%s sub-kernel computes %s%s, the gemm needs %s%s", KARGS(ki, k),
+                         what, kiln_dtype_name(s->out_dtype), KILN_SHAPE_STR(&s->out), kiln_dtype_name(k->out_dtype),
+                         KILN_SHAPE_STR(want_out));
+  if (!buf_ok(p, want_buf) || kiln_shape_numel(&p->buffers[want_buf].shape) < kiln_shape_numel(want_out))
+    return kiln_diag_set(d, KILN_ERR_INTERNAL, KFMT "%s sub-kernel's buffer b%d is smaller than %s", KARGS(ki, k), what,
+                         (int)want_buf, KILN_SHAPE_STR(want_out));
+  bool fresh = d && d->status == KILN_OK;
+  kiln_status st = verify_loop(p, ki, s, d);
+  if (st != KILN_OK && fresh) {
+    /* Say which part of the GEMM kernel the loop verifier's message is about (the
+     * diagnostic keeps its first message, so it is cleared and set again). */
+    char msg[sizeof d->msg];
+    snprintf(msg, sizeof msg, "%s", d->msg);
+    d->status = KILN_OK;
+    return kiln_diag_set(d, st, KFMT "%s sub-kernel: %s", KARGS(ki, k), what, msg);
+  }
+  return st;
+}
+
+/* pack: domain [k, tile_n] into the scratch B (ldb = tile_n, not transposed, not batched)
+ * with a parameter buffer of two i64; epilogue: in place over a dense C over the output
+ * domain. */
+static kiln_status verify_gemm_subs(const kiln_kprogram *p, int32_t ki, const kiln_kernel *k, kiln_diag *d) {
+  const kiln_gemm_desc *g = &k->gemm;
+  if ((g->tile_n > 0) != (k->pack != NULL))
+    return kiln_diag_set(d, KILN_ERR_INTERNAL, KFMT "tile_n %lld %s a pack sub-kernel", KARGS(ki, k),
+                         (long long)g->tile_n, k->pack ? "with" : "without");
+  if (k->pack) {
+    if (!buf_ok(p, g->param_buf) || p->buffers[g->param_buf].dtype != KILN_I64 ||
+        kiln_shape_numel(&p->buffers[g->param_buf].shape) < 2)
+      return kiln_diag_set(d, KILN_ERR_INTERNAL, KFMT "pack parameter buffer b%d is not two i64", KARGS(ki, k),
+                           (int)g->param_buf);
+    if (g->ldb != g->tile_n || g->trans_b || g->b_off != 0 || g->b_bstride[0] != 0 || g->b_bstride[1] != 0)
+      return kiln_diag_set(d, KILN_ERR_INTERNAL,
+                           KFMT "packed B must be a k x tile_n tile (ldb %lld, tile_n %lld, trans %d, offset %lld)",
+                           KARGS(ki, k), (long long)g->ldb, (long long)g->tile_n, (int)g->trans_b, (long long)g->b_off);
+    int64_t dims[2] = {g->k, g->tile_n};
+    kiln_shape want = kiln_shape_make(2, dims);
+    kiln_status st = verify_sub(p, ki, k, k->pack, "pack", g->b_buf, &want, d);
+    if (st != KILN_OK) return st;
+  }
+  if (k->epilogue) {
+    int64_t last = k->out.rank > 0 ? k->out.dims[k->out.rank - 1] : 1;
+    if (g->epi_last != last)
+      return kiln_diag_set(d, KILN_ERR_INTERNAL, KFMT "epi_last %lld, the output's last extent is %lld", KARGS(ki, k),
+                           (long long)g->epi_last, (long long)last);
+    bool dense = g->c_off == 0 && g->ldc == g->n;
+    int64_t stride = g->m * g->n;
+    for (int i = g->n_batch - 1; i >= 0; i--) {
+      dense = dense && g->c_bstride[i] == stride;
+      stride *= g->batch[i];
+    }
+    if (!dense)
+      return kiln_diag_set(d, KILN_ERR_INTERNAL, KFMT "an epilogue needs a dense C (offset %lld, ldc %lld, n %lld)",
+                           KARGS(ki, k), (long long)g->c_off, (long long)g->ldc, (long long)g->n);
+    kiln_status st = verify_sub(p, ki, k, k->epilogue, "epilogue", k->out_buf, &k->out, d);
+    if (st != KILN_OK) return st;
+  }
+  return KILN_OK;
+}
+
 static kiln_status verify_gemm(const kiln_kprogram *p, int32_t ki, const kiln_kernel *k, kiln_diag *d) {
   const kiln_gemm_desc *g = &k->gemm;
   if (k->out_dtype != KILN_F32 && k->out_dtype != KILN_F64)
@@ -289,7 +399,7 @@ static kiln_status verify_gemm(const kiln_kprogram *p, int32_t ki, const kiln_ke
       g->c_off < 0)
     return kiln_diag_set(d, KILN_ERR_INTERNAL, KFMT "gemm sizes m %lld n %lld k %lld batches %d out of range",
                          KARGS(ki, k), (long long)g->m, (long long)g->n, (long long)g->k, (int)g->n_batch);
-  return KILN_OK;
+  return verify_gemm_subs(p, ki, k, d);
 }
 
 kiln_status kiln_ir_kprogram_verify(const kiln_kprogram *p, kiln_diag *d) {
@@ -342,6 +452,125 @@ kiln_status kiln_ir_kprogram_verify(const kiln_kprogram *p, kiln_diag *d) {
     if (st) return st;
   }
   return KILN_OK;
+}
+
+/* ====================================================================== stats */
+static int64_t sat_mul(int64_t a, int64_t b) {
+  if (a <= 0 || b <= 0) return 0;
+  return a > INT64_MAX / b ? INT64_MAX : a * b;
+}
+
+static int64_t sat_add(int64_t a, int64_t b) { return a > INT64_MAX - b ? INT64_MAX : a + b; }
+
+/* Value operations of one LOOP kernel over its whole domain. A node's dependency set is
+ * the loop variables it reads (through its operands; a REDUCE removes its own); it costs
+ * one operation per distinct value of those variables, i.e. as if every node were hoisted
+ * to the outermost loop it can live in (what the backends' common-subexpression and
+ * loop-invariant code motion aim at). A REDUCE accumulates once per value of its operand's
+ * variables and its own. Index arithmetic (i64/bool nodes built only from VARs and CONSTs,
+ * and in a pack sub-kernel the tile parameters loaded from param_buf) and loads are not
+ * operations. */
+static int64_t loop_flops(const kiln_kprogram *p, const kiln_kernel *k, int32_t param_buf) {
+  if (k->kind != KILN_KERNEL_LOOP || k->n_kx <= 0 || !k->kx) return 0;
+  uint64_t *dep = kiln_ir_malloc(p->alloc, sizeof(uint64_t) * (size_t)k->n_kx);
+  bool *ix = kiln_ir_malloc(p->alloc, sizeof(bool) * (size_t)k->n_kx);
+  int64_t total = 0;
+  if (!dep || !ix) goto done;
+  for (int32_t i = 0; i < k->n_kx; i++) {
+    const kiln_kx *x = &k->kx[i];
+    int n_ops = x->kind == KILN_KX_LOAD ? (x->a[1] >= 0 ? 2 : 1)
+                : x->kind == KILN_KX_ALU ? kiln_op_table[x->op].arity
+                : x->kind == KILN_KX_REDUCE ? 1 : x->kind == KILN_KX_CHECK ? 2 : 0;
+    /* Variables past 64 (the verifier refuses them) count as the last one. */
+    uint64_t m = x->kind == KILN_KX_VAR ? 1ull << (x->var < 64 ? x->var : 63) : 0;
+    bool index = x->kind == KILN_KX_VAR || x->kind == KILN_KX_CONST ||
+                 (x->kind == KILN_KX_LOAD && param_buf >= 0 && x->buf == param_buf && x->dtype == KILN_I64) ||
+                 (x->kind == KILN_KX_ALU && (x->dtype == KILN_I64 || x->dtype == KILN_BOOL));
+    for (int j = 0; j < n_ops && j < 3; j++) {
+      int32_t a = x->a[j];
+      if (a < 0 || a >= i) continue; /* malformed: the verifier says so */
+      m |= dep[a];
+      if (x->kind != KILN_KX_LOAD) index = index && ix[a];
+    }
+    uint64_t own = 0;
+    if (x->kind == KILN_KX_REDUCE)
+      for (int32_t v = x->var; v < x->var + x->n_vars && v < 64; v++) own |= 1ull << v;
+    if ((x->kind == KILN_KX_ALU && !index) || x->kind == KILN_KX_REDUCE) {
+      int64_t n = 1;
+      uint64_t all = m | own;
+      for (int32_t v = 0; v < k->n_vars && v < 64; v++)
+        if (all >> v & 1) n = sat_mul(n, k->extent ? k->extent[v] : 1);
+      total = sat_add(total, n);
+    }
+    dep[i] = m & ~own;
+    ix[i] = index;
+  }
+done:
+  kiln_ir_free(p->alloc, dep);
+  kiln_ir_free(p->alloc, ix);
+  return total;
+}
+
+/* Adds the size of buffer b to *read unless it was counted already or is skipped. */
+static void count_read(const kiln_kprogram *p, bool *seen, int32_t b, int32_t skip1, int32_t skip2, int64_t *read) {
+  if (!buf_ok(p, b) || b == skip1 || b == skip2) return;
+  if (seen) {
+    if (seen[b]) return;
+    seen[b] = true;
+  }
+  *read = sat_add(*read, (int64_t)p->buffers[b].nbytes);
+}
+
+static void count_loads(const kiln_kprogram *p, const kiln_kernel *k, bool *seen, int32_t skip1, int32_t skip2,
+                        int64_t *read) {
+  if (!k || k->kind != KILN_KERNEL_LOOP) return;
+  for (int32_t i = 0; i < k->n_kx; i++)
+    if (k->kx[i].kind == KILN_KX_LOAD) count_read(p, seen, k->kx[i].buf, skip1, skip2, read);
+}
+
+/* Traffic counts what crosses the kernel's boundary: each buffer it reads once at its full
+ * size, its output once. What a GEMM's sub-kernels exchange with the product stays inside:
+ * the packed B tile (scratch b_buf) and the pack parameters are not traffic; the pack's
+ * own loads are. The epilogue reads the product where the GEMM left it and stores over it
+ * (c_buf == out_buf): one write, and its other loads (bias, residual) are reads. */
+void kiln_ir_kernel_stats(const kiln_kprogram *p, const kiln_kernel *k, kiln_kernel_stats *s) {
+  memset(s, 0, sizeof *s);
+  if (!p || !k) return;
+  /* Without memory for the table, a buffer read twice counts twice (an overestimate). */
+  bool *seen = p->n_buffers > 0 ? kiln_ir_malloc(p->alloc, (size_t)p->n_buffers) : NULL;
+  if (seen) memset(seen, 0, (size_t)p->n_buffers);
+  if (buf_ok(p, k->out_buf)) s->bytes_written = (int64_t)p->buffers[k->out_buf].nbytes;
+  switch (k->kind) {
+  case KILN_KERNEL_LOOP:
+    count_loads(p, k, seen, -1, -1, &s->bytes_read);
+    s->flops = loop_flops(p, k, -1);
+    break;
+  case KILN_KERNEL_GEMM: {
+    const kiln_gemm_desc *g = &k->gemm;
+    int64_t batches = 1;
+    for (int i = 0; i < g->n_batch && i < 2; i++) batches = sat_mul(batches, g->batch[i]);
+    count_read(p, seen, g->a_buf, -1, -1, &s->bytes_read);
+    if (k->pack) {
+      count_loads(p, k->pack, seen, g->b_buf, g->param_buf, &s->bytes_read);
+      /* The pack runs once per column tile of each product. */
+      int64_t tiles = g->tile_n > 0 ? (g->n + g->tile_n - 1) / g->tile_n : 1;
+      s->flops = sat_add(s->flops, sat_mul(sat_mul(loop_flops(p, k->pack, g->param_buf), tiles), batches));
+    } else {
+      count_read(p, seen, g->b_buf, -1, -1, &s->bytes_read);
+    }
+    if (k->epilogue) {
+      count_loads(p, k->epilogue, seen, g->c_buf, k->out_buf, &s->bytes_read);
+      s->flops = sat_add(s->flops, loop_flops(p, k->epilogue, -1));
+    }
+    s->flops = sat_add(s->flops, sat_mul(sat_mul(sat_mul(sat_mul(2, g->m), g->n), g->k), batches));
+    break;
+  }
+  case KILN_KERNEL_OPAQUE:
+    /* A reference routine: its operation count is not modelled (0). */
+    for (int32_t i = 0; i < k->n_in_bufs && k->in_bufs; i++) count_read(p, seen, k->in_bufs[i], -1, -1, &s->bytes_read);
+    break;
+  }
+  kiln_ir_free(p->alloc, seen);
 }
 
 /* ====================================================================== run-time errors */

@@ -2,8 +2,16 @@
  * to the last kernel that reads it; buffers are placed, in order of first write, at
  * 64-byte aligned offsets of one arena by best fit among the gaps left by the buffers
  * whose lifetimes overlap theirs, so space freed by dead temporaries is reused.
- * A kernel's output never shares bytes with its inputs (lifetimes are closed intervals
- * over kernel indices: a buffer read by kernel k is still live while k writes).
+ * Lifetimes are closed intervals over kernel indices: a buffer read by kernel k is still
+ * live while k writes, so a kernel's output normally never shares bytes with its inputs.
+ * The exception is in-place reuse: a LOOP kernel that reads a buffer only at the element
+ * it is about to store (the load's offset is the output's own row-major offset), where
+ * that buffer dies at this kernel and has the output's size and element size, stores its
+ * output over that buffer (each element is read before it is overwritten, and by the
+ * same iteration only). A GEMM kernel never does: the product is stored into its output
+ * before its epilogue reads anything. The buffers a GEMM's pack and epilogue sub-kernels
+ * touch (the packed B scratch, the tile parameters, what they load) live at least while
+ * the GEMM kernel runs.
  */
 #include "passes-impl.h"
 
@@ -18,14 +26,87 @@ typedef struct live_range {
   int64_t offset, size;
 } live_range;
 
-static void touch(live_range *r, int32_t k) {
-  if (r->first < 0 || k < r->first) r->first = k;
-  if (k > r->last) r->last = k;
+static void touch(live_range *r, int32_t nb, int32_t b, int32_t k) {
+  if (b < 0 || b >= nb) return; /* e.g. param_buf -1 */
+  if (r[b].first < 0 || k < r[b].first) r[b].first = k;
+  if (k > r[b].last) r[b].last = k;
+}
+
+static void touch_loads(live_range *r, int32_t nb, const kiln_kernel *kn, int32_t k) {
+  if (!kn || kn->kind != KILN_KERNEL_LOOP) return;
+  touch(r, nb, kn->out_buf, k);
+  for (int32_t i = 0; i < kn->n_kx; i++)
+    if (kn->kx[i].kind == KILN_KX_LOAD) touch(r, nb, kn->kx[i].buf, k);
 }
 
 static int cmp_offset(const void *a, const void *b) {
   const live_range *x = *(live_range *const *)a, *y = *(live_range *const *)b;
   return (x->offset > y->offset) - (x->offset < y->offset);
+}
+
+/* Adds scale * (index expression id) to coef[] (per loop variable) and *cst when it is
+ * an affine function of the variables built from add, sub, mul by a constant, VARs and
+ * CONSTs (what kiln_pass_kb_linearize builds); false for anything else (mod, div, min,
+ * select, loads: not provably the own offset). */
+static bool affine(const kiln_kernel *k, int32_t id, int64_t scale, int64_t *coef, int64_t *cst, int depth) {
+  if (id < 0 || id >= k->n_kx || depth > 64) return false;
+  const kiln_kx *x = &k->kx[id];
+  if (x->dtype != KILN_I64) return false;
+  switch (x->kind) {
+  case KILN_KX_CONST: *cst += scale * x->i; return true;
+  case KILN_KX_VAR:
+    if (x->var < 0 || x->var >= k->n_vars) return false;
+    coef[x->var] += scale;
+    return true;
+  case KILN_KX_ALU:
+    if (x->op == KILN_OP_add || x->op == KILN_OP_sub)
+      return affine(k, x->a[0], scale, coef, cst, depth + 1) &&
+             affine(k, x->a[1], x->op == KILN_OP_sub ? -scale : scale, coef, cst, depth + 1);
+    if (x->op == KILN_OP_mul) {
+      for (int s = 0; s < 2; s++) {
+        const kiln_kx *c = &k->kx[x->a[s]];
+        if (c->kind == KILN_KX_CONST) return affine(k, x->a[1 - s], scale * c->i, coef, cst, depth + 1);
+      }
+    }
+    return false;
+  default: return false;
+  }
+}
+
+/* True when offset expression id is the row-major offset of the output point (variables
+ * of extent 1 are always 0 and may appear with any coefficient). */
+static bool is_own_offset(const kiln_kernel *k, int32_t id) {
+  if (k->n_vars > 64) return false;
+  int64_t coef[64] = {0}, cst = 0, stride[KILN_MAX_RANK];
+  if (!affine(k, id, 1, coef, &cst, 0) || cst != 0) return false;
+  kiln_shape_strides(&k->out, stride);
+  for (int32_t v = 0; v < k->n_vars; v++) {
+    if (k->extent[v] == 1) continue;
+    int64_t want = v < k->out.rank ? stride[v] : 0;
+    if (coef[v] != want) return false;
+  }
+  return true;
+}
+
+/* The ARENA buffer kernel k may store its output over (see the file comment), or -1. */
+static int32_t in_place_source(const kiln_kprogram *p, const live_range *r, int32_t k) {
+  const kiln_kernel *kn = &p->kernels[k];
+  if (kn->kind != KILN_KERNEL_LOOP) return -1;
+  const kiln_buffer *ob = &p->buffers[kn->out_buf];
+  for (int32_t i = 0; i < kn->n_kx; i++) {
+    const kiln_kx *x = &kn->kx[i];
+    if (x->kind != KILN_KX_LOAD) continue;
+    int32_t c = x->buf;
+    const kiln_buffer *cb = &p->buffers[c];
+    if (c == kn->out_buf || cb->kind != KILN_BUF_ARENA || r[c].last != k || r[c].first >= k ||
+        cb->nbytes != ob->nbytes || kiln_dtype_size(cb->dtype) != kiln_dtype_size(ob->dtype))
+      continue;
+    bool own = true; /* every load of c in this kernel reads the element being stored */
+    for (int32_t j = 0; j < kn->n_kx && own; j++)
+      if (kn->kx[j].kind == KILN_KX_LOAD && kn->kx[j].buf == c) own = is_own_offset(kn, kn->kx[j].a[0]);
+    if (own) return c;
+  }
+  return -1;
 }
 
 kiln_status kiln_pass_plan_memory(kiln_kprogram *p, kiln_diag *d) {
@@ -34,9 +115,11 @@ kiln_status kiln_pass_plan_memory(kiln_kprogram *p, kiln_diag *d) {
   if (nb == 0) return KILN_OK;
   live_range *r = kiln_ir_malloc(p->alloc, sizeof(live_range) * (size_t)nb);
   live_range **placed = kiln_ir_malloc(p->alloc, sizeof(live_range *) * (size_t)nb);
-  if (!r || !placed) {
+  live_range **live = kiln_ir_malloc(p->alloc, sizeof(live_range *) * (size_t)nb);
+  if (!r || !placed || !live) {
     kiln_ir_free(p->alloc, r);
     kiln_ir_free(p->alloc, placed);
+    kiln_ir_free(p->alloc, live);
     return kiln_diag_set(d, KILN_ERR_OUT_OF_MEMORY, "out of memory planning memory");
   }
   for (int32_t b = 0; b < nb; b++) {
@@ -46,34 +129,26 @@ kiln_status kiln_pass_plan_memory(kiln_kprogram *p, kiln_diag *d) {
   }
   for (int32_t k = 0; k < p->n_kernels; k++) {
     const kiln_kernel *kn = &p->kernels[k];
-    touch(&r[kn->out_buf], k);
+    touch(r, nb, kn->out_buf, k);
     if (kn->kind == KILN_KERNEL_LOOP) {
-      for (int32_t i = 0; i < kn->n_kx; i++)
-        if (kn->kx[i].kind == KILN_KX_LOAD) touch(&r[kn->kx[i].buf], k);
+      touch_loads(r, nb, kn, k);
     } else if (kn->kind == KILN_KERNEL_GEMM) {
-      touch(&r[kn->gemm.a_buf], k);
-      touch(&r[kn->gemm.b_buf], k);
-      touch(&r[kn->gemm.c_buf], k);
-      if (kn->gemm.param_buf >= 0) touch(&r[kn->gemm.param_buf], k);
-      const kiln_kernel *subs[2] = {kn->pack, kn->epilogue};
-      for (int s = 0; s < 2; s++)
-        for (int32_t i = 0; subs[s] && i < subs[s]->n_kx; i++)
-          if (subs[s]->kx[i].kind == KILN_KX_LOAD) touch(&r[subs[s]->kx[i].buf], k);
+      touch(r, nb, kn->gemm.a_buf, k);
+      touch(r, nb, kn->gemm.b_buf, k);
+      touch(r, nb, kn->gemm.c_buf, k);
+      if (kn->pack) touch(r, nb, kn->gemm.param_buf, k);
+      touch_loads(r, nb, kn->pack, k);
+      touch_loads(r, nb, kn->epilogue, k);
     } else {
-      for (int32_t i = 0; i < kn->n_in_bufs; i++) touch(&r[kn->in_bufs[i]], k);
+      for (int32_t i = 0; i < kn->n_in_bufs; i++) touch(r, nb, kn->in_bufs[i], k);
     }
   }
   /* Buffers in order of first use (ties: buffer order), each placed against the placed
    * buffers whose lifetime overlaps. */
   int64_t arena = 0;
   int32_t n_placed = 0;
-  live_range **live = kiln_ir_malloc(p->alloc, sizeof(live_range *) * (size_t)nb);
-  if (!live) {
-    kiln_ir_free(p->alloc, r);
-    kiln_ir_free(p->alloc, placed);
-    return kiln_diag_set(d, KILN_ERR_OUT_OF_MEMORY, "out of memory planning memory");
-  }
   for (int32_t k = 0; k < p->n_kernels; k++) {
+    int32_t src = in_place_source(p, r, k);
     for (int32_t b = 0; b < nb; b++) {
       live_range *x = &r[b];
       if (p->buffers[b].kind != KILN_BUF_ARENA || x->first != k) continue;
@@ -82,7 +157,18 @@ kiln_status kiln_pass_plan_memory(kiln_kprogram *p, kiln_diag *d) {
         if (placed[i]->last >= x->first) live[n_live++] = placed[i];
       qsort(live, (size_t)n_live, sizeof *live, cmp_offset);
       int64_t best = -1, best_gap = INT64_MAX, cursor = 0;
-      for (int32_t i = 0; i < n_live; i++) {
+      bool in_place = false;
+      if (src >= 0 && b == p->kernels[k].out_buf) {
+        /* In place over src, unless something else live now shares its bytes (it cannot
+         * while src lives; checked rather than assumed). */
+        bool clash = false;
+        for (int32_t i = 0; i < n_live && !clash; i++)
+          clash = live[i] != &r[src] && live[i]->offset < r[src].offset + x->size &&
+                  r[src].offset < live[i]->offset + live[i]->size;
+        in_place = !clash;
+        if (in_place) best = r[src].offset;
+      }
+      for (int32_t i = 0; i < n_live && !in_place; i++) {
         int64_t gap = live[i]->offset - cursor;
         if (gap >= x->size && gap < best_gap) best = cursor, best_gap = gap;
         int64_t end = live[i]->offset + live[i]->size;

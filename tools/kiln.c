@@ -19,7 +19,7 @@ static const char *usage_main =
     "commands:\n"
     "  run      MODEL   compile (JIT) and run a model, or run a library made by `kiln compile`\n"
     "  compile  MODEL   write a self-contained shared library and C header (AOT)\n"
-    "  dump     MODEL   print the IR after a pass, the kernels, LLVM IR or CUDA C\n"
+    "  dump     MODEL   print the IR after a pass, the kernels, LLVM IR, CUDA C or the fusion report\n"
     "  info     MODEL   inputs, outputs and op counts\n"
     "  bench    MODEL   time runs of the compiled model\n"
     "\n"
@@ -64,7 +64,11 @@ static const char *usage_dump =
     "  --kernels              the kernel program after fusion and memory planning\n"
     "  --llvm                 the optimized LLVM IR module\n"
     "  --cuda                 the generated CUDA C\n"
+    "  --fusion-report text|json\n"
+    "                         every kernel (sources, category, domain, bytes, flops) and\n"
+    "                         every refused fusion; JSON fields in docs/fusion-report.md\n"
     "  --fusion none|elementwise|full\n"
+    "  --target cpu|cuda      the target the program is lowered for (default cpu)\n"
     "  --elide-constants      print large constants as ...\n"
     "  --bind NAME=VALUE      value of a symbolic input dim\n";
 
@@ -91,6 +95,7 @@ typedef struct opts {
   const char *output_dir, *output, *header, *name, *cuda_arch, *print_after, *disable, *cpu, *triple;
   kiln_target target;
   kiln_fusion_level fusion;
+  kiln_report_format report;
   int threads, runs, warmup;
   bool verify, reference, json, kernels, llvm, cuda_src, elide;
   const char *bind_names[32];
@@ -179,6 +184,12 @@ static int parse_opts(int argc, char **argv, int first, opts *o, const char *usa
       else if (!strcmp(v, "elementwise")) o->fusion = KILN_FUSION_ELEMENTWISE;
       else if (!strcmp(v, "full")) o->fusion = KILN_FUSION_FULL;
       else return fail("unknown fusion level '%s' (none, elementwise or full)", v);
+    } else if (!strcmp(a, "--fusion-report")) {
+      char *v = NEXT();
+      if (!v) return 2;
+      if (!strcmp(v, "text")) o->report = KILN_REPORT_TEXT;
+      else if (!strcmp(v, "json")) o->report = KILN_REPORT_JSON;
+      else return fail("unknown fusion report form '%s' (text or json)", v);
     } else if (!strcmp(a, "--bind")) {
       char *v = NEXT();
       if (!v) return 2;
@@ -459,7 +470,16 @@ static int cmd_dump(const opts *o) {
   int rc = 0;
   if (st != KILN_OK) rc = api_fail(ctx, st);
   if (!rc) {
-    kiln_dump_options d = {o->print_after, o->disable, o->fusion, o->kernels, o->llvm, o->cuda_src, o->elide};
+    kiln_dump_options d = {.print_after = o->print_after,
+                           .disable_passes = o->disable,
+                           .fusion = o->fusion,
+                           .kernels = o->kernels,
+                           .llvm = o->llvm,
+                           .cuda = o->cuda_src,
+                           .elide_constants = o->elide,
+                           .fusion_report = o->report,
+                           .model = o->model,
+                           .target = o->target};
     st = kiln_driver_dump(ctx, g, &d, stdout);
     if (st != KILN_OK) rc = api_fail(ctx, st);
   }

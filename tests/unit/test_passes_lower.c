@@ -263,21 +263,89 @@ Test(lower, program_outlives_the_graph) {
 
 /* ------------------------------------------------------------------ memory planning */
 static void touch(int32_t *first, int32_t *last, int32_t b, int32_t k) {
+  if (b < 0) return;
   if (first[b] < 0) first[b] = k;
   last[b] = k;
 }
 
-/* Recomputes liveness independently and checks every pair of arena buffers. */
-static void check_no_overlap(const kiln_kprogram *p) {
+static void touch_loop(int32_t *first, int32_t *last, const kiln_kernel *kn, int32_t k) {
+  if (!kn) return;
+  touch(first, last, kn->out_buf, k);
+  for (int32_t i = 0; i < kn->n_kx; i++)
+    if (kn->kx[i].kind == KILN_KX_LOAD) touch(first, last, kn->kx[i].buf, k);
+}
+
+/* Value of index node id of kernel k at the loop variables' values v (i64/bool ALU over
+ * VARs and CONSTs); false for anything else. */
+static bool eval_index(const kiln_kernel *k, int32_t id, const int64_t *v, int64_t *out) {
+  const kiln_kx *x = &k->kx[id];
+  if (x->kind == KILN_KX_CONST) return *out = x->i, true;
+  if (x->kind == KILN_KX_VAR) return *out = v[x->var], true;
+  if (x->kind != KILN_KX_ALU) return false;
+  int64_t a[3] = {0, 0, 0};
+  int ar = kiln_op_table[x->op].arity;
+  for (int i = 0; i < ar; i++)
+    if (!eval_index(k, x->a[i], v, &a[i])) return false;
+  switch (x->op) {
+  case KILN_OP_add: *out = a[0] + a[1]; return true;
+  case KILN_OP_sub: *out = a[0] - a[1]; return true;
+  case KILN_OP_mul: *out = a[0] * a[1]; return true;
+  case KILN_OP_div: *out = a[1] ? a[0] / a[1] : 0; return true;
+  case KILN_OP_mod: *out = a[1] ? a[0] % a[1] : 0; return true;
+  case KILN_OP_min: *out = a[0] < a[1] ? a[0] : a[1]; return true;
+  case KILN_OP_max: *out = a[0] > a[1] ? a[0] : a[1]; return true;
+  case KILN_OP_lt: *out = a[0] < a[1]; return true;
+  case KILN_OP_le: *out = a[0] <= a[1]; return true;
+  case KILN_OP_gt: *out = a[0] > a[1]; return true;
+  case KILN_OP_ge: *out = a[0] >= a[1]; return true;
+  case KILN_OP_eq: *out = a[0] == a[1]; return true;
+  case KILN_OP_ne: *out = a[0] != a[1]; return true;
+  case KILN_OP_and: *out = a[0] && a[1]; return true;
+  case KILN_OP_or: *out = a[0] || a[1]; return true;
+  case KILN_OP_select: *out = a[0] ? a[1] : a[2]; return true;
+  default: return false;
+  }
+}
+
+/* True when LOOP kernel k reads buffer b only at the element it stores (checked at every
+ * point of its loops): then it may store over b. */
+static bool reads_only_own_element(const kiln_kernel *k, int32_t b) {
+  if (k->kind != KILN_KERNEL_LOOP) return false;
+  int64_t n = 1, v[64] = {0}, stride[KILN_MAX_RANK];
+  for (int32_t i = 0; i < k->n_vars; i++) n *= k->extent[i];
+  if (n > (1 << 16) || k->n_vars > 64) return false;
+  kiln_shape_strides(&k->out, stride);
+  for (int64_t p = 0; p < n; p++) {
+    int64_t rem = p, own = 0;
+    for (int32_t i = k->n_vars - 1; i >= 0; i--) v[i] = rem % k->extent[i], rem /= k->extent[i];
+    for (int32_t i = 0; i < k->out.rank; i++) own += v[i] * stride[i];
+    for (int32_t j = 0; j < k->n_kx; j++) {
+      if (k->kx[j].kind != KILN_KX_LOAD || k->kx[j].buf != b) continue;
+      int64_t off;
+      if (!eval_index(k, k->kx[j].a[0], v, &off) || off != own) return false;
+    }
+  }
+  return true;
+}
+
+/* Recomputes liveness independently (sub-kernels included) and checks every pair of
+ * arena buffers: two live at once never share bytes, except a kernel's output stored
+ * exactly over an input that dies there and that the kernel reads only at the element it
+ * stores (in-place reuse). Returns the number of such in-place pairs. */
+static int check_no_overlap(const kiln_kprogram *p) {
   int32_t nb = p->n_buffers, first[256], last[256];
+  int in_place = 0;
   cr_assert_leq(nb, 256);
   for (int32_t b = 0; b < nb; b++) first[b] = last[b] = -1;
   for (int32_t k = 0; k < p->n_kernels; k++) {
     const kiln_kernel *kn = &p->kernels[k];
     touch(first, last, kn->out_buf, k);
-    for (int32_t i = 0; i < kn->n_kx; i++)
-      if (kn->kx[i].kind == KILN_KX_LOAD) touch(first, last, kn->kx[i].buf, k);
-    if (kn->kind == KILN_KERNEL_GEMM) touch(first, last, kn->gemm.a_buf, k), touch(first, last, kn->gemm.b_buf, k);
+    if (kn->kind == KILN_KERNEL_LOOP) touch_loop(first, last, kn, k);
+    if (kn->kind == KILN_KERNEL_GEMM) {
+      touch(first, last, kn->gemm.a_buf, k), touch(first, last, kn->gemm.b_buf, k);
+      if (kn->pack) touch(first, last, kn->gemm.param_buf, k);
+      touch_loop(first, last, kn->pack, k), touch_loop(first, last, kn->epilogue, k);
+    }
     for (int32_t i = 0; i < kn->n_in_bufs; i++) touch(first, last, kn->in_bufs[i], k);
   }
   for (int32_t a = 0; a < nb; a++) {
@@ -285,15 +353,22 @@ static void check_no_overlap(const kiln_kprogram *p) {
     if (ba->kind != KILN_BUF_ARENA) continue;
     cr_expect_eq(ba->offset % 64, 0);
     cr_expect_leq((size_t)ba->offset + ba->nbytes, p->arena_bytes);
-    for (int32_t b = a + 1; b < nb; b++) {
+    for (int32_t b = 0; b < nb; b++) {
       const kiln_buffer *bb = &p->buffers[b];
-      if (bb->kind != KILN_BUF_ARENA || first[a] < 0 || first[b] < 0) continue;
+      if (b == a || bb->kind != KILN_BUF_ARENA || first[a] < 0 || first[b] < 0 || first[a] > first[b]) continue;
+      if (first[a] == first[b] && b < a) continue; /* each pair once */
       bool live_together = first[a] <= last[b] && first[b] <= last[a];
       bool overlap = ba->offset < bb->offset + (int64_t)bb->nbytes && bb->offset < ba->offset + (int64_t)ba->nbytes;
-      cr_expect(!(live_together && overlap), "b%d [%d,%d] @%lld+%zu and b%d [%d,%d] @%lld+%zu", a, first[a], last[a],
-                (long long)ba->offset, ba->nbytes, b, first[b], last[b], (long long)bb->offset, bb->nbytes);
+      if (!(live_together && overlap)) continue;
+      int32_t k = first[b];
+      bool ok = last[a] == k && p->kernels[k].out_buf == b && ba->offset == bb->offset && ba->nbytes == bb->nbytes &&
+                reads_only_own_element(&p->kernels[k], a);
+      in_place += ok;
+      cr_expect(ok, "b%d [%d,%d] @%lld+%zu and b%d [%d,%d] @%lld+%zu", a, first[a], last[a], (long long)ba->offset,
+                ba->nbytes, b, first[b], last[b], (long long)bb->offset, bb->nbytes);
     }
   }
+  return in_place;
 }
 
 Test(memplan, live_buffers_never_overlap) {
@@ -317,14 +392,159 @@ Test(memplan, live_buffers_never_overlap) {
   kiln_ir_graph_destroy(g);
 }
 
-Test(memplan, chain_reuses_space) {
+Test(memplan, chain_reuses_space_in_place) {
   kiln_graph *g = chain_graph(12);
   kiln_kprogram *p = lower(g, KILN_FUSION_NONE);
   int64_t one = 16 * 16 * 4, total = 0;
   for (int32_t b = 0; b < p->n_buffers; b++) total += p->buffers[b].kind == KILN_BUF_ARENA ? (int64_t)p->buffers[b].nbytes : 0;
   cr_expect_eq(total, 11 * one, "eleven temporaries");
-  cr_expect_eq((int64_t)p->arena_bytes, 2 * one, "two slots, reused alternately");
-  check_no_overlap(p);
+  /* Without in-place reuse two slots alternate (input and output of each kernel are live
+   * together); each unary op stores over its dead input, so one slot holds them all. */
+  cr_expect_eq((int64_t)p->arena_bytes, one, "arena %zu", p->arena_bytes);
+  cr_expect_eq(check_no_overlap(p), 10, "ten kernels store over their input");
   kiln_ir_kprogram_destroy(p);
   kiln_ir_graph_destroy(g);
+}
+
+/* exp -> permute -> exp -> reverse -> slice of a pad -> neg on a square f32[16,16] at
+ * --fusion none: every temporary has the same size and dies at its one consumer, but the
+ * movement kernels read their input at another element, so they never store over it. */
+Test(memplan, kernels_reading_elsewhere_never_store_over_their_input) {
+  kiln_graph *g = kiln_ir_graph_create(NULL, "moves");
+  kiln_shape s = shp(2, 16, 16, 0, 0);
+  int32_t x = kiln_ir_input(g, "x", KILN_F32, &s, NULL), perm[2] = {1, 0}, axes[1] = {1};
+  x = kiln_ir_unary(g, KILN_OP_exp, x, "e1");
+  x = kiln_ir_permute(g, x, perm, "t");
+  x = kiln_ir_unary(g, KILN_OP_exp, x, "e2");
+  x = kiln_ir_reverse(g, x, 1, axes, "rev");
+  x = kiln_ir_unary(g, KILN_OP_exp, x, "e3");
+  int64_t lo[2] = {0, 1}, hi[2] = {0, -1};
+  x = kiln_ir_pad(g, x, lo, hi, 0.0, "shift"); /* out[i, j] = in[i, j - 1] */
+  kiln_ir_add_output(g, kiln_ir_unary(g, KILN_OP_neg, x, "n"), "y");
+  kiln_kprogram *p = lower(g, KILN_FUSION_NONE);
+  cr_assert_eq(p->n_kernels, 7);
+  check_no_overlap(p);
+  for (int32_t k = 0; k < p->n_kernels; k++) {
+    const kiln_kernel *kn = &p->kernels[k];
+    const char *src = kn->n_sources ? kn->sources[kn->n_sources - 1] : "";
+    bool moves = !strcmp(src, "t") || !strcmp(src, "rev") || !strcmp(src, "shift");
+    for (int32_t i = 0; i < kn->n_kx; i++) {
+      if (kn->kx[i].kind != KILN_KX_LOAD) continue;
+      const kiln_buffer *in = &p->buffers[kn->kx[i].buf], *out = &p->buffers[kn->out_buf];
+      if (in->kind != KILN_BUF_ARENA || out->kind != KILN_BUF_ARENA) continue;
+      if (moves) cr_expect_neq(in->offset, out->offset, "%s stores over its input", kn->name);
+      else cr_expect_eq(in->offset, out->offset, "%s could store over its dead input", kn->name);
+    }
+  }
+  kiln_ir_kprogram_destroy(p);
+  kiln_ir_graph_destroy(g);
+}
+
+/* A hand-built program whose GEMM kernel has a pack and an epilogue:
+ *   k0: R = copy(x)       k1: X = copy(x2)
+ *   k2: O = A * pack(X) (tiles of 4 columns through scratch S and params P), epilogue
+ *       O = O + R
+ *   k3: y = copy(O)
+ * R and X are read only by the sub-kernels, so they live through k2; S and P live only
+ * in k2; O is written by the GEMM before its epilogue reads R, so it may not take R's
+ * slot although R dies at k2 with O's size. */
+static int32_t kx_add(kiln_kernel *k, kiln_kx x) {
+  for (int j = 0; j < 3; j++)
+    if (x.kind == KILN_KX_CONST || x.kind == KILN_KX_VAR) x.a[j] = -1;
+  k->kx[k->n_kx] = x;
+  return k->n_kx++;
+}
+
+static void loop_kernel(kiln_kprogram *p, kiln_kernel *k, int32_t out_buf, int64_t d0, int64_t d1) {
+  memset(k, 0, sizeof *k);
+  k->kind = KILN_KERNEL_LOOP;
+  k->name = "loop";
+  k->node = -1;
+  k->out_buf = out_buf;
+  k->out_dtype = KILN_F32;
+  k->out = shp(2, d0, d1, 0, 0);
+  k->n_vars = 2;
+  k->extent = kiln_arena_alloc(p->arena, sizeof(int64_t) * 2);
+  k->extent[0] = d0, k->extent[1] = d1;
+  k->kx = kiln_arena_alloc(p->arena, sizeof(kiln_kx) * 16);
+}
+
+/* k's offset var0 * stride + var1 (stride = the row length) */
+static int32_t kx_rowmajor(kiln_kernel *k, int64_t stride) {
+  int32_t v0 = kx_add(k, (kiln_kx){.kind = KILN_KX_VAR, .dtype = KILN_I64, .var = 0});
+  int32_t v1 = kx_add(k, (kiln_kx){.kind = KILN_KX_VAR, .dtype = KILN_I64, .var = 1});
+  int32_t c = kx_add(k, (kiln_kx){.kind = KILN_KX_CONST, .dtype = KILN_I64, .i = stride});
+  int32_t m = kx_add(k, (kiln_kx){.kind = KILN_KX_ALU, .dtype = KILN_I64, .op = KILN_OP_mul, .a = {v0, c, -1}});
+  return kx_add(k, (kiln_kx){.kind = KILN_KX_ALU, .dtype = KILN_I64, .op = KILN_OP_add, .a = {m, v1, -1}});
+}
+
+static void copy_kernel(kiln_kprogram *p, kiln_kernel *k, int32_t out_buf, int32_t in_buf, int64_t d0, int64_t d1) {
+  loop_kernel(p, k, out_buf, d0, d1);
+  int32_t off = kx_rowmajor(k, d1);
+  k->root = kx_add(k, (kiln_kx){.kind = KILN_KX_LOAD, .dtype = KILN_F32, .buf = in_buf, .a = {off, -1, -1}});
+}
+
+static kiln_buffer buf(kiln_buffer_kind kind, kiln_dtype dt, int64_t d0, int64_t d1, int32_t index) {
+  kiln_buffer b = {.kind = kind, .dtype = dt, .shape = shp(2, d0, d1, 0, 0), .index = index};
+  b.nbytes = (size_t)(d0 * d1) * kiln_dtype_size(dt);
+  return b;
+}
+
+Test(memplan, gemm_sub_kernel_buffers) {
+  kiln_kprogram *p = kiln_ir_kprogram_create(NULL);
+  p->n_inputs = 3, p->n_outputs = 1;
+  p->n_buffers = 9;
+  p->buffers = kiln_arena_alloc(p->arena, sizeof(kiln_buffer) * 9);
+  enum { X_IN, X2_IN, A_IN, R, X, S, P, O, Y };
+  p->buffers[X_IN] = buf(KILN_BUF_INPUT, KILN_F32, 16, 64, 0);
+  p->buffers[X2_IN] = buf(KILN_BUF_INPUT, KILN_F32, 2, 64, 1);
+  p->buffers[A_IN] = buf(KILN_BUF_INPUT, KILN_F32, 16, 2, 2);
+  p->buffers[R] = buf(KILN_BUF_ARENA, KILN_F32, 16, 64, 0);
+  p->buffers[X] = buf(KILN_BUF_ARENA, KILN_F32, 2, 64, 0);
+  p->buffers[S] = buf(KILN_BUF_ARENA, KILN_F32, 2, 16, 0);
+  p->buffers[P] = buf(KILN_BUF_ARENA, KILN_I64, 1, 2, 0);
+  p->buffers[O] = buf(KILN_BUF_ARENA, KILN_F32, 16, 64, 0);
+  p->buffers[Y] = buf(KILN_BUF_OUTPUT, KILN_F32, 16, 64, 0);
+  p->n_kernels = 4;
+  p->kernels = kiln_arena_alloc(p->arena, sizeof(kiln_kernel) * 4);
+  copy_kernel(p, &p->kernels[0], R, X_IN, 16, 64);
+  copy_kernel(p, &p->kernels[1], X, X2_IN, 2, 64);
+  copy_kernel(p, &p->kernels[3], Y, O, 16, 64);
+  kiln_kernel *k = &p->kernels[2];
+  memset(k, 0, sizeof *k);
+  k->kind = KILN_KERNEL_GEMM;
+  k->name = "gemm";
+  k->node = -1;
+  k->out_buf = O;
+  k->out_dtype = KILN_F32;
+  k->out = shp(2, 16, 64, 0, 0);
+  k->gemm = (kiln_gemm_desc){.a_buf = A_IN, .b_buf = S, .c_buf = O, .m = 16, .n = 64, .k = 2, .lda = 2, .ldb = 16,
+                             .ldc = 64, .tile_n = 16, .param_buf = P, .epi_last = 64};
+  /* pack: S[kk, j] = X[kk, col0 + j] with col0 = P[1] */
+  k->pack = kiln_arena_alloc(p->arena, sizeof(kiln_kernel));
+  loop_kernel(p, k->pack, S, 2, 16);
+  kiln_kernel *pk = k->pack;
+  int32_t one = kx_add(pk, (kiln_kx){.kind = KILN_KX_CONST, .dtype = KILN_I64, .i = 1});
+  int32_t col0 = kx_add(pk, (kiln_kx){.kind = KILN_KX_LOAD, .dtype = KILN_I64, .buf = P, .a = {one, -1, -1}});
+  int32_t off = kx_rowmajor(pk, 64);
+  off = kx_add(pk, (kiln_kx){.kind = KILN_KX_ALU, .dtype = KILN_I64, .op = KILN_OP_add, .a = {off, col0, -1}});
+  pk->root = kx_add(pk, (kiln_kx){.kind = KILN_KX_LOAD, .dtype = KILN_F32, .buf = X, .a = {off, -1, -1}});
+  /* epilogue: O = O + R at its own element */
+  k->epilogue = kiln_arena_alloc(p->arena, sizeof(kiln_kernel));
+  loop_kernel(p, k->epilogue, O, 16, 64);
+  kiln_kernel *ek = k->epilogue;
+  int32_t eoff = kx_rowmajor(ek, 64);
+  int32_t c = kx_add(ek, (kiln_kx){.kind = KILN_KX_LOAD, .dtype = KILN_F32, .buf = O, .a = {eoff, -1, -1}});
+  int32_t r = kx_add(ek, (kiln_kx){.kind = KILN_KX_LOAD, .dtype = KILN_F32, .buf = R, .a = {eoff, -1, -1}});
+  ek->root = kx_add(ek, (kiln_kx){.kind = KILN_KX_ALU, .dtype = KILN_F32, .op = KILN_OP_add, .a = {c, r, -1}});
+
+  kiln_diag d = {0};
+  cr_assert_eq(kiln_ir_kprogram_verify(p, &d), KILN_OK, "%s", d.msg);
+  cr_assert_eq(kiln_pass_plan_memory(p, &d), KILN_OK, "%s", d.msg);
+  cr_expect_eq(check_no_overlap(p), 0, "nothing in place around a GEMM");
+  const kiln_buffer *b = p->buffers;
+  cr_expect_neq(b[O].offset, b[R].offset, "the product would overwrite the residual before the epilogue reads it");
+  /* R (4 KB), X (512 B), S, P and O (4 KB) are all live during the GEMM */
+  cr_expect_geq(p->arena_bytes, 4096 + 512 + 128 + 64 + 4096);
+  kiln_ir_kprogram_destroy(p);
 }
