@@ -224,7 +224,7 @@ static void grow_epilogue(lower_ctx *c, int32_t v, uint8_t *in_group) {
     in_group[v] = 0;
     int32_t u = c->first_cons[v];
     if (c->n_cons[v] > 1) refuse(c, v, -1, "contraction result has %d consumers: no epilogue", c->n_cons[v]);
-    else if (u >= 0)
+    else if (u >= 0 && g->nodes[u].op != KILN_OP_permute && g->nodes[u].op != KILN_OP_reshape)
       refuse(c, v, u, "%s is not elementwise over the contraction's output: no epilogue", kiln_op_name(g->nodes[u].op));
     return;
   }
