@@ -1,7 +1,8 @@
 /* memplan.c - memory planning: every ARENA buffer lives from the kernel that writes it
- * to the last kernel that reads it; buffers are placed, in order of first write, at
- * 64-byte aligned offsets of one arena by best fit among the gaps left by the buffers
- * whose lifetimes overlap theirs, so space freed by dead temporaries is reused.
+ * to the last kernel that reads it; buffers are placed, largest first, at 64-byte aligned
+ * offsets of one arena by best fit among the gaps left by the buffers whose lifetimes
+ * overlap theirs, so space freed by dead temporaries is reused and small buffers do not
+ * fragment the arena (greedy by size).
  * Lifetimes are closed intervals over kernel indices: a buffer read by kernel k is still
  * live while k writes, so a kernel's output normally never shares bytes with its inputs.
  * The exception is in-place reuse: a LOOP kernel that reads a buffer only at the element
@@ -37,6 +38,14 @@ static void touch_loads(live_range *r, int32_t nb, const kiln_kernel *kn, int32_
   touch(r, nb, kn->out_buf, k);
   for (int32_t i = 0; i < kn->n_kx; i++)
     if (kn->kx[i].kind == KILN_KX_LOAD) touch(r, nb, kn->kx[i].buf, k);
+}
+
+/* Larger first; ties: earlier first use, then lower buffer id (a deterministic plan). */
+static int cmp_size_desc(const void *a, const void *b) {
+  const live_range *x = *(live_range *const *)a, *y = *(live_range *const *)b;
+  if (x->size != y->size) return x->size < y->size ? 1 : -1;
+  if (x->first != y->first) return x->first < y->first ? -1 : 1;
+  return (x->buf > y->buf) - (x->buf < y->buf);
 }
 
 static int cmp_offset(const void *a, const void *b) {
@@ -143,43 +152,56 @@ kiln_status kiln_pass_plan_memory(kiln_kprogram *p, kiln_diag *d) {
       for (int32_t i = 0; i < kn->n_in_bufs; i++) touch(r, nb, kn->in_bufs[i], k);
     }
   }
-  /* Buffers in order of first use (ties: buffer order), each placed against the placed
-   * buffers whose lifetime overlaps. */
-  int64_t arena = 0;
-  int32_t n_placed = 0;
-  for (int32_t k = 0; k < p->n_kernels; k++) {
-    int32_t src = in_place_source(p, r, k);
-    for (int32_t b = 0; b < nb; b++) {
-      live_range *x = &r[b];
-      if (p->buffers[b].kind != KILN_BUF_ARENA || x->first != k) continue;
-      int32_t n_live = 0;
-      for (int32_t i = 0; i < n_placed; i++)
-        if (placed[i]->last >= x->first) live[n_live++] = placed[i];
-      qsort(live, (size_t)n_live, sizeof *live, cmp_offset);
-      int64_t best = -1, best_gap = INT64_MAX, cursor = 0;
-      bool in_place = false;
-      if (src >= 0 && b == p->kernels[k].out_buf) {
-        /* In place over src, unless something else live now shares its bytes (it cannot
-         * while src lives; checked rather than assumed). */
-        bool clash = false;
-        for (int32_t i = 0; i < n_live && !clash; i++)
-          clash = live[i] != &r[src] && live[i]->offset < r[src].offset + x->size &&
-                  r[src].offset < live[i]->offset + live[i]->size;
-        in_place = !clash;
-        if (in_place) best = r[src].offset;
-      }
-      for (int32_t i = 0; i < n_live && !in_place; i++) {
-        int64_t gap = live[i]->offset - cursor;
-        if (gap >= x->size && gap < best_gap) best = cursor, best_gap = gap;
-        int64_t end = live[i]->offset + live[i]->size;
-        if (end > cursor) cursor = end;
-      }
-      x->offset = best >= 0 ? best : cursor; /* no gap fits: after the last live buffer */
-      if (x->offset + x->size > arena) arena = x->offset + x->size;
-      p->buffers[b].offset = x->offset;
-      placed[n_placed++] = x;
-    }
+  /* In-place outputs share their source's bytes: one placement for the chain, live from
+   * the source's first use to the output's last. */
+  int32_t *alias = kiln_ir_malloc(p->alloc, sizeof(int32_t) * (size_t)nb);
+  if (!alias) {
+    kiln_ir_free(p->alloc, r);
+    kiln_ir_free(p->alloc, placed);
+    kiln_ir_free(p->alloc, live);
+    return kiln_diag_set(d, KILN_ERR_OUT_OF_MEMORY, "out of memory planning memory");
   }
+  for (int32_t b = 0; b < nb; b++) alias[b] = b;
+  for (int32_t k = 0; k < p->n_kernels; k++) {
+    int32_t src = in_place_source(p, r, k), out = p->kernels[k].out_buf;
+    if (src < 0 || p->buffers[out].kind != KILN_BUF_ARENA || r[out].first != k) continue;
+    int32_t root = src;
+    while (alias[root] != root) root = alias[root];
+    alias[out] = root;
+    if (r[out].last > r[root].last) r[root].last = r[out].last;
+    if (r[out].size > r[root].size) r[root].size = r[out].size;
+  }
+  /* Greedy by size: the largest buffers first, each at the best-fitting gap between the
+   * already placed buffers whose lifetimes overlap its own (or after the last of them).
+   * Placing big buffers first keeps small short-lived ones from fragmenting the arena. */
+  int32_t n_roots = 0;
+  for (int32_t b = 0; b < nb; b++)
+    if (p->buffers[b].kind == KILN_BUF_ARENA && alias[b] == b && r[b].first >= 0) placed[n_roots++] = &r[b];
+  qsort(placed, (size_t)n_roots, sizeof *placed, cmp_size_desc);
+  int64_t arena = 0;
+  for (int32_t j = 0; j < n_roots; j++) {
+    live_range *x = placed[j];
+    int32_t n_live = 0;
+    for (int32_t i = 0; i < j; i++)
+      if (placed[i]->first <= x->last && x->first <= placed[i]->last) live[n_live++] = placed[i];
+    qsort(live, (size_t)n_live, sizeof *live, cmp_offset);
+    int64_t best = -1, best_gap = INT64_MAX, cursor = 0;
+    for (int32_t i = 0; i < n_live; i++) {
+      int64_t gap = live[i]->offset - cursor;
+      if (gap >= x->size && gap < best_gap) best = cursor, best_gap = gap;
+      int64_t end = live[i]->offset + live[i]->size;
+      if (end > cursor) cursor = end;
+    }
+    x->offset = best >= 0 ? best : cursor; /* no gap fits: after the last live buffer */
+    if (x->offset + x->size > arena) arena = x->offset + x->size;
+  }
+  for (int32_t b = 0; b < nb; b++) {
+    if (p->buffers[b].kind != KILN_BUF_ARENA || r[b].first < 0) continue;
+    int32_t root = b;
+    while (alias[root] != root) root = alias[root];
+    p->buffers[b].offset = r[root].offset;
+  }
+  kiln_ir_free(p->alloc, alias);
   /* An ARENA buffer no kernel touches still needs a valid (empty) place. */
   for (int32_t b = 0; b < nb; b++)
     if (p->buffers[b].kind == KILN_BUF_ARENA && r[b].first < 0) p->buffers[b].offset = 0;
