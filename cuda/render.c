@@ -186,6 +186,7 @@ typedef struct render {
   const kiln_kprogram *p;
   const kiln_kernel *k;
   int32_t ki;
+  const char *suffix;   /* appended to kiln_k<ki>: "" or a GEMM's "_pack" / "_epilogue" */
   kiln_strbuf *b;
   kiln_diag *d;
   uint64_t *mask;       /* loop variables each kx uses */
@@ -525,10 +526,10 @@ static bool render_kernel(render *r) {
   }
   char nm[128];
   safe_name(nm, sizeof nm, k->name);
-  kiln_strbuf_printf(b, "/* kernel %d: %s, output [", r->ki, nm);
+  kiln_strbuf_printf(b, "/* kernel %d%s: %s, output [", r->ki, r->suffix, nm);
   for (int i = 0; i < k->out.rank; i++) kiln_strbuf_printf(b, "%s%" PRId64, i ? "," : "", k->out.dims[i]);
   kiln_strbuf_printf(b, "] %s into buffer %d */\n", kiln_dtype_name(k->out_dtype), k->out_buf);
-  kiln_strbuf_printf(b, "extern \"C\" __global__ void kiln_k%d(void *const *bufs, long long n) {\n", r->ki);
+  kiln_strbuf_printf(b, "extern \"C\" __global__ void kiln_k%d%s(void *const *bufs, long long n) {\n", r->ki, r->suffix);
   kiln_strbuf_puts(b, "  for (long long flat = (long long)blockIdx.x * blockDim.x + threadIdx.x; flat < n;\n"
              "       flat += (long long)gridDim.x * blockDim.x) {\n");
   uint64_t bound = 0;
@@ -560,9 +561,16 @@ kiln_status kiln_cuda_render(const kiln_kprogram *p, char **src, kiln_diag *d) {
   *src = NULL;
   kiln_strbuf b = {.a = p->alloc};
   kiln_strbuf_puts(&b, prelude);
+  /* scratch sized for the largest LOOP kernel, GEMM pack/epilogue sub-kernels included */
   int32_t max_kx = 1;
-  for (int32_t i = 0; i < p->n_kernels; i++)
-    if (p->kernels[i].kind == KILN_KERNEL_LOOP && p->kernels[i].n_kx > max_kx) max_kx = p->kernels[i].n_kx;
+  for (int32_t i = 0; i < p->n_kernels; i++) {
+    const kiln_kernel *k = &p->kernels[i];
+    const kiln_kernel *subs[3] = {k->kind == KILN_KERNEL_LOOP ? k : NULL,
+                                  k->kind == KILN_KERNEL_GEMM ? k->pack : NULL,
+                                  k->kind == KILN_KERNEL_GEMM ? k->epilogue : NULL};
+    for (int j = 0; j < 3; j++)
+      if (subs[j] && subs[j]->n_kx > max_kx) max_kx = subs[j]->n_kx;
+  }
   render r = {.p = p, .b = &b, .d = d};
   r.mask = kiln_ir_malloc(p->alloc, sizeof(uint64_t) * (size_t)max_kx);
   r.depth = kiln_ir_malloc(p->alloc, sizeof(int32_t) * (size_t)max_kx);
@@ -572,21 +580,36 @@ kiln_status kiln_cuda_render(const kiln_kprogram *p, char **src, kiln_diag *d) {
   if (!r.mask || !r.depth || !r.mark || !r.name) {
     st = kiln_diag_set(d, KILN_ERR_OUT_OF_MEMORY, "CUDA backend: out of memory rendering kernels");
   } else {
-    for (int32_t i = 0; i < p->n_kernels; i++) {
+    for (int32_t i = 0; i < p->n_kernels && !r.failed; i++) {
       const kiln_kernel *k = &p->kernels[i];
-      if (k->kind == KILN_KERNEL_GEMM || k->kind == KILN_KERNEL_OPAQUE) continue; /* host side */
-      r.k = k;
       r.ki = i;
-      if (k->kind != KILN_KERNEL_LOOP) {
+      r.suffix = "";
+      if (k->kind == KILN_KERNEL_OPAQUE) continue; /* host side */
+      if (k->kind == KILN_KERNEL_GEMM) {
+        /* cuBLAS does the product; its fused sub-kernels (LOOP kernels) run on the GPU
+         * around it as kiln_k<i>_pack / kiln_k<i>_epilogue */
+        const kiln_kernel *subs[2] = {k->pack, k->epilogue};
+        static const char *const sfx[2] = {"_pack", "_epilogue"};
+        for (int j = 0; j < 2 && !r.failed; j++) {
+          if (!subs[j]) continue;
+          r.k = subs[j];
+          r.suffix = sfx[j];
+          if (subs[j]->kind != KILN_KERNEL_LOOP) {
+            r.k = k;
+            fail(&r, KILN_ERR_INTERNAL, "GEMM sub-kernel%s is not a LOOP kernel", sfx[j]);
+          } else {
+            render_kernel(&r);
+          }
+        }
+      } else if (k->kind != KILN_KERNEL_LOOP) {
+        r.k = k;
         fail(&r, KILN_ERR_UNSUPPORTED, "unknown kernel kind %d", (int)k->kind);
       } else {
+        r.k = k;
         render_kernel(&r);
       }
-      if (r.failed) {
-        st = r.status;
-        break;
-      }
     }
+    if (r.failed) st = r.status;
   }
   if (st == KILN_OK && b.oom) st = kiln_diag_set(d, KILN_ERR_OUT_OF_MEMORY, "CUDA backend: out of memory rendering kernels");
   kiln_ir_free(p->alloc, r.mask);
