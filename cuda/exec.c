@@ -1,6 +1,7 @@
 /* exec.c - runs a kernel program on an NVIDIA GPU through the driver API: LOOP kernels
- * rendered and compiled with NVRTC for the device's exact sm, GEMM kernels through cuBLAS,
- * OPAQUE kernels on the host (device -> host copy, kiln_rt_opaque, copy back).
+ * rendered and compiled with NVRTC for the device's exact sm, GEMM kernels through cuBLAS
+ * (with their fused pack and epilogue sub-kernels as generated kernels around it), OPAQUE
+ * kernels on the host (device -> host copy, kiln_rt_opaque, copy back).
  * libcuda.so.1 and libcublas are loaded with dlopen; without a driver the create call
  * returns KILN_ERR_NO_DEVICE with a message instead of failing to link or crashing.
  *
@@ -9,6 +10,13 @@
  * buffer addresses is uploaded once. A run copies inputs in, launches every kernel in
  * order on the legacy default stream (cuBLAS uses it too, so order is kept), copies
  * outputs back and synchronizes.
+ * GEMM with a pack (kiln_gemm_desc): per (batch, column tile) the pack kernel fills the
+ * scratch B tile, then cuBLAS multiplies it into C's columns of that tile. The pack reads
+ * (batch, first column) from param_buf: every pair a run needs is uploaded once at create
+ * into a device table, and each tile copies its pair into param_buf with an asynchronous
+ * device-to-device copy on the same stream, so tiles cost no host round trip. The
+ * epilogue (elementwise, in place on C) runs once over the whole output after the last
+ * product, which gives the same values as running it per tile.
  * Error word (runtime ABI, rt.h): the device table has one slot more than the program has
  * buffers, the address of a device int32 zeroed before each run; generated checks set it
  * (atomicCAS from 0) and an opaque kernel that refuses its input sets it from the host.
@@ -48,6 +56,7 @@ typedef struct cu_api {
   __typeof__(&cuMemFree_v2) MemFree;
   __typeof__(&cuMemcpyHtoD_v2) MemcpyHtoD;
   __typeof__(&cuMemcpyDtoH_v2) MemcpyDtoH;
+  __typeof__(&cuMemcpyDtoDAsync_v2) MemcpyDtoDAsync;
   __typeof__(&cuLaunchKernel) LaunchKernel;
 } cu_api;
 
@@ -67,6 +76,11 @@ typedef struct step {
   long long n;            /* LOOP: output elements */
   kiln_gemm_desc gemm;    /* GEMM */
   kiln_dtype dtype;       /* GEMM */
+  CUfunction pack_fn, epi_fn; /* GEMM sub-kernels, NULL when absent */
+  long long pack_n, epi_n;    /* their domains' element counts */
+  int64_t n_prod;         /* GEMM: products (flattened batch) */
+  int64_t n_tiles;        /* GEMM with pack: column tiles per product */
+  size_t param_off;       /* GEMM with pack: byte offset of its (batch, column) table in mem_params */
   kiln_rt_opaque_desc op; /* OPAQUE */
   char err[400];          /* the message when this step sets the error word */
 } step;
@@ -86,7 +100,7 @@ struct kiln_cuda_exec {
   int32_t n_buffers;
   size_t *buf_bytes;
   CUdeviceptr *dbuf;      /* device address of every buffer */
-  CUdeviceptr mem_in, mem_out, mem_const, mem_arena, mem_table, mem_err;
+  CUdeviceptr mem_in, mem_out, mem_const, mem_arena, mem_table, mem_err, mem_params;
   int32_t n_inputs, n_outputs;
   kiln_dtype *in_dt, *out_dt;
   kiln_shape *in_shape, *out_shape;
@@ -147,6 +161,7 @@ static kiln_status load_cuda(cu_api *cu, kiln_diag *d) {
   SYM(MemFree, "cuMemFree_v2");
   SYM(MemcpyHtoD, "cuMemcpyHtoD_v2");
   SYM(MemcpyDtoH, "cuMemcpyDtoH_v2");
+  SYM(MemcpyDtoDAsync, "cuMemcpyDtoDAsync_v2");
   SYM(LaunchKernel, "cuLaunchKernel");
 #undef SYM
   return KILN_OK;
@@ -202,7 +217,9 @@ static kiln_status pick_device(kiln_cuda_exec *e, const char *arch, kiln_diag *d
 /* Renders, compiles for the exact sm, loads, and finds every LOOP kernel's function. */
 static kiln_status build_module(kiln_cuda_exec *e, const kiln_kprogram *p, kiln_diag *d) {
   bool any = false;
-  for (int32_t i = 0; i < p->n_kernels; i++) any |= p->kernels[i].kind == KILN_KERNEL_LOOP;
+  for (int32_t i = 0; i < p->n_kernels; i++)
+    any |= p->kernels[i].kind == KILN_KERNEL_LOOP ||
+           (p->kernels[i].kind == KILN_KERNEL_GEMM && (p->kernels[i].pack || p->kernels[i].epilogue));
   if (!any) return KILN_OK;
   char *src = NULL;
   kiln_status st = kiln_cuda_render(p, &src, d);
@@ -221,11 +238,24 @@ static kiln_status build_module(kiln_cuda_exec *e, const kiln_kprogram *p, kiln_
     return KILN_ERR_BACKEND;
   }
   for (int32_t i = 0; i < p->n_kernels; i++) {
-    if (p->kernels[i].kind != KILN_KERNEL_LOOP) continue;
-    char fname[32];
-    snprintf(fname, sizeof fname, "kiln_k%d", i);
-    CU_CHECK(e, e->cu.ModuleGetFunction(&e->steps[i].fn, e->mod, fname), d,
-             "cuModuleGetFunction(%s) for kernel %s", fname, e->steps[i].name);
+    const kiln_kernel *k = &p->kernels[i];
+    char fname[48];
+    if (k->kind == KILN_KERNEL_LOOP) {
+      snprintf(fname, sizeof fname, "kiln_k%d", i);
+      CU_CHECK(e, e->cu.ModuleGetFunction(&e->steps[i].fn, e->mod, fname), d,
+               "cuModuleGetFunction(%s) for kernel %s", fname, e->steps[i].name);
+    } else if (k->kind == KILN_KERNEL_GEMM) {
+      if (k->pack) {
+        snprintf(fname, sizeof fname, "kiln_k%d_pack", i);
+        CU_CHECK(e, e->cu.ModuleGetFunction(&e->steps[i].pack_fn, e->mod, fname), d,
+                 "cuModuleGetFunction(%s) for the pack of GEMM kernel %s", fname, e->steps[i].name);
+      }
+      if (k->epilogue) {
+        snprintf(fname, sizeof fname, "kiln_k%d_epilogue", i);
+        CU_CHECK(e, e->cu.ModuleGetFunction(&e->steps[i].epi_fn, e->mod, fname), d,
+                 "cuModuleGetFunction(%s) for the epilogue of GEMM kernel %s", fname, e->steps[i].name);
+      }
+    }
   }
   return KILN_OK;
 }
@@ -236,6 +266,36 @@ static kiln_status dev_alloc(kiln_cuda_exec *e, CUdeviceptr *ptr, size_t bytes, 
   if (!bytes) return KILN_OK;
   CU_CHECK(e, e->cu.MemAlloc(ptr, bytes), d, "cuMemAlloc of %zu bytes for %s", bytes, what);
   return KILN_OK;
+}
+
+/* The (flattened batch index, first column) pair of every tile of every GEMM with a pack,
+ * as the pack reads them from param_buf: one device table, copied from per tile. */
+static kiln_status upload_pack_params(kiln_cuda_exec *e, kiln_diag *d) {
+  size_t total = 0;
+  for (int32_t i = 0; i < e->n_steps; i++) {
+    step *s = &e->steps[i];
+    if (!s->pack_fn) continue;
+    s->param_off = total;
+    total += (size_t)(s->n_prod * s->n_tiles) * 2 * sizeof(int64_t);
+  }
+  if (!total) return KILN_OK;
+  int64_t *host = kiln_ir_malloc(e->alloc, total);
+  if (!host) return kiln_diag_set(d, KILN_ERR_OUT_OF_MEMORY, "CUDA backend: out of memory for the GEMM tile table");
+  for (int32_t i = 0; i < e->n_steps; i++) {
+    const step *s = &e->steps[i];
+    if (!s->pack_fn) continue;
+    int64_t *q = host + s->param_off / sizeof(int64_t);
+    for (int64_t t = 0; t < s->n_prod; t++)
+      for (int64_t j = 0; j < s->n_tiles; j++, q += 2) q[0] = t, q[1] = j * s->gemm.tile_n;
+  }
+  kiln_status st = dev_alloc(e, &e->mem_params, total, "the GEMM tile table", d);
+  if (!st) {
+    CUresult rc = e->cu.MemcpyHtoD(e->mem_params, host, total);
+    if (rc != CUDA_SUCCESS)
+      st = kiln_diag_set(d, KILN_ERR_BACKEND, "CUDA backend: uploading the GEMM tile table: %s", cu_name(e, rc));
+  }
+  kiln_ir_free(e->alloc, host);
+  return st;
 }
 
 /* One allocation per buffer kind; the table of buffer addresses uploaded once. */
@@ -261,6 +321,7 @@ static kiln_status alloc_memory(kiln_cuda_exec *e, const kiln_kprogram *p, kiln_
   if (!st) st = dev_alloc(e, &e->mem_arena, p->arena_bytes, "the arena", d);
   if (!st) st = dev_alloc(e, &e->mem_table, sizeof(CUdeviceptr) * (size_t)(p->n_buffers + 1), "the buffer table", d);
   if (!st) st = dev_alloc(e, &e->mem_err, sizeof(int32_t), "the error word", d);
+  if (!st) st = upload_pack_params(e, d);
   for (int32_t i = 0; i < p->n_consts && !st; i++) {
     if (!p->consts[i].nbytes) continue;
     CUresult rc = e->cu.MemcpyHtoD(e->mem_const + const_off[i], p->consts[i].data, p->consts[i].nbytes);
@@ -319,6 +380,28 @@ static kiln_status copy_steps(kiln_cuda_exec *e, const kiln_kprogram *p, kiln_di
           (g->n_batch > 0 && g->batch[g->n_batch - 1] > INT_MAX))
         return kiln_diag_set(d, KILN_ERR_UNSUPPORTED, "CUDA backend: GEMM kernel %s is too large for cuBLAS",
                              s->name);
+      s->n_prod = 1;
+      for (int32_t b = 0; b < g->n_batch; b++) s->n_prod *= g->batch[b];
+      if (k->epilogue) {
+        if (k->epilogue->kind != KILN_KERNEL_LOOP || k->epilogue->out_buf != k->out_buf)
+          return kiln_diag_set(d, KILN_ERR_INTERNAL,
+                               "CUDA backend: GEMM kernel %s: its epilogue is not a LOOP kernel into its output",
+                               s->name);
+        s->epi_n = kiln_shape_numel(&k->epilogue->out);
+      }
+      if (k->pack) {
+        const kiln_buffer *pb = g->param_buf >= 0 && g->param_buf < p->n_buffers ? &p->buffers[g->param_buf] : NULL;
+        size_t pbytes = !pb ? 0 : pb->nbytes ? pb->nbytes : shape_bytes(pb->dtype, &pb->shape);
+        if (k->pack->kind != KILN_KERNEL_LOOP || k->pack->out_buf != g->b_buf || g->tile_n <= 0 ||
+            g->tile_n > INT_MAX || g->trans_b || pbytes < 2 * sizeof(int64_t))
+          return kiln_diag_set(d, KILN_ERR_INTERNAL,
+                               "CUDA backend: GEMM kernel %s: malformed pack (tile_n %" PRId64
+                               ", param_buf %d, pack into buffer %d, B buffer %d)",
+                               s->name, g->tile_n, (int)g->param_buf, (int)k->pack->out_buf, (int)g->b_buf);
+        s->pack_n = kiln_shape_numel(&k->pack->out);
+        s->n_tiles = (g->n + g->tile_n - 1) / g->tile_n;
+        if (s->n_tiles < 0) s->n_tiles = 0;
+      }
       break;
     }
     case KILN_KERNEL_OPAQUE: {
@@ -410,38 +493,90 @@ kiln_status kiln_cuda_exec_create(const kiln_kprogram *p, const char *arch, kiln
 }
 
 /* ------------------------------------------------------------------ run */
+/* A generated kernel over n elements (grid-stride loop), on the legacy default stream. */
+static kiln_status launch(kiln_cuda_exec *e, CUfunction fn, long long n, const char *what, const step *s,
+                          kiln_diag *d) {
+  if (n <= 0) return KILN_OK;
+  long long blocks = (n + THREADS_PER_BLOCK - 1) / THREADS_PER_BLOCK;
+  if (blocks > MAX_BLOCKS) blocks = MAX_BLOCKS;
+  CUdeviceptr table = e->mem_table;
+  void *args[] = {&table, &n};
+  CU_CHECK(e, e->cu.LaunchKernel(fn, (unsigned)blocks, 1, 1, THREADS_PER_BLOCK, 1, 1, 0, NULL, args, NULL), d,
+           "launching %skernel %s", what, s->name);
+  return KILN_OK;
+}
+
+/* One cuBLAS strided-batched call, column-major: C(n x m) = op(B) * op(A). */
+static kiln_status blas_call(kiln_cuda_exec *e, const step *s, cublasOperation_t ta, cublasOperation_t tb,
+                             int64_t n, int64_t m, int64_t k, CUdeviceptr B, int64_t ldb, int64_t bs,
+                             CUdeviceptr A, int64_t lda, int64_t as, CUdeviceptr C, int64_t ldc, int64_t cs,
+                             int64_t count, kiln_diag *d) {
+  cublasStatus_t st;
+  if (s->dtype == KILN_F32) {
+    const float one = 1.0f, zero = 0.0f;
+    st = e->blas.Sgemm(e->blas_handle, ta, tb, (int)n, (int)m, (int)k, &one, (const float *)(uintptr_t)B, (int)ldb,
+                       bs, (const float *)(uintptr_t)A, (int)lda, as, &zero, (float *)(uintptr_t)C, (int)ldc, cs,
+                       (int)count);
+  } else {
+    const double one = 1.0, zero = 0.0;
+    st = e->blas.Dgemm(e->blas_handle, ta, tb, (int)n, (int)m, (int)k, &one, (const double *)(uintptr_t)B, (int)ldb,
+                       bs, (const double *)(uintptr_t)A, (int)lda, as, &zero, (double *)(uintptr_t)C, (int)ldc, cs,
+                       (int)count);
+  }
+  if (st != CUBLAS_STATUS_SUCCESS)
+    return kiln_diag_set(d, KILN_ERR_BACKEND, "CUDA backend: cuBLAS gemm failed for kernel %s (status %d)", s->name,
+                         (int)st);
+  return KILN_OK;
+}
+
+/* Element offset of product t (row-major over the batch loops) with per-loop strides bs. */
+static int64_t batch_offset(const kiln_gemm_desc *g, const int64_t *bs, int64_t t) {
+  if (g->n_batch == 0) return 0;
+  if (g->n_batch == 1) return t * bs[0];
+  return t / g->batch[1] * bs[0] + t % g->batch[1] * bs[1];
+}
+
 static kiln_status run_gemm(kiln_cuda_exec *e, const step *s, kiln_diag *d) {
   const kiln_gemm_desc *g = &s->gemm;
+  if (s->n_prod <= 0 || g->m <= 0 || g->n <= 0) return KILN_OK; /* as the CPU runtime: nothing to do */
   /* Row-major C = A*B is column-major C^T = B^T * A^T: swap the operands and m/n. */
   cublasOperation_t ta = g->trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
   cublasOperation_t tb = g->trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
-  int64_t outer = g->n_batch == 2 ? g->batch[0] : 1;
-  int64_t inner = g->n_batch >= 1 ? g->batch[g->n_batch - 1] : 1;
-  int64_t as = g->n_batch >= 1 ? g->a_bstride[g->n_batch - 1] : 0;
-  int64_t bs = g->n_batch >= 1 ? g->b_bstride[g->n_batch - 1] : 0;
-  int64_t cs = g->n_batch >= 1 ? g->c_bstride[g->n_batch - 1] : 0;
   size_t es = kiln_dtype_size(s->dtype);
-  for (int64_t o = 0; o < outer; o++) {
-    CUdeviceptr A = e->dbuf[g->a_buf] + (CUdeviceptr)((g->a_off + o * (g->n_batch == 2 ? g->a_bstride[0] : 0)) * (int64_t)es);
-    CUdeviceptr B = e->dbuf[g->b_buf] + (CUdeviceptr)((g->b_off + o * (g->n_batch == 2 ? g->b_bstride[0] : 0)) * (int64_t)es);
-    CUdeviceptr C = e->dbuf[g->c_buf] + (CUdeviceptr)((g->c_off + o * (g->n_batch == 2 ? g->c_bstride[0] : 0)) * (int64_t)es);
-    cublasStatus_t st;
-    if (s->dtype == KILN_F32) {
-      const float one = 1.0f, zero = 0.0f;
-      st = e->blas.Sgemm(e->blas_handle, ta, tb, (int)g->n, (int)g->m, (int)g->k, &one,
-                         (const float *)(uintptr_t)B, (int)g->ldb, bs, (const float *)(uintptr_t)A,
-                         (int)g->lda, as, &zero, (float *)(uintptr_t)C, (int)g->ldc, cs, (int)inner);
-    } else {
-      const double one = 1.0, zero = 0.0;
-      st = e->blas.Dgemm(e->blas_handle, ta, tb, (int)g->n, (int)g->m, (int)g->k, &one,
-                         (const double *)(uintptr_t)B, (int)g->ldb, bs, (const double *)(uintptr_t)A,
-                         (int)g->lda, as, &zero, (double *)(uintptr_t)C, (int)g->ldc, cs, (int)inner);
+  kiln_status st = KILN_OK;
+  if (s->pack_fn) {
+    /* B packed tile by tile into the scratch b_buf (ldb = tile_n, not transposed) */
+    for (int64_t t = 0; t < s->n_prod && !st; t++) {
+      CUdeviceptr A = e->dbuf[g->a_buf] + (CUdeviceptr)((g->a_off + batch_offset(g, g->a_bstride, t)) * (int64_t)es);
+      CUdeviceptr C0 = e->dbuf[g->c_buf] + (CUdeviceptr)((g->c_off + batch_offset(g, g->c_bstride, t)) * (int64_t)es);
+      for (int64_t ti = 0; ti < s->n_tiles && !st; ti++) {
+        int64_t j0 = ti * g->tile_n, tn = g->n - j0 < g->tile_n ? g->n - j0 : g->tile_n;
+        CUdeviceptr par = e->mem_params + (CUdeviceptr)(s->param_off + (size_t)(t * s->n_tiles + ti) * 2 * sizeof(int64_t));
+        CU_CHECK(e, e->cu.MemcpyDtoDAsync(e->dbuf[g->param_buf], par, 2 * sizeof(int64_t), NULL), d,
+                 "setting the tile parameters (batch %" PRId64 ", column %" PRId64 ") of GEMM kernel %s", t, j0,
+                 s->name);
+        st = launch(e, s->pack_fn, s->pack_n, "the pack of ", s, d);
+        if (!st)
+          st = blas_call(e, s, CUBLAS_OP_N, tb, tn, g->m, g->k, e->dbuf[g->b_buf], g->tile_n, 0, A, g->lda, 0,
+                         C0 + (CUdeviceptr)(j0 * (int64_t)es), g->ldc, 0, 1, d);
+      }
     }
-    if (st != CUBLAS_STATUS_SUCCESS)
-      return kiln_diag_set(d, KILN_ERR_BACKEND, "CUDA backend: cuBLAS gemm failed for kernel %s (status %d)",
-                           s->name, (int)st);
+  } else {
+    int64_t outer = g->n_batch == 2 ? g->batch[0] : 1;
+    int64_t inner = g->n_batch >= 1 ? g->batch[g->n_batch - 1] : 1;
+    int64_t as = g->n_batch >= 1 ? g->a_bstride[g->n_batch - 1] : 0;
+    int64_t bs = g->n_batch >= 1 ? g->b_bstride[g->n_batch - 1] : 0;
+    int64_t cs = g->n_batch >= 1 ? g->c_bstride[g->n_batch - 1] : 0;
+    for (int64_t o = 0; o < outer && !st; o++) {
+      CUdeviceptr A = e->dbuf[g->a_buf] + (CUdeviceptr)((g->a_off + o * (g->n_batch == 2 ? g->a_bstride[0] : 0)) * (int64_t)es);
+      CUdeviceptr B = e->dbuf[g->b_buf] + (CUdeviceptr)((g->b_off + o * (g->n_batch == 2 ? g->b_bstride[0] : 0)) * (int64_t)es);
+      CUdeviceptr C = e->dbuf[g->c_buf] + (CUdeviceptr)((g->c_off + o * (g->n_batch == 2 ? g->c_bstride[0] : 0)) * (int64_t)es);
+      st = blas_call(e, s, ta, tb, g->n, g->m, g->k, B, g->ldb, bs, A, g->lda, as, C, g->ldc, cs, inner, d);
+    }
   }
-  return KILN_OK;
+  /* elementwise and in place over C: once over everything equals once per tile */
+  if (!st && s->epi_fn) st = launch(e, s->epi_fn, s->epi_n, "the epilogue of ", s, d);
+  return st;
 }
 
 /* The reference routine on host copies of the kernel's buffers. */
@@ -522,16 +657,7 @@ kiln_status kiln_cuda_exec_run(kiln_cuda_exec *e, const kiln_rt_tensor *in, int3
     const step *s = &e->steps[i];
     kiln_status st = KILN_OK;
     switch (s->kind) {
-    case KILN_KERNEL_LOOP: {
-      if (s->n <= 0) break;
-      long long n = s->n, blocks = (n + THREADS_PER_BLOCK - 1) / THREADS_PER_BLOCK;
-      if (blocks > MAX_BLOCKS) blocks = MAX_BLOCKS;
-      CUdeviceptr table = e->mem_table;
-      void *args[] = {&table, &n};
-      CU_CHECK(e, e->cu.LaunchKernel(s->fn, (unsigned)blocks, 1, 1, THREADS_PER_BLOCK, 1, 1, 0, NULL, args, NULL),
-               d, "launching kernel %s", s->name);
-      break;
-    }
+    case KILN_KERNEL_LOOP: st = launch(e, s->fn, s->n, "", s, d); break;
     case KILN_KERNEL_GEMM: st = run_gemm(e, s, d); break;
     case KILN_KERNEL_OPAQUE: st = run_opaque(e, s, d); break;
     }
@@ -557,7 +683,7 @@ kiln_status kiln_cuda_exec_run(kiln_cuda_exec *e, const kiln_rt_tensor *in, int3
 void kiln_cuda_exec_destroy(kiln_cuda_exec *e) {
   if (!e) return;
   if (e->ctx) e->cu.CtxSetCurrent(e->ctx);
-  CUdeviceptr mems[] = {e->mem_in, e->mem_out, e->mem_const, e->mem_arena, e->mem_table, e->mem_err};
+  CUdeviceptr mems[] = {e->mem_in, e->mem_out, e->mem_const, e->mem_arena, e->mem_table, e->mem_err, e->mem_params};
   for (size_t i = 0; i < sizeof mems / sizeof mems[0]; i++)
     if (mems[i]) e->cu.MemFree(mems[i]);
   if (e->mod) e->cu.ModuleUnload(e->mod);

@@ -186,6 +186,7 @@ typedef struct render {
   const kiln_kprogram *p;
   const kiln_kernel *k;
   int32_t ki;
+  const char *suffix;   /* appended to kiln_k<ki>: "" or a GEMM's "_pack" / "_epilogue" */
   kiln_strbuf *b;
   kiln_diag *d;
   uint64_t *mask;       /* loop variables each kx uses */
@@ -691,7 +692,7 @@ static bool render_kernel(render *r, const kiln_kernel *k, int32_t ki, const cha
   }
   char nm[128];
   safe_name(nm, sizeof nm, k->name);
-  kiln_strbuf_printf(b, "/* kernel %d: %s, output [", r->ki, nm);
+  kiln_strbuf_printf(b, "/* kernel %d%s: %s, output [", r->ki, r->suffix, nm);
   for (int i = 0; i < k->out.rank; i++) kiln_strbuf_printf(b, "%s%" PRId64, i ? "," : "", k->out.dims[i]);
   kiln_strbuf_printf(b, "] %s into buffer %d */\n", kiln_dtype_name(k->out_dtype), k->out_buf);
   kiln_strbuf_printf(b, "extern \"C\" __global__ void %s(void *const *bufs, long long n) {\n", fn_name);
@@ -728,6 +729,7 @@ kiln_status kiln_cuda_render(const kiln_kprogram *p, char **src, kiln_diag *d) {
   *src = NULL;
   kiln_strbuf b = {.a = p->alloc};
   kiln_strbuf_puts(&b, prelude);
+  /* scratch sized for the largest LOOP kernel, GEMM pack/epilogue sub-kernels included */
   int32_t max_kx = 1;
   for (int32_t i = 0; i < p->n_kernels; i++) {
     /* a GEMM's pack/epilogue sub-kernels are LOOP kernels too (rendered by name) */
@@ -744,23 +746,39 @@ kiln_status kiln_cuda_render(const kiln_kprogram *p, char **src, kiln_diag *d) {
   if (!r.mask || !r.depth || !r.mark || !r.name) {
     st = kiln_diag_set(d, KILN_ERR_OUT_OF_MEMORY, "CUDA backend: out of memory rendering kernels");
   } else {
-    for (int32_t i = 0; i < p->n_kernels; i++) {
+    for (int32_t i = 0; i < p->n_kernels && !r.failed; i++) {
       const kiln_kernel *k = &p->kernels[i];
-      if (k->kind == KILN_KERNEL_GEMM || k->kind == KILN_KERNEL_OPAQUE) continue; /* host side */
-      r.k = k;
       r.ki = i;
-      if (k->kind != KILN_KERNEL_LOOP) {
+      r.suffix = "";
+      if (k->kind == KILN_KERNEL_OPAQUE) continue; /* host side */
+      if (k->kind == KILN_KERNEL_GEMM) {
+        /* cuBLAS does the product; its fused sub-kernels (LOOP kernels) run on the GPU
+         * around it as kiln_k<i>_pack / kiln_k<i>_epilogue */
+        const kiln_kernel *subs[2] = {k->pack, k->epilogue};
+        static const char *const sfx[2] = {"_pack", "_epilogue"};
+        for (int j = 0; j < 2 && !r.failed; j++) {
+          if (!subs[j]) continue;
+          r.k = subs[j];
+          r.suffix = sfx[j];
+          if (subs[j]->kind != KILN_KERNEL_LOOP) {
+            r.k = k;
+            fail(&r, KILN_ERR_INTERNAL, "GEMM sub-kernel%s is not a LOOP kernel", sfx[j]);
+          } else {
+            char fn[48];
+            snprintf(fn, sizeof fn, "kiln_k%d%s", i, sfx[j]);
+            render_kernel(&r, subs[j], i, fn);
+          }
+        }
+      } else if (k->kind != KILN_KERNEL_LOOP) {
+        r.k = k;
         fail(&r, KILN_ERR_UNSUPPORTED, "unknown kernel kind %d", (int)k->kind);
       } else {
         char fn[32];
         snprintf(fn, sizeof fn, "kiln_k%d", i);
         render_kernel(&r, k, i, fn);
       }
-      if (r.failed) {
-        st = r.status;
-        break;
-      }
     }
+    if (r.failed) st = r.status;
   }
   if (st == KILN_OK && b.oom) st = kiln_diag_set(d, KILN_ERR_OUT_OF_MEMORY, "CUDA backend: out of memory rendering kernels");
   kiln_ir_free(p->alloc, r.mask);

@@ -1030,3 +1030,176 @@ Test(cuda_render, row_wise_kernels_share_reductions_across_a_warp) {
   free(src);
   kiln_ir_kprogram_destroy(p);
 }
+
+/* ------------------------------------------------------------------ GEMM with pack and epilogue */
+/* conv1d + bias + relu as the lowering builds it at --fusion full (passes/lower.c,
+ * lower_conv_gemm): x [2, 2, 6], w [3, 2, 3], no padding -> out [2, 3, 4]. GEMM per batch
+ * n: C[n] (3 x 4) = W (3 x 6) * col[n] (6 x 4), the column matrix packed tile by tile
+ * (tile_n 3, so the last tile has one valid column) from (n, j0) in the parameter buffer;
+ * the epilogue computes relu(C + bias[co]) in place into the output. */
+enum { CV_N = 2, CV_CI = 2, CV_L = 6, CV_CO = 3, CV_KW = 3, CV_P = 4, CV_KC = CV_CI * CV_KW, CV_TILE = 3 };
+
+/* A LOOP sub-kernel of a GEMM: built like a program kernel, then moved out of the list. */
+static kiln_kernel *tp_sub(kiln_kprogram *p, const char *name, int32_t out_buf) {
+  kiln_kernel *k = tp_loop(p, name, out_buf, 0, NULL);
+  kiln_kernel *s = kiln_arena_alloc(p->arena, sizeof *s);
+  cr_assert(s);
+  *s = *k;
+  memset(k, 0, sizeof *k);
+  p->n_kernels--;
+  return s;
+}
+
+static kiln_kprogram *prog_conv_gemm(int32_t ids[5]) {
+  kiln_kprogram *p = tp_new();
+  int32_t x = tp_buf(p, KILN_BUF_INPUT, KILN_F32, 3, (int64_t[]){CV_N, CV_CI, CV_L});
+  int32_t w = tp_buf(p, KILN_BUF_INPUT, KILN_F32, 2, (int64_t[]){CV_CO, CV_KC});
+  int32_t bias = tp_buf(p, KILN_BUF_INPUT, KILN_F32, 1, (int64_t[]){CV_CO});
+  int32_t o = tp_buf(p, KILN_BUF_OUTPUT, KILN_F32, 3, (int64_t[]){CV_N, CV_CO, CV_P});
+  int32_t col = tp_buf(p, KILN_BUF_ARENA, KILN_F32, 2, (int64_t[]){CV_KC, CV_TILE});
+  int32_t par = tp_buf(p, KILN_BUF_ARENA, KILN_I64, 1, (int64_t[]){2});
+  kiln_kernel *g = &p->kernels[p->n_kernels++];
+  g->kind = KILN_KERNEL_GEMM;
+  g->name = "k0_conv_add_relu";
+  g->out_buf = o;
+  g->out_dtype = KILN_F32;
+  g->out = p->buffers[o].shape;
+  g->gemm = (kiln_gemm_desc){.a_buf = w, .b_buf = col, .c_buf = o, .m = CV_CO, .n = CV_P, .k = CV_KC,
+                             .lda = CV_KC, .ldb = CV_TILE, .ldc = CV_P, .n_batch = 1, .batch = {CV_N},
+                             .a_bstride = {0}, .b_bstride = {0}, .c_bstride = {CV_CO * CV_P},
+                             .tile_n = CV_TILE, .param_buf = par, .epi_last = CV_P};
+  kiln_kernel *pk = tp_sub(p, "k0_conv_add_relu.pack", col);
+  int32_t t = K_LOAD(pk, par, KILN_I64, K_CI(pk, KILN_I64, 0), -1, 0);
+  int32_t j0 = K_LOAD(pk, par, KILN_I64, K_CI(pk, KILN_I64, 1), -1, 0);
+  int32_t pp = K_ALU(pk, KILN_OP_add, KILN_I64, j0, K_VAR(pk, 1), -1);
+  int32_t mask = K_ALU(pk, KILN_OP_lt, KILN_BOOL, pp, K_CI(pk, KILN_I64, CV_P), -1);
+  pp = K_ALU(pk, KILN_OP_min, KILN_I64, pp, K_CI(pk, KILN_I64, CV_P - 1), -1);
+  int32_t ci = K_ALUK(pk, KILN_OP_div, KILN_I64, K_VAR(pk, 0), K_CI(pk, KILN_I64, CV_KW), 0);
+  int32_t kk = K_ALUK(pk, KILN_OP_mod, KILN_I64, K_VAR(pk, 0), K_CI(pk, KILN_I64, CV_KW), 1);
+  int32_t xi = K_ALU(pk, KILN_OP_add, KILN_I64, K_ALU(pk, KILN_OP_mul, KILN_I64, t, K_CI(pk, KILN_I64, CV_CI * CV_L), -1),
+                     K_ALU(pk, KILN_OP_add, KILN_I64, K_ALU(pk, KILN_OP_mul, KILN_I64, ci, K_CI(pk, KILN_I64, CV_L), -1),
+                           K_ALU(pk, KILN_OP_add, KILN_I64, pp, kk, -1), -1), -1);
+  K_LOAD(pk, x, KILN_F32, xi, mask, 0);
+  kiln_kernel *ek = tp_sub(p, "k0_conv_add_relu.epilogue", o);
+  int32_t cv = K_LOAD(ek, o, KILN_F32, K_INDEX(ek, 3, (int[]){0, 1, 2}, (int64_t[]){CV_N, CV_CO, CV_P}), -1, 0);
+  int32_t bv = K_LOAD(ek, bias, KILN_F32, K_VAR(ek, 1), -1, 0);
+  K_ALU(ek, KILN_OP_max, KILN_F32, K_ALU(ek, KILN_OP_add, KILN_F32, cv, bv, -1), K_CF(ek, KILN_F32, 0), -1);
+  g->pack = pk;
+  g->epilogue = ek;
+  if (ids) ids[0] = x, ids[1] = w, ids[2] = bias, ids[3] = o, ids[4] = par;
+  return p;
+}
+
+static void conv_data(float *x, float *w, float *bias) {
+  for (int i = 0; i < CV_N * CV_CI * CV_L; i++) x[i] = (float)((i * 5) % 7) - 3;
+  for (int i = 0; i < CV_CO * CV_KC; i++) w[i] = (float)((i * 3) % 5) - 2;
+  for (int i = 0; i < CV_CO; i++) bias[i] = (float)i - 1.5f;
+}
+
+/* relu(conv(x, w) + bias), computed directly */
+static float conv_ref(const float *x, const float *w, const float *bias, int n, int co, int p) {
+  float s = 0;
+  for (int ci = 0; ci < CV_CI; ci++)
+    for (int kk = 0; kk < CV_KW; kk++) s += w[co * CV_KC + ci * CV_KW + kk] * x[(n * CV_CI + ci) * CV_L + p + kk];
+  s += bias[co];
+  return s > 0 ? s : 0;
+}
+
+Test(cuda_render, gemm_pack_and_epilogue_render_and_compile) {
+  kiln_kprogram *p = prog_conv_gemm(NULL);
+  kiln_diag d = {0};
+  cr_assert_eq(kiln_ir_kprogram_verify(p, &d), KILN_OK, "%s", d.msg);
+  char *src = render_ok(p); /* asserts no kiln_k0 for the GEMM itself */
+  cr_assert(strstr(src, "void kiln_k0_pack(void *const *bufs, long long n)"), "no pack kernel in:\n%s", src);
+  cr_assert(strstr(src, "void kiln_k0_epilogue(void *const *bufs, long long n)"), "no epilogue kernel in:\n%s", src);
+  /* the pack reads its tile parameters from param_buf (buffer 5) */
+  cr_assert(strstr(src, "((const long long*)bufs[5])[(0ll)]") && strstr(src, "((const long long*)bufs[5])[(1ll)]"),
+            "pack does not read (batch, column) from the parameter buffer:\n%s", src);
+  compile_both(src);
+  if (kiln_cuda_nvrtc_available()) { /* both entries in the PTX */
+    void *img = NULL;
+    size_t n = 0;
+    cr_assert_eq(kiln_cuda_compile(NULL, src, "compute_90", false, &img, &n, &d), KILN_OK, "%s", d.msg);
+    cr_assert(strstr(img, ".entry kiln_k0_pack") && strstr(img, ".entry kiln_k0_epilogue"));
+    free(img);
+  }
+  free(src);
+  kiln_ir_kprogram_destroy(p);
+}
+
+/* The executor's GEMM protocol replayed on the host with the rendered sub-kernels: per
+ * (batch, tile) write the parameters, pack, multiply the tile; then the epilogue once. */
+Test(cuda_render, gemm_pack_and_epilogue_compute_the_conv_on_the_host) {
+  int32_t ids[5];
+  kiln_kprogram *p = prog_conv_gemm(ids);
+  char *src = render_ok(p);
+  host_mod m = {0};
+  if (!host_build(src, &m)) {
+    printf("skipping host run: no C++ compiler\n");
+    free(src);
+    kiln_ir_kprogram_destroy(p);
+    return;
+  }
+  host_kernel pack, epi;
+  *(void **)&pack = dlsym(m.h, "kiln_k0_pack");
+  *(void **)&epi = dlsym(m.h, "kiln_k0_epilogue");
+  cr_assert(pack && epi);
+  float x[CV_N * CV_CI * CV_L], w[CV_CO * CV_KC], bias[CV_CO], o[CV_N * CV_CO * CV_P], col[CV_KC * CV_TILE];
+  int64_t par[2];
+  conv_data(x, w, bias);
+  for (int i = 0; i < CV_N * CV_CO * CV_P; i++) o[i] = NAN;
+  void *bufs[] = {x, w, bias, o, col, par};
+  const kiln_gemm_desc *g = &p->kernels[0].gemm;
+  for (int64_t t = 0; t < CV_N; t++)
+    for (int64_t j0 = 0; j0 < g->n; j0 += g->tile_n) {
+      int64_t tn = g->n - j0 < g->tile_n ? g->n - j0 : g->tile_n;
+      par[0] = t, par[1] = j0;
+      for (int i = 0; i < CV_KC * CV_TILE; i++) col[i] = NAN;
+      pack(bufs, (long long)kiln_shape_numel(&p->kernels[0].pack->out));
+      for (int64_t jj = tn; jj < g->tile_n; jj++) /* columns past n: masked to the fill */
+        for (int r = 0; r < CV_KC; r++) cr_expect_eq(col[r * CV_TILE + jj], 0.0f, "padding column %d", (int)jj);
+      for (int64_t i = 0; i < g->m; i++)
+        for (int64_t jj = 0; jj < tn; jj++) {
+          float s = 0;
+          for (int64_t r = 0; r < g->k; r++) s += w[i * g->lda + r] * col[r * g->ldb + jj];
+          o[t * g->c_bstride[0] + i * g->ldc + j0 + jj] = s;
+        }
+    }
+  epi(bufs, (long long)kiln_shape_numel(&p->kernels[0].epilogue->out));
+  for (int n = 0; n < CV_N; n++)
+    for (int co = 0; co < CV_CO; co++)
+      for (int q = 0; q < CV_P; q++) {
+        float want = conv_ref(x, w, bias, n, co, q), got = o[(n * CV_CO + co) * CV_P + q];
+        cr_expect(close_f(got, want, 1e-6), "conv at %d,%d,%d: %g vs %g", n, co, q, got, want);
+      }
+  host_free(&m);
+  free(src);
+  kiln_ir_kprogram_destroy(p);
+}
+
+/* GPU only (scripts/gpu-check.sh): the same program through the executor, twice (the
+ * second run must not see stale tiles or parameters). */
+Test(cuda_exec, gemm_with_pack_and_epilogue_runs_or_reports_no_device) {
+  kiln_kprogram *p = prog_conv_gemm(NULL);
+  kiln_cuda_exec *e = exec_or_no_device(p);
+  if (e) {
+    float x[CV_N * CV_CI * CV_L], w[CV_CO * CV_KC], bias[CV_CO], o[CV_N * CV_CO * CV_P];
+    conv_data(x, w, bias);
+    for (int run = 0; run < 2; run++) {
+      if (run) x[3] = 9, bias[1] = 4;
+      kiln_rt_tensor in[3] = {{KILN_F32, p->in_shapes[0], x}, {KILN_F32, p->in_shapes[1], w},
+                              {KILN_F32, p->in_shapes[2], bias}};
+      kiln_rt_tensor out = {KILN_F32, p->out_shapes[0], o};
+      kiln_diag d = {0};
+      cr_assert_eq(kiln_cuda_exec_run(e, in, 3, &out, 1, &d), KILN_OK, "%s", d.msg);
+      for (int n = 0; n < CV_N; n++)
+        for (int co = 0; co < CV_CO; co++)
+          for (int q = 0; q < CV_P; q++) {
+            float want = conv_ref(x, w, bias, n, co, q), got = o[(n * CV_CO + co) * CV_P + q];
+            cr_expect(close_f(got, want, 1e-5), "run %d conv at %d,%d,%d: %g vs %g", run, n, co, q, got, want);
+          }
+    }
+    kiln_cuda_exec_destroy(e);
+  }
+  kiln_ir_kprogram_destroy(p);
+}
