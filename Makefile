@@ -4,7 +4,7 @@ BUILD ?= build
 JOBS  ?= $(shell nproc)
 PYTHON ?= python3
 
-.PHONY: all deps build run test unit lit models conformance bench clean fuzz-graphs
+.PHONY: all deps build run test unit lit models conformance bench bench-fusion clean fuzz-graphs
 
 all: build
 
@@ -38,6 +38,12 @@ fuzz-graphs: build
 
 bench: build
 	@bench/run.sh $(BUILD)
+
+# Issue 3's fusion benchmark: the example models at each fusion level and the memory-bound
+# microbenchmarks vs copy bandwidth and ONNX Runtime, into bench/results/fusion-DATE.md
+# (+ .png; matplotlib is pip-installed for the chart if missing).
+bench-fusion: build
+	@$(PYTHON) bench/fusion.py $(BUILD) --install-matplotlib
 
 clean:
 	rm -rf $(BUILD)

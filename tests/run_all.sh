@@ -7,7 +7,8 @@
 # (tests/lit), the example models (examples/gen_models.py into BUILDDIR/models, then
 # tests/models/check_models.py against ONNX Runtime), and the PyTorch-exported
 # architectures of tests/models/torch (weights refilled by torch_refill.py, then the same
-# checks). A failing suite does not stop the
+# checks), and issue 3's fusion targets (tests/models/check_fusion_targets.py, informational
+# until FUSION_TARGETS_ASSERT is turned on). A failing suite does not stop the
 # run. Individual tests are counted where the suite's output says how many ran; a suite
 # that cannot run at all (missing tool, crash, timeout, unparsable output) counts as one
 # failed test, never as a silent skip. The last line is always
@@ -204,6 +205,36 @@ else
   echo "up to date (delete $TSTAMP to regenerate)"
 fi
 [ $torch_ok -eq 1 ] && model_suite torch-models "$TORCH"
+
+# ------------------------------------------------------------------ fusion targets
+# Issue 3's "done when" targets (kernel counts of bert_layer and resnet18, ResNet-50's
+# arena; tests/models/check_fusion_targets.py). INFORMATIONAL for now: the fusion engine
+# does not meet them yet, so a missed target is recorded as skipped, not failed. Set
+# FUSION_TARGETS_ASSERT=1 (or KILN_FUSION_ASSERT=1 in the environment) once they are met:
+# then each met target counts as passed and each missed one as failed. A checker that
+# cannot measure (kiln fails on a model, a model is missing) fails either way.
+FUSION_TARGETS_ASSERT=${KILN_FUSION_ASSERT:-0}
+if [ "$FUSION_TARGETS_ASSERT" = 1 ]; then
+  header "fusion targets: tests/models/check_fusion_targets.py --assert"
+  run_logged "$PYTHON" tests/models/check_fusion_targets.py "$BUILD" --torch-models "$TORCH" --assert
+else
+  header "fusion targets (informational, not asserted): tests/models/check_fusion_targets.py"
+  run_logged "$PYTHON" tests/models/check_fusion_targets.py "$BUILD" --torch-models "$TORCH"
+fi
+rc=$?
+line=$(grep -a '^fusion-targets: [0-9]* met, [0-9]* missed' "$LOG/out" | tail -1)
+if [ -z "$line" ] || [ $rc -eq 2 ] || { [ $rc -ne 0 ] && [ $rc -ne 1 ]; }; then
+  echo ">> check_fusion_targets.py could not measure the targets: $(why_failed $rc)"
+  record "fusion-targets" 0 1 0 "could not measure ($(why_failed $rc))"
+else
+  met=$(sed -n 's/^fusion-targets: \([0-9]*\) met.*/\1/p' <<<"$line")
+  missed=$(sed -n 's/.* \([0-9]*\) missed.*/\1/p' <<<"$line")
+  if [ "$FUSION_TARGETS_ASSERT" = 1 ]; then
+    record "fusion-targets" "$met" "$missed" 0
+  else
+    record "fusion-targets" "$met" 0 "$missed" "informational: $missed of $((met + missed)) targets missed (not asserted)"
+  fi
+fi
 
 # ------------------------------------------------------------------ summary
 header "summary"
