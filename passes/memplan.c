@@ -9,9 +9,10 @@
  * that buffer dies at this kernel and has the output's size and element size, stores its
  * output over that buffer (each element is read before it is overwritten, and by the
  * same iteration only). A GEMM kernel never does: the product is stored into its output
- * before its epilogue reads anything. The buffers a GEMM's pack and epilogue sub-kernels
- * touch (the packed B scratch, the tile parameters, what they load) live at least while
- * the GEMM kernel runs.
+ * before its epilogue reads anything. Best fit being greedy, the plan is made with and
+ * without in-place reuse and the smaller arena kept. The buffers a GEMM's pack and
+ * epilogue sub-kernels touch (the packed B scratch, the tile parameters, what they load)
+ * live at least while the GEMM kernel runs.
  */
 #include "passes-impl.h"
 
@@ -109,46 +110,16 @@ static int32_t in_place_source(const kiln_kprogram *p, const live_range *r, int3
   return -1;
 }
 
-kiln_status kiln_pass_plan_memory(kiln_kprogram *p, kiln_diag *d) {
+/* Places every ARENA buffer (r[b].offset) in order of first use (ties: buffer order),
+ * each by best fit against the placed buffers whose lifetime overlaps, or in place over
+ * its kernel's in_place_source when use_in_place; returns the arena size. */
+static int64_t place(const kiln_kprogram *p, live_range *r, live_range **placed, live_range **live,
+                     bool use_in_place) {
   int32_t nb = p->n_buffers;
-  p->arena_bytes = 0;
-  if (nb == 0) return KILN_OK;
-  live_range *r = kiln_ir_malloc(p->alloc, sizeof(live_range) * (size_t)nb);
-  live_range **placed = kiln_ir_malloc(p->alloc, sizeof(live_range *) * (size_t)nb);
-  live_range **live = kiln_ir_malloc(p->alloc, sizeof(live_range *) * (size_t)nb);
-  if (!r || !placed || !live) {
-    kiln_ir_free(p->alloc, r);
-    kiln_ir_free(p->alloc, placed);
-    kiln_ir_free(p->alloc, live);
-    return kiln_diag_set(d, KILN_ERR_OUT_OF_MEMORY, "out of memory planning memory");
-  }
-  for (int32_t b = 0; b < nb; b++) {
-    r[b] = (live_range){b, -1, -1, 0, 0};
-    int64_t sz = (int64_t)p->buffers[b].nbytes;
-    r[b].size = (sz + ARENA_ALIGN - 1) / ARENA_ALIGN * ARENA_ALIGN;
-  }
-  for (int32_t k = 0; k < p->n_kernels; k++) {
-    const kiln_kernel *kn = &p->kernels[k];
-    touch(r, nb, kn->out_buf, k);
-    if (kn->kind == KILN_KERNEL_LOOP) {
-      touch_loads(r, nb, kn, k);
-    } else if (kn->kind == KILN_KERNEL_GEMM) {
-      touch(r, nb, kn->gemm.a_buf, k);
-      touch(r, nb, kn->gemm.b_buf, k);
-      touch(r, nb, kn->gemm.c_buf, k);
-      if (kn->pack) touch(r, nb, kn->gemm.param_buf, k);
-      touch_loads(r, nb, kn->pack, k);
-      touch_loads(r, nb, kn->epilogue, k);
-    } else {
-      for (int32_t i = 0; i < kn->n_in_bufs; i++) touch(r, nb, kn->in_bufs[i], k);
-    }
-  }
-  /* Buffers in order of first use (ties: buffer order), each placed against the placed
-   * buffers whose lifetime overlaps. */
   int64_t arena = 0;
   int32_t n_placed = 0;
   for (int32_t k = 0; k < p->n_kernels; k++) {
-    int32_t src = in_place_source(p, r, k);
+    int32_t src = use_in_place ? in_place_source(p, r, k) : -1;
     for (int32_t b = 0; b < nb; b++) {
       live_range *x = &r[b];
       if (p->buffers[b].kind != KILN_BUF_ARENA || x->first != k) continue;
@@ -176,14 +147,66 @@ kiln_status kiln_pass_plan_memory(kiln_kprogram *p, kiln_diag *d) {
       }
       x->offset = best >= 0 ? best : cursor; /* no gap fits: after the last live buffer */
       if (x->offset + x->size > arena) arena = x->offset + x->size;
-      p->buffers[b].offset = x->offset;
       placed[n_placed++] = x;
     }
   }
+  return arena;
+}
+
+kiln_status kiln_pass_plan_memory(kiln_kprogram *p, kiln_diag *d) {
+  int32_t nb = p->n_buffers;
+  p->arena_bytes = 0;
+  if (nb == 0) return KILN_OK;
+  live_range *r = kiln_ir_malloc(p->alloc, sizeof(live_range) * (size_t)nb);
+  live_range **placed = kiln_ir_malloc(p->alloc, sizeof(live_range *) * (size_t)nb);
+  live_range **live = kiln_ir_malloc(p->alloc, sizeof(live_range *) * (size_t)nb);
+  int64_t *saved = kiln_ir_malloc(p->alloc, sizeof(int64_t) * (size_t)nb);
+  if (!r || !placed || !live || !saved) {
+    kiln_ir_free(p->alloc, r);
+    kiln_ir_free(p->alloc, placed);
+    kiln_ir_free(p->alloc, live);
+    kiln_ir_free(p->alloc, saved);
+    return kiln_diag_set(d, KILN_ERR_OUT_OF_MEMORY, "out of memory planning memory");
+  }
+  for (int32_t b = 0; b < nb; b++) {
+    r[b] = (live_range){b, -1, -1, 0, 0};
+    int64_t sz = (int64_t)p->buffers[b].nbytes;
+    r[b].size = (sz + ARENA_ALIGN - 1) / ARENA_ALIGN * ARENA_ALIGN;
+  }
+  for (int32_t k = 0; k < p->n_kernels; k++) {
+    const kiln_kernel *kn = &p->kernels[k];
+    touch(r, nb, kn->out_buf, k);
+    if (kn->kind == KILN_KERNEL_LOOP) {
+      touch_loads(r, nb, kn, k);
+    } else if (kn->kind == KILN_KERNEL_GEMM) {
+      touch(r, nb, kn->gemm.a_buf, k);
+      touch(r, nb, kn->gemm.b_buf, k);
+      touch(r, nb, kn->gemm.c_buf, k);
+      if (kn->pack) touch(r, nb, kn->gemm.param_buf, k);
+      touch_loads(r, nb, kn->pack, k);
+      touch_loads(r, nb, kn->epilogue, k);
+    } else {
+      for (int32_t i = 0; i < kn->n_in_bufs; i++) touch(r, nb, kn->in_bufs[i], k);
+    }
+  }
+  /* In-place reuse changes which gaps later buffers find, and best fit is greedy: on
+   * some programs (ResNet-18 at --fusion none) the plan with it is larger. Both plans are
+   * made and the smaller kept (ties: in place, which touches less memory). */
+  int64_t with = place(p, r, placed, live, true);
+  for (int32_t b = 0; b < nb; b++) saved[b] = r[b].offset;
+  int64_t without = place(p, r, placed, live, false);
+  int64_t arena = without;
+  if (with <= without) {
+    arena = with;
+    for (int32_t b = 0; b < nb; b++) r[b].offset = saved[b];
+  }
+  for (int32_t b = 0; b < nb; b++)
+    if (p->buffers[b].kind == KILN_BUF_ARENA) p->buffers[b].offset = r[b].offset;
   /* An ARENA buffer no kernel touches still needs a valid (empty) place. */
   for (int32_t b = 0; b < nb; b++)
     if (p->buffers[b].kind == KILN_BUF_ARENA && r[b].first < 0) p->buffers[b].offset = 0;
   p->arena_bytes = (size_t)arena;
+  kiln_ir_free(p->alloc, saved);
   kiln_ir_free(p->alloc, live);
   kiln_ir_free(p->alloc, placed);
   kiln_ir_free(p->alloc, r);
