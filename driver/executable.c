@@ -18,36 +18,10 @@ void kiln_driver_program_stats(const kiln_kprogram *p, kiln_exe_stats *s) {
   memset(s, 0, sizeof *s);
   s->kernels = p->n_kernels;
   s->arena_bytes = (int64_t)p->arena_bytes;
-  bool *seen = kiln_ir_malloc(p->alloc, (size_t)p->n_buffers + 1);
-  for (int k = 0; k < p->n_kernels; k++) {
-    const kiln_kernel *kn = &p->kernels[k];
-    int64_t points = kiln_shape_numel(&kn->out);
-    s->bytes_moved += (int64_t)p->buffers[kn->out_buf].nbytes;
-    if (seen) memset(seen, 0, (size_t)p->n_buffers);
-    if (kn->kind == KILN_KERNEL_LOOP) {
-      int64_t inner = 1;
-      for (int v = kn->out.rank; v < kn->n_vars; v++) inner *= kn->extent[v];
-      int64_t alu = 0;
-      for (int i = 0; i < kn->n_kx; i++) {
-        const kiln_kx *x = &kn->kx[i];
-        if (x->kind == KILN_KX_LOAD && seen && !seen[x->buf]) {
-          seen[x->buf] = true;
-          s->bytes_moved += (int64_t)p->buffers[x->buf].nbytes;
-        }
-        if (x->kind == KILN_KX_ALU && x->dtype != KILN_I64) alu++;
-      }
-      s->flops += points * alu * (inner > 1 ? inner : 1);
-    } else if (kn->kind == KILN_KERNEL_GEMM) {
-      const kiln_gemm_desc *gd = &kn->gemm;
-      int64_t batch = 1;
-      for (int b = 0; b < gd->n_batch; b++) batch *= gd->batch[b];
-      s->flops += 2 * batch * gd->m * gd->n * gd->k;
-      s->bytes_moved += (int64_t)p->buffers[gd->a_buf].nbytes + (int64_t)p->buffers[gd->b_buf].nbytes;
-    } else {
-      for (int i = 0; i < kn->n_in_bufs; i++) s->bytes_moved += (int64_t)p->buffers[kn->in_bufs[i]].nbytes;
-    }
-  }
-  kiln_ir_free(p->alloc, seen);
+  kiln_kernel_stats t; /* the fusion report's totals: one source of truth */
+  kiln_driver_kprogram_totals(p, &t);
+  s->bytes_moved = t.bytes_read + t.bytes_written;
+  s->flops = t.flops;
 }
 
 /* ------------------------------------------------------------------ lowering */
