@@ -210,3 +210,41 @@ Test(llvm_rowwise, column_dependent_reduction_uses_row_reduction) {
   run_and_compare(p, bufs, out, want, R * C, 1e-6, "column dependent");
   kiln_ir_kprogram_destroy(p);
 }
+
+/* The optimized code of a one-kernel softmax and of a GELU is vectorized: the row's max
+ * and sum are vector reductions, and exp/erf leave no libm call behind (which would keep
+ * the loops scalar). */
+Test(llvm_rowwise, softmax_and_gelu_vectorize_without_libm_calls) {
+  enum { R = 64, C = 256 };
+  kiln_kprogram *p = tp_new();
+  int64_t d[2] = {R, C}, red[2] = {C, C};
+  int32_t X = tp_buffer(p, KILN_BUF_INPUT, KILN_F32, 2, d, 0);
+  int32_t O = tp_buffer(p, KILN_BUF_OUTPUT, KILN_F32, 2, d, 0);
+  int32_t O2 = tp_buffer(p, KILN_BUF_OUTPUT, KILN_F32, 2, d, 1);
+  kiln_kernel *k = tp_loop(p, O, 2, red);
+  int32_t mx = kx_reduce(k, KILN_OP_reduce_max, KILN_F32, 2, 1, load_rc(k, p, X, 0, 2, C), 0);
+  int32_t e3 = kx_alu(k, KILN_OP_exp, KILN_F32,
+                      kx_alu(k, KILN_OP_sub, KILN_F32, load_rc(k, p, X, 0, 3, C), mx, -1), -1, -1);
+  int32_t sm = kx_reduce(k, KILN_OP_reduce_sum, KILN_F32, 3, 1, e3, 0);
+  int32_t e = kx_alu(k, KILN_OP_exp, KILN_F32, kx_alu(k, KILN_OP_sub, KILN_F32, load_rc(k, p, X, 0, 1, C), mx, -1),
+                     -1, -1);
+  kx_alu(k, KILN_OP_div, KILN_F32, e, sm, -1);
+  k = tp_loop(p, O2, 0, NULL);
+  int32_t x = load_rc(k, p, X, 0, 1, C);
+  int32_t er = kx_alu(k, KILN_OP_erf, KILN_F32, kx_alu(k, KILN_OP_mul, KILN_F32, x, kx_f(k, KILN_F32, M_SQRT1_2), -1),
+                      -1, -1);
+  kx_alu(k, KILN_OP_mul, KILN_F32, x, kx_alu(k, KILN_OP_add, KILN_F32, er, kx_f(k, KILN_F32, 1.0), -1), -1);
+  char *text = NULL;
+  size_t len = 0;
+  FILE *f = open_memstream(&text, &len);
+  kiln_diag dg = {0};
+  cr_assert_eq(kiln_llvm_print_module(p, f, &dg), KILN_OK, "%s", dg.msg);
+  fclose(f);
+  cr_expect(strstr(text, "llvm.vector.reduce.fmaximum"), "the row max is not a vector reduction");
+  cr_expect(strstr(text, "llvm.vector.reduce.fadd"), "the row sum is not a vector reduction");
+  cr_expect_null(strstr(text, "@expf"), "exp left as a libm call");
+  cr_expect_null(strstr(text, "@erff"), "erf left as a libm call");
+  cr_expect_null(strstr(text, "llvm.exp."), "exp left as an intrinsic (a libm call)");
+  free(text);
+  kiln_ir_kprogram_destroy(p);
+}
