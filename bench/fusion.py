@@ -290,8 +290,11 @@ def main():
     probe = {}
     date = datetime.date.today().isoformat()
     os.makedirs(args.out, exist_ok=True)
-    md_path = os.path.join(args.out, f"fusion-{date}.md")
+    # a partial run gets its own file so that it never overwrites the day's full one
+    part = "-micro" if args.skip_models else "-models" if args.skip_micro else ""
+    md_path = os.path.join(args.out, f"fusion-{date}{part}.md")
     png_path = os.path.join(args.out, f"fusion-{date}.png")
+    load0 = os.getloadavg()[0]
     commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"],
                             capture_output=True, text=True).stdout.strip() or "?"
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo")
@@ -387,6 +390,9 @@ def main():
                   f"{ort_res[n] / kms[n]:>9.2f}")
         md += ["", "Target (issue 3): each fused kernel at >= 75% of the copy bandwidth.", ""]
 
+    # the machine is shared: say how busy it was, since every time above depends on it
+    md += [f"Load average (1 min) at start {load0:.2f}, at end {os.getloadavg()[0]:.2f}, "
+           f"on {os.cpu_count()} cores.", ""]
     with open(md_path, "w") as f:
         f.write("\n".join(md))
     print("\n".join(l for l in md if l.startswith("|")) if not args.skip_models else "")
