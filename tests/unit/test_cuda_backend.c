@@ -1141,6 +1141,9 @@ Test(cuda_render, gemm_pack_and_epilogue_compute_the_conv_on_the_host) {
     return;
   }
   host_kernel pack, epi;
+  host_launch launch; /* runs a kernel as a grid of host threads (warps included) */
+  *(void **)&launch = dlsym(m.h, "kiln_host_launch");
+  cr_assert(launch, "no kiln_host_launch");
   *(void **)&pack = dlsym(m.h, "kiln_k0_pack");
   *(void **)&epi = dlsym(m.h, "kiln_k0_epilogue");
   cr_assert(pack && epi);
@@ -1155,7 +1158,7 @@ Test(cuda_render, gemm_pack_and_epilogue_compute_the_conv_on_the_host) {
       int64_t tn = g->n - j0 < g->tile_n ? g->n - j0 : g->tile_n;
       par[0] = t, par[1] = j0;
       for (int i = 0; i < CV_KC * CV_TILE; i++) col[i] = NAN;
-      pack(bufs, (long long)kiln_shape_numel(&p->kernels[0].pack->out));
+      launch(pack, bufs, (long long)kiln_shape_numel(&p->kernels[0].pack->out));
       for (int64_t jj = tn; jj < g->tile_n; jj++) /* columns past n: masked to the fill */
         for (int r = 0; r < CV_KC; r++) cr_expect_eq(col[r * CV_TILE + jj], 0.0f, "padding column %d", (int)jj);
       for (int64_t i = 0; i < g->m; i++)
@@ -1165,7 +1168,7 @@ Test(cuda_render, gemm_pack_and_epilogue_compute_the_conv_on_the_host) {
           o[t * g->c_bstride[0] + i * g->ldc + j0 + jj] = s;
         }
     }
-  epi(bufs, (long long)kiln_shape_numel(&p->kernels[0].epilogue->out));
+  launch(epi, bufs, (long long)kiln_shape_numel(&p->kernels[0].epilogue->out));
   for (int n = 0; n < CV_N; n++)
     for (int co = 0; co < CV_CO; co++)
       for (int q = 0; q < CV_P; q++) {
