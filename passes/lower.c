@@ -43,6 +43,7 @@ typedef struct lower_ctx {
   uint8_t *is_output;
   uint8_t *feeds_buffer_op; /* per node: an operand of a GEMM or opaque kernel */
   uint8_t *in_group;     /* scratch of grow_epilogue, all 0 between calls */
+  uint8_t *view_mode;    /* per GEMM dot: operands read as their own buffers (dot_views) */
   uint8_t *cheap;        /* per node: an inlined index map over buffers (recomputable) */
   uint8_t *idx_state;    /* per gather node: 0 not looked at, 1 constant indices all in
                             range (no run-time check), 2 needs a run-time check */
@@ -169,8 +170,11 @@ static int32_t operand_view(lower_ctx *c, int32_t u, kiln_pass_view *view) {
 static bool dot_views(lower_ctx *c, int32_t v, const kiln_pass_view *cv, kiln_pass_view *av, kiln_pass_view *bv,
                       kiln_gemm_desc *gd) {
   const kiln_node *n = &c->g->nodes[v];
-  operand_view(c, n->in[0], av);
-  operand_view(c, n->in[1], bv);
+  /* view_mode bit j: operand j is read as its own dense buffer, not through a view */
+  if (c->view_mode[v] & 1) kiln_pass_view_dense(av, n->in[0], &c->g->nodes[n->in[0]].shape);
+  else operand_view(c, n->in[0], av);
+  if (c->view_mode[v] & 2) kiln_pass_view_dense(bv, n->in[1], &c->g->nodes[n->in[1]].shape);
+  else operand_view(c, n->in[1], bv);
   memset(gd, 0, sizeof *gd);
   gd->param_buf = -1;
   return kiln_pass_view_gemm(av, bv, cv, gd);
@@ -290,27 +294,20 @@ static void decide_materialized(lower_ctx *c) {
       c->n_cons[u]++;
       if (c->first_cons[u] < 0) c->first_cons[u] = i;
     }
-    if (needs_buffer_operands(g, i))
+    if (needs_buffer_operands(g, i) && !(full && dot_is_gemm(nd))) /* full: dots read views (below) */
       for (int32_t j = 0; j < nd->n_in; j++) c->feeds_buffer_op[nd->in[j]] = 1;
   }
-  /* GEMM dot operands that are strided views of a buffer need only that buffer. */
+  /* GEMM dot operands that are strided views of a buffer need only that buffer: each
+   * operand through its view where the GEMM can read it, else as a buffer of its own. */
   for (int32_t i = 0; full && i < n; i++) {
     if (!dot_is_gemm(&g->nodes[i])) continue;
     kiln_pass_view cv, av, bv;
     kiln_gemm_desc gd;
     kiln_pass_view_dense(&cv, i, &g->nodes[i].shape);
-    for (int32_t j = 0; j < 2; j++) c->feeds_buffer_op[g->nodes[i].in[j]] = 0;
-    if (dot_views(c, i, &cv, &av, &bv, &gd)) {
-      c->feeds_buffer_op[av.base] = c->feeds_buffer_op[bv.base] = 1;
-    } else {
-      for (int32_t j = 0; j < 2; j++) {
-        int32_t u = g->nodes[i].in[j];
-        c->feeds_buffer_op[u] = 1;
-        kiln_pass_view w;
-        if (operand_view(c, u, &w) != u || kiln_op_table[g->nodes[u].op].category == KILN_CAT_MOVEMENT)
-          refuse(c, u, i, "operand is not a strided view the GEMM can read: materialized");
-      }
-    }
+    for (c->view_mode[i] = 0; c->view_mode[i] < 3; c->view_mode[i]++)
+      if (dot_views(c, i, &cv, &av, &bv, &gd)) break;
+    if (c->view_mode[i] == 3) dot_views(c, i, &cv, &av, &bv, &gd); /* both dense: always a GEMM */
+    c->feeds_buffer_op[av.base] = c->feeds_buffer_op[bv.base] = 1;
   }
   uint8_t *in_group = c->in_group;
   for (int32_t i = 0; full && i < n; i++)
@@ -425,6 +422,19 @@ static void decide_materialized(lower_ctx *c) {
       c->sunk_to[v] = f;
       c->sunk_by[f] = v;
     } else refuse(c, v, f, "the layout change after the contraction is not a strided view of its output");
+  }
+  /* A movement op copied only so a GEMM can read it (not one a GEMM writes): say why. */
+  for (int32_t i = 0; full && i < n; i++) {
+    if (!dot_is_gemm(&g->nodes[i])) continue;
+    kiln_pass_view cv, av, bv;
+    kiln_gemm_desc gd;
+    kiln_pass_view_dense(&cv, i, &g->nodes[i].shape);
+    dot_views(c, i, &cv, &av, &bv, &gd);
+    for (int32_t j = 0; j < 2; j++) {
+      int32_t m = j ? bv.base : av.base;
+      if (kiln_op_table[g->nodes[m].op].category == KILN_CAT_MOVEMENT && c->sunk_by[m] < 0 && !c->is_output[m])
+        refuse(c, m, i, "%s is not a strided view the GEMM can read: materialized", kiln_op_name(g->nodes[m].op));
+    }
   }
 }
 
@@ -1317,7 +1327,7 @@ kiln_status kiln_pass_lower(const kiln_graph *g, const kiln_pass_target *t, kiln
   size_t nn = (size_t)(n ? n : 1);
   c.p = kiln_ir_kprogram_create(g->alloc);
   int32_t *ints = kiln_ir_malloc(g->alloc, sizeof(int32_t) * nn * 10 + sizeof(int32_t) * (size_t)(g->n_consts + 1));
-  uint8_t *bytes = kiln_ir_malloc(g->alloc, nn * 7);
+  uint8_t *bytes = kiln_ir_malloc(g->alloc, nn * 8);
   kiln_status st = KILN_OK;
   if (!c.p || !ints || !bytes) {
     st = kiln_diag_set(d, KILN_ERR_OUT_OF_MEMORY, "out of memory lowering graph '%s'", g->name);
@@ -1332,7 +1342,8 @@ kiln_status kiln_pass_lower(const kiln_graph *g, const kiln_pass_target *t, kiln
   c.cheap = bytes + 4 * n;
   c.idx_state = bytes + 5 * n;
   c.in_group = bytes + 6 * n;
-  memset(bytes, 0, nn * 7);
+  c.view_mode = bytes + 7 * n;
+  memset(bytes, 0, nn * 8);
   for (int32_t i = 0; i < n; i++) c.buf_of[i] = -1, c.cost[i] = 0;
   for (int32_t i = 0; i < g->n_consts; i++) c.const_buf[i] = -1;
   for (int32_t i = 0; i < g->n_outputs; i++) c.is_output[g->outputs[i].node] = 1;
