@@ -1146,7 +1146,7 @@ static void lower_conv_gemm(lower_ctx *c, int32_t v) {
   int64_t Kc = cig * kvol, es = (int64_t)kiln_dtype_size(n->dtype);
   int64_t row = sd > 0 ? n->shape.dims[xs->rank - 1] : 1; /* one output row: the epilogue's unit */
   int32_t dst = gemm_dst(c, v);
-  kiln_kernel *k = begin_kernel(c, KILN_KERNEL_GEMM, c->buf_of[dst], n->dtype, &n->shape);
+  kiln_kernel *k = begin_kernel(c, KILN_KERNEL_GEMM, c->buf_of[dst], n->dtype, &c->g->nodes[dst].shape);
   k->node = dst;
   cover(c, v);
   kiln_gemm_desc *gd = &k->gemm;
