@@ -32,27 +32,6 @@ static const char *fusion_name(kiln_fusion_level f) {
   return "?";
 }
 
-static const char *kind_name(kiln_kernel_kind k) {
-  switch (k) {
-  case KILN_KERNEL_LOOP: return "loop";
-  case KILN_KERNEL_GEMM: return "gemm";
-  case KILN_KERNEL_OPAQUE: return "opaque";
-  }
-  return "?";
-}
-
-static const char *category_name(kiln_category c) {
-  switch (c) {
-  case KILN_CAT_LEAF: return "leaf";
-  case KILN_CAT_ELEMENTWISE: return "elementwise";
-  case KILN_CAT_MOVEMENT: return "movement";
-  case KILN_CAT_REDUCE: return "reduce";
-  case KILN_CAT_WINDOW: return "window";
-  case KILN_CAT_CONTRACTION: return "contraction";
-  case KILN_CAT_OPAQUE: return "opaque";
-  }
-  return "?";
-}
 
 /* Length of the valid UTF-8 sequence at s (1..4), or 0 when the bytes there are not one. */
 static int utf8_len(const unsigned char *s) {
@@ -121,8 +100,8 @@ static void report_json(const kiln_kprogram *p, const char *model, kiln_fusion_l
     kiln_ir_kernel_stats(p, k, &s);
     fprintf(f, "%s\n    {\"index\": %d, \"name\": ", i ? "," : "", (int)i);
     json_str(f, k->name);
-    fprintf(f, ", \"kind\": \"%s\", \"category\": \"%s\", \"dtype\": \"%s\", \"sources\": [", kind_name(k->kind),
-            category_name(k->category), kiln_dtype_name(k->out_dtype));
+    fprintf(f, ", \"kind\": \"%s\", \"category\": \"%s\", \"dtype\": \"%s\", \"sources\": [", kiln_ir_kernel_kind_name(k->kind),
+            kiln_category_name(k->category), kiln_dtype_name(k->out_dtype));
     for (int32_t j = 0; j < k->n_sources && k->sources; j++) {
       if (j) fputs(", ", f);
       json_str(f, k->sources[j]);
@@ -186,8 +165,8 @@ static void report_text(const kiln_kprogram *p, const char *model, kiln_fusion_l
     }
     char where[600];
     snprintf(where, sizeof where, "%s%s", dom, red);
-    fprintf(f, "  k%-3d %-12s %-6s %-22s %10.4g MB %10.4g MFLOP  %s", (int)i, category_name(k->category),
-            kind_name(k->kind), where, (double)(s.bytes_read + s.bytes_written) / 1e6, (double)s.flops / 1e6,
+    fprintf(f, "  k%-3d %-12s %-6s %-22s %10.4g MB %10.4g MFLOP  %s", (int)i, kiln_category_name(k->category),
+            kiln_ir_kernel_kind_name(k->kind), where, (double)(s.bytes_read + s.bytes_written) / 1e6, (double)s.flops / 1e6,
             k->name ? k->name : "");
     if (k->kind == KILN_KERNEL_GEMM && k->pack) fputs(" +pack", f);
     if (k->kind == KILN_KERNEL_GEMM && k->epilogue) fputs(" +epilogue", f);

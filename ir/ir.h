@@ -471,6 +471,8 @@ typedef struct kiln_kprogram {
   const char *name;
 } kiln_kprogram;
 
+/* "loop", "gemm", "opaque". */
+const char *kiln_ir_kernel_kind_name(kiln_kernel_kind k);
 kiln_kprogram *kiln_ir_kprogram_create(const kiln_allocator *a);
 void kiln_ir_kprogram_destroy(kiln_kprogram *p);
 /* What one kernel costs, for reports: bytes it reads (each buffer it loads counted once,

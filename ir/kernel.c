@@ -19,7 +19,7 @@ static const char *buf_kind_name(kiln_buffer_kind k) {
   return "?";
 }
 
-static const char *kernel_kind_name(kiln_kernel_kind k) {
+const char *kiln_ir_kernel_kind_name(kiln_kernel_kind k) {
   switch (k) {
   case KILN_KERNEL_LOOP: return "loop";
   case KILN_KERNEL_GEMM: return "gemm";
@@ -28,18 +28,6 @@ static const char *kernel_kind_name(kiln_kernel_kind k) {
   return "?";
 }
 
-static const char *category_name(kiln_category c) {
-  switch (c) {
-  case KILN_CAT_LEAF: return "leaf";
-  case KILN_CAT_ELEMENTWISE: return "elementwise";
-  case KILN_CAT_MOVEMENT: return "movement";
-  case KILN_CAT_REDUCE: return "reduce";
-  case KILN_CAT_WINDOW: return "window";
-  case KILN_CAT_CONTRACTION: return "contraction";
-  case KILN_CAT_OPAQUE: return "opaque";
-  }
-  return "?";
-}
 
 /* ====================================================================== print */
 static void print_scalar(FILE *f, kiln_dtype dt, double fv, int64_t iv) {
@@ -95,19 +83,19 @@ static void print_loop_body(FILE *f, const char *ind, const kiln_kernel *k) {
 
 /* A GEMM's fused sub-kernel, indented under it: "pack" or "epilogue". */
 static void print_sub_kernel(FILE *f, const char *what, const kiln_kernel *s) {
-  fprintf(f, "    %s %s \"%s\" -> b%d %s%s\n", what, kernel_kind_name(s->kind), s->name ? s->name : "",
+  fprintf(f, "    %s %s \"%s\" -> b%d %s%s\n", what, kiln_ir_kernel_kind_name(s->kind), s->name ? s->name : "",
           (int)s->out_buf, kiln_dtype_name(s->out_dtype), KILN_SHAPE_STR(&s->out));
   if (s->kind == KILN_KERNEL_LOOP) print_loop_body(f, "      ", s);
 }
 
 static void print_kernel(FILE *f, const kiln_kernel *k, int32_t idx) {
-  fprintf(f, "  kernel k%d %s \"%s\" -> b%d %s%s", (int)idx, kernel_kind_name(k->kind), k->name ? k->name : "",
+  fprintf(f, "  kernel k%d %s \"%s\" -> b%d %s%s", (int)idx, kiln_ir_kernel_kind_name(k->kind), k->name ? k->name : "",
           (int)k->out_buf, kiln_dtype_name(k->out_dtype), KILN_SHAPE_STR(&k->out));
   if (k->n_sources > 0 && k->sources) {
     fprintf(f, " from");
     for (int i = 0; i < k->n_sources; i++) fprintf(f, "%s\"%s\"", i ? ", " : " ", k->sources[i] ? k->sources[i] : "");
   }
-  fprintf(f, " category %s\n", category_name(k->category));
+  fprintf(f, " category %s\n", kiln_category_name(k->category));
   if (k->kind == KILN_KERNEL_LOOP) {
     print_loop_body(f, "    ", k);
   } else if (k->kind == KILN_KERNEL_GEMM) {
@@ -312,7 +300,7 @@ static kiln_status verify_sub(const kiln_kprogram *p, int32_t ki, const kiln_ker
                               const char *what, int32_t want_buf, const kiln_shape *want_out, kiln_diag *d) {
   if (s->kind != KILN_KERNEL_LOOP)
     return kiln_diag_set(d, KILN_ERR_INTERNAL, KFMT "%s sub-kernel is a %s kernel, not a loop", KARGS(ki, k), what,
-                         kernel_kind_name(s->kind));
+                         kiln_ir_kernel_kind_name(s->kind));
   if (s->out_buf != want_buf)
     return kiln_diag_set(d, KILN_ERR_INTERNAL, KFMT "%s sub-kernel writes b%d, the gemm needs b%d", KARGS(ki, k), what,
                          (int)s->out_buf, (int)want_buf);
@@ -585,6 +573,16 @@ void kiln_ir_kernel_error_message(const kiln_kprogram *p, int32_t ki, char *out,
     return;
   }
   const kiln_kernel *k = &p->kernels[ki];
+  if (k->kind == KILN_KERNEL_GEMM) { /* the error came from a sub-kernel's CHECK */
+    const kiln_kernel *subs[2] = {k->pack, k->epilogue};
+    for (int s = 0; s < 2; s++)
+      for (int32_t i = 0; subs[s] && i < subs[s]->n_kx; i++)
+        if (subs[s]->kx[i].kind == KILN_KX_CHECK) {
+          k = subs[s];
+          s = 2;
+          break;
+        }
+  }
   const char *kn = k->name ? k->name : "?";
   if (k->kind == KILN_KERNEL_OPAQUE) {
     const char *on = (unsigned)k->op < KILN_OP_COUNT ? kiln_op_name(k->op) : "?";

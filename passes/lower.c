@@ -587,6 +587,10 @@ static void end_kernel(lower_ctx *c, kiln_kernel *k, const char *suffix) {
   check_sources(c, k->epilogue);
   k->name = kiln_arena_strdup(p->arena, name);
   if (!k->sources || !k->name) c->oom = true;
+  /* Sub-kernels share their GEMM's sources (their CHECKs name them). */
+  kiln_kernel *subs[2] = {k->pack, k->epilogue};
+  for (int i = 0; i < 2; i++)
+    if (subs[i]) subs[i]->n_sources = k->n_sources, subs[i]->sources = k->sources;
   char sub[112];
   if (k->pack && k->name) {
     snprintf(sub, sizeof sub, "%s.pack", k->name);
@@ -1008,15 +1012,20 @@ static void out_vars(lower_ctx *c, int32_t rank, int32_t *idx) {
   for (int32_t d = 0; d < rank; d++) idx[d] = kiln_pass_kb_var(KB, d);
 }
 
+/* k's expression: node v computed (not loaded) at every point of its output domain. */
+static void emit_root(lower_ctx *c, kiln_kernel *k, int32_t v) {
+  int32_t idx[KILN_MAX_RANK];
+  c->root = v;
+  out_vars(c, c->g->nodes[v].shape.rank, idx);
+  k->root = emit(c, v, idx);
+  c->root = -1;
+}
+
 static void lower_loop(lower_ctx *c, int32_t v) {
   const kiln_node *n = &c->g->nodes[v];
   kiln_kernel *k = begin_kernel(c, KILN_KERNEL_LOOP, c->buf_of[v], n->dtype, &n->shape);
   k->node = v;
-  c->root = v;
-  int32_t idx[KILN_MAX_RANK];
-  out_vars(c, n->shape.rank, idx);
-  k->root = emit(c, v, idx);
-  c->root = -1;
+  emit_root(c, k, v);
   /* the category of the heaviest node it covers (movement < elementwise < reduce < ...) */
   k->category = KILN_CAT_MOVEMENT;
   for (int32_t i = 0; i < c->n_covered; i++) {
@@ -1071,11 +1080,7 @@ static void build_epilogue(lower_ctx *c, kiln_kernel *k, int32_t v) {
   kiln_kernel *e = begin_sub(c, c->buf_of[sink], sn->dtype, &sn->shape);
   if (!e) return;
   e->node = sink;
-  c->root = sink;
-  int32_t idx[KILN_MAX_RANK];
-  out_vars(c, sn->shape.rank, idx);
-  e->root = emit(c, sink, idx);
-  c->root = -1;
+  emit_root(c, e, sink);
   finish_expr(c, e);
   k->epilogue = e;
   k->node = sink;
