@@ -42,6 +42,16 @@ static int32_t simplify_node(kiln_graph *g, int32_t v, int *edits) {
     return v;
   case KILN_OP_div:
     return kiln_pass_is_splat(g, n->in[1], 1) ? x : v;
+  case KILN_OP_pow:
+    /* x^2 is x*x, rounded the same (layer norm's variance as ONNX exports it): a multiply
+     * instead of a libm pow per element. x^1 is x, NaN and infinities included. */
+    if (kiln_dtype_is_float(n->dtype) && kiln_pass_is_splat(g, n->in[1], 2)) {
+      n->op = KILN_OP_mul;
+      n->in[1] = x;
+      (*edits)++;
+      return v;
+    }
+    return kiln_pass_is_splat(g, n->in[1], 1) ? x : v;
   case KILN_OP_neg:
     return xn->op == KILN_OP_neg ? xn->in[0] : v;
   case KILN_OP_cast:
