@@ -1001,6 +1001,16 @@ static LLVMValueRef emit_loop_kernel(render *r, const kiln_kernel *k, int32_t ki
   for (int32_t i = 0; i <= k->n_kx; i++) {
     int32_t bi = i == k->n_kx ? k->out_buf : k->kx[i].kind == KILN_KX_LOAD ? k->kx[i].buf : -1;
     if (bi < 0 || r->base[bi]) continue;
+    /* An arena buffer at the same offset as one already loaded is the same memory (the
+     * kernel writes in place over its input, memory planning's in-place reuse): one
+     * pointer for both, so LLVM sees the load and the store of an element at the same
+     * address and vectorizes without a run-time overlap check (which would fail and
+     * fall back to the scalar loop). */
+    const kiln_buffer *bb = &r->p->buffers[bi];
+    for (int32_t j = 0; j < r->p->n_buffers && !r->base[bi] && bb->kind == KILN_BUF_ARENA; j++)
+      if (j != bi && r->base[j] && r->p->buffers[j].kind == KILN_BUF_ARENA && r->p->buffers[j].offset == bb->offset)
+        r->base[bi] = r->base[j];
+    if (r->base[bi]) continue;
     LLVMValueRef idx = ci64(r, bi);
     LLVMValueRef slot = LLVMBuildInBoundsGEP2(r->b, r->t_ptr, bufs, &idx, 1, "");
     r->base[bi] = LLVMBuildLoad2(r->b, r->t_ptr, slot, r->p->buffers[bi].name ? r->p->buffers[bi].name : "buf");
@@ -1018,12 +1028,19 @@ static LLVMValueRef emit_loop_kernel(render *r, const kiln_kernel *k, int32_t ki
   LLVMValueRef row = loop_begin(r, &rows, begin, end);
   /* Output coordinates of every dim but the last, from the row number. */
   LLVMValueRef rem = row;
-  for (int32_t dd = rank - 2; dd >= 1; dd--) {
+  /* Leading dims of extent 1 (a batch of 1) have coordinate 0, and the first real dim
+   * takes the rest of the row number without a remainder: LLVM cannot know that row <
+   * n_rows, and a `row % 16` where row is the offset would hide that a load and the
+   * store of an in-place kernel hit the same element (its overlap check then fails and
+   * the scalar loop runs). */
+  int32_t first = 0;
+  while (first < rank - 2 && k->out.dims[first] == 1) r->var[first++] = ci64(r, 0);
+  for (int32_t dd = rank - 2; dd > first; dd--) {
     LLVMValueRef ext = ci64(r, k->out.dims[dd] > 0 ? k->out.dims[dd] : 1);
     r->var[dd] = LLVMBuildURem(r->b, rem, ext, "");
     rem = LLVMBuildUDiv(r->b, rem, ext, "");
   }
-  if (rank >= 2) r->var[0] = rem;
+  if (rank >= 2) r->var[first] = rem;
   LLVMValueRef col = ci64(r, 0);
   if (rank >= 1) {
     /* The kernel only runs for a non-empty domain, so the column loop runs at least once
