@@ -800,17 +800,6 @@ static LLVMValueRef eval(render *r, int32_t id) {
     for (int i = 0; i < n; i++)
       if (!(a[i] = eval(r, x->a[i]))) return NULL;
     kiln_dtype odt = r->k->kx[x->a[x->op == KILN_OP_select ? 1 : 0]].dtype;
-    if (x->op == KILN_OP_div && dclass_of(x->dtype) == DC_FLOAT && r->dep &&
-        (r->dep[x->a[1]] & ~r->dep[x->a[0]]) == 0 && r->dep[x->a[1]] != r->dep[x->a[0]]) {
-      /* A divisor that stays put while the dividend varies (softmax's row sum, GELU's
-       * sqrt(2)): multiply by its reciprocal, which LICM computes once outside the loop.
-       * A division per element is several times the cost of a multiply; the result
-       * differs from the quotient by at most an ulp or so. */
-      LLVMValueRef one = LLVMConstReal(LLVMTypeOf(a[1]), 1.0);
-      a[1] = LLVMBuildFDiv(r->b, one, a[1], "recip");
-      v = alu(r, KILN_OP_mul, 0, odt, x->dtype, a);
-      break;
-    }
     v = alu(r, x->op, x->kind_attr, odt, x->dtype, a);
     break;
   }
