@@ -1129,7 +1129,7 @@ static void lower_dot_gemm(lower_ctx *c, int32_t v) {
 
 /* Columns of the im2col matrix packed per tile: a tile of k x tile_n elements stays
  * within about this many bytes, in whole output rows (the epilogue runs per row). */
-#define PACK_TILE_BYTES (512 * 1024)
+#define PACK_TILE_BYTES (1024 * 1024)
 
 /* conv through GEMM: C[n, g] (Co/G x OHW) = W[g] (Co/G x Kc) * col[n, g] (Kc x OHW). The
  * column matrix is never stored whole: the kernel's pack sub-kernel computes it tile by
@@ -1174,8 +1174,13 @@ static void lower_conv_gemm(lower_ctx *c, int32_t v) {
   gd->lda = Kc, gd->ldb = P, gd->ldc = P;
   if (pointwise) gd->b_buf = buffer_of(c, x);
   else {
+    /* whole output rows per tile, the tiles as even as the budget allows (no small
+     * remainder tile: each tile is one GEMM call) */
     int64_t rows = PACK_TILE_BYTES / (Kc * es * (row > 0 ? row : 1));
-    int64_t tile = (rows < 1 ? 1 : rows) * row;
+    int64_t all_rows = row > 0 ? P / row : 1;
+    if (rows < 1) rows = 1;
+    int64_t n_tiles = (all_rows + rows - 1) / rows;
+    int64_t tile = (all_rows + n_tiles - 1) / n_tiles * row;
     if (tile >= P || row <= 0) tile = P;
     int64_t cd[2] = {Kc, tile}, two = 2;
     kiln_shape cs = kiln_shape_make(2, cd), ps = kiln_shape_make(1, &two);
