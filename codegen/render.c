@@ -54,6 +54,8 @@ typedef struct render {
   int64_t serial;         /* last level serial handed out */
   LLVMValueRef *base;     /* base pointer of each buffer, loaded in the entry block */
   LLVMValueRef bad;       /* i1 alloca: some CHECK failed in this call (NULL: no CHECK) */
+  int32_t *row_cached;    /* per kx: the REDUCE whose body computed it for the row, or -1 */
+  LLVMValueRef *row_buf;  /* per REDUCE kx: its body's values for the row (a stack array) */
 } render;
 
 /* ------------------------------------------------------------------ types */
@@ -656,6 +658,11 @@ static LLVMValueRef eval_reduce(render *r, const kiln_kx *x) {
   }
   LLVMValueRef val = eval(r, x->a[0]);
   if (!val) return NULL;
+  LLVMValueRef rb = r->row_buf ? r->row_buf[x - r->k->kx] : NULL;
+  if (rb) { /* kept for the column loop, which needs the same values (row_cache) */
+    LLVMValueRef at[2] = {ci64(r, 0), r->var[x->var]};
+    LLVMBuildStore(b, val, LLVMBuildInBoundsGEP2(b, LLVMGetAllocatedType(rb), rb, at, 2, ""));
+  }
   if (!arg) val = convert(r, val, src->dtype, vdt);
   LLVMValueRef cur = LLVMBuildLoad2(b, vt, acc, "");
   dclass c = dclass_of(vdt);
@@ -783,6 +790,17 @@ static LLVMValueRef eval(render *r, int32_t id) {
   }
   if (at < r->top) return eval_hoisted(r, id, at);
   LLVMValueRef v = NULL;
+  if (r->row_cached && r->row_cached[id] >= 0) { /* computed by a row reduction already */
+    int32_t red = r->row_cached[id];
+    LLVMValueRef rb = r->row_buf[red];
+    if (!eval(r, red)) return NULL; /* fills the row's values (before the column loop) */
+    LLVMValueRef at2[2] = {ci64(r, 0), r->var[r->k->out.rank - 1]};
+    v = LLVMBuildLoad2(r->b, ctype(r, x->dtype), LLVMBuildInBoundsGEP2(r->b, LLVMGetAllocatedType(rb), rb, at2, 2, ""), "");
+    r->memo[id] = v;
+    r->memo_level[id] = r->top;
+    r->memo_serial[id] = r->lv[r->top].serial;
+    return v;
+  }
   switch (x->kind) {
   case KILN_KX_CONST: v = const_of(r, x->dtype, x->f, x->i); break;
   case KILN_KX_VAR:
@@ -941,6 +959,78 @@ static uint64_t *var_deps(const kiln_kernel *k, const kiln_allocator *al, bool *
   return dep;
 }
 
+/* Whether kx a (over variable va) and kx b (over vb) compute the same values, va and vb
+ * playing the same part: a structural comparison of the two DAGs. */
+static bool same_over(const render *r, int32_t a, int32_t b, int32_t va, int32_t vb, int depth) {
+  const kiln_kx *x = &r->k->kx[a], *y = &r->k->kx[b];
+  uint64_t vbits = (va < 64 ? 1ull << va : 0) | (vb < 64 ? 1ull << vb : 0);
+  if (a == b) return !(r->dep[a] & vbits);
+  if (depth > 48 || x->kind != y->kind || x->dtype != y->dtype || x->op != y->op || x->kind_attr != y->kind_attr)
+    return false;
+  int n = 0;
+  switch (x->kind) {
+  case KILN_KX_VAR: return x->var == va && y->var == vb;
+  case KILN_KX_CONST: return x->f == y->f && x->i == y->i;
+  case KILN_KX_LOAD:
+    if (x->buf != y->buf || (x->a[1] < 0) != (y->a[1] < 0) || (x->a[1] >= 0 && (x->f != y->f || x->i != y->i)))
+      return false;
+    n = x->a[1] >= 0 ? 2 : 1;
+    break;
+  case KILN_KX_ALU: n = kiln_op_table[x->op].arity; break;
+  default: return false; /* a REDUCE or CHECK inside: not worth matching */
+  }
+  for (int i = 0; i < n; i++)
+    if (!same_over(r, x->a[i], y->a[i], va, vb, depth + 1)) return false;
+  return true;
+}
+
+static bool has_transcendental(const kiln_kernel *k, int32_t id, int depth) {
+  const kiln_kx *x = &k->kx[id];
+  if (depth > 48 || x->kind != KILN_KX_ALU) return false;
+  if (x->op == KILN_OP_exp || x->op == KILN_OP_log || x->op == KILN_OP_tanh || x->op == KILN_OP_erf ||
+      x->op == KILN_OP_sigmoid || x->op == KILN_OP_pow)
+    return true;
+  for (int i = 0; i < kiln_op_table[x->op].arity; i++)
+    if (has_transcendental(k, x->a[i], depth + 1)) return true;
+  return false;
+}
+
+/* Row cache: a reduction over the row's last dim whose body (exp(x[i,k] - max_i) in a
+ * softmax) is also what the column loop computes (exp(x[i,j] - max_i)) keeps its body's
+ * values in a stack array, and the column loop loads them instead of computing them
+ * again. Only for costly bodies (a transcendental function) and rows of at most 16384
+ * elements. Sets row_cached/row_buf; false when out of memory. */
+static bool find_row_caches(render *r) {
+  const kiln_kernel *k = r->k;
+  const kiln_allocator *al = r->p->alloc;
+  r->row_cached = NULL;
+  r->row_buf = NULL;
+  int32_t rank = k->out.rank, col = rank - 1;
+  if (!r->dep || rank < 1 || col >= 64 || k->out.dims[col] > 16384 || k->out.dims[col] < 2) return true;
+  for (int32_t red = 0; red < k->n_kx; red++) {
+    const kiln_kx *x = &k->kx[red];
+    if (x->kind != KILN_KX_REDUCE || x->n_vars != 1 || x->var >= 64 || k->extent[x->var] != k->out.dims[col] ||
+        (r->dep[red] & (1ull << col)) || x->op == KILN_OP_argmax || x->op == KILN_OP_argmin ||
+        !has_transcendental(k, x->a[0], 0))
+      continue;
+    for (int32_t e = 0; e < k->n_kx; e++) {
+      if (e == x->a[0] || !(r->dep[e] & (1ull << col)) || (r->dep[e] & (1ull << x->var))) continue;
+      if (r->row_cached && r->row_cached[e] >= 0) continue;
+      if (!same_over(r, x->a[0], e, x->var, col, 0)) continue;
+      if (!r->row_cached) {
+        r->row_cached = kiln_ir_malloc(al, sizeof(int32_t) * (size_t)k->n_kx);
+        r->row_buf = kiln_ir_malloc(al, sizeof(LLVMValueRef) * (size_t)k->n_kx);
+        if (!r->row_cached || !r->row_buf) return false;
+        for (int32_t i = 0; i < k->n_kx; i++) r->row_cached[i] = -1, r->row_buf[i] = NULL;
+      }
+      if (!r->row_buf[red])
+        r->row_buf[red] = entry_alloca(r, LLVMArrayType2(ctype(r, k->kx[x->a[0]].dtype), (uint64_t)k->out.dims[col]));
+      r->row_cached[e] = red;
+    }
+  }
+  return true;
+}
+
 /* void fn_name(ptr bufs, i64 begin, i64 end): rows [begin, end) of LOOP kernel k, which
  * is program kernel ki or one of its sub-kernels (GEMM pack/epilogue); ki names the
  * kernel a failed CHECK reports. */
@@ -1008,6 +1098,10 @@ static LLVMValueRef emit_loop_kernel(render *r, const kiln_kernel *k, int32_t ki
   for (int32_t i = 0; i < k->n_kx && !r->bad; i++)
     if (k->kx[i].kind == KILN_KX_CHECK) r->bad = entry_alloca(r, r->t_i1);
   if (r->bad) LLVMBuildStore(r->b, LLVMConstInt(r->t_i1, 0, 0), r->bad);
+  if (!find_row_caches(r)) {
+    kiln_diag_set(r->d, KILN_ERR_OUT_OF_MEMORY, "out of memory rendering kernel %s", k->name ? k->name : "?");
+    goto done;
+  }
 
   int32_t rank = k->out.rank;
   int64_t last = rank > 0 ? k->out.dims[rank - 1] : 1;
@@ -1059,6 +1153,10 @@ done:
   kiln_ir_free(al, r->lv);
   kiln_ir_free(al, r->dep);
   kiln_ir_free(al, r->base);
+  kiln_ir_free(al, r->row_cached);
+  kiln_ir_free(al, r->row_buf);
+  r->row_cached = NULL;
+  r->row_buf = NULL;
   r->var = r->memo = r->base = NULL;
   r->memo_level = NULL;
   r->memo_serial = NULL;
