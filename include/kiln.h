@@ -221,6 +221,13 @@ typedef enum kiln_target {
   KILN_TARGET_CUDA = 1, /* CUDA C through NVRTC, run through the driver API */
 } kiln_target;
 
+/* How much the compiler fuses; every level computes the same results. FULL (the default)
+ * adds to ELEMENTWISE: reductions with their prologue and epilogue (softmax and layer
+ * norm as one row-wise kernel), GEMM epilogues (bias, activation, residual) and im2col
+ * packing inside the GEMM kernel, GEMM operands and results read and written through
+ * strided views, and recomputation of cheap producers. `kiln dump --fusion-report` says
+ * what was fused and why not; KILN_PROFILE=1 in the environment prints each kernel's
+ * time (CPU) when an executable is destroyed. */
 typedef enum kiln_fusion_level {
   KILN_FUSION_FULL = 0,        /* default */
   KILN_FUSION_ELEMENTWISE = 1, /* elementwise and movement chains into their consumer */
