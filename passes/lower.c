@@ -1,23 +1,31 @@
-/* lower.c - fusion decisions and lowering of the graph to the kernel IR.
+/* lower.c - the fusion engine: fusion decisions, and lowering of the graph to the kernel
+ * IR.
  *
  * Every node is either MATERIALIZED (it gets a buffer; non-leaves get a kernel that
- * writes it) or INLINED (its scalar expression is substituted into each consumer's
- * kernel). The rules (decide_materialized):
- *   - leaves (input, constant) are buffers; graph outputs always get their OUTPUT buffer;
- *   - reduce, window, contraction and opaque nodes are materialized;
- *   - at fusion level NONE every other node is materialized too;
- *   - otherwise an elementwise or movement node with one consumer is inlined into it,
- *     unless the consumer needs buffers for operands (a GEMM-lowered dot/conv, an opaque
- *     op);
- *   - a node with several consumers is materialized, except a cheap index map (broadcast,
- *     reshape, permute, slice, reverse of a buffer or of another such map; iota), which
- *     each consumer recomputes.
+ * writes it) or INLINED (its scalar expression is substituted into its consumers'
+ * kernels). decide_materialized takes every decision before anything is emitted, and
+ * records every fusion it refuses, with the reason, in the program (the fusion report):
+ *   - leaves are buffers; graph outputs get their OUTPUT buffer; opaque ops are barriers;
+ *   - at --fusion none every node is materialized;
+ *   - elementwise and movement nodes are inlined into their consumers; one read by
+ *     several kernels is recomputed in each when it is an index map or costs at most
+ *     RECOMPUTE_FLOPS flop/element, else materialized; a costly one read through an
+ *     overlapping window is materialized (the recompute cost model);
+ *   - at --fusion full a reduction (or window, or direct contraction) is inlined into its
+ *     one consumer when it is computed once per point of the kernel it lands in: an
+ *     epilogue over its own domain, or a row-wise kernel (softmax, layer norm) when it
+ *     reduces the last axis and the kernel has its input's domain (reduce_fits);
+ *   - f32/f64 dots and convolutions are GEMM kernels. At full fusion their elementwise
+ *     consumers up to one escaping node become the GEMM's epilogue sub-kernel
+ *     (grow_epilogue), a convolution packs its im2col matrix tile by tile in a pack
+ *     sub-kernel, dot operands that are strided views of a buffer are read in place
+ *     (operand_view, view.c), and a dot whose only use is a permute/reshape chain into a
+ *     materialized node writes that node's buffer through a view (permute sinking).
  * A kernel's expression is built by emit(node, idx): the value of node at output
  * coordinates idx (kx ids of i64 index expressions). A materialized node is a LOAD; an
  * elementwise node is an ALU over its inputs' expressions; a movement node maps idx to
  * its input's coordinates; reductions, pools and direct convolutions/dots open REDUCE
- * loops over new variables. f32/f64 dots become GEMM kernels; f32/f64 convolutions with
- * a real contraction become an im2col LOOP kernel plus a batched GEMM.
+ * loops over new variables.
  */
 #include "passes-impl.h"
 
