@@ -63,7 +63,7 @@ typedef struct lower_ctx {
   int32_t *sunk_by;      /* per node: the GEMM dot that writes its buffer (sunk_to), or -1 */
   int32_t *kern;         /* per node: the kernel (root node) it is computed in; -2: several */
   int32_t *cost;         /* per node: flop per element of its expression as inlined */
-  int32_t *first_cons;   /* per node: one consumer (the only one when n_cons == 1) */
+  int32_t *cons_at, *cons; /* the distinct consumers of node u: cons[cons_at[u] .. cons_at[u+1]) */
   int32_t n_refused, cap_refused;
   int32_t cap_kernels, cap_buffers;
   /* the kernel being built */
@@ -82,6 +82,11 @@ typedef struct lower_ctx {
 
 static kiln_category cat_of(const kiln_graph *g, int32_t v) {
   return kiln_op_table[g->nodes[v].op].category;
+}
+
+/* The first consumer of u (the only one when n_cons[u] == 1), or -1. */
+static int32_t first_consumer(const lower_ctx *c, int32_t u) {
+  return c->n_cons[u] ? c->cons[c->cons_at[u]] : -1;
 }
 
 /* A dot or conv that becomes a GEMM kernel: its operands must be buffers. */
@@ -223,10 +228,7 @@ static void grow_epilogue(lower_ctx *c, int32_t v, uint8_t *in_group) {
     for (int32_t i = -1; i < nm; i++) {
       int32_t u = i < 0 ? v : members[i];
       bool esc = c->is_output[u];
-      for (int32_t w = u + 1; w < g->n_nodes && !esc; w++) {
-        const kiln_node *nd = &g->nodes[w];
-        for (int32_t j = 0; j < nd->n_in && !esc; j++) esc = nd->in[j] == u && !in_group[w];
-      }
+      for (int32_t e = c->cons_at[u]; e < c->cons_at[u + 1] && !esc; e++) esc = !in_group[c->cons[e]];
       if (esc) escapes++, bad += u != members[nm - 1];
     }
     if (escapes == 1 && !bad && g->nodes[members[nm - 1]].dtype == gv->dtype) break;
@@ -234,7 +236,7 @@ static void grow_epilogue(lower_ctx *c, int32_t v, uint8_t *in_group) {
   }
   if (nm == 0) {
     in_group[v] = 0;
-    int32_t u = c->first_cons[v];
+    int32_t u = first_consumer(c, v);
     if (c->n_cons[v] > 1) refuse(c, v, -1, "contraction result has %d consumers: no epilogue", c->n_cons[v]);
     else if (u >= 0 && g->nodes[u].op != KILN_OP_permute && g->nodes[u].op != KILN_OP_reshape)
       refuse(c, v, u, "%s is not elementwise over the contraction's output: no epilogue", kiln_op_name(g->nodes[u].op));
@@ -245,7 +247,7 @@ static void grow_epilogue(lower_ctx *c, int32_t v, uint8_t *in_group) {
   for (int32_t i = 0; i < nm; i++) c->epi_of[members[i]] = v, in_group[members[i]] = 0;
   in_group[v] = 0;
   if (c->n_cons[sink] == 1 && !c->is_output[sink]) {
-    int32_t u = c->first_cons[sink];
+    int32_t u = first_consumer(c, sink);
     kiln_category cu = cat_of(g, u);
     if (cu == KILN_CAT_REDUCE || cu == KILN_CAT_WINDOW)
       refuse(c, sink, u, "epilogue ends before %s: reductions are not fused into a contraction's epilogue",
@@ -290,7 +292,7 @@ static void decide_materialized(lower_ctx *c) {
   int32_t n = g->n_nodes;
   bool full = c->t->fusion == KILN_FUSION_FULL, none = c->t->fusion == KILN_FUSION_NONE;
   for (int32_t i = 0; i < n; i++)
-    c->n_cons[i] = 0, c->feeds_buffer_op[i] = 0, c->first_cons[i] = -1, c->epi_sink[i] = -1, c->epi_of[i] = -1,
+    c->n_cons[i] = 0, c->feeds_buffer_op[i] = 0, c->epi_sink[i] = -1, c->epi_of[i] = -1,
     c->sunk_to[i] = -1, c->sunk_by[i] = -1, c->mat[i] = 0, c->cheap[i] = 0;
   for (int32_t i = 0; i < n; i++) {
     const kiln_node *nd = &g->nodes[i];
@@ -300,11 +302,22 @@ static void decide_materialized(lower_ctx *c) {
       for (int32_t k = 0; k < j; k++) seen = seen || nd->in[k] == u;
       if (seen) continue; /* mul(x, x): one consumer */
       c->n_cons[u]++;
-      if (c->first_cons[u] < 0) c->first_cons[u] = i;
     }
     if (needs_buffer_operands(g, i) && !(full && dot_is_gemm(nd))) /* full: dots read views (below) */
       for (int32_t j = 0; j < nd->n_in; j++) c->feeds_buffer_op[nd->in[j]] = 1;
   }
+  /* consumer lists, in node order (c->cost is the fill cursor until the cost model) */
+  c->cons_at[0] = 0;
+  for (int32_t i = 0; i < n; i++) c->cons_at[i + 1] = c->cons_at[i] + c->n_cons[i], c->cost[i] = c->cons_at[i];
+  for (int32_t i = 0; i < n; i++) {
+    const kiln_node *nd = &g->nodes[i];
+    for (int32_t j = 0; j < nd->n_in; j++) {
+      bool seen = false;
+      for (int32_t k = 0; k < j; k++) seen = seen || nd->in[k] == nd->in[j];
+      if (!seen) c->cons[c->cost[nd->in[j]]++] = i;
+    }
+  }
+  for (int32_t i = 0; i < n; i++) c->cost[i] = 0;
   /* GEMM dot operands that are strided views of a buffer need only that buffer: each
    * operand through its view where the GEMM can read it, else as a buffer of its own. */
   for (int32_t i = 0; full && i < n; i++) {
@@ -334,7 +347,7 @@ static void decide_materialized(lower_ctx *c) {
     else if (nd->op == KILN_OP_argmax || nd->op == KILN_OP_argmin) m = true;
     else if (!full) {
       m = true;
-      if (c->n_cons[i] == 1) refuse(c, i, c->first_cons[i], "fusing a %s into its consumer needs --fusion full", kiln_category_name(cat));
+      if (c->n_cons[i] == 1) refuse(c, i, first_consumer(c, i), "fusing a %s into its consumer needs --fusion full", kiln_category_name(cat));
     } else if (c->n_cons[i] > 1) {
       m = true;
       refuse(c, i, -1, "%s result has %d consumers: materialized", kiln_category_name(cat), c->n_cons[i]);
@@ -349,9 +362,8 @@ static void decide_materialized(lower_ctx *c) {
       const kiln_node *nd = &g->nodes[i];
       c->cheap[i] = !c->mat[i] && is_cheap_map(nd->op) && (nd->n_in == 0 || c->mat[nd->in[0]] || c->cheap[nd->in[0]]);
       int32_t cost = c->mat[i] ? 0 : op_cost(nd->op);
-      if (!c->mat[i] && cat_of(g, i) == KILN_CAT_ELEMENTWISE)
-        for (int32_t j = 0; j < nd->n_in; j++) cost += c->mat[nd->in[j]] ? 0 : c->cost[nd->in[j]];
-      else if (!c->mat[i] && cat_of(g, i) == KILN_CAT_MOVEMENT)
+      kiln_category cat = cat_of(g, i);
+      if (!c->mat[i] && (cat == KILN_CAT_ELEMENTWISE || cat == KILN_CAT_MOVEMENT))
         for (int32_t j = 0; j < nd->n_in; j++) cost += c->mat[nd->in[j]] ? 0 : c->cost[nd->in[j]];
       c->cost[i] = cost > 1000000 ? 1000000 : cost;
     }
@@ -361,11 +373,8 @@ static void decide_materialized(lower_ctx *c) {
         continue;
       }
       int32_t k = -1;
-      for (int32_t w = i + 1; w < n && k != -2; w++) {
-        const kiln_node *nd = &g->nodes[w];
-        bool uses = false;
-        for (int32_t j = 0; j < nd->n_in; j++) uses = uses || nd->in[j] == i;
-        if (!uses) continue;
+      for (int32_t e = c->cons_at[i]; e < c->cons_at[i + 1] && k != -2; e++) {
+        int32_t w = c->cons[e];
         int32_t kw = c->mat[w] ? w : c->kern[w];
         if (c->epi_of[w] >= 0) kw = c->epi_of[w];
         if (kw < 0) continue;
@@ -384,7 +393,7 @@ static void decide_materialized(lower_ctx *c) {
                  c->n_cons[i], c->cost[i]);
           continue;
         }
-        int32_t w = c->first_cons[i];
+        int32_t w = first_consumer(c, i);
         double reuse = c->n_cons[i] == 1 && w >= 0 ? window_reuse(c, w) : 1;
         if (reuse > 1.5 && c->cost[i] * reuse > RECOMPUTE_FLOPS && c->cost[i] > 1) {
           c->mat[i] = changed = true;
@@ -393,7 +402,7 @@ static void decide_materialized(lower_ctx *c) {
         }
       } else if (c->kern[i] == -2 || c->kern[i] < 0 || !reduce_fits(c, i, c->kern[i])) {
         c->mat[i] = changed = true;
-        refuse(c, i, c->first_cons[i],
+        refuse(c, i, first_consumer(c, i),
                c->kern[i] >= 0 ? "%s would be recomputed for every element of the consumer's kernel: materialized"
                                : "%s is read by several kernels: materialized",
                kiln_op_name(nd->op));
@@ -404,11 +413,11 @@ static void decide_materialized(lower_ctx *c) {
    * materialized node writes that node's buffer directly through a strided view. */
   for (int32_t v = 0; full && v < n; v++) {
     if (!dot_is_gemm(&g->nodes[v]) || c->epi_sink[v] >= 0 || c->is_output[v] || c->n_cons[v] != 1) continue;
-    int32_t chain[16], nc = 0, w = c->first_cons[v];
+    int32_t chain[16], nc = 0, w = first_consumer(c, v);
     while (nc < 16 && w >= 0 && (g->nodes[w].op == KILN_OP_permute || g->nodes[w].op == KILN_OP_reshape)) {
       chain[nc++] = w;
       if (c->mat[w] || c->n_cons[w] != 1) break;
-      w = c->first_cons[w];
+      w = first_consumer(c, w);
     }
     if (nc == 0 || !c->mat[chain[nc - 1]]) continue;
     int32_t f = chain[nc - 1];
@@ -1344,7 +1353,10 @@ kiln_status kiln_pass_lower(const kiln_graph *g, const kiln_pass_target *t, kiln
   int32_t n = g->n_nodes;
   size_t nn = (size_t)(n ? n : 1);
   c.p = kiln_ir_kprogram_create(g->alloc);
-  int32_t *ints = kiln_ir_malloc(g->alloc, sizeof(int32_t) * nn * 10 + sizeof(int32_t) * (size_t)(g->n_consts + 1));
+  size_t n_edges = 1;
+  for (int32_t i = 0; i < n; i++) n_edges += (size_t)g->nodes[i].n_in;
+  int32_t *ints = kiln_ir_malloc(g->alloc, sizeof(int32_t) * (nn * 10 + 1 + n_edges) +
+                                               sizeof(int32_t) * (size_t)(g->n_consts + 1));
   uint8_t *bytes = kiln_ir_malloc(g->alloc, nn * 8);
   kiln_status st = KILN_OK;
   if (!c.p || !ints || !bytes) {
@@ -1353,8 +1365,9 @@ kiln_status kiln_pass_lower(const kiln_graph *g, const kiln_pass_target *t, kiln
   }
   c.buf_of = ints, c.n_cons = ints + n, c.covered = ints + 2 * n;
   c.epi_sink = ints + 3 * n, c.epi_of = ints + 4 * n, c.sunk_to = ints + 5 * n, c.sunk_by = ints + 6 * n;
-  c.kern = ints + 7 * n, c.cost = ints + 8 * n, c.first_cons = ints + 9 * n;
-  c.const_buf = ints + 10 * n;
+  c.kern = ints + 7 * n, c.cost = ints + 8 * n, c.cons_at = ints + 9 * n; /* n + 1 */
+  c.cons = ints + 10 * n + 1;
+  c.const_buf = c.cons + n_edges;
   c.mat = bytes, c.is_output = bytes + n, c.in_kernel = bytes + 2 * n;
   c.feeds_buffer_op = bytes + 3 * n;
   c.cheap = bytes + 4 * n;

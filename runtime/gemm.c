@@ -29,19 +29,20 @@ static void epilogue_of_batch(const gemm_job *j, int64_t t, bool parallel, kiln_
  * costs more than it gains, so batches are spread over the pool instead. */
 #define GEMM_SMALL_FLOPS (128 * 128 * 128)
 
-/* Pointers of batch number t (row-major over the batch loops). */
+/* Element offset of batch number t (row-major over the batch loops) along an operand's
+ * batch strides. */
+static int64_t batch_offset(const kiln_gemm_desc *g, int64_t t, const int64_t *bstride) {
+  if (g->n_batch == 0) return 0;
+  if (g->n_batch == 1) return t * bstride[0];
+  return t / g->batch[1] * bstride[0] + t % g->batch[1] * bstride[1];
+}
+
+/* Pointers of batch number t. */
 static void batch_ptrs(const gemm_job *j, int64_t t, char **a, char **b, char **c) {
   const kiln_gemm_desc *g = j->g;
-  int64_t i0 = 0, i1 = 0;
-  if (g->n_batch == 1) i0 = t;
-  if (g->n_batch == 2) { i0 = t / g->batch[1]; i1 = t % g->batch[1]; }
-  int64_t ao = i0 * g->a_bstride[0] + (g->n_batch > 1 ? i1 * g->a_bstride[1] : 0);
-  int64_t bo = i0 * g->b_bstride[0] + (g->n_batch > 1 ? i1 * g->b_bstride[1] : 0);
-  int64_t co = i0 * g->c_bstride[0] + (g->n_batch > 1 ? i1 * g->c_bstride[1] : 0);
-  if (g->n_batch == 0) ao = bo = co = 0;
-  *a = j->a + ao * (int64_t)j->es;
-  *b = j->b + bo * (int64_t)j->es;
-  *c = j->c + co * (int64_t)j->es;
+  *a = j->a + batch_offset(g, t, g->a_bstride) * (int64_t)j->es;
+  *b = j->b + batch_offset(g, t, g->b_bstride) * (int64_t)j->es;
+  *c = j->c + batch_offset(g, t, g->c_bstride) * (int64_t)j->es;
 }
 
 /* Rows [r0, r1) of one product in plain C (accumulating in the element type, like BLAS). */
@@ -139,13 +140,6 @@ static void zero_c(const gemm_job *j, int64_t nb) {
   }
 }
 
-/* Element offset of batch t's C (row-major over the batch loops). */
-static int64_t c_batch_offset(const kiln_gemm_desc *g, int64_t t) {
-  if (g->n_batch == 0) return 0;
-  if (g->n_batch == 1) return t * g->c_bstride[0];
-  return t / g->batch[1] * g->c_bstride[0] + t % g->batch[1] * g->c_bstride[1];
-}
-
 /* The epilogue over the output rows of a tile: columns [j0, j0 + tn) of every row of
  * batch t's C. bufs[0] of the parallel body is the epi_job. */
 typedef struct epi_job {
@@ -172,7 +166,7 @@ static void epi_per_row_fn(void **ctx, int64_t m0, int64_t m1) {
 static void run_epilogue(kiln_rt_pool *pool, const kiln_gemm_desc *g, kiln_rt_kernel_fn epi, void **bufs, int64_t t,
                          int64_t j0, int64_t tn, bool parallel) {
   int64_t L = g->epi_last > 0 ? g->epi_last : 1;
-  epi_job e = {g, epi, bufs, g->c_off + c_batch_offset(g, t), j0, tn, 0};
+  epi_job e = {g, epi, bufs, g->c_off + batch_offset(g, t, g->c_bstride), j0, tn, 0};
   void *ctx[1] = {&e};
   if (j0 == 0 && tn == g->n && g->ldc == g->n) { /* the tile is whole rows of the output */
     e.row0 = e.cbase / L;
@@ -262,12 +256,9 @@ void kiln_rt_gemm_fused(kiln_rt_pool *pool, const kiln_gemm_desc *g, int32_t dty
       gemm_job tj = j;
       tj.g = &tile;
       tj.epi = NULL;
-      int64_t ao = g->n_batch == 0 ? 0
-                   : g->n_batch == 1 ? t * g->a_bstride[0]
-                                     : t / g->batch[1] * g->a_bstride[0] + t % g->batch[1] * g->a_bstride[1];
-      tj.a = j.a + ao * (int64_t)j.es;
+      tj.a = j.a + batch_offset(g, t, g->a_bstride) * (int64_t)j.es;
       tj.b = (char *)bufs[g->b_buf];
-      tj.c = j.c + (c_batch_offset(g, t) + j0) * (int64_t)j.es;
+      tj.c = j.c + (batch_offset(g, t, g->c_bstride) + j0) * (int64_t)j.es;
       run_products(pool, &tj, 1);
       if (epi) run_epilogue(pool, g, epi, bufs, t, j0, tn, true);
     }
