@@ -998,8 +998,32 @@ static int32_t emit_conv(lower_ctx *c, int32_t v, const int32_t *idx) {
   return kiln_pass_kb_reduce(KB, KILN_OP_reduce_sum, n->dtype, 0, v0, 1 + sd, prod);
 }
 
+/* An f32 constant whose elements are all the same (GELU's 1/sqrt(2), a scale, an epsilon,
+ * also where constant folding has broadcast it to a small tensor) as a constant in the
+ * kernel rather than a buffer it loads, which LLVM can then fold. -1 where v is not one;
+ * constants above SPLAT_MAX_ELEMS elements are not scanned. */
+enum { SPLAT_MAX_ELEMS = 4096 };
+
+static int32_t splat_const(lower_ctx *c, int32_t v) {
+  const kiln_node *n = &c->g->nodes[v];
+  int64_t numel = kiln_shape_numel(&n->shape);
+  if (n->op != KILN_OP_constant || n->dtype != KILN_F32 || numel < 1 || numel > SPLAT_MAX_ELEMS || n->index < 0 ||
+      n->index >= c->g->n_consts)
+    return -1;
+  const kiln_const *k = &c->g->consts[n->index];
+  if (!k->data || k->nbytes < (size_t)numel * sizeof(float)) return -1;
+  const uint32_t *bits = k->data; /* the same bits: -0 and 0, or two NaNs, differ */
+  for (int64_t i = 1; i < numel; i++)
+    if (bits[i] != bits[0]) return -1;
+  float f;
+  memcpy(&f, k->data, sizeof f);
+  return kiln_pass_kb_const(KB, KILN_F32, (double)f);
+}
+
 static int32_t emit(lower_ctx *c, int32_t v, const int32_t *idx) {
   const kiln_node *n = &c->g->nodes[v];
+  int32_t sc = splat_const(c, v);
+  if (sc >= 0) return sc;
   if (is_buffer(c, v))
     return kiln_pass_kb_load(KB, buffer_of(c, v), n->dtype, kiln_pass_kb_linearize(KB, idx, &n->shape),
                              -1, 0);
