@@ -116,6 +116,30 @@ kiln_status kiln_llvm_host_machine(LLVMRelocMode reloc, LLVMCodeModel cm, LLVMTa
   return kiln_llvm_target_machine(NULL, NULL, reloc, cm, tm, d);
 }
 
+/* The streaming variants of kernels (render.c, "_stream" functions): after O3, their
+ * vector stores through the output pointer (the one load of a buffer pointer that carries
+ * !align) become non-temporal. Marked here because the loop vectorizer does not widen a
+ * non-temporal scalar store whose alignment it cannot prove for the vector. */
+static void mark_streaming_stores(LLVMModuleRef m) {
+  LLVMContextRef ctx = LLVMGetModuleContext(m);
+  unsigned align_kind = LLVMGetMDKindIDInContext(ctx, "align", 5);
+  unsigned nt_kind = LLVMGetMDKindIDInContext(ctx, "nontemporal", 11);
+  LLVMMetadataRef one = LLVMValueAsMetadata(LLVMConstInt(LLVMInt32TypeInContext(ctx), 1, 0));
+  LLVMValueRef nt = LLVMMetadataAsValue(ctx, LLVMMDNodeInContext2(ctx, &one, 1));
+  for (LLVMValueRef f = LLVMGetFirstFunction(m); f; f = LLVMGetNextFunction(f)) {
+    size_t n;
+    const char *name = LLVMGetValueName2(f, &n);
+    if (n < 7 || strcmp(name + n - 7, "_stream") != 0) continue;
+    for (LLVMBasicBlockRef bb = LLVMGetFirstBasicBlock(f); bb; bb = LLVMGetNextBasicBlock(bb))
+      for (LLVMValueRef i = LLVMGetFirstInstruction(bb); i; i = LLVMGetNextInstruction(i)) {
+        if (!LLVMIsAStoreInst(i) || LLVMGetTypeKind(LLVMTypeOf(LLVMGetOperand(i, 0))) != LLVMVectorTypeKind) continue;
+        LLVMValueRef ptr = LLVMGetOperand(i, 1);
+        while (LLVMIsAGetElementPtrInst(ptr)) ptr = LLVMGetOperand(ptr, 0);
+        if (LLVMIsALoadInst(ptr) && LLVMGetMetadata(ptr, align_kind)) LLVMSetMetadata(i, nt_kind, nt);
+      }
+  }
+}
+
 kiln_status kiln_llvm_optimize(LLVMModuleRef m, LLVMTargetMachineRef tm, kiln_diag *d) {
   char *triple = LLVMGetTargetMachineTriple(tm);
   LLVMSetTarget(m, triple);
@@ -129,6 +153,7 @@ kiln_status kiln_llvm_optimize(LLVMModuleRef m, LLVMTargetMachineRef tm, kiln_di
   LLVMErrorRef err = LLVMRunPasses(m, "default<O3>", tm, po);
   LLVMDisposePassBuilderOptions(po);
   if (err) return kiln_llvm_fail(d, "optimizing the module", err, m);
+  mark_streaming_stores(m);
   return KILN_OK;
 }
 

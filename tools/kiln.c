@@ -263,7 +263,12 @@ static uint64_t splitmix(uint64_t *s) {
 static void *alloc_tensor(kiln_tensor *t) {
   kiln_shape s = kiln_shape_make(t->rank, t->dims);
   size_t n = (size_t)kiln_shape_numel(&s) * kiln_dtype_size(t->dtype);
-  t->data = calloc(n ? n : 1, 1);
+  /* 64-byte aligned, as a runtime allocates them: Kiln's streaming (non-temporal) stores
+   * for large outputs need whole cache lines (render.c; an unaligned output is still
+   * written, with ordinary stores) */
+  size_t padded = (n + 63) / 64 * 64;
+  t->data = aligned_alloc(64, padded ? padded : 64);
+  if (t->data) memset(t->data, 0, padded ? padded : 64);
   return t->data;
 }
 

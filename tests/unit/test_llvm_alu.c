@@ -334,8 +334,8 @@ Test(llvm_alu, f32_transcendentals_dense_sweeps) {
       {KILN_OP_tanh, -12, 12, 3, 0},
       {KILN_OP_tanh, -0.7, 0.7, 3, 0},
       {KILN_OP_sigmoid, -110, 110, 3, 0},
-      {KILN_OP_erf, -5, 5, 0, 1e-7},
-      {KILN_OP_erf, -1e-3, 1e-3, 2, 0},
+      {KILN_OP_erf, -5, 5, 0, 4e-7}, /* one rational for all x: 6 ulp near 1 (render.c) */
+      {KILN_OP_erf, -1e-3, 1e-3, 3, 0},
   };
   enum { NS = (int)(sizeof sw / sizeof sw[0]) };
   kiln_kprogram *p = tp_new();
