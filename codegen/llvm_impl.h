@@ -48,7 +48,14 @@ kiln_status kiln_llvm_target_machine(const char *triple, const char *cpu, LLVMRe
 #define KILN_LLVM_JIT_ENTRY KILN_LLVM_JIT_ENTRY_NAME
 #define KILN_LLVM_JIT_STEP KILN_LLVM_JIT_STEP_NAME
 
-/* Sets m's triple and data layout from tm and runs default<O3>. */
+/* Metadata kind on the load of an input's base pointer: its vector loads are followed by
+ * prefetches after O3 (render.c, target.c). */
+#define KILN_LLVM_MD_PREFETCH "kiln.prefetch"
+/* Distance of those prefetches ahead of the load, in bytes. */
+#define KILN_LLVM_PREFETCH_AHEAD 2048
+
+/* Sets m's triple and data layout from tm, runs default<O3>, then marks the vector stores
+ * of streaming kernel variants non-temporal and adds the prefetches of marked inputs. */
 kiln_status kiln_llvm_optimize(LLVMModuleRef m, LLVMTargetMachineRef tm, kiln_diag *d);
 
 /* Sets d to KILN_ERR_BACKEND with what + LLVM's message (consumes err) and, when m is

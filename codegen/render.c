@@ -56,6 +56,7 @@ typedef struct render {
   LLVMValueRef bad;       /* i1 alloca: some CHECK failed in this call (NULL: no CHECK) */
   int32_t *row_cached;    /* per kx: the REDUCE whose body computed it for the row, or -1 */
   LLVMValueRef *row_buf;  /* per REDUCE kx: its body's values for the row (a stack array) */
+  bool *recip_ok;         /* per kx: a divide by a constant that may multiply by 1/c (recip_divides) */
 } render;
 
 /* ------------------------------------------------------------------ types */
@@ -643,8 +644,17 @@ static LLVMValueRef eval_reduce(render *r, const kiln_kx *x) {
     if (r->k->extent[x->var + j] <= 0) return arg ? ci64(r, 0) : reduce_init(r, x->op, vdt);
     if (x->var + j < 64) vars |= 1ull << (x->var + j);
   }
-  LLVMValueRef acc = entry_alloca(r, vt), best_i = NULL;
+  LLVMValueRef acc = entry_alloca(r, vt), best_i = NULL, any_nan = NULL;
   LLVMBuildStore(b, reduce_init(r, x->op, vdt), acc);
+  /* A float max/min as the largest number by a plain compare (nnan: vmaxps, and a cheap
+   * reduction of the vector's lanes at the end) beside a flag for whether a NaN was seen,
+   * which is then the result. llvm.maximum orders NaNs at every step, lane by lane in
+   * the final reduction too (softmax's row max was about 400 instructions a row). */
+  bool minmax_f = (x->op == KILN_OP_reduce_max || x->op == KILN_OP_reduce_min) && dclass_of(vdt) == DC_FLOAT;
+  if (minmax_f) {
+    any_nan = entry_alloca(r, r->t_i1);
+    LLVMBuildStore(b, LLVMConstInt(r->t_i1, 0, 0), any_nan);
+  }
   if (arg) {
     best_i = entry_alloca(r, r->t_i64);
     LLVMBuildStore(b, ci64(r, 0), best_i);
@@ -685,6 +695,14 @@ static LLVMValueRef eval_reduce(render *r, const kiln_kx *x) {
     LLVMBuildStore(b, LLVMBuildSelect(b, better, val, cur, ""), acc);
     LLVMValueRef bi = LLVMBuildLoad2(b, r->t_i64, best_i, "");
     LLVMBuildStore(b, LLVMBuildSelect(b, better, r->var[x->var], bi, ""), best_i);
+  } else if (minmax_f) {
+    LLVMValueRef gt = LLVMBuildFCmp(b, x->op == KILN_OP_reduce_max ? LLVMRealOGT : LLVMRealOLT, val, cur, "");
+    LLVMSetFastMathFlags(gt, LLVMFastMathNoNaNs | LLVMFastMathNoSignedZeros);
+    LLVMValueRef nv = LLVMBuildSelect(b, gt, val, cur, "");
+    LLVMSetFastMathFlags(nv, LLVMFastMathNoNaNs | LLVMFastMathNoSignedZeros);
+    LLVMBuildStore(b, nv, acc);
+    LLVMValueRef seen = LLVMBuildLoad2(b, r->t_i1, any_nan, "");
+    LLVMBuildStore(b, LLVMBuildOr(b, seen, LLVMBuildFCmp(b, LLVMRealUNO, val, val, ""), ""), any_nan);
   } else {
     LLVMValueRef nv;
     kiln_op op = x->op == KILN_OP_reduce_sum ? KILN_OP_add
@@ -703,7 +721,11 @@ static LLVMValueRef eval_reduce(render *r, const kiln_kx *x) {
     r->var[x->var + j] = outer_var[j];
   }
   level_close(r);
-  return arg ? LLVMBuildLoad2(b, r->t_i64, best_i, "") : LLVMBuildLoad2(b, vt, acc, "");
+  if (arg) return LLVMBuildLoad2(b, r->t_i64, best_i, "");
+  LLVMValueRef res = LLVMBuildLoad2(b, vt, acc, "");
+  if (minmax_f) /* the nnan result may be anything where a NaN was seen: NaN there */
+    res = LLVMBuildSelect(b, LLVMBuildLoad2(b, r->t_i1, any_nan, ""), LLVMConstReal(vt, NAN), res, "");
+  return res;
 }
 
 static LLVMValueRef eval_load(render *r, const kiln_kx *x) {
@@ -813,6 +835,13 @@ static LLVMValueRef eval(render *r, int32_t id) {
     break;
   case KILN_KX_LOAD: v = eval_load(r, x); break;
   case KILN_KX_ALU: {
+    if (r->recip_ok && r->recip_ok[id]) {
+      const kiln_kx *c = &r->k->kx[x->a[1]];
+      LLVMValueRef num = eval(r, x->a[0]);
+      if (!num) return NULL;
+      v = LLVMBuildFMul(r->b, num, fk(r, (double)(1.0f / (float)c->f)), "");
+      break;
+    }
     LLVMValueRef a[3] = {NULL, NULL, NULL};
     int n = kiln_op_table[x->op].arity;
     for (int i = 0; i < n; i++)
@@ -1035,57 +1064,39 @@ static bool find_row_caches(render *r) {
  * is program kernel ki or one of its sub-kernels (GEMM pack/epilogue); ki names the
  * kernel a failed CHECK reports. */
 /* Software prefetch for streaming reads. A kernel whose work per element is long (GELU's
- * erf, softmax's exp) keeps few cache misses in flight, and the hardware prefetchers did
- * not make up for it: bias+GELU on [32768, 768] ran at 64% of copy bandwidth, 88% with
- * the next rows prefetched. At the start of each row, every load of a large buffer that
- * walks a row contiguously (offset X + v, X fixed for the row, v a column or reduction
- * variable) prefetches the bytes PREFETCH_AHEAD further on, one line at a time. A
- * prefetch never faults, so running past the buffer's end is harmless. */
-enum { PREFETCH_MIN_BUFFER = 4 << 20, PREFETCH_MIN_ROW = 256, PREFETCH_AHEAD = 2048, CACHE_LINE = 64 };
+ * erf, softmax's exp) keeps few cache misses in flight, and the hardware prefetchers do
+ * not make up for it. The base pointer of every input of at least PREFETCH_MIN_BUFFER
+ * bytes is marked (!kiln.prefetch); after O3, each vector load through it is followed by
+ * a prefetch PREFETCH_AHEAD bytes further on (kiln_llvm_optimize), one per line loaded,
+ * spread over the loop. Measured on bias+GELU [32768, 768], 2 threads, streaming stores:
+ * no prefetch 19.1 ms, a burst of the next row's lines at each row start 10.0 ms, one
+ * prefetch after each vector load 7.1 ms. */
+enum { PREFETCH_MIN_BUFFER = 4 << 20, CACHE_LINE = 64 };
 
-static void prefetch_line_loop(render *r, LLVMValueRef base, LLVMValueRef start, int64_t bytes, int rw) {
-  LLVMBuilderRef b = r->b;
-  loop lines;
-  LLVMValueRef at = loop_begin(r, &lines, ci64(r, 0), ci64(r, (bytes + CACHE_LINE - 1) / CACHE_LINE));
-  LLVMValueRef byte = LLVMBuildAdd(b, start, LLVMBuildMul(b, at, ci64(r, CACHE_LINE), ""), "");
-  LLVMTypeRef pt = r->t_ptr;
-  LLVMValueRef args[4] = {LLVMBuildGEP2(b, r->t_i8, base, &byte, 1, ""), cint(r->t_i32, rw), cint(r->t_i32, 3),
-                          cint(r->t_i32, 1)};
-  intrinsic(r, "llvm.prefetch", &pt, 1, args, 4);
-  loop_end(r, &lines);
-}
-
-static void prefetch_rows(render *r, uint64_t row_vars) {
-  const kiln_kernel *k = r->k;
-  if (!r->dep) return;
+/* x / c with c an f32 constant, read only by erf, tanh or sigmoid, is computed as x times
+ * RN(1/c): a divide costs a multiply's throughput ten times over (bias+GELU, whose
+ * x / sqrt(2) feeds erf: 8.2 -> 6.3 ms), and the product is within an ulp of the quotient,
+ * which moves those functions' results by less than 3e-8 (|f'(y) y| <= 0.45 for all
+ * three), below their own error. Not for exp or log, whose error grows with the input.
+ * NULL (and no such divides) when out of memory: the divides then stay. */
+static bool *recip_divides(const kiln_kernel *k, const kiln_allocator *al) {
+  bool *ok = kiln_ir_malloc(al, sizeof(bool) * ((size_t)k->n_kx + 1));
+  if (!ok) return NULL;
   for (int32_t i = 0; i < k->n_kx; i++) {
     const kiln_kx *x = &k->kx[i];
-    if (x->kind != KILN_KX_LOAD || x->buf < 0 || x->buf >= r->p->n_buffers) continue;
-    const kiln_buffer *bf = &r->p->buffers[x->buf];
-    int64_t es = (int64_t)kiln_dtype_size(x->dtype);
-    if (bf->nbytes < (size_t)PREFETCH_MIN_BUFFER || es <= 0) continue;
-    const kiln_kx *o = &k->kx[x->a[0]];
-    if (o->kind != KILN_KX_ALU || o->op != KILN_OP_add) continue;
-    int32_t vi = -1, xi = -1;
-    for (int s = 0; s < 2 && vi < 0; s++) {
-      const kiln_kx *v = &k->kx[o->a[s]];
-      if (v->kind == KILN_KX_VAR && v->var < 64 && !((row_vars >> v->var) & 1)) vi = o->a[s], xi = o->a[1 - s];
-    }
-    if (vi < 0 || (r->dep[xi] & ~row_vars)) continue;
-    int64_t row_bytes = k->extent[k->kx[vi].var] * es;
-    if (row_bytes < PREFETCH_MIN_ROW) continue;
-    bool seen = false; /* one prefetch per buffer and row start */
-    for (int32_t j = 0; j < i && !seen; j++) {
-      const kiln_kx *y = &k->kx[j], *yo = y->kind == KILN_KX_LOAD ? &k->kx[y->a[0]] : NULL;
-      seen = yo && y->buf == x->buf && yo->kind == KILN_KX_ALU && yo->op == KILN_OP_add &&
-             (yo->a[0] == xi || yo->a[1] == xi);
-    }
-    if (seen) continue;
-    LLVMValueRef xo = eval(r, xi);
-    if (!xo) return;
-    LLVMValueRef start = LLVMBuildAdd(r->b, LLVMBuildMul(r->b, xo, ci64(r, es), ""), ci64(r, PREFETCH_AHEAD), "");
-    prefetch_line_loop(r, r->base[x->buf], start, row_bytes, 0);
+    ok[i] = false;
+    if (x->kind != KILN_KX_ALU || x->op != KILN_OP_div || x->dtype != KILN_F32) continue;
+    const kiln_kx *c = &k->kx[x->a[1]];
+    float cf = (float)c->f, rc = 1.0f / cf;
+    ok[i] = c->kind == KILN_KX_CONST && c->dtype == KILN_F32 && isnormal(cf) && isnormal(rc) && i != k->root;
   }
+  for (int32_t i = 0; i < k->n_kx; i++) {
+    const kiln_kx *x = &k->kx[i];
+    bool approx = x->kind == KILN_KX_ALU && (x->op == KILN_OP_erf || x->op == KILN_OP_tanh || x->op == KILN_OP_sigmoid);
+    for (int j = 0; j < 3; j++)
+      if (x->a[j] >= 0 && x->a[j] < k->n_kx && !approx) ok[x->a[j]] = false;
+  }
+  return ok;
 }
 
 /* Streaming (non-temporal) stores for an output too large to stay in the caches: they
@@ -1174,6 +1185,9 @@ static LLVMValueRef emit_loop_kernel(render *r, const kiln_kernel *k, int32_t ki
     LLVMValueRef idx = ci64(r, bi);
     LLVMValueRef slot = LLVMBuildInBoundsGEP2(r->b, r->t_ptr, bufs, &idx, 1, "");
     r->base[bi] = LLVMBuildLoad2(r->b, r->t_ptr, slot, r->p->buffers[bi].name ? r->p->buffers[bi].name : "buf");
+    if (bi != k->out_buf && bb->nbytes >= (size_t)PREFETCH_MIN_BUFFER)
+      LLVMSetMetadata(r->base[bi], LLVMGetMDKindIDInContext(r->ctx, KILN_LLVM_MD_PREFETCH, strlen(KILN_LLVM_MD_PREFETCH)),
+                      LLVMMDNodeInContext(r->ctx, NULL, 0));
     if (streaming && bi == k->out_buf) { /* the caller checked: 64-byte aligned */
       LLVMMetadataRef a64 = LLVMValueAsMetadata(ci64(r, CACHE_LINE));
       LLVMSetMetadata(r->base[bi], LLVMGetMDKindIDInContext(r->ctx, "align", 5),
@@ -1184,6 +1198,7 @@ static LLVMValueRef emit_loop_kernel(render *r, const kiln_kernel *k, int32_t ki
   for (int32_t i = 0; i < k->n_kx && !r->bad; i++)
     if (k->kx[i].kind == KILN_KX_CHECK) r->bad = entry_alloca(r, r->t_i1);
   if (r->bad) LLVMBuildStore(r->b, LLVMConstInt(r->t_i1, 0, 0), r->bad);
+  r->recip_ok = recip_divides(k, al);
   if (!find_row_caches(r)) {
     kiln_diag_set(r->d, KILN_ERR_OUT_OF_MEMORY, "out of memory rendering kernel %s", k->name ? k->name : "?");
     goto done;
@@ -1210,7 +1225,6 @@ static LLVMValueRef emit_loop_kernel(render *r, const kiln_kernel *k, int32_t ki
     rem = LLVMBuildUDiv(r->b, rem, ext, "");
   }
   if (rank >= 2) r->var[first] = rem;
-  prefetch_rows(r, row_vars);
   LLVMValueRef col = ci64(r, 0);
   if (rank >= 1) {
     /* The kernel only runs for a non-empty domain, so the column loop runs at least once
@@ -1246,6 +1260,8 @@ done:
   kiln_ir_free(al, r->base);
   kiln_ir_free(al, r->row_cached);
   kiln_ir_free(al, r->row_buf);
+  kiln_ir_free(al, r->recip_ok);
+  r->recip_ok = NULL;
   r->row_cached = NULL;
   r->row_buf = NULL;
   r->var = r->memo = r->base = NULL;

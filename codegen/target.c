@@ -116,6 +116,12 @@ kiln_status kiln_llvm_host_machine(LLVMRelocMode reloc, LLVMCodeModel cm, LLVMTa
   return kiln_llvm_target_machine(NULL, NULL, reloc, cm, tm, d);
 }
 
+/* The pointer a load or store goes through, with its GEPs stripped: the base pointer. */
+static LLVMValueRef base_of(LLVMValueRef ptr) {
+  while (LLVMIsAGetElementPtrInst(ptr)) ptr = LLVMGetOperand(ptr, 0);
+  return ptr;
+}
+
 /* The streaming variants of kernels (render.c, "_stream" functions): after O3, their
  * vector stores through the output pointer (the one load of a buffer pointer that carries
  * !align) become non-temporal. Marked here because the loop vectorizer does not widen a
@@ -133,11 +139,41 @@ static void mark_streaming_stores(LLVMModuleRef m) {
     for (LLVMBasicBlockRef bb = LLVMGetFirstBasicBlock(f); bb; bb = LLVMGetNextBasicBlock(bb))
       for (LLVMValueRef i = LLVMGetFirstInstruction(bb); i; i = LLVMGetNextInstruction(i)) {
         if (!LLVMIsAStoreInst(i) || LLVMGetTypeKind(LLVMTypeOf(LLVMGetOperand(i, 0))) != LLVMVectorTypeKind) continue;
-        LLVMValueRef ptr = LLVMGetOperand(i, 1);
-        while (LLVMIsAGetElementPtrInst(ptr)) ptr = LLVMGetOperand(ptr, 0);
+        LLVMValueRef ptr = base_of(LLVMGetOperand(i, 1));
         if (LLVMIsALoadInst(ptr) && LLVMGetMetadata(ptr, align_kind)) LLVMSetMetadata(i, nt_kind, nt);
       }
   }
+}
+
+/* After each vector load through a base pointer marked KILN_LLVM_MD_PREFETCH (render.c),
+ * a prefetch of the byte KILN_LLVM_PREFETCH_AHEAD past its address. Done after O3 so
+ * that it is one prefetch per vector, where the vectorizer would have issued one per lane
+ * of a prefetch in the scalar loop. */
+static void add_prefetches(LLVMModuleRef m) {
+  LLVMContextRef ctx = LLVMGetModuleContext(m);
+  unsigned pf_kind = LLVMGetMDKindIDInContext(ctx, KILN_LLVM_MD_PREFETCH, strlen(KILN_LLVM_MD_PREFETCH));
+  LLVMTypeRef ptr_t = LLVMPointerTypeInContext(ctx, 0), i8 = LLVMInt8TypeInContext(ctx);
+  LLVMTypeRef i32 = LLVMInt32TypeInContext(ctx), i64 = LLVMInt64TypeInContext(ctx);
+  unsigned id = LLVMLookupIntrinsicID("llvm.prefetch", 13);
+  LLVMValueRef pf = NULL;
+  LLVMTypeRef pf_ty = LLVMIntrinsicGetType(ctx, id, &ptr_t, 1);
+  LLVMBuilderRef b = LLVMCreateBuilderInContext(ctx);
+  for (LLVMValueRef f = LLVMGetFirstFunction(m); f; f = LLVMGetNextFunction(f))
+    for (LLVMBasicBlockRef bb = LLVMGetFirstBasicBlock(f); bb; bb = LLVMGetNextBasicBlock(bb))
+      for (LLVMValueRef i = LLVMGetFirstInstruction(bb); i; i = LLVMGetNextInstruction(i)) {
+        if (!LLVMIsALoadInst(i) || LLVMGetTypeKind(LLVMTypeOf(i)) != LLVMVectorTypeKind) continue;
+        LLVMValueRef root = base_of(LLVMGetOperand(i, 0));
+        if (!LLVMIsALoadInst(root) || !LLVMGetMetadata(root, pf_kind)) continue;
+        if (!pf) pf = LLVMGetIntrinsicDeclaration(m, id, &ptr_t, 1);
+        LLVMValueRef next = LLVMGetNextInstruction(i);
+        LLVMPositionBuilderBefore(b, next);
+        LLVMValueRef ahead = LLVMConstInt(i64, KILN_LLVM_PREFETCH_AHEAD, 0);
+        LLVMValueRef args[4] = {LLVMBuildGEP2(b, i8, LLVMGetOperand(i, 0), &ahead, 1, ""), LLVMConstInt(i32, 0, 0),
+                                LLVMConstInt(i32, 3, 0), LLVMConstInt(i32, 1, 0)};
+        LLVMBuildCall2(b, pf_ty, pf, args, 4, "");
+        i = LLVMGetPreviousInstruction(next); /* the call just added */
+      }
+  LLVMDisposeBuilder(b);
 }
 
 kiln_status kiln_llvm_optimize(LLVMModuleRef m, LLVMTargetMachineRef tm, kiln_diag *d) {
@@ -154,6 +190,7 @@ kiln_status kiln_llvm_optimize(LLVMModuleRef m, LLVMTargetMachineRef tm, kiln_di
   LLVMDisposePassBuilderOptions(po);
   if (err) return kiln_llvm_fail(d, "optimizing the module", err, m);
   mark_streaming_stores(m);
+  add_prefetches(m);
   return KILN_OK;
 }
 
