@@ -747,7 +747,9 @@ static LLVMValueRef eval_load(render *r, const kiln_kx *x) {
   LLVMBasicBlockRef join = LLVMAppendBasicBlockInContext(r->ctx, r->fn, "mjoin");
   LLVMBuildCondBr(b, m, then, join);
   LLVMPositionBuilderAtEnd(b, then);
-  LLVMValueRef ptr = LLVMBuildInBoundsGEP2(b, mt, r->base[x->buf], &off, 1, "");
+  /* not inbounds: the vectorizer turns this into a masked vector load, whose address
+   * (that of its first lane) may lie outside the buffer for lanes that are off */
+  LLVMValueRef ptr = LLVMBuildGEP2(b, mt, r->base[x->buf], &off, 1, "");
   LLVMValueRef v = convert(r, from_memory(r, LLVMBuildLoad2(b, mt, ptr, ""), bdt), bdt, x->dtype);
   LLVMBasicBlockRef then_end = LLVMGetInsertBlock(b);
   LLVMBuildBr(b, join);

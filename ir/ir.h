@@ -385,6 +385,9 @@ typedef struct kiln_gemm_desc {
    * the pack expression loads. Columns past n in the last tile are ignored. */
   int64_t tile_n;                /* 0: no pack */
   int32_t param_buf;             /* -1: none */
+  /* The pack's domain is [k, tile_n] or, in whole output rows, [k, tile_n / pack_last,
+   * pack_last] (the same layout): it runs k * tile_n / pack_last rows of pack_last. */
+  int64_t pack_last;
   /* Fused epilogue (the kernel's `epilogue` sub-kernel, when set): run over the output
    * rows of each finished tile; epi_last = the epilogue domain's last extent. */
   int64_t epi_last;

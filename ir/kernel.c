@@ -341,8 +341,12 @@ static kiln_status verify_gemm_subs(const kiln_kprogram *p, int32_t ki, const ki
       return kiln_diag_set(d, KILN_ERR_INTERNAL,
                            KFMT "packed B must be a k x tile_n tile (ldb %lld, tile_n %lld, trans %d, offset %lld)",
                            KARGS(ki, k), (long long)g->ldb, (long long)g->tile_n, (int)g->trans_b, (long long)g->b_off);
-    int64_t dims[2] = {g->k, g->tile_n};
-    kiln_shape want = kiln_shape_make(2, dims);
+    int64_t pl = g->pack_last > 0 ? g->pack_last : g->tile_n;
+    if (g->tile_n % pl)
+      return kiln_diag_set(d, KILN_ERR_INTERNAL, KFMT "pack_last %lld does not divide tile_n %lld", KARGS(ki, k),
+                           (long long)pl, (long long)g->tile_n);
+    int64_t dims[3] = {g->k, g->tile_n / pl, pl};
+    kiln_shape want = k->pack->out.rank == 3 ? kiln_shape_make(3, dims) : kiln_shape_make(2, (int64_t[2]){g->k, g->tile_n});
     kiln_status st = verify_sub(p, ki, k, k->pack, "pack", g->b_buf, &want, d);
     if (st != KILN_OK) return st;
   }

@@ -678,11 +678,14 @@ static int32_t emit_masked(lower_ctx *c, int32_t v, const int32_t *idx, int32_t 
   if (mask < 0) return emit(c, v, idx);
   const kiln_node *n = &c->g->nodes[v];
   if (kiln_shape_numel(&n->shape) == 0) return kiln_pass_kb_const(KB, n->dtype, fill);
+  /* A buffer's masked load is not performed where the mask is false (every backend), so
+   * its offset needs no clamping: unclamped, it stays affine in the innermost variable,
+   * and the LLVM vectorizer makes a masked vector load of it (an im2col row, a padded
+   * window) instead of a gather. An expression is computed everywhere: clamped. */
+  if (is_buffer(c, v))
+    return kiln_pass_kb_load(KB, buffer_of(c, v), n->dtype, kiln_pass_kb_linearize(KB, idx, &n->shape), mask, fill);
   int32_t j[KILN_MAX_RANK];
   for (int32_t d = 0; d < n->shape.rank; d++) j[d] = kiln_pass_kb_clamp(KB, idx[d], 0, n->shape.dims[d] - 1);
-  if (is_buffer(c, v))
-    return kiln_pass_kb_load(KB, buffer_of(c, v), n->dtype, kiln_pass_kb_linearize(KB, j, &n->shape),
-                             mask, fill);
   return kiln_pass_kb_select(KB, mask, emit(c, v, j), kiln_pass_kb_const(KB, n->dtype, fill));
 }
 
@@ -1231,17 +1234,22 @@ static void lower_conv_gemm(lower_ctx *c, int32_t v) {
     snprintf(nm, sizeof nm, "%s.tile", n->name);
     int32_t par = new_buffer(c, KILN_BUF_ARENA, KILN_I64, &ps, -1, nm);
     for (int32_t i = 0; i < nb; i++) gd->b_bstride[i] = 0;
-    gd->b_buf = col, gd->ldb = tile, gd->tile_n = tile, gd->param_buf = par;
-    kiln_kernel *pk = begin_sub(c, col, n->dtype, &cs);
+    gd->b_buf = col, gd->ldb = tile, gd->tile_n = tile, gd->param_buf = par, gd->pack_last = tile;
+    /* In whole output rows (tiles are), the pack's domain is [Kc, tile rows, row]: the
+     * innermost variable is then an output column, whose input offset is affine (a
+     * contiguous, masked vector load at stride 1) rather than a div/mod of a flat column
+     * index (a gather). */
+    bool by_rows = sd >= 1 && row > 0 && tile % row == 0;
+    if (by_rows) gd->pack_last = row;
+    int64_t cd3[3] = {Kc, by_rows ? tile / row : 1, by_rows ? row : tile};
+    kiln_shape cs3 = kiln_shape_make(3, cd3);
+    kiln_kernel *pk = begin_sub(c, col, n->dtype, by_rows ? &cs3 : &cs);
     if (pk) {
       /* col[r, jj] = x[n, g*cig + ci(r), o(p)*stride + k(r)*dilation - lo], p = j0 + jj */
-      int32_t idx[2];
-      out_vars(c, 2, idx);
+      int32_t idx[3];
+      out_vars(c, by_rows ? 3 : 2, idx);
       int32_t t = kiln_pass_kb_clamp(KB, kiln_pass_kb_load(KB, par, KILN_I64, INT(0), -1, 0), 0, N * G - 1);
       int32_t j0 = kiln_pass_kb_clamp(KB, kiln_pass_kb_load(KB, par, KILN_I64, INT(1), -1, 0), 0, P - 1);
-      int32_t p = IX(add, j0, idx[1]);
-      int32_t mask = IX(lt, p, INT(P));
-      p = kiln_pass_kb_clamp(KB, p, 0, P - 1);
       int32_t ni = G > 1 ? IX(div, t, INT(G)) : t, gi = G > 1 ? IX(mod, t, INT(G)) : INT(0);
       int64_t rd[KILN_MAX_RANK + 1], pd[KILN_MAX_RANK];
       rd[0] = cig;
@@ -1250,7 +1258,21 @@ static void lower_conv_gemm(lower_ctx *c, int32_t v) {
       kiln_shape r1 = kiln_shape_make(1, &Kc), p1 = kiln_shape_make(1, &P);
       int32_t rj[KILN_MAX_RANK], pj[KILN_MAX_RANK], jx[KILN_MAX_RANK];
       reshape_index(c, &r1, &rs, &idx[0], rj);
-      reshape_index(c, &p1, &pss, &p, pj);
+      int32_t mask;
+      if (by_rows) { /* output row j0 / row + idx[1] (all of them when < P / row), column idx[2] */
+        int64_t n_rows = P / row;
+        int32_t orow = IX(add, IX(div, j0, INT(row)), idx[1]);
+        mask = IX(lt, orow, INT(n_rows));
+        orow = kiln_pass_kb_clamp(KB, orow, 0, n_rows - 1);
+        kiln_shape o1 = kiln_shape_make(1, &n_rows), os = kiln_shape_make(sd - 1, pd);
+        if (sd > 1) reshape_index(c, &o1, &os, &orow, pj);
+        pj[sd - 1] = idx[2];
+      } else {
+        int32_t p = IX(add, j0, idx[1]);
+        mask = IX(lt, p, INT(P));
+        p = kiln_pass_kb_clamp(KB, p, 0, P - 1);
+        reshape_index(c, &p1, &pss, &p, pj);
+      }
       jx[0] = ni;
       jx[1] = IX(add, IX(mul, gi, INT(cig)), rj[0]);
       for (int32_t d = 0; d < sd; d++) {

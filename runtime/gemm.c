@@ -249,7 +249,8 @@ void kiln_rt_gemm_fused(kiln_rt_pool *pool, const kiln_gemm_desc *g, int32_t dty
     for (int64_t j0 = 0; j0 < g->n; j0 += g->tile_n) {
       int64_t tn = g->n - j0 < g->tile_n ? g->n - j0 : g->tile_n;
       par[0] = t, par[1] = j0;
-      kiln_rt_parallel_for(pool, pack, bufs, g->k, 16384 / g->tile_n + 1);
+      int64_t last = g->pack_last > 0 ? g->pack_last : g->tile_n, rows = g->k * (g->tile_n / last);
+      kiln_rt_parallel_for(pool, pack, bufs, rows, 16384 / last + 1);
       kiln_gemm_desc tile = *g;
       tile.n = tn, tile.n_batch = 0;
       tile.ldb = g->tile_n, tile.trans_b = 0;
