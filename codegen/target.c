@@ -158,12 +158,25 @@ static void add_prefetches(LLVMModuleRef m) {
   LLVMValueRef pf = NULL;
   LLVMTypeRef pf_ty = LLVMIntrinsicGetType(ctx, id, &ptr_t, 1);
   LLVMBuilderRef b = LLVMCreateBuilderInContext(ctx);
-  for (LLVMValueRef f = LLVMGetFirstFunction(m); f; f = LLVMGetNextFunction(f))
+  enum { MAX_BASES = 64 };
+  for (LLVMValueRef f = LLVMGetFirstFunction(m); f; f = LLVMGetNextFunction(f)) {
+    /* Only the first block (in layout order) that loads vectors through a base: a row
+     * that later passes read again (a layer norm's mean, variance and output loops) is
+     * in the cache by then, and a prefetch there would be wasted work. */
+    LLVMValueRef base[MAX_BASES];
+    LLVMBasicBlockRef first[MAX_BASES];
+    int n_base = 0;
     for (LLVMBasicBlockRef bb = LLVMGetFirstBasicBlock(f); bb; bb = LLVMGetNextBasicBlock(bb))
       for (LLVMValueRef i = LLVMGetFirstInstruction(bb); i; i = LLVMGetNextInstruction(i)) {
         if (!LLVMIsALoadInst(i) || LLVMGetTypeKind(LLVMTypeOf(i)) != LLVMVectorTypeKind) continue;
         LLVMValueRef root = base_of(LLVMGetOperand(i, 0));
         if (!LLVMIsALoadInst(root) || !LLVMGetMetadata(root, pf_kind)) continue;
+        int at = 0;
+        while (at < n_base && base[at] != root) at++;
+        if (at == n_base) {
+          if (n_base == MAX_BASES) continue;
+          base[n_base] = root, first[n_base++] = bb;
+        } else if (first[at] != bb) continue;
         if (!pf) pf = LLVMGetIntrinsicDeclaration(m, id, &ptr_t, 1);
         LLVMValueRef next = LLVMGetNextInstruction(i);
         LLVMPositionBuilderBefore(b, next);
@@ -173,6 +186,7 @@ static void add_prefetches(LLVMModuleRef m) {
         LLVMBuildCall2(b, pf_ty, pf, args, 4, "");
         i = LLVMGetPreviousInstruction(next); /* the call just added */
       }
+  }
   LLVMDisposeBuilder(b);
 }
 
