@@ -248,12 +248,6 @@ static LLVMValueRef horner(render *r, LLVMValueRef x, const float *c, int n) {
   return p;
 }
 
-static LLVMValueRef fma_f32(render *r, LLVMValueRef a, LLVMValueRef b, LLVMValueRef c) {
-  LLVMTypeRef t = r->t_f32;
-  LLVMValueRef v[3] = {a, b, c};
-  return intrinsic(r, "llvm.fma", &t, 1, v, 3);
-}
-
 /* a / b where b is finite and nonzero by construction, inside an approximation that is
  * itself a few ulp off: a reciprocal estimate refined once (vrcp14ps and two FMAs on
  * AVX-512, within about an ulp) instead of a divide. */
@@ -287,8 +281,9 @@ static LLVMValueRef exp_core(render *r, LLVMValueRef xc, LLVMValueRef *ni_out) {
   /* Cody-Waite: ln2 = 0.693359375 (n times it is exact) - 2.12194440e-4 */
   LLVMValueRef y = fmadd(r, n, fk(r, -0.693359375), xc);
   y = fmadd(r, n, fk(r, 2.12194440e-4), y);
-  /* y^2 + 2^-100: a tiny y would make y^2 subnormal, which costs a microcode assist */
-  LLVMValueRef p = fmadd(r, fma_f32(r, y, y, fk(r, 0x1p-100)), horner(r, y, c, 6), y);
+  /* y^2 + 2^-100: a tiny y would make y^2 subnormal, which costs a microcode assist (where
+   * the target fuses the multiply-add; fmuladd, since llvm.fma is a libm call without FMA) */
+  LLVMValueRef p = fmadd(r, fmadd(r, y, y, fk(r, 0x1p-100)), horner(r, y, c, 6), y);
   *ni_out = ni;
   return LLVMBuildFAdd(b, p, fk(r, 1.0), "");
 }
@@ -341,8 +336,8 @@ static LLVMValueRef tanh_f32(render *r, LLVMValueRef x) {
   static const float c[5] = {-0.333332807f, 0.133314416f, -0.0537397116f, 0.0206390787f, -0.00570497848f};
   LLVMBuilderRef b = r->b;
   LLVMValueRef ax = intr1(r, "llvm.fabs", x);
-  LLVMValueRef z = fma_f32(r, x, x, fk(r, 0x1p-100)); /* no subnormal from a tiny x */
-  LLVMValueRef small = fma_f32(r, x, LLVMBuildFMul(b, z, horner(r, z, c, 5), ""), x);
+  LLVMValueRef z = fmadd(r, x, x, fk(r, 0x1p-100)); /* no subnormal from a tiny x */
+  LLVMValueRef small = fmadd(r, x, LLVMBuildFMul(b, z, horner(r, z, c, 5), ""), x);
   /* |x| clamped to 10 (tanh is 1 in f32 from 9.01 on), so e + 1 is finite */
   LLVMValueRef a9 = fsel(r, LLVMRealOGT, ax, fk(r, 10.0), fk(r, 10.0), ax);
   LLVMValueRef e = exp_f32(r, LLVMBuildFAdd(b, a9, a9, ""));
@@ -354,8 +349,9 @@ static LLVMValueRef tanh_f32(render *r, LLVMValueRef x) {
 /* erf(x) = x P(x^2) / Q(x^2) on x clamped to [-4, 4] (erf is 1 in f32 from 3.92 on,
  * which the last select makes exact), with P and Q of degree 5: Kiln's own fit (Loeb's
  * linearized least squares with Lawson reweighting, relative error 2.5e-8 in double).
- * In f32 it is within 4e-7 of erf (6 ulp near 1, 4 ulp near 0; test_llvm_alu sweeps it).
- * One branch for every lane and a reciprocal estimate for the divide (Q is in [1, 2e6]):
+ * In f32 with FMA it is within 4e-7 of erf (6 ulp near 1, 3 ulp near 0; test_llvm_alu
+ * sweeps it); a target without FMA rounds each multiply-add twice (4.6e-7, simulated).
+ * One branch for every lane and a reciprocal estimate for the divide (Q is in [1, 220]):
  * erf is the costly part of GELU, which the old two-branch form (a polynomial below
  * 0.875 and 1 - exp(-x^2) Q(x) above, both computed) kept at 45% of copy bandwidth.
  * x^2 + 2^-100 keeps a tiny x from making subnormals, which cost a microcode assist. */
@@ -367,7 +363,7 @@ static LLVMValueRef erf_f32(render *r, LLVMValueRef x) {
   LLVMBuilderRef b = r->b;
   LLVMValueRef xc = fsel(r, LLVMRealOGT, x, fk(r, 4.0), fk(r, 4.0), x); /* a NaN stays */
   xc = fsel(r, LLVMRealOLT, xc, fk(r, -4.0), fk(r, -4.0), xc);
-  LLVMValueRef z = fma_f32(r, xc, xc, fk(r, 0x1p-100));
+  LLVMValueRef z = fmadd(r, xc, xc, fk(r, 0x1p-100));
   LLVMValueRef v = approx_div(r, LLVMBuildFMul(b, xc, horner(r, z, p, 6), ""), horner(r, z, q, 6));
   /* the sign from x: the estimate's correction can turn -0 into +0 */
   return copysign_f32(r, fsel(r, LLVMRealOGE, intr1(r, "llvm.fabs", x), fk(r, 3.92), fk(r, 1.0), v), x);
@@ -1077,9 +1073,10 @@ enum { PREFETCH_MIN_BUFFER = 4 << 20, CACHE_LINE = 64 };
 
 /* x / c with c an f32 constant, read only by erf, tanh or sigmoid, is computed as x times
  * RN(1/c): a divide costs a multiply's throughput ten times over (bias+GELU, whose
- * x / sqrt(2) feeds erf: 8.2 -> 6.3 ms), and the product is within an ulp of the quotient,
- * which moves those functions' results by less than 3e-8 (|f'(y) y| <= 0.45 for all
- * three), below their own error. Not for exp or log, whose error grows with the input.
+ * x / sqrt(2) feeds erf: 8.2 -> 6.3 ms), and the product is within about an ulp of the
+ * quotient, which moves those functions' results by at most about 6e-8 (|f'(y) y| <= 0.49
+ * for all three), below their own error. Not for exp or log, whose error grows with the
+ * input.
  * NULL (and no such divides) when out of memory: the divides then stay. */
 static bool *recip_divides(const kiln_kernel *k, const kiln_allocator *al) {
   bool *ok = kiln_ir_malloc(al, sizeof(bool) * ((size_t)k->n_kx + 1));
@@ -1089,8 +1086,9 @@ static bool *recip_divides(const kiln_kernel *k, const kiln_allocator *al) {
     ok[i] = false;
     if (x->kind != KILN_KX_ALU || x->op != KILN_OP_div || x->dtype != KILN_F32) continue;
     const kiln_kx *c = &k->kx[x->a[1]];
-    float cf = (float)c->f, rc = 1.0f / cf;
-    ok[i] = c->kind == KILN_KX_CONST && c->dtype == KILN_F32 && isnormal(cf) && isnormal(rc) && i != k->root;
+    if (c->kind != KILN_KX_CONST || c->dtype != KILN_F32 || i == k->root) continue;
+    float cf = (float)c->f;
+    ok[i] = isnormal(cf) && isnormal(1.0f / cf);
   }
   for (int32_t i = 0; i < k->n_kx; i++) {
     const kiln_kx *x = &k->kx[i];

@@ -107,7 +107,11 @@ static void print_kernel(FILE *f, const kiln_kernel *k, int32_t idx) {
     for (int i = 0; i < g->n_batch && i < 2; i++)
       fprintf(f, "    batch %lld strides a %lld b %lld c %lld\n", (long long)g->batch[i], (long long)g->a_bstride[i],
               (long long)g->b_bstride[i], (long long)g->c_bstride[i]);
-    if (g->tile_n > 0) fprintf(f, "    tile_n %lld params b%d\n", (long long)g->tile_n, (int)g->param_buf);
+    if (g->tile_n > 0 && g->pack_last > 0 && g->pack_last != g->tile_n)
+      fprintf(f, "    tile_n %lld params b%d pack_last %lld\n", (long long)g->tile_n, (int)g->param_buf,
+              (long long)g->pack_last);
+    else if (g->tile_n > 0)
+      fprintf(f, "    tile_n %lld params b%d\n", (long long)g->tile_n, (int)g->param_buf);
     if (k->pack) print_sub_kernel(f, "pack", k->pack);
     if (k->epilogue) {
       fprintf(f, "    epi_last %lld\n", (long long)g->epi_last);
@@ -342,9 +346,9 @@ static kiln_status verify_gemm_subs(const kiln_kprogram *p, int32_t ki, const ki
                            KFMT "packed B must be a k x tile_n tile (ldb %lld, tile_n %lld, trans %d, offset %lld)",
                            KARGS(ki, k), (long long)g->ldb, (long long)g->tile_n, (int)g->trans_b, (long long)g->b_off);
     int64_t pl = g->pack_last > 0 ? g->pack_last : g->tile_n;
-    if (g->tile_n % pl)
-      return kiln_diag_set(d, KILN_ERR_INTERNAL, KFMT "pack_last %lld does not divide tile_n %lld", KARGS(ki, k),
-                           (long long)pl, (long long)g->tile_n);
+    if (g->tile_n % pl || (k->pack->out.rank != 3 && pl != g->tile_n))
+      return kiln_diag_set(d, KILN_ERR_INTERNAL, KFMT "pack_last %lld: must divide tile_n %lld, and be it for a 2-d pack",
+                           KARGS(ki, k), (long long)pl, (long long)g->tile_n);
     int64_t dims[3] = {g->k, g->tile_n / pl, pl};
     kiln_shape want = k->pack->out.rank == 3 ? kiln_shape_make(3, dims) : kiln_shape_make(2, (int64_t[2]){g->k, g->tile_n});
     kiln_status st = verify_sub(p, ki, k, k->pack, "pack", g->b_buf, &want, d);

@@ -204,6 +204,16 @@ Test(kstats, verifier_checks_sub_kernels) {
   kexpect_fail(p, "parameter buffer b4");
   kiln_ir_kprogram_destroy(p);
 
+  p = gemm_program(); /* the runtime would run tile_n / 2 rows per k of a 2-d pack */
+  p->kernels[0].gemm.pack_last = 2;
+  kexpect_fail(p, "pack_last 2: must divide tile_n 4, and be it for a 2-d pack");
+  kiln_ir_kprogram_destroy(p);
+
+  p = gemm_program();
+  p->kernels[0].gemm.pack_last = 3;
+  kexpect_fail(p, "pack_last 3: must divide tile_n 4");
+  kiln_ir_kprogram_destroy(p);
+
   p = gemm_program();
   p->kernels[0].gemm.param_buf = 9;
   kexpect_fail(p, "parameter buffer b9");
