@@ -112,6 +112,31 @@ Test(llvm_jit, reduce_sum_and_max_over_middle_axis) {
   reduce_middle(KILN_OP_reduce_max, in, mx);
 }
 
+/* Float max/min compare numbers and count NaNs beside (render.c eval_reduce): a NaN first,
+ * last or alone in a row, or a whole row of NaNs, gives NaN; infinities and -0 are numbers. */
+Test(llvm_jit, reduce_max_min_nan_anywhere) {
+  float in[30];
+  for (int i = 0; i < 30; i++) in[i] = (float)((i * 5) % 7) - 3.0f;
+  in[0 * 15 + 0 * 3 + 0] = NAN;                                         /* b0 c0: first of its row */
+  in[0 * 15 + 4 * 3 + 1] = NAN;                                         /* b0 c1: last */
+  for (int j = 0; j < 5; j++) in[1 * 15 + j * 3 + 2] = NAN;             /* b1 c2: all NaN */
+  in[1 * 15 + 2 * 3 + 0] = INFINITY, in[1 * 15 + 3 * 3 + 0] = -INFINITY; /* b1 c0: numbers */
+  for (int j = 0; j < 5; j++) in[1 * 15 + j * 3 + 1] = -0.0f;           /* b1 c1: -0 */
+  float mx[6], mn[6];
+  for (int i = 0; i < 6; i++) mx[i] = -INFINITY, mn[i] = INFINITY;
+  for (int b = 0; b < 2; b++)
+    for (int j = 0; j < 5; j++)
+      for (int c = 0; c < 3; c++) {
+        float x = in[b * 15 + j * 3 + c];
+        int o = b * 3 + c;
+        mx[o] = (isnan(x) || isnan(mx[o])) ? NAN : fmaxf(mx[o], x);
+        mn[o] = (isnan(x) || isnan(mn[o])) ? NAN : fminf(mn[o], x);
+      }
+  cr_assert(isnan(mx[0]) && isnan(mx[1]) && isnan(mx[5]) && isinf(mx[3]) && mx[4] == 0.0f);
+  reduce_middle(KILN_OP_reduce_max, in, mx);
+  reduce_middle(KILN_OP_reduce_min, in, mn);
+}
+
 /* argmax/argmin over axis 1 of [3,6] f32, ties first (kind 0) and last (kind 1) */
 Test(llvm_jit, argmax_argmin_ties_and_nan) {
   float in[18] = {1, 5, 2, 5, 0, -1, /* tie of 5 at 1 and 3 */
