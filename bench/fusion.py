@@ -156,14 +156,16 @@ def compulsory_bytes(path):
 # ------------------------------------------------------------------------ measuring
 def kiln_bench(kiln, model, level, runs, threads, budget_s, probe):
     """kiln bench --json; a kernel that takes long gets fewer runs (at least 3) so that
-    one call stays near budget_s. probe: {key: ms of one run} remembered across calls."""
+    one call stays near budget_s, and one under a millisecond more (up to 50x), whose
+    20-run median swung by 2x with the machine's noise (the 20-microsecond transformer).
+    probe: {key: ms of one run} remembered across calls."""
     key = (model, level)
     if key not in probe:
         j = json.loads(sh([kiln, "bench", model, "--fusion", level, "--json", "--runs", "1",
                            "--warmup", "1", "--threads", str(threads)]))
         probe[key] = j["median_ms"]
-    n = max(3, min(runs, int(budget_s * 1e3 / max(probe[key], 1e-3))))
-    warm = 3 if n == runs else 1
+    n = max(3, min(runs if probe[key] >= 1.0 else 50 * runs, int(budget_s * 1e3 / max(probe[key], 1e-3))))
+    warm = 3 if n >= runs else 1
     out = sh([kiln, "bench", model, "--fusion", level, "--json", "--runs", str(n),
               "--warmup", str(warm), "--threads", str(threads)])
     return json.loads(out)
@@ -211,15 +213,6 @@ def ort_child(paths, runs, threads, budget_s):
             sess.run_with_iobinding(io)
             t.append((time.perf_counter() - t0) * 1e3)
         res[name] = statistics.median(t)
-    # a second copy reference: memcpy (numpy.copyto), which writes through the caches
-    x = rng.standard_normal([ROWS, COLS]).astype(np.float32)
-    y = np.empty_like(x)
-    t = []
-    for _ in range(max(3, runs)):
-        t0 = time.perf_counter()
-        np.copyto(y, x)
-        t.append((time.perf_counter() - t0) * 1e3)
-    res["memcpy"] = statistics.median(t)
     print(json.dumps(res))
 
 
@@ -375,7 +368,6 @@ def main():
         print(note)
         gbs = lambda n, ms: nbytes[n] / (ms * 1e-3) / 1e9  # noqa: E731
         kcopy, ocopy = gbs("copy", kms["copy"]), gbs("copy", ort_res["copy"])
-        mcopy = gbs("copy", ort_res["memcpy"])
         md += [f"## Memory-bound microbenchmarks, [{ROWS}, {COLS}] f32", "",
                f"Kiln at --fusion full; copy = `Identity`, which Kiln compiles to "
                f"`{kline}`{'' if ok else ' (NOT a plain load/store kernel!)'}. GB/s over "
@@ -383,20 +375,19 @@ def main():
                "once). \"% copy\" is against the copy kernel measured in the same run: "
                "Kiln's for Kiln; for ONNX Runtime both against Kiln's copy and against "
                "ONNX Runtime's own Identity. Kiln/ORT is ORT ms / Kiln ms (above 1: "
-               "Kiln is faster). " + note + ". Kiln's copy writes its 100 MB output with "
-               "streaming (non-temporal) stores, as every Kiln kernel with an output of "
-               "64 MiB or more does; \"% memcpy\" is against a second reference, "
-               f"numpy.copyto (memcpy, stores through the caches) in the ONNX Runtime "
-               f"process: {ort_res['memcpy']:.2f} ms, {mcopy:.1f} GB/s.", "",
-               "| kernel | MB | Kiln kernels | Kiln ms | Kiln GB/s | Kiln % copy | Kiln % memcpy | "
-               "ORT ms | ORT GB/s | ORT % Kiln copy | ORT % ORT copy | Kiln/ORT |",
-               "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
+               "Kiln is faster). " + note + ". Kiln's copy, like every Kiln kernel with an "
+               "output of 64 MiB or more, writes its output with streaming (non-temporal) "
+               "stores; with ordinary stores it ran at about 25 GB/s here "
+               "(bench/results/fusion-2026-11-26-micro.md).", "",
+               "| kernel | MB | Kiln kernels | Kiln ms | Kiln GB/s | Kiln % copy | ORT ms | "
+               "ORT GB/s | ORT % Kiln copy | ORT % ORT copy | Kiln/ORT |",
+               "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
         print(f"{'kernel':<20}{'kiln ms':>9}{'GB/s':>7}{'%copy':>7}{'ort ms':>9}{'GB/s':>7}"
               f"{'%copy':>7}{'kiln/ort':>9}")
         for n in MICRO:
             kg, og = gbs(n, kms[n]), gbs(n, ort_res[n])
             md.append(f"| {n} | {nbytes[n] / 1e6:.1f} | {kres[n][0]['kernels']} | "
-                      f"{kms[n]:.2f} | {kg:.1f} | {100 * kg / kcopy:.0f}% | {100 * kg / mcopy:.0f}% | "
+                      f"{kms[n]:.2f} | {kg:.1f} | {100 * kg / kcopy:.0f}% | "
                       f"{ort_res[n]:.2f} | {og:.1f} | {100 * og / kcopy:.0f}% | "
                       f"{100 * og / ocopy:.0f}% | {ort_res[n] / kms[n]:.2f} |")
             print(f"{n:<20}{kms[n]:>9.2f}{kg:>7.1f}{100 * kg / kcopy:>6.0f}%"

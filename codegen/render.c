@@ -1325,6 +1325,31 @@ static LLVMValueRef desc_global(render *r, const char *name, const void *data, s
   return g;
 }
 
+/* Work per row of a LOOP kernel, in element-steps: its columns plus each reduction's
+ * loops, times the variables outside them that it depends on. A row-wise reduction
+ * (softmax's max and sum, a layer norm's mean and variance) runs once per row, so a
+ * [16, 64] layer norm is about 200 steps a row, not 64^3: counted as a product, its rows
+ * went one by one to the thread pool, whose hand-off cost more than the row (the
+ * transformer example's last layer norm, 1 -> 16 us at 2 threads). */
+static int64_t row_cost(render *r, const kiln_kernel *k, int64_t last) {
+  bool oom;
+  uint64_t *dep = var_deps(k, r->p->alloc, &oom);
+  int64_t cost = last;
+  for (int32_t i = 0; i < k->n_kx && cost < KILN_LLVM_GRAIN_ELEMS; i++) {
+    const kiln_kx *x = &k->kx[i];
+    if (x->kind != KILN_KX_REDUCE) continue;
+    int64_t c = 1;
+    for (int32_t v = k->out.rank - 1; v < k->n_vars && c < KILN_LLVM_GRAIN_ELEMS; v++) {
+      bool own = v >= x->var && v < x->var + x->n_vars;
+      bool outer = !dep || (v < 64 && (dep[i] >> v & 1)); /* unknown: assume it depends */
+      if ((own || outer) && v >= 0) c *= k->extent[v] > 1 ? k->extent[v] : 1;
+    }
+    cost += c;
+  }
+  kiln_ir_free(r->p->alloc, dep);
+  return cost > 0 ? cost : 1;
+}
+
 /* Runs kernel i at the builder's position in fn (which takes bufs and pool). */
 static void emit_kernel_call(render *r, LLVMValueRef fn, const call_types *t, LLVMValueRef bufs, LLVMValueRef pool,
                              LLVMValueRef no_pool, int32_t i, LLVMValueRef *kfn) {
@@ -1336,10 +1361,7 @@ static void emit_kernel_call(render *r, LLVMValueRef fn, const call_types *t, LL
     if (numel <= 0) return;
     int64_t last = k->out.rank > 0 ? k->out.dims[k->out.rank - 1] : 1;
     int64_t n_rows = numel / last;
-    /* Work per row: its elements times the reduction loops each element runs. */
-    int64_t row_work = last;
-    for (int32_t v = k->out.rank; v < k->n_vars && row_work < KILN_LLVM_GRAIN_ELEMS; v++)
-      row_work *= k->extent[v] > 1 ? k->extent[v] : 1;
+    int64_t row_work = row_cost(r, k, last);
     int64_t grain = (KILN_LLVM_GRAIN_ELEMS + row_work - 1) / row_work;
     /* No pool: run the whole range on the caller (rt.h allows a NULL pool). */
     LLVMBasicBlockRef serial = LLVMAppendBasicBlockInContext(r->ctx, fn, "serial");
