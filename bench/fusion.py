@@ -307,7 +307,8 @@ def main():
           f"--threads {args.threads}` at commit {commit}; {os.cpu_count()} cores ({cpu}), "
           f"{args.threads} threads for Kiln and ONNX Runtime. Each time is the median of "
           f"{args.reps} `kiln bench --runs {args.runs}` medians (fewer runs, at least 3, "
-          f"where one run takes longer than {args.budget_s:g} s / {args.runs}). "
+          f"where one run takes longer than {args.budget_s:g} s / {args.runs}; up to 50x "
+          f"more where one run takes under 1 ms). "
           f"Timings on a shared machine are noisy: compare within one file. Kiln ran "
           f"with {blas_env}.", ""]
 
