@@ -1064,9 +1064,9 @@ static bool find_row_caches(render *r) {
 /* Software prefetch for streaming reads. A kernel whose work per element is long (GELU's
  * erf, softmax's exp) keeps few cache misses in flight, and the hardware prefetchers do
  * not make up for it. The base pointer of every input of at least PREFETCH_MIN_BUFFER
- * bytes is marked (!kiln.prefetch); after O3, each vector load through it is followed by
- * a prefetch PREFETCH_AHEAD bytes further on (kiln_llvm_optimize), one per line loaded,
- * spread over the loop. Measured on bias+GELU [32768, 768], 2 threads, streaming stores:
+ * bytes is marked (KILN_LLVM_MD_PREFETCH); after O3, each vector load through it in the
+ * first block that reads it is followed by a prefetch KILN_LLVM_PREFETCH_AHEAD bytes
+ * further on (target.c add_prefetches), one per line loaded, spread over the loop. Measured on bias+GELU [32768, 768], 2 threads, streaming stores:
  * no prefetch 19.1 ms, a burst of the next row's lines at each row start 10.0 ms, one
  * prefetch after each vector load 7.1 ms. */
 enum { PREFETCH_MIN_BUFFER = 4 << 20, CACHE_LINE = 64 };
