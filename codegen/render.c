@@ -57,6 +57,10 @@ typedef struct render {
   int32_t *row_cached;    /* per kx: the REDUCE whose body computed it for the row, or -1 */
   LLVMValueRef *row_buf;  /* per REDUCE kx: its body's values for the row (a stack array) */
   bool *recip_ok;         /* per kx: a divide by a constant that may multiply by 1/c (recip_divides) */
+  /* A second output stored beside the root, at the same element (sibling kernels run as
+   * one: merge_siblings); extra_root < 0: none. */
+  int32_t extra_root, extra_buf;
+  kiln_dtype extra_dtype;
 } render;
 
 /* ------------------------------------------------------------------ types */
@@ -1078,7 +1082,7 @@ enum { PREFETCH_MIN_BUFFER = 4 << 20, CACHE_LINE = 64 };
  * for all three), below their own error. Not for exp or log, whose error grows with the
  * input.
  * NULL (and no such divides) when out of memory: the divides then stay. */
-static bool *recip_divides(const kiln_kernel *k, const kiln_allocator *al) {
+static bool *recip_divides(const kiln_kernel *k, int32_t extra_root, const kiln_allocator *al) {
   bool *ok = kiln_ir_malloc(al, sizeof(bool) * ((size_t)k->n_kx + 1));
   if (!ok) return NULL;
   for (int32_t i = 0; i < k->n_kx; i++) {
@@ -1086,7 +1090,7 @@ static bool *recip_divides(const kiln_kernel *k, const kiln_allocator *al) {
     ok[i] = false;
     if (x->kind != KILN_KX_ALU || x->op != KILN_OP_div || x->dtype != KILN_F32) continue;
     const kiln_kx *c = &k->kx[x->a[1]];
-    if (c->kind != KILN_KX_CONST || c->dtype != KILN_F32 || i == k->root) continue;
+    if (c->kind != KILN_KX_CONST || c->dtype != KILN_F32 || i == k->root || i == extra_root) continue;
     float cf = (float)c->f;
     ok[i] = isnormal(cf) && isnormal(1.0f / cf);
   }
@@ -1169,8 +1173,10 @@ static LLVMValueRef emit_loop_kernel(render *r, const kiln_kernel *k, int32_t ki
   r->entry_bb = LLVMAppendBasicBlockInContext(r->ctx, r->fn, "entry");
   LLVMPositionBuilderAtEnd(r->b, r->entry_bb);
   /* Base pointers once per call: stores into buffers can then not force reloads. */
-  for (int32_t i = 0; i <= k->n_kx; i++) {
-    int32_t bi = i == k->n_kx ? k->out_buf : k->kx[i].kind == KILN_KX_LOAD ? k->kx[i].buf : -1;
+  for (int32_t i = 0; i <= k->n_kx + 1; i++) {
+    int32_t bi = i == k->n_kx + 1 ? r->extra_buf
+                 : i == k->n_kx   ? k->out_buf
+                 : k->kx[i].kind == KILN_KX_LOAD ? k->kx[i].buf : -1;
     if (bi < 0 || r->base[bi]) continue;
     /* An arena buffer at the same offset as one already loaded is the same memory (the
      * kernel writes in place over its input, memory planning's in-place reuse): one
@@ -1188,7 +1194,7 @@ static LLVMValueRef emit_loop_kernel(render *r, const kiln_kernel *k, int32_t ki
     if (bi != k->out_buf && bb->nbytes >= (size_t)PREFETCH_MIN_BUFFER)
       LLVMSetMetadata(r->base[bi], LLVMGetMDKindIDInContext(r->ctx, KILN_LLVM_MD_PREFETCH, strlen(KILN_LLVM_MD_PREFETCH)),
                       LLVMMDNodeInContext(r->ctx, NULL, 0));
-    if (streaming && bi == k->out_buf) { /* the caller checked: 64-byte aligned */
+    if (streaming && (bi == k->out_buf || bi == r->extra_buf)) { /* the caller checked: 64-byte aligned */
       LLVMMetadataRef a64 = LLVMValueAsMetadata(ci64(r, CACHE_LINE));
       LLVMSetMetadata(r->base[bi], LLVMGetMDKindIDInContext(r->ctx, "align", 5),
                       LLVMMetadataAsValue(r->ctx, LLVMMDNodeInContext2(r->ctx, &a64, 1)));
@@ -1198,7 +1204,7 @@ static LLVMValueRef emit_loop_kernel(render *r, const kiln_kernel *k, int32_t ki
   for (int32_t i = 0; i < k->n_kx && !r->bad; i++)
     if (k->kx[i].kind == KILN_KX_CHECK) r->bad = entry_alloca(r, r->t_i1);
   if (r->bad) LLVMBuildStore(r->b, LLVMConstInt(r->t_i1, 0, 0), r->bad);
-  r->recip_ok = recip_divides(k, al);
+  r->recip_ok = recip_divides(k, r->extra_root, al);
   if (!find_row_caches(r)) {
     kiln_diag_set(r->d, KILN_ERR_OUT_OF_MEMORY, "out of memory rendering kernel %s", k->name ? k->name : "?");
     goto done;
@@ -1239,6 +1245,12 @@ static LLVMValueRef emit_loop_kernel(render *r, const kiln_kernel *k, int32_t ki
   /* (a streaming variant's vector stores of it are marked non-temporal after the loop
    * vectorizer, which does not widen non-temporal scalar stores: kiln_llvm_optimize) */
   LLVMBuildStore(r->b, v, LLVMBuildInBoundsGEP2(r->b, mtype(r, k->out_dtype), r->base[k->out_buf], &off, 1, ""));
+  if (r->extra_root >= 0) {
+    LLVMValueRef v2 = eval(r, r->extra_root);
+    if (!v2) goto done;
+    v2 = to_memory(r, convert(r, v2, k->kx[r->extra_root].dtype, r->extra_dtype), r->extra_dtype);
+    LLVMBuildStore(r->b, v2, LLVMBuildInBoundsGEP2(r->b, mtype(r, r->extra_dtype), r->base[r->extra_buf], &off, 1, ""));
+  }
   if (rank >= 1) {
     loop_end(r, &cols);
     level_close(r);
@@ -1350,12 +1362,36 @@ static int64_t row_cost(render *r, const kiln_kernel *k, int64_t last) {
   return cost > 0 ? cost : 1;
 }
 
+/* Sibling kernels a and b (a->with_next) as one kernel for emit_loop_kernel: a's with b's
+ * expression nodes after its own, b's root stored as the extra output. The caller frees
+ * m->kx. False when out of memory. */
+static bool merge_siblings(render *r, const kiln_kernel *a, const kiln_kernel *b, kiln_kernel *m) {
+  *m = *a;
+  m->with_next = false;
+  m->kx = kiln_ir_malloc(r->p->alloc, sizeof(kiln_kx) * ((size_t)(a->n_kx + b->n_kx) + 1));
+  if (!m->kx) return false;
+  memcpy(m->kx, a->kx, sizeof(kiln_kx) * (size_t)a->n_kx);
+  for (int32_t i = 0; i < b->n_kx; i++) {
+    kiln_kx x = b->kx[i];
+    int n_ops = x.kind == KILN_KX_LOAD ? 2 : x.kind == KILN_KX_ALU ? kiln_op_table[x.op].arity : 0;
+    for (int j = 0; j < n_ops; j++)
+      if (x.a[j] >= 0) x.a[j] += a->n_kx;
+    m->kx[a->n_kx + i] = x;
+  }
+  m->n_kx = a->n_kx + b->n_kx;
+  r->extra_root = a->n_kx + b->root;
+  r->extra_buf = b->out_buf;
+  r->extra_dtype = b->out_dtype;
+  return true;
+}
+
 /* Runs kernel i at the builder's position in fn (which takes bufs and pool). */
 static void emit_kernel_call(render *r, LLVMValueRef fn, const call_types *t, LLVMValueRef bufs, LLVMValueRef pool,
                              LLVMValueRef no_pool, int32_t i, LLVMValueRef *kfn) {
   LLVMBuilderRef b = r->b;
   const kiln_kernel *k = &r->p->kernels[i];
   char name[48];
+  if (i > 0 && r->p->kernels[i - 1].with_next) return; /* ran with kernel i - 1 */
   if (k->kind == KILN_KERNEL_LOOP) {
     int64_t numel = kiln_shape_numel(&k->out);
     if (numel <= 0) return;
@@ -1368,10 +1404,14 @@ static void emit_kernel_call(render *r, LLVMValueRef fn, const call_types *t, LL
     LLVMBasicBlockRef par = LLVMAppendBasicBlockInContext(r->ctx, fn, "parallel");
     LLVMBasicBlockRef next = LLVMAppendBasicBlockInContext(r->ctx, fn, "next");
     LLVMValueRef kf = kfn[i], kst = kfn[r->p->n_kernels + i];
-    if (kst) { /* the streaming variant where the output is 64-byte aligned */
-      LLVMValueRef at = ci64(r, k->out_buf);
-      LLVMValueRef out = LLVMBuildLoad2(b, r->t_ptr, LLVMBuildInBoundsGEP2(b, r->t_ptr, bufs, &at, 1, ""), "");
-      LLVMValueRef mis = LLVMBuildAnd(b, LLVMBuildPtrToInt(b, out, r->t_i64, ""), ci64(r, CACHE_LINE - 1), "");
+    if (kst) { /* the streaming variant where the output (both, for siblings) is 64-byte aligned */
+      LLVMValueRef mis = ci64(r, 0);
+      for (int o = 0; o < (k->with_next ? 2 : 1); o++) {
+        LLVMValueRef at = ci64(r, o ? r->p->kernels[i + 1].out_buf : k->out_buf);
+        LLVMValueRef out = LLVMBuildLoad2(b, r->t_ptr, LLVMBuildInBoundsGEP2(b, r->t_ptr, bufs, &at, 1, ""), "");
+        mis = LLVMBuildOr(b, mis, LLVMBuildPtrToInt(b, out, r->t_i64, ""), "");
+      }
+      mis = LLVMBuildAnd(b, mis, ci64(r, CACHE_LINE - 1), "");
       kf = LLVMBuildSelect(b, LLVMBuildICmp(b, LLVMIntEQ, mis, ci64(r, 0), ""), kst, kf, "");
     }
     LLVMBuildCondBr(b, no_pool, serial, par);
@@ -1469,6 +1509,7 @@ kiln_status kiln_llvm_render(const kiln_kprogram *p, LLVMContextRef ctx,
   *out = NULL;
   render r;
   memset(&r, 0, sizeof r);
+  r.extra_root = r.extra_buf = -1;
   r.ctx = ctx;
   r.p = p;
   r.d = d;
@@ -1501,16 +1542,29 @@ kiln_status kiln_llvm_render(const kiln_kprogram *p, LLVMContextRef ctx,
     snprintf(name, sizeof name, "kiln_k%d", i);
     kfn[i] = NULL;
     kfn[p->n_kernels + i] = NULL;
-    if (p->kernels[i].kind == KILN_KERNEL_LOOP && !(kfn[i] = emit_loop_kernel(&r, &p->kernels[i], i, name, false))) {
-      st = d->status != KILN_OK ? d->status : kiln_diag_set(d, KILN_ERR_INTERNAL, "kernel %d failed to render", i);
-      goto fail;
-    }
-    if (p->kernels[i].kind == KILN_KERNEL_LOOP && streams(&p->kernels[i], p)) {
-      snprintf(name, sizeof name, "kiln_k%d_stream", i);
-      if (!(kfn[p->n_kernels + i] = emit_loop_kernel(&r, &p->kernels[i], i, name, true))) {
-        st = d->status != KILN_OK ? d->status : kiln_diag_set(d, KILN_ERR_INTERNAL, "kernel %d failed to render", i);
+    if (i > 0 && p->kernels[i - 1].with_next) continue; /* rendered with kernel i - 1 */
+    kiln_kernel merged;
+    const kiln_kernel *lk = &p->kernels[i];
+    r.extra_root = -1;
+    if (lk->with_next) {
+      if (!merge_siblings(&r, lk, &p->kernels[i + 1], &merged)) {
+        st = kiln_diag_set(d, KILN_ERR_OUT_OF_MEMORY, "out of memory rendering kernel %d", i);
         goto fail;
       }
+      lk = &merged;
+    }
+    bool loop = lk->kind == KILN_KERNEL_LOOP;
+    kfn[i] = loop ? emit_loop_kernel(&r, lk, i, name, false) : NULL;
+    bool ok = !loop || kfn[i];
+    if (ok && loop && streams(lk, p) && (r.extra_root < 0 || streams(&p->kernels[i + 1], p))) {
+      snprintf(name, sizeof name, "kiln_k%d_stream", i);
+      ok = (kfn[p->n_kernels + i] = emit_loop_kernel(&r, lk, i, name, true)) != NULL;
+    }
+    if (lk == &merged) kiln_ir_free(p->alloc, merged.kx);
+    r.extra_root = r.extra_buf = -1;
+    if (!ok) {
+      st = d->status != KILN_OK ? d->status : kiln_diag_set(d, KILN_ERR_INTERNAL, "kernel %d failed to render", i);
+      goto fail;
     }
     const kiln_kernel *subs[2] = {p->kernels[i].pack, p->kernels[i].epilogue};
     for (int s = 0; s < 2; s++) {

@@ -116,6 +116,7 @@ static void report_json(const kiln_kprogram *p, const char *model, kiln_fusion_l
     int n_fused = 0;
     if (k->kind == KILN_KERNEL_GEMM && k->pack) fprintf(f, "%s\"pack\"", n_fused++ ? ", " : "");
     if (k->kind == KILN_KERNEL_GEMM && k->epilogue) fprintf(f, "%s\"epilogue\"", n_fused++ ? ", " : "");
+    if (k->with_next) fprintf(f, "%s\"with_next\"", n_fused++ ? ", " : "");
     fputs("]}", f);
   }
   fprintf(f, "%s],\n  \"refused\": [", p->n_kernels ? "\n  " : "");
@@ -170,6 +171,7 @@ static void report_text(const kiln_kprogram *p, const char *model, kiln_fusion_l
             k->name ? k->name : "");
     if (k->kind == KILN_KERNEL_GEMM && k->pack) fputs(" +pack", f);
     if (k->kind == KILN_KERNEL_GEMM && k->epilogue) fputs(" +epilogue", f);
+    if (k->with_next) fputs(" +with-next", f);
     fputs(" <-", f);
     for (int32_t j = 0; j < k->n_sources && k->sources; j++)
       fprintf(f, "%s%s", j ? ", " : " ", k->sources[j] ? k->sources[j] : "?");

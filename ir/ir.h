@@ -424,6 +424,13 @@ typedef struct kiln_kernel {
   /* For reports: the category of the node the kernel is built around (contraction for a
    * GEMM with its epilogue, reduce for a row-wise normalization, ...). */
   kiln_category category;
+  /* LOOP: a sibling of the next kernel (passes/lower.c pair_siblings): both are
+   * elementwise over the same domain and read a common input, neither reads the other's
+   * output and neither has a CHECK. The CPU backend runs the two in one loop nest, so
+   * the common input is read from memory once; memory planning gives the two one step
+   * (none of their buffers share bytes). Other backends may run them one after the
+   * other. */
+  bool with_next;
   /* OPAQUE: the graph op with its attrs; input buffers in in_bufs */
   kiln_op op;
   kiln_attrs attrs;
@@ -487,6 +494,10 @@ typedef struct kiln_kernel_stats {
 } kiln_kernel_stats;
 void kiln_ir_kernel_stats(const kiln_kprogram *p, const kiln_kernel *k, kiln_kernel_stats *s);
 
+/* Whether LOOP kernels a and b (in this order) may run in one loop nest (kiln_kernel.
+ * with_next): elementwise over the same domain, no CHECK, and neither reads the other's
+ * output. Memory planning must then keep their buffers apart (it does for with_next). */
+bool kiln_ir_siblings_ok(const kiln_kernel *a, const kiln_kernel *b);
 /* Text dump of a kernel program (for kiln dump and golden tests). */
 void kiln_ir_kprogram_print(const kiln_kprogram *p, FILE *f);
 /* Checks operand order, dtypes, buffer ids, var ranges. */

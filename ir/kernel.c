@@ -95,7 +95,7 @@ static void print_kernel(FILE *f, const kiln_kernel *k, int32_t idx) {
     fprintf(f, " from");
     for (int i = 0; i < k->n_sources; i++) fprintf(f, "%s\"%s\"", i ? ", " : " ", k->sources[i] ? k->sources[i] : "");
   }
-  fprintf(f, " category %s\n", kiln_category_name(k->category));
+  fprintf(f, " category %s%s\n", kiln_category_name(k->category), k->with_next ? " with_next" : "");
   if (k->kind == KILN_KERNEL_LOOP) {
     print_loop_body(f, "    ", k);
   } else if (k->kind == KILN_KERNEL_GEMM) {
@@ -398,6 +398,24 @@ static kiln_status verify_gemm(const kiln_kprogram *p, int32_t ki, const kiln_ke
   return verify_gemm_subs(p, ki, k, d);
 }
 
+static bool reads_buf(const kiln_kernel *k, int32_t buf) {
+  for (int32_t i = 0; i < k->n_kx; i++)
+    if (k->kx[i].kind == KILN_KX_LOAD && k->kx[i].buf == buf) return true;
+  return false;
+}
+
+static bool plain_loop(const kiln_kernel *k) {
+  if (k->kind != KILN_KERNEL_LOOP || k->n_vars != k->out.rank || k->pack || k->epilogue) return false;
+  for (int32_t i = 0; i < k->n_kx; i++)
+    if (k->kx[i].kind == KILN_KX_CHECK || k->kx[i].kind == KILN_KX_REDUCE) return false;
+  return true;
+}
+
+bool kiln_ir_siblings_ok(const kiln_kernel *a, const kiln_kernel *b) {
+  return plain_loop(a) && plain_loop(b) && kiln_shape_eq(&a->out, &b->out) && a->out_buf != b->out_buf &&
+         !reads_buf(a, b->out_buf) && !reads_buf(b, a->out_buf);
+}
+
 kiln_status kiln_ir_kprogram_verify(const kiln_kprogram *p, kiln_diag *d) {
   if (!p) return kiln_diag_set(d, KILN_ERR_INTERNAL, "kprogram verify: no program");
   for (int i = 0; i < p->n_buffers; i++) {
@@ -446,6 +464,9 @@ kiln_status kiln_ir_kprogram_verify(const kiln_kprogram *p, kiln_diag *d) {
     default: return kiln_diag_set(d, KILN_ERR_INTERNAL, KFMT "unknown kernel kind %d", KARGS(ki, k), (int)k->kind);
     }
     if (st) return st;
+    if (k->with_next && (ki + 1 >= p->n_kernels || !kiln_ir_siblings_ok(k, &p->kernels[ki + 1])))
+      return kiln_diag_set(d, KILN_ERR_INTERNAL, KFMT "runs with the next kernel, which is not its sibling",
+                           KARGS(ki, k));
   }
   return KILN_OK;
 }

@@ -32,6 +32,7 @@
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 typedef struct memo_entry {
@@ -1340,6 +1341,69 @@ static kiln_status copy_interface(lower_ctx *c) {
   return KILN_OK;
 }
 
+/* ------------------------------------------------------------------ sibling kernels */
+/* "k12_add" -> "k<i>_add" (and a sub-kernel's "k12_conv_gemm.pack" alike): kernel names
+ * carry their index, which pair_siblings changes. */
+static const char *renumbered(lower_ctx *c, const char *name, int32_t i) {
+  if (!name || name[0] != 'k') return name;
+  const char *rest = name + 1;
+  while (*rest >= '0' && *rest <= '9') rest++;
+  char buf[160];
+  snprintf(buf, sizeof buf, "k%d%s", (int)i, rest);
+  const char *r = kiln_arena_strdup(c->p->arena, buf);
+  if (!r) c->oom = true;
+  return r ? r : name;
+}
+
+static bool loads_buf(const kiln_kernel *k, int32_t buf) {
+  for (int32_t i = 0; k && i < k->n_kx; i++)
+    if (k->kx[i].kind == KILN_KX_LOAD && k->kx[i].buf == buf) return true;
+  return false;
+}
+
+/* Whether kernel m may run after kernel b instead of before it: b reads nothing m writes
+ * (nothing else can conflict before memory planning: every buffer has one writer). */
+static bool may_pass(const kiln_kernel *b, const kiln_kernel *m) {
+  if (loads_buf(b, m->out_buf)) return false;
+  if (m->kind == KILN_KERNEL_GEMM) return !loads_buf(b, m->gemm.b_buf) && !loads_buf(b, m->gemm.param_buf);
+  return true;
+}
+
+/* Sibling fusion: two elementwise kernels over the same domain that read a common input
+ * (not a constant) run as one (kiln_kernel.with_next): the second moves up to right after
+ * the first, where nothing it reads is still to be written, and the CPU backend runs the
+ * two in one loop nest, so the common input is read from memory once. Pairs only (no
+ * chains of three); the first kernel of each pair is the earlier one. */
+static void pair_siblings(lower_ctx *c) {
+  kiln_kprogram *p = c->p;
+  for (int32_t i = 0; i + 1 < p->n_kernels; i++) {
+    kiln_kernel *a = &p->kernels[i];
+    if (a->with_next || (i > 0 && p->kernels[i - 1].with_next) || a->kind != KILN_KERNEL_LOOP) continue;
+    for (int32_t j = i + 1; j < p->n_kernels; j++) {
+      kiln_kernel *b = &p->kernels[j];
+      if (b->kind != KILN_KERNEL_LOOP || !kiln_ir_siblings_ok(a, b)) continue;
+      bool common = false;
+      for (int32_t x = 0; x < b->n_kx && !common; x++)
+        common = b->kx[x].kind == KILN_KX_LOAD && p->buffers[b->kx[x].buf].kind != KILN_BUF_CONST &&
+                 loads_buf(a, b->kx[x].buf);
+      bool movable = common;
+      for (int32_t m = i + 1; m < j && movable; m++) movable = may_pass(b, &p->kernels[m]);
+      if (!movable) continue;
+      kiln_kernel moved = *b;
+      memmove(&p->kernels[i + 2], &p->kernels[i + 1], sizeof(kiln_kernel) * (size_t)(j - i - 1));
+      p->kernels[i + 1] = moved;
+      for (int32_t m = i + 1; m <= j; m++) {
+        kiln_kernel *k = &p->kernels[m];
+        k->name = renumbered(c, k->name, m);
+        if (k->pack) k->pack->name = renumbered(c, k->pack->name, m);
+        if (k->epilogue) k->epilogue->name = renumbered(c, k->epilogue->name, m);
+      }
+      p->kernels[i].with_next = true;
+      break;
+    }
+  }
+}
+
 static kiln_status lower_all(lower_ctx *c) {
   const kiln_graph *g = c->g;
   kiln_kprogram *p = c->p;
@@ -1381,6 +1445,7 @@ static kiln_status lower_all(lower_ctx *c) {
     int32_t src = buffer_of(c, v);
     if (src != b) lower_copy(c, src, b, v, g->nodes[v].name);
   }
+  if (c->t->fusion == KILN_FUSION_FULL && !c->oom && !c->user_err) pair_siblings(c);
   return c->oom ? KILN_ERR_OUT_OF_MEMORY : c->user_err;
 }
 

@@ -136,8 +136,11 @@ kiln_status kiln_pass_plan_memory(kiln_kprogram *p, kiln_diag *d) {
     int64_t sz = (int64_t)p->buffers[b].nbytes;
     r[b].size = (sz + ARENA_ALIGN - 1) / ARENA_ALIGN * ARENA_ALIGN;
   }
-  for (int32_t k = 0; k < p->n_kernels; k++) {
-    const kiln_kernel *kn = &p->kernels[k];
+  /* Time is counted in steps: a kernel that runs with the previous one (with_next)
+   * shares its step, so no buffer of one shares bytes with a buffer of the other. */
+  for (int32_t ki = 0, k = 0; ki < p->n_kernels; ki++) {
+    const kiln_kernel *kn = &p->kernels[ki];
+    k = ki > 0 && p->kernels[ki - 1].with_next ? k : ki;
     touch(r, nb, kn->out_buf, k);
     if (kn->kind == KILN_KERNEL_LOOP) {
       touch_loads(r, nb, kn, k);
@@ -163,6 +166,8 @@ kiln_status kiln_pass_plan_memory(kiln_kprogram *p, kiln_diag *d) {
   }
   for (int32_t b = 0; b < nb; b++) alias[b] = b;
   for (int32_t k = 0; k < p->n_kernels; k++) {
+    bool paired = p->kernels[k].with_next || (k > 0 && p->kernels[k - 1].with_next);
+    if (paired) continue; /* in place, one would overwrite what the other still reads */
     int32_t src = in_place_source(p, r, k), out = p->kernels[k].out_buf;
     if (src < 0 || p->buffers[out].kind != KILN_BUF_ARENA || r[out].first != k) continue;
     int32_t root = src;
