@@ -1191,7 +1191,7 @@ static LLVMValueRef emit_loop_kernel(render *r, const kiln_kernel *k, int32_t ki
     LLVMValueRef idx = ci64(r, bi);
     LLVMValueRef slot = LLVMBuildInBoundsGEP2(r->b, r->t_ptr, bufs, &idx, 1, "");
     r->base[bi] = LLVMBuildLoad2(r->b, r->t_ptr, slot, r->p->buffers[bi].name ? r->p->buffers[bi].name : "buf");
-    if (bi != k->out_buf && bb->nbytes >= (size_t)PREFETCH_MIN_BUFFER)
+    if (bi != k->out_buf && bi != r->extra_buf && bb->nbytes >= (size_t)PREFETCH_MIN_BUFFER)
       LLVMSetMetadata(r->base[bi], LLVMGetMDKindIDInContext(r->ctx, KILN_LLVM_MD_PREFETCH, strlen(KILN_LLVM_MD_PREFETCH)),
                       LLVMMDNodeInContext(r->ctx, NULL, 0));
     if (streaming && (bi == k->out_buf || bi == r->extra_buf)) { /* the caller checked: 64-byte aligned */

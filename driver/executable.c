@@ -165,9 +165,15 @@ static void print_profile(const kiln_executable *e) {
   if (e->profile_runs == 0 || total <= 0) return;
   fprintf(stderr, "kiln profile: %s, %lld runs, %.3f ms per run\n", p->name ? p->name : "?",
           (long long)e->profile_runs, total / 1e6 / (double)e->profile_runs);
-  for (int32_t k = 0; k < p->n_kernels; k++)
-    fprintf(stderr, "  %9.3f ms %5.1f%%  %s\n", e->profile_ns[k] / 1e6 / (double)e->profile_runs,
-            100.0 * e->profile_ns[k] / total, p->kernels[k].name ? p->kernels[k].name : "?");
+  for (int32_t k = 0; k < p->n_kernels; k++) {
+    if (k > 0 && p->kernels[k - 1].with_next) { /* its time is on the line above */
+      fprintf(stderr, "  %9s %6s  %s (ran with k%d)\n", "", "", p->kernels[k].name ? p->kernels[k].name : "?", (int)k - 1);
+      continue;
+    }
+    fprintf(stderr, "  %9.3f ms %5.1f%%  %s%s\n", e->profile_ns[k] / 1e6 / (double)e->profile_runs,
+            100.0 * e->profile_ns[k] / total, p->kernels[k].name ? p->kernels[k].name : "?",
+            p->kernels[k].with_next ? " (and the next)" : "");
+  }
 }
 
 static void cpu_destroy(kiln_executable *e) {

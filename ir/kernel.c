@@ -467,6 +467,9 @@ kiln_status kiln_ir_kprogram_verify(const kiln_kprogram *p, kiln_diag *d) {
     if (k->with_next && (ki + 1 >= p->n_kernels || !kiln_ir_siblings_ok(k, &p->kernels[ki + 1])))
       return kiln_diag_set(d, KILN_ERR_INTERNAL, KFMT "runs with the next kernel, which is not its sibling",
                            KARGS(ki, k));
+    if (k->with_next && ki > 0 && p->kernels[ki - 1].with_next)
+      return kiln_diag_set(d, KILN_ERR_INTERNAL, KFMT "runs with the next kernel and the previous one: pairs only",
+                           KARGS(ki, k));
   }
   return KILN_OK;
 }

@@ -1365,21 +1365,28 @@ static bool loads_buf(const kiln_kernel *k, int32_t buf) {
  * (nothing else can conflict before memory planning: every buffer has one writer). */
 static bool may_pass(const kiln_kernel *b, const kiln_kernel *m) {
   if (loads_buf(b, m->out_buf)) return false;
-  if (m->kind == KILN_KERNEL_GEMM) return !loads_buf(b, m->gemm.b_buf) && !loads_buf(b, m->gemm.param_buf);
+  if (m->kind == KILN_KERNEL_GEMM && m->pack) return !loads_buf(b, m->gemm.b_buf) && !loads_buf(b, m->gemm.param_buf);
   return true;
 }
 
+/* How far the second sibling may move up: past at most this many kernels, none of them a
+ * GEMM or opaque kernel. Moving up makes its output live longer (a larger arena: past
+ * four GEMMs, 2.1 -> 3.1 MB) and written long before its readers run. */
+#define SIBLING_MAX_PASS 3
+
 /* Sibling fusion: two elementwise kernels over the same domain that read a common input
  * (not a constant) run as one (kiln_kernel.with_next): the second moves up to right after
- * the first, where nothing it reads is still to be written, and the CPU backend runs the
- * two in one loop nest, so the common input is read from memory once. Pairs only (no
- * chains of three); the first kernel of each pair is the earlier one. */
+ * the first, where nothing it reads is still to be written (and not far: SIBLING_MAX_PASS),
+ * and the CPU backend runs the two in one loop nest, so the common input is read from
+ * memory once. Pairs only (no chains of three); the first kernel of each pair is the
+ * earlier one. The report's bytes moved still count the common input once per kernel. */
 static void pair_siblings(lower_ctx *c) {
   kiln_kprogram *p = c->p;
   for (int32_t i = 0; i + 1 < p->n_kernels; i++) {
     kiln_kernel *a = &p->kernels[i];
     if (a->with_next || (i > 0 && p->kernels[i - 1].with_next) || a->kind != KILN_KERNEL_LOOP) continue;
-    for (int32_t j = i + 1; j < p->n_kernels; j++) {
+    for (int32_t j = i + 1; j < p->n_kernels && j <= i + 1 + SIBLING_MAX_PASS; j++) {
+      if (j > i + 1 && p->kernels[j - 1].kind != KILN_KERNEL_LOOP) break; /* not past a GEMM or opaque kernel */
       kiln_kernel *b = &p->kernels[j];
       if (b->kind != KILN_KERNEL_LOOP || !kiln_ir_siblings_ok(a, b)) continue;
       bool common = false;
@@ -1445,7 +1452,9 @@ static kiln_status lower_all(lower_ctx *c) {
     int32_t src = buffer_of(c, v);
     if (src != b) lower_copy(c, src, b, v, g->nodes[v].name);
   }
-  if (c->t->fusion == KILN_FUSION_FULL && !c->oom && !c->user_err) pair_siblings(c);
+  /* the CPU backend runs a pair as one loop nest; CUDA would launch two kernels anyway */
+  if (c->t->fusion == KILN_FUSION_FULL && c->t->target == KILN_TARGET_CPU && !c->oom && !c->user_err)
+    pair_siblings(c);
   return c->oom ? KILN_ERR_OUT_OF_MEMORY : c->user_err;
 }
 

@@ -3,8 +3,10 @@
  * offsets of one arena by best fit among the gaps left by the buffers whose lifetimes
  * overlap theirs, so space freed by dead temporaries is reused and small buffers do not
  * fragment the arena (greedy by size).
- * Lifetimes are closed intervals over kernel indices: a buffer read by kernel k is still
- * live while k writes, so a kernel's output normally never shares bytes with its inputs.
+ * Lifetimes are closed intervals over steps (kernel indices, except that the two kernels
+ * of a with_next pair, which run in one loop nest, share a step): a buffer read by kernel
+ * k is still live while k writes, so a kernel's output normally never shares bytes with
+ * its inputs, nor with its sibling's.
  * The exception is in-place reuse: a LOOP kernel that reads a buffer only at the element
  * it is about to store (the load's offset is the output's own row-major offset), where
  * that buffer dies at this kernel and has the output's size and element size, stores its
@@ -23,7 +25,7 @@ enum { ARENA_ALIGN = 64 };
 
 typedef struct live_range {
   int32_t buf;
-  int32_t first, last; /* kernel indices */
+  int32_t first, last; /* steps: kernel indices, a with_next pair sharing one */
   int64_t offset, size;
 } live_range;
 

@@ -486,3 +486,58 @@ Test(llvm_jit, streaming_stores_aligned_and_unaligned_output) {
   free(a);
   free(raw);
 }
+
+/* Sibling kernels (kiln_kernel.with_next): the verifier accepts a pair that reads a common
+ * input and refuses a chain of three or a pair where one reads the other's output; the
+ * JIT runs a pair as one loop nest, and both outputs must be right. */
+Test(llvm_jit, sibling_pair_runs_as_one_and_verifies) {
+  enum { R = 64, C = 100 };
+  kiln_kprogram *p = tp_new();
+  int64_t d[2] = {R, C};
+  int32_t X = tp_buffer(p, KILN_BUF_INPUT, KILN_F32, 2, d, 0);
+  int32_t O[3];
+  for (int o = 0; o < 3; o++) O[o] = tp_buffer(p, KILN_BUF_OUTPUT, KILN_F32, 2, d, o);
+  int32_t v2[2] = {0, 1};
+  int64_t s2[2] = {C, 1};
+  for (int o = 0; o < 3; o++) { /* x + 1, x * x, x - 2 */
+    kiln_kernel *k = tp_loop(p, O[o], 0, NULL);
+    int32_t lx = kx_load(k, p, X, kx_offset(k, 2, v2, s2));
+    kiln_op op = o == 0 ? KILN_OP_add : o == 1 ? KILN_OP_mul : KILN_OP_sub;
+    kx_alu(k, op, KILN_F32, lx, o == 1 ? lx : kx_f(k, KILN_F32, o == 0 ? 1.0 : 2.0), -1);
+  }
+  p->n_inputs = 1, p->n_outputs = 3; /* for the verifier's buffer checks */
+  kiln_diag dg = {0};
+  p->kernels[0].with_next = p->kernels[1].with_next = true;
+  cr_expect_neq(kiln_ir_kprogram_verify(p, &dg), KILN_OK);
+  cr_expect(strstr(dg.msg, "pairs only"), "%s", dg.msg);
+  p->kernels[1].with_next = false;
+  dg = (kiln_diag){0};
+  cr_assert_eq(kiln_ir_kprogram_verify(p, &dg), KILN_OK, "%s", dg.msg);
+
+  float *x = malloc(sizeof(float) * R * C), *out = malloc(sizeof(float) * 3 * R * C);
+  cr_assert(x && out);
+  for (int i = 0; i < R * C; i++) x[i] = (float)(i % 17) - 8.0f;
+  kiln_llvm_jit *jit;
+  kiln_rt_entry_fn entry = tp_compile(p, &jit);
+  for (int t = 0; t < TP_N_THREADS; t++) {
+    memset(out, 0xff, sizeof(float) * 3 * R * C);
+    void *bufs[4] = {x, out, out + R * C, out + 2 * R * C};
+    tp_exec(entry, bufs, tp_threads[t]);
+    int bad = 0;
+    for (int i = 0; i < R * C; i++)
+      bad += out[i] != x[i] + 1 || out[R * C + i] != x[i] * x[i] || out[2 * R * C + i] != x[i] - 2;
+    cr_expect_eq(bad, 0, "threads %d: %d wrong", tp_threads[t], bad);
+  }
+  kiln_llvm_jit_destroy(jit);
+
+  /* the second reads the first's output: not siblings */
+  kiln_kernel *k1 = &p->kernels[1];
+  for (int32_t i = 0; i < k1->n_kx; i++)
+    if (k1->kx[i].kind == KILN_KX_LOAD) k1->kx[i].buf = O[0];
+  dg = (kiln_diag){0};
+  cr_expect_neq(kiln_ir_kprogram_verify(p, &dg), KILN_OK);
+  cr_expect(strstr(dg.msg, "not its sibling"), "%s", dg.msg);
+  kiln_ir_kprogram_destroy(p);
+  free(x);
+  free(out);
+}
