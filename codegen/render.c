@@ -907,10 +907,7 @@ static kiln_status check_kernel(render *r, const kiln_kernel *k, int32_t ki) {
     return kiln_diag_set(r->d, KILN_ERR_INTERNAL, "kernel %s: bad variable count or root", kn);
   for (int32_t i = 0; i < k->n_kx; i++) {
     const kiln_kx *x = &k->kx[i];
-    int n_ops = x->kind == KILN_KX_LOAD ? (x->a[1] >= 0 ? 2 : 1)
-                : x->kind == KILN_KX_REDUCE ? 1
-                : x->kind == KILN_KX_CHECK ? 2
-                : x->kind == KILN_KX_ALU && (unsigned)x->op < KILN_OP_COUNT ? kiln_op_table[x->op].arity : 0;
+    int n_ops = kiln_ir_kx_n_operands(x);
     switch (x->kind) {
     case KILN_KX_CONST: break;
     case KILN_KX_VAR:
@@ -979,9 +976,7 @@ static uint64_t *var_deps(const kiln_kernel *k, const kiln_allocator *al, bool *
   for (int32_t i = 0; i < k->n_kx; i++) {
     const kiln_kx *x = &k->kx[i];
     uint64_t m = x->kind == KILN_KX_VAR ? 1ull << x->var : 0;
-    int n_ops = x->kind == KILN_KX_LOAD ? (x->a[1] >= 0 ? 2 : 1)
-                : x->kind == KILN_KX_ALU ? kiln_op_table[x->op].arity
-                : x->kind == KILN_KX_REDUCE ? 1 : x->kind == KILN_KX_CHECK ? 2 : 0;
+    int n_ops = kiln_ir_kx_n_operands(x);
     for (int j = 0; j < n_ops; j++) m |= dep[x->a[j]];
     if (x->kind == KILN_KX_REDUCE)
       for (int32_t v = x->var; v < x->var + x->n_vars; v++) m &= ~(1ull << v);
@@ -1070,9 +1065,10 @@ static bool find_row_caches(render *r) {
  * not make up for it. The base pointer of every input of at least PREFETCH_MIN_BUFFER
  * bytes is marked (KILN_LLVM_MD_PREFETCH); after O3, each vector load through it in the
  * first block that reads it is followed by a prefetch KILN_LLVM_PREFETCH_AHEAD bytes
- * further on (target.c add_prefetches), one per line loaded, spread over the loop. Measured on bias+GELU [32768, 768], 2 threads, streaming stores:
- * no prefetch 19.1 ms, a burst of the next row's lines at each row start 10.0 ms, one
- * prefetch after each vector load 7.1 ms. */
+ * further on (target.c add_prefetches), one per line loaded, spread over the loop.
+ * Measured on bias+GELU [32768, 768], 2 threads, streaming stores: no prefetch 19.1 ms, a
+ * burst of the next row's lines at each row start 10.0 ms, one prefetch after each vector
+ * load 7.1 ms. */
 enum { PREFETCH_MIN_BUFFER = 4 << 20, CACHE_LINE = 64 };
 
 /* x / c with c an f32 constant, read only by erf, tanh or sigmoid, is computed as x times
@@ -1097,8 +1093,8 @@ static bool *recip_divides(const kiln_kernel *k, int32_t extra_root, const kiln_
   for (int32_t i = 0; i < k->n_kx; i++) {
     const kiln_kx *x = &k->kx[i];
     bool approx = x->kind == KILN_KX_ALU && (x->op == KILN_OP_erf || x->op == KILN_OP_tanh || x->op == KILN_OP_sigmoid);
-    for (int j = 0; j < 3; j++)
-      if (x->a[j] >= 0 && x->a[j] < k->n_kx && !approx) ok[x->a[j]] = false;
+    for (int j = 0, n_ops = kiln_ir_kx_n_operands(x); j < n_ops && !approx; j++)
+      if (x->a[j] >= 0 && x->a[j] < k->n_kx) ok[x->a[j]] = false;
   }
   return ok;
 }
@@ -1122,9 +1118,9 @@ static bool streams(const kiln_kernel *k, const kiln_kprogram *p) {
     const kiln_kx *x = &k->kx[i];
     if (x->kind != KILN_KX_LOAD) continue;
     const kiln_buffer *in = &p->buffers[x->buf];
-    if (x->buf == k->out_buf || (in->kind == KILN_BUF_ARENA && o->kind == KILN_BUF_ARENA &&
-                                 in->offset < o->offset + (int64_t)o->nbytes && o->offset < in->offset + (int64_t)in->nbytes))
-      return false;
+    bool overlap = in->kind == KILN_BUF_ARENA && o->kind == KILN_BUF_ARENA &&
+                   in->offset < o->offset + (int64_t)o->nbytes && o->offset < in->offset + (int64_t)in->nbytes;
+    if (x->buf == k->out_buf || overlap) return false;
   }
   return true;
 }
@@ -1191,9 +1187,10 @@ static LLVMValueRef emit_loop_kernel(render *r, const kiln_kernel *k, int32_t ki
     LLVMValueRef idx = ci64(r, bi);
     LLVMValueRef slot = LLVMBuildInBoundsGEP2(r->b, r->t_ptr, bufs, &idx, 1, "");
     r->base[bi] = LLVMBuildLoad2(r->b, r->t_ptr, slot, r->p->buffers[bi].name ? r->p->buffers[bi].name : "buf");
-    if (bi != k->out_buf && bi != r->extra_buf && bb->nbytes >= (size_t)PREFETCH_MIN_BUFFER)
-      LLVMSetMetadata(r->base[bi], LLVMGetMDKindIDInContext(r->ctx, KILN_LLVM_MD_PREFETCH, strlen(KILN_LLVM_MD_PREFETCH)),
-                      LLVMMDNodeInContext(r->ctx, NULL, 0));
+    if (bi != k->out_buf && bi != r->extra_buf && bb->nbytes >= (size_t)PREFETCH_MIN_BUFFER) {
+      unsigned pf = LLVMGetMDKindIDInContext(r->ctx, KILN_LLVM_MD_PREFETCH, strlen(KILN_LLVM_MD_PREFETCH));
+      LLVMSetMetadata(r->base[bi], pf, LLVMMDNodeInContext(r->ctx, NULL, 0));
+    }
     if (streaming && (bi == k->out_buf || bi == r->extra_buf)) { /* the caller checked: 64-byte aligned */
       LLVMMetadataRef a64 = LLVMValueAsMetadata(ci64(r, CACHE_LINE));
       LLVMSetMetadata(r->base[bi], LLVMGetMDKindIDInContext(r->ctx, "align", 5),
@@ -1373,9 +1370,8 @@ static bool merge_siblings(render *r, const kiln_kernel *a, const kiln_kernel *b
   memcpy(m->kx, a->kx, sizeof(kiln_kx) * (size_t)a->n_kx);
   for (int32_t i = 0; i < b->n_kx; i++) {
     kiln_kx x = b->kx[i];
-    int n_ops = x.kind == KILN_KX_LOAD ? 2 : x.kind == KILN_KX_ALU ? kiln_op_table[x.op].arity : 0;
-    for (int j = 0; j < n_ops; j++)
-      if (x.a[j] >= 0) x.a[j] += a->n_kx;
+    for (int j = 0, n_ops = kiln_ir_kx_n_operands(&x); j < n_ops; j++)
+      if (x.a[j] >= 0) x.a[j] += a->n_kx; /* a LOAD's absent mask stays -1 */
     m->kx[a->n_kx + i] = x;
   }
   m->n_kx = a->n_kx + b->n_kx;

@@ -167,7 +167,7 @@ static void print_profile(const kiln_executable *e) {
           (long long)e->profile_runs, total / 1e6 / (double)e->profile_runs);
   for (int32_t k = 0; k < p->n_kernels; k++) {
     if (k > 0 && p->kernels[k - 1].with_next) { /* its time is on the line above */
-      fprintf(stderr, "  %9s %6s  %s (ran with k%d)\n", "", "", p->kernels[k].name ? p->kernels[k].name : "?", (int)k - 1);
+      fprintf(stderr, "  %17s %s (ran with k%d)\n", "", p->kernels[k].name ? p->kernels[k].name : "?", (int)k - 1);
       continue;
     }
     fprintf(stderr, "  %9.3f ms %5.1f%%  %s%s\n", e->profile_ns[k] / 1e6 / (double)e->profile_runs,

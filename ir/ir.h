@@ -494,6 +494,12 @@ typedef struct kiln_kernel_stats {
 } kiln_kernel_stats;
 void kiln_ir_kernel_stats(const kiln_kprogram *p, const kiln_kernel *k, kiln_kernel_stats *s);
 
+/* The number of operands (a[0..n-1]) kx x uses: a LOAD its offset and mask, an ALU its
+ * op's arity (0 for an op out of range), a REDUCE its body, a CHECK its condition and
+ * value. */
+int kiln_ir_kx_n_operands(const kiln_kx *x);
+/* Whether LOOP kernel k loads from buffer buf (false for a NULL k). */
+bool kiln_ir_kernel_loads(const kiln_kernel *k, int32_t buf);
 /* Whether LOOP kernels a and b (in this order) may run in one loop nest (kiln_kernel.
  * with_next): elementwise over the same domain, no CHECK, and neither reads the other's
  * output. Memory planning must then keep their buffers apart (it does for with_next). */

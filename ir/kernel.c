@@ -346,11 +346,13 @@ static kiln_status verify_gemm_subs(const kiln_kprogram *p, int32_t ki, const ki
                            KFMT "packed B must be a k x tile_n tile (ldb %lld, tile_n %lld, trans %d, offset %lld)",
                            KARGS(ki, k), (long long)g->ldb, (long long)g->tile_n, (int)g->trans_b, (long long)g->b_off);
     int64_t pl = g->pack_last > 0 ? g->pack_last : g->tile_n;
-    if (g->tile_n % pl || (k->pack->out.rank != 3 && pl != g->tile_n))
-      return kiln_diag_set(d, KILN_ERR_INTERNAL, KFMT "pack_last %lld: must divide tile_n %lld, and be it for a 2-d pack",
-                           KARGS(ki, k), (long long)pl, (long long)g->tile_n);
-    int64_t dims[3] = {g->k, g->tile_n / pl, pl};
-    kiln_shape want = k->pack->out.rank == 3 ? kiln_shape_make(3, dims) : kiln_shape_make(2, (int64_t[2]){g->k, g->tile_n});
+    bool rows = k->pack->out.rank == 3; /* [k, tile_n / pack_last, pack_last] */
+    if (g->tile_n % pl || (!rows && pl != g->tile_n))
+      return kiln_diag_set(d, KILN_ERR_INTERNAL,
+                           KFMT "pack_last %lld: must divide tile_n %lld, and be it for a 2-d pack", KARGS(ki, k),
+                           (long long)pl, (long long)g->tile_n);
+    int64_t dims[3] = {g->k, rows ? g->tile_n / pl : g->tile_n, pl};
+    kiln_shape want = kiln_shape_make(rows ? 3 : 2, dims);
     kiln_status st = verify_sub(p, ki, k, k->pack, "pack", g->b_buf, &want, d);
     if (st != KILN_OK) return st;
   }
@@ -398,8 +400,18 @@ static kiln_status verify_gemm(const kiln_kprogram *p, int32_t ki, const kiln_ke
   return verify_gemm_subs(p, ki, k, d);
 }
 
-static bool reads_buf(const kiln_kernel *k, int32_t buf) {
-  for (int32_t i = 0; i < k->n_kx; i++)
+int kiln_ir_kx_n_operands(const kiln_kx *x) {
+  switch (x->kind) {
+  case KILN_KX_LOAD: return x->a[1] >= 0 ? 2 : 1;
+  case KILN_KX_ALU: return (unsigned)x->op < KILN_OP_COUNT ? kiln_op_table[x->op].arity : 0;
+  case KILN_KX_REDUCE: return 1;
+  case KILN_KX_CHECK: return 2;
+  default: return 0;
+  }
+}
+
+bool kiln_ir_kernel_loads(const kiln_kernel *k, int32_t buf) {
+  for (int32_t i = 0; k && i < k->n_kx; i++)
     if (k->kx[i].kind == KILN_KX_LOAD && k->kx[i].buf == buf) return true;
   return false;
 }
@@ -413,7 +425,7 @@ static bool plain_loop(const kiln_kernel *k) {
 
 bool kiln_ir_siblings_ok(const kiln_kernel *a, const kiln_kernel *b) {
   return plain_loop(a) && plain_loop(b) && kiln_shape_eq(&a->out, &b->out) && a->out_buf != b->out_buf &&
-         !reads_buf(a, b->out_buf) && !reads_buf(b, a->out_buf);
+         !kiln_ir_kernel_loads(a, b->out_buf) && !kiln_ir_kernel_loads(b, a->out_buf);
 }
 
 kiln_status kiln_ir_kprogram_verify(const kiln_kprogram *p, kiln_diag *d) {
@@ -498,9 +510,7 @@ static int64_t loop_flops(const kiln_kprogram *p, const kiln_kernel *k, int32_t 
   if (!dep || !ix) goto done;
   for (int32_t i = 0; i < k->n_kx; i++) {
     const kiln_kx *x = &k->kx[i];
-    int n_ops = x->kind == KILN_KX_LOAD ? (x->a[1] >= 0 ? 2 : 1)
-                : x->kind == KILN_KX_ALU ? kiln_op_table[x->op].arity
-                : x->kind == KILN_KX_REDUCE ? 1 : x->kind == KILN_KX_CHECK ? 2 : 0;
+    int n_ops = kiln_ir_kx_n_operands(x);
     /* Variables past 64 (the verifier refuses them) count as the last one. */
     uint64_t m = x->kind == KILN_KX_VAR ? 1ull << (x->var < 64 ? x->var : 63) : 0;
     bool index = x->kind == KILN_KX_VAR || x->kind == KILN_KX_CONST ||

@@ -1355,17 +1355,12 @@ static const char *renumbered(lower_ctx *c, const char *name, int32_t i) {
   return r ? r : name;
 }
 
-static bool loads_buf(const kiln_kernel *k, int32_t buf) {
-  for (int32_t i = 0; k && i < k->n_kx; i++)
-    if (k->kx[i].kind == KILN_KX_LOAD && k->kx[i].buf == buf) return true;
-  return false;
-}
-
 /* Whether kernel m may run after kernel b instead of before it: b reads nothing m writes
  * (nothing else can conflict before memory planning: every buffer has one writer). */
 static bool may_pass(const kiln_kernel *b, const kiln_kernel *m) {
-  if (loads_buf(b, m->out_buf)) return false;
-  if (m->kind == KILN_KERNEL_GEMM && m->pack) return !loads_buf(b, m->gemm.b_buf) && !loads_buf(b, m->gemm.param_buf);
+  if (kiln_ir_kernel_loads(b, m->out_buf)) return false;
+  if (m->kind == KILN_KERNEL_GEMM && m->pack)
+    return !kiln_ir_kernel_loads(b, m->gemm.b_buf) && !kiln_ir_kernel_loads(b, m->gemm.param_buf);
   return true;
 }
 
@@ -1392,7 +1387,7 @@ static void pair_siblings(lower_ctx *c) {
       bool common = false;
       for (int32_t x = 0; x < b->n_kx && !common; x++)
         common = b->kx[x].kind == KILN_KX_LOAD && p->buffers[b->kx[x].buf].kind != KILN_BUF_CONST &&
-                 loads_buf(a, b->kx[x].buf);
+                 kiln_ir_kernel_loads(a, b->kx[x].buf);
       bool movable = common;
       for (int32_t m = i + 1; m < j && movable; m++) movable = may_pass(b, &p->kernels[m]);
       if (!movable) continue;

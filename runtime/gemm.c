@@ -197,7 +197,8 @@ static void run_products(kiln_rt_pool *pool, const gemm_job *j, int64_t nb) {
   void *ctx[1] = {(void *)j};
   int threads = kiln_rt_pool_threads(pool);
 #ifdef KILN_HAVE_OPENBLAS
-  if (nb > 1 && threads > 1 && g->m * g->n * g->k < GEMM_SMALL_FLOPS && nb * g->m * g->n * g->k >= GEMM_POOL_MIN_FLOPS) {
+  int64_t macs = g->m * g->n * g->k;
+  if (nb > 1 && threads > 1 && macs < GEMM_SMALL_FLOPS && nb * macs >= GEMM_POOL_MIN_FLOPS) {
     int saved = openblas_get_num_threads();
     openblas_set_num_threads(1);
     kiln_rt_parallel_for(pool, gemm_batches_fn, ctx, nb, 1);
