@@ -389,6 +389,8 @@ static kiln_status copy_steps(kiln_cuda_exec *e, const kiln_kprogram *p, kiln_di
                                s->name);
         s->epi_n = kiln_shape_numel(&k->epilogue->out);
       }
+      if (k->pack && g->pack_a) /* kiln_cuda_render refuses it first */
+        return kiln_diag_set(d, KILN_ERR_UNSUPPORTED, "CUDA backend: GEMM kernel %s packs A", s->name);
       if (k->pack) {
         const kiln_buffer *pb = g->param_buf >= 0 && g->param_buf < p->n_buffers ? &p->buffers[g->param_buf] : NULL;
         size_t pbytes = !pb ? 0 : pb->nbytes ? pb->nbytes : shape_bytes(pb->dtype, &pb->shape);

@@ -754,6 +754,13 @@ kiln_status kiln_cuda_render(const kiln_kprogram *p, char **src, kiln_diag *d) {
       if (k->kind == KILN_KERNEL_GEMM) {
         /* cuBLAS does the product; its fused sub-kernels (LOOP kernels) run on the GPU
          * around it as kiln_k<i>_pack / kiln_k<i>_epilogue */
+        if (k->pack && k->gemm.pack_a) {
+          r.k = k;
+          fail(&r, KILN_ERR_UNSUPPORTED,
+               "packs A (a channels-last convolution, conv_cl), which the CUDA backend does not run; the "
+               "layout pass makes conv_cl for the CPU target only");
+          break;
+        }
         const kiln_kernel *subs[2] = {k->pack, k->epilogue};
         static const char *const sfx[2] = {"_pack", "_epilogue"};
         for (int j = 0; j < 2 && !r.failed; j++) {

@@ -233,6 +233,24 @@ kiln_shape kiln_shape_make(int32_t rank, const int64_t *dims) {
   for (int i = 0; i < rank && i < KILN_MAX_RANK; i++) s.dims[i] = dims[i];
   return s;
 }
+kiln_shape kiln_shape_permuted(const kiln_shape *s, const int32_t *perm) {
+  kiln_shape r = *s;
+  for (int32_t d = 0; d < s->rank; d++) r.dims[d] = s->dims[perm[d]];
+  return r;
+}
+
+void kiln_cl_perm(int32_t rank, bool to_cl, int32_t *perm) {
+  perm[0] = 0;
+  for (int32_t d = 1; d < rank; d++) perm[d] = to_cl ? (d == rank - 1 ? 1 : d + 1) : (d == 1 ? rank - 1 : d - 1);
+}
+
+void kiln_cl_weight_perm(int32_t rank, bool to_cl, int32_t *perm) {
+  for (int32_t d = 0; d < rank; d++) {
+    if (to_cl) perm[d] = d < rank - 2 ? d + 2 : rank - 1 - d; /* [k..., ci, co] */
+    else perm[d] = d < 2 ? rank - 1 - d : d - 2;              /* [co, ci, k...] */
+  }
+}
+
 void kiln_shape_strides(const kiln_shape *s, int64_t *strides) {
   int64_t st = 1;
   for (int i = s->rank - 1; i >= 0; i--) {

@@ -431,6 +431,29 @@ static kiln_status infer_conv(infer_ctx *c, const kiln_node *x, const kiln_node 
   return KILN_OK;
 }
 
+/* conv_cl / pool_cl: the channels-first op's rules on the operands as channels first. */
+static kiln_status infer_cl(infer_ctx *c, kiln_op op, const kiln_node *x, const kiln_node *w, const kiln_attrs *a,
+                            kiln_dtype *dt, kiln_shape *shape) {
+  int32_t r = x->shape.rank, perm[KILN_MAX_RANK];
+  if (r < 3 || (w && w->shape.rank != r))
+    return fail(c, KILN_ERR_SHAPE, "x %s%s%s must be [N, spatial..., C] (rank >= 3)%s", SHAPE_STR(&x->shape),
+                w ? " and w " : "", w ? SHAPE_STR(&w->shape) : "", w ? " of equal rank" : "");
+  kiln_node xc = *x, wc;
+  kiln_cl_perm(r, false, perm);
+  xc.shape = kiln_shape_permuted(&x->shape, perm);
+  if (w) {
+    wc = *w;
+    kiln_cl_weight_perm(r, false, perm);
+    wc.shape = kiln_shape_permuted(&w->shape, perm);
+  }
+  kiln_shape cf;
+  kiln_status st = op == KILN_OP_conv_cl ? infer_conv(c, &xc, &wc, a, dt, &cf) : infer_pool(c, &xc, a, dt, &cf);
+  if (st) return st;
+  kiln_cl_perm(r, true, perm);
+  *shape = kiln_shape_permuted(&cf, perm);
+  return KILN_OK;
+}
+
 static kiln_status infer_scatter(infer_ctx *c, const kiln_node *x, const kiln_node *idx, const kiln_node *u,
                                  const kiln_attrs *a, kiln_dtype *dt, kiln_shape *shape) {
   kiln_status st;
@@ -520,6 +543,8 @@ kiln_status kiln_ir_infer(const kiln_graph *g, kiln_op op, int32_t n_in, const i
   case KILN_OP_pool: return infer_pool(&c, x, a, dt, shape);
   case KILN_OP_dot: return infer_dot(&c, x, y, dt, shape);
   case KILN_OP_conv: return infer_conv(&c, x, y, a, dt, shape);
+  case KILN_OP_pool_cl: return infer_cl(&c, KILN_OP_pool_cl, x, NULL, a, dt, shape);
+  case KILN_OP_conv_cl: return infer_cl(&c, KILN_OP_conv_cl, x, y, a, dt, shape);
   case KILN_OP_topk: {
     kiln_status st;
     if ((st = check_axis(&c, a->axis, x->shape.rank)) || (st = check_flag(&c, a->kind, "kind", 1))) return st;

@@ -131,6 +131,13 @@ bool kiln_shape_eq(const kiln_shape *a, const kiln_shape *b);
 kiln_shape kiln_shape_make(int32_t rank, const int64_t *dims);
 /* Row-major strides in elements. */
 void kiln_shape_strides(const kiln_shape *s, int64_t *strides);
+/* s permuted as the permute op does: dim d of the result is dim perm[d] of s. */
+kiln_shape kiln_shape_permuted(const kiln_shape *s, const int32_t *perm);
+/* Channels-last forms (conv_cl, pool_cl; the layout pass makes them). As permute perms:
+ * kiln_cl_perm: data [N, C, s...] -> [N, s..., C] (to_cl) or back;
+ * kiln_cl_weight_perm: conv weights [Co, Ci/G, k...] -> [k..., Ci/G, Co] (to_cl) or back. */
+void kiln_cl_perm(int32_t rank, bool to_cl, int32_t *perm);
+void kiln_cl_weight_perm(int32_t rank, bool to_cl, int32_t *perm);
 /* "[2,3,4]" into buf; KILN_SHAPE_STR(s) formats into a temporary for one expression. */
 const char *kiln_shape_str(const kiln_shape *s, char *buf, size_t n);
 #define KILN_SHAPE_STR(s) kiln_shape_str((s), (char[160]){0}, 160)
@@ -388,6 +395,13 @@ typedef struct kiln_gemm_desc {
   /* The pack's domain is [k, tile_n] or, in whole output rows, [k, tile_n / pack_last,
    * pack_last] (the same layout): it runs k * tile_n / pack_last rows of pack_last. */
   int64_t pack_last;
+  /* pack_a: the pack computes tiles of A instead (a channels-last convolution's im2col
+   * rows): tile_n rows of A at a time into a_buf, a scratch buffer of tile_n x k elements
+   * (lda = k, trans_a = 0, a_bstride = 0); param_buf gets (flattened batch index, first
+   * row of the tile); the pack's domain is [tile_n, k] or [tile_n, k / pack_last,
+   * pack_last] and it runs tile_n * k / pack_last rows of pack_last; the epilogue runs
+   * over the tile's rows of C. Rows past m in the last tile are ignored. */
+  int32_t pack_a;
   /* Fused epilogue (the kernel's `epilogue` sub-kernel, when set): run over the output
    * rows of each finished tile; epi_last = the epilogue domain's last extent. */
   int64_t epi_last;
@@ -415,7 +429,8 @@ typedef struct kiln_kernel {
   kiln_gemm_desc gemm;
   /* GEMM: fused sub-kernels (LOOP kernels; NULL when absent), executed tile by tile with
    * the product so the data they touch is still in cache:
-   *   pack     computes one tile of B: its domain is [k, tile_n], out_buf = gemm.b_buf;
+   *   pack     computes one tile of B: its domain is [k, tile_n], out_buf = gemm.b_buf
+   *            (with gemm.pack_a, one tile of A: [tile_n, k], out_buf = gemm.a_buf);
    *   epilogue its domain is this kernel's output domain; it reads the product from
    *            gemm.c_buf only at its own element (so it may run in place) and stores to
    *            out_buf (== this kernel's out_buf). gemm.c_buf must then be dense over the

@@ -107,11 +107,10 @@ static void print_kernel(FILE *f, const kiln_kernel *k, int32_t idx) {
     for (int i = 0; i < g->n_batch && i < 2; i++)
       fprintf(f, "    batch %lld strides a %lld b %lld c %lld\n", (long long)g->batch[i], (long long)g->a_bstride[i],
               (long long)g->b_bstride[i], (long long)g->c_bstride[i]);
-    if (g->tile_n > 0 && g->pack_last > 0 && g->pack_last != g->tile_n)
-      fprintf(f, "    tile_n %lld params b%d pack_last %lld\n", (long long)g->tile_n, (int)g->param_buf,
-              (long long)g->pack_last);
-    else if (g->tile_n > 0)
-      fprintf(f, "    tile_n %lld params b%d\n", (long long)g->tile_n, (int)g->param_buf);
+    int64_t whole = g->pack_a ? g->k : g->tile_n; /* pack_last when not printed */
+    if (g->tile_n > 0) fprintf(f, "    tile_n %lld params b%d", (long long)g->tile_n, (int)g->param_buf);
+    if (g->tile_n > 0 && g->pack_last > 0 && g->pack_last != whole) fprintf(f, " pack_last %lld", (long long)g->pack_last);
+    if (g->tile_n > 0) fprintf(f, "%s\n", g->pack_a ? " pack_a" : "");
     if (k->pack) print_sub_kernel(f, "pack", k->pack);
     if (k->epilogue) {
       fprintf(f, "    epi_last %lld\n", (long long)g->epi_last);
@@ -328,9 +327,9 @@ static kiln_status verify_sub(const kiln_kprogram *p, int32_t ki, const kiln_ker
   return st;
 }
 
-/* pack: domain [k, tile_n] into the scratch B (ldb = tile_n, not transposed, not batched)
- * with a parameter buffer of two i64; epilogue: in place over a dense C over the output
- * domain. */
+/* pack: domain [k, tile_n] into the scratch B (ldb = tile_n, not transposed, not batched),
+ * or with pack_a [tile_n, k] into the scratch A (lda = k), with a parameter buffer of two
+ * i64; epilogue: in place over a dense C over the output domain. */
 static kiln_status verify_gemm_subs(const kiln_kprogram *p, int32_t ki, const kiln_kernel *k, kiln_diag *d) {
   const kiln_gemm_desc *g = &k->gemm;
   if ((g->tile_n > 0) != (k->pack != NULL))
@@ -341,19 +340,24 @@ static kiln_status verify_gemm_subs(const kiln_kprogram *p, int32_t ki, const ki
         kiln_shape_numel(&p->buffers[g->param_buf].shape) < 2)
       return kiln_diag_set(d, KILN_ERR_INTERNAL, KFMT "pack parameter buffer b%d is not two i64", KARGS(ki, k),
                            (int)g->param_buf);
-    if (g->ldb != g->tile_n || g->trans_b || g->b_off != 0 || g->b_bstride[0] != 0 || g->b_bstride[1] != 0)
+    if (g->pack_a ? g->lda != g->k || g->trans_a || g->a_off != 0 || g->a_bstride[0] != 0 || g->a_bstride[1] != 0
+                  : g->ldb != g->tile_n || g->trans_b || g->b_off != 0 || g->b_bstride[0] != 0 || g->b_bstride[1] != 0)
       return kiln_diag_set(d, KILN_ERR_INTERNAL,
-                           KFMT "packed B must be a k x tile_n tile (ldb %lld, tile_n %lld, trans %d, offset %lld)",
-                           KARGS(ki, k), (long long)g->ldb, (long long)g->tile_n, (int)g->trans_b, (long long)g->b_off);
-    int64_t pl = g->pack_last > 0 ? g->pack_last : g->tile_n;
-    bool rows = k->pack->out.rank == 3; /* [k, tile_n / pack_last, pack_last] */
-    if (g->tile_n % pl || (!rows && pl != g->tile_n))
+                           KFMT "packed %s must be a %s tile (ld %lld, tile_n %lld, k %lld, trans %d, offset %lld)",
+                           KARGS(ki, k), g->pack_a ? "A" : "B", g->pack_a ? "tile_n x k" : "k x tile_n",
+                           (long long)(g->pack_a ? g->lda : g->ldb), (long long)g->tile_n, (long long)g->k,
+                           (int)(g->pack_a ? g->trans_a : g->trans_b), (long long)(g->pack_a ? g->a_off : g->b_off));
+    int64_t whole = g->pack_a ? g->k : g->tile_n; /* the extent pack_last divides */
+    int64_t pl = g->pack_last > 0 ? g->pack_last : whole;
+    bool rows = k->pack->out.rank == 3; /* [k, tile_n / pack_last, pack_last] or [tile_n, k / pack_last, pack_last] */
+    if (whole % pl || (!rows && pl != whole))
       return kiln_diag_set(d, KILN_ERR_INTERNAL,
-                           KFMT "pack_last %lld: must divide tile_n %lld, and be it for a 2-d pack", KARGS(ki, k),
-                           (long long)pl, (long long)g->tile_n);
+                           KFMT "pack_last %lld: must divide %s %lld, and be it for a 2-d pack", KARGS(ki, k),
+                           (long long)pl, g->pack_a ? "k" : "tile_n", (long long)whole);
     int64_t dims[3] = {g->k, rows ? g->tile_n / pl : g->tile_n, pl};
+    if (g->pack_a) dims[0] = g->tile_n, dims[1] = rows ? g->k / pl : g->k;
     kiln_shape want = kiln_shape_make(rows ? 3 : 2, dims);
-    kiln_status st = verify_sub(p, ki, k, k->pack, "pack", g->b_buf, &want, d);
+    kiln_status st = verify_sub(p, ki, k, k->pack, "pack", g->pack_a ? g->a_buf : g->b_buf, &want, d);
     if (st != KILN_OK) return st;
   }
   if (k->epilogue) {
@@ -579,11 +583,12 @@ void kiln_ir_kernel_stats(const kiln_kprogram *p, const kiln_kernel *k, kiln_ker
     const kiln_gemm_desc *g = &k->gemm;
     int64_t batches = 1;
     for (int i = 0; i < g->n_batch && i < 2; i++) batches = sat_mul(batches, g->batch[i]);
-    count_read(p, seen, g->a_buf, -1, -1, &s->bytes_read);
+    count_read(p, seen, g->pack_a ? g->b_buf : g->a_buf, -1, -1, &s->bytes_read);
     if (k->pack) {
-      count_loads(p, k->pack, seen, g->b_buf, g->param_buf, &s->bytes_read);
-      /* The pack runs once per column tile of each product. */
-      int64_t tiles = g->tile_n > 0 ? (g->n + g->tile_n - 1) / g->tile_n : 1;
+      count_loads(p, k->pack, seen, g->pack_a ? g->a_buf : g->b_buf, g->param_buf, &s->bytes_read);
+      /* The pack runs once per column (row, pack_a) tile of each product. */
+      int64_t ext = g->pack_a ? g->m : g->n;
+      int64_t tiles = g->tile_n > 0 ? (ext + g->tile_n - 1) / g->tile_n : 1;
       s->flops = sat_add(s->flops, sat_mul(sat_mul(loop_flops(p, k->pack, g->param_buf), tiles), batches));
     } else {
       count_read(p, seen, g->b_buf, -1, -1, &s->bytes_read);

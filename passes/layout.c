@@ -1,5 +1,18 @@
-/* layout.c - the layout pass. Tensors stay row-major in the graph's own dim order (no
- * NHWC or blocked layouts yet); what the pass does is move permutes so that pairs cancel:
+/* layout.c - the layout pass. Tensors are row-major in the graph's own dim order; the
+ * pass chooses that order (channels last on the CPU) and moves permutes so pairs cancel.
+ *
+ * Channels last (CPU target, --fusion full): a convolution that runs as a GEMM (f32/f64,
+ * groups of one) becomes conv_cl: input [N, spatial..., Ci], weights [k..., Ci, Co]
+ * (permuted at compile time when they are constants), output [N, spatial..., Co]. Its
+ * im2col rows are then runs of contiguous channels, and a 1x1 convolution needs no im2col
+ * at all. Depthwise-like convolutions (direct loops) follow too: their innermost loop then
+ * runs over contiguous channels. Elementwise ops with a channels-last operand and pools of
+ * a channels-last input stay channels last, so the layout changes only where a value
+ * leaves that region (a graph input or output, a reduction, a reshape): there a permute,
+ * which fusion inlines into the consumer as index arithmetic (a GEMM operand or a graph
+ * output gets it as a copy kernel).
+ *
+ * Permute sinking:
  *
  *   e(permute(a, p), permute(b, p), splat) -> permute(e(a, b, splat'), p)
  *       e elementwise; every non-splat operand a permute by the same p used only by e;
@@ -9,7 +22,7 @@
  *       gone when the composition is the identity.
  *
  * Elementwise ops commute with any permutation of their (equal-shaped) operands, so the
- * rewrite is exact. Permute chains and permutes of constants are simplify's and fold's.
+ * rewrites are exact. Permute chains and permutes of constants are simplify's and fold's.
  */
 #include "passes-impl.h"
 
@@ -127,8 +140,148 @@ static int32_t sink_through(layout_sweep *s, int32_t e, const int32_t *perm, kil
   return append(s, KILN_OP_permute, en.dtype, &out, 1, &ne, &pa, en.name);
 }
 
+/* ------------------------------------------------------------------ channels last */
+
+/* A convolution that goes channels last: one the lowering runs as a GEMM with groups of
+ * one, or as a direct loop (one output channel per group: depthwise). Grouped GEMM
+ * convolutions stay channels first (the channels-last GEMM has groups of one). */
+static bool conv_goes_cl(const kiln_graph *g, const kiln_node *n) {
+  if (n->op != KILN_OP_conv || (n->dtype != KILN_F32 && n->dtype != KILN_F64) || n->shape.rank < 3) return false;
+  const kiln_shape *xs = &g->nodes[n->in[0]].shape, *ws = &g->nodes[n->in[1]].shape;
+  int64_t groups = n->a.groups > 0 ? n->a.groups : 1, kvol = 1;
+  for (int32_t d = 2; d < ws->rank; d++) kvol *= ws->dims[d];
+  bool gemm = ws->dims[0] / groups > 1 && (xs->dims[1] / groups > 1 || kvol > 1); /* lower.c conv_is_gemm */
+  return groups == 1 || !gemm;
+}
+
+typedef struct cl_state {
+  layout_sweep s;
+  int32_t *cl_of;  /* per original node: its channels-last twin, or -1 */
+  int32_t *to_cl;  /* per original node: permute(node) to channels last, or -1 */
+} cl_state;
+
+/* Node w permuted by perm: a constant permuted now (conv weights pre-packed at compile
+ * time; a splat stays a splat, which lowering makes a constant in the code), a broadcast
+ * of one element broadcast to the new shape, anything else through a permute node. */
+static int32_t permuted(cl_state *c, int32_t w, const int32_t *perm) {
+  kiln_graph *g = c->s.g;
+  kiln_node wn = g->nodes[w];
+  kiln_attrs pa = {0};
+  memcpy(pa.perm, perm, sizeof(int32_t) * (size_t)wn.shape.rank);
+  kiln_shape sh = kiln_shape_permuted(&wn.shape, pa.perm);
+  if (wn.op == KILN_OP_broadcast && kiln_shape_numel(&g->nodes[wn.in[0]].shape) == 1)
+    return append(&c->s, KILN_OP_broadcast, wn.dtype, &sh, 1, &wn.in[0], NULL, wn.name);
+  const kiln_const *src = kiln_ir_const_of(g, w);
+  if (!src) return append(&c->s, KILN_OP_permute, wn.dtype, &sh, 1, &w, &pa, wn.name);
+  const void *from = src->data;
+  int32_t ci = kiln_ir_add_const(g, wn.dtype, &sh, NULL, wn.name);
+  if (ci < 0) {
+    kiln_diag_set(c->s.d, g->diag.status ? g->diag.status : KILN_ERR_OUT_OF_MEMORY, "%s", g->diag.msg);
+    c->s.failed = true;
+    return -1;
+  }
+  size_t es = kiln_dtype_size(wn.dtype);
+  int64_t n = kiln_shape_numel(&sh), ist[KILN_MAX_RANK], co[KILN_MAX_RANK];
+  kiln_shape_strides(&wn.shape, ist);
+  char *to = g->consts[ci].data;
+  for (int64_t i = 0; i < n; i++) {
+    int64_t rest = i, j = 0;
+    for (int32_t d = sh.rank - 1; d >= 0; d--) co[d] = rest % sh.dims[d], rest /= sh.dims[d];
+    for (int32_t d = 0; d < sh.rank; d++) j += co[d] * ist[pa.perm[d]];
+    memcpy(to + (size_t)i * es, (const char *)from + (size_t)j * es, es);
+  }
+  int32_t cn = append(&c->s, KILN_OP_constant, wn.dtype, &sh, 0, NULL, NULL, wn.name);
+  if (cn >= 0) g->nodes[cn].index = ci;
+  return cn;
+}
+
+/* Original node u as channels last: its twin, or u permuted (made once). */
+static int32_t as_cl(cl_state *c, int32_t u) {
+  if (c->cl_of[u] >= 0) return c->cl_of[u];
+  if (c->to_cl[u] >= 0) return c->to_cl[u];
+  int32_t perm[KILN_MAX_RANK];
+  kiln_cl_perm(c->s.g->nodes[u].shape.rank, true, perm);
+  return c->to_cl[u] = permuted(c, u, perm);
+}
+
+/* Conv weights as [k..., Ci/G, Co]. */
+static int32_t cl_weights(cl_state *c, int32_t w) {
+  int32_t perm[KILN_MAX_RANK];
+  kiln_cl_weight_perm(c->s.g->nodes[w].shape.rank, true, perm);
+  return permuted(c, w, perm);
+}
+
+static int32_t find_root(int32_t *up, int32_t v) {
+  while (up[v] != v) v = up[v] = up[up[v]];
+  return v;
+}
+
+/* Which nodes go channels last (want[v]): convolutions (conv_goes_cl), then elementwise
+ * ops with a channels-last operand and pools of a channels-last input. A connected region
+ * of them with a single convolution stays channels first: it would pay a permute in and
+ * out for one convolution (a model's only convolution, its output a graph output). */
+static void choose_cl(const kiln_graph *g, uint8_t *want, int32_t *up, int32_t *convs) {
+  int32_t n = g->n_nodes;
+  for (int32_t v = 0; v < n; v++) {
+    const kiln_node *nd = &g->nodes[v];
+    up[v] = v, convs[v] = 0, want[v] = 0;
+    if (nd->op == KILN_OP_conv) want[v] = conv_goes_cl(g, nd), convs[v] = want[v];
+    else if (nd->op == KILN_OP_pool) want[v] = want[nd->in[0]];
+    else if (kiln_op_table[nd->op].category == KILN_CAT_ELEMENTWISE && nd->shape.rank >= 3)
+      for (int32_t j = 0; j < nd->n_in; j++) want[v] = want[v] || want[nd->in[j]];
+    if (!want[v]) continue;
+    for (int32_t j = 0; j < nd->n_in; j++) {
+      int32_t u = nd->in[j];
+      if (!want[u]) continue;
+      int32_t a = find_root(up, u), b = find_root(up, v);
+      if (a != b) up[a] = b, convs[b] += convs[a];
+    }
+  }
+  for (int32_t v = 0; v < n; v++) want[v] = want[v] && convs[find_root(up, v)] >= 2;
+}
+
+static kiln_status channels_last(kiln_graph *g, kiln_diag *d) {
+  int32_t n = g->n_nodes;
+  if (n == 0) return KILN_OK;
+  int32_t *work = kiln_ir_malloc(g->alloc, sizeof(int32_t) * 5 * (size_t)n + (size_t)n);
+  if (!work) return kiln_diag_set(d, KILN_ERR_OUT_OF_MEMORY, "out of memory in the layout pass");
+  cl_state c = {{g, d, false}, work + n, work + 2 * n};
+  int32_t *repl = work;
+  uint8_t *want = (uint8_t *)(work + 5 * n);
+  choose_cl(g, want, work + 3 * n, work + 4 * n);
+  for (int32_t i = 0; i < n; i++) repl[i] = i, c.cl_of[i] = c.to_cl[i] = -1;
+  bool any = false;
+  for (int32_t v = 0; v < n && !c.s.failed; v++) {
+    if (!want[v]) continue;
+    kiln_node nd = g->nodes[v]; /* a copy: appending moves the node array */
+    kiln_op op = nd.op == KILN_OP_conv ? KILN_OP_conv_cl : nd.op == KILN_OP_pool ? KILN_OP_pool_cl : nd.op;
+    int32_t in[3];
+    KILN_ASSERT(nd.n_in <= 3);
+    for (int32_t j = 0; j < nd.n_in; j++)
+      in[j] = op == KILN_OP_conv_cl && j == 1 ? cl_weights(&c, nd.in[1]) : as_cl(&c, nd.in[j]);
+    if (c.s.failed) break;
+    kiln_attrs pa = {0};
+    kiln_cl_perm(nd.shape.rank, true, pa.perm);
+    kiln_shape sh = kiln_shape_permuted(&nd.shape, pa.perm);
+    int32_t t = append(&c.s, op, nd.dtype, &sh, nd.n_in, in, &nd.a, nd.name);
+    if (t < 0) break;
+    c.cl_of[v] = t;
+    kiln_cl_perm(nd.shape.rank, false, pa.perm);
+    int32_t back = append(&c.s, KILN_OP_permute, nd.dtype, &nd.shape, 1, &t, &pa, nd.name);
+    if (back < 0) break;
+    repl[v] = back; /* channels-first readers see the twin through a permute */
+    any = true;
+  }
+  kiln_status st = c.s.failed ? d->status : any ? kiln_pass_rewrite(g, repl, n, NULL, d) : KILN_OK;
+  kiln_ir_free(g->alloc, work);
+  return st;
+}
+
 kiln_status kiln_pass_layout(kiln_graph *g, const kiln_pass_target *t, kiln_diag *d) {
-  (void)t;
+  if (t && t->target == KILN_TARGET_CPU && t->fusion == KILN_FUSION_FULL) {
+    kiln_status st = channels_last(g, d);
+    if (st != KILN_OK) return st;
+  }
   /* Each sweep moves every permute it can by one op and removes at least one permute per
    * rewrite; the bound only caps very long elementwise chains. */
   for (int iter = 0; iter < 64; iter++) {

@@ -96,7 +96,14 @@ static bool dot_is_gemm(const kiln_node *n) {
 }
 
 static bool conv_is_gemm(const kiln_graph *g, const kiln_node *n) {
-  if (n->op != KILN_OP_conv || (n->dtype != KILN_F32 && n->dtype != KILN_F64)) return false;
+  if (n->dtype != KILN_F32 && n->dtype != KILN_F64) return false;
+  if (n->op == KILN_OP_conv_cl) { /* groups of one: C is then [pixels, Co], dense */
+    const kiln_shape *ws = &g->nodes[n->in[1]].shape;
+    int64_t kvol = 1;
+    for (int32_t d = 0; d + 2 < ws->rank; d++) kvol *= ws->dims[d];
+    return n->a.groups <= 1 && ws->dims[ws->rank - 1] > 1 && (ws->dims[ws->rank - 2] > 1 || kvol > 1);
+  }
+  if (n->op != KILN_OP_conv) return false;
   const kiln_shape *xs = &g->nodes[n->in[0]].shape, *ws = &g->nodes[n->in[1]].shape;
   int64_t groups = n->a.groups > 0 ? n->a.groups : 1;
   int64_t kvol = 1;
@@ -105,6 +112,17 @@ static bool conv_is_gemm(const kiln_graph *g, const kiln_node *n) {
   /* Depthwise-like convolutions (one output channel per group) are matrix-vector work:
    * a direct loop beats a GEMM call per (batch, group). */
   return co_g > 1 && (ci_g > 1 || kvol > 1);
+}
+
+/* A conv_cl GEMM with a pack whose input is a permute (the layout pass's, where a
+ * channels-first value enters the channels-last region): the pack reads through the
+ * permute's index map, no transposed copy (a network's first convolution). */
+static bool cl_pack_reads_permute(const kiln_graph *g, const kiln_node *n) {
+  if (n->op != KILN_OP_conv_cl || g->nodes[n->in[0]].op != KILN_OP_permute || !conv_is_gemm(g, n)) return false;
+  const kiln_shape *ws = &g->nodes[n->in[1]].shape;
+  for (int32_t d = 0; d + 2 < ws->rank; d++)
+    if (ws->dims[d] != 1 || n->a.strides[d] != 1 || n->a.lo[d] != 0 || n->a.hi[d] != 0) return true;
+  return false; /* pointwise: x is A itself, a buffer */
 }
 
 static bool needs_buffer_operands(const kiln_graph *g, int32_t c) {
@@ -277,11 +295,13 @@ static bool reduce_fits(lower_ctx *c, int32_t r, int32_t root) {
 /* Taps per output element of a window consumer (pool or direct convolution) reading u. */
 static double window_reuse(lower_ctx *c, int32_t w) {
   const kiln_node *n = &c->g->nodes[w];
-  if (n->op != KILN_OP_pool && n->op != KILN_OP_conv) return 1;
+  if (n->op != KILN_OP_pool && n->op != KILN_OP_conv && n->op != KILN_OP_pool_cl && n->op != KILN_OP_conv_cl)
+    return 1;
   const kiln_shape *xs = &c->g->nodes[n->in[0]].shape;
   double taps = 1;
   for (int32_t d = 0; d + 2 < xs->rank; d++) {
-    int64_t win = n->op == KILN_OP_pool ? n->a.window[d] : c->g->nodes[n->in[1]].shape.dims[2 + d];
+    const kiln_node *w = n->n_in > 1 ? &c->g->nodes[n->in[1]] : NULL;
+    int64_t win = !w ? n->a.window[d] : w->shape.dims[n->op == KILN_OP_conv_cl ? d : 2 + d];
     int64_t st = n->a.strides[d] > 0 ? n->a.strides[d] : 1;
     taps *= (double)win / (double)st;
   }
@@ -305,7 +325,8 @@ static void decide_materialized(lower_ctx *c) {
       c->n_cons[u]++;
     }
     if (needs_buffer_operands(g, i) && !(full && dot_is_gemm(nd))) /* full: dots read views (below) */
-      for (int32_t j = 0; j < nd->n_in; j++) c->feeds_buffer_op[nd->in[j]] = 1;
+      for (int32_t j = 0; j < nd->n_in; j++)
+        if (!(j == 0 && cl_pack_reads_permute(g, nd))) c->feeds_buffer_op[nd->in[j]] = 1;
   }
   /* consumer lists, in node order (c->cost is the fill cursor until the cost model) */
   c->cons_at[0] = 0;
@@ -691,6 +712,20 @@ static int32_t emit_masked(lower_ctx *c, int32_t v, const int32_t *idx, int32_t 
 }
 
 /* In-range mask of coordinate x in [lo, hi), folded away where it cannot fail. */
+/* emit_masked for coordinates whose mask does not depend on the innermost variable (a
+ * channels-last window: the mask is per pixel, the innermost variable a channel): the
+ * coordinates clamped into range, an unconditional load, the fill selected where the mask
+ * is false. The offset stays affine in the innermost variable and the load needs no
+ * branch, so the loop vectorizes (a branch around each load, even an invariant one, kept
+ * LLVM from it: a depthwise 3x3 over [16,16,64] ran 6x slower). */
+static int32_t emit_clamped(lower_ctx *c, int32_t v, const int32_t *idx, int32_t mask, double fill) {
+  const kiln_node *n = &c->g->nodes[v];
+  if (kiln_shape_numel(&n->shape) == 0) return kiln_pass_kb_const(KB, n->dtype, fill);
+  int32_t j[KILN_MAX_RANK];
+  for (int32_t d = 0; d < n->shape.rank; d++) j[d] = kiln_pass_kb_clamp(KB, idx[d], 0, n->shape.dims[d] - 1);
+  return kiln_pass_kb_select(KB, mask, emit(c, v, j), kiln_pass_kb_const(KB, n->dtype, fill));
+}
+
 static int32_t in_range(lower_ctx *c, int32_t x, int64_t lo, int64_t hi) {
   return IX(and, IX(ge, x, INT(lo)), IX(lt, x, INT(hi)));
 }
@@ -900,10 +935,31 @@ static double lowest(kiln_dtype dt) {
   }
 }
 
+/* conv_cl and pool_cl are emitted as their channels-first forms: output coordinates are
+ * taken to channels-first order (cl_index, to_cl false) and operand coordinates back. */
+static const int32_t *cl_index(const int32_t *from, int32_t rank, bool to_cl, bool weight, int32_t *out) {
+  int32_t perm[KILN_MAX_RANK];
+  if (weight) kiln_cl_weight_perm(rank, to_cl, perm);
+  else kiln_cl_perm(rank, to_cl, perm);
+  for (int32_t d = 0; d < rank; d++) out[d] = from[perm[d]];
+  return out;
+}
+
+static kiln_shape cl_shape(const kiln_shape *s, bool weight) {
+  int32_t perm[KILN_MAX_RANK];
+  if (weight) kiln_cl_weight_perm(s->rank, false, perm);
+  else kiln_cl_perm(s->rank, false, perm);
+  return kiln_shape_permuted(s, perm);
+}
+
 static int32_t emit_pool(lower_ctx *c, int32_t v, const int32_t *idx) {
   const kiln_node *n = &c->g->nodes[v];
   int32_t x = n->in[0];
-  const kiln_shape *is = &c->g->nodes[x].shape;
+  bool cl = n->op == KILN_OP_pool_cl;
+  kiln_shape isf = cl ? cl_shape(&c->g->nodes[x].shape, false) : c->g->nodes[x].shape;
+  const kiln_shape *is = &isf;
+  int32_t cfi[KILN_MAX_RANK] = {0}, jcl[KILN_MAX_RANK] = {0};
+  if (cl) idx = cl_index(idx, is->rank, false, false, cfi);
   int32_t sd = is->rank - 2;
   int32_t w0 = kiln_pass_kb_new_vars(KB, sd, n->a.window);
   int32_t j[KILN_MAX_RANK], mask = kiln_pass_kb_bool(KB, true);
@@ -915,12 +971,13 @@ static int32_t emit_pool(lower_ctx *c, int32_t v, const int32_t *idx) {
                   INT(n->a.lo[d]));
     mask = IX(and, mask, in_range(c, j[2 + d], 0, is->dims[2 + d]));
   }
+  const int32_t *jx = cl ? cl_index(j, is->rank, true, false, jcl) : j;
+  int32_t (*masked)(lower_ctx *, int32_t, const int32_t *, int32_t, double) = cl ? emit_clamped : emit_masked;
   if (n->a.kind == KILN_POOL_MAX) {
-    int32_t body = emit_masked(c, x, j, mask, lowest(n->dtype));
+    int32_t body = masked(c, x, jx, mask, lowest(n->dtype));
     return kiln_pass_kb_reduce(KB, KILN_OP_reduce_max, n->dtype, 0, w0, sd, body);
   }
-  int32_t sum = kiln_pass_kb_reduce(KB, KILN_OP_reduce_sum, n->dtype, 0, w0, sd,
-                                    emit_masked(c, x, j, mask, 0));
+  int32_t sum = kiln_pass_kb_reduce(KB, KILN_OP_reduce_sum, n->dtype, 0, w0, sd, masked(c, x, jx, mask, 0));
   if (n->a.kind == KILN_POOL_SUM) return sum;
   /* avg: divide by the number of window positions inside the counted range: a constant
    * when no window can leave it, else counted by a second loop over fresh variables. */
@@ -976,7 +1033,12 @@ static int32_t emit_dot(lower_ctx *c, int32_t v, const int32_t *idx) {
 static int32_t emit_conv(lower_ctx *c, int32_t v, const int32_t *idx) {
   const kiln_node *n = &c->g->nodes[v];
   int32_t x = n->in[0], w = n->in[1];
-  const kiln_shape *xs = &c->g->nodes[x].shape, *ws = &c->g->nodes[w].shape;
+  bool cl = n->op == KILN_OP_conv_cl;
+  kiln_shape xsf = cl ? cl_shape(&c->g->nodes[x].shape, false) : c->g->nodes[x].shape;
+  kiln_shape wsf = cl ? cl_shape(&c->g->nodes[w].shape, true) : c->g->nodes[w].shape;
+  const kiln_shape *xs = &xsf, *ws = &wsf;
+  int32_t cfi[KILN_MAX_RANK] = {0}, xcl[KILN_MAX_RANK] = {0}, wcl[KILN_MAX_RANK] = {0};
+  if (cl) idx = cl_index(idx, xs->rank, false, false, cfi);
   int32_t sd = xs->rank - 2;
   int64_t groups = n->a.groups > 0 ? n->a.groups : 1;
   int64_t ext[KILN_MAX_RANK];
@@ -997,7 +1059,9 @@ static int32_t emit_conv(lower_ctx *c, int32_t v, const int32_t *idx) {
                    INT(n->a.lo[d]));
     mask = IX(and, mask, in_range(c, jx[2 + d], 0, xs->dims[2 + d]));
   }
-  int32_t ops[2] = {emit_masked(c, x, jx, mask, 0), emit(c, w, jw)};
+  int32_t ops[2] = {cl ? emit_clamped(c, x, cl_index(jx, xs->rank, true, false, xcl), mask, 0)
+                       : emit_masked(c, x, jx, mask, 0),
+                    emit(c, w, cl ? cl_index(jw, xs->rank, true, true, wcl) : jw)};
   int32_t prod = kiln_pass_kb_alu(KB, KILN_OP_mul, n->dtype, 0, 2, ops);
   return kiln_pass_kb_reduce(KB, KILN_OP_reduce_sum, n->dtype, 0, v0, 1 + sd, prod);
 }
@@ -1290,6 +1354,89 @@ static void lower_conv_gemm(lower_ctx *c, int32_t v) {
   end_kernel(c, k, "gemm");
 }
 
+/* conv_cl through GEMM, per batch n: C[n] (P x Co) = col[n] (P x Kc) * W (Kc x Co). Row p
+ * of col is output pixel p's input patch in (k..., ci) order, so the pack reads runs of Ci
+ * contiguous channels; W as laid out ([k..., Ci, Co]) is Kc x Co; C is the output itself.
+ * 1x1, stride 1, no padding: x is col already and the batch is one product (m = N * P).
+ * Else the pack sub-kernel computes col tile_n rows at a time (pack_a), each tile
+ * multiplied, and its rows of the output finished by the epilogue, while in cache. */
+static void lower_conv_cl_gemm(lower_ctx *c, int32_t v) {
+  const kiln_node *n = &c->g->nodes[v];
+  int32_t x = n->in[0], w = n->in[1];
+  const kiln_shape *xs = &c->g->nodes[x].shape, *ws = &c->g->nodes[w].shape;
+  int32_t r = xs->rank, sd = r - 2;
+  int64_t N = xs->dims[0], Ci = xs->dims[r - 1], Co = ws->dims[r - 1], kvol = 1, P = 1;
+  bool pointwise = true;
+  for (int32_t d = 0; d < sd; d++) {
+    kvol *= ws->dims[d];
+    P *= n->shape.dims[1 + d];
+    pointwise = pointwise && ws->dims[d] == 1 && n->a.strides[d] == 1 && n->a.lo[d] == 0 && n->a.hi[d] == 0;
+  }
+  int64_t Kc = Ci * kvol, es = (int64_t)kiln_dtype_size(n->dtype);
+  int32_t dst = gemm_dst(c, v);
+  kiln_kernel *k = begin_kernel(c, KILN_KERNEL_GEMM, c->buf_of[dst], n->dtype, &c->g->nodes[dst].shape);
+  k->node = dst;
+  cover(c, v);
+  kiln_gemm_desc *gd = &k->gemm;
+  gd->param_buf = -1;
+  gd->b_buf = buffer_of(c, w);
+  gd->c_buf = c->buf_of[dst];
+  gd->n = Co, gd->k = Kc, gd->ldb = Co, gd->ldc = Co;
+  if (pointwise) {
+    gd->a_buf = buffer_of(c, x);
+    gd->m = N * P, gd->lda = Ci;
+  } else {
+    gd->m = P, gd->lda = Kc;
+    if (N > 1) gd->n_batch = 1, gd->batch[0] = N, gd->c_bstride[0] = P * Co;
+    /* rows per tile within the budget, the tiles as even as that allows */
+    int64_t rows = PACK_TILE_BYTES / (Kc * es);
+    if (rows < 1) rows = 1;
+    int64_t n_tiles = (P + rows - 1) / rows, tile = (P + n_tiles - 1) / n_tiles;
+    int64_t cd[2] = {tile, Kc}, two = 2;
+    kiln_shape cs = kiln_shape_make(2, cd), ps = kiln_shape_make(1, &two);
+    char nm[160];
+    snprintf(nm, sizeof nm, "%s.col", n->name);
+    int32_t col = new_buffer(c, KILN_BUF_ARENA, n->dtype, &cs, -1, nm);
+    snprintf(nm, sizeof nm, "%s.tile", n->name);
+    int32_t par = new_buffer(c, KILN_BUF_ARENA, KILN_I64, &ps, -1, nm);
+    gd->a_buf = col, gd->tile_n = tile, gd->param_buf = par, gd->pack_a = 1, gd->pack_last = Ci;
+    /* domain [tile, kernel position, ci]: the innermost variable is a channel, contiguous
+     * in x and in col; one mask per (pixel, kernel position) */
+    int64_t pd3[3] = {tile, kvol, Ci};
+    kiln_shape pks = kiln_shape_make(3, pd3);
+    kiln_kernel *pk = begin_sub(c, col, n->dtype, &pks);
+    if (pk) {
+      /* col[jj, (kp, ci)] = x[t, o(i0 + jj) * stride + k(kp) * dilation - lo, ci] */
+      int32_t idx[3];
+      out_vars(c, 3, idx);
+      int32_t t = kiln_pass_kb_clamp(KB, kiln_pass_kb_load(KB, par, KILN_I64, INT(0), -1, 0), 0, N - 1);
+      int32_t i0 = kiln_pass_kb_clamp(KB, kiln_pass_kb_load(KB, par, KILN_I64, INT(1), -1, 0), 0, P - 1);
+      int32_t p = IX(add, i0, idx[0]);
+      int32_t mask = IX(lt, p, INT(P));
+      p = kiln_pass_kb_clamp(KB, p, 0, P - 1);
+      int64_t kd[KILN_MAX_RANK], od[KILN_MAX_RANK];
+      for (int32_t d = 0; d < sd; d++) kd[d] = ws->dims[d], od[d] = n->shape.dims[1 + d];
+      kiln_shape ks = kiln_shape_make(sd, kd), os = kiln_shape_make(sd, od);
+      kiln_shape k1 = kiln_shape_make(1, &kvol), p1 = kiln_shape_make(1, &P);
+      int32_t kj[KILN_MAX_RANK], oj[KILN_MAX_RANK], jx[KILN_MAX_RANK];
+      reshape_index(c, &k1, &ks, &idx[1], kj);
+      reshape_index(c, &p1, &os, &p, oj);
+      jx[0] = t;
+      jx[r - 1] = idx[2];
+      for (int32_t d = 0; d < sd; d++) {
+        jx[1 + d] = IX(sub, IX(add, IX(mul, oj[d], INT(n->a.strides[d])), IX(mul, kj[d], INT(n->a.dilations[d]))),
+                       INT(n->a.lo[d]));
+        mask = IX(and, mask, in_range(c, jx[1 + d], 0, xs->dims[1 + d]));
+      }
+      pk->root = emit_clamped(c, x, jx, mask, 0);
+      finish_expr(c, pk);
+      k->pack = pk;
+    }
+  }
+  if (c->epi_sink[v] >= 0) build_epilogue(c, k, v);
+  end_kernel(c, k, "gemm");
+}
+
 static void lower_opaque(lower_ctx *c, int32_t v) {
   const kiln_node *n = &c->g->nodes[v];
   kiln_kernel *k = begin_kernel(c, KILN_KERNEL_OPAQUE, c->buf_of[v], n->dtype, &n->shape);
@@ -1360,7 +1507,8 @@ static const char *renumbered(lower_ctx *c, const char *name, int32_t i) {
 static bool may_pass(const kiln_kernel *b, const kiln_kernel *m) {
   if (kiln_ir_kernel_loads(b, m->out_buf)) return false;
   if (m->kind == KILN_KERNEL_GEMM && m->pack)
-    return !kiln_ir_kernel_loads(b, m->gemm.b_buf) && !kiln_ir_kernel_loads(b, m->gemm.param_buf);
+    return !kiln_ir_kernel_loads(b, m->gemm.pack_a ? m->gemm.a_buf : m->gemm.b_buf) &&
+           !kiln_ir_kernel_loads(b, m->gemm.param_buf);
   return true;
 }
 
@@ -1437,6 +1585,7 @@ static kiln_status lower_all(lower_ctx *c) {
     int32_t gemm = c->epi_of[v] >= 0 ? c->epi_of[v] : is_gemm(g, v) ? v : -1;
     if (gemm < 0) buffer_of(c, v);
     if (gemm >= 0 && dot_is_gemm(&g->nodes[gemm])) lower_dot_gemm(c, gemm);
+    else if (gemm >= 0 && g->nodes[gemm].op == KILN_OP_conv_cl) lower_conv_cl_gemm(c, gemm);
     else if (gemm >= 0) lower_conv_gemm(c, gemm);
     else if (cat_of(g, v) == KILN_CAT_OPAQUE) lower_opaque(c, v);
     else lower_loop(c, v);

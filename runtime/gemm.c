@@ -144,13 +144,13 @@ static void zero_c(const gemm_job *j, int64_t nb) {
   }
 }
 
-/* The epilogue over the output rows of a tile: columns [j0, j0 + tn) of every row of
- * batch t's C. bufs[0] of the parallel body is the epi_job. */
+/* The epilogue over a tile of batch t's C: rows [i0, i0 + tm), columns [j0, j0 + tn).
+ * bufs[0] of the parallel body is the epi_job. */
 typedef struct epi_job {
   const kiln_gemm_desc *g;
   kiln_rt_kernel_fn epi;
   void **bufs;
-  int64_t cbase, j0, tn, row0; /* row0: first epilogue row when the tile is whole rows */
+  int64_t cbase, i0, j0, tn, row0; /* row0: first epilogue row when the tile is whole rows */
 } epi_job;
 
 static void epi_whole_fn(void **ctx, int64_t begin, int64_t end) {
@@ -161,28 +161,30 @@ static void epi_whole_fn(void **ctx, int64_t begin, int64_t end) {
 static void epi_per_row_fn(void **ctx, int64_t m0, int64_t m1) {
   const epi_job *e = ctx[0];
   int64_t L = e->g->epi_last > 0 ? e->g->epi_last : 1;
-  for (int64_t m = m0; m < m1; m++) {
+  for (int64_t m = e->i0 + m0; m < e->i0 + m1; m++) {
     int64_t lin = e->cbase + m * e->g->ldc + e->j0;
     e->epi(e->bufs, lin / L, (lin + e->tn) / L);
   }
 }
 
 static void run_epilogue(kiln_rt_pool *pool, const kiln_gemm_desc *g, kiln_rt_kernel_fn epi, void **bufs, int64_t t,
-                         int64_t j0, int64_t tn, bool parallel) {
+                         int64_t i0, int64_t tm, int64_t j0, int64_t tn, bool parallel) {
   int64_t L = g->epi_last > 0 ? g->epi_last : 1;
-  epi_job e = {g, epi, bufs, g->c_off + batch_offset(g, t, g->c_bstride), j0, tn, 0};
+  epi_job e = {g, epi, bufs, g->c_off + batch_offset(g, t, g->c_bstride), i0, j0, tn, 0};
   void *ctx[1] = {&e};
-  if (j0 == 0 && tn == g->n && g->ldc == g->n) { /* the tile is whole rows of the output */
-    e.row0 = e.cbase / L;
-    int64_t rows = g->m * g->n / L;
+  int64_t first = e.cbase + i0 * g->n, count = tm * g->n;
+  if (j0 == 0 && tn == g->n && g->ldc == g->n && first % L == 0 && count % L == 0) {
+    /* the tile is whole rows of the output */
+    e.row0 = first / L;
+    int64_t rows = count / L;
     if (parallel) kiln_rt_parallel_for(pool, epi_whole_fn, ctx, rows, 16384 / L + 1);
     else epi_whole_fn(ctx, 0, rows);
-  } else if (parallel) kiln_rt_parallel_for(pool, epi_per_row_fn, ctx, g->m, 16384 / (tn > 0 ? tn : 1) + 1);
-  else epi_per_row_fn(ctx, 0, g->m);
+  } else if (parallel) kiln_rt_parallel_for(pool, epi_per_row_fn, ctx, tm, 16384 / (tn > 0 ? tn : 1) + 1);
+  else epi_per_row_fn(ctx, 0, tm);
 }
 
 static void epilogue_of_batch(const gemm_job *j, int64_t t, bool parallel, kiln_rt_pool *pool) {
-  run_epilogue(pool, j->g, j->epi, j->bufs, t, 0, j->g->n, parallel);
+  run_epilogue(pool, j->g, j->epi, j->bufs, t, 0, j->g->m, 0, j->g->n, parallel);
 }
 
 /* Every product of job j (nb batches), threaded as the sizes suggest; with an epilogue,
@@ -246,15 +248,39 @@ void kiln_rt_gemm_fused(kiln_rt_pool *pool, const kiln_gemm_desc *g, int32_t dty
     run_products(pool, &j, nb);
     return;
   }
-  /* B packed tile by tile: per (batch, column tile) pack it into the scratch buffer,
-   * multiply into C's columns [j0, j0 + tn), then run the epilogue on those columns. */
   KILN_ASSERT(g->tile_n > 0 && g->param_buf >= 0);
   int64_t *par = bufs[g->param_buf];
+  int64_t last = g->pack_last > 0 ? g->pack_last : g->pack_a ? g->k : g->tile_n;
+  if (g->pack_a) {
+    /* A packed tile by tile: per (batch, row tile) pack tile_n rows of A into the scratch
+     * buffer, multiply them into C's rows [i0, i0 + tm), then run the epilogue on those
+     * rows. */
+    for (int64_t t = 0; t < nb; t++)
+      for (int64_t i0 = 0; i0 < g->m; i0 += g->tile_n) {
+        int64_t tm = g->m - i0 < g->tile_n ? g->m - i0 : g->tile_n;
+        par[0] = t, par[1] = i0;
+        kiln_rt_parallel_for(pool, pack, bufs, g->tile_n * (g->k / last), 16384 / last + 1);
+        kiln_gemm_desc tile = *g;
+        tile.m = tm, tile.n_batch = 0;
+        tile.lda = g->k, tile.trans_a = 0;
+        gemm_job tj = j;
+        tj.g = &tile;
+        tj.epi = NULL;
+        tj.a = (char *)bufs[g->a_buf];
+        tj.b = j.b + batch_offset(g, t, g->b_bstride) * (int64_t)j.es;
+        tj.c = j.c + (batch_offset(g, t, g->c_bstride) + i0 * g->ldc) * (int64_t)j.es;
+        run_products(pool, &tj, 1);
+        if (epi) run_epilogue(pool, g, epi, bufs, t, i0, tm, 0, g->n, true);
+      }
+    return;
+  }
+  /* B packed tile by tile: per (batch, column tile) pack it into the scratch buffer,
+   * multiply into C's columns [j0, j0 + tn), then run the epilogue on those columns. */
   for (int64_t t = 0; t < nb; t++)
     for (int64_t j0 = 0; j0 < g->n; j0 += g->tile_n) {
       int64_t tn = g->n - j0 < g->tile_n ? g->n - j0 : g->tile_n;
       par[0] = t, par[1] = j0;
-      int64_t last = g->pack_last > 0 ? g->pack_last : g->tile_n, rows = g->k * (g->tile_n / last);
+      int64_t rows = g->k * (g->tile_n / last);
       kiln_rt_parallel_for(pool, pack, bufs, rows, 16384 / last + 1);
       kiln_gemm_desc tile = *g;
       tile.n = tn, tile.n_batch = 0;
@@ -266,6 +292,6 @@ void kiln_rt_gemm_fused(kiln_rt_pool *pool, const kiln_gemm_desc *g, int32_t dty
       tj.b = (char *)bufs[g->b_buf];
       tj.c = j.c + (batch_offset(g, t, g->c_bstride) + j0) * (int64_t)j.es;
       run_products(pool, &tj, 1);
-      if (epi) run_epilogue(pool, g, epi, bufs, t, j0, tn, true);
+      if (epi) run_epilogue(pool, g, epi, bufs, t, 0, g->m, j0, tn, true);
     }
 }

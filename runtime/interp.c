@@ -680,6 +680,45 @@ static kiln_status eval_conv(const kiln_allocator *al, const kiln_node *n, const
   return KILN_OK;
 }
 
+/* conv_cl / pool_cl: the channels-first op on its operands permuted to channels first,
+ * the result permuted back (one definition of the arithmetic). */
+static kiln_status eval_cl(const kiln_allocator *al, const kiln_node *n, const kiln_rt_tensor *ins,
+                           kiln_rt_tensor *out, kiln_diag *d) {
+  bool conv = n->op == KILN_OP_conv_cl;
+  int32_t r = ins[0].shape.rank;
+  if (r < 3 || (conv && ins[1].shape.rank != r))
+    return NODE_ERR(KILN_ERR_SHAPE, "channels-last operands need equal rank >= 3");
+  kiln_node pn = *n; /* a permute node for eval_permute: only a.perm is read */
+  kiln_rt_tensor cf[2], co = {out->dtype, {0}, NULL};
+  void *mem[3] = {NULL, NULL, NULL};
+  kiln_status st = KILN_OK;
+  for (int i = 0; i < (conv ? 2 : 1) && st == KILN_OK; i++) {
+    if (i == 0) kiln_cl_perm(r, false, pn.a.perm);
+    else kiln_cl_weight_perm(r, false, pn.a.perm);
+    cf[i] = (kiln_rt_tensor){ins[i].dtype, kiln_shape_permuted(&ins[i].shape, pn.a.perm), NULL};
+    size_t nb = kiln_rt_tensor_nbytes(&cf[i]);
+    if (!(cf[i].data = mem[i] = kiln_ir_malloc(al, nb ? nb : 1))) st = NODE_ERR(KILN_ERR_OUT_OF_MEMORY, "out of memory");
+    else st = eval_permute(&pn, &ins[i], &cf[i]);
+  }
+  int32_t to_cl[KILN_MAX_RANK];
+  kiln_cl_perm(r, true, to_cl);
+  kiln_cl_perm(r, false, pn.a.perm);
+  co.shape = kiln_shape_permuted(&out->shape, pn.a.perm);
+  size_t nb = kiln_rt_tensor_nbytes(&co);
+  if (st == KILN_OK && !(co.data = mem[2] = kiln_ir_malloc(al, nb ? nb : 1)))
+    st = NODE_ERR(KILN_ERR_OUT_OF_MEMORY, "out of memory");
+  if (st == KILN_OK) {
+    pn.op = conv ? KILN_OP_conv : KILN_OP_pool;
+    st = conv ? eval_conv(al, &pn, cf, &co, d) : eval_pool(al, &pn, &cf[0], &co, d);
+  }
+  if (st == KILN_OK) {
+    memcpy(pn.a.perm, to_cl, sizeof to_cl);
+    st = eval_permute(&pn, &co, out);
+  }
+  for (int i = 0; i < 3; i++) kiln_ir_free(al, mem[i]);
+  return st;
+}
+
 /* ------------------------------------------------------------------ opaque */
 typedef struct topk_item {
   double f;
@@ -842,6 +881,7 @@ kiln_status kiln_rt_eval_node(const kiln_graph *g, const kiln_node *n, const kil
   case KILN_OP_pool: return eval_pool(al, n, &ins[0], out, d);
   case KILN_OP_dot: return eval_dot(al, n, ins, out, d);
   case KILN_OP_conv: return eval_conv(al, n, ins, out, d);
+  case KILN_OP_conv_cl: case KILN_OP_pool_cl: return eval_cl(al, n, ins, out, d);
   case KILN_OP_topk: return eval_topk(al, n, &ins[0], out, d);
   case KILN_OP_nonzero: return eval_nonzero(n, &ins[0], out, d);
   case KILN_OP_scatter: return eval_scatter(n, ins, out, d);

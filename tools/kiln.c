@@ -35,6 +35,8 @@ static const char *usage_run =
     "  --target cpu|cuda      where to run (default cpu)\n"
     "  --threads N            worker threads (default: all cores)\n"
     "  --fusion none|elementwise|full   fusion level (default full)\n"
+    "  --disable-pass LIST    comma-separated graph passes to skip (e.g. layout: keep\n"
+    "                         convolutions channels first)\n"
     "  --bind NAME=VALUE      value of a symbolic input dim (ONNX dim_param; default 1)\n"
     "  --verify               check every run against the reference interpreter: on the\n"
     "                         cpu target each kernel's output as it is written (the error\n"
@@ -54,6 +56,8 @@ static const char *usage_compile =
     "  --triple TRIPLE        cpu: the LLVM target triple (default: this machine's); another\n"
     "                         architecture needs a matching CC and KILN_AOTRT to link\n"
     "  --fusion none|elementwise|full\n"
+    "  --disable-pass LIST    comma-separated graph passes to skip (e.g. layout: keep\n"
+    "                         convolutions channels first)\n"
     "  --bind NAME=VALUE      value of a symbolic input dim\n";
 
 static const char *usage_dump =
@@ -81,6 +85,8 @@ static const char *usage_bench =
     "  --threads N            worker threads\n"
     "  --target cpu|cuda\n"
     "  --fusion none|elementwise|full\n"
+    "  --disable-pass LIST    comma-separated graph passes to skip (e.g. layout: keep\n"
+    "                         convolutions channels first)\n"
     "  --json                 print one JSON object: model, fusion, kernels, bytes_moved,\n"
     "                         arena_bytes, flops, median_ms, min_ms, mean_ms, runs\n";
 

@@ -224,6 +224,17 @@ Test(kstats, verifier_checks_sub_kernels) {
   kexpect_fail(p, "pack sub-kernel: kernel 0 'k0_pack': %1: operand 0 is %3");
   kiln_ir_kprogram_destroy(p);
 
+  p = gemm_program(); /* packing A instead: the pack must then compute [tile_n, k] into A */
+  p->kernels[0].gemm.pack_a = 1;
+  kexpect_fail(p, "pack sub-kernel writes b2, the gemm needs b1");
+  kiln_ir_kprogram_destroy(p);
+
+  p = gemm_program();
+  p->kernels[0].gemm.pack_a = 1;
+  p->kernels[0].gemm.lda = 3;
+  kexpect_fail(p, "packed A must be a tile_n x k tile (ld 3, tile_n 4, k 2");
+  kiln_ir_kprogram_destroy(p);
+
   p = gemm_program();
   p->kernels[0].gemm.tile_n = 0;
   kexpect_fail(p, "tile_n 0 with a pack sub-kernel");

@@ -117,12 +117,22 @@ static inline kiln_graph *build_every_op_graph(void) {
 
   /* window, contraction, opaque */
   int64_t win[2] = {2, 2}, str[2] = {2, 1}, dil[2] = {1, 2}, plo[2] = {1, 0}, phi[2] = {0, 1};
-  kiln_ir_pool(g, img, KILN_POOL_AVG, win, str, dil, plo, phi, 1, "pool");
+  int32_t pl = kiln_ir_pool(g, img, KILN_POOL_AVG, win, str, dil, plo, phi, 1, "pool");
   int32_t mm = kiln_ir_matmul(g, x, w, "matmul");
   float kv[4] = {1, 2, 3, 4};
   kiln_shape sk = shp(4, 1, 1, 2, 2);
   int32_t k = kiln_ir_constant(g, "k", KILN_F32, &sk, kv);
-  kiln_ir_conv(g, img, k, str, dil, plo, phi, 1, "conv");
+  int32_t cv = kiln_ir_conv(g, img, k, str, dil, plo, phi, 1, "conv");
+  /* the layout pass's channels-last forms, on the same operands permuted */
+  int32_t to_cl[4] = {0, 2, 3, 1}, w_cl[4] = {2, 3, 1, 0};
+  int32_t img_cl = kiln_ir_permute(g, img, to_cl, "img_cl"), k_cl = kiln_ir_permute(g, k, w_cl, "k_cl");
+  if (pl >= 0 && cv >= 0 && img_cl >= 0 && k_cl >= 0) {
+    kiln_attrs pa = g->nodes[pl].a, ca = g->nodes[cv].a;
+    kiln_shape ps = kiln_shape_permuted(&g->nodes[pl].shape, to_cl), cs = kiln_shape_permuted(&g->nodes[cv].shape, to_cl);
+    kiln_ir_append(g, KILN_OP_pool_cl, KILN_F32, &ps, 1, &img_cl, &pa, "pool_cl");
+    int32_t cin[2] = {img_cl, k_cl};
+    kiln_ir_append(g, KILN_OP_conv_cl, KILN_F32, &cs, 2, cin, &ca, "conv_cl");
+  }
   kiln_ir_topk(g, x, 2, -1, 1, "topk");
   test_nonzero(g, xi, 3, "nonzero");
   int64_t sidx[2] = {0, 2};

@@ -235,31 +235,35 @@ static void run_loop(const kiln_kprogram *p, int32_t ki, void **bufs, char *err)
 }
 
 /* A GEMM kernel: with a pack sub-kernel, B is packed one (batch, column tile) at a time
- * into its scratch buffer first; the epilogue runs in place once every product is done
- * (it reads the product only at its own element, so that is equivalent to per tile). */
+ * into its scratch buffer first (A one (batch, row tile) at a time, with pack_a); the
+ * epilogue runs in place once every product is done (it reads the product only at its
+ * own element, so that is equivalent to per tile). */
 static void run_gemm(const kiln_kprogram *p, int32_t ki, void **bufs, char *err) {
   const kiln_kernel *k = &p->kernels[ki];
   const kiln_gemm_desc *g = &k->gemm;
   kiln_dtype dt = k->out_dtype;
   int64_t b0 = g->n_batch > 0 ? g->batch[0] : 1, b1 = g->n_batch > 1 ? g->batch[1] : 1;
+  bool pa = k->pack && g->pack_a, pb = k->pack && !g->pack_a;
+  int64_t ext = pa ? g->m : g->n; /* the extent tiles split */
   for (int64_t i0 = 0; i0 < b0; i0++)
     for (int64_t i1 = 0; i1 < b1; i1++)
-      for (int64_t j0 = 0; j0 < g->n; j0 += g->tile_n ? g->tile_n : g->n) {
-      int64_t j1 = g->tile_n && j0 + g->tile_n < g->n ? j0 + g->tile_n : g->n;
+      for (int64_t t0 = 0; t0 < ext; t0 += g->tile_n ? g->tile_n : ext) {
+      int64_t t1 = g->tile_n && t0 + g->tile_n < ext ? t0 + g->tile_n : ext;
       if (k->pack) {
         int64_t *par = bufs[g->param_buf];
-        par[0] = i0 * b1 + i1, par[1] = j0;
+        par[0] = i0 * b1 + i1, par[1] = t0;
         run_loop_kernel(p, k->pack, ki, bufs, err);
       }
       int64_t ao = g->a_off + i0 * (g->n_batch > 0 ? g->a_bstride[0] : 0) + i1 * (g->n_batch > 1 ? g->a_bstride[1] : 0);
       int64_t bo = g->b_off + i0 * (g->n_batch > 0 ? g->b_bstride[0] : 0) + i1 * (g->n_batch > 1 ? g->b_bstride[1] : 0);
       int64_t co = g->c_off + i0 * (g->n_batch > 0 ? g->c_bstride[0] : 0) + i1 * (g->n_batch > 1 ? g->c_bstride[1] : 0);
-      for (int64_t m = 0; m < g->m; m++)
-        for (int64_t n = j0; n < j1; n++) {
+      for (int64_t m = pa ? t0 : 0; m < (pa ? t1 : g->m); m++)
+        for (int64_t n = pb ? t0 : 0; n < (pb ? t1 : g->n); n++) {
           double s = 0;
           for (int64_t kk = 0; kk < g->k; kk++) {
-            int64_t ai = ao + (g->trans_a ? kk * g->lda + m : m * g->lda + kk);
-            int64_t bn = k->pack ? n - j0 : n, bb = k->pack ? 0 : bo;
+            int64_t am = pa ? m - t0 : m, ab = pa ? 0 : ao;
+            int64_t ai = ab + (g->trans_a ? kk * g->lda + am : am * g->lda + kk);
+            int64_t bn = pb ? n - t0 : n, bb = pb ? 0 : bo;
             int64_t bi = bb + (g->trans_b ? bn * g->ldb + kk : kk * g->ldb + bn);
             s += kiln_rt_get_f64(dt, bufs[g->a_buf], ai) * kiln_rt_get_f64(dt, bufs[g->b_buf], bi);
           }
@@ -765,6 +769,10 @@ static void check_case(uint64_t seed, int n_ops) {
   kiln_pipeline_options o = {.target = {KILN_TARGET_CPU, (kiln_fusion_level)(seed % 3)}, .verify_each = true};
   kiln_kprogram *p = NULL;
   cr_assert_eq(kiln_pass_pipeline(g2, &o, &p, &d), KILN_OK, "seed %llu: pipeline: %s", (unsigned long long)seed, d.msg);
+  if (getenv("KEXEC_PRINT") && strtoull(getenv("KEXEC_PRINT"), NULL, 10) == seed) { /* debugging one seed */
+    kiln_ir_print(c.g, stderr, NULL);
+    kiln_ir_print(g2, stderr, NULL);
+  }
   kiln_rt_tensor *got = alloc_outputs(c.g);
   run_program(p, c.in, got);
   snprintf(what, sizeof what, "seed %llu, pipeline", (unsigned long long)seed);
