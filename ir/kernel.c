@@ -573,6 +573,13 @@ void kiln_ir_kernel_stats(const kiln_kprogram *p, const kiln_kernel *k, kiln_ker
   /* Without memory for the table, a buffer read twice counts twice (an overestimate). */
   bool *seen = p->n_buffers > 0 ? kiln_ir_malloc(p->alloc, (size_t)p->n_buffers) : NULL;
   if (seen) memset(seen, 0, (size_t)p->n_buffers);
+  /* The second of a sibling pair runs in the first's loop nest: what both read crosses
+   * the boundary once, counted with the first. */
+  ptrdiff_t ki = k - p->kernels;
+  if (seen && ki > 0 && ki < p->n_kernels && p->kernels[ki - 1].with_next) {
+    int64_t ignored = 0;
+    count_loads(p, &p->kernels[ki - 1], seen, -1, -1, &ignored);
+  }
   if (buf_ok(p, k->out_buf)) s->bytes_written = (int64_t)p->buffers[k->out_buf].nbytes;
   switch (k->kind) {
   case KILN_KERNEL_LOOP:

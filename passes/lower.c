@@ -1522,7 +1522,7 @@ static bool may_pass(const kiln_kernel *b, const kiln_kernel *m) {
  * the first, where nothing it reads is still to be written (and not far: SIBLING_MAX_PASS),
  * and the CPU backend runs the two in one loop nest, so the common input is read from
  * memory once. Pairs only (no chains of three); the first kernel of each pair is the
- * earlier one. The report's bytes moved still count the common input once per kernel. */
+ * earlier one. The report counts the common input once, with the first (kiln_ir_kernel_stats). */
 static void pair_siblings(lower_ctx *c) {
   kiln_kprogram *p = c->p;
   for (int32_t i = 0; i + 1 < p->n_kernels; i++) {
