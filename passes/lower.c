@@ -694,6 +694,21 @@ static void memo_put(lower_ctx *c, int32_t v, int32_t rank, const int32_t *idx, 
 #define IX(op, x, y) kiln_pass_kb_ix(KB, KILN_OP_##op, (x), (y))
 #define INT(v) kiln_pass_kb_int(KB, (v))
 
+/* Node v at coordinates idx, fill where mask is false, through coordinates clamped into
+ * range and a select. emit_masked's way for an expression; for a buffer, the better way
+ * when the mask does not depend on the innermost variable (a channels-last window: the
+ * mask is per pixel, the innermost variable a channel): the load is unconditional and its
+ * offset affine in the innermost variable, so the loop vectorizes. A branch around each
+ * load, even an invariant one, kept LLVM from it: a depthwise 3x3 over [16,16,64] ran 6x
+ * slower. */
+static int32_t emit_clamped(lower_ctx *c, int32_t v, const int32_t *idx, int32_t mask, double fill) {
+  const kiln_node *n = &c->g->nodes[v];
+  if (kiln_shape_numel(&n->shape) == 0) return kiln_pass_kb_const(KB, n->dtype, fill);
+  int32_t j[KILN_MAX_RANK];
+  for (int32_t d = 0; d < n->shape.rank; d++) j[d] = kiln_pass_kb_clamp(KB, idx[d], 0, n->shape.dims[d] - 1);
+  return kiln_pass_kb_select(KB, mask, emit(c, v, j), kiln_pass_kb_const(KB, n->dtype, fill));
+}
+
 /* node v at coordinates idx that may lie outside v's shape where mask (a bool kx, or -1
  * for none) is false: there the value is fill. */
 static int32_t emit_masked(lower_ctx *c, int32_t v, const int32_t *idx, int32_t mask, double fill) {
@@ -706,26 +721,10 @@ static int32_t emit_masked(lower_ctx *c, int32_t v, const int32_t *idx, int32_t 
    * window) instead of a gather. An expression is computed everywhere: clamped. */
   if (is_buffer(c, v))
     return kiln_pass_kb_load(KB, buffer_of(c, v), n->dtype, kiln_pass_kb_linearize(KB, idx, &n->shape), mask, fill);
-  int32_t j[KILN_MAX_RANK];
-  for (int32_t d = 0; d < n->shape.rank; d++) j[d] = kiln_pass_kb_clamp(KB, idx[d], 0, n->shape.dims[d] - 1);
-  return kiln_pass_kb_select(KB, mask, emit(c, v, j), kiln_pass_kb_const(KB, n->dtype, fill));
+  return emit_clamped(c, v, idx, mask, fill);
 }
 
 /* In-range mask of coordinate x in [lo, hi), folded away where it cannot fail. */
-/* emit_masked for coordinates whose mask does not depend on the innermost variable (a
- * channels-last window: the mask is per pixel, the innermost variable a channel): the
- * coordinates clamped into range, an unconditional load, the fill selected where the mask
- * is false. The offset stays affine in the innermost variable and the load needs no
- * branch, so the loop vectorizes (a branch around each load, even an invariant one, kept
- * LLVM from it: a depthwise 3x3 over [16,16,64] ran 6x slower). */
-static int32_t emit_clamped(lower_ctx *c, int32_t v, const int32_t *idx, int32_t mask, double fill) {
-  const kiln_node *n = &c->g->nodes[v];
-  if (kiln_shape_numel(&n->shape) == 0) return kiln_pass_kb_const(KB, n->dtype, fill);
-  int32_t j[KILN_MAX_RANK];
-  for (int32_t d = 0; d < n->shape.rank; d++) j[d] = kiln_pass_kb_clamp(KB, idx[d], 0, n->shape.dims[d] - 1);
-  return kiln_pass_kb_select(KB, mask, emit(c, v, j), kiln_pass_kb_const(KB, n->dtype, fill));
-}
-
 static int32_t in_range(lower_ctx *c, int32_t x, int64_t lo, int64_t hi) {
   return IX(and, IX(ge, x, INT(lo)), IX(lt, x, INT(hi)));
 }
