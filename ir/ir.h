@@ -400,7 +400,9 @@ typedef struct kiln_gemm_desc {
    * (lda = k, trans_a = 0, a_bstride = 0); param_buf gets (flattened batch index, first
    * row of the tile); the pack's domain is [tile_n, k] or [tile_n, k / pack_last,
    * pack_last] and it runs tile_n * k / pack_last rows of pack_last; the epilogue runs
-   * over the tile's rows of C. Rows past m in the last tile are ignored. */
+   * over the tile's rows of C. Rows past m in the last tile are ignored. With trans_a as
+   * well, the tile is stored transposed, as B's is (k x tile_n, lda = tile_n), and the
+   * pack's domain is [k, tile_n] or [k, tile_n / pack_last, pack_last]. */
   int32_t pack_a;
   /* Fused epilogue (the kernel's `epilogue` sub-kernel, when set): run over the output
    * rows of each finished tile; epi_last = the epilogue domain's last extent. */

@@ -107,7 +107,7 @@ static void print_kernel(FILE *f, const kiln_kernel *k, int32_t idx) {
     for (int i = 0; i < g->n_batch && i < 2; i++)
       fprintf(f, "    batch %lld strides a %lld b %lld c %lld\n", (long long)g->batch[i], (long long)g->a_bstride[i],
               (long long)g->b_bstride[i], (long long)g->c_bstride[i]);
-    int64_t whole = g->pack_a ? g->k : g->tile_n; /* pack_last when not printed */
+    int64_t whole = g->pack_a && !g->trans_a ? g->k : g->tile_n; /* pack_last when not printed */
     if (g->tile_n > 0) fprintf(f, "    tile_n %lld params b%d", (long long)g->tile_n, (int)g->param_buf);
     if (g->tile_n > 0 && g->pack_last > 0 && g->pack_last != whole) fprintf(f, " pack_last %lld", (long long)g->pack_last);
     if (g->tile_n > 0) fprintf(f, "%s\n", g->pack_a ? " pack_a" : "");
@@ -340,22 +340,23 @@ static kiln_status verify_gemm_subs(const kiln_kprogram *p, int32_t ki, const ki
         kiln_shape_numel(&p->buffers[g->param_buf].shape) < 2)
       return kiln_diag_set(d, KILN_ERR_INTERNAL, KFMT "pack parameter buffer b%d is not two i64", KARGS(ki, k),
                            (int)g->param_buf);
-    if (g->pack_a ? g->lda != g->k || g->trans_a || g->a_off != 0 || g->a_bstride[0] != 0 || g->a_bstride[1] != 0
+    bool k_major = !g->pack_a || g->trans_a; /* the tile is [k, tile_n], else [tile_n, k] */
+    if (g->pack_a ? g->lda != (k_major ? g->tile_n : g->k) || g->a_off != 0 || g->a_bstride[0] != 0 || g->a_bstride[1] != 0
                   : g->ldb != g->tile_n || g->trans_b || g->b_off != 0 || g->b_bstride[0] != 0 || g->b_bstride[1] != 0)
       return kiln_diag_set(d, KILN_ERR_INTERNAL,
                            KFMT "packed %s must be a %s tile (ld %lld, tile_n %lld, k %lld, trans %d, offset %lld)",
-                           KARGS(ki, k), g->pack_a ? "A" : "B", g->pack_a ? "tile_n x k" : "k x tile_n",
+                           KARGS(ki, k), g->pack_a ? "A" : "B", k_major ? "k x tile_n" : "tile_n x k",
                            (long long)(g->pack_a ? g->lda : g->ldb), (long long)g->tile_n, (long long)g->k,
                            (int)(g->pack_a ? g->trans_a : g->trans_b), (long long)(g->pack_a ? g->a_off : g->b_off));
-    int64_t whole = g->pack_a ? g->k : g->tile_n; /* the extent pack_last divides */
+    int64_t whole = k_major ? g->tile_n : g->k; /* the extent pack_last divides */
     int64_t pl = g->pack_last > 0 ? g->pack_last : whole;
     bool rows = k->pack->out.rank == 3; /* [k, tile_n / pack_last, pack_last] or [tile_n, k / pack_last, pack_last] */
     if (whole % pl || (!rows && pl != whole))
       return kiln_diag_set(d, KILN_ERR_INTERNAL,
                            KFMT "pack_last %lld: must divide %s %lld, and be it for a 2-d pack", KARGS(ki, k),
-                           (long long)pl, g->pack_a ? "k" : "tile_n", (long long)whole);
+                           (long long)pl, k_major ? "tile_n" : "k", (long long)whole);
     int64_t dims[3] = {g->k, rows ? g->tile_n / pl : g->tile_n, pl};
-    if (g->pack_a) dims[0] = g->tile_n, dims[1] = rows ? g->k / pl : g->k;
+    if (!k_major) dims[0] = g->tile_n, dims[1] = rows ? g->k / pl : g->k;
     kiln_shape want = kiln_shape_make(rows ? 3 : 2, dims);
     kiln_status st = verify_sub(p, ki, k, k->pack, "pack", g->pack_a ? g->a_buf : g->b_buf, &want, d);
     if (st != KILN_OK) return st;

@@ -1353,12 +1353,166 @@ static void lower_conv_gemm(lower_ctx *c, int32_t v) {
   end_kernel(c, k, "gemm");
 }
 
+/* The pack of conv_cl GEMM kernel k (node v) when x is a buffer: A tile by tile as it is,
+ * tile x Kc, row p the input patch of output pixel p in (k..., ci) order. */
+static void cl_pack_rows(lower_ctx *c, kiln_kernel *k, int32_t v) {
+  const kiln_node *n = &c->g->nodes[v];
+  int32_t x = n->in[0];
+  const kiln_shape *xs = &c->g->nodes[x].shape, *ws = &c->g->nodes[n->in[1]].shape;
+  int32_t r = xs->rank, sd = r - 2;
+  kiln_gemm_desc *gd = &k->gemm;
+  int64_t N = xs->dims[0], Ci = xs->dims[r - 1], Kc = gd->k, P = gd->m, es = (int64_t)kiln_dtype_size(n->dtype);
+  gd->lda = Kc;
+  /* rows per tile within the budget, the tiles as even as that allows */
+  int64_t rows = PACK_TILE_BYTES / (Kc * es);
+  if (rows < 1) rows = 1;
+  int64_t n_tiles = (P + rows - 1) / rows, tile = (P + n_tiles - 1) / n_tiles;
+  int64_t cd[2] = {tile, Kc}, two = 2;
+  kiln_shape cs = kiln_shape_make(2, cd), ps = kiln_shape_make(1, &two);
+  char nm[160];
+  snprintf(nm, sizeof nm, "%s.col", n->name);
+  int32_t col = new_buffer(c, KILN_BUF_ARENA, n->dtype, &cs, -1, nm);
+  snprintf(nm, sizeof nm, "%s.tile", n->name);
+  int32_t par = new_buffer(c, KILN_BUF_ARENA, KILN_I64, &ps, -1, nm);
+  /* The pack's rows (its domain is [tile, Kc / last, last]): with the last kernel dim
+   * undilated, a row is a kernel row's kw * Ci input elements, contiguous in x: a masked
+   * load over the padding columns, affine in the innermost variable (rows of 16 channels
+   * alone made a 16-channel 3x3's pack 3x slower). Else a row is one kernel position's Ci
+   * channels, read through clamped coordinates and a select. */
+  bool runs = n->a.dilations[sd - 1] == 1;
+  int64_t last = runs ? ws->dims[sd - 1] * Ci : Ci;
+  gd->a_buf = col, gd->tile_n = tile, gd->param_buf = par, gd->pack_a = 1, gd->pack_last = last;
+  int64_t pd3[3] = {tile, Kc / last, last};
+  kiln_shape pks = kiln_shape_make(3, pd3);
+  kiln_kernel *pk = begin_sub(c, col, n->dtype, &pks);
+  if (pk) {
+    /* col[jj, (kp, ci)] = x[t, o(i0 + jj) * stride + k(kp) * dilation - lo, ci] */
+    int32_t idx[3];
+    out_vars(c, 3, idx);
+    int32_t t = kiln_pass_kb_clamp(KB, kiln_pass_kb_load(KB, par, KILN_I64, INT(0), -1, 0), 0, N - 1);
+    int32_t i0 = kiln_pass_kb_clamp(KB, kiln_pass_kb_load(KB, par, KILN_I64, INT(1), -1, 0), 0, P - 1);
+    int32_t p = IX(add, i0, idx[0]);
+    int32_t mask = IX(lt, p, INT(P));
+    p = kiln_pass_kb_clamp(KB, p, 0, P - 1);
+    int64_t kd[KILN_MAX_RANK], od[KILN_MAX_RANK], kq = Kc / last;
+    for (int32_t d = 0; d < sd; d++) kd[d] = ws->dims[d], od[d] = n->shape.dims[1 + d];
+    int32_t ksd = runs ? sd - 1 : sd; /* kernel dims idx[1] ranges over */
+    kiln_shape ks = kiln_shape_make(ksd, kd), os = kiln_shape_make(sd, od);
+    kiln_shape k1 = kiln_shape_make(1, &kq), p1 = kiln_shape_make(1, &P);
+    int32_t kj[KILN_MAX_RANK], oj[KILN_MAX_RANK], jx[KILN_MAX_RANK];
+    if (ksd > 0) reshape_index(c, &k1, &ks, &idx[1], kj);
+    reshape_index(c, &p1, &os, &p, oj);
+    for (int32_t d = 0; d < ksd; d++) {
+      jx[1 + d] = IX(sub, IX(add, IX(mul, oj[d], INT(n->a.strides[d])), IX(mul, kj[d], INT(n->a.dilations[d]))),
+                     INT(n->a.lo[d]));
+      mask = IX(and, mask, in_range(c, jx[1 + d], 0, xs->dims[1 + d]));
+    }
+    if (runs) {
+      /* offset ((t * X0 + i0) * ...) * (Xlast * Ci) + (o_last * stride - lo) * Ci + j */
+      int64_t row = xs->dims[sd] * Ci;
+      int32_t off = t;
+      for (int32_t d = 0; d < sd - 1; d++) off = IX(add, IX(mul, off, INT(xs->dims[1 + d])), jx[1 + d]);
+      int32_t w0 = IX(sub, IX(mul, oj[sd - 1], INT(n->a.strides[sd - 1])), INT(n->a.lo[sd - 1]));
+      int32_t in_row = IX(add, IX(mul, w0, INT(Ci)), idx[2]);
+      mask = IX(and, mask, in_range(c, in_row, 0, row));
+      off = IX(add, IX(mul, off, INT(row)), in_row);
+      pk->root = kiln_pass_kb_load(KB, buffer_of(c, x), n->dtype, off, mask, 0);
+    } else {
+      jx[0] = t;
+      jx[r - 1] = idx[2];
+      pk->root = emit_clamped(c, x, jx, mask, 0);
+    }
+    finish_expr(c, pk);
+    k->pack = pk;
+  }
+}
+
+/* The pack of conv_cl GEMM kernel k (node v) when x is the layout pass's permute of a
+ * channels-first value (a network's first convolution, reading its input): A^T tile by
+ * tile, Kc x tile (trans_a), in whole output rows with the output column innermost, as the
+ * channels-first pack does: the input is then read along its rows (a masked load, affine
+ * in the innermost variable) rather than across channels. resnet18's 7x7 stem over 3
+ * channels: 5.5 ms packing rows of 3 channels, 2.3 ms channels first. */
+static void cl_pack_transposed(lower_ctx *c, kiln_kernel *k, int32_t v) {
+  const kiln_node *n = &c->g->nodes[v];
+  int32_t x = n->in[0];
+  const kiln_shape *xs = &c->g->nodes[x].shape, *ws = &c->g->nodes[n->in[1]].shape;
+  int32_t r = xs->rank, sd = r - 2;
+  kiln_gemm_desc *gd = &k->gemm;
+  int64_t N = xs->dims[0], Ci = xs->dims[r - 1], Kc = gd->k, P = gd->m, es = (int64_t)kiln_dtype_size(n->dtype);
+  int64_t row = n->shape.dims[sd]; /* one output row */
+  int64_t rows = PACK_TILE_BYTES / (Kc * es * row), all_rows = P / row;
+  if (rows < 1) rows = 1;
+  int64_t n_tiles = (all_rows + rows - 1) / rows;
+  int64_t tile = (all_rows + n_tiles - 1) / n_tiles * row;
+  if (tile >= P) tile = P;
+  bool by_rows = tile % row == 0;
+  int64_t cd[2] = {Kc, tile}, two = 2;
+  kiln_shape cs = kiln_shape_make(2, cd), ps = kiln_shape_make(1, &two);
+  char nm[160];
+  snprintf(nm, sizeof nm, "%s.col", n->name);
+  int32_t col = new_buffer(c, KILN_BUF_ARENA, n->dtype, &cs, -1, nm);
+  snprintf(nm, sizeof nm, "%s.tile", n->name);
+  int32_t par = new_buffer(c, KILN_BUF_ARENA, KILN_I64, &ps, -1, nm);
+  gd->a_buf = col, gd->lda = tile, gd->trans_a = 1, gd->tile_n = tile, gd->param_buf = par, gd->pack_a = 1;
+  gd->pack_last = by_rows ? row : tile;
+  int64_t pd3[3] = {Kc, by_rows ? tile / row : 1, by_rows ? row : tile};
+  kiln_shape pks = kiln_shape_make(3, pd3);
+  kiln_kernel *pk = begin_sub(c, col, n->dtype, by_rows ? &pks : &cs);
+  if (!pk) return;
+  /* colT[(kp, ci), jj] = x[t, o(i0 + jj) * stride + k(kp) * dilation - lo, ci] */
+  int32_t idx[3];
+  out_vars(c, by_rows ? 3 : 2, idx);
+  int32_t t = kiln_pass_kb_clamp(KB, kiln_pass_kb_load(KB, par, KILN_I64, INT(0), -1, 0), 0, N - 1);
+  int32_t i0 = kiln_pass_kb_clamp(KB, kiln_pass_kb_load(KB, par, KILN_I64, INT(1), -1, 0), 0, P - 1);
+  int64_t kd[KILN_MAX_RANK + 1], od[KILN_MAX_RANK];
+  for (int32_t d = 0; d < sd; d++) kd[d] = ws->dims[d], od[d] = n->shape.dims[1 + d];
+  kd[sd] = Ci;
+  kiln_shape ks = kiln_shape_make(sd + 1, kd), k1 = kiln_shape_make(1, &Kc);
+  int32_t kj[KILN_MAX_RANK + 1], oj[KILN_MAX_RANK], jx[KILN_MAX_RANK];
+  reshape_index(c, &k1, &ks, &idx[0], kj);
+  int32_t mask;
+  if (by_rows) { /* output row i0 / row + idx[1], column idx[2] */
+    int32_t orow = IX(add, IX(div, i0, INT(row)), idx[1]);
+    mask = IX(lt, orow, INT(all_rows));
+    orow = kiln_pass_kb_clamp(KB, orow, 0, all_rows - 1);
+    kiln_shape o1 = kiln_shape_make(1, &all_rows), os = kiln_shape_make(sd - 1, od);
+    if (sd > 1) reshape_index(c, &o1, &os, &orow, oj);
+    oj[sd - 1] = idx[2];
+  } else {
+    int32_t p = IX(add, i0, idx[1]);
+    mask = IX(lt, p, INT(P));
+    p = kiln_pass_kb_clamp(KB, p, 0, P - 1);
+    kiln_shape p1 = kiln_shape_make(1, &P), os = kiln_shape_make(sd, od);
+    reshape_index(c, &p1, &os, &p, oj);
+  }
+  jx[0] = t;
+  jx[r - 1] = kj[sd];
+  for (int32_t d = 0; d < sd; d++) {
+    jx[1 + d] = IX(sub, IX(add, IX(mul, oj[d], INT(n->a.strides[d])), IX(mul, kj[d], INT(n->a.dilations[d]))),
+                   INT(n->a.lo[d]));
+    mask = IX(and, mask, in_range(c, jx[1 + d], 0, xs->dims[1 + d]));
+  }
+  /* through the permute to its source buffer: a masked load there needs no clamping */
+  const kiln_node *xn = &c->g->nodes[x];
+  if (xn->op == KILN_OP_permute && is_buffer(c, xn->in[0])) {
+    int32_t sj[KILN_MAX_RANK];
+    for (int32_t d = 0; d < r; d++) sj[xn->a.perm[d]] = jx[d];
+    cover(c, x);
+    pk->root = emit_masked(c, xn->in[0], sj, mask, 0);
+  } else {
+    pk->root = emit_masked(c, x, jx, mask, 0);
+  }
+  finish_expr(c, pk);
+  k->pack = pk;
+}
+
 /* conv_cl through GEMM, per batch n: C[n] (P x Co) = col[n] (P x Kc) * W (Kc x Co). Row p
- * of col is output pixel p's input patch in (k..., ci) order, so the pack reads runs of Ci
- * contiguous channels; W as laid out ([k..., Ci, Co]) is Kc x Co; C is the output itself.
- * 1x1, stride 1, no padding: x is col already and the batch is one product (m = N * P).
- * Else the pack sub-kernel computes col tile_n rows at a time (pack_a), each tile
- * multiplied, and its rows of the output finished by the epilogue, while in cache. */
+ * of col is output pixel p's input patch in (k..., ci) order; W as laid out ([k..., Ci,
+ * Co]) is Kc x Co; C is the output itself. 1x1, stride 1, no padding: x is col already
+ * and the batch is one product (m = N * P). Else the pack sub-kernel computes col tile_n
+ * rows at a time (pack_a: cl_pack_rows, cl_pack_transposed), each tile multiplied, and
+ * its rows of the output finished by the epilogue, while in cache. */
 static void lower_conv_cl_gemm(lower_ctx *c, int32_t v) {
   const kiln_node *n = &c->g->nodes[v];
   int32_t x = n->in[0], w = n->in[1];
@@ -1371,7 +1525,7 @@ static void lower_conv_cl_gemm(lower_ctx *c, int32_t v) {
     P *= n->shape.dims[1 + d];
     pointwise = pointwise && ws->dims[d] == 1 && n->a.strides[d] == 1 && n->a.lo[d] == 0 && n->a.hi[d] == 0;
   }
-  int64_t Kc = Ci * kvol, es = (int64_t)kiln_dtype_size(n->dtype);
+  int64_t Kc = Ci * kvol;
   int32_t dst = gemm_dst(c, v);
   kiln_kernel *k = begin_kernel(c, KILN_KERNEL_GEMM, c->buf_of[dst], n->dtype, &c->g->nodes[dst].shape);
   k->node = dst;
@@ -1385,52 +1539,10 @@ static void lower_conv_cl_gemm(lower_ctx *c, int32_t v) {
     gd->a_buf = buffer_of(c, x);
     gd->m = N * P, gd->lda = Ci;
   } else {
-    gd->m = P, gd->lda = Kc;
+    gd->m = P;
     if (N > 1) gd->n_batch = 1, gd->batch[0] = N, gd->c_bstride[0] = P * Co;
-    /* rows per tile within the budget, the tiles as even as that allows */
-    int64_t rows = PACK_TILE_BYTES / (Kc * es);
-    if (rows < 1) rows = 1;
-    int64_t n_tiles = (P + rows - 1) / rows, tile = (P + n_tiles - 1) / n_tiles;
-    int64_t cd[2] = {tile, Kc}, two = 2;
-    kiln_shape cs = kiln_shape_make(2, cd), ps = kiln_shape_make(1, &two);
-    char nm[160];
-    snprintf(nm, sizeof nm, "%s.col", n->name);
-    int32_t col = new_buffer(c, KILN_BUF_ARENA, n->dtype, &cs, -1, nm);
-    snprintf(nm, sizeof nm, "%s.tile", n->name);
-    int32_t par = new_buffer(c, KILN_BUF_ARENA, KILN_I64, &ps, -1, nm);
-    gd->a_buf = col, gd->tile_n = tile, gd->param_buf = par, gd->pack_a = 1, gd->pack_last = Ci;
-    /* domain [tile, kernel position, ci]: the innermost variable is a channel, contiguous
-     * in x and in col; one mask per (pixel, kernel position) */
-    int64_t pd3[3] = {tile, kvol, Ci};
-    kiln_shape pks = kiln_shape_make(3, pd3);
-    kiln_kernel *pk = begin_sub(c, col, n->dtype, &pks);
-    if (pk) {
-      /* col[jj, (kp, ci)] = x[t, o(i0 + jj) * stride + k(kp) * dilation - lo, ci] */
-      int32_t idx[3];
-      out_vars(c, 3, idx);
-      int32_t t = kiln_pass_kb_clamp(KB, kiln_pass_kb_load(KB, par, KILN_I64, INT(0), -1, 0), 0, N - 1);
-      int32_t i0 = kiln_pass_kb_clamp(KB, kiln_pass_kb_load(KB, par, KILN_I64, INT(1), -1, 0), 0, P - 1);
-      int32_t p = IX(add, i0, idx[0]);
-      int32_t mask = IX(lt, p, INT(P));
-      p = kiln_pass_kb_clamp(KB, p, 0, P - 1);
-      int64_t kd[KILN_MAX_RANK], od[KILN_MAX_RANK];
-      for (int32_t d = 0; d < sd; d++) kd[d] = ws->dims[d], od[d] = n->shape.dims[1 + d];
-      kiln_shape ks = kiln_shape_make(sd, kd), os = kiln_shape_make(sd, od);
-      kiln_shape k1 = kiln_shape_make(1, &kvol), p1 = kiln_shape_make(1, &P);
-      int32_t kj[KILN_MAX_RANK], oj[KILN_MAX_RANK], jx[KILN_MAX_RANK];
-      reshape_index(c, &k1, &ks, &idx[1], kj);
-      reshape_index(c, &p1, &os, &p, oj);
-      jx[0] = t;
-      jx[r - 1] = idx[2];
-      for (int32_t d = 0; d < sd; d++) {
-        jx[1 + d] = IX(sub, IX(add, IX(mul, oj[d], INT(n->a.strides[d])), IX(mul, kj[d], INT(n->a.dilations[d]))),
-                       INT(n->a.lo[d]));
-        mask = IX(and, mask, in_range(c, jx[1 + d], 0, xs->dims[1 + d]));
-      }
-      pk->root = emit_clamped(c, x, jx, mask, 0);
-      finish_expr(c, pk);
-      k->pack = pk;
-    }
+    if (is_buffer(c, x)) cl_pack_rows(c, k, v);
+    else cl_pack_transposed(c, k, v);
   }
   if (c->epi_sink[v] >= 0) build_epilogue(c, k, v);
   end_kernel(c, k, "gemm");

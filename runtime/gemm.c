@@ -250,7 +250,8 @@ void kiln_rt_gemm_fused(kiln_rt_pool *pool, const kiln_gemm_desc *g, int32_t dty
   }
   KILN_ASSERT(g->tile_n > 0 && g->param_buf >= 0);
   int64_t *par = bufs[g->param_buf];
-  int64_t last = g->pack_last > 0 ? g->pack_last : g->pack_a ? g->k : g->tile_n;
+  bool k_major = !g->pack_a || g->trans_a; /* the packed tile is [k, tile_n], else [tile_n, k] */
+  int64_t last = g->pack_last > 0 ? g->pack_last : k_major ? g->tile_n : g->k;
   if (g->pack_a) {
     /* A packed tile by tile: per (batch, row tile) pack tile_n rows of A into the scratch
      * buffer, multiply them into C's rows [i0, i0 + tm), then run the epilogue on those
@@ -259,10 +260,11 @@ void kiln_rt_gemm_fused(kiln_rt_pool *pool, const kiln_gemm_desc *g, int32_t dty
       for (int64_t i0 = 0; i0 < g->m; i0 += g->tile_n) {
         int64_t tm = g->m - i0 < g->tile_n ? g->m - i0 : g->tile_n;
         par[0] = t, par[1] = i0;
-        kiln_rt_parallel_for(pool, pack, bufs, g->tile_n * (g->k / last), 16384 / last + 1);
+        int64_t rows = k_major ? g->k * (g->tile_n / last) : g->tile_n * (g->k / last);
+        kiln_rt_parallel_for(pool, pack, bufs, rows, 16384 / last + 1);
         kiln_gemm_desc tile = *g;
         tile.m = tm, tile.n_batch = 0;
-        tile.lda = g->k, tile.trans_a = 0;
+        tile.lda = k_major ? g->tile_n : g->k;
         gemm_job tj = j;
         tj.g = &tile;
         tj.epi = NULL;
