@@ -922,6 +922,13 @@ static int32_t emit_reduce(lower_ctx *c, int32_t v, const int32_t *idx) {
   return kiln_pass_kb_reduce(KB, n->op, n->dtype, arg ? n->a.kind : 0, v0, n_axes, body);
 }
 
+/* The dtype the inner steps of a node run in (a pool's sum and divide, a contraction's
+ * products and sum): f32 for f16/bf16, the node's dtype otherwise. A narrow kx is rounded
+ * to its dtype where it is computed (kiln_ir_kx_rounds_narrow), which is right for a
+ * node's result only: the interpreter computes these steps wide and rounds once, at the
+ * node's output, so they run wide and a cast rounds the result. */
+static kiln_dtype wide_dtype(kiln_dtype dt) { return dt == KILN_F16 || dt == KILN_BF16 ? KILN_F32 : dt; }
+
 /* Lowest value of a dtype: what max-pool padding reads (never wins). */
 static double lowest(kiln_dtype dt) {
   switch (dt) {
@@ -976,8 +983,10 @@ static int32_t emit_pool(lower_ctx *c, int32_t v, const int32_t *idx) {
     int32_t body = masked(c, x, jx, mask, lowest(n->dtype));
     return kiln_pass_kb_reduce(KB, KILN_OP_reduce_max, n->dtype, 0, w0, sd, body);
   }
-  int32_t sum = kiln_pass_kb_reduce(KB, KILN_OP_reduce_sum, n->dtype, 0, w0, sd, masked(c, x, jx, mask, 0));
-  if (n->a.kind == KILN_POOL_SUM) return sum;
+  kiln_dtype wt = wide_dtype(n->dtype);
+  int32_t sum = kiln_pass_kb_reduce(KB, KILN_OP_reduce_sum, wt, 0, w0, sd,
+                                    kiln_pass_kb_cast(KB, masked(c, x, jx, mask, 0), wt));
+  if (n->a.kind == KILN_POOL_SUM) return kiln_pass_kb_cast(KB, sum, n->dtype);
   /* avg: divide by the number of window positions inside the counted range: a constant
    * when no window can leave it, else counted by a second loop over fresh variables. */
   int32_t count = -1;
@@ -996,18 +1005,18 @@ static int32_t emit_pool(lower_ctx *c, int32_t v, const int32_t *idx) {
     }
     if (c->kb.oom) return 0;
     bool always = c->kb.kx[cmask].kind == KILN_KX_CONST && c->kb.lo[cmask] == 1;
-    if (always) count = kiln_pass_kb_const(KB, n->dtype, (double)full);
+    if (always) count = kiln_pass_kb_const(KB, wt, (double)full);
     else if (pass == 1) {
       /* A window wholly in padding counts 0 positions; its sum is 0 and the result must
        * be 0 (interp.c's convention), so divide by max(count, 1), never 0/0. */
       int32_t cnt[2] = {kiln_pass_kb_reduce(KB, KILN_OP_reduce_sum, KILN_I64, 0, u0, sd,
                                             kiln_pass_kb_cast(KB, cmask, KILN_I64)),
                         kiln_pass_kb_const(KB, KILN_I64, 1)};
-      count = kiln_pass_kb_cast(KB, kiln_pass_kb_alu(KB, KILN_OP_max, KILN_I64, 0, 2, cnt), n->dtype);
+      count = kiln_pass_kb_cast(KB, kiln_pass_kb_alu(KB, KILN_OP_max, KILN_I64, 0, 2, cnt), wt);
     }
   }
   int32_t ops[2] = {sum, count};
-  return kiln_pass_kb_alu(KB, KILN_OP_div, n->dtype, 0, 2, ops);
+  return kiln_pass_kb_cast(KB, kiln_pass_kb_alu(KB, KILN_OP_div, wt, 0, 2, ops), n->dtype);
 }
 
 /* dot as a loop: REDUCE sum over k of a[..., m, k] * b[..., k, n]. */
@@ -1023,9 +1032,11 @@ static int32_t emit_dot(lower_ctx *c, int32_t v, const int32_t *idx) {
   ja[r - 1] = kiln_pass_kb_var(KB, k);
   jb[r - 2] = kiln_pass_kb_var(KB, k);
   jb[r - 1] = idx[r - 1];
-  int32_t ops[2] = {emit(c, n->in[0], ja), emit(c, n->in[1], jb)};
-  int32_t prod = kiln_pass_kb_alu(KB, KILN_OP_mul, n->dtype, 0, 2, ops);
-  return kiln_pass_kb_reduce(KB, KILN_OP_reduce_sum, n->dtype, 0, k, 1, prod);
+  kiln_dtype wt = wide_dtype(n->dtype);
+  int32_t ops[2] = {kiln_pass_kb_cast(KB, emit(c, n->in[0], ja), wt),
+                    kiln_pass_kb_cast(KB, emit(c, n->in[1], jb), wt)};
+  int32_t prod = kiln_pass_kb_alu(KB, KILN_OP_mul, wt, 0, 2, ops);
+  return kiln_pass_kb_cast(KB, kiln_pass_kb_reduce(KB, KILN_OP_reduce_sum, wt, 0, k, 1, prod), n->dtype);
 }
 
 /* conv as a loop: REDUCE sum over (input channel in group, kernel position). */
@@ -1058,11 +1069,12 @@ static int32_t emit_conv(lower_ctx *c, int32_t v, const int32_t *idx) {
                    INT(n->a.lo[d]));
     mask = IX(and, mask, in_range(c, jx[2 + d], 0, xs->dims[2 + d]));
   }
-  int32_t ops[2] = {cl ? emit_clamped(c, x, cl_index(jx, xs->rank, true, false, xcl), mask, 0)
-                       : emit_masked(c, x, jx, mask, 0),
-                    emit(c, w, cl ? cl_index(jw, xs->rank, true, true, wcl) : jw)};
-  int32_t prod = kiln_pass_kb_alu(KB, KILN_OP_mul, n->dtype, 0, 2, ops);
-  return kiln_pass_kb_reduce(KB, KILN_OP_reduce_sum, n->dtype, 0, v0, 1 + sd, prod);
+  kiln_dtype wt = wide_dtype(n->dtype);
+  int32_t ops[2] = {kiln_pass_kb_cast(KB, cl ? emit_clamped(c, x, cl_index(jx, xs->rank, true, false, xcl), mask, 0)
+                                             : emit_masked(c, x, jx, mask, 0), wt),
+                    kiln_pass_kb_cast(KB, emit(c, w, cl ? cl_index(jw, xs->rank, true, true, wcl) : jw), wt)};
+  int32_t prod = kiln_pass_kb_alu(KB, KILN_OP_mul, wt, 0, 2, ops);
+  return kiln_pass_kb_cast(KB, kiln_pass_kb_reduce(KB, KILN_OP_reduce_sum, wt, 0, v0, 1 + sd, prod), n->dtype);
 }
 
 /* An f32 constant whose elements are all the same (GELU's 1/sqrt(2), a scale, an epsilon,
