@@ -29,8 +29,9 @@ typedef struct level {
   LLVMBasicBlockRef ph, land;
 } level;
 
-/* How a dtype computes: floats (f16/bf16 in f32), signed ints, unsigned ints (u8), bool
- * (i1 in registers, one byte in memory). */
+/* How a dtype computes: floats (f16/bf16 in f32, rounded to their dtype where a value is
+ * computed: kiln_ir_kx_rounds_narrow), signed ints, unsigned ints (u8), bool (i1 in
+ * registers, one byte in memory). */
 typedef enum dclass { DC_FLOAT, DC_SINT, DC_UINT, DC_BOOL } dclass;
 
 typedef struct render {
@@ -864,6 +865,9 @@ static LLVMValueRef eval(render *r, int32_t id) {
   }
   }
   if (!v) return NULL;
+  /* f16/bf16 compute in f32, but each graph node's result is of its dtype: rounded where
+   * the interpreter and an unfused kernel's store round it (kiln_ir_kx_rounds_narrow) */
+  if (kiln_ir_kx_rounds_narrow(x)) v = round_narrow(r, v, x->dtype);
   r->memo[id] = v;
   r->memo_level[id] = r->top;
   r->memo_serial[id] = r->lv[r->top].serial;

@@ -515,6 +515,15 @@ void kiln_ir_kernel_stats(const kiln_kprogram *p, const kiln_kernel *k, kiln_ker
  * op's arity (0 for an op out of range), a REDUCE its body, a CHECK its condition and
  * value. */
 int kiln_ir_kx_n_operands(const kiln_kx *x);
+/* Whether the value of kx x must be rounded to its dtype where it is computed: an ALU
+ * or REDUCE of f16/bf16 whose op can leave the dtype's grid. Backends compute narrow
+ * floats in f32 registers, but every graph node's output is of its declared dtype (ONNX;
+ * the interpreter rounds each node, and so does any kernel boundary), so a fused chain
+ * must round at the same points or its result would depend on the fusion level. Ops
+ * that only move, pick or compare values of the dtype (neg, abs, max, min, select,
+ * floor, ceil, round, sign, reduce_max/min) keep them on the grid; a cast rounds in the
+ * backends' conversion. */
+bool kiln_ir_kx_rounds_narrow(const kiln_kx *x);
 /* Whether LOOP kernel k loads from buffer buf (false for a NULL k). */
 bool kiln_ir_kernel_loads(const kiln_kernel *k, int32_t buf);
 /* Whether LOOP kernels a and b (in this order) may run in one loop nest (kiln_kernel.

@@ -415,6 +415,19 @@ int kiln_ir_kx_n_operands(const kiln_kx *x) {
   }
 }
 
+bool kiln_ir_kx_rounds_narrow(const kiln_kx *x) {
+  if (x->kind != KILN_KX_ALU && x->kind != KILN_KX_REDUCE) return false;
+  if (x->dtype != KILN_F16 && x->dtype != KILN_BF16) return false;
+  switch (x->op) {
+  case KILN_OP_neg: case KILN_OP_abs: case KILN_OP_max: case KILN_OP_min: case KILN_OP_select:
+  case KILN_OP_floor: case KILN_OP_ceil: case KILN_OP_round: case KILN_OP_sign: case KILN_OP_cast:
+  case KILN_OP_reduce_max: case KILN_OP_reduce_min:
+    return false;
+  default:
+    return true;
+  }
+}
+
 bool kiln_ir_kernel_loads(const kiln_kernel *k, int32_t buf) {
   for (int32_t i = 0; k && i < k->n_kx; i++)
     if (k->kx[i].kind == KILN_KX_LOAD && k->kx[i].buf == buf) return true;

@@ -265,7 +265,8 @@ Test(llvm_jit, nested_reductions_scope_values) {
   kiln_ir_kprogram_destroy(p);
 }
 
-/* f16 and bf16 buffers: loaded (fpext), computed in f32, rounded on store. */
+/* f16 and bf16 buffers: loaded (fpext), computed in f32, rounded to their dtype after
+ * each op and on store. */
 Test(llvm_jit, f16_and_bf16_load_store) {
   kiln_kprogram *p = tp_new();
   int64_t d[1] = {8};
