@@ -220,6 +220,9 @@ static void literal(char *out, size_t n, kiln_dtype t, double f, int64_t i) {
   switch (tclass_of(t)) {
   case TC_F32: {
     float v = (float)f;
+    /* a narrow constant is a value of its dtype, as the LLVM renderer's const_of makes it */
+    if (t == KILN_F16) v = kiln_f16_to_f32(kiln_f32_to_f16(v));
+    if (t == KILN_BF16) v = kiln_bf16_to_f32(kiln_f32_to_bf16(v));
     uint32_t u;
     memcpy(&u, &v, 4);
     if (isfinite(v)) snprintf(out, n, "(%af)", (double)v); /* hex: exact */
@@ -341,6 +344,10 @@ static bool emit_stmt(render *r, int32_t j, int depth, uint64_t bound) {
     } else if (x->op == KILN_OP_cast && (x->dtype == KILN_F16 || x->dtype == KILN_BF16)) {
       /* the value must become exactly representable in the narrow type */
       kiln_strbuf_printf(r->b, "%s((float)(%s))", x->dtype == KILN_F16 ? "kiln_rh" : "kiln_rbf", opnd[0]);
+    } else if (kiln_ir_kx_rounds_narrow(x)) { /* f16/bf16 in float: rounded as the graph rounds */
+      kiln_strbuf_printf(r->b, "%s(", x->dtype == KILN_F16 ? "kiln_rh" : "kiln_rbf");
+      expand(r->b, tpl, opnd, ctype(x->dtype));
+      kiln_strbuf_puts(r->b, ")");
     } else {
       expand(r->b, tpl, opnd, ctype(x->dtype));
     }
@@ -427,6 +434,15 @@ static const char *reduce_init(kiln_op op, kiln_dtype t) {
   }
 }
 
+/* After REDUCE j's loops: an f16/bf16 result, accumulated in float, rounded to its dtype
+ * (kiln_ir_kx_rounds_narrow), as the graph's node is. */
+static void round_reduce(render *r, int32_t j, int depth) {
+  const kiln_kx *x = &r->k->kx[j];
+  if (!kiln_ir_kx_rounds_narrow(x)) return;
+  indent(r, depth);
+  kiln_strbuf_printf(r->b, "x%d = %s(x%d);\n", j, x->dtype == KILN_F16 ? "kiln_rh" : "kiln_rbf", j);
+}
+
 static kiln_op reduce_combine(kiln_op op) {
   return op == KILN_OP_reduce_sum ? KILN_OP_add
        : op == KILN_OP_reduce_prod ? KILN_OP_mul
@@ -493,6 +509,7 @@ static bool emit_reduce(render *r, int32_t j, int depth, uint64_t bound) {
     indent(r, depth + (v - x->var));
     kiln_strbuf_puts(r->b, "}\n");
   }
+  round_reduce(r, j, depth);
   /* values declared inside the loop are out of scope now */
   for (int32_t i = 0; i < r->k->n_kx; i++)
     if (r->depth[i] > depth) r->depth[i] = -1;
@@ -573,6 +590,7 @@ static bool emit_coop_reduce(render *r, int32_t j, int depth, uint64_t bound) {
   kiln_strbuf_puts(r->b, ";\n");
   indent(r, depth);
   kiln_strbuf_puts(r->b, "}\n");
+  round_reduce(r, j, depth);
   for (int32_t i = 0; i < r->k->n_kx; i++)
     if (r->depth[i] > depth) r->depth[i] = -1;
   r->depth[j] = depth;

@@ -589,6 +589,60 @@ Test(cuda_render, f16_and_bf16_loads_and_stores) {
   kiln_ir_kprogram_destroy(p);
 }
 
+/* Narrow floats compute in float, but every value of an f16/bf16 kx is one of its dtype
+ * (a graph node's result, rounded as the interpreter rounds it): y = x * (1/3) + x
+ * rounds the product before the add; s = sum(x) * 0.7 rounds the sum before the
+ * multiply. */
+Test(cuda_render, f16_and_bf16_round_every_intermediate) {
+  kiln_kprogram *p = tp_new();
+  int32_t h = tp_buf(p, KILN_BUF_INPUT, KILN_F16, 1, (int64_t[]){8});
+  int32_t bf = tp_buf(p, KILN_BUF_INPUT, KILN_BF16, 1, (int64_t[]){8});
+  int32_t oh = tp_buf(p, KILN_BUF_OUTPUT, KILN_F16, 1, (int64_t[]){8});
+  int32_t ob = tp_buf(p, KILN_BUF_OUTPUT, KILN_BF16, 1, (int64_t[]){8});
+  int32_t os = tp_buf(p, KILN_BUF_OUTPUT, KILN_F16, 0, NULL);
+  for (int i = 0; i < 2; i++) {
+    kiln_dtype dt = i ? KILN_BF16 : KILN_F16;
+    kiln_kernel *k = tp_loop(p, i ? "k_bf" : "k_h", i ? ob : oh, 0, NULL);
+    int32_t x = K_LOAD(k, i ? bf : h, dt, K_VAR(k, 0), -1, 0);
+    K_ALU(k, KILN_OP_add, dt, K_ALU(k, KILN_OP_mul, dt, x, K_CF(k, dt, 1.0 / 3), -1), x, -1);
+  }
+  kiln_kernel *k = tp_loop(p, "k_sum", os, 1, (int64_t[]){8});
+  int32_t s = K_RED(k, KILN_OP_reduce_sum, KILN_F16, 0, 1, K_LOAD(k, h, KILN_F16, K_VAR(k, 0), -1, 0), 0);
+  K_ALU(k, KILN_OP_mul, KILN_F16, s, K_CF(k, KILN_F16, 0.7), -1);
+  char *src = render_ok(p);
+  cr_assert(strstr(src, "= kiln_rh(") && strstr(src, "= kiln_rbf("), "no rounding of intermediates in:\n%s", src);
+  compile_both(src);
+  host_mod m = {0};
+  if (host_build(src, &m)) {
+    float vals[8] = {0.1f, -1.7f, 3.3f, 100.9f, 0.77f, -5.1f, 1000.3f, 2.0f / 3};
+    uint16_t hin[8], bin[8], hout[8], bout[8], sum;
+    for (int i = 0; i < 8; i++) hin[i] = kiln_f32_to_f16(vals[i]), bin[i] = kiln_f32_to_bf16(vals[i]);
+    void *bufs[] = {hin, bin, hout, bout, &sum};
+    host_run(&m, p, bufs);
+    float th = kiln_f16_to_f32(kiln_f32_to_f16(1.0f / 3)), tb = kiln_bf16_to_f32(kiln_f32_to_bf16(1.0f / 3));
+    float sh = 0;
+    int unrounded_differs = 0; /* the inputs tell the two apart */
+    for (int i = 0; i < 8; i++) {
+      float xh = kiln_f16_to_f32(hin[i]), xb = kiln_bf16_to_f32(bin[i]);
+      uint16_t wh = kiln_f32_to_f16(kiln_f16_to_f32(kiln_f32_to_f16(xh * th)) + xh);
+      uint16_t wb = kiln_f32_to_bf16(kiln_bf16_to_f32(kiln_f32_to_bf16(xb * tb)) + xb);
+      unrounded_differs += wh != kiln_f32_to_f16(xh * th + xh);
+      unrounded_differs += wb != kiln_f32_to_bf16(xb * tb + xb);
+      cr_expect_eq(hout[i], wh, "f16 at %d: got %#x want %#x", i, hout[i], wh);
+      cr_expect_eq(bout[i], wb, "bf16 at %d: got %#x want %#x", i, bout[i], wb);
+      sh += xh;
+    }
+    cr_assert(unrounded_differs > 0);
+    float c07 = kiln_f16_to_f32(kiln_f32_to_f16(0.7f));
+    uint16_t ws = kiln_f32_to_f16(kiln_f16_to_f32(kiln_f32_to_f16(sh)) * c07);
+    cr_assert_neq(ws, kiln_f32_to_f16(sh * c07), "the inputs tell a rounded sum apart");
+    cr_expect_eq(sum, ws, "f16 sum * 0.7: got %#x want %#x", sum, ws);
+    host_free(&m);
+  }
+  free(src);
+  kiln_ir_kprogram_destroy(p);
+}
+
 Test(cuda_render, programs_compute_the_right_values_on_the_host) {
   /* broadcast */
   int32_t ids[4];
