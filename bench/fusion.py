@@ -14,7 +14,9 @@ PyTorch exports bert_layer (BERT-base encoder layer 0) and resnet18 with refille
 weights (from BUILDDIR/torch_models, or refilled into BUILDDIR/bench_fusion). Each is
 timed with `kiln bench M --fusion L --json --threads T --runs N`, R times interleaved
 over the levels; the table has the median of the R medians, and kiln's kernels,
-bytes_moved and arena_bytes.
+bytes_moved and arena_bytes. Then the layout pass: every model it runs channels last
+(plus the mobilenet_v2 and efficientnet_b0 exports) at --fusion full, against the same
+with --disable-pass layout (channels first), interleaved.
 
 Microbenchmarks on a [32768, 768] f32 tensor, written as ONNX models by this script:
   copy                Identity (Kiln lowers it to one plain load/store LOOP kernel; this
@@ -154,21 +156,26 @@ def compulsory_bytes(path):
 
 
 # ------------------------------------------------------------------------ measuring
-def kiln_bench(kiln, model, level, runs, threads, budget_s, probe):
+def kiln_bench(kiln, model, level, runs, threads, budget_s, probe, extra=()):
     """kiln bench --json; a kernel that takes long gets fewer runs (at least 3) so that
     one call stays near budget_s, and one under a millisecond more (up to 50x), whose
     20-run median swung by 2x with the machine's noise (the 20-microsecond transformer).
-    probe: {key: ms of one run} remembered across calls."""
-    key = (model, level)
+    probe: {key: ms of one run} remembered across calls. extra: more kiln options."""
+    key = (model, level, tuple(extra))
     if key not in probe:
         j = json.loads(sh([kiln, "bench", model, "--fusion", level, "--json", "--runs", "1",
-                           "--warmup", "1", "--threads", str(threads)]))
+                           "--warmup", "1", "--threads", str(threads), *extra]))
         probe[key] = j["median_ms"]
     n = max(3, min(runs if probe[key] >= 1.0 else 50 * runs, int(budget_s * 1e3 / max(probe[key], 1e-3))))
     warm = 3 if n >= runs else 1
     out = sh([kiln, "bench", model, "--fusion", level, "--json", "--runs", str(n),
-              "--warmup", str(warm), "--threads", str(threads)])
+              "--warmup", str(warm), "--threads", str(threads), *extra])
     return json.loads(out)
+
+
+def channels_last(kiln, model):
+    """Whether the layout pass runs some of model's convolutions channels last."""
+    return "conv_cl" in sh([kiln, "dump", model, "--print-after", "layout"])
 
 
 def check_copy_kernel(kiln, path):
@@ -341,6 +348,27 @@ def main():
             md.append(f"| {r['name']} | {r['fusion']} | {r['kernels']} | "
                       f"{r['bytes_moved'] / 1e6:.2f} | {r['arena_bytes'] / 1e6:.2f} | "
                       f"{r['median_ms']:.3f} | {base[r['name']] / r['median_ms']:.2f}x |")
+        # The layout pass at full: channels last (the default) against --disable-pass layout
+        # (channels first), interleaved, on the models it changes.
+        conv = [m for m in models + torch_models(build, ["mobilenet_v2", "efficientnet_b0"])
+                if channels_last(kiln, m)]
+        print(f"layout at --fusion full: channels last / first ({len(conv)} models)", flush=True)
+        md += ["## Layout at --fusion full: channels last (default) and first", "",
+               "`kiln bench M --fusion full` against the same with `--disable-pass layout`, "
+               "interleaved.", "",
+               "| model | channels last ms | channels first ms | speedup |", "|---|--:|--:|--:|"]
+        for m in conv:
+            got = {"last": [], "first": []}
+            for _ in range(args.reps):
+                got["last"].append(kiln_bench(kiln, m, "full", args.runs, args.threads, args.budget_s, probe))
+                got["first"].append(kiln_bench(kiln, m, "full", args.runs, args.threads, args.budget_s, probe,
+                                               ("--disable-pass", "layout")))
+            last = statistics.median(g["median_ms"] for g in got["last"])
+            first = statistics.median(g["median_ms"] for g in got["first"])
+            name = os.path.basename(m)[:-len(".onnx")]
+            print(f"  {name}: channels last {last:.3f} ms, first {first:.3f} ms", flush=True)
+            md.append(f"| {name} | {last:.3f} | {first:.3f} | {first / last:.2f}x |")
+        md.append("")
         why = chart(rows, png_path, args.install_matplotlib)
         md += ["", f"Chart: `{os.path.basename(png_path)}` (time and bytes moved per "
                "level per model, log scale)." if why is None else f"Chart: none ({why}).", ""]
