@@ -29,6 +29,7 @@ conformance: build
 # Differential fuzzing of the compiler against the interpreter (tests/unit/test_e2e_random.c)
 # with many more random graphs than `make test`, from a time-based seed unless
 # KILN_FUZZ_SEED is given: make fuzz-graphs KILN_FUZZ_GRAPHS=20000 KILN_FUZZ_SEED=123
+# (KILN_FUZZ_CONV=1 in the environment: conv-heavy graphs, for the channels-last layout)
 KILN_FUZZ_GRAPHS ?= 5000
 KILN_FUZZ_SEED ?= $(shell date +%s)
 fuzz-graphs: build

@@ -15,7 +15,11 @@
  * `make test` runs E2E_DEFAULT_GRAPHS graphs from a fixed seed, in E2E_SHARDS Criterion
  * tests. `make fuzz-graphs` sets KILN_FUZZ_GRAPHS (how many) and KILN_FUZZ_SEED (the base
  * seed; graph i uses seed base + i). A mismatch prints the graph's seed, its text and the
- * first differing element; KILN_FUZZ_SEED=<seed> KILN_FUZZ_GRAPHS=1 reruns just it. */
+ * first differing element; KILN_FUZZ_SEED=<seed> KILN_FUZZ_GRAPHS=1 reruns just it.
+ *
+ * Conv-heavy graphs (KILN_FUZZ_CONV=1, and E2E_CONV_GRAPHS of them in `make test`) pick a
+ * convolution, pool or elementwise op half the time, so that chains of convolutions (which
+ * the layout pass runs channels last at --fusion full) are common. */
 #include "test_e2e_util.h"
 
 #include <signal.h>
@@ -24,6 +28,11 @@
 #define E2E_DEFAULT_GRAPHS 200
 #define E2E_DEFAULT_SEED 20240601u
 #define E2E_SHARDS 4
+#define E2E_CONV_GRAPHS 100
+#define E2E_CONV_SEED 20261126u
+
+/* Set while conv-heavy graphs are generated (generate, the reproducer line). */
+static bool g_conv_heavy;
 #define E2E_MAX_VALS 160
 #define E2E_MAX_NUMEL 4096
 #define E2E_MAX_IO 3
@@ -686,7 +695,9 @@ static bool generate(gen *G, int n_steps) {
     /* favour recent values so graphs are deep rather than wide */
     gval *x = e2e_chance(G->r, 0.6) ? &G->v[G->n - 1] : pick(G);
     gval *y = NULL;
-    switch (e2e_int(G->r, 0, 23)) {
+    static const int conv_heavy[] = {22, 22, 22, 20, 4, 5, 0, 10};
+    int pick_op = g_conv_heavy && e2e_chance(G->r, 0.5) ? conv_heavy[e2e_int(G->r, 0, 7)] : (int)e2e_int(G->r, 0, 23);
+    switch (pick_op) {
     case 0: case 1: case 2: y = gen_unary(G, x); break;
     case 3: case 4: case 5: case 6: y = gen_binary(G, x); break;
     case 7: y = gen_select(G, x); break;
@@ -753,9 +764,10 @@ static bool run_and_check(kiln_context *ctx, gen *G, kiln_executable *exe, const
       fprintf(stderr,
               "e2e_random: seed %llu, fusion %s, run %d: output %d (%s) differs from the interpreter at "
               "element %lld: got %.9g, expected %.9g (tolerance rel %g abs %g)\n"
-              "  reproduce: KILN_FUZZ_SEED=%llu KILN_FUZZ_GRAPHS=1 %s/tests/test_e2e_random\n%s\n",
+              "  reproduce: %sKILN_FUZZ_SEED=%llu KILN_FUZZ_GRAPHS=1 %s/tests/test_e2e_random\n%s\n",
               (unsigned long long)seed, fusion_name(level), rep, i, kiln_dtype_name(ref[i].dtype), (long long)at, gv,
-              rv, tol.rel, tol.abs, (unsigned long long)seed, KILN_BINARY_DIR, text);
+              rv, tol.rel, tol.abs, g_conv_heavy ? "KILN_FUZZ_CONV=1 " : "", (unsigned long long)seed,
+              KILN_BINARY_DIR, text);
       return false;
     }
   }
@@ -856,6 +868,7 @@ static void run_shard(int shard) {
   signal(SIGBUS, on_crash);
   uint64_t n = env_u64("KILN_FUZZ_GRAPHS", E2E_DEFAULT_GRAPHS);
   uint64_t base = env_u64("KILN_FUZZ_SEED", E2E_DEFAULT_SEED);
+  g_conv_heavy = env_u64("KILN_FUZZ_CONV", 0) != 0;
   kiln_context_options o = {.threads = 2, .cache_dir = ""};
   kiln_context *ctx;
   cr_assert(kiln_context_create(&o, &ctx) == KILN_OK);
@@ -865,6 +878,20 @@ static void run_shard(int shard) {
   kiln_context_destroy(ctx);
   cr_expect(failed == 0, "%d of %d random graphs (base seed %llu, shard %d) differ from the interpreter", failed,
             ran, (unsigned long long)base, shard);
+}
+
+/* Conv-heavy graphs from their own seed, in one test (KILN_FUZZ_* do not apply). */
+Test(e2e_random, conv_chains) {
+  kiln_context_options o = {.threads = 2, .cache_dir = ""};
+  kiln_context *ctx;
+  cr_assert(kiln_context_create(&o, &ctx) == KILN_OK);
+  g_conv_heavy = true;
+  int failed = 0;
+  for (uint64_t i = 0; i < E2E_CONV_GRAPHS; i++)
+    if (!run_graph(ctx, E2E_CONV_SEED + i)) failed++;
+  kiln_context_destroy(ctx);
+  cr_expect(failed == 0, "%d of %d conv-heavy random graphs (base seed %llu) differ from the interpreter", failed,
+            E2E_CONV_GRAPHS, (unsigned long long)E2E_CONV_SEED);
 }
 
 Test(e2e_random, shard0) { run_shard(0); }
