@@ -114,15 +114,24 @@ static bool conv_is_gemm(const kiln_graph *g, const kiln_node *n) {
   return co_g > 1 && (ci_g > 1 || kvol > 1);
 }
 
-/* A conv_cl GEMM with a pack whose input is a permute (the layout pass's, where a
- * channels-first value enters the channels-last region): the pack reads through the
- * permute's index map, no transposed copy (a network's first convolution). */
-static bool cl_pack_reads_permute(const kiln_graph *g, const kiln_node *n) {
-  if (n->op != KILN_OP_conv_cl || g->nodes[n->in[0]].op != KILN_OP_permute || !conv_is_gemm(g, n)) return false;
+/* A conv_cl GEMM that is 1x1, stride 1, unpadded: x is A itself. */
+static bool cl_pointwise(const kiln_graph *g, const kiln_node *n) {
   const kiln_shape *ws = &g->nodes[n->in[1]].shape;
   for (int32_t d = 0; d + 2 < ws->rank; d++)
-    if (ws->dims[d] != 1 || n->a.strides[d] != 1 || n->a.lo[d] != 0 || n->a.hi[d] != 0) return true;
-  return false; /* pointwise: x is A itself, a buffer */
+    if (ws->dims[d] != 1 || n->a.strides[d] != 1 || n->a.lo[d] != 0 || n->a.hi[d] != 0) return false;
+  return true;
+}
+
+/* A conv_cl GEMM whose x is the layout pass's permute to channels last of a channels-first
+ * value (where it enters the channels-last region: a network's first convolution): that
+ * value, which the GEMM reads without a transposed copy (a pack reads it through the
+ * permute's index map, a 1x1 convolution as A^T); else -1. */
+static int32_t cl_source(const kiln_graph *g, const kiln_node *n) {
+  const kiln_node *x = &g->nodes[n->in[0]];
+  if (n->op != KILN_OP_conv_cl || x->op != KILN_OP_permute || !conv_is_gemm(g, n)) return -1;
+  int32_t perm[KILN_MAX_RANK];
+  kiln_cl_perm(x->shape.rank, true, perm);
+  return memcmp(perm, x->a.perm, sizeof(int32_t) * (size_t)x->shape.rank) == 0 ? x->in[0] : -1;
 }
 
 static bool needs_buffer_operands(const kiln_graph *g, int32_t c) {
@@ -325,8 +334,11 @@ static void decide_materialized(lower_ctx *c) {
       c->n_cons[u]++;
     }
     if (needs_buffer_operands(g, i) && !(full && dot_is_gemm(nd))) /* full: dots read views (below) */
-      for (int32_t j = 0; j < nd->n_in; j++)
-        if (!(j == 0 && cl_pack_reads_permute(g, nd))) c->feeds_buffer_op[nd->in[j]] = 1;
+      for (int32_t j = 0; j < nd->n_in; j++) {
+        int32_t src = j == 0 ? cl_source(g, nd) : -1;
+        if (src < 0) c->feeds_buffer_op[nd->in[j]] = 1;
+        else if (cl_pointwise(g, nd)) c->feeds_buffer_op[src] = 1; /* read as A^T */
+      }
   }
   /* consumer lists, in node order (c->cost is the fill cursor until the cost model) */
   c->cons_at[0] = 0;
@@ -1547,7 +1559,13 @@ static void lower_conv_cl_gemm(lower_ctx *c, int32_t v) {
   gd->b_buf = buffer_of(c, w);
   gd->c_buf = c->buf_of[dst];
   gd->n = Co, gd->k = Kc, gd->ldb = Co, gd->ldc = Co;
-  if (pointwise) {
+  int32_t src = is_buffer(c, x) ? -1 : cl_source(c->g, n);
+  if (pointwise && src >= 0) { /* per batch, A^T [Ci, P] is the channels-first input itself */
+    cover(c, x);
+    gd->a_buf = buffer_of(c, src);
+    gd->m = P, gd->lda = P, gd->trans_a = 1;
+    if (N > 1) gd->n_batch = 1, gd->batch[0] = N, gd->a_bstride[0] = Ci * P, gd->c_bstride[0] = P * Co;
+  } else if (pointwise) {
     gd->a_buf = buffer_of(c, x);
     gd->m = N * P, gd->lda = Ci;
   } else {
