@@ -1263,6 +1263,44 @@ static void lower_dot_gemm(lower_ctx *c, int32_t v) {
  * within about this many bytes, in whole output rows (the epilogue runs per row). */
 #define PACK_TILE_BYTES (1024 * 1024)
 
+/* A GEMM pack's scratch buffers for convolution n: the packed tile (returned; "<n>.col")
+ * and the two i64 tile parameters (*par; "<n>.tile"). */
+static int32_t pack_scratch(lower_ctx *c, const kiln_node *n, const kiln_shape *tile_shape, int32_t *par) {
+  char nm[160];
+  int64_t two = 2;
+  kiln_shape ps = kiln_shape_make(1, &two);
+  snprintf(nm, sizeof nm, "%s.col", n->name);
+  int32_t col = new_buffer(c, KILN_BUF_ARENA, n->dtype, tile_shape, -1, nm);
+  snprintf(nm, sizeof nm, "%s.tile", n->name);
+  *par = new_buffer(c, KILN_BUF_ARENA, KILN_I64, &ps, -1, nm);
+  return col;
+}
+
+/* The output pixel a k-major pack tile's element stands for (the channels-first pack's,
+ * and conv_cl's A^T pack's), as coordinates over the P output pixels of spatial dims
+ * od[0..sd) (into pj): by_rows, output row first / row + idx[1], column idx[2]; else
+ * pixel first + idx[1]. first: the tile's first pixel. Returns the mask "a pixel of the
+ * output" (the last tile may run past it); the coordinates are clamped. */
+static int32_t tile_pixel(lower_ctx *c, bool by_rows, int32_t first, const int32_t *idx, int64_t P, int64_t row,
+                          int32_t sd, const int64_t *od, int32_t *pj) {
+  if (by_rows) {
+    int64_t n_rows = P / row;
+    int32_t orow = IX(add, IX(div, first, INT(row)), idx[1]);
+    int32_t mask = IX(lt, orow, INT(n_rows));
+    orow = kiln_pass_kb_clamp(KB, orow, 0, n_rows - 1);
+    kiln_shape o1 = kiln_shape_make(1, &n_rows), os = kiln_shape_make(sd - 1, od);
+    if (sd > 1) reshape_index(c, &o1, &os, &orow, pj);
+    pj[sd - 1] = idx[2];
+    return mask;
+  }
+  int32_t p = IX(add, first, idx[1]);
+  int32_t mask = IX(lt, p, INT(P));
+  p = kiln_pass_kb_clamp(KB, p, 0, P - 1);
+  kiln_shape p1 = kiln_shape_make(1, &P), os = kiln_shape_make(sd, od);
+  reshape_index(c, &p1, &os, &p, pj);
+  return mask;
+}
+
 /* conv through GEMM: C[n, g] (Co/G x OHW) = W[g] (Co/G x Kc) * col[n, g] (Kc x OHW). The
  * column matrix is never stored whole: the kernel's pack sub-kernel computes it tile by
  * tile (tile_n columns, im2col), each tile multiplied as soon as it is packed. */
@@ -1314,13 +1352,9 @@ static void lower_conv_gemm(lower_ctx *c, int32_t v) {
     int64_t n_tiles = (all_rows + rows - 1) / rows;
     int64_t tile = (all_rows + n_tiles - 1) / n_tiles * row;
     if (tile >= P || row <= 0) tile = P;
-    int64_t cd[2] = {Kc, tile}, two = 2;
-    kiln_shape cs = kiln_shape_make(2, cd), ps = kiln_shape_make(1, &two);
-    char nm[160];
-    snprintf(nm, sizeof nm, "%s.col", n->name);
-    int32_t col = new_buffer(c, KILN_BUF_ARENA, n->dtype, &cs, -1, nm);
-    snprintf(nm, sizeof nm, "%s.tile", n->name);
-    int32_t par = new_buffer(c, KILN_BUF_ARENA, KILN_I64, &ps, -1, nm);
+    int64_t cd[2] = {Kc, tile};
+    kiln_shape cs = kiln_shape_make(2, cd);
+    int32_t par, col = pack_scratch(c, n, &cs, &par);
     for (int32_t i = 0; i < nb; i++) gd->b_bstride[i] = 0;
     gd->b_buf = col, gd->ldb = tile, gd->tile_n = tile, gd->param_buf = par, gd->pack_last = tile;
     /* In whole output rows (tiles are), the pack's domain is [Kc, tile rows, row]: the
@@ -1342,25 +1376,10 @@ static void lower_conv_gemm(lower_ctx *c, int32_t v) {
       int64_t rd[KILN_MAX_RANK + 1], pd[KILN_MAX_RANK];
       rd[0] = cig;
       for (int32_t d = 0; d < sd; d++) rd[1 + d] = ws->dims[2 + d], pd[d] = n->shape.dims[2 + d];
-      kiln_shape rs = kiln_shape_make(1 + sd, rd), pss = kiln_shape_make(sd, pd);
-      kiln_shape r1 = kiln_shape_make(1, &Kc), p1 = kiln_shape_make(1, &P);
+      kiln_shape rs = kiln_shape_make(1 + sd, rd), r1 = kiln_shape_make(1, &Kc);
       int32_t rj[KILN_MAX_RANK], pj[KILN_MAX_RANK], jx[KILN_MAX_RANK];
       reshape_index(c, &r1, &rs, &idx[0], rj);
-      int32_t mask;
-      if (by_rows) { /* output row j0 / row + idx[1] (all of them when < P / row), column idx[2] */
-        int64_t n_rows = P / row;
-        int32_t orow = IX(add, IX(div, j0, INT(row)), idx[1]);
-        mask = IX(lt, orow, INT(n_rows));
-        orow = kiln_pass_kb_clamp(KB, orow, 0, n_rows - 1);
-        kiln_shape o1 = kiln_shape_make(1, &n_rows), os = kiln_shape_make(sd - 1, pd);
-        if (sd > 1) reshape_index(c, &o1, &os, &orow, pj);
-        pj[sd - 1] = idx[2];
-      } else {
-        int32_t p = IX(add, j0, idx[1]);
-        mask = IX(lt, p, INT(P));
-        p = kiln_pass_kb_clamp(KB, p, 0, P - 1);
-        reshape_index(c, &p1, &pss, &p, pj);
-      }
+      int32_t mask = tile_pixel(c, by_rows, j0, idx, P, row, sd, pd, pj);
       jx[0] = ni;
       jx[1] = IX(add, IX(mul, gi, INT(cig)), rj[0]);
       for (int32_t d = 0; d < sd; d++) {
@@ -1391,13 +1410,9 @@ static void cl_pack_rows(lower_ctx *c, kiln_kernel *k, int32_t v) {
   int64_t rows = PACK_TILE_BYTES / (Kc * es);
   if (rows < 1) rows = 1;
   int64_t n_tiles = (P + rows - 1) / rows, tile = (P + n_tiles - 1) / n_tiles;
-  int64_t cd[2] = {tile, Kc}, two = 2;
-  kiln_shape cs = kiln_shape_make(2, cd), ps = kiln_shape_make(1, &two);
-  char nm[160];
-  snprintf(nm, sizeof nm, "%s.col", n->name);
-  int32_t col = new_buffer(c, KILN_BUF_ARENA, n->dtype, &cs, -1, nm);
-  snprintf(nm, sizeof nm, "%s.tile", n->name);
-  int32_t par = new_buffer(c, KILN_BUF_ARENA, KILN_I64, &ps, -1, nm);
+  int64_t cd[2] = {tile, Kc};
+  kiln_shape cs = kiln_shape_make(2, cd);
+  int32_t par, col = pack_scratch(c, n, &cs, &par);
   /* The pack's rows (its domain is [tile, Kc / last, last]): with the last kernel dim
    * undilated, a row is a kernel row's kw * Ci input elements, contiguous in x: a masked
    * load over the padding columns, affine in the innermost variable (rows of 16 channels
@@ -1471,13 +1486,9 @@ static void cl_pack_transposed(lower_ctx *c, kiln_kernel *k, int32_t v) {
   int64_t tile = (all_rows + n_tiles - 1) / n_tiles * row;
   if (tile >= P) tile = P;
   bool by_rows = tile % row == 0;
-  int64_t cd[2] = {Kc, tile}, two = 2;
-  kiln_shape cs = kiln_shape_make(2, cd), ps = kiln_shape_make(1, &two);
-  char nm[160];
-  snprintf(nm, sizeof nm, "%s.col", n->name);
-  int32_t col = new_buffer(c, KILN_BUF_ARENA, n->dtype, &cs, -1, nm);
-  snprintf(nm, sizeof nm, "%s.tile", n->name);
-  int32_t par = new_buffer(c, KILN_BUF_ARENA, KILN_I64, &ps, -1, nm);
+  int64_t cd[2] = {Kc, tile};
+  kiln_shape cs = kiln_shape_make(2, cd);
+  int32_t par, col = pack_scratch(c, n, &cs, &par);
   gd->a_buf = col, gd->lda = tile, gd->trans_a = 1, gd->tile_n = tile, gd->param_buf = par, gd->pack_a = 1;
   gd->pack_last = by_rows ? row : tile;
   int64_t pd3[3] = {Kc, by_rows ? tile / row : 1, by_rows ? row : tile};
@@ -1495,21 +1506,7 @@ static void cl_pack_transposed(lower_ctx *c, kiln_kernel *k, int32_t v) {
   kiln_shape ks = kiln_shape_make(sd + 1, kd), k1 = kiln_shape_make(1, &Kc);
   int32_t kj[KILN_MAX_RANK + 1], oj[KILN_MAX_RANK], jx[KILN_MAX_RANK];
   reshape_index(c, &k1, &ks, &idx[0], kj);
-  int32_t mask;
-  if (by_rows) { /* output row i0 / row + idx[1], column idx[2] */
-    int32_t orow = IX(add, IX(div, i0, INT(row)), idx[1]);
-    mask = IX(lt, orow, INT(all_rows));
-    orow = kiln_pass_kb_clamp(KB, orow, 0, all_rows - 1);
-    kiln_shape o1 = kiln_shape_make(1, &all_rows), os = kiln_shape_make(sd - 1, od);
-    if (sd > 1) reshape_index(c, &o1, &os, &orow, oj);
-    oj[sd - 1] = idx[2];
-  } else {
-    int32_t p = IX(add, i0, idx[1]);
-    mask = IX(lt, p, INT(P));
-    p = kiln_pass_kb_clamp(KB, p, 0, P - 1);
-    kiln_shape p1 = kiln_shape_make(1, &P), os = kiln_shape_make(sd, od);
-    reshape_index(c, &p1, &os, &p, oj);
-  }
+  int32_t mask = tile_pixel(c, by_rows, i0, idx, P, row, sd, od, oj);
   jx[0] = t;
   jx[r - 1] = kj[sd];
   for (int32_t d = 0; d < sd; d++) {
