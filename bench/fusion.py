@@ -353,7 +353,7 @@ def main():
         conv = [m for m in models + torch_models(build, ["mobilenet_v2", "efficientnet_b0"])
                 if channels_last(kiln, m)]
         print(f"layout at --fusion full: channels last / first ({len(conv)} models)", flush=True)
-        md += ["## Layout at --fusion full: channels last (default) and first", "",
+        md += ["", "## Layout at --fusion full: channels last (default) and first", "",
                "`kiln bench M --fusion full` against the same with `--disable-pass layout`, "
                "interleaved.", "",
                "| model | channels last ms | channels first ms | speedup |", "|---|--:|--:|--:|"]
