@@ -503,9 +503,11 @@ const char *kiln_ir_kernel_kind_name(kiln_kernel_kind k);
 kiln_kprogram *kiln_ir_kprogram_create(const kiln_allocator *a);
 void kiln_ir_kprogram_destroy(kiln_kprogram *p);
 /* What one kernel costs, for reports: bytes it reads (each buffer it loads counted once,
- * at its size) and writes, and floating/integer value operations (index arithmetic not
- * counted; a contraction counts 2*m*n*k per product; each expression node counts once
- * per distinct value of the loop variables it depends on). Sub-kernels included. */
+ * at its size; the second of a sibling pair does not count what the first loads) and
+ * writes, and floating/integer value operations (index arithmetic not counted; a
+ * contraction counts 2*m*n*k per product; each expression node counts once per distinct
+ * value of the loop variables it depends on). Sub-kernels included. k is one of p's
+ * kernels, or a kernel outside p (then no sibling rule). */
 typedef struct kiln_kernel_stats {
   int64_t bytes_read, bytes_written, flops;
 } kiln_kernel_stats;

@@ -335,6 +335,9 @@ static kiln_status verify_gemm_subs(const kiln_kprogram *p, int32_t ki, const ki
   if ((g->tile_n > 0) != (k->pack != NULL))
     return kiln_diag_set(d, KILN_ERR_INTERNAL, KFMT "tile_n %lld %s a pack sub-kernel", KARGS(ki, k),
                          (long long)g->tile_n, k->pack ? "with" : "without");
+  if ((g->pack_a != 0 && g->pack_a != 1) || (g->pack_a && !k->pack))
+    return kiln_diag_set(d, KILN_ERR_INTERNAL, KFMT "pack_a %d %s a pack sub-kernel", KARGS(ki, k), (int)g->pack_a,
+                         k->pack ? "with" : "without");
   if (k->pack) {
     if (!buf_ok(p, g->param_buf) || p->buffers[g->param_buf].dtype != KILN_I64 ||
         kiln_shape_numel(&p->buffers[g->param_buf].shape) < 2)
@@ -578,8 +581,8 @@ static void count_loads(const kiln_kprogram *p, const kiln_kernel *k, bool *seen
 
 /* Traffic counts what crosses the kernel's boundary: each buffer it reads once at its full
  * size, its output once. What a GEMM's sub-kernels exchange with the product stays inside:
- * the packed B tile (scratch b_buf) and the pack parameters are not traffic; the pack's
- * own loads are. The epilogue reads the product where the GEMM left it and stores over it
+ * the packed B tile (scratch b_buf; A and a_buf with pack_a) and the pack parameters are
+ * not traffic; the pack's own loads are. The epilogue reads the product where the GEMM left it and stores over it
  * (c_buf == out_buf): one write, and its other loads (bias, residual) are reads. */
 void kiln_ir_kernel_stats(const kiln_kprogram *p, const kiln_kernel *k, kiln_kernel_stats *s) {
   memset(s, 0, sizeof *s);
@@ -589,11 +592,11 @@ void kiln_ir_kernel_stats(const kiln_kprogram *p, const kiln_kernel *k, kiln_ker
   if (seen) memset(seen, 0, (size_t)p->n_buffers);
   /* The second of a sibling pair runs in the first's loop nest: what both read crosses
    * the boundary once, counted with the first. */
-  ptrdiff_t ki = k - p->kernels;
-  if (seen && ki > 0 && ki < p->n_kernels && p->kernels[ki - 1].with_next) {
-    int64_t ignored = 0;
-    count_loads(p, &p->kernels[ki - 1], seen, -1, -1, &ignored);
-  }
+  for (int32_t i = 1; seen && i < p->n_kernels; i++)
+    if (&p->kernels[i] == k && p->kernels[i - 1].with_next) {
+      int64_t ignored = 0;
+      count_loads(p, &p->kernels[i - 1], seen, -1, -1, &ignored);
+    }
   if (buf_ok(p, k->out_buf)) s->bytes_written = (int64_t)p->buffers[k->out_buf].nbytes;
   switch (k->kind) {
   case KILN_KERNEL_LOOP:

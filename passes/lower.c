@@ -114,14 +114,6 @@ static bool conv_is_gemm(const kiln_graph *g, const kiln_node *n) {
   return co_g > 1 && (ci_g > 1 || kvol > 1);
 }
 
-/* A conv_cl GEMM that is 1x1, stride 1, unpadded: x is A itself. */
-static bool cl_pointwise(const kiln_graph *g, const kiln_node *n) {
-  const kiln_shape *ws = &g->nodes[n->in[1]].shape;
-  for (int32_t d = 0; d + 2 < ws->rank; d++)
-    if (ws->dims[d] != 1 || n->a.strides[d] != 1 || n->a.lo[d] != 0 || n->a.hi[d] != 0) return false;
-  return true;
-}
-
 /* A conv_cl GEMM whose x is the layout pass's permute to channels last of a channels-first
  * value (where it enters the channels-last region: a network's first convolution): that
  * value, which the GEMM reads without a transposed copy (a pack reads it through the
@@ -335,9 +327,11 @@ static void decide_materialized(lower_ctx *c) {
     }
     if (needs_buffer_operands(g, i) && !(full && dot_is_gemm(nd))) /* full: dots read views (below) */
       for (int32_t j = 0; j < nd->n_in; j++) {
+        /* a conv_cl entering the channels-last region reads the channels-first source
+         * itself (A^T, or its pack through the permute): that must be a buffer, or a pool
+         * before it would be computed again for every im2col element */
         int32_t src = j == 0 ? cl_source(g, nd) : -1;
-        if (src < 0) c->feeds_buffer_op[nd->in[j]] = 1;
-        else if (cl_pointwise(g, nd)) c->feeds_buffer_op[src] = 1; /* read as A^T */
+        c->feeds_buffer_op[src >= 0 ? src : nd->in[j]] = 1;
       }
   }
   /* consumer lists, in node order (c->cost is the fill cursor until the cost model) */
@@ -1319,6 +1313,7 @@ static void lower_conv_gemm(lower_ctx *c, int32_t v) {
                 n->a.hi[d] == 0;
   }
   int64_t Kc = cig * kvol, es = (int64_t)kiln_dtype_size(n->dtype);
+  pointwise = pointwise || Kc == 0 || P == 0; /* an empty product: nothing to pack */
   int64_t row = sd > 0 ? n->shape.dims[xs->rank - 1] : 1; /* one output row: the epilogue's unit */
   int32_t dst = gemm_dst(c, v);
   kiln_kernel *k = begin_kernel(c, KILN_KERNEL_GEMM, c->buf_of[dst], n->dtype, &c->g->nodes[dst].shape);
@@ -1327,7 +1322,7 @@ static void lower_conv_gemm(lower_ctx *c, int32_t v) {
   kiln_gemm_desc *gd = &k->gemm;
   gd->param_buf = -1;
   int32_t nb = 0;
-  if (N > 1) {
+  if (N != 1) { /* N = 0: no products (one would write past the empty output) */
     gd->batch[nb] = N;
     gd->a_bstride[nb] = 0, gd->b_bstride[nb] = G * Kc * P, gd->c_bstride[nb] = G * cog * P;
     nb++;
@@ -1547,6 +1542,7 @@ static void lower_conv_cl_gemm(lower_ctx *c, int32_t v) {
     pointwise = pointwise && ws->dims[d] == 1 && n->a.strides[d] == 1 && n->a.lo[d] == 0 && n->a.hi[d] == 0;
   }
   int64_t Kc = Ci * kvol;
+  pointwise = pointwise || Kc == 0 || P == 0; /* an empty product: nothing to pack */
   int32_t dst = gemm_dst(c, v);
   kiln_kernel *k = begin_kernel(c, KILN_KERNEL_GEMM, c->buf_of[dst], n->dtype, &c->g->nodes[dst].shape);
   k->node = dst;
@@ -1561,13 +1557,13 @@ static void lower_conv_cl_gemm(lower_ctx *c, int32_t v) {
     cover(c, x);
     gd->a_buf = buffer_of(c, src);
     gd->m = P, gd->lda = P, gd->trans_a = 1;
-    if (N > 1) gd->n_batch = 1, gd->batch[0] = N, gd->a_bstride[0] = Ci * P, gd->c_bstride[0] = P * Co;
+    if (N != 1) gd->n_batch = 1, gd->batch[0] = N, gd->a_bstride[0] = Ci * P, gd->c_bstride[0] = P * Co;
   } else if (pointwise) {
     gd->a_buf = buffer_of(c, x);
     gd->m = N * P, gd->lda = Ci;
   } else {
     gd->m = P;
-    if (N > 1) gd->n_batch = 1, gd->batch[0] = N, gd->c_bstride[0] = P * Co;
+    if (N != 1) gd->n_batch = 1, gd->batch[0] = N, gd->c_bstride[0] = P * Co;
     if (is_buffer(c, x)) cl_pack_rows(c, k, v);
     else cl_pack_transposed(c, k, v);
   }

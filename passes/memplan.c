@@ -13,7 +13,7 @@
  * output over that buffer (each element is read before it is overwritten, and by the
  * same iteration only). A GEMM kernel never does: the product is stored into its output
  * before its epilogue reads anything. The buffers a GEMM's pack and epilogue sub-kernels
- * touch (the packed B scratch, the tile parameters, what they load) live at least while
+ * touch (the packed B or A scratch, the tile parameters, what they load) live at least while
  * the GEMM kernel runs.
  */
 #include "passes-impl.h"

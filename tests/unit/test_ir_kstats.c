@@ -236,6 +236,11 @@ Test(kstats, verifier_checks_sub_kernels) {
   kiln_ir_kprogram_destroy(p);
 
   p = gemm_program();
+  p->kernels[0].gemm.pack_a = 2;
+  kexpect_fail(p, "pack_a 2 with a pack sub-kernel");
+  kiln_ir_kprogram_destroy(p);
+
+  p = gemm_program();
   p->kernels[0].gemm.tile_n = 0;
   kexpect_fail(p, "tile_n 0 with a pack sub-kernel");
   kiln_ir_kprogram_destroy(p);
