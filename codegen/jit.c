@@ -191,7 +191,7 @@ kiln_status kiln_llvm_jit_fingerprint(const kiln_kprogram *p, void **data, size_
     char *triple = LLVMGetTargetMachineTriple(tm), *cpu = LLVMGetTargetMachineCPU(tm);
     char *features = LLVMGetTargetMachineFeatureString(tm);
     char settings[96];
-    snprintf(settings, sizeof settings, "jit-object v4 reloc %d cm %d opt %d O3+vec", (int)KILN_LLVM_JIT_RELOC,
+    snprintf(settings, sizeof settings, "jit-object v5 reloc %d cm %d opt %d O3+vec", (int)KILN_LLVM_JIT_RELOC,
              (int)KILN_LLVM_JIT_CODE_MODEL, (int)LLVMCodeGenLevelAggressive);
     const char *fields[] = {kiln_llvm_version(), triple, cpu, features, settings, KILN_LLVM_JIT_ENTRY,
                             KILN_LLVM_JIT_STEP};
