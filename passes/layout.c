@@ -149,11 +149,7 @@ static int32_t sink_through(layout_sweep *s, int32_t e, const int32_t *perm, kil
  * convolutions stay channels first (the channels-last GEMM has groups of one). */
 static bool conv_goes_cl(const kiln_graph *g, const kiln_node *n) {
   if (n->op != KILN_OP_conv || (n->dtype != KILN_F32 && n->dtype != KILN_F64) || n->shape.rank < 3) return false;
-  const kiln_shape *xs = &g->nodes[n->in[0]].shape, *ws = &g->nodes[n->in[1]].shape;
-  int64_t groups = n->a.groups > 0 ? n->a.groups : 1, kvol = 1;
-  for (int32_t d = 2; d < ws->rank; d++) kvol *= ws->dims[d];
-  bool gemm = ws->dims[0] / groups > 1 && (xs->dims[1] / groups > 1 || kvol > 1); /* lower.c conv_is_gemm */
-  return groups == 1 || !gemm;
+  return n->a.groups <= 1 || !kiln_pass_conv_is_gemm(g, n);
 }
 
 typedef struct cl_state {
@@ -174,27 +170,13 @@ static int32_t permuted(cl_state *c, int32_t w, const int32_t *perm) {
   kiln_shape sh = kiln_shape_permuted(&wn.shape, pa.perm);
   if (wn.op == KILN_OP_broadcast && kiln_shape_numel(&g->nodes[wn.in[0]].shape) == 1)
     return append(&c->s, KILN_OP_broadcast, wn.dtype, &sh, 1, &wn.in[0], NULL, wn.name);
-  const kiln_const *src = kiln_ir_const_of(g, w);
-  if (!src) return append(&c->s, KILN_OP_permute, wn.dtype, &sh, 1, &w, &pa, wn.name);
-  const void *from = src->data;
-  int32_t ci = kiln_ir_add_const(g, wn.dtype, &sh, NULL, wn.name);
-  if (ci < 0) {
-    kiln_diag_set(c->s.d, g->diag.status ? g->diag.status : KILN_ERR_OUT_OF_MEMORY, "%s", g->diag.msg);
+  int32_t pn = append(&c->s, KILN_OP_permute, wn.dtype, &sh, 1, &w, &pa, wn.name);
+  if (pn < 0 || !kiln_ir_const_of(g, w)) return pn;
+  int32_t cn; /* the permute evaluated by the interpreter (the fold pass's way); it dies */
+  if (kiln_rt_fold_value(g, pn, &cn, c->s.d) != KILN_OK) {
     c->s.failed = true;
     return -1;
   }
-  size_t es = kiln_dtype_size(wn.dtype);
-  int64_t n = kiln_shape_numel(&sh), ist[KILN_MAX_RANK], co[KILN_MAX_RANK];
-  kiln_shape_strides(&wn.shape, ist);
-  char *to = g->consts[ci].data;
-  for (int64_t i = 0; i < n; i++) {
-    int64_t rest = i, j = 0;
-    for (int32_t d = sh.rank - 1; d >= 0; d--) co[d] = rest % sh.dims[d], rest /= sh.dims[d];
-    for (int32_t d = 0; d < sh.rank; d++) j += co[d] * ist[pa.perm[d]];
-    memcpy(to + (size_t)i * es, (const char *)from + (size_t)j * es, es);
-  }
-  int32_t cn = append(&c->s, KILN_OP_constant, wn.dtype, &sh, 0, NULL, NULL, wn.name);
-  if (cn >= 0) g->nodes[cn].index = ci;
   return cn;
 }
 

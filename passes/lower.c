@@ -95,24 +95,22 @@ static bool dot_is_gemm(const kiln_node *n) {
   return n->op == KILN_OP_dot && (n->dtype == KILN_F32 || n->dtype == KILN_F64);
 }
 
-static bool conv_is_gemm(const kiln_graph *g, const kiln_node *n) {
-  if (n->dtype != KILN_F32 && n->dtype != KILN_F64) return false;
-  if (n->op == KILN_OP_conv_cl) { /* groups of one: C is then [pixels, Co], dense */
-    const kiln_shape *ws = &g->nodes[n->in[1]].shape;
-    int64_t kvol = 1;
-    for (int32_t d = 0; d + 2 < ws->rank; d++) kvol *= ws->dims[d];
-    return n->a.groups <= 1 && ws->dims[ws->rank - 1] > 1 && (ws->dims[ws->rank - 2] > 1 || kvol > 1);
-  }
-  if (n->op != KILN_OP_conv) return false;
-  const kiln_shape *xs = &g->nodes[n->in[0]].shape, *ws = &g->nodes[n->in[1]].shape;
-  int64_t groups = n->a.groups > 0 ? n->a.groups : 1;
-  int64_t kvol = 1;
-  for (int32_t d = 2; d < ws->rank; d++) kvol *= ws->dims[d];
-  int64_t ci_g = xs->dims[1] / groups, co_g = ws->dims[0] / groups;
+bool kiln_pass_conv_is_gemm(const kiln_graph *g, const kiln_node *n) {
+  if ((n->op != KILN_OP_conv && n->op != KILN_OP_conv_cl) || (n->dtype != KILN_F32 && n->dtype != KILN_F64))
+    return false;
+  bool cl = n->op == KILN_OP_conv_cl; /* weights [k..., Ci/G, Co], else [Co, Ci/G, k...] */
+  const kiln_shape *ws = &g->nodes[n->in[1]].shape;
+  int32_t r = ws->rank;
+  int64_t groups = n->a.groups > 0 ? n->a.groups : 1, kvol = 1;
+  for (int32_t d = 0; d < r - 2; d++) kvol *= ws->dims[cl ? d : 2 + d];
+  int64_t ci_g = ws->dims[cl ? r - 2 : 1], co_g = ws->dims[cl ? r - 1 : 0] / groups;
+  if (cl && groups > 1) return false; /* groups of one: C is then [pixels, Co], dense */
   /* Depthwise-like convolutions (one output channel per group) are matrix-vector work:
    * a direct loop beats a GEMM call per (batch, group). */
   return co_g > 1 && (ci_g > 1 || kvol > 1);
 }
+
+static bool conv_is_gemm(const kiln_graph *g, const kiln_node *n) { return kiln_pass_conv_is_gemm(g, n); }
 
 /* A conv_cl GEMM whose x is the layout pass's permute to channels last of a channels-first
  * value (where it enters the channels-last region: a network's first convolution): that
@@ -1391,15 +1389,24 @@ static void lower_conv_gemm(lower_ctx *c, int32_t v) {
   end_kernel(c, k, "gemm");
 }
 
-/* The pack of conv_cl GEMM kernel k (node v) when x is a buffer: A tile by tile as it is,
+/* A conv_cl GEMM convolution's operands and sizes (lower_conv_cl_gemm): node n, input x
+ * [N, spatial..., Ci] and weights of shapes xs and ws (r = rank), Kc = Ci * kernel volume
+ * (the product's k), P output pixels per image (its m). */
+typedef struct cl_conv {
+  const kiln_node *n;
+  int32_t x, r;
+  const kiln_shape *xs, *ws;
+  int64_t N, Ci, Kc, P;
+} cl_conv;
+
+/* The pack of conv_cl GEMM kernel k when x is a buffer: A tile by tile as it is,
  * tile x Kc, row p the input patch of output pixel p in (k..., ci) order. */
-static void cl_pack_rows(lower_ctx *c, kiln_kernel *k, int32_t v) {
-  const kiln_node *n = &c->g->nodes[v];
-  int32_t x = n->in[0];
-  const kiln_shape *xs = &c->g->nodes[x].shape, *ws = &c->g->nodes[n->in[1]].shape;
-  int32_t r = xs->rank, sd = r - 2;
+static void cl_pack_rows(lower_ctx *c, kiln_kernel *k, const cl_conv *cv) {
+  const kiln_node *n = cv->n;
+  int32_t x = cv->x, r = cv->r, sd = r - 2;
+  const kiln_shape *xs = cv->xs, *ws = cv->ws;
   kiln_gemm_desc *gd = &k->gemm;
-  int64_t N = xs->dims[0], Ci = xs->dims[r - 1], Kc = gd->k, P = gd->m, es = (int64_t)kiln_dtype_size(n->dtype);
+  int64_t N = cv->N, Ci = cv->Ci, Kc = cv->Kc, P = cv->P, es = (int64_t)kiln_dtype_size(n->dtype);
   gd->lda = Kc;
   /* rows per tile within the budget, the tiles as even as that allows */
   int64_t rows = PACK_TILE_BYTES / (Kc * es);
@@ -1461,19 +1468,18 @@ static void cl_pack_rows(lower_ctx *c, kiln_kernel *k, int32_t v) {
   }
 }
 
-/* The pack of conv_cl GEMM kernel k (node v) when x is the layout pass's permute of a
+/* The pack of conv_cl GEMM kernel k when x is the layout pass's permute of a
  * channels-first value (a network's first convolution, reading its input): A^T tile by
  * tile, Kc x tile (trans_a), in whole output rows with the output column innermost, as the
  * channels-first pack does: the input is then read along its rows (a masked load, affine
  * in the innermost variable) rather than across channels. resnet18's 7x7 stem over 3
  * channels: 5.5 ms packing rows of 3 channels, 2.3 ms channels first. */
-static void cl_pack_transposed(lower_ctx *c, kiln_kernel *k, int32_t v) {
-  const kiln_node *n = &c->g->nodes[v];
-  int32_t x = n->in[0];
-  const kiln_shape *xs = &c->g->nodes[x].shape, *ws = &c->g->nodes[n->in[1]].shape;
-  int32_t r = xs->rank, sd = r - 2;
+static void cl_pack_transposed(lower_ctx *c, kiln_kernel *k, const cl_conv *cv) {
+  const kiln_node *n = cv->n;
+  int32_t x = cv->x, r = cv->r, sd = r - 2;
+  const kiln_shape *xs = cv->xs, *ws = cv->ws;
   kiln_gemm_desc *gd = &k->gemm;
-  int64_t N = xs->dims[0], Ci = xs->dims[r - 1], Kc = gd->k, P = gd->m, es = (int64_t)kiln_dtype_size(n->dtype);
+  int64_t N = cv->N, Ci = cv->Ci, Kc = cv->Kc, P = cv->P, es = (int64_t)kiln_dtype_size(n->dtype);
   int64_t row = n->shape.dims[sd]; /* one output row */
   int64_t rows = PACK_TILE_BYTES / (Kc * es * row), all_rows = P / row;
   if (rows < 1) rows = 1;
@@ -1543,6 +1549,7 @@ static void lower_conv_cl_gemm(lower_ctx *c, int32_t v) {
   }
   int64_t Kc = Ci * kvol;
   pointwise = pointwise || Kc == 0 || P == 0; /* an empty product: nothing to pack */
+  cl_conv cv = {n, x, r, xs, ws, N, Ci, Kc, P};
   int32_t dst = gemm_dst(c, v);
   kiln_kernel *k = begin_kernel(c, KILN_KERNEL_GEMM, c->buf_of[dst], n->dtype, &c->g->nodes[dst].shape);
   k->node = dst;
@@ -1564,8 +1571,8 @@ static void lower_conv_cl_gemm(lower_ctx *c, int32_t v) {
   } else {
     gd->m = P;
     if (N != 1) gd->n_batch = 1, gd->batch[0] = N, gd->c_bstride[0] = P * Co;
-    if (is_buffer(c, x)) cl_pack_rows(c, k, v);
-    else cl_pack_transposed(c, k, v);
+    if (is_buffer(c, x)) cl_pack_rows(c, k, &cv);
+    else cl_pack_transposed(c, k, &cv);
   }
   if (c->epi_sink[v] >= 0) build_epilogue(c, k, v);
   end_kernel(c, k, "gemm");

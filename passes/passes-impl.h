@@ -24,6 +24,10 @@ int32_t kiln_pass_resolve(const int32_t *repl, int32_t n_repl, int32_t v);
 
 /* True when node v is a constant (or a broadcast/reshape of one) whose every element
  * equals x. */
+/* Whether conv (or conv_cl) node n runs as a GEMM kernel (lower.c): f32/f64, and not a
+ * depthwise-like convolution (one output channel per group, or one input channel and a
+ * 1x1 kernel), which is a direct loop; conv_cl only with groups of one. */
+bool kiln_pass_conv_is_gemm(const kiln_graph *g, const kiln_node *n);
 bool kiln_pass_is_splat(const kiln_graph *g, int32_t v, double x);
 
 
