@@ -373,6 +373,7 @@ static kiln_status emit_object(const kiln_kprogram *p, const kiln_llvm_aot_optio
   LLVMContextRef ctx = LLVMContextCreate();
   LLVMModuleRef m = NULL;
   kiln_llvm_render_options ro = {.entry_name = entry, .embed_consts = true, .hidden_entry = true};
+  kiln_llvm_target_features(tm, &ro);
   kiln_status st = kiln_llvm_render(p, ctx, &ro, &m, d);
   if (st == KILN_OK) st = kiln_llvm_optimize(m, tm, d);
   if (st == KILN_OK) {

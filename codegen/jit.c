@@ -79,10 +79,12 @@ static kiln_status create_lljit(kiln_llvm_jit *h, LLVMOrcLLJITRef *out, kiln_dia
   return KILN_OK;
 }
 
-/* Renders p for the JIT into a fresh context (the caller disposes *ctx and *m). */
-static kiln_status render_for_jit(const kiln_kprogram *p, LLVMContextRef *ctx, LLVMModuleRef *m, kiln_diag *d) {
+/* Renders p for the JIT on tm into a fresh context (the caller disposes *ctx and *m). */
+static kiln_status render_for_jit(const kiln_kprogram *p, LLVMTargetMachineRef tm, LLVMContextRef *ctx,
+                                  LLVMModuleRef *m, kiln_diag *d) {
   *ctx = LLVMContextCreate();
   kiln_llvm_render_options o = {.entry_name = KILN_LLVM_JIT_ENTRY, .step_name = KILN_LLVM_JIT_STEP};
+  kiln_llvm_target_features(tm, &o);
   return kiln_llvm_render(p, *ctx, &o, m, d);
 }
 
@@ -93,7 +95,7 @@ kiln_status kiln_llvm_compile_object(const kiln_kprogram *p, void **obj, size_t 
   if (kiln_llvm_host_machine(KILN_LLVM_JIT_RELOC, KILN_LLVM_JIT_CODE_MODEL, &tm, d) != KILN_OK) return d->status;
   LLVMContextRef ctx;
   LLVMModuleRef m = NULL;
-  kiln_status st = render_for_jit(p, &ctx, &m, d);
+  kiln_status st = render_for_jit(p, tm, &ctx, &m, d);
   if (st == KILN_OK) st = kiln_llvm_optimize(m, tm, d);
   LLVMMemoryBufferRef mb = NULL;
   if (st == KILN_OK) {
@@ -175,7 +177,7 @@ kiln_status kiln_llvm_jit_fingerprint(const kiln_kprogram *p, void **data, size_
   if (kiln_llvm_host_machine(KILN_LLVM_JIT_RELOC, KILN_LLVM_JIT_CODE_MODEL, &tm, d) != KILN_OK) return d->status;
   LLVMContextRef ctx;
   LLVMModuleRef m = NULL;
-  kiln_status st = render_for_jit(p, &ctx, &m, d);
+  kiln_status st = render_for_jit(p, tm, &ctx, &m, d);
   if (st == KILN_OK) {
     /* The module's name is the graph's; it reaches the object only as a file symbol, so
      * the same program under another graph name may share the entry. */
@@ -191,7 +193,7 @@ kiln_status kiln_llvm_jit_fingerprint(const kiln_kprogram *p, void **data, size_
     char *triple = LLVMGetTargetMachineTriple(tm), *cpu = LLVMGetTargetMachineCPU(tm);
     char *features = LLVMGetTargetMachineFeatureString(tm);
     char settings[96];
-    snprintf(settings, sizeof settings, "jit-object v5 reloc %d cm %d opt %d O3+vec", (int)KILN_LLVM_JIT_RELOC,
+    snprintf(settings, sizeof settings, "jit-object v6 reloc %d cm %d opt %d O3+vec", (int)KILN_LLVM_JIT_RELOC,
              (int)KILN_LLVM_JIT_CODE_MODEL, (int)LLVMCodeGenLevelAggressive);
     const char *fields[] = {kiln_llvm_version(), triple, cpu, features, settings, KILN_LLVM_JIT_ENTRY,
                             KILN_LLVM_JIT_STEP};

@@ -22,7 +22,21 @@ typedef struct kiln_llvm_render_options {
   /* When set, a second function void step(ptr bufs, ptr pool, i32 k) that runs kernel k
    * only (for the driver's per-kernel verify mode); same visibility as the entry. */
   const char *step_name;
+  /* The target is x86-64 with AVX-512F (and VL): exp scales by 2^n with vscalefps
+   * (render.c scalef_f32, lowered after O3 by kiln_llvm_optimize). */
+  bool avx512f, avx512vl;
 } kiln_llvm_render_options;
+
+/* Sets o->avx512f/avx512vl from tm: its triple and feature string. A named CPU's target
+ * machine carries no feature string, so it gets neither (the portable code). */
+void kiln_llvm_target_features(LLVMTargetMachineRef tm, kiln_llvm_render_options *o);
+
+/* The scalar and vector functions render.c calls for exp's 2^n scaling on AVX-512 (see
+ * scalef_f32); declarations only, replaced by the x86 intrinsics after O3. */
+#define KILN_LLVM_SCALEF "kiln_scalef_f32"
+#define KILN_LLVM_SCALEF_V16 "kiln_scalef_v16f32"
+#define KILN_LLVM_SCALEF_V8 "kiln_scalef_v8f32"
+#define KILN_LLVM_SCALEF_V4 "kiln_scalef_v4f32"
 
 /* Renders p into a new module in ctx and verifies it. On failure *out is NULL and d
  * holds the reason (with the module text when LLVM's verifier refused it). */

@@ -57,11 +57,12 @@ typedef struct render {
   LLVMValueRef bad;       /* i1 alloca: some CHECK failed in this call (NULL: no CHECK) */
   int32_t *row_cached;    /* per kx: the REDUCE whose body computed it for the row, or -1 */
   LLVMValueRef *row_buf;  /* per REDUCE kx: its body's values for the row (a stack array) */
-  bool *recip_ok;         /* per kx: a divide by a constant that may multiply by 1/c (recip_divides) */
+  uint8_t *div_mode;      /* per kx: how a divide is computed (div_modes); NULL: all divide */
   /* A second output stored beside the root, at the same element (sibling kernels run as
    * one: merge_siblings); extra_root < 0: none. */
   int32_t extra_root, extra_buf;
   kiln_dtype extra_dtype;
+  bool avx512f, avx512vl; /* kiln_llvm_render_options */
 } render;
 
 /* ------------------------------------------------------------------ types */
@@ -272,11 +273,13 @@ static LLVMValueRef copysign_f32(render *r, LLVMValueRef mag, LLVMValueRef sgn) 
   return intr2(r, "llvm.copysign", mag, sgn);
 }
 
-/* exp(x) = 2^n exp(x - n ln2), |x - n ln2| <= ln2/2. 2^n is applied as two factors so
- * that results down in the subnormals round once. Inputs are clamped to [-110, 89],
- * beyond which the result is 0 or inf anyway. */
-/* exp(y) = 2^n p for finite y in [-110, 89]: *ni = n as i32 and p = exp(y - n ln2). */
-static LLVMValueRef exp_core(render *r, LLVMValueRef xc, LLVMValueRef *ni_out) {
+/* exp(x) = 2^n exp(x - n ln2), |x - n ln2| <= ln2/2. 2^n is applied with vscalefps on
+ * AVX-512 (scalef_f32), elsewhere as two factors so that results down in the subnormals
+ * round once. Inputs are clamped to [-110, 89], beyond which the result is 0 or inf
+ * anyway. */
+/* exp(y) = 2^n p for finite y in [-110, 89]: p = exp(y - n ln2), *n_out = n (an integral
+ * f32) and *ni_out = n as i32. */
+static LLVMValueRef exp_core(render *r, LLVMValueRef xc, LLVMValueRef *n_out, LLVMValueRef *ni_out) {
   static const float c[6] = {0.5f, 0.166666657f, 0.0416662954f, 0.00833349675f, 0.00139446498f, 0.000197903573f};
   LLVMBuilderRef b = r->b;
   /* n = round(x / ln2): adding 1.5 * 2^23 leaves n in the low mantissa bits */
@@ -286,11 +289,12 @@ static LLVMValueRef exp_core(render *r, LLVMValueRef xc, LLVMValueRef *ni_out) {
   /* Cody-Waite: ln2 = 0.693359375 (n times it is exact) - 2.12194440e-4 */
   LLVMValueRef y = fmadd(r, n, fk(r, -0.693359375), xc);
   y = fmadd(r, n, fk(r, 2.12194440e-4), y);
-  /* y^2 + 2^-100: a tiny y would make y^2 subnormal, which costs a microcode assist (where
-   * the target fuses the multiply-add; fmuladd, since llvm.fma is a libm call without FMA) */
-  LLVMValueRef p = fmadd(r, fmadd(r, y, y, fk(r, 0x1p-100)), horner(r, y, c, 6), y);
+  /* 1 + y (1 + y q(y)): Horner all the way, seven multiply-adds (fmuladd, since llvm.fma
+   * is a libm call without FMA); no y^2, which is subnormal (a microcode assist) for tiny y */
+  LLVMValueRef p = fmadd(r, horner(r, y, c, 6), y, fk(r, 1.0));
+  *n_out = n;
   *ni_out = ni;
-  return LLVMBuildFAdd(b, p, fk(r, 1.0), "");
+  return fmadd(r, p, y, fk(r, 1.0));
 }
 
 /* 2^n as f32, for n in [-126, 127] */
@@ -299,12 +303,67 @@ static LLVMValueRef pow2i(render *r, LLVMValueRef n) {
   return LLVMBuildBitCast(b, LLVMBuildShl(b, LLVMBuildAdd(b, n, ik(r, 127), ""), ik(r, 23), ""), r->t_f32, "");
 }
 
+/* p 2^n (n integral) on AVX-512: one vscalefps, rounded once, subnormal and overflowing
+ * results included, where the portable scaling (exp_f32) takes nine instructions; in
+ * softmax's exp loop, which is compute-bound, that was a third of the work. The renderer
+ * emits scalar code and LLVM's loop vectorizer widens it, which it cannot do for an x86
+ * intrinsic; so the IR calls a pure scalar declaration (KILN_LLVM_SCALEF) naming its vector
+ * forms through "vector-function-abi-variant", the vectorizer calls those, and after O3
+ * kiln_llvm_optimize replaces every call with the intrinsic of its width. */
+/* nounwind willreturn memory(none): a pure function, which LICM may hoist and the loop
+ * vectorizer may widen */
+static void pure_fn(render *r, LLVMValueRef fn) {
+  fn_attr(r, fn, "nounwind");
+  fn_attr(r, fn, "willreturn");
+  LLVMAddAttributeAtIndex(fn, LLVMAttributeFunctionIndex,
+                          LLVMCreateEnumAttribute(r->ctx, LLVMGetEnumAttributeKindForName("memory", 6), 0));
+}
+
+static LLVMValueRef scalef_f32(render *r, LLVMValueRef p, LLVMValueRef n) {
+  LLVMValueRef fn = LLVMGetNamedFunction(r->mod, KILN_LLVM_SCALEF);
+  LLVMTypeRef args[2] = {r->t_f32, r->t_f32};
+  LLVMTypeRef ft = LLVMFunctionType(r->t_f32, args, 2, 0);
+  if (!fn) {
+    fn = LLVMAddFunction(r->mod, KILN_LLVM_SCALEF, ft);
+    static const struct { const char *name; unsigned lanes; } v[] = {
+        {KILN_LLVM_SCALEF_V16, 16}, {KILN_LLVM_SCALEF_V8, 8}, {KILN_LLVM_SCALEF_V4, 4}};
+    LLVMValueRef used[3];
+    unsigned n_used = 0;
+    for (int i = 0; i < 3; i++) {
+      if (v[i].lanes < 16 && !r->avx512vl) continue;
+      LLVMTypeRef vt = LLVMVectorType(r->t_f32, v[i].lanes), vargs[2] = {vt, vt};
+      used[n_used] = LLVMAddFunction(r->mod, v[i].name, LLVMFunctionType(vt, vargs, 2, 0));
+      pure_fn(r, used[n_used++]);
+    }
+    /* llvm.compiler.used keeps the unreferenced vector declarations alive until the
+     * vectorizer runs (O3 deletes unused declarations first); lower_scalef removes it */
+    LLVMValueRef g = LLVMAddGlobal(r->mod, LLVMArrayType2(r->t_ptr, n_used), "llvm.compiler.used");
+    LLVMSetLinkage(g, LLVMAppendingLinkage);
+    LLVMSetSection(g, "llvm.metadata");
+    LLVMSetInitializer(g, LLVMConstArray2(r->t_ptr, used, n_used));
+    pure_fn(r, fn);
+  }
+  const char *variants = r->avx512vl ? "_ZGV_LLVM_N16vv_" KILN_LLVM_SCALEF "(" KILN_LLVM_SCALEF_V16 "),"
+                                       "_ZGV_LLVM_N8vv_" KILN_LLVM_SCALEF "(" KILN_LLVM_SCALEF_V8 "),"
+                                       "_ZGV_LLVM_N4vv_" KILN_LLVM_SCALEF "(" KILN_LLVM_SCALEF_V4 ")"
+                                     : "_ZGV_LLVM_N16vv_" KILN_LLVM_SCALEF "(" KILN_LLVM_SCALEF_V16 ")";
+  const char *key = "vector-function-abi-variant";
+  LLVMValueRef a[2] = {p, n};
+  LLVMValueRef call = LLVMBuildCall2(r->b, ft, fn, a, 2, "");
+  /* on the call: LLVM's vectorizer reads the mapping from the call site */
+  LLVMAddCallSiteAttribute(call, LLVMAttributeFunctionIndex,
+                           LLVMCreateStringAttribute(r->ctx, key, (unsigned)strlen(key), variants,
+                                                     (unsigned)strlen(variants)));
+  return call;
+}
+
 static LLVMValueRef exp_f32(render *r, LLVMValueRef x) {
   LLVMBuilderRef b = r->b;
   LLVMValueRef xc = fsel(r, LLVMRealOGT, x, fk(r, 89.0), fk(r, 89.0), x);
   xc = fsel(r, LLVMRealOLT, xc, fk(r, -110.0), fk(r, -110.0), xc);
   /* a NaN passes both clamps and makes p NaN, and p times any scale is NaN */
-  LLVMValueRef ni, p = exp_core(r, xc, &ni);
+  LLVMValueRef n, ni, p = exp_core(r, xc, &n, &ni);
+  if (r->avx512f) return scalef_f32(r, p, n);
   LLVMValueRef n1 = LLVMBuildAShr(b, ni, ik(r, 1), ""), n2 = LLVMBuildSub(b, ni, n1, "");
   return LLVMBuildFMul(b, LLVMBuildFMul(b, p, pow2i(r, n1), ""), pow2i(r, n2), "");
 }
@@ -609,6 +668,23 @@ static void report_if(render *r, LLVMValueRef fn, LLVMValueRef cond, LLVMValueRe
   LLVMPositionBuilderAtEnd(r->b, cont);
 }
 
+/* How a divide is computed: div_modes (with the kernels, below) says which. */
+enum { DIV_PLAIN, DIV_CONST, DIV_ROW };
+
+/* a / b for mode DIV_ROW (div_modes): (a * RN(1/(b s))) * s */
+static LLVMValueRef div_by_row_recip(render *r, LLVMValueRef a, LLVMValueRef bv) {
+  LLVMBuilderRef b = r->b;
+  LLVMTypeRef t = LLVMTypeOf(bv);
+  LLVMValueRef mag = intrinsic(r, "llvm.fabs", &t, 1, &bv, 1);
+  double lo = t == r->t_f32 ? 0x1p-126 : 0x1p-1022, hi = t == r->t_f32 ? 0x1p126 : 0x1p1022;
+  LLVMValueRef s = LLVMBuildSelect(b, LLVMBuildFCmp(b, LLVMRealOLT, mag, LLVMConstReal(t, lo), ""),
+                                   LLVMConstReal(t, 0x1p64), LLVMConstReal(t, 1.0), "");
+  s = LLVMBuildSelect(b, LLVMBuildFCmp(b, LLVMRealOGT, mag, LLVMConstReal(t, hi), ""), LLVMConstReal(t, 0x1p-64), s,
+                      "");
+  LLVMValueRef rcp = LLVMBuildFDiv(b, LLVMConstReal(t, 1.0), LLVMBuildFMul(b, bv, s, ""), "");
+  return LLVMBuildFMul(b, LLVMBuildFMul(b, a, rcp, ""), s, "");
+}
+
 /* ------------------------------------------------------------------ expressions */
 static LLVMValueRef eval(render *r, int32_t id);
 
@@ -838,11 +914,16 @@ static LLVMValueRef eval(render *r, int32_t id) {
     break;
   case KILN_KX_LOAD: v = eval_load(r, x); break;
   case KILN_KX_ALU: {
-    if (r->recip_ok && r->recip_ok[id]) {
-      const kiln_kx *c = &r->k->kx[x->a[1]];
+    if (r->div_mode && r->div_mode[id] == DIV_CONST) {
       LLVMValueRef num = eval(r, x->a[0]);
       if (!num) return NULL;
-      v = LLVMBuildFMul(r->b, num, fk(r, (double)(1.0f / (float)c->f)), "");
+      v = LLVMBuildFMul(r->b, num, fk(r, (double)(1.0f / (float)r->k->kx[x->a[1]].f)), "");
+      break;
+    }
+    if (r->div_mode && r->div_mode[id] == DIV_ROW) {
+      LLVMValueRef num = eval(r, x->a[0]), den = num ? eval(r, x->a[1]) : NULL;
+      if (!den) return NULL;
+      v = div_by_row_recip(r, num, den);
       break;
     }
     LLVMValueRef a[3] = {NULL, NULL, NULL};
@@ -1075,32 +1156,60 @@ static bool find_row_caches(render *r) {
  * load 7.1 ms. */
 enum { PREFETCH_MIN_BUFFER = 4 << 20, CACHE_LINE = 64 };
 
-/* x / c with c an f32 constant, read only by erf, tanh or sigmoid, is computed as x times
- * RN(1/c): a divide costs a multiply's throughput ten times over (bias+GELU, whose
- * x / sqrt(2) feeds erf: 8.2 -> 6.3 ms), and the product is within about an ulp of the
- * quotient, which moves those functions' results by at most about 6e-8 (|f'(y) y| <= 0.49
- * for all three), below their own error. Not for exp or log, whose error grows with the
- * input.
- * NULL (and no such divides) when out of memory: the divides then stay. */
-static bool *recip_divides(const kiln_kernel *k, int32_t extra_root, const kiln_allocator *al) {
-  bool *ok = kiln_ir_malloc(al, sizeof(bool) * ((size_t)k->n_kx + 1));
-  if (!ok) return NULL;
+/* A divide a / b is computed as (a * RN(1/b)), a multiply, where that is both worth it
+ * and harmless: a divide costs a multiply's throughput ten times over (vdivps on 512 bits,
+ * about 10 cycles a vector here), and the product is within about 1.5 ulp of the quotient.
+ *  - DIV_CONST: b is a normal f32 constant whose reciprocal is normal (bias+GELU, whose
+ *    x / sqrt(2) feeds erf: 8.2 -> 6.3 ms).
+ *  - DIV_ROW: b is not constant, but the divide runs in a loop b does not depend on
+ *    (softmax's exp / sum, layer norm's (x - mean) / sqrt(var + eps)): 1/b is computed
+ *    once outside that loop (LICM hoists it) and each element pays a multiply. So that
+ *    1/b is normal and finite for every b, a b whose reciprocal is not (a subnormal or
+ *    zero b, or |b| > 2^126 in f32) is first scaled by a power of two s (2^64 or 2^-64;
+ *    else s = 1) and the product by s again: a / b = (a * RN(1/(b s))) * s, two
+ *    multiplies, the second exact when s = 1. a * RN(1/(b s)) then neither loses bits to
+ *    the subnormals where the quotient is normal nor overflows where it is finite.
+ * Only for f32 and f64 (a narrow dtype's result must round as the interpreter's does),
+ * and only where every reader is well conditioned: the result is stored, or read by an
+ * add, sub, mul, neg, abs, max, min, select (as a value), a cast to a float, a sum/max/min
+ * reduction, or erf/tanh/sigmoid (|f'(y) y| <= 0.49). Not where it feeds exp, log, pow
+ * or a periodic function, whose error grows with the input, nor a comparison, rounding
+ * or cast to an integer, where an ulp can change the answer.
+ * NULL (every divide stays a divide) when out of memory. */
+static bool well_conditioned_reader(const kiln_kx *x, int32_t operand) {
+  if (x->kind == KILN_KX_REDUCE)
+    return x->op == KILN_OP_reduce_sum || x->op == KILN_OP_reduce_max || x->op == KILN_OP_reduce_min;
+  if (x->kind != KILN_KX_ALU) return false;
+  switch (x->op) {
+  case KILN_OP_add: case KILN_OP_sub: case KILN_OP_mul: case KILN_OP_neg: case KILN_OP_abs:
+  case KILN_OP_max: case KILN_OP_min: case KILN_OP_erf: case KILN_OP_tanh: case KILN_OP_sigmoid: return true;
+  case KILN_OP_select: return operand > 0;
+  case KILN_OP_cast: return kiln_dtype_is_float(x->dtype);
+  default: return false;
+  }
+}
+
+static uint8_t *div_modes(const render *r, const kiln_kernel *k, const kiln_allocator *al) {
+  uint8_t *mode = kiln_ir_malloc(al, (size_t)k->n_kx + 1);
+  if (!mode) return NULL;
   for (int32_t i = 0; i < k->n_kx; i++) {
     const kiln_kx *x = &k->kx[i];
-    ok[i] = false;
-    if (x->kind != KILN_KX_ALU || x->op != KILN_OP_div || x->dtype != KILN_F32) continue;
+    mode[i] = DIV_PLAIN;
+    if (x->kind != KILN_KX_ALU || x->op != KILN_OP_div || (x->dtype != KILN_F32 && x->dtype != KILN_F64)) continue;
     const kiln_kx *c = &k->kx[x->a[1]];
-    if (c->kind != KILN_KX_CONST || c->dtype != KILN_F32 || i == k->root || i == extra_root) continue;
-    float cf = (float)c->f;
-    ok[i] = isnormal(cf) && isnormal(1.0f / cf);
+    if (c->kind == KILN_KX_CONST) {
+      float cf = (float)c->f;
+      if (x->dtype == KILN_F32 && isnormal(cf) && isnormal(1.0f / cf)) mode[i] = DIV_CONST;
+    } else if (r->dep && (r->dep[i] & ~r->dep[x->a[1]])) {
+      mode[i] = DIV_ROW;
+    }
   }
   for (int32_t i = 0; i < k->n_kx; i++) {
     const kiln_kx *x = &k->kx[i];
-    bool approx = x->kind == KILN_KX_ALU && (x->op == KILN_OP_erf || x->op == KILN_OP_tanh || x->op == KILN_OP_sigmoid);
-    for (int j = 0, n_ops = kiln_ir_kx_n_operands(x); j < n_ops && !approx; j++)
-      if (x->a[j] >= 0 && x->a[j] < k->n_kx) ok[x->a[j]] = false;
+    for (int j = 0, n_ops = kiln_ir_kx_n_operands(x); j < n_ops; j++)
+      if (x->a[j] >= 0 && x->a[j] < k->n_kx && !well_conditioned_reader(x, j)) mode[x->a[j]] = DIV_PLAIN;
   }
-  return ok;
+  return mode;
 }
 
 /* Streaming (non-temporal) stores for an output too large to stay in the caches: they
@@ -1205,7 +1314,7 @@ static LLVMValueRef emit_loop_kernel(render *r, const kiln_kernel *k, int32_t ki
   for (int32_t i = 0; i < k->n_kx && !r->bad; i++)
     if (k->kx[i].kind == KILN_KX_CHECK) r->bad = entry_alloca(r, r->t_i1);
   if (r->bad) LLVMBuildStore(r->b, LLVMConstInt(r->t_i1, 0, 0), r->bad);
-  r->recip_ok = recip_divides(k, r->extra_root, al);
+  r->div_mode = div_modes(r, k, al);
   if (!find_row_caches(r)) {
     kiln_diag_set(r->d, KILN_ERR_OUT_OF_MEMORY, "out of memory rendering kernel %s", k->name ? k->name : "?");
     goto done;
@@ -1273,8 +1382,8 @@ done:
   kiln_ir_free(al, r->base);
   kiln_ir_free(al, r->row_cached);
   kiln_ir_free(al, r->row_buf);
-  kiln_ir_free(al, r->recip_ok);
-  r->recip_ok = NULL;
+  kiln_ir_free(al, r->div_mode);
+  r->div_mode = NULL;
   r->row_cached = NULL;
   r->row_buf = NULL;
   r->var = r->memo = r->base = NULL;
@@ -1510,6 +1619,8 @@ kiln_status kiln_llvm_render(const kiln_kprogram *p, LLVMContextRef ctx,
   render r;
   memset(&r, 0, sizeof r);
   r.extra_root = r.extra_buf = -1;
+  r.avx512f = o->avx512f;
+  r.avx512vl = o->avx512f && o->avx512vl;
   r.ctx = ctx;
   r.p = p;
   r.d = d;
