@@ -280,7 +280,9 @@ static LLVMValueRef copysign_f32(render *r, LLVMValueRef mag, LLVMValueRef sgn) 
 /* exp(y) = 2^n p for finite y in [-110, 89]: p = exp(y - n ln2), *n_out = n (an integral
  * f32) and *ni_out = n as i32. */
 static LLVMValueRef exp_core(render *r, LLVMValueRef xc, LLVMValueRef *n_out, LLVMValueRef *ni_out) {
-  static const float c[6] = {0.5f, 0.166666657f, 0.0416662954f, 0.00833349675f, 0.00139446498f, 0.000197903573f};
+  /* q(y) ~ (exp(y) - 1 - y) / y^2, degree 4, weighted by y^2 / exp(y): 3.1e-9 relative
+   * error in double (Lawson-reweighted least squares on Chebyshev nodes) */
+  static const float c[5] = {0.49999994f, 0.166665211f, 0.041668389f, 0.00836871006f, 0.00138146128f};
   LLVMBuilderRef b = r->b;
   /* n = round(x / ln2): adding 1.5 * 2^23 leaves n in the low mantissa bits */
   LLVMValueRef t = fmadd(r, xc, fk(r, 1.44269504088896341), fk(r, 12582912.0));
@@ -289,9 +291,9 @@ static LLVMValueRef exp_core(render *r, LLVMValueRef xc, LLVMValueRef *n_out, LL
   /* Cody-Waite: ln2 = 0.693359375 (n times it is exact) - 2.12194440e-4 */
   LLVMValueRef y = fmadd(r, n, fk(r, -0.693359375), xc);
   y = fmadd(r, n, fk(r, 2.12194440e-4), y);
-  /* 1 + y (1 + y q(y)): Horner all the way, seven multiply-adds (fmuladd, since llvm.fma
+  /* 1 + y (1 + y q(y)): Horner all the way, six multiply-adds (fmuladd, since llvm.fma
    * is a libm call without FMA); no y^2, which is subnormal (a microcode assist) for tiny y */
-  LLVMValueRef p = fmadd(r, horner(r, y, c, 6), y, fk(r, 1.0));
+  LLVMValueRef p = fmadd(r, horner(r, y, c, 5), y, fk(r, 1.0));
   *n_out = n;
   *ni_out = ni;
   return fmadd(r, p, y, fk(r, 1.0));
