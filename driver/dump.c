@@ -44,6 +44,16 @@ static int utf8_len(const unsigned char *s) {
 /* s as a JSON string: quotes, backslashes and control characters escaped; bytes that are
  * not UTF-8 (a node name is whatever the model file holds) become U+FFFD, so the output
  * always parses. NULL is "". */
+/* Whether kernel k's source j names a model node an earlier source already named: one
+ * model node may lower to several graph nodes (an ONNX Gemm: matmul, scale, add), and the
+ * report lists each model node once. */
+static bool repeated_source(const kiln_kernel *k, int32_t j) {
+  const char *a = k->sources[j] ? k->sources[j] : "";
+  for (int32_t i = 0; i < j; i++)
+    if (strcmp(a, k->sources[i] ? k->sources[i] : "") == 0) return true;
+  return false;
+}
+
 static void json_str(FILE *f, const char *s) {
   fputc('"', f);
   for (const unsigned char *c = (const unsigned char *)(s ? s : ""); *c;) {
@@ -102,8 +112,9 @@ static void report_json(const kiln_kprogram *p, const char *model, kiln_fusion_l
     json_str(f, k->name);
     fprintf(f, ", \"kind\": \"%s\", \"category\": \"%s\", \"dtype\": \"%s\", \"sources\": [", kiln_ir_kernel_kind_name(k->kind),
             kiln_category_name(k->category), kiln_dtype_name(k->out_dtype));
-    for (int32_t j = 0; j < k->n_sources && k->sources; j++) {
-      if (j) fputs(", ", f);
+    for (int32_t j = 0, n = 0; j < k->n_sources && k->sources; j++) {
+      if (repeated_source(k, j)) continue;
+      if (n++) fputs(", ", f);
       json_str(f, k->sources[j]);
     }
     fputs("], \"domain\": ", f);
@@ -173,8 +184,8 @@ static void report_text(const kiln_kprogram *p, const char *model, kiln_fusion_l
     if (k->kind == KILN_KERNEL_GEMM && k->epilogue) fputs(" +epilogue", f);
     if (k->with_next) fputs(" +with-next", f);
     fputs(" <-", f);
-    for (int32_t j = 0; j < k->n_sources && k->sources; j++)
-      fprintf(f, "%s%s", j ? ", " : " ", k->sources[j] ? k->sources[j] : "?");
+    for (int32_t j = 0, n = 0; j < k->n_sources && k->sources; j++)
+      if (!repeated_source(k, j)) fprintf(f, "%s%s", n++ ? ", " : " ", k->sources[j] ? k->sources[j] : "?");
     fputc('\n', f);
   }
   fprintf(f, "refused (%d)%s\n", (int)p->n_refused, p->n_refused > 0 ? ":" : "");

@@ -92,3 +92,18 @@ Test(fusion_report, totals_sum_kernel_stats) {
   cr_expect_eq(t.flops, 4);
   kiln_ir_kprogram_destroy(p);
 }
+
+/* One model node lowered to several graph nodes (an ONNX Gemm: matmul, scale, add) is one
+ * source: each name is listed once, at its first appearance, in both forms. */
+Test(fusion_report, sources_listed_once) {
+  kiln_kprogram *p = neg_program();
+  static const char *srcs[] = {"gemm", "x", "gemm", NULL, "x", NULL, "relu"};
+  p->kernels[0].n_sources = 7;
+  p->kernels[0].sources = srcs;
+  char *j = report(p, KILN_REPORT_JSON), *t = report(p, KILN_REPORT_TEXT);
+  cr_expect(strstr(j, "\"sources\": [\"gemm\", \"x\", \"\", \"relu\"]"), "%s", j);
+  cr_expect(strstr(t, "k0_neg <- gemm, x, ?, relu\n"), "%s", t);
+  free(j);
+  free(t);
+  kiln_ir_kprogram_destroy(p);
+}

@@ -35,7 +35,7 @@ Test(ir_verify, wrong_shape_names_node_id_name_and_op) {
   kiln_graph *g = build_every_op_graph();
   int32_t v = find(g, "matmul");
   g->nodes[v].shape.dims[1] = 5;
-  char id[16];
+  char id[24]; /* "node %" and any int32 */
   snprintf(id, sizeof id, "node %%%d", v);
   expect_fail(g, KILN_ERR_SHAPE, id, "'matmul' (dot)");
   kiln_ir_graph_destroy(g);
