@@ -53,6 +53,7 @@ typedef struct lower_ctx {
   uint8_t *feeds_buffer_op; /* per node: an operand of a GEMM or opaque kernel */
   uint8_t *in_group;     /* scratch of grow_epilogue, all 0 between calls */
   uint8_t *view_mode;    /* per GEMM dot: operands read as their own buffers (dot_views) */
+  uint8_t *prologue;     /* per node: a GEMM dot's A operand its pack computes (no buffer) */
   uint8_t *cheap;        /* per node: an inlined index map over buffers (recomputable) */
   uint8_t *idx_state;    /* per gather node: 0 not looked at, 1 constant indices all in
                             range (no run-time check), 2 needs a run-time check */
@@ -307,13 +308,84 @@ static double window_reuse(lower_ctx *c, int32_t w) {
   return taps;
 }
 
+/* Columns of the im2col matrix packed per tile: a tile of k x tile_n elements stays
+ * within about this many bytes, in whole output rows (the epilogue runs per row). */
+#define PACK_TILE_BYTES (1024 * 1024)
+
+/* GEMM prologue: dot v's A operand, when it is an elementwise op (a cast, an activation)
+ * that only v reads, is computed by the GEMM kernel's pack sub-kernel (pack_a, one tile:
+ * dot_prologue) instead of by a kernel of its own writing a buffer: each element once,
+ * into a scratch tile that stays in cache. Only where A is the operand itself, read
+ * densely as one [m, k] matrix (no batch loop, no transpose) of at most PACK_TILE_BYTES,
+ * on the CPU (the CUDA renderer has no pack_a), and not where the product's output is
+ * sunk into a permute (its views are chosen later). Otherwise the operand is a buffer,
+ * and the report says why. */
+/* The first node of u's expression, as a prologue would inline it, that is neither
+ * elementwise nor movement nor certain to have a buffer (a reduction, a window, a direct
+ * contraction: a softmax feeding attention's second product stays one row kernel), or -1.
+ * depth bounds the walk (-2 when it runs out). */
+static int32_t prologue_blocker(lower_ctx *c, int32_t u, int depth) {
+  const kiln_graph *g = c->g;
+  kiln_category cat = cat_of(g, u);
+  if (cat == KILN_CAT_LEAF || c->is_output[u] || is_gemm(g, u) || cat == KILN_CAT_OPAQUE || c->epi_sink[u] >= 0 ||
+      c->epi_of[u] >= 0)
+    return -1; /* a buffer: an input, a constant, a GEMM's or its epilogue's output */
+  if (cat != KILN_CAT_ELEMENTWISE && cat != KILN_CAT_MOVEMENT) return c->n_cons[u] > 1 ? -1 : u;
+  if (depth > 32) return -2;
+  for (int32_t j = 0; j < g->nodes[u].n_in; j++) {
+    int32_t b = prologue_blocker(c, g->nodes[u].in[j], depth + 1);
+    if (b != -1) return b;
+  }
+  return -1;
+}
+
+static void choose_prologue(lower_ctx *c, int32_t v) {
+  const kiln_graph *g = c->g;
+  const kiln_node *n = &g->nodes[v];
+  for (int32_t j = 0; j < 2; j++) {
+    int32_t u = n->in[j];
+    if (cat_of(g, u) != KILN_CAT_ELEMENTWISE || c->is_output[u] || c->n_cons[u] != 1 || c->epi_of[u] >= 0 ||
+        c->epi_sink[u] >= 0 || n->in[1 - j] == u)
+      continue;
+    const char *why = NULL;
+    int32_t w = first_consumer(c, v);
+    kiln_pass_view cv, av, bv;
+    kiln_gemm_desc gd;
+    kiln_pass_view_dense(&cv, v, &n->shape);
+    int32_t blocker = j == 0 ? prologue_blocker(c, u, 0) : -1;
+    char buf[96];
+    if (j == 1) why = "it is the GEMM's B operand (prologues are fused into A)";
+    else if (c->t->target != KILN_TARGET_CPU) why = "the target has no GEMM prologue";
+    else if (blocker == -2) why = "its expression is too deep";
+    else if (blocker >= 0) {
+      snprintf(buf, sizeof buf, "its expression holds a %s", kiln_op_name(g->nodes[blocker].op));
+      why = buf;
+    }
+    else if (g->nodes[u].dtype != n->dtype) why = "its dtype is not the product's";
+    else if (!c->is_output[v] && c->n_cons[v] == 1 && w >= 0 &&
+             (g->nodes[w].op == KILN_OP_permute || g->nodes[w].op == KILN_OP_reshape))
+      why = "the product's output may be sunk into a layout change";
+    else if (!dot_views(c, v, &cv, &av, &bv, &gd) || av.base != u || gd.n_batch != 0 || gd.trans_a ||
+             gd.a_off != 0 || gd.lda != gd.k || gd.k <= 0 || gd.m <= 0)
+      why = "the product has batch loops or reads A through a view";
+    else if (gd.m * gd.k * (int64_t)kiln_dtype_size(n->dtype) > PACK_TILE_BYTES)
+      why = "A is larger than one pack tile (1 MiB)";
+    if (why) {
+      refuse(c, u, v, "%s as a GEMM operand is materialized: %s", kiln_op_name(g->nodes[u].op), why);
+      continue;
+    }
+    c->prologue[u] = 1;
+    c->feeds_buffer_op[u] = 0;
+  }
+}
+
 static void decide_materialized(lower_ctx *c) {
   const kiln_graph *g = c->g;
   int32_t n = g->n_nodes;
   bool full = c->t->fusion == KILN_FUSION_FULL, none = c->t->fusion == KILN_FUSION_NONE;
   for (int32_t i = 0; i < n; i++)
     c->n_cons[i] = 0, c->feeds_buffer_op[i] = 0, c->epi_sink[i] = -1, c->epi_of[i] = -1,
-    c->sunk_to[i] = -1, c->sunk_by[i] = -1, c->mat[i] = 0, c->cheap[i] = 0;
+    c->sunk_to[i] = -1, c->sunk_by[i] = -1, c->mat[i] = 0, c->cheap[i] = 0, c->prologue[i] = 0;
   for (int32_t i = 0; i < n; i++) {
     const kiln_node *nd = &g->nodes[i];
     for (int32_t j = 0; j < nd->n_in; j++) {
@@ -359,6 +431,8 @@ static void decide_materialized(lower_ctx *c) {
   uint8_t *in_group = c->in_group;
   for (int32_t i = 0; full && i < n; i++)
     if (is_gemm(g, i)) grow_epilogue(c, i, in_group);
+  for (int32_t i = 0; full && i < n; i++)
+    if (dot_is_gemm(&g->nodes[i])) choose_prologue(c, i);
   /* First decision per node, then the cost model until nothing changes. */
   for (int32_t i = 0; i < n; i++) {
     const kiln_node *nd = &g->nodes[i];
@@ -1220,6 +1294,8 @@ static int32_t gemm_dst(lower_ctx *c, int32_t v) {
   return dst;
 }
 
+static void dot_prologue(lower_ctx *c, kiln_kernel *k, int32_t v);
+
 static void lower_dot_gemm(lower_ctx *c, int32_t v) {
   const kiln_node *n = &c->g->nodes[v];
   int32_t dst = gemm_dst(c, v);
@@ -1244,16 +1320,23 @@ static void lower_dot_gemm(lower_ctx *c, int32_t v) {
     KILN_ASSERT(ok);
   }
   gd->param_buf = -1;
-  gd->a_buf = buffer_of(c, av.base);
   gd->b_buf = buffer_of(c, bv.base);
   gd->c_buf = c->buf_of[dst];
+  int32_t u = n->in[0];
+  if (c->prologue[u] && !c->mat[u]) {
+    if (av.base != u || gd->n_batch != 0 || gd->trans_a || gd->a_off != 0 || gd->lda != gd->k) {
+      c->user_err = kiln_diag_set(c->d, KILN_ERR_INTERNAL, "GEMM '%s': its prologue's operand is read through a view",
+                                  n->name ? n->name : "?");
+      return;
+    }
+    dot_prologue(c, k, v);
+  } else {
+    gd->a_buf = buffer_of(c, av.base);
+  }
   if (c->epi_sink[v] >= 0) build_epilogue(c, k, v);
   end_kernel(c, k, "gemm");
 }
 
-/* Columns of the im2col matrix packed per tile: a tile of k x tile_n elements stays
- * within about this many bytes, in whole output rows (the epilogue runs per row). */
-#define PACK_TILE_BYTES (1024 * 1024)
 
 /* A GEMM pack's scratch buffers for convolution n: the packed tile (returned; "<n>.col")
  * and the two i64 tile parameters (*par; "<n>.tile"). */
@@ -1266,6 +1349,37 @@ static int32_t pack_scratch(lower_ctx *c, const kiln_node *n, const kiln_shape *
   snprintf(nm, sizeof nm, "%s.tile", n->name);
   *par = new_buffer(c, KILN_BUF_ARENA, KILN_I64, &ps, -1, nm);
   return col;
+}
+
+/* The pack of GEMM dot v's prologue (choose_prologue): A as one tile of m x k (at most
+ * PACK_TILE_BYTES), row r computing row r of the operand (its [m, k] flattening). One
+ * tile, because OpenBLAS runs a product split into tiles of rows slower than the whole
+ * ([4096, 768] x [768, 768] with a cast prologue: 21.8 ms in tiles of 341 rows, 17.9 ms
+ * with the cast as a kernel of its own); the prologue then saves a kernel and keeps the
+ * operand in cache. */
+static void dot_prologue(lower_ctx *c, kiln_kernel *k, int32_t v) {
+  const kiln_node *n = &c->g->nodes[v];
+  int32_t u = n->in[0];
+  const kiln_shape *us = &c->g->nodes[u].shape;
+  kiln_gemm_desc *gd = &k->gemm;
+  int64_t M = gd->m, K = gd->k;
+  int64_t cd[2] = {M, K};
+  kiln_shape cs = kiln_shape_make(2, cd);
+  int32_t par, col = pack_scratch(c, n, &cs, &par);
+  gd->a_buf = col, gd->lda = K, gd->tile_n = M, gd->param_buf = par, gd->pack_a = 1;
+  kiln_kernel *pk = begin_sub(c, col, n->dtype, &cs);
+  if (!pk) return;
+  int32_t idx[2], ui[KILN_MAX_RANK];
+  out_vars(c, 2, idx);
+  int32_t row = idx[0];
+  if (us->rank > 1) {
+    kiln_shape m1 = kiln_shape_make(1, &M), lead = kiln_shape_make(us->rank - 1, us->dims);
+    reshape_index(c, &m1, &lead, &row, ui);
+  }
+  ui[us->rank - 1] = idx[1];
+  pk->root = emit(c, u, ui);
+  finish_expr(c, pk);
+  k->pack = pk;
 }
 
 /* The output pixel a k-major pack tile's element stands for (the channels-first pack's,
@@ -1762,7 +1876,7 @@ kiln_status kiln_pass_lower(const kiln_graph *g, const kiln_pass_target *t, kiln
   for (int32_t i = 0; i < n; i++) n_edges += (size_t)g->nodes[i].n_in;
   int32_t *ints = kiln_ir_malloc(g->alloc, sizeof(int32_t) * (nn * 10 + 1 + n_edges) +
                                                sizeof(int32_t) * (size_t)(g->n_consts + 1));
-  uint8_t *bytes = kiln_ir_malloc(g->alloc, nn * 8);
+  uint8_t *bytes = kiln_ir_malloc(g->alloc, nn * 9);
   kiln_status st = KILN_OK;
   if (!c.p || !ints || !bytes) {
     st = kiln_diag_set(d, KILN_ERR_OUT_OF_MEMORY, "out of memory lowering graph '%s'", g->name);
@@ -1779,7 +1893,8 @@ kiln_status kiln_pass_lower(const kiln_graph *g, const kiln_pass_target *t, kiln
   c.idx_state = bytes + 5 * n;
   c.in_group = bytes + 6 * n;
   c.view_mode = bytes + 7 * n;
-  memset(bytes, 0, nn * 8);
+  c.prologue = bytes + 8 * n;
+  memset(bytes, 0, nn * 9);
   for (int32_t i = 0; i < n; i++) c.buf_of[i] = -1, c.cost[i] = 0;
   for (int32_t i = 0; i < g->n_consts; i++) c.const_buf[i] = -1;
   for (int32_t i = 0; i < g->n_outputs; i++) c.is_output[g->outputs[i].node] = 1;
