@@ -327,6 +327,17 @@ static const float sweep_specials[] = {0.0f, -0.0f, INFINITY, -INFINITY, NAN, 1.
                                        -9.0f, 20.0f, 1e30f, -1e30f, FLT_MAX, -FLT_MAX, 0.5f, 2.0f};
 #define N_SPECIALS ((int)(sizeof sweep_specials / sizeof sweep_specials[0]))
 
+/* The optimized LLVM module of p, as text (free it). */
+static char *module_text(const kiln_kprogram *p) {
+  char *text = NULL;
+  size_t n = 0;
+  FILE *f = open_memstream(&text, &n);
+  kiln_diag d = {0};
+  cr_assert_eq(kiln_llvm_print_module(p, f, &d), KILN_OK, "%s", d.msg);
+  fclose(f);
+  return text;
+}
+
 /* p compiled as the JIT does, but rendered with the portable math (the code a target
  * without AVX-512 gets: exp's 2^n scaling as two multiplies instead of vscalefps), so
  * that the sweeps cover both on an AVX-512 host. */
@@ -392,12 +403,7 @@ static void transcendental_sweeps(bool portable) {
     kx_alu(k, sw[s].op, KILN_F32, kx_load(k, p, A, kx_var(k, 0)), -1, -1);
   }
   if (!portable && __builtin_cpu_supports("avx512f")) { /* the loop's exp scales with vscalefps */
-    char *text = NULL;
-    size_t n_text = 0;
-    FILE *f = open_memstream(&text, &n_text);
-    kiln_diag d = {0};
-    cr_assert_eq(kiln_llvm_print_module(p, f, &d), KILN_OK, "%s", d.msg);
-    fclose(f);
+    char *text = module_text(p);
     cr_expect(strstr(text, "llvm.x86.avx512.mask.scalef.ps.512"), "no 16-lane vscalefps in the exp loop");
     free(text);
   }
@@ -443,16 +449,6 @@ Test(llvm_alu, f32_transcendentals_dense_sweeps_portable) { transcendental_sweep
  * by a power of two first where its reciprocal would not be a normal number. Every
  * divisor class (zero, subnormal, tiny, huge, infinite, NaN) against C's division: within
  * 2 ulp, and exact where the quotient is 0, infinite or NaN. */
-static char *module_text(const kiln_kprogram *p) {
-  char *text = NULL;
-  size_t n = 0;
-  FILE *f = open_memstream(&text, &n);
-  kiln_diag d = {0};
-  cr_assert_eq(kiln_llvm_print_module(p, f, &d), KILN_OK, "%s", d.msg);
-  fclose(f);
-  return text;
-}
-
 /* A [R, C] kernel y = x / s[row] of dtype dt, read by `reader` (an op) when not -1. */
 static kiln_kprogram *row_divide_program(kiln_dtype dt, int64_t R, int64_t C, kiln_op reader) {
   kiln_kprogram *p = tp_new();
@@ -469,15 +465,21 @@ static kiln_kprogram *row_divide_program(kiln_dtype dt, int64_t R, int64_t C, ki
   return p;
 }
 
+/* Whether p's optimized module divides vectors (a divide left in a column loop). */
+static void expect_vector_divide(const kiln_kprogram *p, bool want) {
+  char *text = module_text(p);
+  bool has = strstr(text, "fdiv <") != NULL;
+  cr_expect(has == want, "%s", want ? "the divide became a multiply" : "a vector divide is left in the column loop");
+  free(text);
+}
+
 Test(llvm_alu, divide_by_row_value_multiplies_by_reciprocal) {
   static const float divisors[] = {1.0f,    3.0f,     -7.0f,    0.0f,   -0.0f,     1e-40f,  -3e-39f, 1e-45f,
                                    1e-20f,  0x1p-64f, 0x1p-65f, 5e19f,  0x1p64f,   3e38f,   FLT_MAX, INFINITY,
                                    -INFINITY, NAN,    0.1f,     -1e-30f};
   enum { R = (int)(sizeof divisors / sizeof divisors[0]), C = 64 };
   kiln_kprogram *p = row_divide_program(KILN_F32, R, C, (kiln_op)-1);
-  char *text = module_text(p);
-  cr_expect(!strstr(text, "fdiv <"), "a vector divide is left in the column loop");
-  free(text);
+  expect_vector_divide(p, false);
   static float x[R * C], y[R * C];
   static const float xs[] = {1.0f, -2.5f, 0.0f, -0.0f, 1e30f, -1e-30f, 3e38f, 1e-40f, INFINITY, NAN, 7.75f, 1e-10f};
   for (int i = 0; i < R * C; i++) x[i] = i % 16 < 12 ? xs[i % 16] : (float)(i % 97) * 0.37f - 11.0f;
@@ -506,9 +508,7 @@ Test(llvm_alu, divide_by_row_value_multiplies_by_reciprocal) {
 /* A quotient read by exp stays a divide: exp's error grows with its input. */
 Test(llvm_alu, divide_read_by_exp_stays_a_divide) {
   kiln_kprogram *p = row_divide_program(KILN_F32, 4, 64, KILN_OP_exp);
-  char *text = module_text(p);
-  cr_expect(strstr(text, "fdiv <"), "the divide read by exp became a multiply");
-  free(text);
+  expect_vector_divide(p, true);
   kiln_ir_kprogram_destroy(p);
 }
 
@@ -517,9 +517,7 @@ Test(llvm_alu, divide_by_row_value_f64) {
   static const double divisors[] = {1.0, -3.0, 0.0, 1e-310, -4e-320, 1e-300, 1e308, -DBL_MAX, INFINITY, NAN, 0.1};
   enum { R = (int)(sizeof divisors / sizeof divisors[0]), C = 32 };
   kiln_kprogram *p = row_divide_program(KILN_F64, R, C, (kiln_op)-1);
-  char *text = module_text(p);
-  cr_expect(!strstr(text, "fdiv <"), "a vector divide is left in the column loop");
-  free(text);
+  expect_vector_divide(p, false);
   static double x[R * C], y[R * C];
   static const double xs[] = {1.0, -2.5, 0.0, 1e300, -1e-300, 5e-324, 1e-310, INFINITY};
   for (int i = 0; i < R * C; i++) x[i] = i % 16 < 8 ? xs[i % 16] : (double)(i % 97) * 0.37 - 11.0;
