@@ -709,6 +709,33 @@ static LLVMValueRef reduce_init(render *r, kiln_op op, kiln_dtype t) {
   }
 }
 
+/* Row caches (find_row_caches) slide within ROW_CACHE_SLIDE bytes of stack so that each
+ * row's cache sits about 2 KiB past the output row's address modulo 4 KiB: a store and a
+ * later load whose addresses agree in their low 12 bits stall as if dependent (4K
+ * aliasing), and the exp loop stores the cache while it loads the input row (input and
+ * output buffers, page-aligned, agree in those bits). Where the stack happened to put
+ * the cache, softmax [32768, 768] ran 4.99 to 5.70 ms depending on how deep the worker
+ * thread's stack was at the call (padding it by 0, 512, 1024 or 2048 bytes). */
+enum { ROW_CACHE_SLIDE = 4096 };
+
+/* The element pointer (of type et) of row cache red at column v, for the current row. */
+static LLVMValueRef row_cache_at(render *r, int32_t red, LLVMTypeRef et, LLVMValueRef v) {
+  LLVMBuilderRef b = r->b;
+  const kiln_kernel *k = r->k;
+  int32_t rank = k->out.rank;
+  /* the output row's first element: flat index of (row variables, 0) */
+  LLVMValueRef row = ci64(r, 0);
+  for (int32_t d = 0; d + 1 < rank; d++)
+    row = LLVMBuildAdd(b, LLVMBuildMul(b, row, ci64(r, k->out.dims[d]), ""), r->var[d] ? r->var[d] : ci64(r, 0), "");
+  row = LLVMBuildMul(b, row, ci64(r, k->out.dims[rank - 1] * (int64_t)kiln_dtype_size(k->out_dtype)), "");
+  LLVMValueRef out = LLVMBuildAdd(b, LLVMBuildPtrToInt(b, r->base[k->out_buf], r->t_i64, ""), row, "");
+  LLVMValueRef cache = LLVMBuildPtrToInt(b, r->row_buf[red], r->t_i64, "");
+  LLVMValueRef delta = LLVMBuildSub(b, LLVMBuildAdd(b, out, ci64(r, 2048), ""), cache, "");
+  delta = LLVMBuildAnd(b, delta, ci64(r, (ROW_CACHE_SLIDE - 1) & ~63), ""); /* 64-byte aligned */
+  LLVMValueRef p = LLVMBuildInBoundsGEP2(b, r->t_i8, r->row_buf[red], &delta, 1, "");
+  return LLVMBuildInBoundsGEP2(b, et, p, &v, 1, "");
+}
+
 static LLVMValueRef eval_reduce(render *r, const kiln_kx *x) {
   LLVMBuilderRef b = r->b;
   const kiln_kx *src = &r->k->kx[x->a[0]];
@@ -747,11 +774,8 @@ static LLVMValueRef eval_reduce(render *r, const kiln_kx *x) {
   }
   LLVMValueRef val = eval(r, x->a[0]);
   if (!val) return NULL;
-  LLVMValueRef rb = r->row_buf ? r->row_buf[x - r->k->kx] : NULL;
-  if (rb) { /* kept for the column loop, which needs the same values (row_cache) */
-    LLVMValueRef at[2] = {ci64(r, 0), r->var[x->var]};
-    LLVMBuildStore(b, val, LLVMBuildInBoundsGEP2(b, LLVMGetAllocatedType(rb), rb, at, 2, ""));
-  }
+  if (r->row_buf && r->row_buf[x - r->k->kx]) /* kept for the column loop, which needs the same values */
+    LLVMBuildStore(b, val, row_cache_at(r, (int32_t)(x - r->k->kx), LLVMTypeOf(val), r->var[x->var]));
   if (!arg) val = convert(r, val, src->dtype, vdt);
   LLVMValueRef cur = LLVMBuildLoad2(b, vt, acc, "");
   dclass c = dclass_of(vdt);
@@ -895,10 +919,9 @@ static LLVMValueRef eval(render *r, int32_t id) {
   LLVMValueRef v = NULL;
   if (r->row_cached && r->row_cached[id] >= 0) { /* computed by a row reduction already */
     int32_t red = r->row_cached[id];
-    LLVMValueRef rb = r->row_buf[red];
     if (!eval(r, red)) return NULL; /* fills the row's values (before the column loop) */
-    LLVMValueRef at2[2] = {ci64(r, 0), r->var[r->k->out.rank - 1]};
-    v = LLVMBuildLoad2(r->b, ctype(r, x->dtype), LLVMBuildInBoundsGEP2(r->b, LLVMGetAllocatedType(rb), rb, at2, 2, ""), "");
+    LLVMTypeRef et = ctype(r, x->dtype);
+    v = LLVMBuildLoad2(r->b, et, row_cache_at(r, red, et, r->var[r->k->out.rank - 1]), "");
     r->memo[id] = v;
     r->memo_level[id] = r->top;
     r->memo_serial[id] = r->lv[r->top].serial;
@@ -1136,8 +1159,10 @@ static bool find_row_caches(render *r) {
         if (!r->row_cached || !r->row_buf) return false;
         for (int32_t i = 0; i < k->n_kx; i++) r->row_cached[i] = -1, r->row_buf[i] = NULL;
       }
-      if (!r->row_buf[red])
-        r->row_buf[red] = entry_alloca(r, LLVMArrayType2(ctype(r, k->kx[x->a[0]].dtype), (uint64_t)k->out.dims[col]));
+      if (!r->row_buf[red]) { /* 8 bytes an element (the widest register type) and the slide */
+        r->row_buf[red] = entry_alloca(r, LLVMArrayType2(r->t_i8, (uint64_t)k->out.dims[col] * 8 + ROW_CACHE_SLIDE));
+        LLVMSetAlignment(r->row_buf[red], 64);
+      }
       r->row_cached[e] = red;
     }
   }
