@@ -1562,7 +1562,9 @@ static void emit_kernel_call(render *r, LLVMValueRef fn, const call_types *t, LL
     LLVMPositionBuilderAtEnd(b, next);
   } else if (k->kind == KILN_KERNEL_GEMM) {
     snprintf(name, sizeof name, "kiln_gemm%d", i);
-    LLVMValueRef g = desc_global(r, name, &k->gemm, sizeof k->gemm);
+    kiln_gemm_desc gdesc = k->gemm;
+    gdesc.n_bufs = r->p->n_buffers; /* for the runtime's per-worker copies of bufs */
+    LLVMValueRef g = desc_global(r, name, &gdesc, sizeof gdesc);
     if (k->pack || k->epilogue) { /* sub-kernels rendered as kiln_k<i>_pack / _epilogue */
       char sub[48];
       snprintf(sub, sizeof sub, "kiln_k%d_pack", i);

@@ -407,6 +407,10 @@ typedef struct kiln_gemm_desc {
   /* Fused epilogue (the kernel's `epilogue` sub-kernel, when set): run over the output
    * rows of each finished tile; epi_last = the epilogue domain's last extent. */
   int64_t epi_last;
+  /* The program's buffer count, set by the CPU backend where it embeds the descriptor (0:
+   * unknown): the runtime then runs packed tiles in parallel, each worker with its own
+   * copy of bufs pointing the tile and parameter buffers at scratch of its own. */
+  int32_t n_bufs;
 } kiln_gemm_desc;
 
 typedef struct kiln_kernel {

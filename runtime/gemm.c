@@ -9,6 +9,8 @@
  */
 #include "rt.h"
 
+#include <stdatomic.h>
+#include <stdlib.h>
 #include <string.h>
 #ifdef KILN_HAVE_OPENBLAS
 #include <cblas.h>
@@ -187,6 +189,57 @@ static void epilogue_of_batch(const gemm_job *j, int64_t t, bool parallel, kiln_
   run_epilogue(pool, j->g, j->epi, j->bufs, t, 0, j->g->m, 0, j->g->n, parallel);
 }
 
+#ifdef KILN_HAVE_OPENBLAS
+/* One product split over the pool: OpenBLAS runs single-threaded inside Kiln's calls
+ * (kiln_rt_gemm_fused pins it), so the pool is the only set of threads and OpenBLAS's own
+ * never spin beside it (they did when the two alternated, kernel after kernel: resnet18's
+ * median 33 ms against 27). Each worker multiplies a band of C: rows (A's rows, then the
+ * epilogue on them while they are in cache) when m >= n, else columns (B's columns; the
+ * epilogue after the whole product, as its rows span the bands). */
+typedef struct split_job {
+  const gemm_job *j;
+  int64_t t;
+  bool by_rows;
+} split_job;
+
+/* Below this many rows (columns) per thread, or GEMM_SMALL_FLOPS multiply-adds in all, a
+ * product runs on one thread. */
+#define GEMM_SPLIT_MIN 16
+
+static void split_fn(void **ctx, int64_t begin, int64_t end) {
+  const split_job *s = ctx[0];
+  const gemm_job *j = s->j;
+  const kiln_gemm_desc *g = j->g;
+  char *a, *b, *c;
+  batch_ptrs(j, s->t, &a, &b, &c);
+  kiln_gemm_desc part = *g;
+  gemm_job pj = *j;
+  pj.g = &part;
+  part.n_batch = 0;
+  int64_t es = (int64_t)j->es;
+  if (s->by_rows) {
+    part.m = end - begin;
+    pj.a = a + (g->trans_a ? begin : begin * g->lda) * es, pj.b = b, pj.c = c + begin * g->ldc * es;
+  } else {
+    part.n = end - begin;
+    pj.a = a, pj.b = b + (g->trans_b ? begin * g->ldb : begin) * es, pj.c = c + begin * es;
+  }
+  gemm_one(&pj, 0);
+  if (j->epi && s->by_rows) run_epilogue(NULL, g, j->epi, j->bufs, s->t, begin, end - begin, 0, g->n, false);
+}
+
+static bool split_product(kiln_rt_pool *pool, const gemm_job *j, int64_t t, int threads) {
+  const kiln_gemm_desc *g = j->g;
+  split_job s = {j, t, g->m >= g->n};
+  int64_t extent = s.by_rows ? g->m : g->n;
+  if (extent / threads < GEMM_SPLIT_MIN || g->m * g->n * g->k < GEMM_SMALL_FLOPS) return false;
+  void *ctx[1] = {&s};
+  kiln_rt_parallel_for(pool, split_fn, ctx, extent, (extent + threads - 1) / threads);
+  if (j->epi && !s.by_rows) epilogue_of_batch(j, t, true, pool);
+  return true;
+}
+#endif
+
 /* Every product of job j (nb batches), threaded as the sizes suggest; with an epilogue,
  * each product's epilogue runs right after it. */
 static void run_products(kiln_rt_pool *pool, const gemm_job *j, int64_t nb) {
@@ -201,12 +254,10 @@ static void run_products(kiln_rt_pool *pool, const gemm_job *j, int64_t nb) {
 #ifdef KILN_HAVE_OPENBLAS
   int64_t macs = g->m * g->n * g->k;
   if (nb > 1 && threads > 1 && macs < GEMM_SMALL_FLOPS && nb * macs >= GEMM_POOL_MIN_FLOPS) {
-    int saved = openblas_get_num_threads();
-    openblas_set_num_threads(1);
     kiln_rt_parallel_for(pool, gemm_batches_fn, ctx, nb, 1);
-    openblas_set_num_threads(saved);
   } else {
-    for (int64_t t = 0; t < nb; t++) { /* OpenBLAS threads each product */
+    for (int64_t t = 0; t < nb; t++) {
+      if (threads > 1 && split_product(pool, j, t, threads)) continue;
       gemm_one(j, t);
       if (j->epi) epilogue_of_batch(j, t, true, pool);
     }
@@ -232,12 +283,112 @@ static gemm_job make_job(const kiln_gemm_desc *g, int32_t dtype, void **bufs, ki
   return j;
 }
 
+/* A GEMM with a pack: its tiles (A's rows with pack_a, else B's columns; tile_n each, per
+ * batch) are packed into the scratch buffer, multiplied, and given the epilogue one at a
+ * time. With a pool of two or more threads and several tiles, whole tiles run in parallel
+ * instead (tiles_fn), each worker packing, multiplying with a one-thread OpenBLAS, and
+ * running the epilogue on its own: a product of a few hundred rows is too small for
+ * OpenBLAS's threads (resnet18's 56x56 3x3 convolutions: tiles of 448 pixel rows x 64
+ * x 576 took 0.29 ms with two OpenBLAS threads, 0.27 ms with one), and the three phases'
+ * hand-offs between the pool and OpenBLAS cost more than the work. Each worker gets a
+ * copy of bufs whose tile and parameter buffers point at scratch of its own. */
+enum { TILE_SLOTS = 64 };
+
+typedef struct tile_ctx {
+  const gemm_job *j;
+  kiln_rt_kernel_fn pack, epi;
+  int64_t extent, per_batch; /* rows (pack_a) or columns tiled, and tiles per batch */
+  int n_slots;
+  atomic_int busy[TILE_SLOTS];
+  void **slot[TILE_SLOTS];   /* per worker: bufs, then its tile and parameters */
+} tile_ctx;
+
+/* Tile i (batch i / per_batch): pack, multiply, epilogue. parallel: each phase on the
+ * pool and OpenBLAS's threads; else all on the caller. */
+static void run_tile(const tile_ctx *tc, void **bufs, int64_t i, kiln_rt_pool *pool, bool parallel) {
+  const gemm_job *j = tc->j;
+  const kiln_gemm_desc *g = j->g;
+  int64_t t = i / tc->per_batch, p0 = i % tc->per_batch * g->tile_n;
+  int64_t tp = tc->extent - p0 < g->tile_n ? tc->extent - p0 : g->tile_n;
+  int64_t *par = bufs[g->param_buf];
+  par[0] = t, par[1] = p0;
+  bool k_major = !g->pack_a || g->trans_a; /* the packed tile is [k, tile_n], else [tile_n, k] */
+  int64_t last = g->pack_last > 0 ? g->pack_last : k_major ? g->tile_n : g->k;
+  int64_t rows = k_major ? g->k * (g->tile_n / last) : g->tile_n * (g->k / last);
+  if (parallel) kiln_rt_parallel_for(pool, tc->pack, bufs, rows, 16384 / last + 1);
+  else tc->pack(bufs, 0, rows);
+  kiln_gemm_desc tile = *g;
+  gemm_job tj = *j;
+  tj.g = &tile;
+  tj.epi = NULL;
+  tile.n_batch = 0;
+  if (g->pack_a) {
+    /* A's rows [p0, p0 + tp) into C's rows */
+    tile.m = tp;
+    tile.lda = k_major ? g->tile_n : g->k;
+    tj.a = (char *)bufs[g->a_buf];
+    tj.b = j->b + batch_offset(g, t, g->b_bstride) * (int64_t)j->es;
+    tj.c = j->c + (batch_offset(g, t, g->c_bstride) + p0 * g->ldc) * (int64_t)j->es;
+  } else {
+    /* B's columns [p0, p0 + tp) into C's columns */
+    tile.n = tp;
+    tile.ldb = g->tile_n, tile.trans_b = 0;
+    tj.a = j->a + batch_offset(g, t, g->a_bstride) * (int64_t)j->es;
+    tj.b = (char *)bufs[g->b_buf];
+    tj.c = j->c + (batch_offset(g, t, g->c_bstride) + p0) * (int64_t)j->es;
+  }
+  if (parallel) run_products(pool, &tj, 1);
+  else gemm_one(&tj, 0);
+  if (!tc->epi) return;
+  if (g->pack_a) run_epilogue(pool, g, tc->epi, bufs, t, p0, tp, 0, g->n, parallel);
+  else run_epilogue(pool, g, tc->epi, bufs, t, 0, g->m, p0, tp, parallel);
+}
+
+/* parallel_for body over tiles: bufs[0] is the tile_ctx; a free worker slot is claimed
+ * for the chunk (at most n_slots chunks run at once: one per pool thread). */
+static void tiles_fn(void **ctx, int64_t begin, int64_t end) {
+  tile_ctx *tc = ctx[0];
+  int s = 0;
+  for (;; s = (s + 1) % tc->n_slots)
+    if (atomic_exchange(&tc->busy[s], 1) == 0) break;
+  for (int64_t i = begin; i < end; i++) run_tile(tc, tc->slot[s], i, NULL, false);
+  atomic_store(&tc->busy[s], 0);
+}
+
+static void free_slots(tile_ctx *tc) {
+  for (int s = 0; s < tc->n_slots; s++) free(tc->slot[s]);
+  tc->n_slots = 0;
+}
+
+/* n worker slots: a copy of bufs (with the error word after the buffers), the tile
+ * (64-byte aligned) and the two parameters, in one allocation each. False when out of
+ * memory (the tiles then run one at a time on the program's own scratch). */
+static bool tile_slots(tile_ctx *tc, void **bufs, int n) {
+  const kiln_gemm_desc *g = tc->j->g;
+  size_t nb = (size_t)g->n_bufs + 1, ptrs = (nb * sizeof(void *) + 63) / 64 * 64;
+  size_t tile = ((size_t)g->tile_n * (size_t)g->k * tc->j->es + 63) / 64 * 64;
+  for (tc->n_slots = 0; tc->n_slots < n; tc->n_slots++) {
+    char *mem = aligned_alloc(64, ptrs + tile + 64);
+    if (!mem) {
+      free_slots(tc);
+      return false;
+    }
+    void **b = (void **)mem;
+    memcpy(b, bufs, nb * sizeof(void *));
+    b[g->pack_a ? g->a_buf : g->b_buf] = mem + ptrs;
+    b[g->param_buf] = mem + ptrs + tile;
+    tc->slot[tc->n_slots] = b;
+    atomic_init(&tc->busy[tc->n_slots], 0);
+  }
+  return true;
+}
+
 void kiln_rt_gemm(kiln_rt_pool *pool, const kiln_gemm_desc *g, int32_t dtype, void **bufs) {
   kiln_rt_gemm_fused(pool, g, dtype, bufs, NULL, NULL);
 }
 
-void kiln_rt_gemm_fused(kiln_rt_pool *pool, const kiln_gemm_desc *g, int32_t dtype, void **bufs, kiln_rt_kernel_fn pack,
-                        kiln_rt_kernel_fn epi) {
+static void gemm_fused(kiln_rt_pool *pool, const kiln_gemm_desc *g, int32_t dtype, void **bufs, kiln_rt_kernel_fn pack,
+                       kiln_rt_kernel_fn epi) {
   KILN_ASSERT(dtype == KILN_F32 || dtype == KILN_F64);
   KILN_ASSERT(g->n_batch >= 0 && g->n_batch <= 2);
   int64_t nb = 1;
@@ -249,51 +400,36 @@ void kiln_rt_gemm_fused(kiln_rt_pool *pool, const kiln_gemm_desc *g, int32_t dty
     return;
   }
   KILN_ASSERT(g->tile_n > 0 && g->param_buf >= 0);
-  int64_t *par = bufs[g->param_buf];
-  bool k_major = !g->pack_a || g->trans_a; /* the packed tile is [k, tile_n], else [tile_n, k] */
-  int64_t last = g->pack_last > 0 ? g->pack_last : k_major ? g->tile_n : g->k;
-  if (g->pack_a) {
-    /* A packed tile by tile: per (batch, row tile) pack tile_n rows of A into the scratch
-     * buffer, multiply them into C's rows [i0, i0 + tm), then run the epilogue on those
-     * rows. */
-    for (int64_t t = 0; t < nb; t++)
-      for (int64_t i0 = 0; i0 < g->m; i0 += g->tile_n) {
-        int64_t tm = g->m - i0 < g->tile_n ? g->m - i0 : g->tile_n;
-        par[0] = t, par[1] = i0;
-        int64_t rows = k_major ? g->k * (g->tile_n / last) : g->tile_n * (g->k / last);
-        kiln_rt_parallel_for(pool, pack, bufs, rows, 16384 / last + 1);
-        kiln_gemm_desc tile = *g;
-        tile.m = tm, tile.n_batch = 0;
-        tile.lda = k_major ? g->tile_n : g->k;
-        gemm_job tj = j;
-        tj.g = &tile;
-        tj.epi = NULL;
-        tj.a = (char *)bufs[g->a_buf];
-        tj.b = j.b + batch_offset(g, t, g->b_bstride) * (int64_t)j.es;
-        tj.c = j.c + (batch_offset(g, t, g->c_bstride) + i0 * g->ldc) * (int64_t)j.es;
-        run_products(pool, &tj, 1);
-        if (epi) run_epilogue(pool, g, epi, bufs, t, i0, tm, 0, g->n, true);
-      }
+  /* a small product runs on the caller alone: each hand-off to the pool costs more than
+   * its share of the work (the cnn example's 16-channel convolutions, 2.4 M multiply-adds:
+   * 0.61 ms for the model split over two threads, 0.35 ms on one) */
+  if (nb * g->m * g->n * g->k < GEMM_SMALL_FLOPS) pool = NULL;
+  tile_ctx tc = {&j, pack, epi, g->pack_a ? g->m : g->n, 0, 0, {0}, {NULL}};
+  tc.per_batch = (tc.extent + g->tile_n - 1) / g->tile_n;
+  int64_t n_tiles = nb * tc.per_batch;
+  int threads = kiln_rt_pool_threads(pool);
+#ifdef KILN_HAVE_OPENBLAS
+  if (threads > 1 && n_tiles > 1 && g->n_bufs > 0 && tile_slots(&tc, bufs, threads < TILE_SLOTS ? threads : TILE_SLOTS)) {
+    void *ctx[1] = {&tc};
+    kiln_rt_parallel_for(pool, tiles_fn, ctx, n_tiles, 1);
+    free_slots(&tc);
     return;
   }
-  /* B packed tile by tile: per (batch, column tile) pack it into the scratch buffer,
-   * multiply into C's columns [j0, j0 + tn), then run the epilogue on those columns. */
-  for (int64_t t = 0; t < nb; t++)
-    for (int64_t j0 = 0; j0 < g->n; j0 += g->tile_n) {
-      int64_t tn = g->n - j0 < g->tile_n ? g->n - j0 : g->tile_n;
-      par[0] = t, par[1] = j0;
-      int64_t rows = g->k * (g->tile_n / last);
-      kiln_rt_parallel_for(pool, pack, bufs, rows, 16384 / last + 1);
-      kiln_gemm_desc tile = *g;
-      tile.n = tn, tile.n_batch = 0;
-      tile.ldb = g->tile_n, tile.trans_b = 0;
-      gemm_job tj = j;
-      tj.g = &tile;
-      tj.epi = NULL;
-      tj.a = j.a + batch_offset(g, t, g->a_bstride) * (int64_t)j.es;
-      tj.b = (char *)bufs[g->b_buf];
-      tj.c = j.c + (batch_offset(g, t, g->c_bstride) + j0) * (int64_t)j.es;
-      run_products(pool, &tj, 1);
-      if (epi) run_epilogue(pool, g, epi, bufs, t, 0, g->m, j0, tn, true);
-    }
+#endif
+  (void)threads;
+  for (int64_t i = 0; i < n_tiles; i++) run_tile(&tc, bufs, i, pool, true);
+}
+
+void kiln_rt_gemm_fused(kiln_rt_pool *pool, const kiln_gemm_desc *g, int32_t dtype, void **bufs, kiln_rt_kernel_fn pack,
+                        kiln_rt_kernel_fn epi) {
+#ifdef KILN_HAVE_OPENBLAS
+  /* Kiln's pool threads every product (split_product, tiles_fn, gemm_batches_fn); OpenBLAS
+   * runs on the calling thread, and gets its setting back for the rest of the process. */
+  int saved = openblas_get_num_threads();
+  openblas_set_num_threads(1);
+  gemm_fused(pool, g, dtype, bufs, pack, epi);
+  openblas_set_num_threads(saved);
+#else
+  gemm_fused(pool, g, dtype, bufs, pack, epi);
+#endif
 }

@@ -17,7 +17,9 @@
 
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdlib.h>
+#include <time.h>
 #include <unistd.h>
 
 struct kiln_rt_pool {
@@ -38,7 +40,54 @@ struct kiln_rt_pool {
   int64_t n, chunk, n_chunks;
   atomic_int_fast64_t next;    /* next chunk to hand out */
   atomic_int_fast64_t left;    /* chunks not finished yet */
+  atomic_uint_fast64_t gen_seen; /* generation, readable without the lock (spin_until) */
+  atomic_int_fast64_t last_job_ns; /* how long the last job took (whether to spin) */
+  atomic_int stopping;           /* stop, likewise */
 };
+
+/* A thread about to sleep on a condition variable first spins for about SPIN_NS on a
+ * lock-free copy of the condition, when jobs are short: small kernels follow each other
+ * within microseconds, and a sleeping thread takes far longer to wake (a futex wake, and
+ * on a virtual machine an idle virtual CPU to resume). With the spin, at 2 threads: the
+ * cnn example 0.44 -> 0.30 ms, MobileNetV2 9.1 -> 5.9 ms. After a long job the threads
+ * sleep at once: spinning beside one slowed softmax [32768, 768] (5.6 -> 6.3 ms) though
+ * the hand-off there is a small part of the time. */
+enum { SPIN_NS = 100 * 1000, SPIN_AFTER_JOBS_UNDER_NS = 1000 * 1000 };
+
+static int64_t now_ns(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
+}
+
+static inline void cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#endif
+}
+
+/* Spins until done(p, arg) or SPIN_NS pass; true when done. */
+static bool spin_until(kiln_rt_pool *p, bool (*done)(kiln_rt_pool *, uint64_t), uint64_t arg) {
+  int64_t deadline = 0;
+  for (int i = 0;; i++) {
+    if (done(p, arg)) return true;
+    cpu_relax();
+    if ((i & 63) == 0) {
+      int64_t t = now_ns();
+      if (!deadline) deadline = t + SPIN_NS;
+      else if (t > deadline) return false;
+    }
+  }
+}
+
+static bool new_job_or_stop(kiln_rt_pool *p, uint64_t seen) {
+  return atomic_load_explicit(&p->gen_seen, memory_order_acquire) != seen || atomic_load(&p->stopping);
+}
+
+static bool job_done(kiln_rt_pool *p, uint64_t unused) {
+  (void)unused;
+  return atomic_load(&p->left) == 0;
+}
 
 typedef struct job {
   kiln_rt_kernel_fn fn;
@@ -66,6 +115,11 @@ static void *worker_main(void *arg) {
   uint64_t seen = 0;
   pthread_mutex_lock(&p->mu);
   for (;;) {
+    if (!p->stop && p->generation == seen) {
+      pthread_mutex_unlock(&p->mu);
+      if (atomic_load(&p->last_job_ns) < SPIN_AFTER_JOBS_UNDER_NS) spin_until(p, new_job_or_stop, seen);
+      pthread_mutex_lock(&p->mu);
+    }
     while (!p->stop && p->generation == seen) pthread_cond_wait(&p->work_cv, &p->mu);
     if (p->stop) break;
     seen = p->generation;
@@ -92,6 +146,9 @@ kiln_rt_pool *kiln_rt_pool_create(const kiln_allocator *a, int threads) {
   *p = (kiln_rt_pool){.alloc = a, .threads = threads};
   atomic_init(&p->next, 0);
   atomic_init(&p->left, 0);
+  atomic_init(&p->gen_seen, 0);
+  atomic_init(&p->last_job_ns, 0);
+  atomic_init(&p->stopping, 0);
   pthread_mutex_init(&p->run_mu, NULL);
   pthread_mutex_init(&p->mu, NULL);
   pthread_cond_init(&p->work_cv, NULL);
@@ -116,6 +173,7 @@ void kiln_rt_pool_destroy(kiln_rt_pool *p) {
   if (!p) return;
   pthread_mutex_lock(&p->mu);
   p->stop = 1;
+  atomic_store(&p->stopping, 1);
   pthread_cond_broadcast(&p->work_cv);
   pthread_mutex_unlock(&p->mu);
   for (int i = 0; i < p->n_workers; i++) pthread_join(p->workers[i], NULL);
@@ -143,6 +201,7 @@ void kiln_rt_parallel_for(kiln_rt_pool *p, kiln_rt_kernel_fn fn, void **bufs, in
   if (chunk < grain) chunk = grain;
   job j = {fn, bufs, n, chunk, (n + chunk - 1) / chunk};
 
+  int64_t start = now_ns();
   pthread_mutex_lock(&p->mu);
   while (p->active > 0) pthread_cond_wait(&p->done_cv, &p->mu); /* late joiners of the last job */
   p->fn = fn;
@@ -153,13 +212,16 @@ void kiln_rt_parallel_for(kiln_rt_pool *p, kiln_rt_kernel_fn fn, void **bufs, in
   atomic_store(&p->next, 0);
   atomic_store(&p->left, j.n_chunks);
   p->generation++;
+  atomic_store_explicit(&p->gen_seen, p->generation, memory_order_release);
   pthread_cond_broadcast(&p->work_cv);
   pthread_mutex_unlock(&p->mu);
 
   run_chunks(p, &j);
 
+  if (now_ns() - start < SPIN_AFTER_JOBS_UNDER_NS) spin_until(p, job_done, 0);
   pthread_mutex_lock(&p->mu);
   while (atomic_load(&p->left) > 0) pthread_cond_wait(&p->done_cv, &p->mu);
+  atomic_store(&p->last_job_ns, now_ns() - start);
   pthread_mutex_unlock(&p->mu);
   pthread_mutex_unlock(&p->run_mu);
 }
