@@ -723,10 +723,15 @@ static LLVMValueRef row_cache_at(render *r, int32_t red, LLVMTypeRef et, LLVMVal
   LLVMBuilderRef b = r->b;
   const kiln_kernel *k = r->k;
   int32_t rank = k->out.rank;
-  /* the output row's first element: flat index of (row variables, 0) */
+  /* the output row's first element: flat index of (row variables, 0), counting only the
+   * variables the reduction depends on: they are bound wherever its cache is used (the
+   * reduction may sit outside loops it does not depend on), and the store and the loads
+   * of one row must agree on the slide */
   LLVMValueRef row = ci64(r, 0);
-  for (int32_t d = 0; d + 1 < rank; d++)
-    row = LLVMBuildAdd(b, LLVMBuildMul(b, row, ci64(r, k->out.dims[d]), ""), r->var[d] ? r->var[d] : ci64(r, 0), "");
+  for (int32_t d = 0; d + 1 < rank; d++) {
+    bool used = d < 64 && (r->dep[red] & (1ull << d)) && r->var[d];
+    row = LLVMBuildAdd(b, LLVMBuildMul(b, row, ci64(r, k->out.dims[d]), ""), used ? r->var[d] : ci64(r, 0), "");
+  }
   row = LLVMBuildMul(b, row, ci64(r, k->out.dims[rank - 1] * (int64_t)kiln_dtype_size(k->out_dtype)), "");
   LLVMValueRef out = LLVMBuildAdd(b, LLVMBuildPtrToInt(b, r->base[k->out_buf], r->t_i64, ""), row, "");
   LLVMValueRef cache = LLVMBuildPtrToInt(b, r->row_buf[red], r->t_i64, "");
