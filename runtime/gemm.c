@@ -2,10 +2,12 @@
  * C[m,n] = op(A)[m,k] * op(B)[k,n] over up to two batch loops with element strides
  * (a stride may be 0 for a broadcast operand). f32 and f64 only.
  *
- * With OpenBLAS (KILN_HAVE_OPENBLAS) each matrix product is one cblas_?gemm call. Threads:
- * one big product lets OpenBLAS use its own threads; many small ones are spread over the
- * Kiln pool with OpenBLAS pinned to one thread for the duration, so the two never
- * oversubscribe the cores. Without OpenBLAS a plain C loop, parallel over rows.
+ * With OpenBLAS (KILN_HAVE_OPENBLAS) each matrix product is cblas_?gemm calls. Threads:
+ * Kiln's pool alone, with OpenBLAS pinned to one thread inside Kiln's calls (its setting is
+ * restored after): a big product is split into bands of rows or columns (split_product),
+ * a packed GEMM's tiles run in parallel (tiles_fn), many small products are spread over
+ * the pool (gemm_batches_fn), and a small product runs on the caller. Without OpenBLAS a
+ * plain C loop, parallel over rows.
  */
 #include "rt.h"
 

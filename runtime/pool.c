@@ -9,9 +9,11 @@
  * kernel, or a second thread sharing the pool) runs its range serially on its own thread,
  * which is always correct and never deadlocks.
  *
- * OpenBLAS keeps its own threads; the pool never calls it. kiln_rt_gemm (gemm.c) decides
- * per call whether OpenBLAS threads a single big GEMM or the pool spreads small batched
- * GEMMs with OpenBLAS pinned to one thread, so the two never oversubscribe the cores.
+ * A thread about to sleep first spins briefly when jobs are short (spin_until), so that
+ * back-to-back small kernels do not pay a wake-up each.
+ *
+ * GEMMs (gemm.c) thread on this pool too, with OpenBLAS pinned to one thread inside
+ * Kiln's calls, so OpenBLAS's own threads never compete with the pool's.
  */
 #include "rt.h"
 
