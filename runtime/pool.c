@@ -45,16 +45,18 @@ struct kiln_rt_pool {
   atomic_uint_fast64_t gen_seen; /* generation, readable without the lock (spin_until) */
   atomic_int_fast64_t last_job_ns; /* how long the last job took (whether to spin) */
   atomic_int stopping;           /* stop, likewise */
+  int64_t spin_ns;               /* how long a thread spins before it sleeps (0: never) */
 };
 
-/* A thread about to sleep on a condition variable first spins for about SPIN_NS on a
- * lock-free copy of the condition, when jobs are short: small kernels follow each other
- * within microseconds, and a sleeping thread takes far longer to wake (a futex wake, and
- * on a virtual machine an idle virtual CPU to resume). With the spin, at 2 threads: the
- * cnn example 0.44 -> 0.30 ms, MobileNetV2 9.1 -> 5.9 ms. After a long job the threads
- * sleep at once: spinning beside one slowed softmax [32768, 768] (5.6 -> 6.3 ms) though
- * the hand-off there is a small part of the time. */
-enum { SPIN_NS = 100 * 1000, SPIN_AFTER_JOBS_UNDER_NS = 1000 * 1000 };
+/* A thread about to sleep on a condition variable first spins for up to spin_ns (100 us;
+ * $KILN_POOL_SPIN_US sets it, 0 turns spinning off) on a lock-free copy of the
+ * condition, when jobs are short: small kernels follow each other within microseconds,
+ * and a sleeping thread takes far longer to wake (a futex wake, and on a virtual machine
+ * an idle virtual CPU to resume). With the spin, at 2 threads, together with the GEMM
+ * threading of gemm.c: the cnn example 0.39 -> 0.29 ms, MobileNetV2 8.6 -> 6.0 ms. After
+ * a job of a millisecond or more the threads sleep at once: the wake-up is then a small
+ * part of the time, and spinning would only burn the core. */
+enum { DEFAULT_SPIN_NS = 100 * 1000, SPIN_AFTER_JOBS_UNDER_NS = 1000 * 1000 };
 
 static int64_t now_ns(void) {
   struct timespec t;
@@ -68,15 +70,16 @@ static inline void cpu_relax(void) {
 #endif
 }
 
-/* Spins until done(p, arg) or SPIN_NS pass; true when done. */
+/* Spins until done(p, arg) or p->spin_ns pass; true when done. */
 static bool spin_until(kiln_rt_pool *p, bool (*done)(kiln_rt_pool *, uint64_t), uint64_t arg) {
+  if (p->spin_ns <= 0) return false;
   int64_t deadline = 0;
   for (int i = 0;; i++) {
     if (done(p, arg)) return true;
     cpu_relax();
     if ((i & 63) == 0) {
       int64_t t = now_ns();
-      if (!deadline) deadline = t + SPIN_NS;
+      if (!deadline) deadline = t + p->spin_ns;
       else if (t > deadline) return false;
     }
   }
@@ -145,7 +148,13 @@ kiln_rt_pool *kiln_rt_pool_create(const kiln_allocator *a, int threads) {
   }
   kiln_rt_pool *p = kiln_ir_malloc(a, sizeof *p);
   if (!p) return NULL;
-  *p = (kiln_rt_pool){.alloc = a, .threads = threads};
+  *p = (kiln_rt_pool){.alloc = a, .threads = threads, .spin_ns = DEFAULT_SPIN_NS};
+  const char *spin = getenv("KILN_POOL_SPIN_US");
+  if (spin && *spin) {
+    char *end;
+    long us = strtol(spin, &end, 10);
+    if (*end == 0 && us >= 0 && us <= 1000000) p->spin_ns = (int64_t)us * 1000;
+  }
   atomic_init(&p->next, 0);
   atomic_init(&p->left, 0);
   atomic_init(&p->gen_seen, 0);

@@ -1,10 +1,13 @@
 /* test_rt_pool.c - the thread pool: kiln_rt_parallel_for runs every row of [0, n) exactly
  * once, in chunks of at least `grain` (except the last), for many n/grain/thread counts,
- * with no pool, nested inside itself, and from two threads sharing one pool. */
+ * with no pool, nested inside itself, from two threads sharing one pool, and with the
+ * threads spinning before they sleep or not (KILN_POOL_SPIN_US). */
 #include <criterion/criterion.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "../../runtime/rt.h"
 
@@ -130,4 +133,22 @@ Test(pool, two_callers_share_a_pool) {
   for (int i = 0; i < 2; i++)
     for (int r = 0; r < 500; r++) cr_assert_eq(atomic_load(&s[i].c.hits[r]), 50);
   kiln_rt_pool_destroy(p);
+}
+
+/* Threads that spin before they sleep (the default) and threads that never spin
+ * (KILN_POOL_SPIN_US=0) run the same jobs the same way; an invalid value keeps the
+ * default. Short jobs back to back (the spinning case) and long gaps (the sleeping one). */
+Test(pool, spin_settings_keep_every_row_once) {
+  static const char *settings[] = {"0", "50", "100000", "bogus", NULL};
+  for (int s = 0; s < 5; s++) {
+    if (settings[s]) setenv("KILN_POOL_SPIN_US", settings[s], 1);
+    else unsetenv("KILN_POOL_SPIN_US");
+    kiln_rt_pool *p = kiln_rt_pool_create(NULL, 3);
+    cr_assert(p);
+    for (int i = 0; i < 200; i++) check_cover(p, 1 + i * 7 % 997, 1 + i % 5);
+    usleep(2000); /* past any spin: the workers sleep, then wake for the next job */
+    check_cover(p, 4000, 3);
+    kiln_rt_pool_destroy(p);
+  }
+  unsetenv("KILN_POOL_SPIN_US");
 }
