@@ -5,7 +5,6 @@
 
 #include <llvm-c/Transforms/PassBuilder.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -217,9 +216,9 @@ static void add_prefetches(LLVMModuleRef m) {
         if (!pf) pf = LLVMGetIntrinsicDeclaration(m, id, &ptr_t, 1);
         LLVMValueRef next = LLVMGetNextInstruction(i);
         LLVMPositionBuilderBefore(b, next);
-        LLVMValueRef ahead = LLVMConstInt(i64, getenv("KILN_PF_AHEAD") ? atoi(getenv("KILN_PF_AHEAD")) : KILN_LLVM_PREFETCH_AHEAD, 0);
+        LLVMValueRef ahead = LLVMConstInt(i64, KILN_LLVM_PREFETCH_AHEAD, 0);
         LLVMValueRef args[4] = {LLVMBuildGEP2(b, i8, LLVMGetOperand(i, 0), &ahead, 1, ""), LLVMConstInt(i32, 0, 0),
-                                LLVMConstInt(i32, getenv("KILN_PF_LOC") ? atoi(getenv("KILN_PF_LOC")) : 3, 0), LLVMConstInt(i32, 1, 0)};
+                                LLVMConstInt(i32, 3, 0), LLVMConstInt(i32, 1, 0)};
         LLVMBuildCall2(b, pf_ty, pf, args, 4, "");
         i = LLVMGetPreviousInstruction(next); /* the call just added */
       }
