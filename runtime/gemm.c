@@ -305,9 +305,9 @@ typedef struct tile_ctx {
   void **slot[TILE_SLOTS];   /* per worker: bufs, then its tile and parameters */
 } tile_ctx;
 
-/* Tile i (batch i / per_batch): pack, multiply, epilogue. parallel: each phase on the
- * pool and OpenBLAS's threads; else all on the caller. */
-static void run_tile(const tile_ctx *tc, void **bufs, int64_t i, kiln_rt_pool *pool, bool parallel) {
+/* Tile i (batch i / per_batch): pack, multiply, epilogue, each phase spread over pool
+ * (NULL: all on the caller). */
+static void run_tile(const tile_ctx *tc, void **bufs, int64_t i, kiln_rt_pool *pool) {
   const gemm_job *j = tc->j;
   const kiln_gemm_desc *g = j->g;
   int64_t t = i / tc->per_batch, p0 = i % tc->per_batch * g->tile_n;
@@ -317,8 +317,7 @@ static void run_tile(const tile_ctx *tc, void **bufs, int64_t i, kiln_rt_pool *p
   bool k_major = !g->pack_a || g->trans_a; /* the packed tile is [k, tile_n], else [tile_n, k] */
   int64_t last = g->pack_last > 0 ? g->pack_last : k_major ? g->tile_n : g->k;
   int64_t rows = k_major ? g->k * (g->tile_n / last) : g->tile_n * (g->k / last);
-  if (parallel) kiln_rt_parallel_for(pool, tc->pack, bufs, rows, 16384 / last + 1);
-  else tc->pack(bufs, 0, rows);
+  kiln_rt_parallel_for(pool, tc->pack, bufs, rows, 16384 / last + 1);
   kiln_gemm_desc tile = *g;
   gemm_job tj = *j;
   tj.g = &tile;
@@ -339,11 +338,10 @@ static void run_tile(const tile_ctx *tc, void **bufs, int64_t i, kiln_rt_pool *p
     tj.b = (char *)bufs[g->b_buf];
     tj.c = j->c + (batch_offset(g, t, g->c_bstride) + p0) * (int64_t)j->es;
   }
-  if (parallel) run_products(pool, &tj, 1);
-  else gemm_one(&tj, 0);
+  run_products(pool, &tj, 1);
   if (!tc->epi) return;
-  if (g->pack_a) run_epilogue(pool, g, tc->epi, bufs, t, p0, tp, 0, g->n, parallel);
-  else run_epilogue(pool, g, tc->epi, bufs, t, 0, g->m, p0, tp, parallel);
+  if (g->pack_a) run_epilogue(pool, g, tc->epi, bufs, t, p0, tp, 0, g->n, true);
+  else run_epilogue(pool, g, tc->epi, bufs, t, 0, g->m, p0, tp, true);
 }
 
 /* parallel_for body over tiles: bufs[0] is the tile_ctx; a free worker slot is claimed
@@ -353,7 +351,7 @@ static void tiles_fn(void **ctx, int64_t begin, int64_t end) {
   int s = 0;
   for (;; s = (s + 1) % tc->n_slots)
     if (atomic_exchange(&tc->busy[s], 1) == 0) break;
-  for (int64_t i = begin; i < end; i++) run_tile(tc, tc->slot[s], i, NULL, false);
+  for (int64_t i = begin; i < end; i++) run_tile(tc, tc->slot[s], i, NULL);
   atomic_store(&tc->busy[s], 0);
 }
 
@@ -419,7 +417,7 @@ static void gemm_fused(kiln_rt_pool *pool, const kiln_gemm_desc *g, int32_t dtyp
   }
 #endif
   (void)threads;
-  for (int64_t i = 0; i < n_tiles; i++) run_tile(&tc, bufs, i, pool, true);
+  for (int64_t i = 0; i < n_tiles; i++) run_tile(&tc, bufs, i, pool);
 }
 
 void kiln_rt_gemm_fused(kiln_rt_pool *pool, const kiln_gemm_desc *g, int32_t dtype, void **bufs, kiln_rt_kernel_fn pack,

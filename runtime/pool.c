@@ -33,18 +33,17 @@ struct kiln_rt_pool {
   pthread_mutex_t mu;          /* guards everything below except the atomics */
   pthread_cond_t work_cv;      /* workers wait here for a new generation */
   pthread_cond_t done_cv;      /* the caller waits here for the job to finish */
-  uint64_t generation;         /* bumped for every job */
+  /* bumped for every job (under mu; atomic so that spin_until reads it without the lock) */
+  atomic_uint_fast64_t generation;
   int active;                  /* workers that joined the current job and have not left */
-  int stop;
+  atomic_int stop;             /* set once, by destroy (atomic: spin_until reads it too) */
   /* the current job */
   kiln_rt_kernel_fn fn;
   void **bufs;
   int64_t n, chunk, n_chunks;
   atomic_int_fast64_t next;    /* next chunk to hand out */
   atomic_int_fast64_t left;    /* chunks not finished yet */
-  atomic_uint_fast64_t gen_seen; /* generation, readable without the lock (spin_until) */
   atomic_int_fast64_t last_job_ns; /* how long the last job took (whether to spin) */
-  atomic_int stopping;           /* stop, likewise */
   int64_t spin_ns;               /* how long a thread spins before it sleeps (0: never) */
 };
 
@@ -86,7 +85,7 @@ static bool spin_until(kiln_rt_pool *p, bool (*done)(kiln_rt_pool *, uint64_t), 
 }
 
 static bool new_job_or_stop(kiln_rt_pool *p, uint64_t seen) {
-  return atomic_load_explicit(&p->gen_seen, memory_order_acquire) != seen || atomic_load(&p->stopping);
+  return atomic_load(&p->generation) != seen || atomic_load(&p->stop);
 }
 
 static bool job_done(kiln_rt_pool *p, uint64_t unused) {
@@ -156,10 +155,10 @@ kiln_rt_pool *kiln_rt_pool_create(const kiln_allocator *a, int threads) {
     if (*end == 0 && us >= 0 && us <= 1000000) p->spin_ns = (int64_t)us * 1000;
   }
   atomic_init(&p->next, 0);
+  atomic_init(&p->generation, 0);
+  atomic_init(&p->stop, 0);
   atomic_init(&p->left, 0);
-  atomic_init(&p->gen_seen, 0);
   atomic_init(&p->last_job_ns, 0);
-  atomic_init(&p->stopping, 0);
   pthread_mutex_init(&p->run_mu, NULL);
   pthread_mutex_init(&p->mu, NULL);
   pthread_cond_init(&p->work_cv, NULL);
@@ -183,8 +182,7 @@ kiln_rt_pool *kiln_rt_pool_create(const kiln_allocator *a, int threads) {
 void kiln_rt_pool_destroy(kiln_rt_pool *p) {
   if (!p) return;
   pthread_mutex_lock(&p->mu);
-  p->stop = 1;
-  atomic_store(&p->stopping, 1);
+  atomic_store(&p->stop, 1);
   pthread_cond_broadcast(&p->work_cv);
   pthread_mutex_unlock(&p->mu);
   for (int i = 0; i < p->n_workers; i++) pthread_join(p->workers[i], NULL);
@@ -222,8 +220,7 @@ void kiln_rt_parallel_for(kiln_rt_pool *p, kiln_rt_kernel_fn fn, void **bufs, in
   p->n_chunks = j.n_chunks;
   atomic_store(&p->next, 0);
   atomic_store(&p->left, j.n_chunks);
-  p->generation++;
-  atomic_store_explicit(&p->gen_seen, p->generation, memory_order_release);
+  atomic_fetch_add(&p->generation, 1);
   pthread_cond_broadcast(&p->work_cv);
   pthread_mutex_unlock(&p->mu);
 
