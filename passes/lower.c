@@ -339,6 +339,13 @@ static int32_t prologue_blocker(lower_ctx *c, int32_t u, int depth) {
   return -1;
 }
 
+/* Whether a GEMM reads A (view av, descriptor gd) as the operand u itself, one dense
+ * [m, k] matrix: what a prologue's pack computes. */
+static bool prologue_fits(const kiln_pass_view *av, const kiln_gemm_desc *gd, int32_t u) {
+  return av->base == u && gd->n_batch == 0 && !gd->trans_a && gd->a_off == 0 && gd->lda == gd->k && gd->k > 0 &&
+         gd->m > 0;
+}
+
 static void choose_prologue(lower_ctx *c, int32_t v) {
   const kiln_graph *g = c->g;
   const kiln_node *n = &g->nodes[v];
@@ -365,8 +372,7 @@ static void choose_prologue(lower_ctx *c, int32_t v) {
     else if (!c->is_output[v] && c->n_cons[v] == 1 && w >= 0 &&
              (g->nodes[w].op == KILN_OP_permute || g->nodes[w].op == KILN_OP_reshape))
       why = "the product's output may be sunk into a layout change";
-    else if (!dot_views(c, v, &cv, &av, &bv, &gd) || av.base != u || gd.n_batch != 0 || gd.trans_a ||
-             gd.a_off != 0 || gd.lda != gd.k || gd.k <= 0 || gd.m <= 0)
+    else if (!dot_views(c, v, &cv, &av, &bv, &gd) || !prologue_fits(&av, &gd, u))
       why = "the product has batch loops or reads A through a view";
     else if (gd.m * gd.k * (int64_t)kiln_dtype_size(n->dtype) > PACK_TILE_BYTES)
       why = "A is larger than one pack tile (1 MiB)";
@@ -1324,7 +1330,7 @@ static void lower_dot_gemm(lower_ctx *c, int32_t v) {
   gd->c_buf = c->buf_of[dst];
   int32_t u = n->in[0];
   if (c->prologue[u] && !c->mat[u]) {
-    if (av.base != u || gd->n_batch != 0 || gd->trans_a || gd->a_off != 0 || gd->lda != gd->k) {
+    if (!prologue_fits(&av, gd, u)) {
       c->user_err = kiln_diag_set(c->d, KILN_ERR_INTERNAL, "GEMM '%s': its prologue's operand is read through a view",
                                   n->name ? n->name : "?");
       return;
