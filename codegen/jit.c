@@ -58,6 +58,7 @@ static kiln_status create_lljit(kiln_llvm_jit *h, LLVMOrcLLJITRef *out, kiln_dia
   struct { const char *name; void (*fn)(void); } rt[] = {
       {"kiln_rt_parallel_for", (void (*)(void))kiln_rt_parallel_for},
       {"kiln_rt_gemm", (void (*)(void))kiln_rt_gemm},
+      {"kiln_rt_gemm_fused", (void (*)(void))kiln_rt_gemm_fused},
       {"kiln_rt_opaque", (void (*)(void))kiln_rt_opaque},
   };
   LLVMOrcCSymbolMapPair syms[sizeof rt / sizeof rt[0]];
