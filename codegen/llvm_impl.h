@@ -1,6 +1,7 @@
-/* llvm_impl.h - what the files of codegen/ share among themselves: rendering a kernel
- * program into an LLVM module (render.c), the host target machine and the O3 pipeline,
- * and error reporting that carries LLVM's message and the module text into a kiln_diag.
+/* llvm_impl.h - what the files of codegen/ share among themselves: the scalar op table
+ * (scalar.c), rendering a kernel program into an LLVM module (render.c), the host target
+ * machine and the O3 pipeline, and error reporting that carries LLVM's message and the
+ * module text into a kiln_diag.
  * Internal to codegen/; the module's public face is llvm.h.
  */
 #ifndef KILN_LLVM_IMPL_H
@@ -23,7 +24,7 @@ typedef struct kiln_llvm_render_options {
    * only (for the driver's per-kernel verify mode); same visibility as the entry. */
   const char *step_name;
   /* The target is x86-64 with AVX-512F (and VL): exp scales by 2^n with vscalefps
-   * (render.c scalef_f32, lowered after O3 by kiln_llvm_optimize). */
+   * (scalar.c scalef_f32, lowered after O3 by kiln_llvm_optimize). */
   bool avx512f, avx512vl;
 } kiln_llvm_render_options;
 
@@ -31,13 +32,69 @@ typedef struct kiln_llvm_render_options {
  * machine carries no feature string, so it gets neither (the portable code). */
 void kiln_llvm_target_features(LLVMTargetMachineRef tm, kiln_llvm_render_options *o);
 
-/* The scalar and vector functions render.c calls for exp's 2^n scaling on AVX-512 (see
+/* The scalar and vector functions scalar.c calls for exp's 2^n scaling on AVX-512 (see
  * scalef_f32); declarations only, replaced by the x86 intrinsics after O3. */
 #define KILN_LLVM_SCALEF "kiln_scalef_f32"
 #define KILN_LLVM_SCALEF_V16 "kiln_scalef_v16f32"
 #define KILN_LLVM_SCALEF_V8 "kiln_scalef_v8f32"
 #define KILN_LLVM_SCALEF_V4 "kiln_scalef_v4f32"
 
+/* ------------------------------------------------------------------ scalar.c */
+/* What the scalar op table needs to build IR: the context, the module (for intrinsic
+ * and libm declarations), the builder positioned where the value goes, the types it
+ * uses, and the target flags that pick instructions (kiln_llvm_render_options). render.c
+ * embeds one (module and builder set once it has created them). */
+typedef struct kiln_llvm_scalar {
+  LLVMContextRef ctx;
+  LLVMModuleRef mod;
+  LLVMBuilderRef b;
+  LLVMTypeRef t_void, t_i1, t_i8, t_i16, t_i32, t_i64, t_half, t_f32, t_f64, t_ptr;
+  bool avx512f, avx512vl;
+} kiln_llvm_scalar;
+
+/* Fills s's context, types and flags (avx512vl only with avx512f); mod and b NULL. */
+void kiln_llvm_scalar_init(kiln_llvm_scalar *s, LLVMContextRef ctx, bool avx512f, bool avx512vl);
+
+/* How a dtype computes: floats (f16/bf16 in f32, rounded to their dtype where a value is
+ * computed: kiln_ir_kx_rounds_narrow), signed ints, unsigned ints (u8), bool (i1 in
+ * registers, one byte in memory). */
+typedef enum kiln_llvm_dclass {
+  KILN_LLVM_DC_FLOAT,
+  KILN_LLVM_DC_SINT,
+  KILN_LLVM_DC_UINT,
+  KILN_LLVM_DC_BOOL
+} kiln_llvm_dclass;
+kiln_llvm_dclass kiln_llvm_dclass_of(kiln_dtype t);
+/* The register type a dtype is computed in, and the memory type of one element. */
+LLVMTypeRef kiln_llvm_ctype(const kiln_llvm_scalar *s, kiln_dtype t);
+LLVMTypeRef kiln_llvm_mtype(const kiln_llvm_scalar *s, kiln_dtype t);
+LLVMValueRef kiln_llvm_ci64(const kiln_llvm_scalar *s, int64_t v);
+LLVMValueRef kiln_llvm_cint(LLVMTypeRef t, int64_t v);
+/* A register constant of dtype t: f for float dtypes (rounded to t), else i. */
+LLVMValueRef kiln_llvm_const(const kiln_llvm_scalar *s, kiln_dtype t, double f, int64_t i);
+/* A call of LLVM intrinsic `name` overloaded on tys. */
+LLVMValueRef kiln_llvm_intrinsic(const kiln_llvm_scalar *s, const char *name, LLVMTypeRef *tys, unsigned n_tys,
+                                 LLVMValueRef *args, unsigned n_args);
+/* s->mod's function `name`, declared with type fty if it is not there yet. */
+LLVMValueRef kiln_llvm_declare_fn(const kiln_llvm_scalar *s, const char *name, LLVMTypeRef fty);
+/* Adds the enum attribute `name` (e.g. "nounwind") to function fn. */
+void kiln_llvm_fn_attr(const kiln_llvm_scalar *s, LLVMValueRef fn, const char *name);
+/* An f32 register value rounded to the precision of narrow float dtype `to` (others: f). */
+LLVMValueRef kiln_llvm_round_narrow(const kiln_llvm_scalar *s, LLVMValueRef f, kiln_dtype to);
+/* Register value v of dtype from as dtype to (the graph's cast). */
+LLVMValueRef kiln_llvm_convert(const kiln_llvm_scalar *s, LLVMValueRef v, kiln_dtype from, kiln_dtype to);
+/* A loaded memory element of dtype t as its register value, and back. */
+LLVMValueRef kiln_llvm_from_memory(const kiln_llvm_scalar *s, LLVMValueRef m, kiln_dtype t);
+LLVMValueRef kiln_llvm_to_memory(const kiln_llvm_scalar *s, LLVMValueRef v, kiln_dtype t);
+/* Elementwise op `op` (ops.def ELEMENTWISE; kind: its kind attribute) of operands v, whose
+ * dtype is odt (of v[1] for select), giving dtype rdt. NULL for an op that is not
+ * elementwise. */
+LLVMValueRef kiln_llvm_alu(const kiln_llvm_scalar *s, kiln_op op, int32_t kind, kiln_dtype odt, kiln_dtype rdt,
+                           LLVMValueRef *v);
+/* The initial accumulator of reduction op (reduce_*, argmax, argmin) over dtype t. */
+LLVMValueRef kiln_llvm_reduce_init(const kiln_llvm_scalar *s, kiln_op op, kiln_dtype t);
+
+/* ------------------------------------------------------------------ render.c */
 /* Renders p into a new module in ctx and verifies it. On failure *out is NULL and d
  * holds the reason (with the module text when LLVM's verifier refused it). */
 kiln_status kiln_llvm_render(const kiln_kprogram *p, LLVMContextRef ctx,

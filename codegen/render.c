@@ -3,7 +3,7 @@
  * runtime/rt.h); GEMM and OPAQUE kernels become calls into the runtime with their
  * descriptors embedded as constant bytes; an entry function runs every kernel in order,
  * and (when asked) a step function runs one kernel by its number.
- * Every scalar op is mapped to LLVM IR in one place, emit_alu.
+ * Every scalar op is mapped to LLVM IR in one place, scalar.c (kiln_llvm_alu).
  */
 #include "llvm_impl.h"
 
@@ -29,18 +29,10 @@ typedef struct level {
   LLVMBasicBlockRef ph, land;
 } level;
 
-/* How a dtype computes: floats (f16/bf16 in f32, rounded to their dtype where a value is
- * computed: kiln_ir_kx_rounds_narrow), signed ints, unsigned ints (u8), bool (i1 in
- * registers, one byte in memory). */
-typedef enum dclass { DC_FLOAT, DC_SINT, DC_UINT, DC_BOOL } dclass;
-
 typedef struct render {
-  LLVMContextRef ctx;
-  LLVMModuleRef mod;
-  LLVMBuilderRef b;
+  kiln_llvm_scalar s;     /* context, module, builder, types, target flags (scalar.c) */
   const kiln_kprogram *p;
   kiln_diag *d;
-  LLVMTypeRef t_void, t_i1, t_i8, t_i16, t_i32, t_i64, t_half, t_f32, t_f64, t_ptr;
   /* per LOOP kernel */
   const kiln_kernel *k;
   LLVMValueRef fn;
@@ -62,521 +54,9 @@ typedef struct render {
    * one: merge_siblings); extra_root < 0: none. */
   int32_t extra_root, extra_buf;
   kiln_dtype extra_dtype;
-  bool avx512f, avx512vl; /* kiln_llvm_render_options */
 } render;
 
-/* ------------------------------------------------------------------ types */
-static dclass dclass_of(kiln_dtype t) {
-  if (kiln_dtype_is_float(t)) return DC_FLOAT;
-  if (t == KILN_BOOL) return DC_BOOL;
-  if (t == KILN_U8) return DC_UINT;
-  return DC_SINT;
-}
-
-/* The register type a dtype is computed in. */
-static LLVMTypeRef ctype(render *r, kiln_dtype t) {
-  switch (t) {
-  case KILN_F64: return r->t_f64;
-  case KILN_F32: case KILN_F16: case KILN_BF16: return r->t_f32;
-  case KILN_I8: case KILN_U8: return r->t_i8;
-  case KILN_I16: return r->t_i16;
-  case KILN_I32: return r->t_i32;
-  case KILN_I64: return r->t_i64;
-  case KILN_BOOL: return r->t_i1;
-  default: return r->t_i64;
-  }
-}
-
-/* The memory type of one element. bf16 is handled as i16 bits: GCC 12's libgcc has no
- * __truncsfbf2, so LLVM's bfloat conversions could leave an unresolvable libcall. */
-static LLVMTypeRef mtype(render *r, kiln_dtype t) {
-  switch (t) {
-  case KILN_F16: return r->t_half;
-  case KILN_BF16: return r->t_i16;
-  case KILN_BOOL: return r->t_i8;
-  default: return ctype(r, t);
-  }
-}
-
-static LLVMValueRef ci64(render *r, int64_t v) { return LLVMConstInt(r->t_i64, (unsigned long long)v, 1); }
-static LLVMValueRef cint(LLVMTypeRef t, int64_t v) { return LLVMConstInt(t, (unsigned long long)v, 1); }
-
-/* ------------------------------------------------------------------ calls */
-static LLVMValueRef intrinsic(render *r, const char *name, LLVMTypeRef *tys, unsigned n_tys,
-                              LLVMValueRef *args, unsigned n_args) {
-  unsigned id = LLVMLookupIntrinsicID(name, strlen(name));
-  KILN_ASSERT(id != 0);
-  LLVMValueRef fn = LLVMGetIntrinsicDeclaration(r->mod, id, tys, n_tys);
-  LLVMTypeRef fty = LLVMIntrinsicGetType(r->ctx, id, tys, n_tys);
-  return LLVMBuildCall2(r->b, fty, fn, args, n_args, "");
-}
-
-static LLVMValueRef intr1(render *r, const char *name, LLVMValueRef x) {
-  LLVMTypeRef t = LLVMTypeOf(x);
-  return intrinsic(r, name, &t, 1, &x, 1);
-}
-
-static LLVMValueRef intr2(render *r, const char *name, LLVMValueRef x, LLVMValueRef y) {
-  LLVMTypeRef t = LLVMTypeOf(x);
-  LLVMValueRef a[2] = {x, y};
-  return intrinsic(r, name, &t, 1, a, 2);
-}
-
-static LLVMValueRef declare_fn(render *r, const char *name, LLVMTypeRef fty) {
-  LLVMValueRef fn = LLVMGetNamedFunction(r->mod, name);
-  return fn ? fn : LLVMAddFunction(r->mod, name, fty);
-}
-
-/* libm for what has no LLVM intrinsic (erf, tanh): "erff" for f32, "erf" for f64. */
-static LLVMValueRef libm1(render *r, const char *f64name, LLVMValueRef x) {
-  LLVMTypeRef t = LLVMTypeOf(x);
-  char name[32];
-  snprintf(name, sizeof name, "%s%s", f64name, t == r->t_f32 ? "f" : "");
-  LLVMTypeRef fty = LLVMFunctionType(t, &t, 1, 0);
-  return LLVMBuildCall2(r->b, fty, declare_fn(r, name, fty), &x, 1, "");
-}
-
-static void fn_attr(render *r, LLVMValueRef fn, const char *name) {
-  unsigned kind = LLVMGetEnumAttributeKindForName(name, strlen(name));
-  LLVMAddAttributeAtIndex(fn, LLVMAttributeFunctionIndex, LLVMCreateEnumAttribute(r->ctx, kind, 0));
-}
-
-/* ------------------------------------------------------------------ conversions */
-/* f32 -> bf16 bits, round to nearest even, NaN stays a quiet NaN (as kiln_f32_to_bf16). */
-static LLVMValueRef f32_to_bf16_bits(render *r, LLVMValueRef v) {
-  LLVMBuilderRef b = r->b;
-  LLVMValueRef u = LLVMBuildBitCast(b, v, r->t_i32, "");
-  LLVMValueRef lsb = LLVMBuildAnd(b, LLVMBuildLShr(b, u, cint(r->t_i32, 16), ""), cint(r->t_i32, 1), "");
-  LLVMValueRef rnd = LLVMBuildAdd(b, LLVMBuildAdd(b, u, cint(r->t_i32, 0x7fff), ""), lsb, "");
-  LLVMValueRef nan = LLVMBuildOr(b, u, cint(r->t_i32, 0x400000), "");
-  LLVMValueRef isnan = LLVMBuildFCmp(b, LLVMRealUNO, v, v, "");
-  LLVMValueRef w = LLVMBuildLShr(b, LLVMBuildSelect(b, isnan, nan, rnd, ""), cint(r->t_i32, 16), "");
-  return LLVMBuildTrunc(b, w, r->t_i16, "");
-}
-
-static LLVMValueRef bf16_bits_to_f32(render *r, LLVMValueRef h) {
-  LLVMValueRef w = LLVMBuildZExt(r->b, h, r->t_i32, "");
-  w = LLVMBuildShl(r->b, w, cint(r->t_i32, 16), "");
-  return LLVMBuildBitCast(r->b, w, r->t_f32, "");
-}
-
-/* An f32 register value rounded to the precision of a narrow float dtype. */
-static LLVMValueRef round_narrow(render *r, LLVMValueRef f, kiln_dtype to) {
-  if (to == KILN_F16)
-    return LLVMBuildFPExt(r->b, LLVMBuildFPTrunc(r->b, f, r->t_half, ""), r->t_f32, "");
-  if (to == KILN_BF16) return bf16_bits_to_f32(r, f32_to_bf16_bits(r, f));
-  return f;
-}
-
-/* Graph semantics of cast: float->int truncates (saturating, NaN -> 0, so no poison);
- * ->bool is x != 0; bool->number is 0/1. */
-static LLVMValueRef convert(render *r, LLVMValueRef v, kiln_dtype from, kiln_dtype to) {
-  if (from == to) return v;
-  LLVMBuilderRef b = r->b;
-  dclass cf = dclass_of(from), ct = dclass_of(to);
-  LLVMTypeRef tf = ctype(r, from), tt = ctype(r, to);
-  if (ct == DC_FLOAT) {
-    LLVMValueRef f;
-    if (cf == DC_FLOAT) {
-      f = tf == tt ? v : tt == r->t_f64 ? LLVMBuildFPExt(b, v, tt, "") : LLVMBuildFPTrunc(b, v, tt, "");
-    } else if (cf == DC_SINT) {
-      f = LLVMBuildSIToFP(b, v, tt, "");
-    } else {
-      f = LLVMBuildUIToFP(b, v, tt, "");
-    }
-    return round_narrow(r, f, to);
-  }
-  if (ct == DC_BOOL) {
-    if (cf == DC_FLOAT) return LLVMBuildFCmp(b, LLVMRealUNE, v, LLVMConstReal(tf, 0.0), "");
-    return LLVMBuildICmp(b, LLVMIntNE, v, LLVMConstInt(tf, 0, 0), "");
-  }
-  if (cf == DC_FLOAT) {
-    LLVMTypeRef tys[2] = {r->t_i64, tf};
-    LLVMValueRef w = intrinsic(r, "llvm.fptosi.sat", tys, 2, &v, 1);
-    return tt == r->t_i64 ? w : LLVMBuildTrunc(b, w, tt, "");
-  }
-  unsigned wf = LLVMGetIntTypeWidth(tf), wt = LLVMGetIntTypeWidth(tt);
-  if (wf == wt) return v; /* i8 <-> u8: same bits */
-  if (wf > wt) return LLVMBuildTrunc(b, v, tt, "");
-  return cf == DC_SINT ? LLVMBuildSExt(b, v, tt, "") : LLVMBuildZExt(b, v, tt, "");
-}
-
-/* Memory element -> register value of dtype t. */
-static LLVMValueRef from_memory(render *r, LLVMValueRef m, kiln_dtype t) {
-  switch (t) {
-  case KILN_F16: return LLVMBuildFPExt(r->b, m, r->t_f32, "");
-  case KILN_BF16: return bf16_bits_to_f32(r, m);
-  case KILN_BOOL: return LLVMBuildICmp(r->b, LLVMIntNE, m, cint(r->t_i8, 0), "");
-  default: return m;
-  }
-}
-
-static LLVMValueRef to_memory(render *r, LLVMValueRef v, kiln_dtype t) {
-  switch (t) {
-  case KILN_F16: return LLVMBuildFPTrunc(r->b, v, r->t_half, "");
-  case KILN_BF16: return f32_to_bf16_bits(r, v);
-  case KILN_BOOL: return LLVMBuildZExt(r->b, v, r->t_i8, "");
-  default: return v;
-  }
-}
-
-static LLVMValueRef const_of(render *r, kiln_dtype t, double f, int64_t i) {
-  switch (dclass_of(t)) {
-  case DC_FLOAT:
-    if (t == KILN_F16) f = kiln_f16_to_f32(kiln_f32_to_f16((float)f));
-    if (t == KILN_BF16) f = kiln_bf16_to_f32(kiln_f32_to_bf16((float)f));
-    return LLVMConstReal(ctype(r, t), t == KILN_F64 ? f : (double)(float)f);
-  case DC_BOOL: return LLVMConstInt(r->t_i1, i != 0, 0);
-  default: return cint(ctype(r, t), i);
-  }
-}
-
-/* ------------------------------------------------------------------ f32 transcendentals */
-/* exp, log, tanh, erf and sigmoid of f32 as straight-line IR: range reduction, a
- * polynomial, and selects for the special cases (inf, NaN, overflow, underflow, zero).
- * A libm call has no vector form, so a loop using one would stay scalar; these
- * vectorize. The coefficients are Kiln's own minimax fits (Lawson's algorithm over
- * Chebyshev nodes in double, rounded to f32); test_llvm_alu sweeps dense ranges and
- * bounds the error (a few ulp; erf about 1e-7 absolute). f64 keeps libm. */
-static LLVMValueRef fk(render *r, double v) { return LLVMConstReal(r->t_f32, v); }
-static LLVMValueRef ik(render *r, int64_t v) { return cint(r->t_i32, v); }
-
-static LLVMValueRef fmadd(render *r, LLVMValueRef a, LLVMValueRef b, LLVMValueRef c) {
-  LLVMTypeRef t = r->t_f32;
-  LLVMValueRef v[3] = {a, b, c};
-  return intrinsic(r, "llvm.fmuladd", &t, 1, v, 3);
-}
-
-/* c[0] + c[1] x + ... + c[n-1] x^(n-1) */
-static LLVMValueRef horner(render *r, LLVMValueRef x, const float *c, int n) {
-  LLVMValueRef p = fk(r, c[n - 1]);
-  for (int i = n - 2; i >= 0; i--) p = fmadd(r, p, x, fk(r, c[i]));
-  return p;
-}
-
-/* a / b where b is finite and nonzero by construction, inside an approximation that is
- * itself a few ulp off: a reciprocal estimate refined once (vrcp14ps and two FMAs on
- * AVX-512, within about an ulp) instead of a divide. */
-static LLVMValueRef approx_div(render *r, LLVMValueRef a, LLVMValueRef bv) {
-  LLVMValueRef q = LLVMBuildFDiv(r->b, a, bv, "");
-  LLVMSetFastMathFlags(q, LLVMFastMathNoInfs | LLVMFastMathAllowReciprocal | LLVMFastMathAllowContract);
-  return q;
-}
-
-/* (a pr b) ? t : f */
-static LLVMValueRef fsel(render *r, LLVMRealPredicate pr, LLVMValueRef a, LLVMValueRef b, LLVMValueRef t,
-                         LLVMValueRef f) {
-  return LLVMBuildSelect(r->b, LLVMBuildFCmp(r->b, pr, a, b, ""), t, f, "");
-}
-
-static LLVMValueRef copysign_f32(render *r, LLVMValueRef mag, LLVMValueRef sgn) {
-  return intr2(r, "llvm.copysign", mag, sgn);
-}
-
-/* exp(x) = 2^n exp(x - n ln2), |x - n ln2| <= ln2/2. 2^n is applied with vscalefps on
- * AVX-512 (scalef_f32), elsewhere as two factors so that results down in the subnormals
- * round once. Inputs are clamped to [-110, 89], beyond which the result is 0 or inf
- * anyway. */
-/* exp(y) = 2^n p for finite y in [-110, 89]: p = exp(y - n ln2), *n_out = n (an integral
- * f32) and *ni_out = n as i32. */
-static LLVMValueRef exp_core(render *r, LLVMValueRef xc, LLVMValueRef *n_out, LLVMValueRef *ni_out) {
-  /* q(y) ~ (exp(y) - 1 - y) / y^2, degree 4, weighted by y^2 / exp(y): 3.1e-9 relative
-   * error in double (Lawson-reweighted least squares on Chebyshev nodes) */
-  static const float c[5] = {0.49999994f, 0.166665211f, 0.041668389f, 0.00836871006f, 0.00138146128f};
-  LLVMBuilderRef b = r->b;
-  /* n = round(x / ln2): adding 1.5 * 2^23 leaves n in the low mantissa bits */
-  LLVMValueRef t = fmadd(r, xc, fk(r, 1.44269504088896341), fk(r, 12582912.0));
-  LLVMValueRef n = LLVMBuildFSub(b, t, fk(r, 12582912.0), "");
-  LLVMValueRef ni = LLVMBuildSub(b, LLVMBuildBitCast(b, t, r->t_i32, ""), ik(r, 0x4B400000), "");
-  /* Cody-Waite: ln2 = 0.693359375 (n times it is exact) - 2.12194440e-4 */
-  LLVMValueRef y = fmadd(r, n, fk(r, -0.693359375), xc);
-  y = fmadd(r, n, fk(r, 2.12194440e-4), y);
-  /* 1 + y (1 + y q(y)): Horner all the way, six multiply-adds (fmuladd, since llvm.fma
-   * is a libm call without FMA); no y^2, which is subnormal (a microcode assist) for tiny y */
-  LLVMValueRef p = fmadd(r, horner(r, y, c, 5), y, fk(r, 1.0));
-  *n_out = n;
-  *ni_out = ni;
-  return fmadd(r, p, y, fk(r, 1.0));
-}
-
-/* 2^n as f32, for n in [-126, 127] */
-static LLVMValueRef pow2i(render *r, LLVMValueRef n) {
-  LLVMBuilderRef b = r->b;
-  return LLVMBuildBitCast(b, LLVMBuildShl(b, LLVMBuildAdd(b, n, ik(r, 127), ""), ik(r, 23), ""), r->t_f32, "");
-}
-
-/* p 2^n (n integral) on AVX-512: one vscalefps, rounded once, subnormal and overflowing
- * results included, where the portable scaling (exp_f32) takes nine instructions; in
- * softmax's exp loop, which is compute-bound, that was a third of the work. The renderer
- * emits scalar code and LLVM's loop vectorizer widens it, which it cannot do for an x86
- * intrinsic; so the IR calls a pure scalar declaration (KILN_LLVM_SCALEF) naming its vector
- * forms through "vector-function-abi-variant", the vectorizer calls those, and after O3
- * kiln_llvm_optimize replaces every call with the intrinsic of its width. */
-/* nounwind willreturn memory(none): a pure function, which LICM may hoist and the loop
- * vectorizer may widen */
-static void pure_fn(render *r, LLVMValueRef fn) {
-  fn_attr(r, fn, "nounwind");
-  fn_attr(r, fn, "willreturn");
-  LLVMAddAttributeAtIndex(fn, LLVMAttributeFunctionIndex,
-                          LLVMCreateEnumAttribute(r->ctx, LLVMGetEnumAttributeKindForName("memory", 6), 0));
-}
-
-static LLVMValueRef scalef_f32(render *r, LLVMValueRef p, LLVMValueRef n) {
-  LLVMValueRef fn = LLVMGetNamedFunction(r->mod, KILN_LLVM_SCALEF);
-  LLVMTypeRef args[2] = {r->t_f32, r->t_f32};
-  LLVMTypeRef ft = LLVMFunctionType(r->t_f32, args, 2, 0);
-  if (!fn) {
-    fn = LLVMAddFunction(r->mod, KILN_LLVM_SCALEF, ft);
-    static const struct { const char *name; unsigned lanes; } v[] = {
-        {KILN_LLVM_SCALEF_V16, 16}, {KILN_LLVM_SCALEF_V8, 8}, {KILN_LLVM_SCALEF_V4, 4}};
-    LLVMValueRef used[3];
-    unsigned n_used = 0;
-    for (int i = 0; i < 3; i++) {
-      if (v[i].lanes < 16 && !r->avx512vl) continue;
-      LLVMTypeRef vt = LLVMVectorType(r->t_f32, v[i].lanes), vargs[2] = {vt, vt};
-      used[n_used] = LLVMAddFunction(r->mod, v[i].name, LLVMFunctionType(vt, vargs, 2, 0));
-      pure_fn(r, used[n_used++]);
-    }
-    /* llvm.compiler.used keeps the unreferenced vector declarations alive until the
-     * vectorizer runs (O3 deletes unused declarations first); lower_scalef removes it */
-    LLVMValueRef g = LLVMAddGlobal(r->mod, LLVMArrayType2(r->t_ptr, n_used), "llvm.compiler.used");
-    LLVMSetLinkage(g, LLVMAppendingLinkage);
-    LLVMSetSection(g, "llvm.metadata");
-    LLVMSetInitializer(g, LLVMConstArray2(r->t_ptr, used, n_used));
-    pure_fn(r, fn);
-  }
-  const char *variants = r->avx512vl ? "_ZGV_LLVM_N16vv_" KILN_LLVM_SCALEF "(" KILN_LLVM_SCALEF_V16 "),"
-                                       "_ZGV_LLVM_N8vv_" KILN_LLVM_SCALEF "(" KILN_LLVM_SCALEF_V8 "),"
-                                       "_ZGV_LLVM_N4vv_" KILN_LLVM_SCALEF "(" KILN_LLVM_SCALEF_V4 ")"
-                                     : "_ZGV_LLVM_N16vv_" KILN_LLVM_SCALEF "(" KILN_LLVM_SCALEF_V16 ")";
-  const char *key = "vector-function-abi-variant";
-  LLVMValueRef a[2] = {p, n};
-  LLVMValueRef call = LLVMBuildCall2(r->b, ft, fn, a, 2, "");
-  /* on the call: LLVM's vectorizer reads the mapping from the call site */
-  LLVMAddCallSiteAttribute(call, LLVMAttributeFunctionIndex,
-                           LLVMCreateStringAttribute(r->ctx, key, (unsigned)strlen(key), variants,
-                                                     (unsigned)strlen(variants)));
-  return call;
-}
-
-static LLVMValueRef exp_f32(render *r, LLVMValueRef x) {
-  LLVMBuilderRef b = r->b;
-  LLVMValueRef xc = fsel(r, LLVMRealOGT, x, fk(r, 89.0), fk(r, 89.0), x);
-  xc = fsel(r, LLVMRealOLT, xc, fk(r, -110.0), fk(r, -110.0), xc);
-  /* a NaN passes both clamps and makes p NaN, and p times any scale is NaN */
-  LLVMValueRef n, ni, p = exp_core(r, xc, &n, &ni);
-  if (r->avx512f) return scalef_f32(r, p, n);
-  LLVMValueRef n1 = LLVMBuildAShr(b, ni, ik(r, 1), ""), n2 = LLVMBuildSub(b, ni, n1, "");
-  return LLVMBuildFMul(b, LLVMBuildFMul(b, p, pow2i(r, n1), ""), pow2i(r, n2), "");
-}
-
-/* log(x) = e ln2 + log(1 + f) with x = 2^e (1 + f), 1 + f in [sqrt(1/2), sqrt(2)). */
-static LLVMValueRef log_f32(render *r, LLVMValueRef x) {
-  static const float c[9] = {0.333333135f,  -0.250000089f, 0.200021192f, -0.166679963f, 0.142195508f,
-                             -0.124055915f, 0.118881747f,  -0.116756409f, 0.0674660131f};
-  LLVMBuilderRef b = r->b;
-  /* subnormals: scaled into the normals first */
-  LLVMValueRef sub = LLVMBuildFCmp(b, LLVMRealOLT, x, fk(r, 1.17549435e-38), "");
-  LLVMValueRef xs = LLVMBuildSelect(b, sub, LLVMBuildFMul(b, x, fk(r, 8388608.0), ""), x, "");
-  LLVMValueRef bits = LLVMBuildBitCast(b, xs, r->t_i32, "");
-  LLVMValueRef e = LLVMBuildSub(b, LLVMBuildLShr(b, bits, ik(r, 23), ""), ik(r, 126), "");
-  e = LLVMBuildSub(b, e, LLVMBuildSelect(b, sub, ik(r, 23), ik(r, 0), ""), "");
-  LLVMValueRef mbits = LLVMBuildOr(b, LLVMBuildAnd(b, bits, ik(r, 0x007fffff), ""), ik(r, 0x3f000000), "");
-  LLVMValueRef m = LLVMBuildBitCast(b, mbits, r->t_f32, ""); /* [0.5, 1) */
-  LLVMValueRef lo = LLVMBuildFCmp(b, LLVMRealOLT, m, fk(r, 0.707106781186547524), "");
-  e = LLVMBuildSub(b, e, LLVMBuildZExt(b, lo, r->t_i32, ""), "");
-  LLVMValueRef f = LLVMBuildFSub(b, LLVMBuildSelect(b, lo, LLVMBuildFAdd(b, m, m, ""), m, ""), fk(r, 1.0), "");
-  LLVMValueRef z = LLVMBuildFMul(b, f, f, "");
-  LLVMValueRef y = LLVMBuildFMul(b, LLVMBuildFMul(b, f, z, ""), horner(r, f, c, 9), "");
-  LLVMValueRef ef = LLVMBuildSIToFP(b, e, r->t_f32, "");
-  y = fmadd(r, ef, fk(r, -2.12194440e-4), y);
-  y = fmadd(r, z, fk(r, -0.5), y);
-  LLVMValueRef v = fmadd(r, ef, fk(r, 0.693359375), LLVMBuildFAdd(b, f, y, ""));
-  v = fsel(r, LLVMRealOEQ, x, fk(r, INFINITY), x, v);
-  v = fsel(r, LLVMRealOEQ, x, fk(r, 0.0), fk(r, -INFINITY), v);
-  return fsel(r, LLVMRealULT, x, fk(r, 0.0), fk(r, NAN), v); /* negative or NaN */
-}
-
-/* tanh: an odd polynomial below 0.625, else 1 - 2 / (exp(2|x|) + 1) with x's sign. */
-static LLVMValueRef tanh_f32(render *r, LLVMValueRef x) {
-  static const float c[5] = {-0.333332807f, 0.133314416f, -0.0537397116f, 0.0206390787f, -0.00570497848f};
-  LLVMBuilderRef b = r->b;
-  LLVMValueRef ax = intr1(r, "llvm.fabs", x);
-  LLVMValueRef z = fmadd(r, x, x, fk(r, 0x1p-100)); /* no subnormal from a tiny x */
-  LLVMValueRef small = fmadd(r, x, LLVMBuildFMul(b, z, horner(r, z, c, 5), ""), x);
-  /* |x| clamped to 10 (tanh is 1 in f32 from 9.01 on), so e + 1 is finite */
-  LLVMValueRef a9 = fsel(r, LLVMRealOGT, ax, fk(r, 10.0), fk(r, 10.0), ax);
-  LLVMValueRef e = exp_f32(r, LLVMBuildFAdd(b, a9, a9, ""));
-  LLVMValueRef big = LLVMBuildFSub(b, fk(r, 1.0), approx_div(r, fk(r, 2.0), LLVMBuildFAdd(b, e, fk(r, 1.0), "")), "");
-  /* the sign from x: tanh(-0) = -0 (the polynomial would give +0); NaN: big is NaN */
-  return copysign_f32(r, fsel(r, LLVMRealOLT, ax, fk(r, 0.625), small, big), x);
-}
-
-/* erf(x) = x P(x^2) / Q(x^2) on x clamped to [-4, 4] (erf is 1 in f32 from 3.92 on,
- * which the last select makes exact), with P and Q of degree 5: Kiln's own fit (Loeb's
- * linearized least squares with Lawson reweighting, relative error 2.5e-8 in double).
- * In f32 with FMA it is within 4e-7 of erf (6 ulp near 1, 3 ulp near 0; test_llvm_alu
- * sweeps it); a target without FMA rounds each multiply-add twice (4.6e-7, simulated).
- * One branch for every lane and a reciprocal estimate for the divide (Q is in [1, 220]):
- * erf is the costly part of GELU, which the old two-branch form (a polynomial below
- * 0.875 and 1 - exp(-x^2) Q(x) above, both computed) kept at 45% of copy bandwidth.
- * x^2 + 2^-100 keeps a tiny x from making subnormals, which cost a microcode assist. */
-static LLVMValueRef erf_f32(render *r, LLVMValueRef x) {
-  static const float p[6] = {1.128379139e+00f, 1.935452900e-01f, 5.310174060e-02f,
-                             3.883343235e-03f, 2.845642331e-04f, 1.986760202e-06f};
-  static const float q[6] = {1.000000000e+00f, 5.048576031e-01f, 1.153500623e-01f,
-                             1.520725181e-02f, 1.185567794e-03f, 3.741985480e-05f};
-  LLVMBuilderRef b = r->b;
-  LLVMValueRef xc = fsel(r, LLVMRealOGT, x, fk(r, 4.0), fk(r, 4.0), x); /* a NaN stays */
-  xc = fsel(r, LLVMRealOLT, xc, fk(r, -4.0), fk(r, -4.0), xc);
-  LLVMValueRef z = fmadd(r, xc, xc, fk(r, 0x1p-100));
-  LLVMValueRef v = approx_div(r, LLVMBuildFMul(b, xc, horner(r, z, p, 6), ""), horner(r, z, q, 6));
-  /* the sign from x: the estimate's correction can turn -0 into +0 */
-  return copysign_f32(r, fsel(r, LLVMRealOGE, intr1(r, "llvm.fabs", x), fk(r, 3.92), fk(r, 1.0), v), x);
-}
-
-/* ------------------------------------------------------------------ the scalar op table */
-/* Integer division/remainder that never traps: x/0 is 0 (a kernel has no way to report
- * it) and INT_MIN/-1 wraps. */
-static LLVMValueRef int_divrem(render *r, bool div, bool is_signed, LLVMValueRef a, LLVMValueRef b) {
-  LLVMBuilderRef bl = r->b;
-  LLVMTypeRef t = LLVMTypeOf(a);
-  LLVMValueRef zero = cint(t, 0), one = cint(t, 1);
-  LLVMValueRef bz = LLVMBuildICmp(bl, LLVMIntEQ, b, zero, "");
-  if (!is_signed) {
-    LLVMValueRef s = LLVMBuildSelect(bl, bz, one, b, "");
-    LLVMValueRef q = div ? LLVMBuildUDiv(bl, a, s, "") : LLVMBuildURem(bl, a, s, "");
-    return LLVMBuildSelect(bl, bz, zero, q, "");
-  }
-  LLVMValueRef bm1 = LLVMBuildICmp(bl, LLVMIntEQ, b, cint(t, -1), "");
-  LLVMValueRef s = LLVMBuildSelect(bl, LLVMBuildOr(bl, bz, bm1, ""), one, b, "");
-  LLVMValueRef q = div ? LLVMBuildSDiv(bl, a, s, "") : LLVMBuildSRem(bl, a, s, "");
-  q = LLVMBuildSelect(bl, bm1, div ? LLVMBuildSub(bl, zero, a, "") : zero, q, "");
-  return LLVMBuildSelect(bl, bz, zero, q, "");
-}
-
-static LLVMValueRef alu(render *r, kiln_op op, int32_t kind, kiln_dtype odt, kiln_dtype rdt,
-                        LLVMValueRef *v);
-
-/* Math that only makes sense on floats, applied to integers: through f64 and back. */
-static LLVMValueRef alu_via_f64(render *r, kiln_op op, int32_t kind, kiln_dtype odt, int n,
-                                LLVMValueRef *v) {
-  LLVMValueRef f[2];
-  for (int i = 0; i < n; i++) f[i] = convert(r, v[i], odt, KILN_F64);
-  return convert(r, alu(r, op, kind, KILN_F64, KILN_F64, f), KILN_F64, odt);
-}
-
-/* One switch maps every elementwise op to LLVM IR for float, signed, unsigned and bool
- * operands. odt is the operand dtype (of a[1] for select), rdt the result dtype. */
-static LLVMValueRef alu(render *r, kiln_op op, int32_t kind, kiln_dtype odt, kiln_dtype rdt,
-                        LLVMValueRef *v) {
-  LLVMBuilderRef b = r->b;
-  dclass c = dclass_of(odt);
-  bool fl = c == DC_FLOAT, sg = c == DC_SINT, bo = c == DC_BOOL;
-  LLVMTypeRef t = ctype(r, odt);
-  LLVMValueRef zero = fl ? LLVMConstReal(t, 0.0) : LLVMConstInt(t, 0, 0);
-  LLVMValueRef one = fl ? LLVMConstReal(t, 1.0) : LLVMConstInt(t, 1, 0);
-  switch (op) {
-  case KILN_OP_neg: return fl ? LLVMBuildFNeg(b, v[0], "") : bo ? v[0] : LLVMBuildNeg(b, v[0], "");
-  case KILN_OP_abs:
-    if (fl) return intr1(r, "llvm.fabs", v[0]);
-    if (sg) return intr2(r, "llvm.abs", v[0], LLVMConstInt(r->t_i1, 0, 0));
-    return v[0];
-  case KILN_OP_exp:
-    if (fl) return t == r->t_f32 ? exp_f32(r, v[0]) : intr1(r, "llvm.exp", v[0]);
-    return alu_via_f64(r, op, kind, odt, 1, v);
-  case KILN_OP_log:
-    if (fl) return t == r->t_f32 ? log_f32(r, v[0]) : intr1(r, "llvm.log", v[0]);
-    return alu_via_f64(r, op, kind, odt, 1, v);
-  case KILN_OP_sqrt: return fl ? intr1(r, "llvm.sqrt", v[0]) : alu_via_f64(r, op, kind, odt, 1, v);
-  case KILN_OP_rsqrt:
-    return fl ? LLVMBuildFDiv(b, one, intr1(r, "llvm.sqrt", v[0]), "") : alu_via_f64(r, op, kind, odt, 1, v);
-  case KILN_OP_recip: return fl ? LLVMBuildFDiv(b, one, v[0], "") : int_divrem(r, true, sg, one, v[0]);
-  case KILN_OP_tanh:
-    if (fl) return t == r->t_f32 ? tanh_f32(r, v[0]) : libm1(r, "tanh", v[0]);
-    return alu_via_f64(r, op, kind, odt, 1, v);
-  case KILN_OP_sigmoid: {
-    /* e = exp(-|x|) never overflows: 1 / (1 + e) for x >= 0, e / (1 + e) below, which
-     * keeps the tiny (subnormal) results of very negative x that 1 / (1 + exp(-x))
-     * would flush to 0. */
-    if (!fl) return alu_via_f64(r, op, kind, odt, 1, v);
-    LLVMValueRef nx = LLVMBuildFNeg(b, intr1(r, "llvm.fabs", v[0]), "");
-    LLVMValueRef e = t == r->t_f32 ? exp_f32(r, nx) : intr1(r, "llvm.exp", nx);
-    LLVMValueRef s = t == r->t_f32 ? approx_div(r, one, LLVMBuildFAdd(b, one, e, "")) /* 1 + e in [1, 2] */
-                                   : LLVMBuildFDiv(b, one, LLVMBuildFAdd(b, one, e, ""), "");
-    return LLVMBuildSelect(b, LLVMBuildFCmp(b, LLVMRealOLT, v[0], zero, ""), LLVMBuildFMul(b, e, s, ""), s, "");
-  }
-  case KILN_OP_erf:
-    if (fl) return t == r->t_f32 ? erf_f32(r, v[0]) : libm1(r, "erf", v[0]);
-    return alu_via_f64(r, op, kind, odt, 1, v);
-  case KILN_OP_sin: return fl ? intr1(r, "llvm.sin", v[0]) : alu_via_f64(r, op, kind, odt, 1, v);
-  case KILN_OP_cos: return fl ? intr1(r, "llvm.cos", v[0]) : alu_via_f64(r, op, kind, odt, 1, v);
-  case KILN_OP_atan: return fl ? libm1(r, "atan", v[0]) : alu_via_f64(r, op, kind, odt, 1, v);
-  case KILN_OP_floor: return fl ? intr1(r, "llvm.floor", v[0]) : v[0];
-  case KILN_OP_ceil: return fl ? intr1(r, "llvm.ceil", v[0]) : v[0];
-  case KILN_OP_round: return fl ? intr1(r, "llvm.roundeven", v[0]) : v[0];
-  case KILN_OP_sign: {
-    if (bo) return v[0];
-    if (fl) { /* zero (either sign) and NaN are returned as they are */
-      LLVMValueRef m1 = LLVMConstReal(t, -1.0);
-      LLVMValueRef neg = LLVMBuildSelect(b, LLVMBuildFCmp(b, LLVMRealOLT, v[0], zero, ""), m1, v[0], "");
-      return LLVMBuildSelect(b, LLVMBuildFCmp(b, LLVMRealOGT, v[0], zero, ""), one, neg, "");
-    }
-    LLVMValueRef pos = LLVMBuildZExt(b, LLVMBuildICmp(b, sg ? LLVMIntSGT : LLVMIntUGT, v[0], zero, ""), t, "");
-    if (!sg) return pos;
-    LLVMValueRef neg = LLVMBuildZExt(b, LLVMBuildICmp(b, LLVMIntSLT, v[0], zero, ""), t, "");
-    return LLVMBuildSub(b, pos, neg, "");
-  }
-  case KILN_OP_not: return bo ? LLVMBuildXor(b, v[0], one, "") : LLVMBuildNot(b, v[0], "");
-  case KILN_OP_isnan:
-    return fl ? LLVMBuildFCmp(b, LLVMRealUNO, v[0], v[0], "") : LLVMConstInt(r->t_i1, 0, 0);
-  case KILN_OP_add: return fl ? LLVMBuildFAdd(b, v[0], v[1], "") : bo ? LLVMBuildOr(b, v[0], v[1], "") : LLVMBuildAdd(b, v[0], v[1], "");
-  case KILN_OP_sub: return fl ? LLVMBuildFSub(b, v[0], v[1], "") : bo ? LLVMBuildXor(b, v[0], v[1], "") : LLVMBuildSub(b, v[0], v[1], "");
-  case KILN_OP_mul: return fl ? LLVMBuildFMul(b, v[0], v[1], "") : bo ? LLVMBuildAnd(b, v[0], v[1], "") : LLVMBuildMul(b, v[0], v[1], "");
-  case KILN_OP_div:
-    if (fl) return LLVMBuildFDiv(b, v[0], v[1], "");
-    if (bo) return LLVMBuildAnd(b, v[0], v[1], "");
-    return int_divrem(r, true, sg, v[0], v[1]);
-  case KILN_OP_pow: return fl ? intr2(r, "llvm.pow", v[0], v[1]) : alu_via_f64(r, op, kind, odt, 2, v);
-  case KILN_OP_max:
-    if (fl) return intr2(r, "llvm.maximum", v[0], v[1]); /* NaN propagates */
-    if (bo) return LLVMBuildOr(b, v[0], v[1], "");
-    return intr2(r, sg ? "llvm.smax" : "llvm.umax", v[0], v[1]);
-  case KILN_OP_min:
-    if (fl) return intr2(r, "llvm.minimum", v[0], v[1]);
-    if (bo) return LLVMBuildAnd(b, v[0], v[1], "");
-    return intr2(r, sg ? "llvm.smin" : "llvm.umin", v[0], v[1]);
-  case KILN_OP_mod: {
-    if (bo) return LLVMBuildAnd(b, v[0], LLVMBuildNot(b, v[1], ""), ""); /* x % 1 = 0, x % 0 = 0 */
-    if (!fl && !sg) return int_divrem(r, false, false, v[0], v[1]);
-    LLVMValueRef rem = fl ? LLVMBuildFRem(b, v[0], v[1], "") : int_divrem(r, false, true, v[0], v[1]);
-    if (kind == 1) return rem; /* C fmod: sign of the dividend */
-    /* Python: a nonzero remainder takes the divisor's sign */
-    LLVMValueRef fix;
-    if (fl) {
-      LLVMValueRef rneg = LLVMBuildFCmp(b, LLVMRealOLT, rem, zero, "");
-      LLVMValueRef bneg = LLVMBuildFCmp(b, LLVMRealOLT, v[1], zero, "");
-      fix = LLVMBuildAnd(b, LLVMBuildFCmp(b, LLVMRealONE, rem, zero, ""), LLVMBuildXor(b, rneg, bneg, ""), "");
-      return LLVMBuildSelect(b, fix, LLVMBuildFAdd(b, rem, v[1], ""), rem, "");
-    }
-    LLVMValueRef sx = LLVMBuildICmp(b, LLVMIntSLT, LLVMBuildXor(b, rem, v[1], ""), zero, "");
-    fix = LLVMBuildAnd(b, LLVMBuildICmp(b, LLVMIntNE, rem, zero, ""), sx, "");
-    return LLVMBuildSelect(b, fix, LLVMBuildAdd(b, rem, v[1], ""), rem, "");
-  }
-  case KILN_OP_and: return LLVMBuildAnd(b, v[0], v[1], "");
-  case KILN_OP_or: return LLVMBuildOr(b, v[0], v[1], "");
-  case KILN_OP_xor: return LLVMBuildXor(b, v[0], v[1], "");
-  case KILN_OP_eq: return fl ? LLVMBuildFCmp(b, LLVMRealOEQ, v[0], v[1], "") : LLVMBuildICmp(b, LLVMIntEQ, v[0], v[1], "");
-  case KILN_OP_ne: return fl ? LLVMBuildFCmp(b, LLVMRealUNE, v[0], v[1], "") : LLVMBuildICmp(b, LLVMIntNE, v[0], v[1], "");
-  case KILN_OP_lt: return fl ? LLVMBuildFCmp(b, LLVMRealOLT, v[0], v[1], "") : LLVMBuildICmp(b, sg ? LLVMIntSLT : LLVMIntULT, v[0], v[1], "");
-  case KILN_OP_le: return fl ? LLVMBuildFCmp(b, LLVMRealOLE, v[0], v[1], "") : LLVMBuildICmp(b, sg ? LLVMIntSLE : LLVMIntULE, v[0], v[1], "");
-  case KILN_OP_gt: return fl ? LLVMBuildFCmp(b, LLVMRealOGT, v[0], v[1], "") : LLVMBuildICmp(b, sg ? LLVMIntSGT : LLVMIntUGT, v[0], v[1], "");
-  case KILN_OP_ge: return fl ? LLVMBuildFCmp(b, LLVMRealOGE, v[0], v[1], "") : LLVMBuildICmp(b, sg ? LLVMIntSGE : LLVMIntUGE, v[0], v[1], "");
-  case KILN_OP_select: return LLVMBuildSelect(b, v[0], v[1], v[2], "");
-  case KILN_OP_cast: return convert(r, v[0], odt, rdt);
-  default: return NULL; /* not elementwise: refused by check_kernel */
-  }
-}
+static LLVMValueRef ci64(render *r, int64_t v) { return kiln_llvm_ci64(&r->s, v); }
 
 /* ------------------------------------------------------------------ loops */
 typedef struct loop {
@@ -586,30 +66,30 @@ typedef struct loop {
 
 /* for (iv = lo; iv < hi; iv++): leaves the builder in the body. */
 static LLVMValueRef loop_begin(render *r, loop *l, LLVMValueRef lo, LLVMValueRef hi) {
-  LLVMBasicBlockRef pre = LLVMGetInsertBlock(r->b);
-  l->header = LLVMAppendBasicBlockInContext(r->ctx, r->fn, "loop");
-  LLVMBasicBlockRef body = LLVMAppendBasicBlockInContext(r->ctx, r->fn, "body");
-  l->exit = LLVMAppendBasicBlockInContext(r->ctx, r->fn, "exit");
-  LLVMBuildBr(r->b, l->header);
-  LLVMPositionBuilderAtEnd(r->b, l->header);
-  l->iv = LLVMBuildPhi(r->b, r->t_i64, "i");
+  LLVMBasicBlockRef pre = LLVMGetInsertBlock(r->s.b);
+  l->header = LLVMAppendBasicBlockInContext(r->s.ctx, r->fn, "loop");
+  LLVMBasicBlockRef body = LLVMAppendBasicBlockInContext(r->s.ctx, r->fn, "body");
+  l->exit = LLVMAppendBasicBlockInContext(r->s.ctx, r->fn, "exit");
+  LLVMBuildBr(r->s.b, l->header);
+  LLVMPositionBuilderAtEnd(r->s.b, l->header);
+  l->iv = LLVMBuildPhi(r->s.b, r->s.t_i64, "i");
   LLVMAddIncoming(l->iv, &lo, &pre, 1);
-  LLVMBuildCondBr(r->b, LLVMBuildICmp(r->b, LLVMIntSLT, l->iv, hi, ""), body, l->exit);
-  LLVMPositionBuilderAtEnd(r->b, body);
+  LLVMBuildCondBr(r->s.b, LLVMBuildICmp(r->s.b, LLVMIntSLT, l->iv, hi, ""), body, l->exit);
+  LLVMPositionBuilderAtEnd(r->s.b, body);
   return l->iv;
 }
 
 static void loop_end(render *r, loop *l) {
-  LLVMBasicBlockRef latch = LLVMGetInsertBlock(r->b);
-  LLVMValueRef next = LLVMBuildNSWAdd(r->b, l->iv, ci64(r, 1), "");
-  LLVMBuildBr(r->b, l->header);
+  LLVMBasicBlockRef latch = LLVMGetInsertBlock(r->s.b);
+  LLVMValueRef next = LLVMBuildNSWAdd(r->s.b, l->iv, ci64(r, 1), "");
+  LLVMBuildBr(r->s.b, l->header);
   LLVMAddIncoming(l->iv, &next, &latch, 1);
-  LLVMPositionBuilderAtEnd(r->b, l->exit);
+  LLVMPositionBuilderAtEnd(r->s.b, l->exit);
 }
 
 /* An alloca in the entry block, so mem2reg turns it into SSA. */
 static LLVMValueRef entry_alloca(render *r, LLVMTypeRef t) {
-  LLVMBuilderRef ab = LLVMCreateBuilderInContext(r->ctx);
+  LLVMBuilderRef ab = LLVMCreateBuilderInContext(r->s.ctx);
   LLVMValueRef first = LLVMGetFirstInstruction(r->entry_bb);
   if (first) LLVMPositionBuilderBefore(ab, first);
   else LLVMPositionBuilderAtEnd(ab, r->entry_bb);
@@ -630,10 +110,10 @@ static bool level_open(render *r, uint64_t vars) {
   level *l = &r->lv[++r->top];
   l->vars = vars;
   l->serial = ++r->serial;
-  l->ph = LLVMAppendBasicBlockInContext(r->ctx, r->fn, "pre");
-  l->land = LLVMAppendBasicBlockInContext(r->ctx, r->fn, "land");
-  LLVMBuildBr(r->b, l->ph);
-  LLVMPositionBuilderAtEnd(r->b, l->land);
+  l->ph = LLVMAppendBasicBlockInContext(r->s.ctx, r->fn, "pre");
+  l->land = LLVMAppendBasicBlockInContext(r->s.ctx, r->fn, "land");
+  LLVMBuildBr(r->s.b, l->ph);
+  LLVMPositionBuilderAtEnd(r->s.b, l->land);
   return true;
 }
 
@@ -641,10 +121,10 @@ static bool level_open(render *r, uint64_t vars) {
  * Values computed in it are forgotten: its serial is not handed out again. */
 static void level_close(render *r) {
   level *l = &r->lv[r->top--];
-  LLVMBasicBlockRef cur = LLVMGetInsertBlock(r->b);
-  LLVMPositionBuilderAtEnd(r->b, l->ph);
-  LLVMBuildBr(r->b, l->land);
-  LLVMPositionBuilderAtEnd(r->b, cur);
+  LLVMBasicBlockRef cur = LLVMGetInsertBlock(r->s.b);
+  LLVMPositionBuilderAtEnd(r->s.b, l->ph);
+  LLVMBuildBr(r->s.b, l->land);
+  LLVMPositionBuilderAtEnd(r->s.b, cur);
 }
 
 /* ------------------------------------------------------------------ run-time errors */
@@ -653,21 +133,21 @@ static void level_close(render *r) {
  * of one kernel race only to store the same value). */
 static void report_error(render *r, LLVMValueRef bufs, int32_t ki) {
   LLVMValueRef idx = ci64(r, r->p->n_buffers);
-  LLVMValueRef slot = LLVMBuildInBoundsGEP2(r->b, r->t_ptr, bufs, &idx, 1, "");
-  LLVMValueRef word = LLVMBuildLoad2(r->b, r->t_ptr, slot, "err");
-  LLVMBuildAtomicCmpXchg(r->b, word, cint(r->t_i32, 0), cint(r->t_i32, ki + 1), LLVMAtomicOrderingMonotonic,
-                         LLVMAtomicOrderingMonotonic, 0);
+  LLVMValueRef slot = LLVMBuildInBoundsGEP2(r->s.b, r->s.t_ptr, bufs, &idx, 1, "");
+  LLVMValueRef word = LLVMBuildLoad2(r->s.b, r->s.t_ptr, slot, "err");
+  LLVMBuildAtomicCmpXchg(r->s.b, word, kiln_llvm_cint(r->s.t_i32, 0), kiln_llvm_cint(r->s.t_i32, ki + 1),
+                         LLVMAtomicOrderingMonotonic, LLVMAtomicOrderingMonotonic, 0);
 }
 
 /* Branches on cond: where true, reports kernel ki; the builder continues after. */
 static void report_if(render *r, LLVMValueRef fn, LLVMValueRef cond, LLVMValueRef bufs, int32_t ki) {
-  LLVMBasicBlockRef fail = LLVMAppendBasicBlockInContext(r->ctx, fn, "report");
-  LLVMBasicBlockRef cont = LLVMAppendBasicBlockInContext(r->ctx, fn, "reported");
-  LLVMBuildCondBr(r->b, cond, fail, cont);
-  LLVMPositionBuilderAtEnd(r->b, fail);
+  LLVMBasicBlockRef fail = LLVMAppendBasicBlockInContext(r->s.ctx, fn, "report");
+  LLVMBasicBlockRef cont = LLVMAppendBasicBlockInContext(r->s.ctx, fn, "reported");
+  LLVMBuildCondBr(r->s.b, cond, fail, cont);
+  LLVMPositionBuilderAtEnd(r->s.b, fail);
   report_error(r, bufs, ki);
-  LLVMBuildBr(r->b, cont);
-  LLVMPositionBuilderAtEnd(r->b, cont);
+  LLVMBuildBr(r->s.b, cont);
+  LLVMPositionBuilderAtEnd(r->s.b, cont);
 }
 
 /* How a divide is computed: div_modes (with the kernels, below) says which. */
@@ -675,10 +155,10 @@ enum { DIV_PLAIN, DIV_CONST, DIV_ROW };
 
 /* a / b for mode DIV_ROW (div_modes): (a * RN(1/(b s))) * s */
 static LLVMValueRef div_by_row_recip(render *r, LLVMValueRef a, LLVMValueRef bv) {
-  LLVMBuilderRef b = r->b;
+  LLVMBuilderRef b = r->s.b;
   LLVMTypeRef t = LLVMTypeOf(bv);
-  LLVMValueRef mag = intrinsic(r, "llvm.fabs", &t, 1, &bv, 1);
-  double lo = t == r->t_f32 ? 0x1p-126 : 0x1p-1022, hi = t == r->t_f32 ? 0x1p126 : 0x1p1022;
+  LLVMValueRef mag = kiln_llvm_intrinsic(&r->s, "llvm.fabs", &t, 1, &bv, 1);
+  double lo = t == r->s.t_f32 ? 0x1p-126 : 0x1p-1022, hi = t == r->s.t_f32 ? 0x1p126 : 0x1p1022;
   LLVMValueRef s = LLVMBuildSelect(b, LLVMBuildFCmp(b, LLVMRealOLT, mag, LLVMConstReal(t, lo), ""),
                                    LLVMConstReal(t, 0x1p64), LLVMConstReal(t, 1.0), "");
   s = LLVMBuildSelect(b, LLVMBuildFCmp(b, LLVMRealOGT, mag, LLVMConstReal(t, hi), ""), LLVMConstReal(t, 0x1p-64), s,
@@ -690,24 +170,6 @@ static LLVMValueRef div_by_row_recip(render *r, LLVMValueRef a, LLVMValueRef bv)
 /* ------------------------------------------------------------------ expressions */
 static LLVMValueRef eval(render *r, int32_t id);
 
-static LLVMValueRef reduce_init(render *r, kiln_op op, kiln_dtype t) {
-  bool is_max = op == KILN_OP_reduce_max || op == KILN_OP_argmax;
-  switch (op) {
-  case KILN_OP_reduce_sum: return const_of(r, t, 0.0, 0);
-  case KILN_OP_reduce_prod: return const_of(r, t, 1.0, 1);
-  default: break;
-  }
-  switch (dclass_of(t)) {
-  case DC_FLOAT: return LLVMConstReal(ctype(r, t), is_max ? -INFINITY : INFINITY);
-  case DC_BOOL: return LLVMConstInt(r->t_i1, is_max ? 0 : 1, 0);
-  case DC_UINT: return LLVMConstInt(r->t_i8, is_max ? 0 : 255, 0);
-  default: {
-    unsigned w = LLVMGetIntTypeWidth(ctype(r, t));
-    int64_t mx = (int64_t)((~0ull) >> (65 - w));
-    return cint(ctype(r, t), is_max ? -mx - 1 : mx);
-  }
-  }
-}
 
 /* Row caches (find_row_caches) slide within ROW_CACHE_SLIDE bytes of stack so that each
  * row's cache sits about 2 KiB past the output row's address modulo 4 KiB: a store and a
@@ -720,7 +182,7 @@ enum { ROW_CACHE_SLIDE = 4096 };
 
 /* The element pointer (of type et) of row cache red at column v, for the current row. */
 static LLVMValueRef row_cache_at(render *r, int32_t red, LLVMTypeRef et, LLVMValueRef v) {
-  LLVMBuilderRef b = r->b;
+  LLVMBuilderRef b = r->s.b;
   const kiln_kernel *k = r->k;
   int32_t rank = k->out.rank;
   /* the output row's first element: flat index of (row variables, 0), counting only the
@@ -733,41 +195,42 @@ static LLVMValueRef row_cache_at(render *r, int32_t red, LLVMTypeRef et, LLVMVal
     row = LLVMBuildAdd(b, LLVMBuildMul(b, row, ci64(r, k->out.dims[d]), ""), used ? r->var[d] : ci64(r, 0), "");
   }
   row = LLVMBuildMul(b, row, ci64(r, k->out.dims[rank - 1] * (int64_t)kiln_dtype_size(k->out_dtype)), "");
-  LLVMValueRef out = LLVMBuildAdd(b, LLVMBuildPtrToInt(b, r->base[k->out_buf], r->t_i64, ""), row, "");
-  LLVMValueRef cache = LLVMBuildPtrToInt(b, r->row_buf[red], r->t_i64, "");
+  LLVMValueRef out = LLVMBuildAdd(b, LLVMBuildPtrToInt(b, r->base[k->out_buf], r->s.t_i64, ""), row, "");
+  LLVMValueRef cache = LLVMBuildPtrToInt(b, r->row_buf[red], r->s.t_i64, "");
   LLVMValueRef delta = LLVMBuildSub(b, LLVMBuildAdd(b, out, ci64(r, 2048), ""), cache, "");
   delta = LLVMBuildAnd(b, delta, ci64(r, (ROW_CACHE_SLIDE - 1) & ~63), ""); /* 64-byte aligned */
-  LLVMValueRef p = LLVMBuildInBoundsGEP2(b, r->t_i8, r->row_buf[red], &delta, 1, "");
+  LLVMValueRef p = LLVMBuildInBoundsGEP2(b, r->s.t_i8, r->row_buf[red], &delta, 1, "");
   return LLVMBuildInBoundsGEP2(b, et, p, &v, 1, "");
 }
 
 static LLVMValueRef eval_reduce(render *r, const kiln_kx *x) {
-  LLVMBuilderRef b = r->b;
+  LLVMBuilderRef b = r->s.b;
   const kiln_kx *src = &r->k->kx[x->a[0]];
   bool arg = x->op == KILN_OP_argmax || x->op == KILN_OP_argmin;
   kiln_dtype vdt = arg ? src->dtype : x->dtype; /* dtype accumulated */
-  LLVMTypeRef vt = ctype(r, vdt);
+  LLVMTypeRef vt = kiln_llvm_ctype(&r->s, vdt);
   /* An empty reduction is its initial value, and its body is never computed: the loops
    * below are entered only when they run at least once, which is what lets the body's
    * loop-invariant parts be computed before them. */
   uint64_t vars = 0;
   for (int32_t j = 0; j < x->n_vars; j++) {
-    if (r->k->extent[x->var + j] <= 0) return arg ? ci64(r, 0) : reduce_init(r, x->op, vdt);
+    if (r->k->extent[x->var + j] <= 0) return arg ? ci64(r, 0) : kiln_llvm_reduce_init(&r->s, x->op, vdt);
     if (x->var + j < 64) vars |= 1ull << (x->var + j);
   }
   LLVMValueRef acc = entry_alloca(r, vt), best_i = NULL, any_nan = NULL;
-  LLVMBuildStore(b, reduce_init(r, x->op, vdt), acc);
+  LLVMBuildStore(b, kiln_llvm_reduce_init(&r->s, x->op, vdt), acc);
   /* A float max/min as the largest number by a plain compare (nnan: vmaxps, and a cheap
    * reduction of the vector's lanes at the end) beside a flag for whether a NaN was seen,
    * which is then the result. llvm.maximum orders NaNs at every step, lane by lane in
    * the final reduction too (softmax's row max was about 400 instructions a row). */
-  bool minmax_f = (x->op == KILN_OP_reduce_max || x->op == KILN_OP_reduce_min) && dclass_of(vdt) == DC_FLOAT;
+  bool minmax_f = (x->op == KILN_OP_reduce_max || x->op == KILN_OP_reduce_min) &&
+                  kiln_llvm_dclass_of(vdt) == KILN_LLVM_DC_FLOAT;
   if (minmax_f) {
-    any_nan = entry_alloca(r, r->t_i1);
-    LLVMBuildStore(b, LLVMConstInt(r->t_i1, 0, 0), any_nan);
+    any_nan = entry_alloca(r, r->s.t_i1);
+    LLVMBuildStore(b, LLVMConstInt(r->s.t_i1, 0, 0), any_nan);
   }
   if (arg) {
-    best_i = entry_alloca(r, r->t_i64);
+    best_i = entry_alloca(r, r->s.t_i64);
     LLVMBuildStore(b, ci64(r, 0), best_i);
   }
   loop loops[KILN_MAX_RANK * 2];
@@ -781,10 +244,10 @@ static LLVMValueRef eval_reduce(render *r, const kiln_kx *x) {
   if (!val) return NULL;
   if (r->row_buf && r->row_buf[x - r->k->kx]) /* kept for the column loop, which needs the same values */
     LLVMBuildStore(b, val, row_cache_at(r, (int32_t)(x - r->k->kx), LLVMTypeOf(val), r->var[x->var]));
-  if (!arg) val = convert(r, val, src->dtype, vdt);
+  if (!arg) val = kiln_llvm_convert(&r->s, val, src->dtype, vdt);
   LLVMValueRef cur = LLVMBuildLoad2(b, vt, acc, "");
-  dclass c = dclass_of(vdt);
-  bool fl = c == DC_FLOAT;
+  kiln_llvm_dclass c = kiln_llvm_dclass_of(vdt);
+  bool fl = c == KILN_LLVM_DC_FLOAT;
   if (arg) {
     /* better: nothing beats a NaN; a NaN beats any number; ties go to the last when kind=1 */
     bool mx = x->op == KILN_OP_argmax;
@@ -795,13 +258,13 @@ static LLVMValueRef eval_reduce(render *r, const kiln_kx *x) {
       if (x->kind_attr == 1) better = LLVMBuildOr(b, better, LLVMBuildFCmp(b, LLVMRealOEQ, val, cur, ""), "");
       better = LLVMBuildAnd(b, better, LLVMBuildFCmp(b, LLVMRealORD, cur, cur, ""), "");
     } else {
-      bool sg = c == DC_SINT;
+      bool sg = c == KILN_LLVM_DC_SINT;
       LLVMIntPredicate pr = mx ? (sg ? LLVMIntSGT : LLVMIntUGT) : (sg ? LLVMIntSLT : LLVMIntULT);
       if (x->kind_attr == 1) pr = mx ? (sg ? LLVMIntSGE : LLVMIntUGE) : (sg ? LLVMIntSLE : LLVMIntULE);
       better = LLVMBuildICmp(b, pr, val, cur, "");
     }
     LLVMBuildStore(b, LLVMBuildSelect(b, better, val, cur, ""), acc);
-    LLVMValueRef bi = LLVMBuildLoad2(b, r->t_i64, best_i, "");
+    LLVMValueRef bi = LLVMBuildLoad2(b, r->s.t_i64, best_i, "");
     LLVMBuildStore(b, LLVMBuildSelect(b, better, r->var[x->var], bi, ""), best_i);
   } else if (minmax_f) {
     LLVMValueRef gt = LLVMBuildFCmp(b, x->op == KILN_OP_reduce_max ? LLVMRealOGT : LLVMRealOLT, val, cur, "");
@@ -809,7 +272,7 @@ static LLVMValueRef eval_reduce(render *r, const kiln_kx *x) {
     LLVMValueRef nv = LLVMBuildSelect(b, gt, val, cur, "");
     LLVMSetFastMathFlags(nv, LLVMFastMathNoNaNs | LLVMFastMathNoSignedZeros);
     LLVMBuildStore(b, nv, acc);
-    LLVMValueRef seen = LLVMBuildLoad2(b, r->t_i1, any_nan, "");
+    LLVMValueRef seen = LLVMBuildLoad2(b, r->s.t_i1, any_nan, "");
     LLVMBuildStore(b, LLVMBuildOr(b, seen, LLVMBuildFCmp(b, LLVMRealUNO, val, val, ""), ""), any_nan);
   } else {
     LLVMValueRef nv;
@@ -817,7 +280,7 @@ static LLVMValueRef eval_reduce(render *r, const kiln_kx *x) {
                  : x->op == KILN_OP_reduce_prod ? KILN_OP_mul
                  : x->op == KILN_OP_reduce_max ? KILN_OP_max : KILN_OP_min;
     LLVMValueRef ops[2] = {cur, val};
-    nv = alu(r, op, 0, vdt, vdt, ops);
+    nv = kiln_llvm_alu(&r->s, op, 0, vdt, vdt, ops);
     /* Reassociation lets the vectorizer split float sums/products into lanes; the
      * result differs from a sequential sum only by rounding. */
     if (fl && (op == KILN_OP_add || op == KILN_OP_mul) && LLVMCanValueUseFastMathFlags(nv))
@@ -829,41 +292,42 @@ static LLVMValueRef eval_reduce(render *r, const kiln_kx *x) {
     r->var[x->var + j] = outer_var[j];
   }
   level_close(r);
-  if (arg) return LLVMBuildLoad2(b, r->t_i64, best_i, "");
+  if (arg) return LLVMBuildLoad2(b, r->s.t_i64, best_i, "");
   LLVMValueRef res = LLVMBuildLoad2(b, vt, acc, "");
   if (minmax_f) /* the nnan result may be anything where a NaN was seen: NaN there */
-    res = LLVMBuildSelect(b, LLVMBuildLoad2(b, r->t_i1, any_nan, ""), LLVMConstReal(vt, NAN), res, "");
+    res = LLVMBuildSelect(b, LLVMBuildLoad2(b, r->s.t_i1, any_nan, ""), LLVMConstReal(vt, NAN), res, "");
   return res;
 }
 
 static LLVMValueRef eval_load(render *r, const kiln_kx *x) {
-  LLVMBuilderRef b = r->b;
+  LLVMBuilderRef b = r->s.b;
   kiln_dtype bdt = r->p->buffers[x->buf].dtype;
-  LLVMTypeRef mt = mtype(r, bdt);
+  LLVMTypeRef mt = kiln_llvm_mtype(&r->s, bdt);
   LLVMValueRef off = eval(r, x->a[0]);
   if (!off) return NULL;
   if (x->a[1] < 0) {
     LLVMValueRef ptr = LLVMBuildInBoundsGEP2(b, mt, r->base[x->buf], &off, 1, "");
-    return convert(r, from_memory(r, LLVMBuildLoad2(b, mt, ptr, ""), bdt), bdt, x->dtype);
+    return kiln_llvm_convert(&r->s, kiln_llvm_from_memory(&r->s, LLVMBuildLoad2(b, mt, ptr, ""), bdt), bdt, x->dtype);
   }
   /* Masked: the offset may be out of range where the mask is false, so the load sits in
    * a block only entered when it is true. */
   LLVMValueRef m = eval(r, x->a[1]);
   if (!m) return NULL;
   LLVMBasicBlockRef pre = LLVMGetInsertBlock(b);
-  LLVMBasicBlockRef then = LLVMAppendBasicBlockInContext(r->ctx, r->fn, "mload");
-  LLVMBasicBlockRef join = LLVMAppendBasicBlockInContext(r->ctx, r->fn, "mjoin");
+  LLVMBasicBlockRef then = LLVMAppendBasicBlockInContext(r->s.ctx, r->fn, "mload");
+  LLVMBasicBlockRef join = LLVMAppendBasicBlockInContext(r->s.ctx, r->fn, "mjoin");
   LLVMBuildCondBr(b, m, then, join);
   LLVMPositionBuilderAtEnd(b, then);
   /* not inbounds: the vectorizer turns this into a masked vector load, whose address
    * (that of its first lane) may lie outside the buffer for lanes that are off */
   LLVMValueRef ptr = LLVMBuildGEP2(b, mt, r->base[x->buf], &off, 1, "");
-  LLVMValueRef v = convert(r, from_memory(r, LLVMBuildLoad2(b, mt, ptr, ""), bdt), bdt, x->dtype);
+  LLVMValueRef v =
+      kiln_llvm_convert(&r->s, kiln_llvm_from_memory(&r->s, LLVMBuildLoad2(b, mt, ptr, ""), bdt), bdt, x->dtype);
   LLVMBasicBlockRef then_end = LLVMGetInsertBlock(b);
   LLVMBuildBr(b, join);
   LLVMPositionBuilderAtEnd(b, join);
-  LLVMValueRef phi = LLVMBuildPhi(b, ctype(r, x->dtype), "");
-  LLVMValueRef vals[2] = {v, const_of(r, x->dtype, x->f, x->i)};
+  LLVMValueRef phi = LLVMBuildPhi(b, kiln_llvm_ctype(&r->s, x->dtype), "");
+  LLVMValueRef vals[2] = {v, kiln_llvm_const(&r->s, x->dtype, x->f, x->i)};
   LLVMBasicBlockRef from[2] = {then_end, pre};
   LLVMAddIncoming(phi, vals, from, 2);
   return phi;
@@ -895,14 +359,14 @@ static LLVMValueRef eval_hoisted(render *r, int32_t id, int32_t at) {
     return NULL;
   }
   memcpy(saved, &r->lv[at + 1], sizeof(level) * (size_t)n);
-  LLVMBasicBlockRef cur = LLVMGetInsertBlock(r->b);
-  LLVMPositionBuilderAtEnd(r->b, saved[0].ph);
+  LLVMBasicBlockRef cur = LLVMGetInsertBlock(r->s.b);
+  LLVMPositionBuilderAtEnd(r->s.b, saved[0].ph);
   r->top = at;
   LLVMValueRef v = eval(r, id);
-  saved[0].ph = LLVMGetInsertBlock(r->b); /* the hoisted code may have added blocks */
+  saved[0].ph = LLVMGetInsertBlock(r->s.b); /* the hoisted code may have added blocks */
   memcpy(&r->lv[at + 1], saved, sizeof(level) * (size_t)n);
   r->top = top;
-  LLVMPositionBuilderAtEnd(r->b, cur);
+  LLVMPositionBuilderAtEnd(r->s.b, cur);
   kiln_ir_free(r->p->alloc, saved);
   return v;
 }
@@ -913,7 +377,7 @@ static LLVMValueRef eval(render *r, int32_t id) {
   if (r->memo[id] && r->memo_level[id] <= r->top && r->lv[r->memo_level[id]].serial == r->memo_serial[id])
     return r->memo[id];
   const kiln_kx *x = &r->k->kx[id];
-  if (x->kind == KILN_KX_CONST) return const_of(r, x->dtype, x->f, x->i);
+  if (x->kind == KILN_KX_CONST) return kiln_llvm_const(&r->s, x->dtype, x->f, x->i);
   int32_t at = place(r, id);
   if (at < 0) {
     kiln_diag_set(r->d, KILN_ERR_INTERNAL, "kernel %s: kx %d uses a variable outside its loop",
@@ -925,15 +389,15 @@ static LLVMValueRef eval(render *r, int32_t id) {
   if (r->row_cached && r->row_cached[id] >= 0) { /* computed by a row reduction already */
     int32_t red = r->row_cached[id];
     if (!eval(r, red)) return NULL; /* fills the row's values (before the column loop) */
-    LLVMTypeRef et = ctype(r, x->dtype);
-    v = LLVMBuildLoad2(r->b, et, row_cache_at(r, red, et, r->var[r->k->out.rank - 1]), "");
+    LLVMTypeRef et = kiln_llvm_ctype(&r->s, x->dtype);
+    v = LLVMBuildLoad2(r->s.b, et, row_cache_at(r, red, et, r->var[r->k->out.rank - 1]), "");
     r->memo[id] = v;
     r->memo_level[id] = r->top;
     r->memo_serial[id] = r->lv[r->top].serial;
     return v;
   }
   switch (x->kind) {
-  case KILN_KX_CONST: v = const_of(r, x->dtype, x->f, x->i); break;
+  case KILN_KX_CONST: v = kiln_llvm_const(&r->s, x->dtype, x->f, x->i); break;
   case KILN_KX_VAR:
     v = r->var[x->var];
     if (!v) {
@@ -947,7 +411,7 @@ static LLVMValueRef eval(render *r, int32_t id) {
     if (r->div_mode && r->div_mode[id] == DIV_CONST) {
       LLVMValueRef num = eval(r, x->a[0]);
       if (!num) return NULL;
-      v = LLVMBuildFMul(r->b, num, fk(r, (double)(1.0f / (float)r->k->kx[x->a[1]].f)), "");
+      v = LLVMBuildFMul(r->s.b, num, LLVMConstReal(r->s.t_f32, (double)(1.0f / (float)r->k->kx[x->a[1]].f)), "");
       break;
     }
     if (r->div_mode && r->div_mode[id] == DIV_ROW) {
@@ -961,7 +425,7 @@ static LLVMValueRef eval(render *r, int32_t id) {
     for (int i = 0; i < n; i++)
       if (!(a[i] = eval(r, x->a[i]))) return NULL;
     kiln_dtype odt = r->k->kx[x->a[x->op == KILN_OP_select ? 1 : 0]].dtype;
-    v = alu(r, x->op, x->kind_attr, odt, x->dtype, a);
+    v = kiln_llvm_alu(&r->s, x->op, x->kind_attr, odt, x->dtype, a);
     break;
   }
   case KILN_KX_REDUCE: v = eval_reduce(r, x); break;
@@ -970,15 +434,15 @@ static LLVMValueRef eval(render *r, int32_t id) {
      * vectorizer handles) that the kernel reports once after its loops. */
     LLVMValueRef c = eval(r, x->a[0]);
     if (!c || !(v = eval(r, x->a[1]))) return NULL;
-    LLVMValueRef cur = LLVMBuildLoad2(r->b, r->t_i1, r->bad, "");
-    LLVMBuildStore(r->b, LLVMBuildOr(r->b, cur, LLVMBuildNot(r->b, c, ""), ""), r->bad);
+    LLVMValueRef cur = LLVMBuildLoad2(r->s.b, r->s.t_i1, r->bad, "");
+    LLVMBuildStore(r->s.b, LLVMBuildOr(r->s.b, cur, LLVMBuildNot(r->s.b, c, ""), ""), r->bad);
     break;
   }
   }
   if (!v) return NULL;
   /* f16/bf16 compute in f32, but each graph node's result is of its dtype: rounded where
    * the interpreter and an unfused kernel's store round it (kiln_ir_kx_rounds_narrow) */
-  if (kiln_ir_kx_rounds_narrow(x)) v = round_narrow(r, v, x->dtype);
+  if (kiln_ir_kx_rounds_narrow(x)) v = kiln_llvm_round_narrow(&r->s, v, x->dtype);
   r->memo[id] = v;
   r->memo_level[id] = r->top;
   r->memo_serial[id] = r->lv[r->top].serial;
@@ -1165,7 +629,7 @@ static bool find_row_caches(render *r) {
         for (int32_t i = 0; i < k->n_kx; i++) r->row_cached[i] = -1, r->row_buf[i] = NULL;
       }
       if (!r->row_buf[red]) { /* 8 bytes an element (the widest register type) and the slide */
-        r->row_buf[red] = entry_alloca(r, LLVMArrayType2(r->t_i8, (uint64_t)k->out.dims[col] * 8 + ROW_CACHE_SLIDE));
+        r->row_buf[red] = entry_alloca(r, LLVMArrayType2(r->s.t_i8, (uint64_t)k->out.dims[col] * 8 + ROW_CACHE_SLIDE));
         LLVMSetAlignment(r->row_buf[red], 64);
       }
       r->row_cached[e] = red;
@@ -1273,16 +737,16 @@ static bool streams(const kiln_kernel *k, const kiln_kprogram *p) {
 static LLVMValueRef emit_loop_kernel(render *r, const kiln_kernel *k, int32_t ki, const char *fn_name,
                                      bool streaming) {
   const kiln_allocator *al = r->p->alloc;
-  LLVMTypeRef params[3] = {r->t_ptr, r->t_i64, r->t_i64};
-  r->fn = LLVMAddFunction(r->mod, fn_name, LLVMFunctionType(r->t_void, params, 3, 0));
+  LLVMTypeRef params[3] = {r->s.t_ptr, r->s.t_i64, r->s.t_i64};
+  r->fn = LLVMAddFunction(r->s.mod, fn_name, LLVMFunctionType(r->s.t_void, params, 3, 0));
   LLVMSetLinkage(r->fn, LLVMInternalLinkage);
   /* noinline: the entry calls each kernel from two places (pool / no pool); one body. */
-  fn_attr(r, r->fn, "noinline");
-  fn_attr(r, r->fn, "nounwind");
+  kiln_llvm_fn_attr(&r->s, r->fn, "noinline");
+  kiln_llvm_fn_attr(&r->s, r->fn, "nounwind");
   /* 512-bit vectors where the target has them (LLVM defaults to 256 on x86): the
    * polynomial exp/erf of softmax and GELU are compute-bound at 256 bits; measured
    * 1.4-1.7x faster at 512 on AVX-512 hosts. Targets without them ignore it. */
-  LLVMAttributeRef vw = LLVMCreateStringAttribute(r->ctx, "prefer-vector-width", 19, "512", 3);
+  LLVMAttributeRef vw = LLVMCreateStringAttribute(r->s.ctx, "prefer-vector-width", 19, "512", 3);
   LLVMAddAttributeAtIndex(r->fn, LLVMAttributeFunctionIndex, vw);
   r->k = k;
   size_t nb = (size_t)r->p->n_buffers, nk = (size_t)k->n_kx, nv = (size_t)k->n_vars;
@@ -1311,8 +775,8 @@ static LLVMValueRef emit_loop_kernel(render *r, const kiln_kernel *k, int32_t ki
   r->lv[0] = (level){.vars = 0, .serial = 0};
 
   LLVMValueRef bufs = LLVMGetParam(r->fn, 0), begin = LLVMGetParam(r->fn, 1), end = LLVMGetParam(r->fn, 2);
-  r->entry_bb = LLVMAppendBasicBlockInContext(r->ctx, r->fn, "entry");
-  LLVMPositionBuilderAtEnd(r->b, r->entry_bb);
+  r->entry_bb = LLVMAppendBasicBlockInContext(r->s.ctx, r->fn, "entry");
+  LLVMPositionBuilderAtEnd(r->s.b, r->entry_bb);
   /* Base pointers once per call: stores into buffers can then not force reloads. */
   for (int32_t i = 0; i <= k->n_kx + 1; i++) {
     int32_t bi = i == k->n_kx + 1 ? r->extra_buf
@@ -1330,22 +794,22 @@ static LLVMValueRef emit_loop_kernel(render *r, const kiln_kernel *k, int32_t ki
         r->base[bi] = r->base[j];
     if (r->base[bi]) continue;
     LLVMValueRef idx = ci64(r, bi);
-    LLVMValueRef slot = LLVMBuildInBoundsGEP2(r->b, r->t_ptr, bufs, &idx, 1, "");
-    r->base[bi] = LLVMBuildLoad2(r->b, r->t_ptr, slot, r->p->buffers[bi].name ? r->p->buffers[bi].name : "buf");
+    LLVMValueRef slot = LLVMBuildInBoundsGEP2(r->s.b, r->s.t_ptr, bufs, &idx, 1, "");
+    r->base[bi] = LLVMBuildLoad2(r->s.b, r->s.t_ptr, slot, r->p->buffers[bi].name ? r->p->buffers[bi].name : "buf");
     if (bi != k->out_buf && bi != r->extra_buf && bb->nbytes >= (size_t)PREFETCH_MIN_BUFFER) {
-      unsigned pf = LLVMGetMDKindIDInContext(r->ctx, KILN_LLVM_MD_PREFETCH, strlen(KILN_LLVM_MD_PREFETCH));
-      LLVMSetMetadata(r->base[bi], pf, LLVMMDNodeInContext(r->ctx, NULL, 0));
+      unsigned pf = LLVMGetMDKindIDInContext(r->s.ctx, KILN_LLVM_MD_PREFETCH, strlen(KILN_LLVM_MD_PREFETCH));
+      LLVMSetMetadata(r->base[bi], pf, LLVMMDNodeInContext(r->s.ctx, NULL, 0));
     }
     if (streaming && (bi == k->out_buf || bi == r->extra_buf)) { /* the caller checked: 64-byte aligned */
       LLVMMetadataRef a64 = LLVMValueAsMetadata(ci64(r, CACHE_LINE));
-      LLVMSetMetadata(r->base[bi], LLVMGetMDKindIDInContext(r->ctx, "align", 5),
-                      LLVMMetadataAsValue(r->ctx, LLVMMDNodeInContext2(r->ctx, &a64, 1)));
+      LLVMSetMetadata(r->base[bi], LLVMGetMDKindIDInContext(r->s.ctx, "align", 5),
+                      LLVMMetadataAsValue(r->s.ctx, LLVMMDNodeInContext2(r->s.ctx, &a64, 1)));
     }
   }
   r->bad = NULL;
   for (int32_t i = 0; i < k->n_kx && !r->bad; i++)
-    if (k->kx[i].kind == KILN_KX_CHECK) r->bad = entry_alloca(r, r->t_i1);
-  if (r->bad) LLVMBuildStore(r->b, LLVMConstInt(r->t_i1, 0, 0), r->bad);
+    if (k->kx[i].kind == KILN_KX_CHECK) r->bad = entry_alloca(r, r->s.t_i1);
+  if (r->bad) LLVMBuildStore(r->s.b, LLVMConstInt(r->s.t_i1, 0, 0), r->bad);
   r->div_mode = div_modes(r, k, al);
   if (!find_row_caches(r)) {
     kiln_diag_set(r->d, KILN_ERR_OUT_OF_MEMORY, "out of memory rendering kernel %s", k->name ? k->name : "?");
@@ -1369,8 +833,8 @@ static LLVMValueRef emit_loop_kernel(render *r, const kiln_kernel *k, int32_t ki
   while (first < rank - 2 && k->out.dims[first] == 1) r->var[first++] = ci64(r, 0);
   for (int32_t dd = rank - 2; dd > first; dd--) {
     LLVMValueRef ext = ci64(r, k->out.dims[dd] > 0 ? k->out.dims[dd] : 1);
-    r->var[dd] = LLVMBuildURem(r->b, rem, ext, "");
-    rem = LLVMBuildUDiv(r->b, rem, ext, "");
+    r->var[dd] = LLVMBuildURem(r->s.b, rem, ext, "");
+    rem = LLVMBuildUDiv(r->s.b, rem, ext, "");
   }
   if (rank >= 2) r->var[first] = rem;
   LLVMValueRef col = ci64(r, 0);
@@ -1382,16 +846,19 @@ static LLVMValueRef emit_loop_kernel(render *r, const kiln_kernel *k, int32_t ki
   }
   LLVMValueRef v = eval(r, k->root);
   if (!v) goto done;
-  v = to_memory(r, convert(r, v, k->kx[k->root].dtype, k->out_dtype), k->out_dtype);
-  LLVMValueRef off = LLVMBuildNSWAdd(r->b, LLVMBuildNSWMul(r->b, row, ci64(r, last), ""), col, "");
+  v = kiln_llvm_to_memory(&r->s, kiln_llvm_convert(&r->s, v, k->kx[k->root].dtype, k->out_dtype), k->out_dtype);
+  LLVMValueRef off = LLVMBuildNSWAdd(r->s.b, LLVMBuildNSWMul(r->s.b, row, ci64(r, last), ""), col, "");
   /* (a streaming variant's vector stores of it are marked non-temporal after the loop
    * vectorizer, which does not widen non-temporal scalar stores: kiln_llvm_optimize) */
-  LLVMBuildStore(r->b, v, LLVMBuildInBoundsGEP2(r->b, mtype(r, k->out_dtype), r->base[k->out_buf], &off, 1, ""));
+  LLVMTypeRef mt = kiln_llvm_mtype(&r->s, k->out_dtype);
+  LLVMBuildStore(r->s.b, v, LLVMBuildInBoundsGEP2(r->s.b, mt, r->base[k->out_buf], &off, 1, ""));
   if (r->extra_root >= 0) {
     LLVMValueRef v2 = eval(r, r->extra_root);
     if (!v2) goto done;
-    v2 = to_memory(r, convert(r, v2, k->kx[r->extra_root].dtype, r->extra_dtype), r->extra_dtype);
-    LLVMBuildStore(r->b, v2, LLVMBuildInBoundsGEP2(r->b, mtype(r, r->extra_dtype), r->base[r->extra_buf], &off, 1, ""));
+    v2 = kiln_llvm_convert(&r->s, v2, k->kx[r->extra_root].dtype, r->extra_dtype);
+    v2 = kiln_llvm_to_memory(&r->s, v2, r->extra_dtype);
+    LLVMTypeRef mt2 = kiln_llvm_mtype(&r->s, r->extra_dtype);
+    LLVMBuildStore(r->s.b, v2, LLVMBuildInBoundsGEP2(r->s.b, mt2, r->base[r->extra_buf], &off, 1, ""));
   }
   if (rank >= 1) {
     loop_end(r, &cols);
@@ -1400,9 +867,9 @@ static LLVMValueRef emit_loop_kernel(render *r, const kiln_kernel *k, int32_t ki
   loop_end(r, &rows);
   level_close(r);
   /* streaming stores are weakly ordered: visible before the pool's barrier says done */
-  if (streaming) LLVMBuildFence(r->b, LLVMAtomicOrderingSequentiallyConsistent, 0, "");
-  if (r->bad) report_if(r, r->fn, LLVMBuildLoad2(r->b, r->t_i1, r->bad, ""), bufs, ki);
-  LLVMBuildRetVoid(r->b);
+  if (streaming) LLVMBuildFence(r->s.b, LLVMAtomicOrderingSequentiallyConsistent, 0, "");
+  if (r->bad) report_if(r, r->fn, LLVMBuildLoad2(r->s.b, r->s.t_i1, r->bad, ""), bufs, ki);
+  LLVMBuildRetVoid(r->s.b);
   ret = r->fn;
 done:
   kiln_ir_free(al, r->var);
@@ -1429,8 +896,8 @@ done:
 
 /* A constant global holding raw bytes (descriptors, embedded weights). */
 static LLVMValueRef bytes_global(render *r, const char *name, const void *data, size_t n, unsigned align) {
-  LLVMValueRef init = LLVMConstStringInContext2(r->ctx, n ? (const char *)data : "", n ? n : 1, 1);
-  LLVMValueRef g = LLVMAddGlobal(r->mod, LLVMTypeOf(init), name);
+  LLVMValueRef init = LLVMConstStringInContext2(r->s.ctx, n ? (const char *)data : "", n ? n : 1, 1);
+  LLVMValueRef g = LLVMAddGlobal(r->s.mod, LLVMTypeOf(init), name);
   LLVMSetInitializer(g, init);
   LLVMSetGlobalConstant(g, 1);
   LLVMSetAlignment(g, align);
@@ -1443,7 +910,7 @@ static void emit_consts(render *r) {
     if (bf->kind != KILN_BUF_CONST || bf->index < 0 || bf->index >= r->p->n_consts) continue;
     char name[32];
     snprintf(name, sizeof name, "kiln_c%d", bf->index);
-    if (LLVMGetNamedGlobal(r->mod, name)) continue;
+    if (LLVMGetNamedGlobal(r->s.mod, name)) continue;
     const kiln_const *c = &r->p->consts[bf->index];
     LLVMValueRef g = bytes_global(r, name, c->data, c->nbytes, 64);
     LLVMSetVisibility(g, LLVMHiddenVisibility);
@@ -1457,22 +924,22 @@ typedef struct call_types {
 
 static call_types runtime_types(render *r) {
   call_types t;
-  LLVMTypeRef kp[3] = {r->t_ptr, r->t_i64, r->t_i64};
-  t.kty = LLVMFunctionType(r->t_void, kp, 3, 0);
-  LLVMTypeRef pf_p[5] = {r->t_ptr, r->t_ptr, r->t_ptr, r->t_i64, r->t_i64};
-  t.pf_ty = LLVMFunctionType(r->t_void, pf_p, 5, 0);
-  LLVMTypeRef gm_p[4] = {r->t_ptr, r->t_ptr, r->t_i32, r->t_ptr};
-  t.gm_ty = LLVMFunctionType(r->t_void, gm_p, 4, 0);
-  LLVMTypeRef gf_p[6] = {r->t_ptr, r->t_ptr, r->t_i32, r->t_ptr, r->t_ptr, r->t_ptr};
-  t.gf_ty = LLVMFunctionType(r->t_void, gf_p, 6, 0);
-  LLVMTypeRef op_p[2] = {r->t_ptr, r->t_ptr};
-  t.op_ty = LLVMFunctionType(r->t_i32, op_p, 2, 0);
+  LLVMTypeRef kp[3] = {r->s.t_ptr, r->s.t_i64, r->s.t_i64};
+  t.kty = LLVMFunctionType(r->s.t_void, kp, 3, 0);
+  LLVMTypeRef pf_p[5] = {r->s.t_ptr, r->s.t_ptr, r->s.t_ptr, r->s.t_i64, r->s.t_i64};
+  t.pf_ty = LLVMFunctionType(r->s.t_void, pf_p, 5, 0);
+  LLVMTypeRef gm_p[4] = {r->s.t_ptr, r->s.t_ptr, r->s.t_i32, r->s.t_ptr};
+  t.gm_ty = LLVMFunctionType(r->s.t_void, gm_p, 4, 0);
+  LLVMTypeRef gf_p[6] = {r->s.t_ptr, r->s.t_ptr, r->s.t_i32, r->s.t_ptr, r->s.t_ptr, r->s.t_ptr};
+  t.gf_ty = LLVMFunctionType(r->s.t_void, gf_p, 6, 0);
+  LLVMTypeRef op_p[2] = {r->s.t_ptr, r->s.t_ptr};
+  t.op_ty = LLVMFunctionType(r->s.t_i32, op_p, 2, 0);
   return t;
 }
 
 /* A kernel's descriptor global, shared by the entry and the step function. */
 static LLVMValueRef desc_global(render *r, const char *name, const void *data, size_t n) {
-  LLVMValueRef g = LLVMGetNamedGlobal(r->mod, name);
+  LLVMValueRef g = LLVMGetNamedGlobal(r->s.mod, name);
   if (g) return g;
   g = bytes_global(r, name, data, n, 8);
   LLVMSetLinkage(g, LLVMInternalLinkage);
@@ -1529,7 +996,7 @@ static bool merge_siblings(render *r, const kiln_kernel *a, const kiln_kernel *b
 /* Runs kernel i at the builder's position in fn (which takes bufs and pool). */
 static void emit_kernel_call(render *r, LLVMValueRef fn, const call_types *t, LLVMValueRef bufs, LLVMValueRef pool,
                              LLVMValueRef no_pool, int32_t i, LLVMValueRef *kfn) {
-  LLVMBuilderRef b = r->b;
+  LLVMBuilderRef b = r->s.b;
   const kiln_kernel *k = &r->p->kernels[i];
   char name[48];
   if (i > 0 && r->p->kernels[i - 1].with_next) return; /* ran with kernel i - 1 */
@@ -1541,16 +1008,16 @@ static void emit_kernel_call(render *r, LLVMValueRef fn, const call_types *t, LL
     int64_t row_work = row_cost(r, k, last);
     int64_t grain = (KILN_LLVM_GRAIN_ELEMS + row_work - 1) / row_work;
     /* No pool: run the whole range on the caller (rt.h allows a NULL pool). */
-    LLVMBasicBlockRef serial = LLVMAppendBasicBlockInContext(r->ctx, fn, "serial");
-    LLVMBasicBlockRef par = LLVMAppendBasicBlockInContext(r->ctx, fn, "parallel");
-    LLVMBasicBlockRef next = LLVMAppendBasicBlockInContext(r->ctx, fn, "next");
+    LLVMBasicBlockRef serial = LLVMAppendBasicBlockInContext(r->s.ctx, fn, "serial");
+    LLVMBasicBlockRef par = LLVMAppendBasicBlockInContext(r->s.ctx, fn, "parallel");
+    LLVMBasicBlockRef next = LLVMAppendBasicBlockInContext(r->s.ctx, fn, "next");
     LLVMValueRef kf = kfn[i], kst = kfn[r->p->n_kernels + i];
     if (kst) { /* the streaming variant where the output (both, for siblings) is 64-byte aligned */
       LLVMValueRef mis = ci64(r, 0);
       for (int o = 0; o < (k->with_next ? 2 : 1); o++) {
         LLVMValueRef at = ci64(r, o ? r->p->kernels[i + 1].out_buf : k->out_buf);
-        LLVMValueRef out = LLVMBuildLoad2(b, r->t_ptr, LLVMBuildInBoundsGEP2(b, r->t_ptr, bufs, &at, 1, ""), "");
-        mis = LLVMBuildOr(b, mis, LLVMBuildPtrToInt(b, out, r->t_i64, ""), "");
+        LLVMValueRef out = LLVMBuildLoad2(b, r->s.t_ptr, LLVMBuildInBoundsGEP2(b, r->s.t_ptr, bufs, &at, 1, ""), "");
+        mis = LLVMBuildOr(b, mis, LLVMBuildPtrToInt(b, out, r->s.t_i64, ""), "");
       }
       mis = LLVMBuildAnd(b, mis, ci64(r, CACHE_LINE - 1), "");
       kf = LLVMBuildSelect(b, LLVMBuildICmp(b, LLVMIntEQ, mis, ci64(r, 0), ""), kst, kf, "");
@@ -1562,7 +1029,7 @@ static void emit_kernel_call(render *r, LLVMValueRef fn, const call_types *t, LL
     LLVMBuildBr(b, next);
     LLVMPositionBuilderAtEnd(b, par);
     LLVMValueRef pa[5] = {pool, kf, bufs, ci64(r, n_rows), ci64(r, grain < 1 ? 1 : grain)};
-    LLVMBuildCall2(b, t->pf_ty, declare_fn(r, "kiln_rt_parallel_for", t->pf_ty), pa, 5, "");
+    LLVMBuildCall2(b, t->pf_ty, kiln_llvm_declare_fn(&r->s, "kiln_rt_parallel_for", t->pf_ty), pa, 5, "");
     LLVMBuildBr(b, next);
     LLVMPositionBuilderAtEnd(b, next);
   } else if (k->kind == KILN_KERNEL_GEMM) {
@@ -1573,15 +1040,15 @@ static void emit_kernel_call(render *r, LLVMValueRef fn, const call_types *t, LL
     if (k->pack || k->epilogue) { /* sub-kernels rendered as kiln_k<i>_pack / _epilogue */
       char sub[48];
       snprintf(sub, sizeof sub, "kiln_k%d_pack", i);
-      LLVMValueRef pk = k->pack ? LLVMGetNamedFunction(r->mod, sub) : LLVMConstNull(r->t_ptr);
+      LLVMValueRef pk = k->pack ? LLVMGetNamedFunction(r->s.mod, sub) : LLVMConstNull(r->s.t_ptr);
       snprintf(sub, sizeof sub, "kiln_k%d_epilogue", i);
-      LLVMValueRef ep = k->epilogue ? LLVMGetNamedFunction(r->mod, sub) : LLVMConstNull(r->t_ptr);
-      LLVMValueRef a[6] = {pool, g, cint(r->t_i32, k->out_dtype), bufs, pk, ep};
-      LLVMBuildCall2(b, t->gf_ty, declare_fn(r, "kiln_rt_gemm_fused", t->gf_ty), a, 6, "");
+      LLVMValueRef ep = k->epilogue ? LLVMGetNamedFunction(r->s.mod, sub) : LLVMConstNull(r->s.t_ptr);
+      LLVMValueRef a[6] = {pool, g, kiln_llvm_cint(r->s.t_i32, k->out_dtype), bufs, pk, ep};
+      LLVMBuildCall2(b, t->gf_ty, kiln_llvm_declare_fn(&r->s, "kiln_rt_gemm_fused", t->gf_ty), a, 6, "");
       return;
     }
-    LLVMValueRef a[4] = {pool, g, cint(r->t_i32, k->out_dtype), bufs};
-    LLVMBuildCall2(b, t->gm_ty, declare_fn(r, "kiln_rt_gemm", t->gm_ty), a, 4, "");
+    LLVMValueRef a[4] = {pool, g, kiln_llvm_cint(r->s.t_i32, k->out_dtype), bufs};
+    LLVMBuildCall2(b, t->gm_ty, kiln_llvm_declare_fn(&r->s, "kiln_rt_gemm", t->gm_ty), a, 4, "");
   } else {
     kiln_rt_opaque_desc od;
     memset(&od, 0, sizeof od); /* padding bytes too: the bytes are embedded verbatim */
@@ -1600,22 +1067,22 @@ static void emit_kernel_call(render *r, LLVMValueRef fn, const call_types *t, LL
     snprintf(name, sizeof name, "kiln_opaque%d", i);
     LLVMValueRef g = desc_global(r, name, &od, sizeof od);
     LLVMValueRef a[2] = {g, bufs};
-    LLVMValueRef rc = LLVMBuildCall2(b, t->op_ty, declare_fn(r, "kiln_rt_opaque", t->op_ty), a, 2, "");
-    report_if(r, fn, LLVMBuildICmp(b, LLVMIntNE, rc, cint(r->t_i32, 0), ""), bufs, i);
+    LLVMValueRef rc = LLVMBuildCall2(b, t->op_ty, kiln_llvm_declare_fn(&r->s, "kiln_rt_opaque", t->op_ty), a, 2, "");
+    report_if(r, fn, LLVMBuildICmp(b, LLVMIntNE, rc, kiln_llvm_cint(r->s.t_i32, 0), ""), bufs, i);
   }
 }
 
 /* void entry(ptr bufs, ptr pool): every kernel in program order. */
 static kiln_status emit_entry(render *r, const char *entry_name, bool hidden, LLVMValueRef *kfn) {
-  LLVMBuilderRef b = r->b;
-  LLVMTypeRef p2[2] = {r->t_ptr, r->t_ptr};
-  LLVMValueRef fn = LLVMAddFunction(r->mod, entry_name, LLVMFunctionType(r->t_void, p2, 2, 0));
+  LLVMBuilderRef b = r->s.b;
+  LLVMTypeRef p2[2] = {r->s.t_ptr, r->s.t_ptr};
+  LLVMValueRef fn = LLVMAddFunction(r->s.mod, entry_name, LLVMFunctionType(r->s.t_void, p2, 2, 0));
   if (hidden) LLVMSetVisibility(fn, LLVMHiddenVisibility);
   r->fn = fn;
   LLVMValueRef bufs = LLVMGetParam(fn, 0), pool = LLVMGetParam(fn, 1);
-  LLVMPositionBuilderAtEnd(b, LLVMAppendBasicBlockInContext(r->ctx, fn, "entry"));
+  LLVMPositionBuilderAtEnd(b, LLVMAppendBasicBlockInContext(r->s.ctx, fn, "entry"));
   call_types t = runtime_types(r);
-  LLVMValueRef no_pool = LLVMBuildICmp(b, LLVMIntEQ, pool, LLVMConstNull(r->t_ptr), "no_pool");
+  LLVMValueRef no_pool = LLVMBuildICmp(b, LLVMIntEQ, pool, LLVMConstNull(r->s.t_ptr), "no_pool");
   for (int32_t i = 0; i < r->p->n_kernels; i++) emit_kernel_call(r, fn, &t, bufs, pool, no_pool, i, kfn);
   LLVMBuildRetVoid(b);
   return KILN_OK;
@@ -1624,20 +1091,20 @@ static kiln_status emit_entry(render *r, const char *entry_name, bool hidden, LL
 /* void step(ptr bufs, ptr pool, i32 k): kernel k alone (nothing for another k), so the
  * driver's verify mode can check each kernel's output as soon as it is written. */
 static kiln_status emit_step(render *r, const char *step_name, bool hidden, LLVMValueRef *kfn) {
-  LLVMBuilderRef b = r->b;
-  LLVMTypeRef p3[3] = {r->t_ptr, r->t_ptr, r->t_i32};
-  LLVMValueRef fn = LLVMAddFunction(r->mod, step_name, LLVMFunctionType(r->t_void, p3, 3, 0));
+  LLVMBuilderRef b = r->s.b;
+  LLVMTypeRef p3[3] = {r->s.t_ptr, r->s.t_ptr, r->s.t_i32};
+  LLVMValueRef fn = LLVMAddFunction(r->s.mod, step_name, LLVMFunctionType(r->s.t_void, p3, 3, 0));
   if (hidden) LLVMSetVisibility(fn, LLVMHiddenVisibility);
   r->fn = fn;
   LLVMValueRef bufs = LLVMGetParam(fn, 0), pool = LLVMGetParam(fn, 1), which = LLVMGetParam(fn, 2);
-  LLVMPositionBuilderAtEnd(b, LLVMAppendBasicBlockInContext(r->ctx, fn, "entry"));
+  LLVMPositionBuilderAtEnd(b, LLVMAppendBasicBlockInContext(r->s.ctx, fn, "entry"));
   call_types t = runtime_types(r);
-  LLVMValueRef no_pool = LLVMBuildICmp(b, LLVMIntEQ, pool, LLVMConstNull(r->t_ptr), "no_pool");
-  LLVMBasicBlockRef done = LLVMAppendBasicBlockInContext(r->ctx, fn, "done");
+  LLVMValueRef no_pool = LLVMBuildICmp(b, LLVMIntEQ, pool, LLVMConstNull(r->s.t_ptr), "no_pool");
+  LLVMBasicBlockRef done = LLVMAppendBasicBlockInContext(r->s.ctx, fn, "done");
   LLVMValueRef sw = LLVMBuildSwitch(b, which, done, (unsigned)r->p->n_kernels);
   for (int32_t i = 0; i < r->p->n_kernels; i++) {
-    LLVMBasicBlockRef bb = LLVMAppendBasicBlockInContext(r->ctx, fn, "kernel");
-    LLVMAddCase(sw, cint(r->t_i32, i), bb);
+    LLVMBasicBlockRef bb = LLVMAppendBasicBlockInContext(r->s.ctx, fn, "kernel");
+    LLVMAddCase(sw, kiln_llvm_cint(r->s.t_i32, i), bb);
     LLVMPositionBuilderAtEnd(b, bb);
     emit_kernel_call(r, fn, &t, bufs, pool, no_pool, i, kfn);
     LLVMBuildBr(b, done);
@@ -1652,28 +1119,16 @@ kiln_status kiln_llvm_render(const kiln_kprogram *p, LLVMContextRef ctx,
   *out = NULL;
   render r;
   memset(&r, 0, sizeof r);
+  kiln_llvm_scalar_init(&r.s, ctx, o->avx512f, o->avx512vl);
   r.extra_root = r.extra_buf = -1;
-  r.avx512f = o->avx512f;
-  r.avx512vl = o->avx512f && o->avx512vl;
-  r.ctx = ctx;
   r.p = p;
   r.d = d;
-  r.t_void = LLVMVoidTypeInContext(ctx);
-  r.t_i1 = LLVMInt1TypeInContext(ctx);
-  r.t_i8 = LLVMInt8TypeInContext(ctx);
-  r.t_i16 = LLVMInt16TypeInContext(ctx);
-  r.t_i32 = LLVMInt32TypeInContext(ctx);
-  r.t_i64 = LLVMInt64TypeInContext(ctx);
-  r.t_half = LLVMHalfTypeInContext(ctx);
-  r.t_f32 = LLVMFloatTypeInContext(ctx);
-  r.t_f64 = LLVMDoubleTypeInContext(ctx);
-  r.t_ptr = LLVMPointerTypeInContext(ctx, 0);
 
   for (int32_t i = 0; i < p->n_kernels; i++)
     if (check_kernel(&r, &p->kernels[i], i) != KILN_OK) return d->status;
 
-  r.mod = LLVMModuleCreateWithNameInContext(p->name ? p->name : "kiln", ctx);
-  r.b = LLVMCreateBuilderInContext(ctx);
+  r.s.mod = LLVMModuleCreateWithNameInContext(p->name ? p->name : "kiln", ctx);
+  r.s.b = LLVMCreateBuilderInContext(ctx);
   /* kfn[i]: kernel i's function; kfn[n + i]: its streaming-store variant, or NULL */
   LLVMValueRef *kfn = kiln_ir_malloc(p->alloc, sizeof(LLVMValueRef) * (2 * (size_t)p->n_kernels + 1));
   kiln_status st = KILN_OK;
@@ -1724,20 +1179,20 @@ kiln_status kiln_llvm_render(const kiln_kprogram *p, LLVMContextRef ctx,
   if ((st = emit_entry(&r, o->entry_name, o->hidden_entry, kfn)) != KILN_OK) goto fail;
   if (o->step_name && (st = emit_step(&r, o->step_name, o->hidden_entry, kfn)) != KILN_OK) goto fail;
   char *msg = NULL;
-  if (LLVMVerifyModule(r.mod, LLVMReturnStatusAction, &msg)) {
+  if (LLVMVerifyModule(r.s.mod, LLVMReturnStatusAction, &msg)) {
     st = kiln_diag_set(d, KILN_ERR_BACKEND, "LLVM rejected the generated module: %s", msg ? msg : "");
-    kiln_llvm_diag_module(d, r.mod);
+    kiln_llvm_diag_module(d, r.s.mod);
     LLVMDisposeMessage(msg);
     goto fail;
   }
   LLVMDisposeMessage(msg);
   kiln_ir_free(p->alloc, kfn);
-  LLVMDisposeBuilder(r.b);
-  *out = r.mod;
+  LLVMDisposeBuilder(r.s.b);
+  *out = r.s.mod;
   return KILN_OK;
 fail:
   kiln_ir_free(p->alloc, kfn);
-  LLVMDisposeBuilder(r.b);
-  LLVMDisposeModule(r.mod);
+  LLVMDisposeBuilder(r.s.b);
+  LLVMDisposeModule(r.s.mod);
   return st;
 }

@@ -235,7 +235,7 @@ void kiln_llvm_target_features(LLVMTargetMachineRef tm, kiln_llvm_render_options
   LLVMDisposeMessage(features);
 }
 
-/* Every call to the scalef declarations (render.c scalef_f32) becomes the AVX-512
+/* Every call to the scalef declarations (scalar.c scalef_f32) becomes the AVX-512
  * intrinsic of its width, all lanes on, rounding as the current mode; then the
  * declarations go. The scalar one is a vscalefss on lane 0 of a 4-lane vector. */
 static void lower_scalef(LLVMModuleRef m) {
@@ -283,7 +283,7 @@ static void lower_scalef(LLVMModuleRef m) {
     LLVMDeleteFunction(fn);
   }
   LLVMDisposeBuilder(b);
-  LLVMValueRef used = LLVMGetNamedGlobal(m, "llvm.compiler.used"); /* render.c's, for these alone */
+  LLVMValueRef used = LLVMGetNamedGlobal(m, "llvm.compiler.used"); /* scalar.c's, for these alone */
   if (used) LLVMDeleteGlobal(used);
 }
 
