@@ -68,6 +68,12 @@ typedef struct kiln_llvm_aot_options {
  * generic entry points and the header, and links the shared library. */
 kiln_status kiln_llvm_export(const kiln_kprogram *p, const kiln_llvm_aot_options *o, kiln_diag *d);
 
+/* What the LLVM backend runs and the numbers its loop nests are scheduled with, for the
+ * host (triple NULL) or a named target triple: loop nests, 512-bit vectors on x86-64
+ * (LLVM narrows them to what the CPU has), GEMM prologues, sibling pairs and
+ * channels-last convolutions. */
+void kiln_llvm_target_desc(const char *triple, kiln_target_desc *d);
+
 /* "LLVM 19.1.7" style version string, for the compile cache key. */
 const char *kiln_llvm_version(void);
 

@@ -119,19 +119,20 @@ kiln_status kiln_llvm_target_machine(const char *triple, const char *cpu, LLVMRe
 #define KILN_LLVM_JIT_ENTRY KILN_LLVM_JIT_ENTRY_NAME
 #define KILN_LLVM_JIT_STEP KILN_LLVM_JIT_STEP_NAME
 
-/* Metadata kind on the load of an input's base pointer: its vector loads are followed by
- * prefetches after O3 (render.c, target.c). */
+/* What render.c marks for finish.c (the renderer's post-O3 half) in the module itself,
+ * so the marks are part of what the compile cache hashes:
+ * KILN_LLVM_MD_PREFETCH on the load of an input's base pointer, its one operand the
+ * distance in bytes: its vector loads are followed by prefetches that far ahead;
+ * KILN_LLVM_ATTR_STREAM, a function attribute: the kernel's vector stores through the
+ * output pointers (the base pointer loads that carry !align) become non-temporal. */
 #define KILN_LLVM_MD_PREFETCH "kiln.prefetch"
-/* Distance of those prefetches ahead of the load, in bytes. Applied after O3, so not in
- * the module the JIT cache key hashes: a change here bumps the key's settings string
- * (jit.c). 4 KiB against 2 KiB, 6 interleaved runs of `kiln bench --runs 30 --threads 2`
- * on [32768, 768]: residual + layer norm 8.56 against 8.76 ms, bias + GELU 5.50 against
- * 5.78 ms (medians); layer norm, softmax and copy the same within noise. */
-#define KILN_LLVM_PREFETCH_AHEAD 4096
+#define KILN_LLVM_ATTR_STREAM "kiln-streaming-stores"
 
-/* Sets m's triple and data layout from tm, runs default<O3>, then marks the vector stores
- * of streaming kernel variants non-temporal and adds the prefetches of marked inputs. */
+/* Sets m's triple and data layout from tm, runs default<O3>, then kiln_llvm_finish
+ * (module.c). */
 kiln_status kiln_llvm_optimize(LLVMModuleRef m, LLVMTargetMachineRef tm, kiln_diag *d);
+/* After O3: lowers what render.c marked (finish.c). */
+void kiln_llvm_finish(LLVMModuleRef m);
 
 /* Sets d to KILN_ERR_BACKEND with what + LLVM's message (consumes err) and, when m is
  * given, as much of the module text as fits. */

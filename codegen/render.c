@@ -12,10 +12,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* A chunk handed to one worker holds at least this many output elements (times the
- * reduction work of each), so a parallel chunk amortizes the pool's dispatch cost. */
-#define KILN_LLVM_GRAIN_ELEMS 16384
-
 /* A scheduling level: the code outside every loop (level 0), a row of the output (1),
  * one output element (2, in the column loop), or the body of a REDUCE's loops (3 and
  * up). A value is computed at the outermost open level whose variables it depends on,
@@ -47,9 +43,10 @@ typedef struct render {
   int64_t serial;         /* last level serial handed out */
   LLVMValueRef *base;     /* base pointer of each buffer, loaded in the entry block */
   LLVMValueRef bad;       /* i1 alloca: some CHECK failed in this call (NULL: no CHECK) */
-  int32_t *row_cached;    /* per kx: the REDUCE whose body computed it for the row, or -1 */
+  const int32_t *row_cached; /* the schedule's: per kx, the REDUCE whose body computed it
+                                for the row, or -1 (NULL: none) */
   LLVMValueRef *row_buf;  /* per REDUCE kx: its body's values for the row (a stack array) */
-  uint8_t *div_mode;      /* per kx: how a divide is computed (div_modes); NULL: all divide */
+  const uint8_t *div_mode; /* the schedule's: per kx, a kiln_div_mode (NULL: all divide) */
   /* A second output stored beside the root, at the same element (sibling kernels run as
    * one: merge_siblings); extra_root < 0: none. */
   int32_t extra_root, extra_buf;
@@ -150,10 +147,7 @@ static void report_if(render *r, LLVMValueRef fn, LLVMValueRef cond, LLVMValueRe
   LLVMPositionBuilderAtEnd(r->s.b, cont);
 }
 
-/* How a divide is computed: div_modes (with the kernels, below) says which. */
-enum { DIV_PLAIN, DIV_CONST, DIV_ROW };
-
-/* a / b for mode DIV_ROW (div_modes): (a * RN(1/(b s))) * s */
+/* a / b for KILN_DIV_ROW_RECIP (the schedule's, passes/schedule.c): (a * RN(1/(b s))) * s */
 static LLVMValueRef div_by_row_recip(render *r, LLVMValueRef a, LLVMValueRef bv) {
   LLVMBuilderRef b = r->s.b;
   LLVMTypeRef t = LLVMTypeOf(bv);
@@ -408,13 +402,13 @@ static LLVMValueRef eval(render *r, int32_t id) {
     break;
   case KILN_KX_LOAD: v = eval_load(r, x); break;
   case KILN_KX_ALU: {
-    if (r->div_mode && r->div_mode[id] == DIV_CONST) {
+    if (r->div_mode && r->div_mode[id] == KILN_DIV_CONST_RECIP) {
       LLVMValueRef num = eval(r, x->a[0]);
       if (!num) return NULL;
       v = LLVMBuildFMul(r->s.b, num, LLVMConstReal(r->s.t_f32, (double)(1.0f / (float)r->k->kx[x->a[1]].f)), "");
       break;
     }
-    if (r->div_mode && r->div_mode[id] == DIV_ROW) {
+    if (r->div_mode && r->div_mode[id] == KILN_DIV_ROW_RECIP) {
       LLVMValueRef num = eval(r, x->a[0]), den = num ? eval(r, x->a[1]) : NULL;
       if (!den) return NULL;
       v = div_by_row_recip(r, num, den);
@@ -482,6 +476,8 @@ static kiln_status check_kernel(render *r, const kiln_kernel *k, int32_t ki) {
   }
   if (k->kind != KILN_KERNEL_LOOP)
     return kiln_diag_set(r->d, KILN_ERR_UNSUPPORTED, "kernel %s: unknown kernel kind %d", kn, (int)k->kind);
+  if (!k->sched.set || k->sched.model != KILN_SCHED_LOOP_NEST)
+    return kiln_diag_set(r->d, KILN_ERR_INTERNAL, "kernel %s has no loop-nest schedule (the schedule pass did not run)", kn);
   if (k->n_vars < k->out.rank || k->root < 0 || k->root >= k->n_kx)
     return kiln_diag_set(r->d, KILN_ERR_INTERNAL, "kernel %s: bad variable count or root", kn);
   for (int32_t i = 0; i < k->n_kx; i++) {
@@ -541,243 +537,40 @@ static kiln_status check_kernel(render *r, const kiln_kernel *k, int32_t ki) {
 }
 
 /* ------------------------------------------------------------------ kernels */
-/* The loop variables each kx depends on: its own (VAR), its operands', less a REDUCE's
- * own variables. NULL (no scheduling: everything computed where it is used) when the
- * kernel has more variables than a mask holds. */
-static uint64_t *var_deps(const kiln_kernel *k, const kiln_allocator *al, bool *oom) {
-  *oom = false;
-  if (k->n_vars > 64) return NULL;
-  uint64_t *dep = kiln_ir_malloc(al, sizeof(uint64_t) * ((size_t)k->n_kx + 1));
-  if (!dep) {
-    *oom = true;
-    return NULL;
-  }
-  for (int32_t i = 0; i < k->n_kx; i++) {
-    const kiln_kx *x = &k->kx[i];
-    uint64_t m = x->kind == KILN_KX_VAR ? 1ull << x->var : 0;
-    int n_ops = kiln_ir_kx_n_operands(x);
-    for (int j = 0; j < n_ops; j++) m |= dep[x->a[j]];
-    if (x->kind == KILN_KX_REDUCE)
-      for (int32_t v = x->var; v < x->var + x->n_vars; v++) m &= ~(1ull << v);
-    dep[i] = m;
-  }
-  return dep;
-}
+/* Streaming stores need whole 64-byte vector stores: the entry runs a kernel's streaming
+ * variant only where its outputs are this aligned. */
+enum { STREAM_ALIGN = 64 };
 
-/* Whether kx a (over variable va) and kx b (over vb) compute the same values, va and vb
- * playing the same part: a structural comparison of the two DAGs. */
-static bool same_over(const render *r, int32_t a, int32_t b, int32_t va, int32_t vb, int depth) {
-  const kiln_kx *x = &r->k->kx[a], *y = &r->k->kx[b];
-  uint64_t vbits = (va < 64 ? 1ull << va : 0) | (vb < 64 ? 1ull << vb : 0);
-  if (a == b) return !(r->dep[a] & vbits);
-  if (depth > 48 || x->kind != y->kind || x->dtype != y->dtype || x->op != y->op || x->kind_attr != y->kind_attr)
-    return false;
-  int n = 0;
-  switch (x->kind) {
-  case KILN_KX_VAR: return x->var == va && y->var == vb;
-  case KILN_KX_CONST: return x->f == y->f && x->i == y->i;
-  case KILN_KX_LOAD:
-    if (x->buf != y->buf || (x->a[1] < 0) != (y->a[1] < 0) || (x->a[1] >= 0 && (x->f != y->f || x->i != y->i)))
-      return false;
-    n = x->a[1] >= 0 ? 2 : 1;
-    break;
-  case KILN_KX_ALU: n = kiln_op_table[x->op].arity; break;
-  default: return false; /* a REDUCE or CHECK inside: not worth matching */
+/* The row caches of k's schedule get their stack arrays: 8 bytes an element (the widest
+ * register type) and the slide. */
+static bool alloc_row_caches(render *r, const kiln_kernel *k) {
+  r->row_cached = k->sched.row_cache;
+  r->row_buf = NULL;
+  if (!r->row_cached) return true;
+  r->row_buf = kiln_ir_malloc(r->p->alloc, sizeof(LLVMValueRef) * (size_t)k->n_kx);
+  if (!r->row_buf) return false;
+  for (int32_t i = 0; i < k->n_kx; i++) r->row_buf[i] = NULL;
+  int64_t row = k->out.rank > 0 ? k->out.dims[k->out.rank - 1] : 1;
+  for (int32_t e = 0; e < k->n_kx; e++) {
+    int32_t red = r->row_cached[e];
+    if (red < 0 || r->row_buf[red]) continue;
+    r->row_buf[red] = entry_alloca(r, LLVMArrayType2(r->s.t_i8, (uint64_t)row * 8 + ROW_CACHE_SLIDE));
+    LLVMSetAlignment(r->row_buf[red], 64);
   }
-  for (int i = 0; i < n; i++)
-    if (!same_over(r, x->a[i], y->a[i], va, vb, depth + 1)) return false;
   return true;
 }
 
-static bool has_transcendental(const kiln_kernel *k, int32_t id, int depth) {
-  const kiln_kx *x = &k->kx[id];
-  if (depth > 48 || x->kind != KILN_KX_ALU) return false;
-  if (x->op == KILN_OP_exp || x->op == KILN_OP_log || x->op == KILN_OP_tanh || x->op == KILN_OP_erf ||
-      x->op == KILN_OP_sigmoid || x->op == KILN_OP_pow)
-    return true;
-  for (int i = 0; i < kiln_op_table[x->op].arity; i++)
-    if (has_transcendental(k, x->a[i], depth + 1)) return true;
+static bool prefetched(const kiln_schedule *s, int32_t buf) {
+  for (int32_t i = 0; i < s->n_prefetch; i++)
+    if (s->prefetch[i] == buf) return true;
   return false;
 }
 
-/* Row cache: a reduction over the row's last dim whose body (exp(x[i,k] - max_i) in a
- * softmax) is also what the column loop computes (exp(x[i,j] - max_i)) keeps its body's
- * values in a stack array, and the column loop loads them instead of computing them
- * again. Only for costly bodies (a transcendental function) and rows of at most 16384
- * elements. Sets row_cached/row_buf; false when out of memory. */
-static bool find_row_caches(render *r) {
-  const kiln_kernel *k = r->k;
-  const kiln_allocator *al = r->p->alloc;
-  r->row_cached = NULL;
-  r->row_buf = NULL;
-  int32_t rank = k->out.rank, col = rank - 1;
-  if (!r->dep || rank < 1 || col >= 64 || k->out.dims[col] > 16384 || k->out.dims[col] < 2) return true;
-  for (int32_t red = 0; red < k->n_kx; red++) {
-    const kiln_kx *x = &k->kx[red];
-    if (x->kind != KILN_KX_REDUCE || x->n_vars != 1 || x->var >= 64 || k->extent[x->var] != k->out.dims[col] ||
-        (r->dep[red] & (1ull << col)) || x->op == KILN_OP_argmax || x->op == KILN_OP_argmin ||
-        !has_transcendental(k, x->a[0], 0))
-      continue;
-    for (int32_t e = 0; e < k->n_kx; e++) {
-      if (e == x->a[0] || !(r->dep[e] & (1ull << col)) || (r->dep[e] & (1ull << x->var))) continue;
-      if (r->row_cached && r->row_cached[e] >= 0) continue;
-      if (!same_over(r, x->a[0], e, x->var, col, 0)) continue;
-      if (!r->row_cached) {
-        r->row_cached = kiln_ir_malloc(al, sizeof(int32_t) * (size_t)k->n_kx);
-        r->row_buf = kiln_ir_malloc(al, sizeof(LLVMValueRef) * (size_t)k->n_kx);
-        if (!r->row_cached || !r->row_buf) return false;
-        for (int32_t i = 0; i < k->n_kx; i++) r->row_cached[i] = -1, r->row_buf[i] = NULL;
-      }
-      if (!r->row_buf[red]) { /* 8 bytes an element (the widest register type) and the slide */
-        r->row_buf[red] = entry_alloca(r, LLVMArrayType2(r->s.t_i8, (uint64_t)k->out.dims[col] * 8 + ROW_CACHE_SLIDE));
-        LLVMSetAlignment(r->row_buf[red], 64);
-      }
-      r->row_cached[e] = red;
-    }
-  }
-  return true;
-}
-
-/* void fn_name(ptr bufs, i64 begin, i64 end): rows [begin, end) of LOOP kernel k, which
- * is program kernel ki or one of its sub-kernels (GEMM pack/epilogue); ki names the
- * kernel a failed CHECK reports. */
-/* Software prefetch for streaming reads. A kernel whose work per element is long (GELU's
- * erf, softmax's exp) keeps few cache misses in flight, and the hardware prefetchers do
- * not make up for it. The base pointer of every input of at least PREFETCH_MIN_BUFFER
- * bytes is marked (KILN_LLVM_MD_PREFETCH); after O3, each vector load through it in the
- * first block that reads it is followed by a prefetch KILN_LLVM_PREFETCH_AHEAD bytes
- * further on (target.c add_prefetches), one per line loaded, spread over the loop.
- * Measured on bias+GELU [32768, 768], 2 threads, streaming stores: no prefetch 19.1 ms, a
- * burst of the next row's lines at each row start 10.0 ms, one prefetch after each vector
- * load 7.1 ms. */
-enum { PREFETCH_MIN_BUFFER = 4 << 20, CACHE_LINE = 64 };
-
-/* A divide a / b is computed as (a * RN(1/b)), a multiply, where that is both worth it
- * and harmless: a divide costs a multiply's throughput ten times over (vdivps on 512 bits,
- * about 10 cycles a vector here), and the product is within about 1.5 ulp of the quotient.
- *  - DIV_CONST: b is a normal f32 constant whose reciprocal is normal (bias+GELU, whose
- *    x / sqrt(2) feeds erf: 8.2 -> 6.3 ms).
- *  - DIV_ROW: b is not constant, but the divide runs in a loop b does not depend on
- *    (softmax's exp / sum, layer norm's (x - mean) / sqrt(var + eps)): 1/b is computed
- *    once outside that loop (LICM hoists it) and each element pays a multiply. So that
- *    1/b is normal and finite for every b, a b whose reciprocal is not (a subnormal or
- *    zero b, or |b| > 2^126 in f32) is first scaled by a power of two s (2^64 or 2^-64;
- *    else s = 1) and the product by s again: a / b = (a * RN(1/(b s))) * s, two
- *    multiplies, the second exact when s = 1. a * RN(1/(b s)) then neither loses bits to
- *    the subnormals where the quotient is normal nor overflows where it is finite.
- * Only for f32 and f64 (a narrow dtype's result must round as the interpreter's does),
- * and only where every reader is well conditioned: the result is stored, or read by an
- * add, sub, mul, neg, abs, max, min, select (as a value), a cast to a float, a sum/max/min
- * reduction, or erf/tanh/sigmoid (|f'(y) y| <= 0.49). Not where it feeds exp, log, pow
- * or a periodic function, whose error grows with the input, nor a comparison, rounding
- * or cast to an integer, where an ulp can change the answer.
- * NULL (every divide stays a divide) when out of memory. */
-static bool well_conditioned_reader(const kiln_kx *x, int32_t operand) {
-  if (x->kind == KILN_KX_REDUCE)
-    return x->op == KILN_OP_reduce_sum || x->op == KILN_OP_reduce_max || x->op == KILN_OP_reduce_min;
-  if (x->kind != KILN_KX_ALU) return false;
-  switch (x->op) {
-  case KILN_OP_add: case KILN_OP_sub: case KILN_OP_mul: case KILN_OP_neg: case KILN_OP_abs:
-  case KILN_OP_max: case KILN_OP_min: case KILN_OP_erf: case KILN_OP_tanh: case KILN_OP_sigmoid: return true;
-  case KILN_OP_select: return operand > 0;
-  case KILN_OP_cast: return kiln_dtype_is_float(x->dtype);
-  default: return false;
-  }
-}
-
-static uint8_t *div_modes(const render *r, const kiln_kernel *k, const kiln_allocator *al) {
-  uint8_t *mode = kiln_ir_malloc(al, (size_t)k->n_kx + 1);
-  if (!mode) return NULL;
-  for (int32_t i = 0; i < k->n_kx; i++) {
-    const kiln_kx *x = &k->kx[i];
-    mode[i] = DIV_PLAIN;
-    if (x->kind != KILN_KX_ALU || x->op != KILN_OP_div || (x->dtype != KILN_F32 && x->dtype != KILN_F64)) continue;
-    const kiln_kx *c = &k->kx[x->a[1]];
-    if (c->kind == KILN_KX_CONST) {
-      float cf = (float)c->f;
-      if (x->dtype == KILN_F32 && isnormal(cf) && isnormal(1.0f / cf)) mode[i] = DIV_CONST;
-    } else if (r->dep && (r->dep[i] & ~r->dep[x->a[1]])) {
-      mode[i] = DIV_ROW;
-    }
-  }
-  for (int32_t i = 0; i < k->n_kx; i++) {
-    const kiln_kx *x = &k->kx[i];
-    for (int j = 0, n_ops = kiln_ir_kx_n_operands(x); j < n_ops; j++)
-      if (x->a[j] >= 0 && x->a[j] < k->n_kx && !well_conditioned_reader(x, j)) mode[x->a[j]] = DIV_PLAIN;
-  }
-  return mode;
-}
-
-/* Streaming (non-temporal) stores for an output too large to stay in the caches: they
- * write around the cache, with no read of each line before it is written. Measured here
- * (2 threads, [32768, 768] f32, 100 MB): a copy 7.5 -> 4.1 ms, and two kernels in a row
- * 16.3 -> 12.2 ms even though the second reads the first's output from memory; at 16 MB
- * they were slower (the data was still in the cache), at 64 MB faster. A kernel gets a
- * second, streaming variant where its output is at least STREAM_MIN_BYTES, each row starts
- * a cache line (whole 64-byte vector stores), and it does not write over an input in
- * place; the entry runs it when the output pointer is 64-byte aligned. */
-enum { STREAM_MIN_BYTES = 64 << 20 };
-
-static bool streams(const kiln_kernel *k, const kiln_kprogram *p) {
-  if (k->out.rank < 1) return false;
-  const kiln_buffer *o = &p->buffers[k->out_buf];
-  int64_t row = k->out.dims[k->out.rank - 1] * (int64_t)kiln_dtype_size(k->out_dtype);
-  if (o->nbytes < (size_t)STREAM_MIN_BYTES || row % CACHE_LINE) return false;
-  for (int32_t i = 0; i < k->n_kx; i++) {
-    const kiln_kx *x = &k->kx[i];
-    if (x->kind != KILN_KX_LOAD) continue;
-    const kiln_buffer *in = &p->buffers[x->buf];
-    bool overlap = in->kind == KILN_BUF_ARENA && o->kind == KILN_BUF_ARENA &&
-                   in->offset < o->offset + (int64_t)o->nbytes && o->offset < in->offset + (int64_t)in->nbytes;
-    if (x->buf == k->out_buf || overlap) return false;
-  }
-  return true;
-}
-
-static LLVMValueRef emit_loop_kernel(render *r, const kiln_kernel *k, int32_t ki, const char *fn_name,
-                                     bool streaming) {
-  const kiln_allocator *al = r->p->alloc;
-  LLVMTypeRef params[3] = {r->s.t_ptr, r->s.t_i64, r->s.t_i64};
-  r->fn = LLVMAddFunction(r->s.mod, fn_name, LLVMFunctionType(r->s.t_void, params, 3, 0));
-  LLVMSetLinkage(r->fn, LLVMInternalLinkage);
-  /* noinline: the entry calls each kernel from two places (pool / no pool); one body. */
-  kiln_llvm_fn_attr(&r->s, r->fn, "noinline");
-  kiln_llvm_fn_attr(&r->s, r->fn, "nounwind");
-  /* 512-bit vectors where the target has them (LLVM defaults to 256 on x86): the
-   * polynomial exp/erf of softmax and GELU are compute-bound at 256 bits; measured
-   * 1.4-1.7x faster at 512 on AVX-512 hosts. Targets without them ignore it. */
-  LLVMAttributeRef vw = LLVMCreateStringAttribute(r->s.ctx, "prefer-vector-width", 19, "512", 3);
-  LLVMAddAttributeAtIndex(r->fn, LLVMAttributeFunctionIndex, vw);
-  r->k = k;
-  size_t nb = (size_t)r->p->n_buffers, nk = (size_t)k->n_kx, nv = (size_t)k->n_vars;
-  /* Levels: outside the loops, the row, the element, and one per REDUCE open at once
-   * (each at most once: a REDUCE is not in its own body). */
-  r->n_lv = 3;
-  for (int32_t i = 0; i < k->n_kx; i++) r->n_lv += k->kx[i].kind == KILN_KX_REDUCE;
-  bool oom;
-  r->dep = var_deps(k, al, &oom);
-  r->var = kiln_ir_malloc(al, sizeof(LLVMValueRef) * (nv + 1));
-  r->memo = kiln_ir_malloc(al, sizeof(LLVMValueRef) * (nk + 1));
-  r->memo_level = kiln_ir_malloc(al, sizeof(int32_t) * (nk + 1));
-  r->memo_serial = kiln_ir_malloc(al, sizeof(int64_t) * (nk + 1));
-  r->lv = kiln_ir_malloc(al, sizeof(level) * (size_t)r->n_lv);
-  r->base = kiln_ir_malloc(al, sizeof(LLVMValueRef) * (nb + 1));
-  LLVMValueRef ret = NULL;
-  if (oom || !r->var || !r->memo || !r->memo_level || !r->memo_serial || !r->lv || !r->base) {
-    kiln_diag_set(r->d, KILN_ERR_OUT_OF_MEMORY, "out of memory rendering kernel %s", k->name ? k->name : "?");
-    goto done;
-  }
-  memset(r->var, 0, sizeof(LLVMValueRef) * (nv + 1));
-  memset(r->memo, 0, sizeof(LLVMValueRef) * (nk + 1));
-  memset(r->base, 0, sizeof(LLVMValueRef) * (nb + 1));
-  r->top = 0;
-  r->serial = 0;
-  r->lv[0] = (level){.vars = 0, .serial = 0};
-
-  LLVMValueRef bufs = LLVMGetParam(r->fn, 0), begin = LLVMGetParam(r->fn, 1), end = LLVMGetParam(r->fn, 2);
-  r->entry_bb = LLVMAppendBasicBlockInContext(r->s.ctx, r->fn, "entry");
-  LLVMPositionBuilderAtEnd(r->s.b, r->entry_bb);
-  /* Base pointers once per call: stores into buffers can then not force reloads. */
+/* Loads the base pointer of every buffer k touches, once per call in the entry block
+ * (stores into buffers can then not force reloads), marking those the schedule
+ * prefetches (KILN_LLVM_MD_PREFETCH, with the distance) and, in a streaming variant,
+ * the outputs as aligned for the vector stores. */
+static void load_bases(render *r, const kiln_kernel *k, LLVMValueRef bufs, bool streaming) {
   for (int32_t i = 0; i <= k->n_kx + 1; i++) {
     int32_t bi = i == k->n_kx + 1 ? r->extra_buf
                  : i == k->n_kx   ? k->out_buf
@@ -795,83 +588,75 @@ static LLVMValueRef emit_loop_kernel(render *r, const kiln_kernel *k, int32_t ki
     if (r->base[bi]) continue;
     LLVMValueRef idx = ci64(r, bi);
     LLVMValueRef slot = LLVMBuildInBoundsGEP2(r->s.b, r->s.t_ptr, bufs, &idx, 1, "");
-    r->base[bi] = LLVMBuildLoad2(r->s.b, r->s.t_ptr, slot, r->p->buffers[bi].name ? r->p->buffers[bi].name : "buf");
-    if (bi != k->out_buf && bi != r->extra_buf && bb->nbytes >= (size_t)PREFETCH_MIN_BUFFER) {
+    r->base[bi] = LLVMBuildLoad2(r->s.b, r->s.t_ptr, slot, bb->name ? bb->name : "buf");
+    if (prefetched(&k->sched, bi)) {
+      LLVMMetadataRef ahead = LLVMValueAsMetadata(ci64(r, k->sched.prefetch_bytes));
       unsigned pf = LLVMGetMDKindIDInContext(r->s.ctx, KILN_LLVM_MD_PREFETCH, strlen(KILN_LLVM_MD_PREFETCH));
-      LLVMSetMetadata(r->base[bi], pf, LLVMMDNodeInContext(r->s.ctx, NULL, 0));
+      LLVMSetMetadata(r->base[bi], pf, LLVMMetadataAsValue(r->s.ctx, LLVMMDNodeInContext2(r->s.ctx, &ahead, 1)));
     }
-    if (streaming && (bi == k->out_buf || bi == r->extra_buf)) { /* the caller checked: 64-byte aligned */
-      LLVMMetadataRef a64 = LLVMValueAsMetadata(ci64(r, CACHE_LINE));
+    if (streaming && (bi == k->out_buf || bi == r->extra_buf)) { /* the entry checked: aligned */
+      LLVMMetadataRef a64 = LLVMValueAsMetadata(ci64(r, STREAM_ALIGN));
       LLVMSetMetadata(r->base[bi], LLVMGetMDKindIDInContext(r->s.ctx, "align", 5),
                       LLVMMetadataAsValue(r->s.ctx, LLVMMDNodeInContext2(r->s.ctx, &a64, 1)));
     }
   }
-  r->bad = NULL;
-  for (int32_t i = 0; i < k->n_kx && !r->bad; i++)
-    if (k->kx[i].kind == KILN_KX_CHECK) r->bad = entry_alloca(r, r->s.t_i1);
-  if (r->bad) LLVMBuildStore(r->s.b, LLVMConstInt(r->s.t_i1, 0, 0), r->bad);
-  r->div_mode = div_modes(r, k, al);
-  if (!find_row_caches(r)) {
-    kiln_diag_set(r->d, KILN_ERR_OUT_OF_MEMORY, "out of memory rendering kernel %s", k->name ? k->name : "?");
-    goto done;
-  }
+}
 
-  int32_t rank = k->out.rank;
-  int64_t last = rank > 0 ? k->out.dims[rank - 1] : 1;
-  loop rows, cols;
-  uint64_t row_vars = rank >= 2 && rank - 1 < 64 ? (1ull << (rank - 1)) - 1 : 0;
-  if (!level_open(r, row_vars)) goto done;
-  LLVMValueRef row = loop_begin(r, &rows, begin, end);
-  /* Output coordinates of every dim but the last, from the row number. */
-  LLVMValueRef rem = row;
-  /* Leading dims of extent 1 (a batch of 1) have coordinate 0, and the first real dim
-   * takes the rest of the row number without a remainder: LLVM cannot know that row <
-   * n_rows, and a `row % 16` where row is the offset would hide that a load and the
-   * store of an in-place kernel hit the same element (its overlap check then fails and
-   * the scalar loop runs). */
-  int32_t first = 0;
-  while (first < rank - 2 && k->out.dims[first] == 1) r->var[first++] = ci64(r, 0);
-  for (int32_t dd = rank - 2; dd > first; dd--) {
-    LLVMValueRef ext = ci64(r, k->out.dims[dd] > 0 ? k->out.dims[dd] : 1);
-    r->var[dd] = LLVMBuildURem(r->s.b, rem, ext, "");
-    rem = LLVMBuildUDiv(r->s.b, rem, ext, "");
+/* The function of a LOOP kernel: void fn_name(ptr bufs, i64 begin, i64 end), internal,
+ * vectorized at the schedule's width; a streaming variant is marked for its stores to be
+ * made non-temporal after O3 (KILN_LLVM_ATTR_STREAM). */
+static LLVMValueRef add_kernel_fn(render *r, const kiln_kernel *k, const char *fn_name, bool streaming) {
+  LLVMTypeRef params[3] = {r->s.t_ptr, r->s.t_i64, r->s.t_i64};
+  LLVMValueRef fn = LLVMAddFunction(r->s.mod, fn_name, LLVMFunctionType(r->s.t_void, params, 3, 0));
+  LLVMSetLinkage(fn, LLVMInternalLinkage);
+  /* noinline: the entry calls each kernel from two places (pool / no pool); one body. */
+  kiln_llvm_fn_attr(&r->s, fn, "noinline");
+  kiln_llvm_fn_attr(&r->s, fn, "nounwind");
+  char width[16];
+  int n = snprintf(width, sizeof width, "%d", k->sched.vector_bits > 0 ? (int)k->sched.vector_bits : 128);
+  LLVMAttributeRef vw = LLVMCreateStringAttribute(r->s.ctx, "prefer-vector-width", 19, width, (unsigned)n);
+  LLVMAddAttributeAtIndex(fn, LLVMAttributeFunctionIndex, vw);
+  if (streaming) {
+    size_t an = strlen(KILN_LLVM_ATTR_STREAM);
+    LLVMAddAttributeAtIndex(fn, LLVMAttributeFunctionIndex,
+                            LLVMCreateStringAttribute(r->s.ctx, KILN_LLVM_ATTR_STREAM, (unsigned)an, "", 0));
   }
-  if (rank >= 2) r->var[first] = rem;
-  LLVMValueRef col = ci64(r, 0);
-  if (rank >= 1) {
-    /* The kernel only runs for a non-empty domain, so the column loop runs at least once
-     * and what is hoisted out of it would have been computed anyway. */
-    if (!level_open(r, rank - 1 < 64 ? 1ull << (rank - 1) : 0)) goto done;
-    col = r->var[rank - 1] = loop_begin(r, &cols, ci64(r, 0), ci64(r, last));
-  }
-  LLVMValueRef v = eval(r, k->root);
-  if (!v) goto done;
-  v = kiln_llvm_to_memory(&r->s, kiln_llvm_convert(&r->s, v, k->kx[k->root].dtype, k->out_dtype), k->out_dtype);
-  LLVMValueRef off = LLVMBuildNSWAdd(r->s.b, LLVMBuildNSWMul(r->s.b, row, ci64(r, last), ""), col, "");
-  /* (a streaming variant's vector stores of it are marked non-temporal after the loop
-   * vectorizer, which does not widen non-temporal scalar stores: kiln_llvm_optimize) */
-  LLVMTypeRef mt = kiln_llvm_mtype(&r->s, k->out_dtype);
-  LLVMBuildStore(r->s.b, v, LLVMBuildInBoundsGEP2(r->s.b, mt, r->base[k->out_buf], &off, 1, ""));
-  if (r->extra_root >= 0) {
-    LLVMValueRef v2 = eval(r, r->extra_root);
-    if (!v2) goto done;
-    v2 = kiln_llvm_convert(&r->s, v2, k->kx[r->extra_root].dtype, r->extra_dtype);
-    v2 = kiln_llvm_to_memory(&r->s, v2, r->extra_dtype);
-    LLVMTypeRef mt2 = kiln_llvm_mtype(&r->s, r->extra_dtype);
-    LLVMBuildStore(r->s.b, v2, LLVMBuildInBoundsGEP2(r->s.b, mt2, r->base[r->extra_buf], &off, 1, ""));
-  }
-  if (rank >= 1) {
-    loop_end(r, &cols);
-    level_close(r);
-  }
-  loop_end(r, &rows);
-  level_close(r);
-  /* streaming stores are weakly ordered: visible before the pool's barrier says done */
-  if (streaming) LLVMBuildFence(r->s.b, LLVMAtomicOrderingSequentiallyConsistent, 0, "");
-  if (r->bad) report_if(r, r->fn, LLVMBuildLoad2(r->s.b, r->s.t_i1, r->bad, ""), bufs, ki);
-  LLVMBuildRetVoid(r->s.b);
-  ret = r->fn;
-done:
+  return fn;
+}
+
+/* The per-kernel scratch of emit_loop_kernel; false when out of memory. */
+static bool begin_loop_kernel(render *r, const kiln_kernel *k) {
+  const kiln_allocator *al = r->p->alloc;
+  size_t nb = (size_t)r->p->n_buffers, nk = (size_t)k->n_kx, nv = (size_t)k->n_vars;
+  r->k = k;
+  /* Levels: outside the loops, the row, the element, and one per REDUCE open at once
+   * (each at most once: a REDUCE is not in its own body). */
+  r->n_lv = 3;
+  for (int32_t i = 0; i < k->n_kx; i++) r->n_lv += k->kx[i].kind == KILN_KX_REDUCE;
+  r->dep = kiln_ir_malloc(al, sizeof(uint64_t) * (nk + 1));
+  if (r->dep && !kiln_ir_kx_deps(k, r->dep)) {
+    kiln_ir_free(al, r->dep); /* more variables than a mask holds: everything where it is used */
+    r->dep = NULL;
+  } else if (!r->dep) return false;
+  r->var = kiln_ir_malloc(al, sizeof(LLVMValueRef) * (nv + 1));
+  r->memo = kiln_ir_malloc(al, sizeof(LLVMValueRef) * (nk + 1));
+  r->memo_level = kiln_ir_malloc(al, sizeof(int32_t) * (nk + 1));
+  r->memo_serial = kiln_ir_malloc(al, sizeof(int64_t) * (nk + 1));
+  r->lv = kiln_ir_malloc(al, sizeof(level) * (size_t)r->n_lv);
+  r->base = kiln_ir_malloc(al, sizeof(LLVMValueRef) * (nb + 1));
+  if (!r->var || !r->memo || !r->memo_level || !r->memo_serial || !r->lv || !r->base) return false;
+  memset(r->var, 0, sizeof(LLVMValueRef) * (nv + 1));
+  memset(r->memo, 0, sizeof(LLVMValueRef) * (nk + 1));
+  memset(r->base, 0, sizeof(LLVMValueRef) * (nb + 1));
+  r->top = 0;
+  r->serial = 0;
+  r->lv[0] = (level){.vars = 0, .serial = 0};
+  r->div_mode = k->sched.div;
+  return true;
+}
+
+static void end_loop_kernel(render *r) {
+  const kiln_allocator *al = r->p->alloc;
   kiln_ir_free(al, r->var);
   kiln_ir_free(al, r->memo);
   kiln_ir_free(al, r->memo_level);
@@ -879,9 +664,7 @@ done:
   kiln_ir_free(al, r->lv);
   kiln_ir_free(al, r->dep);
   kiln_ir_free(al, r->base);
-  kiln_ir_free(al, r->row_cached);
   kiln_ir_free(al, r->row_buf);
-  kiln_ir_free(al, r->div_mode);
   r->div_mode = NULL;
   r->row_cached = NULL;
   r->row_buf = NULL;
@@ -891,6 +674,99 @@ done:
   r->lv = NULL;
   r->dep = NULL;
   r->bad = NULL;
+}
+
+/* The output coordinates of every dim but the last, from the row number. Leading dims of
+ * extent 1 (a batch of 1) have coordinate 0, and the first real dim takes the rest of the
+ * row number without a remainder: LLVM cannot know that row < n_rows, and a `row % 16`
+ * where row is the offset would hide that a load and the store of an in-place kernel hit
+ * the same element (its overlap check then fails and the scalar loop runs). */
+static void row_coordinates(render *r, const kiln_kernel *k, LLVMValueRef row) {
+  int32_t rank = k->out.rank, first = 0;
+  LLVMValueRef rem = row;
+  while (first < rank - 2 && k->out.dims[first] == 1) r->var[first++] = ci64(r, 0);
+  for (int32_t dd = rank - 2; dd > first; dd--) {
+    LLVMValueRef ext = ci64(r, k->out.dims[dd] > 0 ? k->out.dims[dd] : 1);
+    r->var[dd] = LLVMBuildURem(r->s.b, rem, ext, "");
+    rem = LLVMBuildUDiv(r->s.b, rem, ext, "");
+  }
+  if (rank >= 2) r->var[first] = rem;
+}
+
+/* Stores kx `root` of dtype dt into buffer buf at element *off (row * last + col, built
+ * after the first value, where the original renderer built it, when *off is NULL). */
+static bool store_root(render *r, int32_t root, kiln_dtype dt, int32_t buf, LLVMValueRef *off, LLVMValueRef row,
+                       LLVMValueRef col, int64_t last) {
+  LLVMValueRef v = eval(r, root);
+  if (!v) return false;
+  v = kiln_llvm_to_memory(&r->s, kiln_llvm_convert(&r->s, v, r->k->kx[root].dtype, dt), dt);
+  if (!*off) *off = LLVMBuildNSWAdd(r->s.b, LLVMBuildNSWMul(r->s.b, row, ci64(r, last), ""), col, "");
+  /* (a streaming variant's vector stores of it are made non-temporal after the loop
+   * vectorizer, which does not widen non-temporal scalar stores: finish.c) */
+  LLVMBuildStore(r->s.b, v, LLVMBuildInBoundsGEP2(r->s.b, kiln_llvm_mtype(&r->s, dt), r->base[buf], off, 1, ""));
+  return true;
+}
+
+/* The loops: rows [begin, end) of the output, and the column loop in each. */
+static bool emit_loops(render *r, const kiln_kernel *k, LLVMValueRef begin, LLVMValueRef end) {
+  int32_t rank = k->out.rank;
+  int64_t last = rank > 0 ? k->out.dims[rank - 1] : 1;
+  loop rows, cols;
+  uint64_t row_vars = rank >= 2 && rank - 1 < 64 ? (1ull << (rank - 1)) - 1 : 0;
+  if (!level_open(r, row_vars)) return false;
+  LLVMValueRef row = loop_begin(r, &rows, begin, end);
+  row_coordinates(r, k, row);
+  LLVMValueRef col = ci64(r, 0);
+  if (rank >= 1) {
+    /* The kernel only runs for a non-empty domain, so the column loop runs at least once
+     * and what is hoisted out of it would have been computed anyway. */
+    if (!level_open(r, rank - 1 < 64 ? 1ull << (rank - 1) : 0)) return false;
+    col = r->var[rank - 1] = loop_begin(r, &cols, ci64(r, 0), ci64(r, last));
+  }
+  LLVMValueRef off = NULL;
+  if (!store_root(r, k->root, k->out_dtype, k->out_buf, &off, row, col, last)) return false;
+  if (r->extra_root >= 0 && !store_root(r, r->extra_root, r->extra_dtype, r->extra_buf, &off, row, col, last))
+    return false;
+  if (rank >= 1) {
+    loop_end(r, &cols);
+    level_close(r);
+  }
+  loop_end(r, &rows);
+  level_close(r);
+  return true;
+}
+
+/* void fn_name(ptr bufs, i64 begin, i64 end): rows [begin, end) of LOOP kernel k as its
+ * schedule says, k being program kernel ki or one of its sub-kernels (GEMM
+ * pack/epilogue); ki names the kernel a failed CHECK reports. */
+static LLVMValueRef emit_loop_kernel(render *r, const kiln_kernel *k, int32_t ki, const char *fn_name,
+                                     bool streaming) {
+  r->fn = add_kernel_fn(r, k, fn_name, streaming);
+  LLVMValueRef ret = NULL;
+  if (!begin_loop_kernel(r, k)) {
+    kiln_diag_set(r->d, KILN_ERR_OUT_OF_MEMORY, "out of memory rendering kernel %s", k->name ? k->name : "?");
+    goto done;
+  }
+  LLVMValueRef bufs = LLVMGetParam(r->fn, 0), begin = LLVMGetParam(r->fn, 1), end = LLVMGetParam(r->fn, 2);
+  r->entry_bb = LLVMAppendBasicBlockInContext(r->s.ctx, r->fn, "entry");
+  LLVMPositionBuilderAtEnd(r->s.b, r->entry_bb);
+  load_bases(r, k, bufs, streaming);
+  r->bad = NULL;
+  for (int32_t i = 0; i < k->n_kx && !r->bad; i++)
+    if (k->kx[i].kind == KILN_KX_CHECK) r->bad = entry_alloca(r, r->s.t_i1);
+  if (r->bad) LLVMBuildStore(r->s.b, LLVMConstInt(r->s.t_i1, 0, 0), r->bad);
+  if (!alloc_row_caches(r, k)) {
+    kiln_diag_set(r->d, KILN_ERR_OUT_OF_MEMORY, "out of memory rendering kernel %s", k->name ? k->name : "?");
+    goto done;
+  }
+  if (!emit_loops(r, k, begin, end)) goto done;
+  /* streaming stores are weakly ordered: visible before the pool's barrier says done */
+  if (streaming) LLVMBuildFence(r->s.b, LLVMAtomicOrderingSequentiallyConsistent, 0, "");
+  if (r->bad) report_if(r, r->fn, LLVMBuildLoad2(r->s.b, r->s.t_i1, r->bad, ""), bufs, ki);
+  LLVMBuildRetVoid(r->s.b);
+  ret = r->fn;
+done:
+  end_loop_kernel(r);
   return ret;
 }
 
@@ -946,37 +822,15 @@ static LLVMValueRef desc_global(render *r, const char *name, const void *data, s
   return g;
 }
 
-/* Work per row of a LOOP kernel, in element-steps: its columns plus each reduction's
- * loops, times the variables outside them that it depends on. A row-wise reduction
- * (softmax's max and sum, a layer norm's mean and variance) runs once per row, so a
- * [16, 64] layer norm is about 200 steps a row, not 64^3: counted as a product, its rows
- * went one by one to the thread pool, whose hand-off cost more than the row (the
- * transformer example's last layer norm, 1 -> 16 us at 2 threads). */
-static int64_t row_cost(render *r, const kiln_kernel *k, int64_t last) {
-  bool oom;
-  uint64_t *dep = var_deps(k, r->p->alloc, &oom);
-  int64_t cost = last;
-  for (int32_t i = 0; i < k->n_kx && cost < KILN_LLVM_GRAIN_ELEMS; i++) {
-    const kiln_kx *x = &k->kx[i];
-    if (x->kind != KILN_KX_REDUCE) continue;
-    int64_t c = 1;
-    for (int32_t v = k->out.rank - 1; v < k->n_vars && c < KILN_LLVM_GRAIN_ELEMS; v++) {
-      bool own = v >= x->var && v < x->var + x->n_vars;
-      bool outer = !dep || (v < 64 && (dep[i] >> v & 1)); /* unknown: assume it depends */
-      if ((own || outer) && v >= 0) c *= k->extent[v] > 1 ? k->extent[v] : 1;
-    }
-    cost += c;
-  }
-  kiln_ir_free(r->p->alloc, dep);
-  return cost > 0 ? cost : 1;
-}
-
 /* Sibling kernels a and b (a->with_next) as one kernel for emit_loop_kernel: a's with b's
- * expression nodes after its own, b's root stored as the extra output. The caller frees
- * m->kx. False when out of memory. */
+ * expression nodes after its own, b's root stored as the extra output, run on a's
+ * schedule (which the schedule pass made for the pair) with both kernels' per-kx
+ * choices. The caller frees it (free_merged). False when out of memory. */
 static bool merge_siblings(render *r, const kiln_kernel *a, const kiln_kernel *b, kiln_kernel *m) {
   *m = *a;
   m->with_next = false;
+  m->sched.div = NULL;
+  m->sched.row_cache = NULL;
   m->kx = kiln_ir_malloc(r->p->alloc, sizeof(kiln_kx) * ((size_t)(a->n_kx + b->n_kx) + 1));
   if (!m->kx) return false;
   memcpy(m->kx, a->kx, sizeof(kiln_kx) * (size_t)a->n_kx);
@@ -987,10 +841,32 @@ static bool merge_siblings(render *r, const kiln_kernel *a, const kiln_kernel *b
     m->kx[a->n_kx + i] = x;
   }
   m->n_kx = a->n_kx + b->n_kx;
+  if (a->sched.div || b->sched.div) {
+    if (!(m->sched.div = kiln_ir_malloc(r->p->alloc, (size_t)m->n_kx))) return false;
+    for (int32_t i = 0; i < m->n_kx; i++) {
+      const kiln_schedule *s = i < a->n_kx ? &a->sched : &b->sched;
+      m->sched.div[i] = s->div ? s->div[i < a->n_kx ? i : i - a->n_kx] : KILN_DIV_PLAIN;
+    }
+  }
+  if (a->sched.row_cache || b->sched.row_cache) {
+    if (!(m->sched.row_cache = kiln_ir_malloc(r->p->alloc, sizeof(int32_t) * (size_t)m->n_kx))) return false;
+    for (int32_t i = 0; i < m->n_kx; i++) {
+      bool first = i < a->n_kx;
+      const int32_t *rc = first ? a->sched.row_cache : b->sched.row_cache;
+      int32_t v = rc ? rc[first ? i : i - a->n_kx] : -1;
+      m->sched.row_cache[i] = v < 0 || first ? v : v + a->n_kx;
+    }
+  }
   r->extra_root = a->n_kx + b->root;
   r->extra_buf = b->out_buf;
   r->extra_dtype = b->out_dtype;
   return true;
+}
+
+static void free_merged(render *r, kiln_kernel *m) {
+  kiln_ir_free(r->p->alloc, m->kx);
+  kiln_ir_free(r->p->alloc, m->sched.div);
+  kiln_ir_free(r->p->alloc, m->sched.row_cache);
 }
 
 /* Runs kernel i at the builder's position in fn (which takes bufs and pool). */
@@ -1001,12 +877,8 @@ static void emit_kernel_call(render *r, LLVMValueRef fn, const call_types *t, LL
   char name[48];
   if (i > 0 && r->p->kernels[i - 1].with_next) return; /* ran with kernel i - 1 */
   if (k->kind == KILN_KERNEL_LOOP) {
-    int64_t numel = kiln_shape_numel(&k->out);
-    if (numel <= 0) return;
-    int64_t last = k->out.rank > 0 ? k->out.dims[k->out.rank - 1] : 1;
-    int64_t n_rows = numel / last;
-    int64_t row_work = row_cost(r, k, last);
-    int64_t grain = (KILN_LLVM_GRAIN_ELEMS + row_work - 1) / row_work;
+    if (kiln_shape_numel(&k->out) <= 0) return;
+    int64_t n_rows = k->sched.rows, grain = k->sched.grain; /* the schedule's parallel split */
     /* No pool: run the whole range on the caller (rt.h allows a NULL pool). */
     LLVMBasicBlockRef serial = LLVMAppendBasicBlockInContext(r->s.ctx, fn, "serial");
     LLVMBasicBlockRef par = LLVMAppendBasicBlockInContext(r->s.ctx, fn, "parallel");
@@ -1019,7 +891,7 @@ static void emit_kernel_call(render *r, LLVMValueRef fn, const call_types *t, LL
         LLVMValueRef out = LLVMBuildLoad2(b, r->s.t_ptr, LLVMBuildInBoundsGEP2(b, r->s.t_ptr, bufs, &at, 1, ""), "");
         mis = LLVMBuildOr(b, mis, LLVMBuildPtrToInt(b, out, r->s.t_i64, ""), "");
       }
-      mis = LLVMBuildAnd(b, mis, ci64(r, CACHE_LINE - 1), "");
+      mis = LLVMBuildAnd(b, mis, ci64(r, STREAM_ALIGN - 1), "");
       kf = LLVMBuildSelect(b, LLVMBuildICmp(b, LLVMIntEQ, mis, ci64(r, 0), ""), kst, kf, "");
     }
     LLVMBuildCondBr(b, no_pool, serial, par);
@@ -1148,6 +1020,7 @@ kiln_status kiln_llvm_render(const kiln_kprogram *p, LLVMContextRef ctx,
     r.extra_root = -1;
     if (lk->with_next) {
       if (!merge_siblings(&r, lk, &p->kernels[i + 1], &merged)) {
+        free_merged(&r, &merged);
         st = kiln_diag_set(d, KILN_ERR_OUT_OF_MEMORY, "out of memory rendering kernel %d", i);
         goto fail;
       }
@@ -1156,11 +1029,11 @@ kiln_status kiln_llvm_render(const kiln_kprogram *p, LLVMContextRef ctx,
     bool loop = lk->kind == KILN_KERNEL_LOOP;
     kfn[i] = loop ? emit_loop_kernel(&r, lk, i, name, false) : NULL;
     bool ok = !loop || kfn[i];
-    if (ok && loop && streams(lk, p) && (r.extra_root < 0 || streams(&p->kernels[i + 1], p))) {
+    if (ok && loop && lk->sched.stream) { /* a pair's: both kernels stream (the schedule pass) */
       snprintf(name, sizeof name, "kiln_k%d_stream", i);
       ok = (kfn[p->n_kernels + i] = emit_loop_kernel(&r, lk, i, name, true)) != NULL;
     }
-    if (lk == &merged) kiln_ir_free(p->alloc, merged.kx);
+    if (lk == &merged) free_merged(&r, &merged);
     r.extra_root = r.extra_buf = -1;
     if (!ok) {
       st = d->status != KILN_OK ? d->status : kiln_diag_set(d, KILN_ERR_INTERNAL, "kernel %d failed to render", i);

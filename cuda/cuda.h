@@ -11,6 +11,10 @@
 #include "../ir/ir.h"
 #include "../runtime/rt.h"
 
+/* What the CUDA backend runs: SIMT schedules (one thread per element, or a warp per
+ * row), 256 threads a block; no GEMM prologue, no sibling pairs, channels first. */
+void kiln_cuda_target_desc(kiln_target_desc *d);
+
 /* CUDA C source for the program's LOOP kernels (one __global__ function per kernel, named
  * kiln_k<index>). Refuses (KILN_ERR_UNSUPPORTED naming the kernel) what it cannot render.
  * *src is allocated with p->alloc. */

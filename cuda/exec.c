@@ -34,7 +34,6 @@
 
 #include "cuda.h"
 
-#define THREADS_PER_BLOCK 256
 #define MAX_BLOCKS (65535ll * 4)
 #define ALIGN 256
 
@@ -78,6 +77,7 @@ typedef struct step {
   kiln_dtype dtype;       /* GEMM */
   CUfunction pack_fn, epi_fn; /* GEMM sub-kernels, NULL when absent */
   long long pack_n, epi_n;    /* their domains' element counts */
+  int block, pack_block, epi_block; /* threads per block (the kernels' schedules) */
   int64_t n_prod;         /* GEMM: products (flattened batch) */
   int64_t n_tiles;        /* GEMM with pack: column tiles per product */
   size_t param_off;       /* GEMM with pack: byte offset of its (batch, column) table in mem_params */
@@ -364,7 +364,10 @@ static kiln_status copy_steps(kiln_cuda_exec *e, const kiln_kprogram *p, kiln_di
     snprintf(s->name, sizeof s->name, "%d (%s)", i, k->name ? k->name : "?");
     kiln_ir_kernel_error_message(p, i, s->err, sizeof s->err);
     switch (k->kind) {
-    case KILN_KERNEL_LOOP: s->n = kiln_shape_numel(&k->out); break;
+    case KILN_KERNEL_LOOP:
+      s->n = kiln_shape_numel(&k->out);
+      s->block = k->sched.block;
+      break;
     case KILN_KERNEL_GEMM: {
       const kiln_gemm_desc *g = &k->gemm;
       s->gemm = *g;
@@ -388,6 +391,7 @@ static kiln_status copy_steps(kiln_cuda_exec *e, const kiln_kprogram *p, kiln_di
                                "CUDA backend: GEMM kernel %s: its epilogue is not a LOOP kernel into its output",
                                s->name);
         s->epi_n = kiln_shape_numel(&k->epilogue->out);
+        s->epi_block = k->epilogue->sched.block;
       }
       if (k->pack && g->pack_a) /* kiln_cuda_render refuses it first */
         return kiln_diag_set(d, KILN_ERR_UNSUPPORTED, "CUDA backend: GEMM kernel %s packs A", s->name);
@@ -401,6 +405,7 @@ static kiln_status copy_steps(kiln_cuda_exec *e, const kiln_kprogram *p, kiln_di
                                ", param_buf %d, pack into buffer %d, B buffer %d)",
                                s->name, g->tile_n, (int)g->param_buf, (int)k->pack->out_buf, (int)g->b_buf);
         s->pack_n = kiln_shape_numel(&k->pack->out);
+        s->pack_block = k->pack->sched.block;
         s->n_tiles = (g->n + g->tile_n - 1) / g->tile_n;
         if (s->n_tiles < 0) s->n_tiles = 0;
       }
@@ -496,14 +501,17 @@ kiln_status kiln_cuda_exec_create(const kiln_kprogram *p, const char *arch, kiln
 
 /* ------------------------------------------------------------------ run */
 /* A generated kernel over n elements (grid-stride loop), on the legacy default stream. */
-static kiln_status launch(kiln_cuda_exec *e, CUfunction fn, long long n, const char *what, const step *s,
+static kiln_status launch(kiln_cuda_exec *e, CUfunction fn, long long n, int block, const char *what, const step *s,
                           kiln_diag *d) {
   if (n <= 0) return KILN_OK;
-  long long blocks = (n + THREADS_PER_BLOCK - 1) / THREADS_PER_BLOCK;
+  if (block < 32 || block % 32 || block > 1024) /* a warp-per-row kernel needs whole warps */
+    return kiln_diag_set(d, KILN_ERR_INTERNAL, "CUDA backend: %skernel %s is scheduled with %d threads a block", what,
+                         s->name, block);
+  long long blocks = (n + block - 1) / block;
   if (blocks > MAX_BLOCKS) blocks = MAX_BLOCKS;
   CUdeviceptr table = e->mem_table;
   void *args[] = {&table, &n};
-  CU_CHECK(e, e->cu.LaunchKernel(fn, (unsigned)blocks, 1, 1, THREADS_PER_BLOCK, 1, 1, 0, NULL, args, NULL), d,
+  CU_CHECK(e, e->cu.LaunchKernel(fn, (unsigned)blocks, 1, 1, (unsigned)block, 1, 1, 0, NULL, args, NULL), d,
            "launching %skernel %s", what, s->name);
   return KILN_OK;
 }
@@ -557,7 +565,7 @@ static kiln_status run_gemm(kiln_cuda_exec *e, const step *s, kiln_diag *d) {
         CU_CHECK(e, e->cu.MemcpyDtoDAsync(e->dbuf[g->param_buf], par, 2 * sizeof(int64_t), NULL), d,
                  "setting the tile parameters (batch %" PRId64 ", column %" PRId64 ") of GEMM kernel %s", t, j0,
                  s->name);
-        st = launch(e, s->pack_fn, s->pack_n, "the pack of ", s, d);
+        st = launch(e, s->pack_fn, s->pack_n, s->pack_block, "the pack of ", s, d);
         if (!st)
           st = blas_call(e, s, CUBLAS_OP_N, tb, tn, g->m, g->k, e->dbuf[g->b_buf], g->tile_n, 0, A, g->lda, 0,
                          C0 + (CUdeviceptr)(j0 * (int64_t)es), g->ldc, 0, 1, d);
@@ -577,7 +585,7 @@ static kiln_status run_gemm(kiln_cuda_exec *e, const step *s, kiln_diag *d) {
     }
   }
   /* elementwise and in place over C: once over everything equals once per tile */
-  if (!st && s->epi_fn) st = launch(e, s->epi_fn, s->epi_n, "the epilogue of ", s, d);
+  if (!st && s->epi_fn) st = launch(e, s->epi_fn, s->epi_n, s->epi_block, "the epilogue of ", s, d);
   return st;
 }
 
@@ -659,7 +667,7 @@ kiln_status kiln_cuda_exec_run(kiln_cuda_exec *e, const kiln_rt_tensor *in, int3
     const step *s = &e->steps[i];
     kiln_status st = KILN_OK;
     switch (s->kind) {
-    case KILN_KERNEL_LOOP: st = launch(e, s->fn, s->n, "", s, d); break;
+    case KILN_KERNEL_LOOP: st = launch(e, s->fn, s->n, s->block, "", s, d); break;
     case KILN_KERNEL_GEMM: st = run_gemm(e, s, d); break;
     case KILN_KERNEL_OPAQUE: st = run_opaque(e, s, d); break;
     }

@@ -523,8 +523,9 @@ static bool emit_reduce(render *r, int32_t j, int depth, uint64_t bound) {
  * the row. Such a kernel is rendered with one warp per output row (rows grid-strided over
  * the warps of the launch): the warp computes each row-invariant reduction together,
  * every lane a strided part of the loop, combined with shuffles so every lane holds the
- * result, then the lanes share out the row's elements. Needs blockDim.x a multiple of 32
- * (exec.c launches 256 threads per block); reductions combine in a different order than
+ * result, then the lanes share out the row's elements (when the schedule says so:
+ * kiln_schedule.warp_per_row). Needs blockDim.x a multiple of 32 (exec.c checks the
+ * schedule's block size); reductions combine in a different order than
  * a sequential loop (floating-point rounding may differ). */
 
 /* A reduction the warp can share: a combine of sum/prod/max/min on floats or integers. */
@@ -595,20 +596,6 @@ static bool emit_coop_reduce(render *r, int32_t j, int depth, uint64_t bound) {
     if (r->depth[i] > depth) r->depth[i] = -1;
   r->depth[j] = depth;
   return !r->failed;
-}
-
-/* Whether k is rendered row-wise: some REDUCE reached from the root depends only on the
- * row variables and can be shared by the warp. Not when a reduction is empty anywhere:
- * what is computed once per row must be what the element-wise form computes. */
-static bool row_wise(render *r, uint64_t row_vars) {
-  const kiln_kernel *k = r->k;
-  for (int32_t v = k->out.rank; v < k->n_vars; v++)
-    if (k->extent[v] <= 0) return false;
-  mark_needed(r, k->root, true);
-  bool any = false;
-  for (int32_t j = 0; j <= k->root && !any; j++)
-    any = r->mark[j] && k->kx[j].kind == KILN_KX_REDUCE && !(r->mask[j] & ~row_vars) && coop_capable(&k->kx[j]);
-  return any;
 }
 
 /* The body of a row-wise kernel (see above). */
@@ -715,7 +702,7 @@ static bool render_kernel(render *r, const kiln_kernel *k, int32_t ki, const cha
   kiln_strbuf_printf(b, "] %s into buffer %d */\n", kiln_dtype_name(k->out_dtype), k->out_buf);
   kiln_strbuf_printf(b, "extern \"C\" __global__ void %s(void *const *bufs, long long n) {\n", fn_name);
   uint64_t row_vars = k->out.rank >= 2 ? (1ull << (k->out.rank - 1)) - 1 : 0;
-  if (row_wise(r, row_vars)) return render_rows(r, row_vars);
+  if (k->sched.warp_per_row) return render_rows(r, row_vars); /* the schedule's choice */
   kiln_strbuf_puts(b, "  for (long long flat = (long long)blockIdx.x * blockDim.x + threadIdx.x; flat < n;\n"
              "       flat += (long long)gridDim.x * blockDim.x) {\n");
   uint64_t bound = 0;
@@ -742,6 +729,8 @@ static bool render_kernel(render *r, const kiln_kernel *k, int32_t ki, const cha
   kiln_strbuf_puts(b, "  }\n}\n\n");
   return !r->failed;
 }
+
+void kiln_cuda_target_desc(kiln_target_desc *d) { kiln_ir_target_desc_default(KILN_SCHED_SIMT, d); }
 
 kiln_status kiln_cuda_render(const kiln_kprogram *p, char **src, kiln_diag *d) {
   *src = NULL;

@@ -33,6 +33,12 @@ kiln_status kiln_driver_lower(kiln_context *ctx, const kiln_graph *g, const kiln
 kiln_status kiln_driver_lower_graph(kiln_context *ctx, const kiln_graph *g, const kiln_compile_options *o,
                                     FILE *to, kiln_kprogram **out, kiln_graph **lowered);
 
+/* kiln_driver_lower_graph that also hands back the fusion plan (when plan is not NULL;
+ * lowered must then be given too: the plan's node ids are the lowered graph's). The
+ * caller destroys it with kiln_pass_plan_destroy before the graph. */
+kiln_status kiln_driver_lower_plan(kiln_context *ctx, const kiln_graph *g, const kiln_compile_options *o, FILE *to,
+                                   kiln_kprogram **out, kiln_graph **lowered, kiln_fusion_plan **plan);
+
 /* Estimates of a kernel program's cost (also kiln_executable_stats). */
 void kiln_driver_program_stats(const kiln_kprogram *p, kiln_exe_stats *s);
 
@@ -44,14 +50,15 @@ typedef enum kiln_report_format {
   KILN_REPORT_JSON,
 } kiln_report_format;
 
-/* kiln dump: the graph after a pass (print_after), or the kernel program (kernels=true),
+/* kiln dump: the graph after a pass (print_after), the fusion plan (fusion_plan=true), or
+ * the kernel program (kernels=true),
  * or the optimized LLVM module (llvm=true), or the CUDA C source (cuda=true), and/or the
  * fusion report (fusion_report), to f. */
 typedef struct kiln_dump_options {
   const char *print_after;
   const char *disable_passes;
   kiln_fusion_level fusion;
-  bool kernels, llvm, cuda, elide_constants;
+  bool kernels, llvm, cuda, elide_constants, fusion_plan;
   kiln_report_format fusion_report;
   const char *model;           /* the report's "model" (NULL: the graph's name) */
   kiln_target target;          /* what the report's program is lowered for (cuda=true: CUDA) */

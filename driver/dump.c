@@ -207,7 +207,7 @@ kiln_status kiln_driver_fusion_report(const kiln_kprogram *p, const char *model,
 kiln_status kiln_driver_dump(kiln_context *ctx, const kiln_graph *g, const kiln_dump_options *o,
                              FILE *f) {
   kiln_print_options po = {.elide_constants = o->elide_constants};
-  if (!o->print_after && !o->kernels && !o->llvm && !o->cuda && !o->fusion_report) {
+  if (!o->print_after && !o->kernels && !o->llvm && !o->cuda && !o->fusion_report && !o->fusion_plan) {
     if (kiln_ir_print(g, f, &po) != KILN_OK) return kiln_driver_failf(ctx, KILN_ERR_IO, "cannot print the graph");
     return KILN_OK;
   }
@@ -217,9 +217,15 @@ kiln_status kiln_driver_dump(kiln_context *ctx, const kiln_graph *g, const kiln_
   co.print_after = o->print_after;
   co.target = o->cuda || o->target == KILN_TARGET_CUDA ? KILN_TARGET_CUDA : KILN_TARGET_CPU;
   kiln_kprogram *p = NULL;
-  kiln_status st = kiln_driver_lower(ctx, g, &co, f, &p);
+  kiln_graph *lowered = NULL;
+  kiln_fusion_plan *plan = NULL;
+  kiln_status st = kiln_driver_lower_plan(ctx, g, &co, f, &p, o->fusion_plan ? &lowered : NULL,
+                                          o->fusion_plan ? &plan : NULL);
   if (st != KILN_OK) return st;
   kiln_diag d = {0};
+  if (plan) kiln_pass_plan_print(plan, f);
+  kiln_pass_plan_destroy(plan);
+  kiln_ir_graph_destroy(lowered);
   if (o->kernels) kiln_ir_kprogram_print(p, f);
   if (o->fusion_report && kiln_driver_fusion_report(p, o->model ? o->model : g->name, o->fusion, co.target,
                                                     o->fusion_report, f) != KILN_OK)

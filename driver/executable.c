@@ -24,38 +24,6 @@ void kiln_driver_program_stats(const kiln_kprogram *p, kiln_exe_stats *s) {
   s->flops = t.flops;
 }
 
-/* ------------------------------------------------------------------ lowering */
-kiln_status kiln_driver_lower(kiln_context *ctx, const kiln_graph *g, const kiln_compile_options *o,
-                              FILE *to, kiln_kprogram **out) {
-  return kiln_driver_lower_graph(ctx, g, o, to, out, NULL);
-}
-
-kiln_status kiln_driver_lower_graph(kiln_context *ctx, const kiln_graph *g, const kiln_compile_options *o,
-                                    FILE *to, kiln_kprogram **out, kiln_graph **lowered) {
-  *out = NULL;
-  if (lowered) *lowered = NULL;
-  if (g->diag.status != KILN_OK)
-    return kiln_driver_failf(ctx, g->diag.status, "the graph has a builder error: %s", g->diag.msg);
-  if (g->n_outputs == 0)
-    return kiln_driver_failf(ctx, KILN_ERR_INVALID_ARGUMENT, "graph '%s' has no outputs", g->name);
-  kiln_graph *work = kiln_ir_graph_clone(g);
-  if (!work) return kiln_driver_failf(ctx, KILN_ERR_OUT_OF_MEMORY, "out of memory copying the graph");
-  kiln_pipeline_options po = {0};
-  po.target.target = o ? o->target : KILN_TARGET_CPU;
-  po.target.fusion = o ? o->fusion : KILN_FUSION_FULL;
-  po.disable = o ? o->disable_passes : NULL;
-  po.print_after = o ? o->print_after : NULL;
-  po.print_to = to;
-  po.verify_each = getenv("KILN_VERIFY_PASSES") != NULL;
-  kiln_diag d = {0};
-  kiln_status st = kiln_pass_pipeline(work, &po, out, &d);
-  /* The passes rewrote work in place: it is the graph that was lowered. */
-  if (st == KILN_OK && lowered) *lowered = work;
-  else kiln_ir_graph_destroy(work);
-  if (st != KILN_OK) return kiln_driver_fail(ctx, &d);
-  return KILN_OK;
-}
-
 /* ------------------------------------------------------------------ executable shell */
 kiln_executable *kiln_driver_exe_new(kiln_context *ctx) {
   kiln_executable *e = kiln_ir_malloc(&ctx->alloc, sizeof *e);

@@ -332,6 +332,43 @@ kiln_status kiln_ir_infer(const kiln_graph *g, kiln_op op, int32_t n_in, const i
                           const kiln_attrs *a, kiln_dtype *dt, kiln_shape *shape, kiln_diag *d);
 
 /* ------------------------------------------------------------------------------------
+ * Target description: what a backend can run and the numbers its schedules use, as data.
+ * Each backend fills one (codegen/: kiln_llvm_target_desc, cuda/: kiln_cuda_target_desc);
+ * the passes ask it, never which target it is.
+ * ---------------------------------------------------------------------------------- */
+typedef enum kiln_sched_model {
+  KILN_SCHED_LOOP_NEST, /* a CPU: a parallel loop over output rows, vectorized inner loop */
+  KILN_SCHED_SIMT,      /* a GPU: one thread per output element, or one warp per row */
+} kiln_sched_model;
+
+typedef struct kiln_target_desc {
+  kiln_target target;        /* for reports only ("cpu", "cuda"): passes never test it */
+  kiln_sched_model model;    /* which schedule the schedule pass makes */
+  /* capabilities */
+  bool gemm_prologue;        /* a GEMM's pack sub-kernel may compute its A operand (pack_a) */
+  bool sibling_pairs;        /* two sibling LOOP kernels (with_next) run as one loop nest */
+  bool conv_channels_last;   /* conv_cl / pool_cl GEMM convolutions with A packs */
+  /* loop-nest schedules */
+  int32_t vector_bits;       /* vector width the inner loop is vectorized for */
+  int64_t grain_elems;       /* output elements (times reduction work) per parallel chunk */
+  int64_t stream_min_bytes;  /* outputs at least this large get non-temporal stores */
+  int64_t prefetch_min_bytes;/* inputs at least this large are prefetched ... */
+  int32_t prefetch_bytes;    /* ... this many bytes ahead of each vector load */
+  int64_t row_cache_max;     /* longest row a row cache holds (elements) */
+  int32_t cache_line;        /* bytes */
+  /* SIMT schedules */
+  int32_t warp;              /* threads that run in lock step and shuffle among themselves */
+  int32_t block;             /* threads per block of a launch */
+  /* contractions */
+  int64_t pack_tile_bytes;   /* a GEMM pack tile (im2col rows, a prologue) stays within this */
+} kiln_target_desc;
+
+/* The generic description of a target of schedule model m: every capability off, the
+ * numbers Kiln's schedules were measured with (a backend starts from it and says what it
+ * can do). */
+void kiln_ir_target_desc_default(kiln_sched_model m, kiln_target_desc *d);
+
+/* ------------------------------------------------------------------------------------
  * Kernel IR: what fusion produces and both backends render.
  *
  * A kiln_kprogram is a list of kernels over a buffer table. A LOOP kernel computes one
@@ -413,6 +450,39 @@ typedef struct kiln_gemm_desc {
   int32_t n_bufs;
 } kiln_gemm_desc;
 
+/* How a divide a / b of a LOOP kernel is computed (kiln_schedule.div). */
+typedef enum kiln_div_mode {
+  KILN_DIV_PLAIN,       /* a divide */
+  KILN_DIV_CONST_RECIP, /* b is a constant with a normal reciprocal: a * (1/b) */
+  KILN_DIV_ROW_RECIP,   /* b is invariant in the loop the divide runs in: a * RN(1/(b s)) * s,
+                           1/(b s) computed once outside it (s a power of two keeping it normal) */
+} kiln_div_mode;
+
+/* How a kernel runs on its target: filled by the schedule pass (passes/schedule.c) after
+ * memory planning, for every kernel and sub-kernel, and obeyed by the renderers, which
+ * decide none of it. Arrays are in the program's arena. */
+typedef struct kiln_schedule {
+  bool set;                /* filled in (kiln_ir_kprogram_verify requires it once scheduled) */
+  kiln_sched_model model;
+  /* loop nest: the output's dims but the last are one parallel loop over rows, handed
+   * to the thread pool in chunks; the last dim is the vectorized column loop */
+  int64_t rows;            /* output elements / last extent */
+  int64_t grain;           /* rows per chunk a worker takes (>= 1) */
+  int32_t vector_bits;     /* width the column loop is vectorized for */
+  bool stream;             /* also a variant with non-temporal stores, run where the outputs
+                              are cache-line aligned (and its second, with_next) */
+  int32_t prefetch_bytes;  /* software prefetches this far ahead of the vector loads of: */
+  int32_t n_prefetch;
+  int32_t *prefetch;       /* buffers (large inputs of the kernel) */
+  /* per kx (NULL: none): the REDUCE kx whose body computes kx's value for the current row
+   * (a row cache: softmax's exp computed once, kept in a stack array), or -1 */
+  int32_t *row_cache;
+  uint8_t *div;            /* per kx (NULL: all plain): kiln_div_mode of a divide */
+  /* SIMT */
+  bool warp_per_row;       /* one warp per output row, its row-invariant reductions shared */
+  int32_t block;           /* threads per block */
+} kiln_schedule;
+
 typedef struct kiln_kernel {
   kiln_kernel_kind kind;
   const char *name;              /* "k3_exp_add" */
@@ -452,6 +522,8 @@ typedef struct kiln_kernel {
    * (none of their buffers share bytes). Other backends may run them one after the
    * other. */
   bool with_next;
+  /* The schedule (above); set by the schedule pass. */
+  kiln_schedule sched;
   /* OPAQUE: the graph op with its attrs; input buffers in in_bufs */
   kiln_op op;
   kiln_attrs attrs;
@@ -536,6 +608,10 @@ bool kiln_ir_kernel_loads(const kiln_kernel *k, int32_t buf);
  * with_next): elementwise over the same domain, no CHECK, and neither reads the other's
  * output. Memory planning must then keep their buffers apart (it does for with_next). */
 bool kiln_ir_siblings_ok(const kiln_kernel *a, const kiln_kernel *b);
+/* The loop variables each kx of LOOP kernel k depends on (its own for a VAR, its
+ * operands', less a REDUCE's own variables), into dep[0..n_kx); false (dep untouched)
+ * when the kernel has more than 64 variables. */
+bool kiln_ir_kx_deps(const kiln_kernel *k, uint64_t *dep);
 /* Text dump of a kernel program (for kiln dump and golden tests). */
 void kiln_ir_kprogram_print(const kiln_kprogram *p, FILE *f);
 /* Checks operand order, dtypes, buffer ids, var ranges. */

@@ -72,6 +72,27 @@ static void print_kx(FILE *f, const char *ind, const kiln_kx *x, int32_t id) {
   fputc('\n', f);
 }
 
+/* The schedule line(s) of kernel k (nothing before the schedule pass ran). */
+static void print_schedule(FILE *f, const char *ind, const kiln_kernel *k) {
+  const kiln_schedule *s = &k->sched;
+  if (!s->set || k->kind != KILN_KERNEL_LOOP) return;
+  if (s->model == KILN_SCHED_SIMT) {
+    fprintf(f, "%sschedule simt block %d%s\n", ind, (int)s->block, s->warp_per_row ? " warp_per_row" : "");
+    return;
+  }
+  fprintf(f, "%sschedule rows %lld grain %lld vector %d%s", ind, (long long)s->rows, (long long)s->grain,
+          (int)s->vector_bits, s->stream ? " stream" : "");
+  if (s->n_prefetch) {
+    fprintf(f, " prefetch %d:", (int)s->prefetch_bytes);
+    for (int32_t i = 0; i < s->n_prefetch; i++) fprintf(f, "%sb%d", i ? "," : "", (int)s->prefetch[i]);
+  }
+  for (int32_t i = 0; s->row_cache && i < k->n_kx; i++)
+    if (s->row_cache[i] >= 0) fprintf(f, " row_cache %%%d<-%%%d", (int)i, (int)s->row_cache[i]);
+  for (int32_t i = 0; s->div && i < k->n_kx; i++)
+    if (s->div[i] != KILN_DIV_PLAIN) fprintf(f, " %s %%%d", s->div[i] == KILN_DIV_ROW_RECIP ? "row_recip" : "const_recip", (int)i);
+  fputc('\n', f);
+}
+
 /* The expression part of a LOOP kernel (or sub-kernel), each line after `ind`. */
 static void print_loop_body(FILE *f, const char *ind, const kiln_kernel *k) {
   fprintf(f, "%sdomain [", ind);
@@ -79,6 +100,7 @@ static void print_loop_body(FILE *f, const char *ind, const kiln_kernel *k) {
   fprintf(f, "] (%d output vars)\n", (int)k->out.rank);
   for (int j = 0; j < k->n_kx; j++) print_kx(f, ind, &k->kx[j], j);
   fprintf(f, "%sroot %%%d\n", ind, (int)k->root);
+  print_schedule(f, ind, k);
 }
 
 /* A GEMM's fused sub-kernel, indented under it: "pack" or "epilogue". */
@@ -184,6 +206,29 @@ static int alu_result(const kiln_kx *x, const kiln_kx *kx, char *why, size_t nwh
     return -1;
   }
   return t0;
+}
+
+/* A loop kernel's schedule, once set: what it names exists and is of the right kind. */
+static kiln_status verify_schedule(const kiln_kprogram *p, int32_t ki, const kiln_kernel *k, kiln_diag *d) {
+  const kiln_schedule *s = &k->sched;
+  if (!s->set) return KILN_OK;
+  if (s->model == KILN_SCHED_LOOP_NEST && (s->grain < 1 || s->rows < 0 || s->vector_bits < 0))
+    return kiln_diag_set(d, KILN_ERR_INTERNAL, KFMT "schedule: grain %lld, rows %lld", KARGS(ki, k), (long long)s->grain,
+                         (long long)s->rows);
+  for (int32_t i = 0; i < s->n_prefetch; i++)
+    if (!buf_ok(p, s->prefetch[i]) || s->prefetch[i] == k->out_buf)
+      return kiln_diag_set(d, KILN_ERR_INTERNAL, KFMT "schedule: prefetches b%d", KARGS(ki, k), (int)s->prefetch[i]);
+  for (int32_t i = 0; i < k->n_kx; i++) {
+    int32_t red = s->row_cache ? s->row_cache[i] : -1;
+    if (red >= 0 && (red >= k->n_kx || k->kx[red].kind != KILN_KX_REDUCE || k->kx[i].dtype != k->kx[k->kx[red].a[0]].dtype))
+      return kiln_diag_set(d, KILN_ERR_INTERNAL, KFMT "schedule: %%%d cached from %%%d, not a reduction whose body has its dtype",
+                           KARGS(ki, k), (int)i, (int)red);
+    if (s->div && s->div[i] != KILN_DIV_PLAIN &&
+        (k->kx[i].kind != KILN_KX_ALU || k->kx[i].op != KILN_OP_div || !kiln_dtype_is_float(k->kx[i].dtype) ||
+         s->div[i] > KILN_DIV_ROW_RECIP))
+      return kiln_diag_set(d, KILN_ERR_INTERNAL, KFMT "schedule: %%%d is no float divide", KARGS(ki, k), (int)i);
+  }
+  return KILN_OK;
 }
 
 static kiln_status verify_loop(const kiln_kprogram *p, int32_t ki, const kiln_kernel *k, kiln_diag *d) {
@@ -294,7 +339,7 @@ static kiln_status verify_loop(const kiln_kprogram *p, int32_t ki, const kiln_ke
   if (k->kx[k->root].dtype != k->out_dtype)
     return kiln_diag_set(d, KILN_ERR_INTERNAL, KFMT "root %%%d is %s, the output is %s", KARGS(ki, k), (int)k->root,
                          kiln_dtype_name(k->kx[k->root].dtype), kiln_dtype_name(k->out_dtype));
-  return KILN_OK;
+  return verify_schedule(p, ki, k, d);
 }
 
 /* A GEMM's fused sub-kernel: a LOOP kernel like any other (verify_loop), whose output is
@@ -699,4 +744,21 @@ void kiln_ir_kernel_error_message(const kiln_kprogram *p, int32_t ki, char *out,
       snprintf(out + j, n - j, " in kernel %s: an input holds an index outside its range", kn);
     }
   }
+}
+
+/* ====================================================================== analyses */
+bool kiln_ir_kx_deps(const kiln_kernel *k, uint64_t *dep) {
+  if (k->n_vars > 64) return false;
+  for (int32_t i = 0; i < k->n_kx; i++) {
+    const kiln_kx *x = &k->kx[i];
+    uint64_t m = x->kind == KILN_KX_VAR && x->var >= 0 && x->var < 64 ? 1ull << x->var : 0;
+    int n_ops = kiln_ir_kx_n_operands(x);
+    for (int j = 0; j < n_ops; j++)
+      if (x->a[j] >= 0 && x->a[j] < i) m |= dep[x->a[j]];
+    if (x->kind == KILN_KX_REDUCE)
+      for (int32_t v = x->var; v < x->var + x->n_vars && v < 64; v++)
+        if (v >= 0) m &= ~(1ull << v);
+    dep[i] = m;
+  }
+  return true;
 }

@@ -1,8 +1,9 @@
 /* layout.c - the layout pass. Tensors are row-major in the graph's own dim order; the
- * pass chooses that order (channels last on the CPU) and moves permutes so pairs cancel.
+ * pass chooses that order (channels last where the target runs channels-last
+ * convolutions: kiln_target_desc.conv_channels_last) and moves permutes so pairs cancel.
  *
- * Channels last (CPU target, --fusion full): a convolution that runs as a GEMM (f32/f64,
- * groups of one) becomes conv_cl: input [N, spatial..., Ci], weights [k..., Ci, Co]
+ * Channels last (such a target, --fusion full): a convolution that runs as a GEMM
+ * (f32/f64, groups of one) becomes conv_cl: input [N, spatial..., Ci], weights [k..., Ci, Co]
  * (permuted at compile time when they are constants), output [N, spatial..., Co]. Its
  * im2col rows are then runs of contiguous channels, and a 1x1 convolution needs no im2col
  * at all. Depthwise-like convolutions (direct loops) follow too: their innermost loop then
@@ -297,7 +298,7 @@ static kiln_status channels_last(kiln_graph *g, kiln_diag *d) {
 }
 
 kiln_status kiln_pass_layout(kiln_graph *g, const kiln_pass_target *t, kiln_diag *d) {
-  if (t && t->target == KILN_TARGET_CPU && t->fusion == KILN_FUSION_FULL) {
+  if (t && t->desc.conv_channels_last && t->fusion == KILN_FUSION_FULL) {
     kiln_status st = channels_last(g, d);
     if (st != KILN_OK) return st;
   }

@@ -2,48 +2,66 @@
  *
  *   graph ─▶ verify ─▶ fold ─▶ simplify ─▶ contract ─▶ cse ─▶ siblings ─▶ dce ─▶ layout ─┐
  *                                                         graph passes, rewriting in place │
- *   kiln_kprogram ◀─ plan_memory ◀─ lower (fusion + kernel IR) ◀───────────────────────────┘
+ *   ┌───────────────────────────────────────────────────────────────────────────────────┘
+ *   └▶ fuse (fusion plan) ─▶ lower (kernel program) ─▶ plan_memory ─▶ schedule ─▶ kiln_kprogram
  *
  * contract runs after simplify (chains already folded) and siblings after cse (a left
- * operand computed twice is one node by then).
+ * operand computed twice is one node by then). schedule runs last: whether a kernel may
+ * stream its stores depends on where memory planning put its buffers.
  *
- * Options: disable graph passes by name (verify, lower and plan_memory are required;
- * "fuse" in the disable list means one kernel per op), print the graph (or the kernel
- * program) after a pass or after all, and run the verifier after every graph pass.
+ * The pass table below is the one list: names (kiln_pass_names, --help, --print-after),
+ * which passes may be disabled, and the error texts all come from it. Disabling "fuse"
+ * means one kernel per op (--fusion none). --print-after prints the graph after a graph
+ * pass, the fusion plan after fuse and the kernel program after the later passes.
  */
 #include "passes-impl.h"
 
 #include <string.h>
 
-static const struct {
+typedef enum stage { STAGE_GRAPH, STAGE_FUSE, STAGE_LOWER, STAGE_PLAN_MEMORY, STAGE_SCHEDULE } stage;
+
+/* X(name, stage, graph pass function or NULL, required) */
+#define KILN_PASSES(X)                               \
+  X(verify, STAGE_GRAPH, kiln_pass_verify, true)     \
+  X(fold, STAGE_GRAPH, kiln_pass_fold, false)        \
+  X(simplify, STAGE_GRAPH, kiln_pass_simplify, false) \
+  X(contract, STAGE_GRAPH, kiln_pass_contract, false) \
+  X(cse, STAGE_GRAPH, kiln_pass_cse, false)          \
+  X(siblings, STAGE_GRAPH, kiln_pass_siblings, false) \
+  X(dce, STAGE_GRAPH, kiln_pass_dce, false)          \
+  X(layout, STAGE_GRAPH, kiln_pass_layout, false)    \
+  X(fuse, STAGE_FUSE, NULL, false)                   \
+  X(lower, STAGE_LOWER, NULL, true)                  \
+  X(plan_memory, STAGE_PLAN_MEMORY, NULL, true)      \
+  X(schedule, STAGE_SCHEDULE, NULL, true)
+
+static const struct pass_entry {
   const char *name;
+  stage stage;
   kiln_graph_pass_fn fn;
   bool required;
-} graph_passes[] = {
-    {"verify", kiln_pass_verify, true},
-    {"fold", kiln_pass_fold, false},
-    {"simplify", kiln_pass_simplify, false},
-    {"contract", kiln_pass_contract, false},
-    {"cse", kiln_pass_cse, false},
-    {"siblings", kiln_pass_siblings, false},
-    {"dce", kiln_pass_dce, false},
-    {"layout", kiln_pass_layout, false},
+} passes[] = {
+#define ENTRY(name, st, fn, req) {#name, st, fn, req},
+    KILN_PASSES(ENTRY)
+#undef ENTRY
 };
-enum { N_GRAPH_PASSES = sizeof graph_passes / sizeof graph_passes[0] };
+enum { N_PASSES = sizeof passes / sizeof passes[0] };
 
-const char *const kiln_pass_names[] = {"verify",   "fold", "simplify", "contract",
-                                       "cse",      "siblings", "dce", "layout",
-                                       "lower",    "plan_memory", NULL};
+const char *const kiln_pass_names[] = {
+#define NAME(name, st, fn, req) #name,
+    KILN_PASSES(NAME)
+#undef NAME
+    NULL};
 
 kiln_status kiln_pass_verify(kiln_graph *g, const kiln_pass_target *t, kiln_diag *d) {
   (void)t;
   return kiln_ir_verify(g, d);
 }
 
-static bool is_pass_name(const char *s, size_t n) {
-  for (int i = 0; kiln_pass_names[i]; i++)
-    if (strlen(kiln_pass_names[i]) == n && strncmp(kiln_pass_names[i], s, n) == 0) return true;
-  return false;
+static const struct pass_entry *find_pass(const char *s, size_t n) {
+  for (int i = 0; i < N_PASSES; i++)
+    if (strlen(passes[i].name) == n && strncmp(passes[i].name, s, n) == 0) return &passes[i];
+  return NULL;
 }
 
 /* True when `name` appears in the comma-separated list. */
@@ -59,6 +77,13 @@ static bool in_list(const char *list, const char *name) {
   return false;
 }
 
+/* The names of the passes, space-separated (for error messages). */
+static void all_names(char *buf, size_t n) {
+  buf[0] = 0;
+  for (int i = 0; i < N_PASSES; i++)
+    snprintf(buf + strlen(buf), n - strlen(buf), "%s%s", i ? " " : "", passes[i].name);
+}
+
 /* Every name in the disable list must be a pass that may be disabled. */
 static kiln_status check_disable(const char *list, kiln_diag *d) {
   for (const char *p = list; p && *p;) {
@@ -67,15 +92,15 @@ static kiln_status check_disable(const char *list, kiln_diag *d) {
     while (*e && *e != ',' && *e != ' ') e++;
     size_t n = (size_t)(e - p);
     if (n == 0) break;
-    if (n == 4 && strncmp(p, "fuse", 4) == 0) { p = e; continue; }
-    if (!is_pass_name(p, n))
-      return kiln_diag_set(d, KILN_ERR_INVALID_ARGUMENT,
-                           "unknown pass '%.*s' in the disable list (passes: verify fold simplify "
-                           "contract cse siblings dce layout lower plan_memory, or fuse)", (int)n, p);
-    if ((n == 6 && strncmp(p, "verify", 6) == 0) || (n == 5 && strncmp(p, "lower", 5) == 0) ||
-        (n == 11 && strncmp(p, "plan_memory", 11) == 0))
-      return kiln_diag_set(d, KILN_ERR_INVALID_ARGUMENT,
-                           "pass '%.*s' cannot be disabled: the pipeline needs it", (int)n, p);
+    const struct pass_entry *pe = find_pass(p, n);
+    char names[256];
+    all_names(names, sizeof names);
+    if (!pe)
+      return kiln_diag_set(d, KILN_ERR_INVALID_ARGUMENT, "unknown pass '%.*s' in the disable list (passes: %s)", (int)n,
+                           p, names);
+    if (pe->required)
+      return kiln_diag_set(d, KILN_ERR_INVALID_ARGUMENT, "pass '%.*s' cannot be disabled: the pipeline needs it", (int)n,
+                           p);
     p = e;
   }
   return KILN_OK;
@@ -83,9 +108,33 @@ static kiln_status check_disable(const char *list, kiln_diag *d) {
 
 static bool want_print(const kiln_pipeline_options *o, const char *pass) {
   if (!o->print_after) return false;
-  if (strcmp(o->print_after, "all") == 0) return true;
-  if (strcmp(o->print_after, "fuse") == 0) return strcmp(pass, "lower") == 0;
-  return strcmp(o->print_after, pass) == 0;
+  return strcmp(o->print_after, "all") == 0 || strcmp(o->print_after, pass) == 0;
+}
+
+static kiln_status run_graph_passes(kiln_graph *g, const kiln_pipeline_options *o, const kiln_pass_target *t,
+                                    FILE *pf, kiln_diag *d) {
+  for (int i = 0; i < N_PASSES; i++) {
+    const struct pass_entry *pe = &passes[i];
+    if (pe->stage != STAGE_GRAPH || (!pe->required && in_list(o->disable, pe->name))) continue;
+    kiln_status st = pe->fn(g, t, d);
+    if (st != KILN_OK) return st;
+    if (o->verify_each) {
+      kiln_diag vd = {0};
+      if (kiln_ir_verify(g, &vd) != KILN_OK)
+        return kiln_diag_set(d, KILN_ERR_INTERNAL, "the graph is invalid after pass '%s': %s", pe->name, vd.msg);
+    }
+    if (want_print(o, pe->name)) {
+      fprintf(pf, "// after %s\n", pe->name);
+      kiln_ir_print(g, pf, &(kiln_print_options){.elide_constants = true});
+    }
+  }
+  return KILN_OK;
+}
+
+static void print_program(const kiln_pipeline_options *o, FILE *pf, const char *pass, const kiln_kprogram *p) {
+  if (!want_print(o, pass)) return;
+  fprintf(pf, "// after %s\n", pass);
+  kiln_ir_kprogram_print(p, pf);
 }
 
 kiln_status kiln_pass_pipeline(kiln_graph *g, const kiln_pipeline_options *o, kiln_kprogram **out,
@@ -93,47 +142,37 @@ kiln_status kiln_pass_pipeline(kiln_graph *g, const kiln_pipeline_options *o, ki
   kiln_pipeline_options defaults = {0};
   if (!o) o = &defaults;
   if (out) *out = NULL;
+  if (o->plan) *o->plan = NULL;
   if (check_disable(o->disable, d) != KILN_OK) return d->status;
-  if (o->print_after && strcmp(o->print_after, "all") != 0 && strcmp(o->print_after, "fuse") != 0 &&
-      !is_pass_name(o->print_after, strlen(o->print_after)))
-    return kiln_diag_set(d, KILN_ERR_INVALID_ARGUMENT, "--print-after: unknown pass '%s'",
-                         o->print_after);
+  if (o->print_after && strcmp(o->print_after, "all") != 0 && !find_pass(o->print_after, strlen(o->print_after)))
+    return kiln_diag_set(d, KILN_ERR_INVALID_ARGUMENT, "--print-after: unknown pass '%s'", o->print_after);
   FILE *pf = o->print_to ? o->print_to : stderr;
   kiln_pass_target t = o->target;
   if (in_list(o->disable, "fuse")) t.fusion = KILN_FUSION_NONE;
-
-  for (int i = 0; i < N_GRAPH_PASSES; i++) {
-    const char *name = graph_passes[i].name;
-    if (!graph_passes[i].required && in_list(o->disable, name)) continue;
-    kiln_status st = graph_passes[i].fn(g, &t, d);
-    if (st != KILN_OK) return st;
-    if (o->verify_each) {
-      kiln_diag vd = {0};
-      if (kiln_ir_verify(g, &vd) != KILN_OK)
-        return kiln_diag_set(d, KILN_ERR_INTERNAL, "the graph is invalid after pass '%s': %s", name,
-                             vd.msg);
-    }
-    if (want_print(o, name)) {
-      fprintf(pf, "// after %s\n", name);
-      kiln_ir_print(g, pf, &(kiln_print_options){.elide_constants = true});
-    }
-  }
-
-  kiln_kprogram *p = NULL;
-  kiln_status st = kiln_pass_lower(g, &t, &p, d);
+  kiln_status st = run_graph_passes(g, o, &t, pf, d);
   if (st != KILN_OK) return st;
-  if (want_print(o, "lower")) {
-    fprintf(pf, "// after lower\n");
-    kiln_ir_kprogram_print(p, pf);
+
+  kiln_fusion_plan *plan = NULL;
+  if ((st = kiln_pass_fuse(g, &t, &plan, d)) != KILN_OK) return st;
+  if (want_print(o, "fuse")) {
+    fprintf(pf, "// after fuse\n");
+    kiln_pass_plan_print(plan, pf);
   }
-  st = kiln_pass_plan_memory(p, d);
+  kiln_kprogram *p = NULL;
+  st = kiln_pass_lower(g, plan, &t, &p, d);
+  if (st == KILN_OK) print_program(o, pf, "lower", p);
+  if (st == KILN_OK && (st = kiln_pass_plan_memory(p, d)) == KILN_OK) print_program(o, pf, "plan_memory", p);
+  if (st == KILN_OK && (st = kiln_pass_schedule(p, &t, d)) == KILN_OK) {
+    kiln_diag vd = {0};
+    if (kiln_ir_kprogram_verify(p, &vd) != KILN_OK)
+      st = kiln_diag_set(d, KILN_ERR_INTERNAL, "the schedule of '%s' is invalid: %s", g->name, vd.msg);
+    else print_program(o, pf, "schedule", p);
+  }
+  if (o->plan && st == KILN_OK) *o->plan = plan;
+  else kiln_pass_plan_destroy(plan);
   if (st != KILN_OK) {
     kiln_ir_kprogram_destroy(p);
     return st;
-  }
-  if (want_print(o, "plan_memory")) {
-    fprintf(pf, "// after plan_memory\n");
-    kiln_ir_kprogram_print(p, pf);
   }
   if (out) *out = p;
   else kiln_ir_kprogram_destroy(p);

@@ -24,11 +24,29 @@ int32_t kiln_pass_resolve(const int32_t *repl, int32_t n_repl, int32_t v);
 
 /* True when node v is a constant (or a broadcast/reshape of one) whose every element
  * equals x. */
-/* Whether conv (or conv_cl) node n runs as a GEMM kernel (lower.c): f32/f64, and not a
+bool kiln_pass_is_splat(const kiln_graph *g, int32_t v, double x);
+
+/* ------------------------------------------------------------------------------------
+ * What kernel a contraction becomes (kernel_kind.c), shared by fusion, lowering and layout.
+ * ---------------------------------------------------------------------------------- */
+/* Whether conv (or conv_cl) node n runs as a GEMM kernel: f32/f64, and not a
  * depthwise-like convolution (one output channel per group, or one input channel and a
  * 1x1 kernel), which is a direct loop; conv_cl only with groups of one. */
 bool kiln_pass_conv_is_gemm(const kiln_graph *g, const kiln_node *n);
-bool kiln_pass_is_splat(const kiln_graph *g, int32_t v, double x);
+/* Whether dot node n is a GEMM kernel (f32/f64): its operands must then be buffers. */
+bool kiln_pass_dot_is_gemm(const kiln_node *n);
+/* A dot or convolution that is a GEMM kernel. */
+bool kiln_pass_is_gemm(const kiln_graph *g, int32_t v);
+/* A conv_cl GEMM whose x is the layout pass's permute to channels last of a channels-first
+ * value (where it enters the channels-last region: a network's first convolution): that
+ * value, which the GEMM reads without a transposed copy (a pack reads it through the
+ * permute's index map, a 1x1 convolution as A^T); else -1. */
+int32_t kiln_pass_cl_source(const kiln_graph *g, const kiln_node *n);
+/* GEMM tiles (schedule.c): how many of n_units (output rows of a convolution's im2col,
+ * rows of A) of unit_bytes each one pack tile holds: within the target's pack_tile_bytes
+ * (a tile is multiplied while it is in cache), the tiles as even as that allows (no small
+ * remainder tile: each tile is one GEMM call). At least 1. */
+int64_t kiln_pass_gemm_tile(const kiln_target_desc *t, int64_t unit_bytes, int64_t n_units);
 
 
 /* ------------------------------------------------------------------------------------
@@ -107,5 +125,21 @@ bool kiln_pass_view_apply(kiln_pass_view *v, const kiln_node *n);
  * no unit stride, C would need a transpose, or more than two batch loops remain. */
 bool kiln_pass_view_gemm(const kiln_pass_view *a, const kiln_pass_view *b, const kiln_pass_view *c,
                          kiln_gemm_desc *gd);
+/* The view through which a GEMM dot reads operand u: movement ops over a materialized
+ * base cost nothing. The base is the first node down the chain that is not a reshape,
+ * permute, slice or broadcast (or is a graph output, is_output per node), or the node
+ * where the chain stops being a strided view. Returns the base. */
+int32_t kiln_pass_operand_view(const kiln_graph *g, const uint8_t *is_output, int32_t u, kiln_pass_view *view);
+/* The GEMM descriptor of dot v reading its operands through views (operand j as its own
+ * dense buffer where bit j of dense is set), writing cv (a view of v's value in some
+ * buffer). False when the views do not fit a GEMM. */
+bool kiln_pass_dot_views(const kiln_graph *g, const uint8_t *is_output, int32_t v, uint8_t dense,
+                         const kiln_pass_view *cv, kiln_pass_view *av, kiln_pass_view *bv, kiln_gemm_desc *gd);
+/* The view of dot v's value inside the buffer of f, the end of the permute/reshape chain
+ * from v it is sunk into (the chain inverted, from f back to v); false when it is none. */
+bool kiln_pass_sunk_view(const kiln_graph *g, int32_t v, int32_t f, kiln_pass_view *cv);
+/* Whether a GEMM reads A (view av, descriptor gd) as the operand u itself, one dense
+ * [m, k] matrix: what a prologue's pack computes. */
+bool kiln_pass_prologue_fits(const kiln_pass_view *av, const kiln_gemm_desc *gd, int32_t u);
 
 #endif

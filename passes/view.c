@@ -175,3 +175,55 @@ bool kiln_pass_view_gemm(const kiln_pass_view *a, const kiln_pass_view *b, const
   }
   return true;
 }
+
+int32_t kiln_pass_operand_view(const kiln_graph *g, const uint8_t *is_output, int32_t u, kiln_pass_view *view) {
+  int32_t chain[64], n = 0;
+  int32_t b = u;
+  while (n < 64) {
+    const kiln_node *nd = &g->nodes[b];
+    bool movable = nd->op == KILN_OP_reshape || nd->op == KILN_OP_permute || nd->op == KILN_OP_slice ||
+                   nd->op == KILN_OP_broadcast;
+    if (!movable || (b != u && is_output[b])) break;
+    chain[n++] = b;
+    b = nd->in[0];
+  }
+  kiln_pass_view_dense(view, b, &g->nodes[b].shape);
+  for (int32_t i = n - 1; i >= 0; i--)
+    if (!kiln_pass_view_apply(view, &g->nodes[chain[i]])) kiln_pass_view_dense(view, chain[i], &g->nodes[chain[i]].shape);
+  return view->base;
+}
+
+bool kiln_pass_dot_views(const kiln_graph *g, const uint8_t *is_output, int32_t v, uint8_t dense,
+                         const kiln_pass_view *cv, kiln_pass_view *av, kiln_pass_view *bv, kiln_gemm_desc *gd) {
+  const kiln_node *n = &g->nodes[v];
+  if (dense & 1) kiln_pass_view_dense(av, n->in[0], &g->nodes[n->in[0]].shape);
+  else kiln_pass_operand_view(g, is_output, n->in[0], av);
+  if (dense & 2) kiln_pass_view_dense(bv, n->in[1], &g->nodes[n->in[1]].shape);
+  else kiln_pass_operand_view(g, is_output, n->in[1], bv);
+  memset(gd, 0, sizeof *gd);
+  gd->param_buf = -1;
+  return kiln_pass_view_gemm(av, bv, cv, gd);
+}
+
+bool kiln_pass_sunk_view(const kiln_graph *g, int32_t v, int32_t f, kiln_pass_view *cv) {
+  kiln_pass_view_dense(cv, f, &g->nodes[f].shape);
+  for (int32_t w = f; w != v;) {
+    const kiln_node *nd = &g->nodes[w];
+    const kiln_shape *from = &g->nodes[nd->in[0]].shape;
+    bool ok;
+    if (nd->op == KILN_OP_reshape) ok = kiln_pass_view_reshape(cv, from);
+    else if (nd->op == KILN_OP_permute) {
+      int32_t inv[KILN_MAX_RANK];
+      for (int32_t d = 0; d < nd->shape.rank; d++) inv[nd->a.perm[d]] = d;
+      ok = kiln_pass_view_permute(cv, inv);
+    } else ok = false;
+    if (!ok) return false;
+    w = nd->in[0];
+  }
+  return true;
+}
+
+bool kiln_pass_prologue_fits(const kiln_pass_view *av, const kiln_gemm_desc *gd, int32_t u) {
+  return av->base == u && gd->n_batch == 0 && !gd->trans_a && gd->a_off == 0 && gd->lda == gd->k && gd->k > 0 &&
+         gd->m > 0;
+}

@@ -65,7 +65,10 @@ static const char *usage_dump =
     "  (no option)            the graph as loaded, in Kiln IR text\n"
     "  --print-after PASS     the graph after PASS (or 'all' for after every pass)\n"
     "  --disable-pass LIST    comma-separated passes to skip\n"
-    "  --kernels              the kernel program after fusion and memory planning\n"
+    "  --fusion-plan          the fusion plan: each kernel's group of nodes, and every\n"
+    "                         refused fusion with the reason\n"
+    "  --kernels              the kernel program after fusion, memory planning and\n"
+    "                         scheduling (each loop kernel's schedule line)\n"
     "  --llvm                 the optimized LLVM IR module\n"
     "  --cuda                 the generated CUDA C\n"
     "  --fusion-report text|json\n"
@@ -103,7 +106,7 @@ typedef struct opts {
   kiln_fusion_level fusion;
   kiln_report_format report;
   int threads, runs, warmup;
-  bool verify, reference, json, kernels, llvm, cuda_src, elide;
+  bool verify, reference, json, kernels, llvm, cuda_src, elide, fusion_plan;
   const char *bind_names[32];
   int64_t bind_values[32];
   int n_binds;
@@ -138,6 +141,7 @@ static const opt_field bool_opts[] = {
     {"--reference", offsetof(opts, reference)},         {"--json", offsetof(opts, json)},
     {"--kernels", offsetof(opts, kernels)},             {"--llvm", offsetof(opts, llvm)},
     {"--cuda", offsetof(opts, cuda_src)},               {"--elide-constants", offsetof(opts, elide)},
+    {"--fusion-plan", offsetof(opts, fusion_plan)},
 };
 
 static const opt_field *find_opt(const opt_field *t, size_t n, const char *flag) {
@@ -485,6 +489,7 @@ static int cmd_dump(const opts *o) {
                            .disable_passes = o->disable,
                            .fusion = o->fusion,
                            .kernels = o->kernels,
+                           .fusion_plan = o->fusion_plan,
                            .llvm = o->llvm,
                            .cuda = o->cuda_src,
                            .elide_constants = o->elide,

@@ -15,11 +15,22 @@
 #include <unistd.h>
 
 #include "../../cuda/cuda.h"
+#include "../../passes/passes.h"
 
 /* ------------------------------------------------------------------ building programs */
 #define MAXK 64
 #define MAXB 128
 #define MAXKX 160
+
+/* Schedules hand-built program p for the CUDA backend, as the pipeline's last pass would
+ * (the renderer obeys schedules and makes none). */
+static void tc_schedule(kiln_kprogram *p) {
+  kiln_pass_target t;
+  memset(&t, 0, sizeof t);
+  kiln_cuda_target_desc(&t.desc);
+  kiln_diag d = {0};
+  cr_assert_eq(kiln_pass_schedule(p, &t, &d), KILN_OK, "schedule: %s", d.msg);
+}
 
 static kiln_kprogram *tp_new(void) {
   kiln_kprogram *p = kiln_ir_kprogram_create(NULL);
@@ -128,6 +139,7 @@ static int32_t K_INDEX(kiln_kernel *k, int n, const int *vars, const int64_t *di
 static char *render_ok(kiln_kprogram *p) {
   kiln_diag d = {0};
   char *src = NULL;
+  tc_schedule(p);
   kiln_status st = kiln_cuda_render(p, &src, &d);
   cr_assert_eq(st, KILN_OK, "render failed: %s", d.msg);
   cr_assert(src);
@@ -756,6 +768,7 @@ Test(cuda_render, unsupported_op_is_refused_naming_the_kernel) {
   K_ALU(k, KILN_OP_exp, KILN_I32, K_LOAD(k, a, KILN_I32, K_VAR(k, 0), -1, 0), -1, -1);
   kiln_diag d = {0};
   char *src = (char *)1;
+  tc_schedule(p);
   cr_assert_eq(kiln_cuda_render(p, &src, &d), KILN_ERR_UNSUPPORTED);
   cr_assert_null(src);
   cr_assert(strstr(d.msg, "k0_int_exp") && strstr(d.msg, "exp"), "message: %s", d.msg);
@@ -780,6 +793,7 @@ Test(cuda_nvrtc, compile_error_reports_log_and_source) {
 static kiln_cuda_exec *exec_or_no_device(kiln_kprogram *p) {
   kiln_diag d = {0};
   kiln_cuda_exec *e = NULL;
+  tc_schedule(p);
   kiln_status st = kiln_cuda_exec_create(p, NULL, &e, &d);
   if (st == KILN_ERR_NO_DEVICE) {
     cr_assert_null(e);

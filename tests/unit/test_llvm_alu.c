@@ -328,11 +328,12 @@ static const float sweep_specials[] = {0.0f, -0.0f, INFINITY, -INFINITY, NAN, 1.
 #define N_SPECIALS ((int)(sizeof sweep_specials / sizeof sweep_specials[0]))
 
 /* The optimized LLVM module of p, as text (free it). */
-static char *module_text(const kiln_kprogram *p) {
+static char *module_text(kiln_kprogram *p) {
   char *text = NULL;
   size_t n = 0;
   FILE *f = open_memstream(&text, &n);
   kiln_diag d = {0};
+  tp_schedule(p);
   cr_assert_eq(kiln_llvm_print_module(p, f, &d), KILN_OK, "%s", d.msg);
   fclose(f);
   return text;
@@ -341,13 +342,14 @@ static char *module_text(const kiln_kprogram *p) {
 /* p compiled as the JIT does, but rendered with the portable math (the code a target
  * without AVX-512 gets: exp's 2^n scaling as two multiplies instead of vscalefps), so
  * that the sweeps cover both on an AVX-512 host. */
-static kiln_rt_entry_fn compile_portable(const kiln_kprogram *p, kiln_llvm_jit **jit) {
+static kiln_rt_entry_fn compile_portable(kiln_kprogram *p, kiln_llvm_jit **jit) {
   kiln_diag d = {0};
   LLVMTargetMachineRef tm;
   cr_assert_eq(kiln_llvm_host_machine(KILN_LLVM_JIT_RELOC, KILN_LLVM_JIT_CODE_MODEL, &tm, &d), KILN_OK, "%s", d.msg);
   LLVMContextRef ctx = LLVMContextCreate();
   LLVMModuleRef m = NULL;
   kiln_llvm_render_options o = {.entry_name = KILN_LLVM_JIT_ENTRY};
+  tp_schedule(p);
   cr_assert_eq(kiln_llvm_render(p, ctx, &o, &m, &d), KILN_OK, "%s", d.msg);
   cr_assert_eq(kiln_llvm_optimize(m, tm, &d), KILN_OK, "%s", d.msg);
   char *text = LLVMPrintModuleToString(m);
@@ -466,7 +468,7 @@ static kiln_kprogram *row_divide_program(kiln_dtype dt, int64_t R, int64_t C, ki
 }
 
 /* Whether p's optimized module divides vectors (a divide left in a column loop). */
-static void expect_vector_divide(const kiln_kprogram *p, bool want) {
+static void expect_vector_divide(kiln_kprogram *p, bool want) {
   char *text = module_text(p);
   bool has = strstr(text, "fdiv <") != NULL;
   cr_expect(has == want, "%s", want ? "the divide became a multiply" : "a vector divide is left in the column loop");

@@ -96,6 +96,7 @@ Test(llvm_aot, export_header_program_and_describe) {
   kiln_llvm_aot_options o = {.prefix = "tiny", .so_path = so, .header_path = hdr, .aotrt_lib = KILN_AOTRT_PATH,
                              .link_flags = "-lopenblas -lm -lpthread -ldl" SAN_FLAGS};
   kiln_diag d = {0};
+  tp_schedule(p);
   kiln_status st = kiln_llvm_export(p, &o, &d);
   cr_assert_eq(st, KILN_OK, "export: %s", d.msg);
 
@@ -180,10 +181,12 @@ Test(llvm_aot, link_failure_reports_linker_output) {
   kiln_kprogram *p = tiny_program();
   kiln_llvm_aot_options o = {.prefix = "bad", .so_path = so, .aotrt_lib = "/nonexistent/libkiln_aotrt.a"};
   kiln_diag d = {0};
+  tp_schedule(p);
   cr_expect_eq(kiln_llvm_export(p, &o, &d), KILN_ERR_BACKEND);
   cr_expect(strstr(d.msg, "linking") && strstr(d.msg, "nonexistent"), "message: %s", d.msg);
   kiln_diag d2 = {0};
   o.prefix = "not an identifier";
+  tp_schedule(p);
   cr_expect_eq(kiln_llvm_export(p, &o, &d2), KILN_ERR_INVALID_ARGUMENT);
   snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
   cr_expect_eq(system(cmd), 0);
@@ -242,6 +245,7 @@ Test(llvm_aot, named_cpu_baseline_runs_and_uses_no_avx) {
   kiln_llvm_aot_options o = {.prefix = "wide", .so_path = so, .aotrt_lib = KILN_AOTRT_PATH,
                              .link_flags = "-lopenblas -lm -lpthread -ldl" SAN_FLAGS, .cpu = "x86-64"};
   kiln_diag d = {0};
+  tp_schedule(p);
   cr_assert_eq(kiln_llvm_export(p, &o, &d), KILN_OK, "export: %s", d.msg);
 
   void *lib = dlopen(so, RTLD_NOW | RTLD_LOCAL);
@@ -268,6 +272,7 @@ Test(llvm_aot, named_cpu_baseline_runs_and_uses_no_avx) {
     o.cpu = "x86-64-v3";
     o.so_path = so3;
     kiln_diag d3 = {0};
+    tp_schedule(p);
     cr_assert_eq(kiln_llvm_export(p, &o, &d3), KILN_OK, "export: %s", d3.msg);
     cr_expect_gt(wide_vector_lines(so3), 0, "x86-64-v3 code should use 256-bit vectors");
   }
@@ -285,12 +290,14 @@ Test(llvm_aot, unknown_cpu_or_triple_is_an_invalid_argument) {
   kiln_kprogram *p = wide_program();
   kiln_llvm_aot_options o = {.prefix = "bad", .so_path = so, .aotrt_lib = KILN_AOTRT_PATH, .cpu = "bogus-cpu-9000"};
   kiln_diag d = {0};
+  tp_schedule(p);
   cr_expect_eq(kiln_llvm_export(p, &o, &d), KILN_ERR_INVALID_ARGUMENT, "%s", d.msg);
   cr_expect(strstr(d.msg, "unknown CPU 'bogus-cpu-9000'"), "message: %s", d.msg);
   cr_expect_neq(access(so, F_OK), 0, "no library is written for an unknown CPU");
   o.cpu = NULL;
   o.triple = "nonsense-arch-none";
   kiln_diag d2 = {0};
+  tp_schedule(p);
   cr_expect_eq(kiln_llvm_export(p, &o, &d2), KILN_ERR_INVALID_ARGUMENT, "%s", d2.msg);
   cr_expect(strstr(d2.msg, "'nonsense-arch-none'"), "message: %s", d2.msg);
   snprintf(cmd, sizeof cmd, "rm -rf %s", dir);

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "../../codegen/llvm.h"
+#include "../../passes/passes.h"
 
 #define TP_MAX_KERNELS 64
 #define TP_MAX_BUFFERS 160
@@ -104,8 +105,19 @@ static inline int32_t kx_offset(kiln_kernel *k, int32_t n, const int32_t *vars, 
  * callers; this gives the flat offset of a rank-1 output. */
 static inline int32_t kx_flat(kiln_kernel *k) { return kx_var(k, 0); }
 
-/* JIT-compiles p (the test fails with the diag when it does not compile). */
-static inline kiln_rt_entry_fn tp_compile(const kiln_kprogram *p, kiln_llvm_jit **jit) {
+/* Schedules hand-built program p for the host, as the pipeline's last pass would (the
+ * renderer obeys schedules and makes none). */
+static inline void tp_schedule(kiln_kprogram *p) {
+  kiln_pass_target t;
+  memset(&t, 0, sizeof t);
+  kiln_llvm_target_desc(NULL, &t.desc);
+  kiln_diag d = {0};
+  cr_assert_eq(kiln_pass_schedule(p, &t, &d), KILN_OK, "schedule: %s", d.msg);
+}
+
+/* Schedules and JIT-compiles p (the test fails with the diag when it does not compile). */
+static inline kiln_rt_entry_fn tp_compile(kiln_kprogram *p, kiln_llvm_jit **jit) {
+  tp_schedule(p);
   kiln_diag d = {0};
   kiln_rt_entry_fn entry = NULL;
   kiln_status st = kiln_llvm_jit_compile(p, jit, &entry, &d);

@@ -372,6 +372,7 @@ Test(llvm_jit, print_module_shows_optimized_ir) {
   size_t len = 0;
   FILE *f = open_memstream(&text, &len);
   kiln_diag dg = {0};
+  tp_schedule(p);
   cr_assert_eq(kiln_llvm_print_module(p, f, &dg), KILN_OK, "%s", dg.msg);
   fclose(f);
   cr_expect(strstr(text, "define void @kiln_main("), "no entry in:\n%s", text);
@@ -393,6 +394,7 @@ Test(llvm_jit, refuses_non_scalar_op_with_message) {
   kiln_diag dg = {0};
   kiln_llvm_jit *jit = NULL;
   kiln_rt_entry_fn entry = NULL;
+  tp_schedule(p);
   cr_expect_eq(kiln_llvm_jit_compile(p, &jit, &entry, &dg), KILN_ERR_UNSUPPORTED);
   cr_expect(jit == NULL && entry == NULL);
   cr_expect(strstr(dg.msg, "k0_bad") && strstr(dg.msg, "conv"), "message: %s", dg.msg);

@@ -238,6 +238,7 @@ Test(llvm_rowwise, softmax_and_gelu_vectorize_without_libm_calls) {
   size_t len = 0;
   FILE *f = open_memstream(&text, &len);
   kiln_diag dg = {0};
+  tp_schedule(p);
   cr_assert_eq(kiln_llvm_print_module(p, f, &dg), KILN_OK, "%s", dg.msg);
   fclose(f);
   /* the max of numbers (NaNs are counted beside it: render.c eval_reduce) */

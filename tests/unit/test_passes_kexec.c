@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "../../passes/passes.h"
+#include "test_target.h"
 
 /* ------------------------------------------------------------------ the evaluator */
 typedef struct kval {
@@ -730,10 +731,10 @@ static void compare(const kiln_graph *g, const kiln_rt_tensor *want, const kiln_
 }
 
 static kiln_kprogram *lower_planned(const kiln_graph *g, kiln_fusion_level f) {
-  kiln_pass_target t = {KILN_TARGET_CPU, f};
+  kiln_pass_target t = test_cpu_target(f);
   kiln_kprogram *p = NULL;
   kiln_diag d = {0};
-  cr_assert_eq(kiln_pass_lower(g, &t, &p, &d), KILN_OK, "lower: %s", d.msg);
+  cr_assert_eq(test_lower(g, &t, &p, &d), KILN_OK, "lower: %s", d.msg);
   cr_assert_eq(kiln_pass_plan_memory(p, &d), KILN_OK, "plan: %s", d.msg);
   return p;
 }
@@ -766,7 +767,7 @@ static void check_case(uint64_t seed, int n_ops) {
   }
   /* through the whole pipeline: the graph passes must keep the values too */
   kiln_graph *g2 = kiln_ir_graph_clone(c.g);
-  kiln_pipeline_options o = {.target = {KILN_TARGET_CPU, (kiln_fusion_level)(seed % 3)}, .verify_each = true};
+  kiln_pipeline_options o = {.target = test_cpu_target((kiln_fusion_level)(seed % 3)), .verify_each = true};
   kiln_kprogram *p = NULL;
   cr_assert_eq(kiln_pass_pipeline(g2, &o, &p, &d), KILN_OK, "seed %llu: pipeline: %s", (unsigned long long)seed, d.msg);
   if (getenv("KEXEC_PRINT") && strtoull(getenv("KEXEC_PRINT"), NULL, 10) == seed) { /* debugging one seed */

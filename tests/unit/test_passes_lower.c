@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "../../passes/passes.h"
+#include "test_target.h"
 
 static kiln_shape shp(int32_t rank, int64_t a, int64_t b, int64_t c, int64_t d) {
   int64_t dims[4] = {a, b, c, d};
@@ -14,10 +15,10 @@ static kiln_shape shp(int32_t rank, int64_t a, int64_t b, int64_t c, int64_t d) 
 
 static kiln_kprogram *lower(const kiln_graph *g, kiln_fusion_level f) {
   cr_assert_eq(g->diag.status, KILN_OK, "builder: %s", g->diag.msg);
-  kiln_pass_target t = {KILN_TARGET_CPU, f};
+  kiln_pass_target t = test_cpu_target(f);
   kiln_kprogram *p = NULL;
   kiln_diag d = {0};
-  cr_assert_eq(kiln_pass_lower(g, &t, &p, &d), KILN_OK, "%s", d.msg);
+  cr_assert_eq(test_lower(g, &t, &p, &d), KILN_OK, "%s", d.msg);
   cr_assert_eq(kiln_pass_plan_memory(p, &d), KILN_OK, "%s", d.msg);
   cr_assert_eq(kiln_ir_kprogram_verify(p, &d), KILN_OK, "%s", d.msg);
   return p;

@@ -1,0 +1,36 @@
+/* kernel_kind.c - what kernel a contraction becomes (a GEMM or a direct loop), asked by
+ * the layout pass, fusion, the plan's verifier and lowering alike. */
+#include "passes-impl.h"
+
+#include <string.h>
+
+bool kiln_pass_dot_is_gemm(const kiln_node *n) {
+  return n->op == KILN_OP_dot && (n->dtype == KILN_F32 || n->dtype == KILN_F64);
+}
+
+bool kiln_pass_conv_is_gemm(const kiln_graph *g, const kiln_node *n) {
+  if ((n->op != KILN_OP_conv && n->op != KILN_OP_conv_cl) || (n->dtype != KILN_F32 && n->dtype != KILN_F64))
+    return false;
+  bool cl = n->op == KILN_OP_conv_cl; /* weights [k..., Ci/G, Co], else [Co, Ci/G, k...] */
+  const kiln_shape *ws = &g->nodes[n->in[1]].shape;
+  int32_t r = ws->rank;
+  int64_t groups = n->a.groups > 0 ? n->a.groups : 1, kvol = 1;
+  for (int32_t d = 0; d < r - 2; d++) kvol *= ws->dims[cl ? d : 2 + d];
+  int64_t ci_g = ws->dims[cl ? r - 2 : 1], co_g = ws->dims[cl ? r - 1 : 0] / groups;
+  if (cl && groups > 1) return false; /* groups of one: C is then [pixels, Co], dense */
+  /* Depthwise-like convolutions (one output channel per group) are matrix-vector work:
+   * a direct loop beats a GEMM call per (batch, group). */
+  return co_g > 1 && (ci_g > 1 || kvol > 1);
+}
+
+bool kiln_pass_is_gemm(const kiln_graph *g, int32_t v) {
+  return kiln_pass_dot_is_gemm(&g->nodes[v]) || kiln_pass_conv_is_gemm(g, &g->nodes[v]);
+}
+
+int32_t kiln_pass_cl_source(const kiln_graph *g, const kiln_node *n) {
+  const kiln_node *x = &g->nodes[n->in[0]];
+  if (n->op != KILN_OP_conv_cl || x->op != KILN_OP_permute || !kiln_pass_conv_is_gemm(g, n)) return -1;
+  int32_t perm[KILN_MAX_RANK];
+  kiln_cl_perm(x->shape.rank, true, perm);
+  return memcmp(perm, x->a.perm, sizeof(int32_t) * (size_t)x->shape.rank) == 0 ? x->in[0] : -1;
+}
