@@ -169,6 +169,52 @@ static int32_t apply_axis(fe_ctx *c, fe_node *n, int32_t x, int32_t axis, const 
   return y;
 }
 
+/* The attributes of Resize/Upsample node n (v10: the opset-10 defaults) into cfg, and
+ * its keep_aspect_ratio_policy; an unsupported value is an error naming it. */
+static kiln_status resize_config(fe_ctx *c, fe_node *n, bool v10, resize_cfg *cfg, const char **pol) {
+  static const char *const modes[] = {"nearest", "linear", "cubic"};
+  const char *ms = fe_attr_str(c, n, "mode", "nearest");
+  cfg->mode = pick(ms, modes, 3);
+  if (!strcmp(ms, "bilinear")) cfg->mode = M_LINEAR; /* Upsample-7 spelling */
+  if (cfg->mode < 0) return fe_fail(c, n, KILN_ERR_UNSUPPORTED, "mode='%s' is not supported", ms);
+  static const char *const nmodes[] = {"round_prefer_floor", "round_prefer_ceil", "floor", "ceil"};
+  const char *nm = fe_attr_str(c, n, "nearest_mode", v10 ? "floor" : "round_prefer_floor");
+  cfg->nearest = pick(nm, nmodes, 4);
+  if (cfg->nearest < 0) return fe_fail(c, n, KILN_ERR_UNSUPPORTED, "nearest_mode='%s' is not supported", nm);
+  static const char *const cmodes[] = {"half_pixel", "half_pixel_symmetric", "pytorch_half_pixel",
+                                       "align_corners", "asymmetric", "tf_crop_and_resize"};
+  const char *cm = fe_attr_str(c, n, "coordinate_transformation_mode", v10 ? "asymmetric" : "half_pixel");
+  cfg->coord = pick(cm, cmodes, 6);
+  if (cfg->coord < 0)
+    return fe_fail(c, n, KILN_ERR_UNSUPPORTED, "coordinate_transformation_mode='%s' is not supported", cm);
+  cfg->cubic_a = fe_attr_float(n, "cubic_coeff_a", -0.75f);
+  cfg->extrap = fe_attr_float(n, "extrapolation_value", 0.0f);
+  cfg->exclude_outside = fe_attr_int(n, "exclude_outside", 0) != 0;
+  cfg->antialias = fe_attr_int(n, "antialias", 0) != 0;
+  if (cfg->antialias && cfg->mode == M_NEAREST)
+    return fe_fail(c, n, KILN_ERR_UNSUPPORTED, "antialias is not defined for mode='nearest'");
+  *pol = fe_attr_str(c, n, "keep_aspect_ratio_policy", "stretch");
+  if (strcmp(*pol, "stretch") && strcmp(*pol, "not_larger") && strcmp(*pol, "not_smaller"))
+    return fe_fail(c, n, KILN_ERR_UNSUPPORTED, "keep_aspect_ratio_policy='%s' is not supported", *pol);
+  return KILN_OK;
+
+}
+
+/* The result of resizing in compute type ct back in dtype dt: integers rounded and
+ * saturated, as the reference does. */
+static int32_t resize_cast_back(fe_ctx *c, fe_node *n, int32_t y, kiln_dtype dt, kiln_dtype ct) {
+  if (y < 0 || dt == ct) return y;
+  if (kiln_dtype_is_int(dt)) {
+    double lo = dt == KILN_U8 ? 0 : dt == KILN_I8 ? -128 : dt == KILN_I16 ? -32768 : -2147483648.0;
+    double hi = dt == KILN_U8 ? 255 : dt == KILN_I8 ? 127 : dt == KILN_I16 ? 32767 : 2147483647.0;
+    y = kiln_ir_unary(G, KILN_OP_round, y, NM);
+    if (dt != KILN_I64)
+      y = kiln_ir_binary(G, KILN_OP_max, kiln_ir_binary(G, KILN_OP_min, y, kiln_ir_scalar(G, ct, hi, NM), NM),
+                         kiln_ir_scalar(G, ct, lo, NM), NM);
+  }
+  return kiln_ir_cast(G, y, dt, NM);
+}
+
 kiln_status fe_import_resize(fe_ctx *c, fe_node *n) {
   kiln_status st = fe_need(c, n, 0);
   if (st != KILN_OK) return st;
@@ -177,31 +223,9 @@ kiln_status fe_import_resize(fe_ctx *c, fe_node *n) {
   int32_t r = xs.rank;
   bool upsample = !strcmp(OP, "Upsample");
   bool v10 = upsample || c->opset < 11; /* X, scales; asymmetric coordinates */
-  static const char *const modes[] = {"nearest", "linear", "cubic"};
-  const char *ms = fe_attr_str(c, n, "mode", "nearest");
   resize_cfg cfg = {0};
-  cfg.mode = pick(ms, modes, 3);
-  if (!strcmp(ms, "bilinear")) cfg.mode = M_LINEAR; /* Upsample-7 spelling */
-  if (cfg.mode < 0) return fe_fail(c, n, KILN_ERR_UNSUPPORTED, "mode='%s' is not supported", ms);
-  static const char *const nmodes[] = {"round_prefer_floor", "round_prefer_ceil", "floor", "ceil"};
-  const char *nm = fe_attr_str(c, n, "nearest_mode", v10 ? "floor" : "round_prefer_floor");
-  cfg.nearest = pick(nm, nmodes, 4);
-  if (cfg.nearest < 0) return fe_fail(c, n, KILN_ERR_UNSUPPORTED, "nearest_mode='%s' is not supported", nm);
-  static const char *const cmodes[] = {"half_pixel", "half_pixel_symmetric", "pytorch_half_pixel",
-                                       "align_corners", "asymmetric", "tf_crop_and_resize"};
-  const char *cm = fe_attr_str(c, n, "coordinate_transformation_mode", v10 ? "asymmetric" : "half_pixel");
-  cfg.coord = pick(cm, cmodes, 6);
-  if (cfg.coord < 0)
-    return fe_fail(c, n, KILN_ERR_UNSUPPORTED, "coordinate_transformation_mode='%s' is not supported", cm);
-  cfg.cubic_a = fe_attr_float(n, "cubic_coeff_a", -0.75f);
-  cfg.extrap = fe_attr_float(n, "extrapolation_value", 0.0f);
-  cfg.exclude_outside = fe_attr_int(n, "exclude_outside", 0) != 0;
-  cfg.antialias = fe_attr_int(n, "antialias", 0) != 0;
-  if (cfg.antialias && cfg.mode == M_NEAREST)
-    return fe_fail(c, n, KILN_ERR_UNSUPPORTED, "antialias is not defined for mode='nearest'");
-  const char *pol = fe_attr_str(c, n, "keep_aspect_ratio_policy", "stretch");
-  if (strcmp(pol, "stretch") && strcmp(pol, "not_larger") && strcmp(pol, "not_smaller"))
-    return fe_fail(c, n, KILN_ERR_UNSUPPORTED, "keep_aspect_ratio_policy='%s' is not supported", pol);
+  const char *pol = NULL;
+  if ((st = resize_config(c, n, v10, &cfg, &pol)) != KILN_OK) return st;
 
   /* Axes (opset 18+), then scales or sizes and roi, all as full-rank lists. */
   int64_t ax64[KILN_MAX_RANK];
@@ -300,17 +324,6 @@ kiln_status fe_import_resize(fe_ctx *c, fe_node *n) {
     kiln_ir_free(G->alloc, ex);
     if (!ok) return fe_fail(c, n, KILN_ERR_UNSUPPORTED, "axis %d: the antialias footprint is too large", a);
   }
-  if (y >= 0 && dt != ct) {
-    if (kiln_dtype_is_int(dt)) {
-      double lo = dt == KILN_U8 ? 0 : dt == KILN_I8 ? -128 : dt == KILN_I16 ? -32768 : -2147483648.0;
-      double hi = dt == KILN_U8 ? 255 : dt == KILN_I8 ? 127 : dt == KILN_I16 ? 32767 : 2147483647.0;
-      y = kiln_ir_unary(G, KILN_OP_round, y, NM);
-      if (dt != KILN_I64)
-        y = kiln_ir_binary(G, KILN_OP_max, kiln_ir_binary(G, KILN_OP_min, y, kiln_ir_scalar(G, ct, hi, NM), NM),
-                           kiln_ir_scalar(G, ct, lo, NM), NM);
-    }
-    y = kiln_ir_cast(G, y, dt, NM);
-  }
-  n->out[0] = y;
+  n->out[0] = resize_cast_back(c, n, y, dt, ct);
   return KILN_OK;
 }

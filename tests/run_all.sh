@@ -8,7 +8,8 @@
 # tests/models/check_models.py against ONNX Runtime), and the PyTorch-exported
 # architectures of tests/models/torch (weights refilled by torch_refill.py, then the same
 # checks), and issue 3's fusion targets (tests/models/check_fusion_targets.py --assert:
-# kernel counts and arena size, not timing). A failing suite does not stop the
+# kernel counts and arena size, not timing), and the structure rules
+# (tests/structure/check_structure.py). A failing suite does not stop the
 # run. Individual tests are counted where the suite's output says how many ran; a suite
 # that cannot run at all (missing tool, crash, timeout, unparsable output) counts as one
 # failed test, never as a silent skip. The last line is always
@@ -232,6 +233,21 @@ else
   else
     record "fusion-targets" "$met" 0 "$missed" "informational: $missed of $((met + missed)) targets missed (not asserted)"
   fi
+fi
+
+# ------------------------------------------------------------------ structure
+# The structure rules of STYLE.md and issue 10 (file and function sizes, no target tests
+# in passes/, no circle of calls between a module's files; tests/structure), from the
+# sources and the objects of this build.
+header "structure: tests/structure/check_structure.py"
+run_logged "$PYTHON" tests/structure/check_structure.py "$ROOT" "$BUILD"
+rc=$?
+line=$(grep -a '^structure: [0-9]* passed, [0-9]* failed' "$LOG/out" | tail -1)
+if [ -z "$line" ] || { [ $rc -ne 0 ] && [ $rc -ne 1 ]; }; then
+  record "structure" 0 1 0 "could not check ($(why_failed $rc))"
+else
+  record "structure" "$(sed -n 's/^structure: \([0-9]*\) passed.*/\1/p' <<<"$line")" \
+    "$(sed -n 's/.* \([0-9]*\) failed.*/\1/p' <<<"$line")" 0
 fi
 
 # ------------------------------------------------------------------ summary
