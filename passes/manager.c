@@ -113,6 +113,7 @@ kiln_status kiln_pass_pipeline(kiln_graph *g, const kiln_pipeline_options *o, ki
         return kiln_diag_set(d, KILN_ERR_INTERNAL, "the graph is invalid after pass '%s': %s", name,
                              vd.msg);
     }
+    kiln_progress_report(&o->progress, "pass %s done (%d nodes)", name, (int)g->n_nodes);
     if (want_print(o, name)) {
       fprintf(pf, "// after %s\n", name);
       kiln_ir_print(g, pf, &(kiln_print_options){.elide_constants = true});
@@ -122,6 +123,7 @@ kiln_status kiln_pass_pipeline(kiln_graph *g, const kiln_pipeline_options *o, ki
   kiln_kprogram *p = NULL;
   kiln_status st = kiln_pass_lower(g, &t, &p, d);
   if (st != KILN_OK) return st;
+  kiln_progress_report(&o->progress, "pass lower done (%d kernels)", (int)p->n_kernels);
   if (want_print(o, "lower")) {
     fprintf(pf, "// after lower\n");
     kiln_ir_kprogram_print(p, pf);

@@ -47,6 +47,7 @@ typedef struct kiln_pipeline_options {
   const char *print_after;    /* pass name or "all" */
   FILE *print_to;             /* where print_after goes (stderr when NULL) */
   bool verify_each;           /* run the verifier after every graph pass */
+  kiln_progress progress;     /* told after each pass (its name; kernels after lowering) */
 } kiln_pipeline_options;
 
 /* Runs the graph passes on g (in place), then lowering and memory planning. */
