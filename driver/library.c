@@ -156,7 +156,9 @@ static kiln_status find_aotrt(kiln_context *ctx, char *out, size_t n) {
                                                "(libkiln_aotrt.a): set KILN_AOTRT to its path");
   static const char *const rel[] = {"kiln", KILN_BIN_TO_LIB "/kiln", "lib/kiln", "../lib/kiln"};
   for (size_t i = 0; i < sizeof rel / sizeof rel[0]; i++) {
-    if (snprintf(out, n, "%s/%s/libkiln_aotrt.a", home, rel[i]) >= (int)n) continue;
+    bool seen = false; /* KILN_BIN_TO_LIB is usually ../lib already */
+    for (size_t j = 0; j < i; j++) seen = seen || !strcmp(rel[i], rel[j]);
+    if (seen || snprintf(out, n, "%s/%s/libkiln_aotrt.a", home, rel[i]) >= (int)n) continue;
     if (access(out, R_OK) == 0) return KILN_OK;
     size_t j = strlen(looked);
     snprintf(looked + j, sizeof looked - j, "%s%.1000s", j ? ", " : "", out);
