@@ -13,49 +13,69 @@ typedef enum opt_kind {
   K_STRING, /* a const char * field */
   K_INT,    /* an int field in [min, max] */
   K_FLAG,   /* a bool field */
-  K_INPUT, K_SEED, K_TARGET, K_FUSION, K_REPORT, K_BIND,
+  K_CHOICE, /* an enum field: one of a list of names */
+  K_INPUT, K_SEED, K_BIND,
 } opt_kind;
+
+typedef struct choice {
+  const char *name;
+  int value;
+} choice;
+
+typedef struct choices {
+  const char *what;         /* for the error: "target" */
+  choice c[4];              /* ends at a NULL name */
+} choices;
+
+_Static_assert(sizeof(kiln_target) == sizeof(int) && sizeof(kiln_fusion_level) == sizeof(int) &&
+                   sizeof(kiln_report_format) == sizeof(int),
+               "K_CHOICE writes enum fields as int");
+static const choices targets = {"target", {{"cpu", KILN_TARGET_CPU}, {"cuda", KILN_TARGET_CUDA}, {NULL, 0}}};
+static const choices fusions = {"fusion level", {{"none", KILN_FUSION_NONE}, {"elementwise", KILN_FUSION_ELEMENTWISE},
+                                                 {"full", KILN_FUSION_FULL}, {NULL, 0}}};
+static const choices reports = {"fusion report form", {{"text", KILN_REPORT_TEXT}, {"json", KILN_REPORT_JSON}, {NULL, 0}}};
 
 typedef struct opt_def {
   const char *flag;
   unsigned cmds;  /* the commands that take it (CLI_ bits) */
   opt_kind kind;
-  size_t off;     /* K_STRING, K_INT, K_FLAG: the field */
+  size_t off;     /* K_STRING, K_INT, K_FLAG, K_CHOICE: the field */
   int min, max;   /* K_INT */
   unsigned given; /* the CLI_GIVEN_ bit it sets */
+  const choices *choices; /* K_CHOICE */
 } opt_def;
 
 enum { COMPILING = CLI_RUN | CLI_COMPILE | CLI_DUMP | CLI_BENCH, EVERY = COMPILING | CLI_INFO };
 #define F(field) offsetof(opts, field)
 static const opt_def options[] = {
-    {"--input", CLI_RUN, K_INPUT, 0, 0, 0, 0},
-    {"--random-inputs", CLI_RUN, K_FLAG, F(random_inputs), 0, 0, 0},
-    {"--seed", CLI_RUN | CLI_BENCH, K_SEED, 0, 0, 0, 0},
-    {"--output-dir", CLI_RUN, K_STRING, F(output_dir), 0, 0, 0},
-    {"-o", CLI_COMPILE, K_STRING, F(output), 0, 0, 0},
-    {"--output", CLI_COMPILE, K_STRING, F(output), 0, 0, 0},
-    {"--header", CLI_COMPILE, K_STRING, F(header), 0, 0, 0},
-    {"--name", CLI_COMPILE, K_STRING, F(name), 0, 0, 0},
-    {"--target", COMPILING, K_TARGET, 0, 0, 0, CLI_GIVEN_COMPILE_OPTION},
-    {"--cuda-arch", CLI_RUN | CLI_COMPILE | CLI_BENCH, K_STRING, F(cuda_arch), 0, 0, CLI_GIVEN_COMPILE_OPTION},
-    {"--cpu", CLI_COMPILE, K_STRING, F(cpu), 0, 0, 0},
-    {"--triple", CLI_COMPILE, K_STRING, F(triple), 0, 0, 0},
-    {"--threads", CLI_RUN | CLI_BENCH, K_INT, F(threads), 0, 4096, 0},
-    {"--fusion", COMPILING, K_FUSION, 0, 0, 0, CLI_GIVEN_COMPILE_OPTION},
-    {"--disable-pass", COMPILING, K_STRING, F(disable), 0, 0, CLI_GIVEN_COMPILE_OPTION},
-    {"--bind", EVERY, K_BIND, 0, 0, 0, CLI_GIVEN_BIND},
-    {"--verify", CLI_RUN, K_FLAG, F(verify), 0, 0, CLI_GIVEN_VERIFY},
-    {"--reference", CLI_RUN, K_FLAG, F(reference), 0, 0, CLI_GIVEN_REFERENCE},
-    {"--print-after", CLI_DUMP, K_STRING, F(print_after), 0, 0, 0},
-    {"--kernels", CLI_DUMP, K_FLAG, F(kernels), 0, 0, 0},
-    {"--llvm", CLI_DUMP, K_FLAG, F(llvm), 0, 0, 0},
-    {"--cuda", CLI_DUMP, K_FLAG, F(cuda_src), 0, 0, 0},
-    {"--fusion-report", CLI_DUMP, K_REPORT, 0, 0, 0, 0},
-    {"--elide-constants", CLI_DUMP, K_FLAG, F(elide), 0, 0, 0},
-    {"--runs", CLI_BENCH, K_INT, F(runs), 1, 1000000000, 0},
-    {"--warmup", CLI_BENCH, K_INT, F(warmup), 0, 1000000000, 0},
-    {"--json", CLI_BENCH, K_FLAG, F(json), 0, 0, 0},
-    {"--log-level", COMPILING, K_INT, F(log_level), 0, 2, 0},
+    {"--input", CLI_RUN, K_INPUT, 0, 0, 0, 0, NULL},
+    {"--random-inputs", CLI_RUN, K_FLAG, F(random_inputs), 0, 0, 0, NULL},
+    {"--seed", CLI_RUN | CLI_BENCH, K_SEED, 0, 0, 0, 0, NULL},
+    {"--output-dir", CLI_RUN, K_STRING, F(output_dir), 0, 0, 0, NULL},
+    {"-o", CLI_COMPILE, K_STRING, F(output), 0, 0, 0, NULL},
+    {"--output", CLI_COMPILE, K_STRING, F(output), 0, 0, 0, NULL},
+    {"--header", CLI_COMPILE, K_STRING, F(header), 0, 0, 0, NULL},
+    {"--name", CLI_COMPILE, K_STRING, F(name), 0, 0, 0, NULL},
+    {"--target", COMPILING, K_CHOICE, F(target), 0, 0, CLI_GIVEN_COMPILE_OPTION, &targets},
+    {"--cuda-arch", CLI_RUN | CLI_COMPILE | CLI_BENCH, K_STRING, F(cuda_arch), 0, 0, CLI_GIVEN_COMPILE_OPTION, NULL},
+    {"--cpu", CLI_COMPILE, K_STRING, F(cpu), 0, 0, 0, NULL},
+    {"--triple", CLI_COMPILE, K_STRING, F(triple), 0, 0, 0, NULL},
+    {"--threads", CLI_RUN | CLI_BENCH, K_INT, F(threads), 0, 4096, 0, NULL},
+    {"--fusion", COMPILING, K_CHOICE, F(fusion), 0, 0, CLI_GIVEN_COMPILE_OPTION, &fusions},
+    {"--disable-pass", COMPILING, K_STRING, F(disable), 0, 0, CLI_GIVEN_COMPILE_OPTION, NULL},
+    {"--bind", EVERY, K_BIND, 0, 0, 0, CLI_GIVEN_BIND, NULL},
+    {"--verify", CLI_RUN, K_FLAG, F(verify), 0, 0, CLI_GIVEN_VERIFY, NULL},
+    {"--reference", CLI_RUN, K_FLAG, F(reference), 0, 0, CLI_GIVEN_REFERENCE, NULL},
+    {"--print-after", CLI_DUMP, K_STRING, F(print_after), 0, 0, 0, NULL},
+    {"--kernels", CLI_DUMP, K_FLAG, F(kernels), 0, 0, 0, NULL},
+    {"--llvm", CLI_DUMP, K_FLAG, F(llvm), 0, 0, 0, NULL},
+    {"--cuda", CLI_DUMP, K_FLAG, F(cuda_src), 0, 0, 0, NULL},
+    {"--fusion-report", CLI_DUMP, K_CHOICE, F(report), 0, 0, 0, &reports},
+    {"--elide-constants", CLI_DUMP, K_FLAG, F(elide), 0, 0, 0, NULL},
+    {"--runs", CLI_BENCH, K_INT, F(runs), 1, 1000000000, 0, NULL},
+    {"--warmup", CLI_BENCH, K_INT, F(warmup), 0, 1000000000, 0, NULL},
+    {"--json", CLI_BENCH, K_FLAG, F(json), 0, 0, 0, NULL},
+    {"--log-level", COMPILING, K_INT, F(log_level), 0, 2, 0, NULL},
 };
 #undef F
 
@@ -122,22 +142,19 @@ static int set_option(opts *o, const opt_def *d, const char *v) {
     if (o->n_inputs == CLI_MAX_INPUTS) return cli_fail("too many --input (at most %d)", CLI_MAX_INPUTS);
     o->inputs[o->n_inputs++] = v;
     return 0;
-  case K_TARGET:
-    if (!strcmp(v, "cpu")) o->target = KILN_TARGET_CPU;
-    else if (!strcmp(v, "cuda")) o->target = KILN_TARGET_CUDA;
-    else return cli_fail("unknown target '%s' (cpu or cuda)", v);
-    return 0;
-  case K_FUSION:
-    if (!strcmp(v, "none")) o->fusion = KILN_FUSION_NONE;
-    else if (!strcmp(v, "elementwise")) o->fusion = KILN_FUSION_ELEMENTWISE;
-    else if (!strcmp(v, "full")) o->fusion = KILN_FUSION_FULL;
-    else return cli_fail("unknown fusion level '%s' (none, elementwise or full)", v);
-    return 0;
-  case K_REPORT:
-    if (!strcmp(v, "text")) o->report = KILN_REPORT_TEXT;
-    else if (!strcmp(v, "json")) o->report = KILN_REPORT_JSON;
-    else return cli_fail("unknown fusion report form '%s' (text or json)", v);
-    return 0;
+  case K_CHOICE: {
+    const choices *c = d->choices;
+    char names[128] = "";
+    for (int k = 0; c->c[k].name; k++) {
+      if (!strcmp(v, c->c[k].name)) {
+        *(int *)((char *)o + d->off) = c->c[k].value; /* the enum fields are ints */
+        return 0;
+      }
+      const char *sep = k == 0 ? "" : c->c[k + 1].name ? ", " : " or ";
+      snprintf(names + strlen(names), sizeof names - strlen(names), "%s%s", sep, c->c[k].name);
+    }
+    return cli_fail("unknown %s '%s' (%s)", c->what, v, names);
+  }
   case K_BIND: return parse_bind(o, v);
   }
   return cli_fail("internal error: option kind %d", (int)d->kind);
