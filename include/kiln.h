@@ -156,7 +156,9 @@ typedef struct kiln_context_options {
   int threads;                     /* worker threads for compiled code; 0: all cores */
   const char *cache_dir;           /* compile cache; NULL: $KILN_CACHE_DIR or ~/.cache/kiln;
                                       "" disables the cache */
-  int log_level;                   /* 0 quiet, 1 info, 2 debug (to stderr) */
+  int log_level;                   /* to stderr: 0 quiet; 1 info, and the stages of a
+                                      compile that takes over a second (passes, kernels
+                                      rendered and compiled); 2 debug, every stage */
 } kiln_context_options;
 
 /* Also reads the environment (ENVIRONMENT above). */
