@@ -4,7 +4,7 @@ BUILD ?= build
 JOBS  ?= $(shell nproc)
 PYTHON ?= python3
 
-.PHONY: all deps build run test unit lit models conformance bench bench-fusion clean fuzz-graphs
+.PHONY: all deps build run test test-tsan unit lit models conformance bench bench-fusion clean fuzz-graphs
 
 all: build
 
@@ -22,6 +22,15 @@ run: build
 
 test: build
 	@tests/run_all.sh $(BUILD)
+
+# ThreadSanitizer over the concurrency tests (one executable run from many threads, the
+# thread pool, GEMM threading), in their own build folder: cmake -DKILN_TSAN=ON.
+# The list is KILN_TSAN_TESTS in CMakeLists.txt.
+BUILD_TSAN ?= build-tsan
+test-tsan: deps
+	@cmake -S . -B $(BUILD_TSAN) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DKILN_TSAN=ON >/dev/null
+	@cmake --build $(BUILD_TSAN) -j $(JOBS) --target kiln_tsan_tests
+	@tests/run_tsan.sh $(BUILD_TSAN) $$(cat $(BUILD_TSAN)/tsan_tests.txt)
 
 conformance: build
 	@$(BUILD)/kiln_conformance $(CONFORMANCE_ARGS)

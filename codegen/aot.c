@@ -1,9 +1,11 @@
 /* aot.c - ahead-of-time export: writes the program's object file (code plus embedded
- * constants kiln_c<idx>), generates self-contained glue C (the typed API, the generic
- * kiln_aot_describe entry) and the documented header <prefix>.h, and links them with the
- * AOT runtime into a shared library that depends on nothing of Kiln. */
+ * constants kiln_c<idx>), generates self-contained glue C (the typed API and the model's
+ * description, <prefix>_describe, also exported as kiln_aot_describe for dlsym) and the
+ * documented header <prefix>.h, and links them with the AOT runtime into a shared
+ * library that depends on nothing of Kiln. Also which prefixes may name that API. */
 #include "llvm_impl.h"
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,14 +25,48 @@ static const char *c_type(kiln_dtype t) {
   }
 }
 
-static bool is_c_keyword(const char *s) {
-  static const char *const kw[] = {"auto", "break", "case", "char", "const", "continue", "default", "do",
-                                   "double", "else", "enum", "extern", "float", "for", "goto", "if",
-                                   "inline", "int", "long", "register", "restrict", "return", "short",
-                                   "signed", "sizeof", "static", "struct", "switch", "typedef", "union",
-                                   "unsigned", "void", "volatile", "while", "bool", "model", "true", "false"};
-  for (size_t i = 0; i < sizeof kw / sizeof kw[0]; i++)
-    if (!strcmp(s, kw[i])) return true;
+static bool in_list(const char *s, const char *const *list, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    if (!strcmp(s, list[i])) return true;
+  return false;
+}
+
+/* C11's keywords and C23's new ones (a header may be compiled as either, or as C++'s
+ * common subset: bool, true, false). */
+static const char *const c_keywords[] = {
+    "auto", "break", "case", "char", "const", "continue", "default", "do", "double", "else", "enum", "extern",
+    "float", "for", "goto", "if", "inline", "int", "long", "register", "restrict", "return", "short", "signed",
+    "sizeof", "static", "struct", "switch", "typedef", "union", "unsigned", "void", "volatile", "while",
+    "_Alignas", "_Alignof", "_Atomic", "_Bool", "_Complex", "_Generic", "_Imaginary", "_Noreturn",
+    "_Static_assert", "_Thread_local", "alignas", "alignof", "bool", "constexpr", "false", "nullptr",
+    "static_assert", "thread_local", "true", "typeof", "typeof_unqual"};
+#define N_KEYWORDS (sizeof c_keywords / sizeof c_keywords[0])
+
+static bool is_c_keyword(const char *s) { return in_list(s, c_keywords, N_KEYWORDS) || !strcmp(s, "model"); }
+
+static bool is_identifier(const char *s) {
+  if (!s || !*s || (*s >= '0' && *s <= '9')) return false;
+  for (; *s; s++)
+    if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') || *s == '_'))
+      return false;
+  return true;
+}
+
+bool kiln_llvm_check_prefix(const char *prefix, char *why, size_t n) {
+  /* Names the generated header and glue use besides the prefix's own: a prefix equal to
+   * one would redeclare it. */
+  static const char *const used[] = {"free", "calloc", "aligned_alloc", "memcpy", "size_t", "int8_t", "int16_t",
+                                     "int32_t", "int64_t", "uint8_t", "uint16_t", "uint32_t", "uint64_t"};
+  const char *w = NULL;
+  if (!is_identifier(prefix)) w = "is not a C identifier (letters, digits and _, not starting with a digit)";
+  else if (in_list(prefix, c_keywords, N_KEYWORDS)) w = "is a C keyword";
+  else if (strlen(prefix) > 200) w = "is longer than 200 characters";
+  else if (prefix[0] == '_' && (prefix[1] == '_' || (prefix[1] >= 'A' && prefix[1] <= 'Z')))
+    w = "is reserved to the C implementation (it starts with __ or _ and a capital)";
+  else if (!strcmp(prefix, "kiln") || !strncmp(prefix, "kiln_", 5)) w = "starts with kiln_, Kiln's own names";
+  else if (in_list(prefix, used, sizeof used / sizeof used[0])) w = "is a name the generated C code uses already";
+  if (!w) return true;
+  snprintf(why, n, "%s: the typed API's names start with it (PREFIX_create, PREFIX_run)", w);
   return false;
 }
 
@@ -184,9 +220,11 @@ static void write_header(kiln_strbuf *b, const kiln_kprogram *p, const pname *na
   kiln_strbuf_printf(b, ");\n"
                " *   if (rc != 0) fprintf(stderr, \"%%s\\n\", %s_strerror(rc));\n"
                " *   %s_destroy(m);\n"
-               " *\n * Loaders that know no model in advance call kiln_aot_describe() (names, dtypes,\n"
-               " * shapes and generic entry points).\n */\n",
-            prefix, prefix);
+               " *\n * %s_describe() gives the names, dtypes, shapes and generic entry points. Loaders\n"
+               " * that know no model in advance look up the same description as\n"
+               " * dlsym(library, \"kiln_aot_describe\"); every Kiln library exports that name, so\n"
+               " * a program that links several calls each one's PREFIX_describe instead.\n */\n",
+            prefix, prefix, prefix);
   char guard[256];
   size_t gl = 0;
   for (const char *c = prefix; *c && gl < sizeof guard - 16; c++)
@@ -202,22 +240,22 @@ static void write_header(kiln_strbuf *b, const kiln_kprogram *p, const pname *na
   kiln_strbuf_printf(b, "/* Runs the model once: inputs are read, outputs written in full. */\n");
   run_params(b, p, names, prefix, true);
   kiln_strbuf_printf(b, ";\n\nconst char *%s_strerror(int code);\nvoid %s_destroy(%s *m);\n\n", prefix, prefix, prefix);
-  kiln_strbuf_printf(b, "%s\n/* The generic, self-describing entry of this library. */\n"
-               "const kiln_aot_model *kiln_aot_describe(void);\n\n"
+  kiln_strbuf_printf(b, "%s\n/* This library's self-description (its generic entry points). */\n"
+               "const kiln_aot_model *%s_describe(void);\n\n"
                "#ifdef __cplusplus\n}\n#endif\n#endif\n",
-            aot_model_struct);
+            aot_model_struct, prefix);
 }
 
 /* ------------------------------------------------------------------ glue */
 static void write_glue(kiln_strbuf *b, const kiln_kprogram *p, const pname *names, const char *prefix) {
-  kiln_strbuf_printf(b, "/* Glue generated by Kiln for model %s: the typed API and kiln_aot_describe over the\n"
+  kiln_strbuf_printf(b, "/* Glue generated by Kiln for model %s: the typed API and its description over the\n"
                " * generated entry %s_kiln_main. Self-contained: includes no Kiln header. */\n",
             prefix, prefix);
   kiln_strbuf_printf(b, "#include <stdint.h>\n#include <stdlib.h>\n#include <string.h>\n\n"
                "#define KILN_EXPORT __attribute__((visibility(\"default\")))\n"
                "#define KILN_HIDDEN __attribute__((visibility(\"hidden\")))\n\n"
                "typedef struct kiln_rt_pool kiln_rt_pool;\n"
-               "KILN_HIDDEN kiln_rt_pool *kiln_rt_pool_create(const void *alloc, int threads);\n"
+               "KILN_HIDDEN kiln_rt_pool *kiln_rt_pool_create(const void *alloc, int threads, int64_t spin_us);\n"
                "KILN_HIDDEN void kiln_rt_pool_destroy(kiln_rt_pool *p);\n"
                "KILN_HIDDEN void %s_kiln_main(void **bufs, kiln_rt_pool *pool);\n",
             prefix);
@@ -245,7 +283,7 @@ static void write_glue(kiln_strbuf *b, const kiln_kprogram *p, const pname *name
   if (arena > 0)
     kiln_strbuf_printf(b, "  m->arena = aligned_alloc(64, %lld);\n  if (!m->arena) { %s_destroy(m); return 2; }\n",
               (long long)arena, prefix);
-  kiln_strbuf_printf(b, "  m->pool = kiln_rt_pool_create(NULL, opt ? opt->threads : 0);\n"
+  kiln_strbuf_printf(b, "  m->pool = kiln_rt_pool_create(NULL, opt ? opt->threads : 0, -1);\n"
                "  if (!m->pool) { %s_destroy(m); return 2; }\n",
             prefix);
   for (int32_t i = 0; i < p->n_buffers; i++) {
@@ -306,15 +344,17 @@ static void write_glue(kiln_strbuf *b, const kiln_kprogram *p, const pname *name
   c_string(b, p->name ? p->name : prefix);
   kiln_strbuf_printf(b, ", %d, %d, kiln_inputs, kiln_outputs, %d, %lld,\n"
                "  kiln_generic_create, kiln_generic_run, kiln_generic_destroy, %s_strerror};\n\n"
+               "KILN_EXPORT const kiln_aot_model *%s_describe(void) { return &kiln_model; }\n"
+               "/* For dlsym: the same name in every Kiln library (the header declares none). */\n"
                "KILN_EXPORT const kiln_aot_model *kiln_aot_describe(void) { return &kiln_model; }\n",
-            p->n_inputs, p->n_outputs, p->n_kernels, (long long)p->arena_bytes, prefix);
+            p->n_inputs, p->n_outputs, p->n_kernels, (long long)p->arena_bytes, prefix, prefix);
 }
 
 /* ------------------------------------------------------------------ files and linking */
 static kiln_status write_file(const char *path, const kiln_strbuf *b, kiln_diag *d) {
   if (b->oom) return kiln_diag_set(d, KILN_ERR_OUT_OF_MEMORY, "out of memory generating %s", path);
   FILE *f = fopen(path, "wb");
-  if (!f) return kiln_diag_set(d, KILN_ERR_IO, "cannot write %s", path);
+  if (!f) return kiln_diag_set(d, KILN_ERR_IO, "cannot write %s: %s", path, strerror(errno));
   bool ok = fwrite(b->s, 1, b->len, f) == b->len;
   ok = (fclose(f) == 0) && ok;
   return ok ? KILN_OK : kiln_diag_set(d, KILN_ERR_IO, "cannot write %s", path);
@@ -378,10 +418,10 @@ static kiln_status emit_object(const kiln_kprogram *p, const kiln_llvm_aot_optio
   if (st == KILN_OK) st = kiln_llvm_optimize(m, tm, d);
   if (st == KILN_OK) {
     char *err = NULL;
-    if (LLVMTargetMachineEmitToFile(tm, m, obj, LLVMObjectFile, &err)) {
-      st = kiln_diag_set(d, KILN_ERR_BACKEND, "LLVM: writing %s: %s", obj, err ? err : "");
-      kiln_llvm_diag_module(d, m);
-    }
+    /* A file LLVM cannot write (the folder is missing or read-only) is the user's
+     * to fix and says so in one line; the module text would only bury it. */
+    if (LLVMTargetMachineEmitToFile(tm, m, obj, LLVMObjectFile, &err))
+      st = kiln_diag_set(d, KILN_ERR_IO, "cannot write %s: %s", obj, err ? err : "");
     LLVMDisposeMessage(err);
   }
   if (m) LLVMDisposeModule(m);
@@ -390,18 +430,11 @@ static kiln_status emit_object(const kiln_kprogram *p, const kiln_llvm_aot_optio
   return st;
 }
 
-static bool is_identifier(const char *s) {
-  if (!s || !*s || (*s >= '0' && *s <= '9')) return false;
-  for (; *s; s++)
-    if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') || *s == '_'))
-      return false;
-  return true;
-}
-
 kiln_status kiln_llvm_export(const kiln_kprogram *p, const kiln_llvm_aot_options *o, kiln_diag *d) {
-  if (!o || !o->so_path || !is_identifier(o->prefix) || strlen(o->prefix) > 200)
-    return kiln_diag_set(d, KILN_ERR_INVALID_ARGUMENT, "export: needs a C identifier prefix (got '%s') and an output path",
-                         o && o->prefix ? o->prefix : "(null)");
+  char why[256];
+  if (!o || !o->so_path) return kiln_diag_set(d, KILN_ERR_INVALID_ARGUMENT, "export: no output path");
+  if (!kiln_llvm_check_prefix(o->prefix, why, sizeof why))
+    return kiln_diag_set(d, KILN_ERR_INVALID_ARGUMENT, "export: prefix '%s' %s", o->prefix ? o->prefix : "(null)", why);
   const kiln_allocator *a = p->alloc;
   /* Temporary files next to the output, unique per process. */
   size_t len = strlen(o->so_path) + 64;
@@ -417,12 +450,19 @@ kiln_status kiln_llvm_export(const kiln_kprogram *p, const kiln_llvm_aot_options
   snprintf(obj, len, "%s.kiln%ld.o", o->so_path, (long)getpid());
   snprintf(glue, len, "%s.kiln%ld.c", o->so_path, (long)getpid());
   kiln_strbuf hdr = {.a = a}, gl = {.a = a};
-  kiln_status st = emit_object(p, o, obj, d);
+  /* Whether the output's folder takes files, before the long part: one line naming it. */
+  kiln_status st = KILN_OK;
+  FILE *probe = fopen(glue, "wb");
+  if (!probe) st = kiln_diag_set(d, KILN_ERR_IO, "cannot write %s: %s", o->so_path, strerror(errno));
+  else fclose(probe);
+  if (st == KILN_OK) st = emit_object(p, o, obj, d);
   if (st == KILN_OK) {
+    kiln_progress_report(&o->progress, "wrote the object of %d kernels", (int)p->n_kernels);
     write_glue(&gl, p, names, o->prefix);
     st = write_file(glue, &gl, d);
   }
   if (st == KILN_OK) st = link_library(o, obj, glue, a, d);
+  if (st == KILN_OK) kiln_progress_report(&o->progress, "linked %s", o->so_path);
   if (st == KILN_OK && o->header_path) {
     write_header(&hdr, p, names, o->prefix);
     st = write_file(o->header_path, &hdr, d);

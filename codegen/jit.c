@@ -1,8 +1,9 @@
-/* jit.c - in-process compilation of a kernel program with ORC LLJIT: render, optimize
- * for the host and emit an object in memory (kiln_llvm_compile_object), then load that
- * object into an LLJIT and look up the entry (kiln_llvm_jit_load_object). The two halves
- * are separate so the driver's compile cache can store the object and skip the first.
- * Also the cache key's raw material (kiln_llvm_jit_fingerprint). The runtime ABI
+/* jit.c - in-process compilation of a kernel program with ORC LLJIT, in steps: render the
+ * module for the host (kiln_llvm_jit_render), optionally fingerprint it for the compile
+ * cache (kiln_llvm_jit_module_fingerprint), optimize it and emit an object in memory
+ * (kiln_llvm_jit_module_object), then load an object into an LLJIT and look up the entry
+ * (kiln_llvm_jit_load_object). exec.c runs the steps with the cache between them, so a
+ * miss renders once and a hit skips optimization and code generation. The runtime ABI
  * (kiln_rt_*) is bound by address; everything else (libm) resolves against the running
  * process. */
 #include "llvm_impl.h"
@@ -80,30 +81,40 @@ static kiln_status create_lljit(kiln_llvm_jit *h, LLVMOrcLLJITRef *out, kiln_dia
   return KILN_OK;
 }
 
-/* Renders p for the JIT on tm into a fresh context (the caller disposes *ctx and *m). */
-static kiln_status render_for_jit(const kiln_kprogram *p, LLVMTargetMachineRef tm, LLVMContextRef *ctx,
-                                  LLVMModuleRef *m, kiln_diag *d) {
-  *ctx = LLVMContextCreate();
+kiln_status kiln_llvm_jit_render(const kiln_kprogram *p, kiln_llvm_jit_module *jm, kiln_diag *d) {
+  memset(jm, 0, sizeof *jm);
+  jm->alloc = p->alloc;
+  if (kiln_llvm_host_machine(KILN_LLVM_JIT_RELOC, KILN_LLVM_JIT_CODE_MODEL, &jm->tm, d) != KILN_OK) return d->status;
+  jm->ctx = LLVMContextCreate();
   kiln_llvm_render_options o = {.entry_name = KILN_LLVM_JIT_ENTRY, .step_name = KILN_LLVM_JIT_STEP};
-  kiln_llvm_target_features(tm, &o);
-  return kiln_llvm_render(p, *ctx, &o, m, d);
+  kiln_llvm_target_features(jm->tm, &o);
+  kiln_status st = kiln_llvm_render(p, jm->ctx, &o, &jm->m, d);
+  if (st == KILN_OK) {
+    /* The module's name is the graph's; it reaches the object only as a file symbol, so
+     * the same program under another graph name may share the cache entry. */
+    LLVMSetModuleIdentifier(jm->m, "kiln", 4);
+    LLVMSetSourceFileName(jm->m, "kiln", 4);
+  }
+  return st;
 }
 
-kiln_status kiln_llvm_compile_object(const kiln_kprogram *p, void **obj, size_t *n, kiln_diag *d) {
+void kiln_llvm_jit_module_dispose(kiln_llvm_jit_module *jm) {
+  if (jm->m) LLVMDisposeModule(jm->m);
+  if (jm->ctx) LLVMContextDispose(jm->ctx);
+  if (jm->tm) LLVMDisposeTargetMachine(jm->tm);
+  memset(jm, 0, sizeof *jm);
+}
+
+kiln_status kiln_llvm_jit_module_object(kiln_llvm_jit_module *jm, void **obj, size_t *n, kiln_diag *d) {
   *obj = NULL;
   *n = 0;
-  LLVMTargetMachineRef tm;
-  if (kiln_llvm_host_machine(KILN_LLVM_JIT_RELOC, KILN_LLVM_JIT_CODE_MODEL, &tm, d) != KILN_OK) return d->status;
-  LLVMContextRef ctx;
-  LLVMModuleRef m = NULL;
-  kiln_status st = render_for_jit(p, tm, &ctx, &m, d);
-  if (st == KILN_OK) st = kiln_llvm_optimize(m, tm, d);
+  kiln_status st = kiln_llvm_optimize(jm->m, jm->tm, d);
   LLVMMemoryBufferRef mb = NULL;
   if (st == KILN_OK) {
     char *err = NULL;
     /* The same code generation LLJIT's IR layer would run (same target machine), only
      * its result is kept as bytes so the compile cache can store it. */
-    if (LLVMTargetMachineEmitToMemoryBuffer(tm, m, LLVMObjectFile, &err, &mb)) {
+    if (LLVMTargetMachineEmitToMemoryBuffer(jm->tm, jm->m, LLVMObjectFile, &err, &mb)) {
       st = kiln_diag_set(d, KILN_ERR_BACKEND, "LLVM: emitting the JIT object: %s", err ? err : "failed");
       mb = NULL;
     }
@@ -111,7 +122,7 @@ kiln_status kiln_llvm_compile_object(const kiln_kprogram *p, void **obj, size_t 
   }
   if (st == KILN_OK) {
     size_t sz = LLVMGetBufferSize(mb);
-    void *bytes = kiln_ir_malloc(p->alloc, sz ? sz : 1);
+    void *bytes = kiln_ir_malloc(jm->alloc, sz ? sz : 1);
     if (!bytes) {
       st = kiln_diag_set(d, KILN_ERR_OUT_OF_MEMORY, "out of memory for a %zu-byte object", sz);
     } else {
@@ -121,9 +132,6 @@ kiln_status kiln_llvm_compile_object(const kiln_kprogram *p, void **obj, size_t 
     }
   }
   if (mb) LLVMDisposeMemoryBuffer(mb);
-  if (m) LLVMDisposeModule(m);
-  LLVMContextDispose(ctx);
-  LLVMDisposeTargetMachine(tm);
   return st;
 }
 
@@ -165,28 +173,22 @@ kiln_status kiln_llvm_jit_compile(const kiln_kprogram *p, kiln_llvm_jit **jit, k
   *entry = NULL;
   void *obj = NULL;
   size_t n = 0;
-  kiln_status st = kiln_llvm_compile_object(p, &obj, &n, d);
+  kiln_llvm_jit_module jm;
+  kiln_status st = kiln_llvm_jit_render(p, &jm, d);
+  if (st == KILN_OK) st = kiln_llvm_jit_module_object(&jm, &obj, &n, d);
+  kiln_llvm_jit_module_dispose(&jm);
   if (st == KILN_OK) st = kiln_llvm_jit_load_object(p->alloc, obj, n, KILN_LLVM_JIT_ENTRY, jit, entry, d);
   kiln_ir_free(p->alloc, obj);
   return st;
 }
 
-kiln_status kiln_llvm_jit_fingerprint(const kiln_kprogram *p, void **data, size_t *n, kiln_diag *d) {
+kiln_status kiln_llvm_jit_module_fingerprint(const kiln_llvm_jit_module *jm, void **data, size_t *n, kiln_diag *d) {
   *data = NULL;
   *n = 0;
-  LLVMTargetMachineRef tm;
-  if (kiln_llvm_host_machine(KILN_LLVM_JIT_RELOC, KILN_LLVM_JIT_CODE_MODEL, &tm, d) != KILN_OK) return d->status;
-  LLVMContextRef ctx;
-  LLVMModuleRef m = NULL;
-  kiln_status st = render_for_jit(p, tm, &ctx, &m, d);
-  if (st == KILN_OK) {
-    /* The module's name is the graph's; it reaches the object only as a file symbol, so
-     * the same program under another graph name may share the entry. */
-    LLVMSetModuleIdentifier(m, "kiln", 4);
-    LLVMSetSourceFileName(m, "kiln", 4);
-  }
-  LLVMMemoryBufferRef bc = st == KILN_OK ? LLVMWriteBitcodeToMemoryBuffer(m) : NULL;
-  if (st == KILN_OK && !bc) st = kiln_diag_set(d, KILN_ERR_BACKEND, "LLVM: cannot write the module's bitcode");
+  LLVMTargetMachineRef tm = jm->tm;
+  kiln_status st = KILN_OK;
+  LLVMMemoryBufferRef bc = LLVMWriteBitcodeToMemoryBuffer(jm->m);
+  if (!bc) st = kiln_diag_set(d, KILN_ERR_BACKEND, "LLVM: cannot write the module's bitcode");
   if (st == KILN_OK) {
     /* Everything the object depends on besides the module itself: what the target
      * machine was built from and how code is generated. Length-prefixed, so no two
@@ -202,7 +204,7 @@ kiln_status kiln_llvm_jit_fingerprint(const kiln_kprogram *p, void **data, size_
     for (size_t i = 0; i < nf; i++) total += 8 + strlen(fields[i]);
     size_t bcn = LLVMGetBufferSize(bc);
     total += 8 + bcn;
-    unsigned char *out = kiln_ir_malloc(p->alloc, total);
+    unsigned char *out = kiln_ir_malloc(jm->alloc, total);
     if (!out) {
       st = kiln_diag_set(d, KILN_ERR_OUT_OF_MEMORY, "out of memory for the cache key");
     } else {
@@ -222,9 +224,6 @@ kiln_status kiln_llvm_jit_fingerprint(const kiln_kprogram *p, void **data, size_
     LLVMDisposeMessage(features);
   }
   if (bc) LLVMDisposeMemoryBuffer(bc);
-  if (m) LLVMDisposeModule(m);
-  LLVMContextDispose(ctx);
-  LLVMDisposeTargetMachine(tm);
   return st;
 }
 

@@ -19,32 +19,60 @@ kiln_status kiln_llvm_jit_compile(const kiln_kprogram *p, kiln_llvm_jit **jit,
                                   kiln_rt_entry_fn *entry, kiln_diag *d);
 void kiln_llvm_jit_destroy(kiln_llvm_jit *jit);
 
-/* The JIT in two halves, for the driver's compile cache (kiln_llvm_jit_compile is the
- * two in a row). compile_object: the optimized object file (ELF on Linux) of p for the
- * host CPU; *obj is allocated with p->alloc. It references constants through bufs only,
- * so it is valid for any constant values. */
-kiln_status kiln_llvm_compile_object(const kiln_kprogram *p, void **obj, size_t *n, kiln_diag *d);
-/* Loads an object made by kiln_llvm_compile_object (copied; obj may be freed after) into
- * a new JIT and looks up entry_name (KILN_LLVM_JIT_ENTRY_NAME). The jit's bookkeeping
- * is allocated with a (the default allocator when NULL), which must outlive the jit. A
+/* Loads an object file made for this host's JIT (copied; obj may be freed after) into a
+ * new JIT and looks up entry_name (KILN_LLVM_JIT_ENTRY_NAME). The jit's bookkeeping is
+ * allocated with a (the default allocator when NULL), which must outlive the jit. A
  * malformed object is an error, not a crash, as far as LLVM's object reader checks. */
 #define KILN_LLVM_JIT_ENTRY_NAME "kiln_main"
 kiln_status kiln_llvm_jit_load_object(const kiln_allocator *a, const void *obj, size_t n, const char *entry_name,
                                       kiln_llvm_jit **jit, kiln_rt_entry_fn *entry, kiln_diag *d);
-/* JIT code also holds a step function that runs one kernel k of the program alone
- * (k outside [0, n_kernels) does nothing), with the same bufs and pool as the entry:
- * calling it for k = 0, 1, ... in order is the same as calling the entry once. The
- * driver's verify mode uses it to check each kernel's output as soon as it is written. */
-typedef void (*kiln_llvm_step_fn)(void **bufs, kiln_rt_pool *pool, int32_t k);
-#define KILN_LLVM_JIT_STEP_NAME "kiln_step"
-kiln_status kiln_llvm_jit_lookup_step(kiln_llvm_jit *jit, kiln_llvm_step_fn *step, kiln_diag *d);
-/* The bytes that determine kiln_llvm_compile_object's result on this host: LLVM's
- * version, the target machine (triple, host CPU name and features), code generation
- * settings, and the bitcode of the rendered, unoptimized module (which holds everything
- * of p that reaches the code, including every constant the renderer embeds; constant
- * buffers are not embedded). Equal fingerprints give equal objects, so a strong hash of
- * them keys the compile cache. *data is allocated with p->alloc. */
-kiln_status kiln_llvm_jit_fingerprint(const kiln_kprogram *p, void **data, size_t *n, kiln_diag *d);
+
+/* ------------------------------------------------------------------ the CPU executor (exec.c)
+ * A compiled program ready to run: its JIT code (through the compile cache when given
+ * one), and the scratch memory of its runs. Runs may be concurrent: each run takes a run
+ * state (its bufs, arena and error word) from a free list, or makes one, and gives it back
+ * after; the pool's worker threads serve one run at a time (kiln_rt_parallel_for), the
+ * others run on their own threads. */
+typedef struct kiln_llvm_exec kiln_llvm_exec;
+
+/* The compile cache, as the executor sees it (the driver implements it on disk). key is
+ * derived from the fingerprint material by the cache; get hands back an entry allocated
+ * with the executor's allocator, or false on a miss. Neither may fail the compile. */
+typedef struct kiln_llvm_cache_i {
+  void (*key)(void *user, const void *material, size_t n, char key[65]);
+  bool (*get)(void *user, const char key[65], void **obj, size_t *n);
+  void (*put)(void *user, const char key[65], const void *obj, size_t n);
+  void *user;
+} kiln_llvm_cache_i;
+
+typedef struct kiln_llvm_exec_options {
+  const kiln_allocator *alloc;   /* run states, profile; NULL: the program's */
+  kiln_rt_pool *pool;            /* worker threads shared by all runs (NULL: each run on
+                                    its caller alone); must outlive the executor */
+  const kiln_llvm_cache_i *cache; /* NULL: always compile */
+  bool steps;                    /* also look up the step function: runs with a kernel
+                                    hook (kiln_llvm_exec_run) are possible */
+  bool profile;                  /* time each kernel over all runs; printed to stderr by
+                                    kiln_llvm_exec_destroy (KILN_PROFILE=1) */
+  kiln_progress progress;        /* compile stages (log, optional) */
+} kiln_llvm_exec_options;
+
+/* Compiles p for the host. p must outlive the executor (its buffer layout and constants
+ * are read at every run). */
+kiln_status kiln_llvm_exec_create(const kiln_kprogram *p, const kiln_llvm_exec_options *o, kiln_llvm_exec **e,
+                                  kiln_diag *d);
+/* 1 when the code came from the compile cache (no LLVM optimization or code generation). */
+int32_t kiln_llvm_exec_cache_hit(const kiln_llvm_exec *e);
+/* Called after kernel k ran in a run with a hook, with the run's bufs (bufs[b] is the
+ * base of buffer b of the program); a non-OK status stops the run with it. */
+typedef kiln_status (*kiln_llvm_kernel_hook)(void *user, int32_t k, void *const *bufs, kiln_diag *d);
+/* Runs the program once: in and out in program order, checked by the caller (dtype, shape,
+ * storage). hook (NULL: none; needs steps) runs kernel by kernel and calls it after each.
+ * A kernel that finds its input data invalid (an index out of range) fails the run with
+ * KILN_ERR_INVALID_ARGUMENT naming it. Safe to call from several threads at once. */
+kiln_status kiln_llvm_exec_run(kiln_llvm_exec *e, const kiln_rt_tensor *in, kiln_rt_tensor *out,
+                               kiln_llvm_kernel_hook hook, void *user, kiln_diag *d);
+void kiln_llvm_exec_destroy(kiln_llvm_exec *e);
 
 /* Textual LLVM IR of the program's module, after optimization (for kiln dump --llvm). */
 kiln_status kiln_llvm_print_module(const kiln_kprogram *p, FILE *f, kiln_diag *d);
@@ -62,7 +90,12 @@ typedef struct kiln_llvm_aot_options {
    * unknown name is KILN_ERR_INVALID_ARGUMENT. */
   const char *cpu;
   const char *triple;
+  kiln_progress progress;     /* stages (optional) */
 } kiln_llvm_aot_options;
+
+/* Whether prefix may name a library's typed API (a C identifier, no keyword, nothing
+ * reserved, no kiln_ name, no name the generated code uses); why says why not. */
+bool kiln_llvm_check_prefix(const char *prefix, char *why, size_t n);
 
 /* AOT: emits an object (code + embedded constants), generates glue C with the typed and
  * generic entry points and the header, and links the shared library. */

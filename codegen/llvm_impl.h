@@ -110,14 +110,44 @@ kiln_status kiln_llvm_host_machine(LLVMRelocMode reloc, LLVMCodeModel cm, LLVMTa
 kiln_status kiln_llvm_target_machine(const char *triple, const char *cpu, LLVMRelocMode reloc, LLVMCodeModel cm,
                                      LLVMTargetMachineRef *tm, kiln_diag *d);
 
-/* How JIT objects are generated (kiln_llvm_compile_object; part of the cache key): the
+/* How JIT objects are generated (kiln_llvm_jit_module_object; part of the cache key): the
  * JIT's default code model (large on x86-64, so code and data may land anywhere in the
  * address space) and the default relocation model. */
 #define KILN_LLVM_JIT_RELOC LLVMRelocDefault
 #define KILN_LLVM_JIT_CODE_MODEL LLVMCodeModelJITDefault
 /* The entry symbol of JIT code, and of its one-kernel step function. */
 #define KILN_LLVM_JIT_ENTRY KILN_LLVM_JIT_ENTRY_NAME
-#define KILN_LLVM_JIT_STEP KILN_LLVM_JIT_STEP_NAME
+#define KILN_LLVM_JIT_STEP "kiln_step"
+
+/* JIT code for a kernel program in steps (jit.c): a module rendered for this host, not
+ * optimized yet. The compile cache fingerprints it; on a miss the same module is
+ * optimized and compiled, so it is rendered once either way. */
+typedef struct kiln_llvm_jit_module {
+  const kiln_allocator *alloc;
+  LLVMTargetMachineRef tm;
+  LLVMContextRef ctx;
+  LLVMModuleRef m;
+} kiln_llvm_jit_module;
+/* Renders p for the host's JIT. Dispose *jm afterwards, also on failure. */
+kiln_status kiln_llvm_jit_render(const kiln_kprogram *p, kiln_llvm_jit_module *jm, kiln_diag *d);
+void kiln_llvm_jit_module_dispose(kiln_llvm_jit_module *jm);
+/* The bytes that determine kiln_llvm_jit_module_object's result on this host: LLVM's
+ * version, the target machine (triple, host CPU name and features), code generation
+ * settings, and the bitcode of the rendered, unoptimized module (which holds everything
+ * of p that reaches the code, including every constant the renderer embeds; constant
+ * buffers are not embedded). Equal fingerprints give equal objects, so a strong hash of
+ * them keys the compile cache. *data is allocated with jm->alloc. */
+kiln_status kiln_llvm_jit_module_fingerprint(const kiln_llvm_jit_module *jm, void **data, size_t *n, kiln_diag *d);
+/* Optimizes jm's module (in place) and emits the object file (ELF on Linux) for the
+ * host; *obj is allocated with jm->alloc. It references constants through bufs only, so
+ * it is valid for any constant values. */
+kiln_status kiln_llvm_jit_module_object(kiln_llvm_jit_module *jm, void **obj, size_t *n, kiln_diag *d);
+/* JIT code also holds a step function that runs one kernel k of the program alone (k
+ * outside [0, n_kernels) does nothing), with the same bufs and pool as the entry: calling
+ * it for k = 0, 1, ... in order is the same as calling the entry once. exec.c uses it to
+ * run a kernel hook (verify mode) or time each kernel (profile). */
+typedef void (*kiln_llvm_step_fn)(void **bufs, kiln_rt_pool *pool, int32_t k);
+kiln_status kiln_llvm_jit_lookup_step(kiln_llvm_jit *jit, kiln_llvm_step_fn *step, kiln_diag *d);
 
 /* What render.c marks for finish.c (the renderer's post-O3 half) in the module itself,
  * so the marks are part of what the compile cache hashes:

@@ -12,17 +12,6 @@
 #endif
 
 /* ------------------------------------------------------------------ fusion report */
-void kiln_driver_kprogram_totals(const kiln_kprogram *p, kiln_kernel_stats *total) {
-  memset(total, 0, sizeof *total);
-  for (int32_t i = 0; i < p->n_kernels; i++) {
-    kiln_kernel_stats s;
-    kiln_ir_kernel_stats(p, &p->kernels[i], &s);
-    total->bytes_read += s.bytes_read;
-    total->bytes_written += s.bytes_written;
-    total->flops += s.flops;
-  }
-}
-
 static const char *fusion_name(kiln_fusion_level f) {
   switch (f) {
   case KILN_FUSION_FULL: return "full";
@@ -99,7 +88,7 @@ static void json_dims(FILE *f, const int64_t *d, int32_t n) {
 static void report_json(const kiln_kprogram *p, const char *model, kiln_fusion_level fusion, kiln_target target,
                         FILE *f) {
   kiln_kernel_stats tot;
-  kiln_driver_kprogram_totals(p, &tot);
+  kiln_ir_kprogram_totals(p, &tot);
   fprintf(f, "{\n  \"version\": 1,\n  \"model\": ");
   json_str(f, model);
   fprintf(f, ",\n  \"fusion\": \"%s\",\n  \"target\": \"%s\",\n  \"kernels\": [", fusion_name(fusion),
@@ -159,7 +148,7 @@ static void text_dims(char *buf, size_t n, const int64_t *d, int32_t rank) {
 static void report_text(const kiln_kprogram *p, const char *model, kiln_fusion_level fusion, kiln_target target,
                         FILE *f) {
   kiln_kernel_stats tot;
-  kiln_driver_kprogram_totals(p, &tot);
+  kiln_ir_kprogram_totals(p, &tot);
   fprintf(f, "fusion report for '%s' (fusion %s, target %s): %d kernels, %.4g MB moved, %.4g MFLOP, arena %.4g MB\n",
           model ? model : "", fusion_name(fusion), target == KILN_TARGET_CUDA ? "cuda" : "cpu", (int)p->n_kernels,
           (double)(tot.bytes_read + tot.bytes_written) / 1e6, (double)tot.flops / 1e6, (double)p->arena_bytes / 1e6);

@@ -4,16 +4,22 @@
 
 #include <string.h>
 
-/* The context that created a graph is not stored in it (the IR knows no context);
- * kiln_graph_status copies the error into the context through this side table entry. */
+/* A graph holds a reference to its context (found from its allocator: the IR knows no
+ * context), taken by whichever call made it (here and load.c). */
 kiln_status kiln_graph_create(kiln_context *ctx, const char *name, kiln_graph **g) {
   if (!ctx || !g) return KILN_ERR_INVALID_ARGUMENT;
   *g = kiln_ir_graph_create(&ctx->alloc, name);
   if (!*g) return kiln_driver_failf(ctx, KILN_ERR_OUT_OF_MEMORY, "out of memory creating graph");
+  kiln_driver_ctx_retain(ctx);
   return KILN_OK;
 }
 
-void kiln_graph_destroy(kiln_graph *g) { kiln_ir_graph_destroy(g); }
+void kiln_graph_destroy(kiln_graph *g) {
+  if (!g) return;
+  kiln_context *ctx = kiln_driver_graph_ctx(g);
+  kiln_ir_graph_destroy(g);
+  kiln_driver_ctx_release(ctx);
+}
 
 kiln_status kiln_graph_status(kiln_graph *g) {
   if (!g) return KILN_ERR_INVALID_ARGUMENT;
@@ -186,6 +192,12 @@ kiln_status kiln_graph_input_info(const kiln_graph *g, int32_t i, const char **n
 kiln_status kiln_graph_output_info(const kiln_graph *g, int32_t i, const char **name,
                                    kiln_dtype *dt, int32_t *rank, int64_t *dims) {
   return io_info(g, g ? g->outputs : NULL, g ? g->n_outputs : 0, i, name, dt, rank, dims);
+}
+
+const char *kiln_graph_input_dim_name(const kiln_graph *g, int32_t i, int32_t dim) {
+  if (!g || i < 0 || i >= g->n_inputs || dim < 0 || dim >= KILN_MAX_RANK) return NULL;
+  if (dim >= g->nodes[g->inputs[i].node].shape.rank) return NULL;
+  return g->inputs[i].dim_names[dim];
 }
 
 char *kiln_graph_to_text(kiln_context *ctx, const kiln_graph *g) {

@@ -15,10 +15,29 @@ static kiln_status fold_with_interpreter(void *user, kiln_graph *g, int32_t v, i
   return kiln_rt_fold_value(g, v, out, d);
 }
 
+/* A shared library (what kiln compile writes) or another ELF file where a model was
+ * expected: say what it is, instead of a parse error at its first byte. */
+static bool is_elf(const char *path) {
+  unsigned char magic[4] = {0};
+  FILE *f = fopen(path, "rb");
+  if (!f) return false;
+  bool elf = fread(magic, 1, 4, f) == 4 && memcmp(magic, "\177ELF", 4) == 0;
+  fclose(f);
+  return elf;
+}
+
+static kiln_status elf_error(kiln_context *ctx, const char *path, const char *want) {
+  return kiln_driver_failf(ctx, KILN_ERR_PARSE,
+                           "%s: an ELF file (a shared library, such as a model library from kiln compile, or a "
+                           "program), not %s; kiln_load_library (kiln run, kiln info, kiln bench) runs model libraries",
+                           path, want);
+}
+
 kiln_status kiln_load_onnx(kiln_context *ctx, const char *path, const kiln_load_options *o,
                            kiln_graph **g) {
   if (!ctx || !path || !g) return kiln_driver_failf(ctx, KILN_ERR_INVALID_ARGUMENT, "kiln_load_onnx: NULL argument");
   *g = NULL;
+  if (is_elf(path)) return elf_error(ctx, path, "an ONNX model");
   kiln_diag d = {0};
   kiln_fe_options fo = {.load = o, .fold = fold_with_interpreter, .fold_user = NULL};
   kiln_const frozen[64];
@@ -46,6 +65,7 @@ kiln_status kiln_load_onnx(kiln_context *ctx, const char *path, const kiln_load_
     *g = NULL;
     return kiln_driver_fail(ctx, &d);
   }
+  kiln_driver_ctx_retain(ctx);
   return KILN_OK;
 }
 
@@ -53,6 +73,7 @@ kiln_status kiln_parse_text(kiln_context *ctx, const char *text, kiln_graph **g)
   if (!ctx || !text || !g) return kiln_driver_failf(ctx, KILN_ERR_INVALID_ARGUMENT, "kiln_parse_text: NULL argument");
   kiln_diag d = {0};
   if (kiln_ir_parse(&ctx->alloc, text, "<text>", g, &d) != KILN_OK) return kiln_driver_fail(ctx, &d);
+  kiln_driver_ctx_retain(ctx);
   return KILN_OK;
 }
 
@@ -78,8 +99,14 @@ kiln_status kiln_load_text(kiln_context *ctx, const char *path, kiln_graph **g) 
   size_t got = fread(buf, 1, (size_t)n, f);
   fclose(f);
   buf[got] = 0;
+  if (got >= 4 && memcmp(buf, "\177ELF", 4) == 0) {
+    kiln_ir_free(&ctx->alloc, buf);
+    return elf_error(ctx, path, "Kiln IR text");
+  }
   kiln_diag d = {0};
   kiln_status st = kiln_ir_parse(&ctx->alloc, buf, path, g, &d);
   kiln_ir_free(&ctx->alloc, buf);
-  return st == KILN_OK ? KILN_OK : kiln_driver_fail(ctx, &d);
+  if (st != KILN_OK) return kiln_driver_fail(ctx, &d);
+  kiln_driver_ctx_retain(ctx);
+  return KILN_OK;
 }

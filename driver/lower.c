@@ -9,7 +9,6 @@
 #include "../cuda/cuda.h"
 #endif
 
-#include <stdlib.h>
 
 /* The description of the target o names (a backend missing from this build gets the
  * generic one; compiling for it fails later with a clear message). */
@@ -29,8 +28,10 @@ static void target_desc(const kiln_compile_options *o, kiln_target_desc *desc) {
 #endif
 }
 
-kiln_status kiln_driver_lower_plan(kiln_context *ctx, const kiln_graph *g, const kiln_compile_options *o, FILE *to,
-                                   kiln_kprogram **out, kiln_graph **lowered, kiln_fusion_plan **plan) {
+/* The pipeline on a copy of g, reporting to progress; hands back the program and, when
+ * asked, the lowered graph and the fusion plan over it. */
+static kiln_status lower(kiln_context *ctx, const kiln_graph *g, const kiln_compile_options *o, FILE *to,
+                         kiln_progress progress, kiln_kprogram **out, kiln_graph **lowered, kiln_fusion_plan **plan) {
   *out = NULL;
   if (lowered) *lowered = NULL;
   if (plan) *plan = NULL;
@@ -48,7 +49,8 @@ kiln_status kiln_driver_lower_plan(kiln_context *ctx, const kiln_graph *g, const
   po.disable = o ? o->disable_passes : NULL;
   po.print_after = o ? o->print_after : NULL;
   po.print_to = to;
-  po.verify_each = getenv("KILN_VERIFY_PASSES") != NULL;
+  po.verify_each = ctx->env.verify_passes;
+  po.progress = progress;
   po.plan = plan;
   kiln_diag d = {0};
   kiln_status st = kiln_pass_pipeline(work, &po, out, &d);
@@ -57,6 +59,17 @@ kiln_status kiln_driver_lower_plan(kiln_context *ctx, const kiln_graph *g, const
   else kiln_ir_graph_destroy(work);
   if (st != KILN_OK) return kiln_driver_fail(ctx, &d);
   return KILN_OK;
+}
+
+kiln_status kiln_driver_lower_plan(kiln_context *ctx, const kiln_graph *g, const kiln_compile_options *o, FILE *to,
+                                   kiln_kprogram **out, kiln_graph **lowered, kiln_fusion_plan **plan) {
+  kiln_driver_progress ps;
+  return lower(ctx, g, o, to, kiln_driver_progress_start(ctx, &ps), out, lowered, plan);
+}
+
+kiln_status kiln_driver_lower_with(kiln_context *ctx, const kiln_graph *g, const kiln_compile_options *o, FILE *to,
+                                   kiln_progress progress, kiln_kprogram **out, kiln_graph **lowered) {
+  return lower(ctx, g, o, to, progress, out, lowered, NULL);
 }
 
 kiln_status kiln_driver_lower(kiln_context *ctx, const kiln_graph *g, const kiln_compile_options *o, FILE *to,

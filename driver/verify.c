@@ -1,7 +1,11 @@
 /* verify.c - verify mode (KILN_VERIFY=1): each kernel's output compared with the reference
- * interpreter's value of its node as soon as the kernel has run, naming the first kernel
- * that disagrees; and the final outputs compared with the interpreter on the source graph. */
+ * interpreter's value of its node as soon as the kernel has run (on the CPU, through the
+ * executor's kernel hook), naming the first kernel that disagrees; and the final outputs
+ * compared with the interpreter on the source graph. */
 #include "driver.h"
+#ifdef KILN_HAVE_LLVM
+#include "../codegen/llvm.h"
+#endif
 
 #include <math.h>
 #include <stdlib.h>
@@ -60,7 +64,7 @@ static verify_diff verify_compare(kiln_dtype dt, const void *got, const void *wa
 /* TEST HOOK, verify mode only: KILN_VERIFY_CORRUPT_KERNEL=k makes the driver change
  * element 0 of kernel k's output right after it runs, far outside any tolerance, so tests
  * can check that verify mode names exactly that kernel. Never acts without verify. */
-void kiln_driver_verify_corrupt(const kiln_buffer *b, void *data) {
+static void verify_corrupt(const kiln_buffer *b, void *data) {
   int64_t n = kiln_shape_numel(&b->shape);
   if (n <= 0 || !data) return;
   if (kiln_dtype_is_float(b->dtype)) {
@@ -90,7 +94,7 @@ static void verify_coords(const kiln_shape *s, int64_t i, char *out, size_t n) {
 
 /* Checks kernel k's output buffer (holding node kn->node of e->opt) against the
  * interpreter's value of that node. */
-kiln_status kiln_driver_verify_kernel(const kiln_executable *e, int32_t k, const void *data, const kiln_rt_tensor *want,
+static kiln_status verify_kernel(const kiln_executable *e, int32_t k, const void *data, const kiln_rt_tensor *want,
                                  kiln_diag *d) {
   const kiln_kprogram *p = e->prog;
   const kiln_kernel *kn = &p->kernels[k];
@@ -128,6 +132,33 @@ kiln_status kiln_driver_verify_kernel(const kiln_executable *e, int32_t k, const
                        k, kn->name, src, kn->out_buf, b->name ? b->name : "", kiln_dtype_name(b->dtype), kn->node,
                        node->name ? node->name : "", (long long)r.at, at, r.got, r.want, r.maxerr, r.tol);
 }
+
+#ifdef KILN_HAVE_LLVM
+/* One verified run: the interpreter's value of every node of the optimized graph. */
+typedef struct verify_run {
+  const kiln_executable *e;
+  kiln_rt_tensor *vals;
+} verify_run;
+
+/* codegen's kernel hook: kernel k has just written its output. */
+static kiln_status after_kernel(void *user, int32_t k, void *const *bufs, kiln_diag *d) {
+  const verify_run *r = user;
+  const kiln_kprogram *p = r->e->prog;
+  const kiln_kernel *kn = &p->kernels[k];
+  if (k == r->e->corrupt_kernel) verify_corrupt(&p->buffers[kn->out_buf], bufs[kn->out_buf]);
+  if (kn->node < 0 || kn->node >= r->e->opt->n_nodes) return KILN_OK; /* im2col columns: no node */
+  return verify_kernel(r->e, k, bufs[kn->out_buf], &r->vals[kn->node], d);
+}
+
+kiln_status kiln_driver_verify_cpu_run(kiln_executable *e, const kiln_rt_tensor *in, kiln_rt_tensor *out,
+                                       kiln_diag *d) {
+  verify_run r = {e, NULL};
+  if (kiln_rt_interpret_values(e->opt, in, e->n_in, &r.vals, d) != KILN_OK) return d->status;
+  kiln_status st = kiln_llvm_exec_run(e->state, in, out, after_kernel, &r, d);
+  kiln_rt_values_free(e->opt, r.vals);
+  return st;
+}
+#endif
 
 /* Compares every output with the reference interpreter; names the first that differs. */
 kiln_status kiln_driver_verify_outputs(kiln_executable *e, const kiln_rt_tensor *in, const kiln_rt_tensor *out) {

@@ -60,7 +60,7 @@ int main(int argc, char **argv) {
         order[i] = order[j];
         order[j] = t;
       }
-  const kiln_aot_model *info = kiln_aot_describe();
+  const kiln_aot_model *info = cnn_describe();
   printf("AOT library: model '%s', %d kernels, arena %lld bytes\n", info->name, info->n_kernels,
          (long long)info->arena_bytes);
   printf("top outputs:");

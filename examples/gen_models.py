@@ -15,6 +15,7 @@ importer's decompositions and the fusion passes the way real models do. Weights 
 scaled by their fan-in so activations stay O(1) and errors can be compared absolutely.
 Everything is seeded: the files are the same on every run.
 """
+import argparse
 import os
 import sys
 
@@ -232,10 +233,13 @@ def reference_outputs(model, inputs):
 
 
 def main(argv):
-    if len(argv) != 2:
-        print("usage: gen_models.py OUTDIR", file=sys.stderr)
-        return 2
-    outdir = argv[1]
+    ap = argparse.ArgumentParser(
+        prog="gen_models.py",
+        description="Builds Kiln's example ONNX models (" + ", ".join(MODELS) + ") with seeded random "
+        "weights, one input per graph input and onnxruntime's outputs for it.",
+        epilog="Writes OUTDIR/M.onnx, OUTDIR/M.input_K.npy and OUTDIR/M.output_K.npy for each model M.")
+    ap.add_argument("outdir", metavar="OUTDIR", help="folder to write the models into (created if missing)")
+    outdir = ap.parse_args(argv[1:]).outdir
     os.makedirs(outdir, exist_ok=True)
     for name, make in MODELS.items():
         model, inputs = make()

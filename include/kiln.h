@@ -8,9 +8,38 @@
  * in-process, or written out as a self-contained shared library with a C header), or
  * CUDA C compiled by NVRTC.
  *
- * Everything lives in a kiln_context: the allocator, thread count, cache directory and
- * the last error message. There are no mutable globals; several contexts may live in one
- * process (each used by one thread at a time).
+ * Everything lives in a kiln_context: the allocator, thread count, cache directory, the
+ * settings read from the environment and the last error message. There are no mutable
+ * globals; several contexts may live in one process.
+ *
+ * THREADS. A context and the graphs made in it are used by one thread at a time. The
+ * exception is kiln_run: one executable may be run from several threads at once (and so
+ * may several executables of one context), each run correct on its own. Concurrent runs
+ * of a CPU executable each get their own scratch memory (the executable keeps as many
+ * arenas as the most runs it has seen at once, for reuse); the context's worker threads
+ * serve one run at a time and the others run on their calling threads. Runs of a CUDA
+ * executable or of a loaded library (kiln_load_library: one model object) wait for each
+ * other. A failed concurrent run's message goes to the context under a lock: read it
+ * with kiln_last_error_copy, since another thread's failure may replace it.
+ *
+ * LIFETIMES. Graphs and executables keep their context alive: kiln_context_destroy
+ * gives up the caller's reference, and the context is freed when the last graph or
+ * executable made in it is destroyed (in any order). Destroy an executable only after
+ * its last run returned.
+ *
+ * ENVIRONMENT. kiln_context_create reads these once; nothing reads them later:
+ *   KILN_CACHE_DIR    the compile cache folder when the options give none ("": no cache;
+ *                     unset: $HOME/.cache/kiln)
+ *   KILN_VERIFY=1     every kiln_compile in verify mode (kiln_compile_options.verify)
+ *   KILN_VERIFY_CORRUPT_KERNEL=k  test hook of verify mode: corrupts kernel k's output
+ *   KILN_VERIFY_PASSES  (set, not 0) run the graph verifier after every pass
+ *   KILN_PROFILE      (set, not 0) time each CPU kernel; printed to stderr when the
+ *                     executable is destroyed
+ *   KILN_POOL_SPIN_US how long a worker thread spins before it sleeps (0..1000000 us;
+ *                     default 100)
+ *   KILN_AOTRT        kiln_export: the AOT runtime library to link (default: the
+ *                     libkiln_aotrt.a installed beside Kiln, in LIBDIR/kiln/)
+ *   CC                kiln_export: the C compiler that links the library (default cc)
  *
  * Every function that can fail returns a kiln_status; kiln_last_error(ctx) then says what
  * went wrong and where (file, ONNX node name, op). Builder functions return a kiln_value;
@@ -20,30 +49,34 @@
  *
  * WORKED EXAMPLE: y = relu(x @ W + b), compiled and run on the CPU
  *
+ * (the body of a main function; tests/install/ compiles and runs it as it stands here)
+ *
  *   kiln_context *ctx;
- *   kiln_context_create(NULL, &ctx);
+ *   if (kiln_context_create(NULL, &ctx) != KILN_OK) return 1;
  *   kiln_graph *g;
  *   kiln_graph_create(ctx, "mlp", &g);
  *   int64_t xd[2] = {1, 4}, wd[2] = {4, 2}, bd[1] = {2};
- *   float W[8] = {...}, B[2] = {...};
+ *   float W[8] = {1, -1, 0, 1, 1, 0, -1, 1}, B[2] = {0.5f, -20};
  *   kiln_value x = kiln_input(g, "x", KILN_F32, 2, xd);
  *   kiln_value w = kiln_constant(g, "W", KILN_F32, 2, wd, W);
  *   kiln_value b = kiln_constant(g, "b", KILN_F32, 1, bd, B);
  *   kiln_value y = kiln_relu(g, kiln_add(g, kiln_matmul(g, x, w), b));
  *   kiln_output(g, "y", y);
- *   if (kiln_graph_status(g) != KILN_OK) { puts(kiln_graph_error(g)); ... }
+ *   if (kiln_graph_status(g) != KILN_OK) { puts(kiln_graph_error(g)); return 1; }
  *
  *   kiln_executable *exe;
- *   if (kiln_compile(ctx, g, NULL, &exe) != KILN_OK) { puts(kiln_last_error(ctx)); ... }
+ *   if (kiln_compile(ctx, g, NULL, &exe) != KILN_OK) { puts(kiln_last_error(ctx)); return 1; }
  *   float xin[4] = {1, 2, 3, 4}, yout[2];
  *   kiln_tensor in = {KILN_F32, 2, {1, 4}, xin}, out = {KILN_F32, 2, {1, 2}, yout};
- *   kiln_run(exe, &in, 1, &out, 1);
+ *   if (kiln_run(exe, &in, 1, &out, 1) != KILN_OK) { puts(kiln_last_error(ctx)); return 1; }
+ *   printf("y = %g %g\n", yout[0], yout[1]); // y = 0.5 0: relu([0.5, -15])
  *   kiln_executable_destroy(exe);
  *   kiln_graph_destroy(g);
  *   kiln_context_destroy(ctx);
  *
  * Loading ONNX instead: kiln_load_onnx(ctx, "model.onnx", NULL, &g). Writing a shared
- * library: kiln_export(ctx, g, NULL, "libmodel.so", "model.h").
+ * library and its header, with the typed API named model_create, model_run, ...:
+ * kiln_export(ctx, g, NULL, "libmodel.so", "model.h", "model").
  */
 #ifndef KILN_H
 #define KILN_H
@@ -71,6 +104,9 @@ typedef enum kiln_status {
 
 /* Short name of a status ("KILN_ERR_PARSE"). */
 const char *kiln_status_name(kiln_status s);
+
+/* Kiln's version, "MAJOR.MINOR.PATCH" (also in the compile cache's key). */
+const char *kiln_version(void);
 
 /* ===================================================================== dtypes */
 typedef enum kiln_dtype {
@@ -120,13 +156,23 @@ typedef struct kiln_context_options {
   int threads;                     /* worker threads for compiled code; 0: all cores */
   const char *cache_dir;           /* compile cache; NULL: $KILN_CACHE_DIR or ~/.cache/kiln;
                                       "" disables the cache */
-  int log_level;                   /* 0 quiet, 1 info, 2 debug (to stderr) */
+  int log_level;                   /* to stderr: 0 quiet; 1 info, and the stages of a
+                                      compile that takes over a second (passes, kernels
+                                      rendered and compiled); 2 debug, every stage */
 } kiln_context_options;
 
+/* Also reads the environment (ENVIRONMENT above). */
 kiln_status kiln_context_create(const kiln_context_options *o, kiln_context **ctx);
+/* Gives up the caller's reference: the context lives on while graphs or executables made
+ * in it do (LIFETIMES above). */
 void kiln_context_destroy(kiln_context *ctx);
-/* The message of the last failed call on this context (never NULL). */
+/* The message of the last failed call on this context (never NULL): the context's own
+ * buffer, rewritten by the next failure. */
 const char *kiln_last_error(const kiln_context *ctx);
+/* The same message copied into buf (n bytes, NUL-terminated, cut to fit) under the
+ * context's lock: safe while other threads run executables of the context. Returns the
+ * message's length. */
+size_t kiln_last_error_copy(const kiln_context *ctx, char *buf, size_t n);
 
 /* ===================================================================== loading models */
 typedef struct kiln_load_options {
@@ -170,6 +216,9 @@ kiln_status kiln_graph_input_info(const kiln_graph *g, int32_t i, const char **n
                                   kiln_dtype *dt, int32_t *rank, int64_t *dims);
 kiln_status kiln_graph_output_info(const kiln_graph *g, int32_t i, const char **name,
                                    kiln_dtype *dt, int32_t *rank, int64_t *dims);
+/* The symbol dim `dim` of input i was bound from (ONNX dim_param, e.g. "batch"; its value
+ * is in kiln_graph_input_info's dims), or NULL for a fixed dim or bad arguments. */
+const char *kiln_graph_input_dim_name(const kiln_graph *g, int32_t i, int32_t dim);
 
 kiln_value kiln_input(kiln_graph *g, const char *name, kiln_dtype dt, int32_t rank,
                       const int64_t *dims);
@@ -258,7 +307,9 @@ kiln_status kiln_compile(kiln_context *ctx, const kiln_graph *g, const kiln_comp
 /* Inputs and outputs in graph order. Output tensors give dtype, shape and storage; a
  * mismatch is KILN_ERR_INVALID_ARGUMENT naming the tensor. Input data that an op cannot
  * take (a gather or scatter index out of range) is KILN_ERR_INVALID_ARGUMENT naming the
- * node; the outputs are then unspecified. One run at a time per executable. */
+ * node; the outputs are then unspecified. A shape that differs in a symbolic dim says
+ * which symbol and the binding that would fit. May be called from several threads at
+ * once (THREADS above). */
 kiln_status kiln_run(kiln_executable *exe, const kiln_tensor *in, size_t n_in, kiln_tensor *out,
                      size_t n_out);
 void kiln_executable_destroy(kiln_executable *exe);
@@ -283,11 +334,17 @@ kiln_status kiln_executable_input_info(const kiln_executable *exe, int32_t i, co
 /* ===================================================================== ahead of time */
 /* Writes a self-contained shared library (generated code, embedded weights, the small
  * runtime support) and a C header with a typed entry point named after `prefix`
- * (NULL: the graph's name). See the header it writes for the entry points. */
+ * (NULL: the graph's name; a C identifier, not a keyword nor a kiln_ name). See the
+ * header it writes for the entry points: PREFIX_create, PREFIX_run, PREFIX_destroy,
+ * PREFIX_strerror, PREFIX_describe. Needs a C compiler to link (CC, else cc: a clear
+ * error when there is none) and the AOT runtime installed with Kiln (KILN_AOTRT). The
+ * CUDA target writes a cubin at so_path and its CUDA C at so_path.cu; it takes no
+ * header (header_path must be NULL). */
 kiln_status kiln_export(kiln_context *ctx, const kiln_graph *g, const kiln_compile_options *o,
                         const char *so_path, const char *header_path, const char *prefix);
 
-/* Loads a shared library written by kiln_export as an executable (generic entry). */
+/* Loads a shared library written by kiln_export as an executable (its generic entry,
+ * found as kiln_aot_describe). Its runs wait for each other (one model object). */
 kiln_status kiln_load_library(kiln_context *ctx, const char *so_path, kiln_executable **exe);
 
 /* ===================================================================== reference */

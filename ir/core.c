@@ -30,6 +30,16 @@ void kiln_diag_append(kiln_diag *d, const char *fmt, ...) {
   va_end(ap);
 }
 
+void kiln_progress_report(const kiln_progress *p, const char *fmt, ...) {
+  if (!p || !p->fn) return;
+  char msg[512];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  p->fn(p->user, msg);
+}
+
 _Noreturn void kiln_ir_assert_fail(const char *cond, const char *file, int line) {
   fprintf(stderr, "kiln: internal error: assertion '%s' failed at %s:%d\n", cond, file, line);
   abort();

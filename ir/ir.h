@@ -25,6 +25,15 @@ kiln_status kiln_diag_set(kiln_diag *d, kiln_status st, const char *fmt, ...)
 /* Appends to an error already set (for "list every unsupported op" style messages). */
 void kiln_diag_append(kiln_diag *d, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* Progress of long operations (which compile stage is running, how many kernels), for a
+ * log: the pass manager and the backends report, the driver decides what reaches stderr.
+ * fn NULL: nobody listens. */
+typedef struct kiln_progress {
+  void (*fn)(void *user, const char *msg);
+  void *user;
+} kiln_progress;
+void kiln_progress_report(const kiln_progress *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
 /* Internal invariant check: stays on in release builds; aborts with file:line. Only for
  * bugs in Kiln, never for anything a user can cause (those get a status). */
 #define KILN_ASSERT(c)                                                                 \
@@ -588,6 +597,9 @@ typedef struct kiln_kernel_stats {
   int64_t bytes_read, bytes_written, flops;
 } kiln_kernel_stats;
 void kiln_ir_kernel_stats(const kiln_kprogram *p, const kiln_kernel *k, kiln_kernel_stats *s);
+/* The costs of p's kernels summed: the one source of the totals of the fusion report,
+ * kiln_executable_stats and kiln bench (bytes moved = read + written). */
+void kiln_ir_kprogram_totals(const kiln_kprogram *p, kiln_kernel_stats *total);
 
 /* The number of operands (a[0..n-1]) kx x uses: a LOAD its offset and mask, an ALU its
  * op's arity (0 for an op out of range), a REDUCE its body, a CHECK its condition and

@@ -682,6 +682,17 @@ static const char *source_name(const kiln_kernel *k, int32_t i) {
   return i >= 0 && i < k->n_sources && k->sources && k->sources[i] ? k->sources[i] : "?";
 }
 
+void kiln_ir_kprogram_totals(const kiln_kprogram *p, kiln_kernel_stats *total) {
+  memset(total, 0, sizeof *total);
+  for (int32_t i = 0; i < p->n_kernels; i++) {
+    kiln_kernel_stats s;
+    kiln_ir_kernel_stats(p, &p->kernels[i], &s);
+    total->bytes_read += s.bytes_read;
+    total->bytes_written += s.bytes_written;
+    total->flops += s.flops;
+  }
+}
+
 void kiln_ir_kernel_error_message(const kiln_kprogram *p, int32_t ki, char *out, size_t n) {
   if (!n) return;
   if (!p || ki < 0 || ki >= p->n_kernels) {

@@ -123,6 +123,7 @@ static kiln_status run_graph_passes(kiln_graph *g, const kiln_pipeline_options *
       if (kiln_ir_verify(g, &vd) != KILN_OK)
         return kiln_diag_set(d, KILN_ERR_INTERNAL, "the graph is invalid after pass '%s': %s", pe->name, vd.msg);
     }
+    kiln_progress_report(&o->progress, "pass %s done (%d nodes)", pe->name, (int)g->n_nodes);
     if (want_print(o, pe->name)) {
       fprintf(pf, "// after %s\n", pe->name);
       kiln_ir_print(g, pf, &(kiln_print_options){.elide_constants = true});
@@ -154,13 +155,17 @@ kiln_status kiln_pass_pipeline(kiln_graph *g, const kiln_pipeline_options *o, ki
 
   kiln_fusion_plan *plan = NULL;
   if ((st = kiln_pass_fuse(g, &t, &plan, d)) != KILN_OK) return st;
+  kiln_progress_report(&o->progress, "pass fuse done (%d groups)", (int)plan->n_groups);
   if (want_print(o, "fuse")) {
     fprintf(pf, "// after fuse\n");
     kiln_pass_plan_print(plan, pf);
   }
   kiln_kprogram *p = NULL;
   st = kiln_pass_lower(g, plan, &t, &p, d);
-  if (st == KILN_OK) print_program(o, pf, "lower", p);
+  if (st == KILN_OK) {
+    kiln_progress_report(&o->progress, "pass lower done (%d kernels)", (int)p->n_kernels);
+    print_program(o, pf, "lower", p);
+  }
   if (st == KILN_OK && (st = kiln_pass_plan_memory(p, d)) == KILN_OK) print_program(o, pf, "plan_memory", p);
   if (st == KILN_OK && (st = kiln_pass_schedule(p, &t, d)) == KILN_OK) {
     kiln_diag vd = {0};

@@ -121,6 +121,7 @@ typedef struct kiln_pipeline_options {
   bool verify_each;           /* run the verifier after every graph pass */
   kiln_fusion_plan **plan;    /* when set: receives the fusion plan (over the rewritten
                                  graph, which must outlive it; kiln_pass_plan_destroy) */
+  kiln_progress progress;     /* told after each pass (its name; kernels after lowering) */
 } kiln_pipeline_options;
 
 /* Runs the graph passes on g (in place), then fusion, lowering, memory planning and

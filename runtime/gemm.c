@@ -11,6 +11,8 @@
  */
 #include "rt.h"
 
+#include <pthread.h>
+
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -420,15 +422,36 @@ static void gemm_fused(kiln_rt_pool *pool, const kiln_gemm_desc *g, int32_t dtyp
   for (int64_t i = 0; i < n_tiles; i++) run_tile(&tc, bufs, i, pool);
 }
 
+#ifdef KILN_HAVE_OPENBLAS
+/* OpenBLAS's thread count is one setting for the whole process, so pinning it to 1 for
+ * Kiln's calls is too: the first of any concurrent GEMMs (runs of executables on several
+ * threads) saves the setting and the last gives it back. A save and restore per call would
+ * race: a call ending while another runs would unpin the other, and the other's restore
+ * would then leave 1 for good. The runtime's one piece of process-wide state, because
+ * OpenBLAS's setting is. */
+static pthread_mutex_t blas_mu = PTHREAD_MUTEX_INITIALIZER;
+static int blas_users, blas_saved;
+
+static void blas_pin(bool on) {
+  pthread_mutex_lock(&blas_mu);
+  if (on && blas_users++ == 0) {
+    blas_saved = openblas_get_num_threads();
+    openblas_set_num_threads(1);
+  } else if (!on && --blas_users == 0) {
+    openblas_set_num_threads(blas_saved);
+  }
+  pthread_mutex_unlock(&blas_mu);
+}
+#endif
+
 void kiln_rt_gemm_fused(kiln_rt_pool *pool, const kiln_gemm_desc *g, int32_t dtype, void **bufs, kiln_rt_kernel_fn pack,
                         kiln_rt_kernel_fn epi) {
 #ifdef KILN_HAVE_OPENBLAS
   /* Kiln's pool threads every product (split_product, tiles_fn, gemm_batches_fn); OpenBLAS
    * runs on the calling thread, and gets its setting back for the rest of the process. */
-  int saved = openblas_get_num_threads();
-  openblas_set_num_threads(1);
+  blas_pin(true);
   gemm_fused(pool, g, dtype, bufs, pack, epi);
-  openblas_set_num_threads(saved);
+  blas_pin(false);
 #else
   gemm_fused(pool, g, dtype, bufs, pack, epi);
 #endif

@@ -48,7 +48,8 @@ struct kiln_rt_pool {
 };
 
 /* A thread about to sleep on a condition variable first spins for up to spin_ns (100 us;
- * $KILN_POOL_SPIN_US sets it, 0 turns spinning off) on a lock-free copy of the
+ * kiln_rt_pool_create's spin_us sets it, from $KILN_POOL_SPIN_US through the context; 0
+ * turns spinning off) on a lock-free copy of the
  * condition, when jobs are short: small kernels follow each other within microseconds,
  * and a sleeping thread takes far longer to wake (a futex wake, and on a virtual machine
  * an idle virtual CPU to resume). With the spin, at 2 threads, together with the GEMM
@@ -140,7 +141,7 @@ static void *worker_main(void *arg) {
   return NULL;
 }
 
-kiln_rt_pool *kiln_rt_pool_create(const kiln_allocator *a, int threads) {
+kiln_rt_pool *kiln_rt_pool_create(const kiln_allocator *a, int threads, int64_t spin_us) {
   if (threads <= 0) {
     long c = sysconf(_SC_NPROCESSORS_ONLN);
     threads = c > 0 ? (int)c : 1;
@@ -148,12 +149,7 @@ kiln_rt_pool *kiln_rt_pool_create(const kiln_allocator *a, int threads) {
   kiln_rt_pool *p = kiln_ir_malloc(a, sizeof *p);
   if (!p) return NULL;
   *p = (kiln_rt_pool){.alloc = a, .threads = threads, .spin_ns = DEFAULT_SPIN_NS};
-  const char *spin = getenv("KILN_POOL_SPIN_US");
-  if (spin && *spin) {
-    char *end;
-    long us = strtol(spin, &end, 10);
-    if (*end == 0 && us >= 0 && us <= 1000000) p->spin_ns = (int64_t)us * 1000;
-  }
+  if (spin_us >= 0) p->spin_ns = (spin_us < 1000000 ? spin_us : 1000000) * 1000;
   atomic_init(&p->next, 0);
   atomic_init(&p->generation, 0);
   atomic_init(&p->stop, 0);

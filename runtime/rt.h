@@ -54,8 +54,11 @@ kiln_status kiln_rt_fold_value(kiln_graph *g, int32_t v, int32_t *out_node, kiln
 /* ------------------------------------------------------------------ thread pool */
 typedef struct kiln_rt_pool kiln_rt_pool;
 /* threads <= 0: number of online CPUs. threads == 1 runs everything on the caller.
- * a: the allocator (NULL: malloc). */
-kiln_rt_pool *kiln_rt_pool_create(const kiln_allocator *a, int threads);
+ * a: the allocator (NULL: malloc). spin_us: how long a thread about to sleep spins first
+ * (microseconds, at most 1 s; < 0: the default, 100; pool.c says why). Any number of
+ * threads may call kiln_rt_parallel_for on one pool at once (one job runs on the
+ * workers; the others run on their callers). */
+kiln_rt_pool *kiln_rt_pool_create(const kiln_allocator *a, int threads, int64_t spin_us);
 void kiln_rt_pool_destroy(kiln_rt_pool *p);
 int kiln_rt_pool_threads(const kiln_rt_pool *p);
 

@@ -3,7 +3,7 @@
 # Python packages (pip). Quiet and quick when everything is already there.
 set -euo pipefail
 
-APT_PKGS="cmake make gcc llvm-19-dev llvm-19-tools libopenblas-dev libcriterion-dev \
+APT_PKGS="cmake make gcc g++ pkg-config llvm-19-dev llvm-19-tools libopenblas-dev libcriterion-dev \
 protobuf-c-compiler libprotobuf-c-dev libonnx-dev zlib1g-dev libzstd-dev python3 python3-pip"
 PIP_PKGS="onnx==1.22.0 onnxruntime numpy"
 

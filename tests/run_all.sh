@@ -8,9 +8,10 @@
 # tests/models/check_models.py against ONNX Runtime), and the PyTorch-exported
 # architectures of tests/models/torch (weights refilled by torch_refill.py, then the same
 # checks), and issue 3's fusion targets (tests/models/check_fusion_targets.py --assert:
-# kernel counts and arena size, not timing), and the structure rules
-# (tests/structure/check_structure.py). A failing suite does not stop the
-# run. Individual tests are counted where the suite's output says how many ran; a suite
+# kernel counts and arena size, not timing), the installed library (tests/install:
+# programs built against an installed prefix), and the structure rules
+# (tests/structure/check_structure.py). A failing suite does not stop the run.
+# Individual tests are counted where the suite's output says how many ran; a suite
 # that cannot run at all (missing tool, crash, timeout, unparsable output) counts as one
 # failed test, never as a silent skip. The last line is always
 #   tests: N passed, N failed, N skipped
@@ -233,6 +234,24 @@ else
   else
     record "fusion-targets" "$met" 0 "$missed" "informational: $missed of $((met + missed)) targets missed (not asserted)"
   fi
+fi
+
+# ------------------------------------------------------------------ installed library
+# cmake --install into a fresh prefix under the build tree; programs built against it with
+# pkg-config and with find_package(Kiln), kiln.h's worked example, the installed kiln tool
+# from a moved prefix (tests/install/run.sh). Each check counts as one test.
+header "install: tests/install/run.sh"
+run_logged tests/install/run.sh "$BUILD"
+rc=$?
+line=$(grep -a '^install: [0-9]* passed, [0-9]* failed' "$LOG/out" | tail -1)
+if [ -z "$line" ]; then
+  echo ">> tests/install/run.sh printed no summary: $(why_failed $rc)"
+  record "install" 0 1 0 "no summary ($(why_failed $rc))"
+else
+  p=$(sed -n 's/^install: \([0-9]*\) passed.*/\1/p' <<<"$line")
+  f=$(sed -n 's/.* \([0-9]*\) failed.*/\1/p' <<<"$line")
+  [ $rc -ne 0 ] && [ "$f" -eq 0 ] && f=1
+  record "install" "$p" "$f" 0
 fi
 
 # ------------------------------------------------------------------ structure

@@ -2,10 +2,12 @@
 #
 #   python3 /usr/lib/llvm-19/build/utils/lit/lit.py -sv tests/lit --param kiln_build=BUILD
 #
-# Substitutions: %kiln is BUILD/kiln; FileCheck, not, count and split-file come from LLVM 19.
+# Substitutions: %kiln is BUILD/kiln, %kiln_build BUILD, %python this Python, %src_root the
+# source tree; FileCheck, not, count and split-file come from LLVM 19.
 # Scratch files (%t) go under BUILD/lit, never into the source tree.
 import os
 import shutil
+import sys
 
 import lit.formats
 
@@ -38,6 +40,9 @@ if not os.access(_filecheck, os.X_OK):
 # matching inside a longer word.
 config.substitutions.append(("%kiln\\b", _kiln))
 config.substitutions.append(("%kiln_build\\b", _build))
+# Python (the one running lit: it has numpy and onnx) and the source tree's root.
+config.substitutions.append(("%python\\b", sys.executable))
+config.substitutions.append(("%src_root\\b", os.path.dirname(os.path.dirname(config.test_source_root))))
 config.substitutions.append(("\\bFileCheck\\b", _filecheck))
 
 # LLVM's helper tools (not, count, split-file) by name, and a cache that does not touch

@@ -86,7 +86,7 @@ Test(fusion_report, totals_sum_kernel_stats) {
   kiln_kprogram *p = neg_program();
   kiln_kernel_stats s, t;
   kiln_ir_kernel_stats(p, &p->kernels[0], &s);
-  kiln_driver_kprogram_totals(p, &t);
+  kiln_ir_kprogram_totals(p, &t);
   cr_expect_eq(t.bytes_read, s.bytes_read);
   cr_expect_eq(t.bytes_written, s.bytes_written);
   cr_expect_eq(t.flops, 4);

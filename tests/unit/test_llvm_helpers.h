@@ -128,7 +128,7 @@ static inline kiln_rt_entry_fn tp_compile(kiln_kprogram *p, kiln_llvm_jit **jit)
 
 /* Runs a compiled program once with a pool of `threads` (0: a NULL pool). */
 static inline void tp_exec(kiln_rt_entry_fn entry, void **bufs, int threads) {
-  kiln_rt_pool *pool = threads > 0 ? kiln_rt_pool_create(NULL, threads) : NULL;
+  kiln_rt_pool *pool = threads > 0 ? kiln_rt_pool_create(NULL, threads, -1) : NULL;
   cr_assert(threads == 0 || pool);
   entry(bufs, pool);
   if (pool) kiln_rt_pool_destroy(pool);

@@ -3,7 +3,8 @@
  * run time (count, dtype, rank, dims, NULL data), kiln_load_library on files that are not
  * Kiln libraries, kiln_load_text/kiln_parse_text on garbage, and builder misuse (invalid
  * value ids, out-of-range axes, mismatched matmul) giving a sticky error that names the
- * node. Run under the ASan build to see memory errors. */
+ * node; kiln_version and kiln_last_error_copy. Run under the ASan build to see memory
+ * errors. */
 #include <criterion/criterion.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -395,5 +396,29 @@ Test(robust_api, builder_misuse_is_a_sticky_error_naming_the_node) {
               "case %zu: '%s' does not name the node (%s)", i, msg, cases[i].what);
     kiln_graph_destroy(g);
   }
+  kiln_context_destroy(ctx);
+}
+
+/* kiln_version: "MAJOR.MINOR.PATCH", the same as the kiln tool's --version. */
+Test(robust_api, version_is_major_minor_patch) {
+  const char *v = kiln_version();
+  cr_assert(v);
+  int a, b, c;
+  char rest;
+  cr_expect_eq(sscanf(v, "%d.%d.%d%c", &a, &b, &c, &rest), 3, "version '%s'", v);
+}
+
+/* kiln_last_error_copy copies the message, cut to fit and NUL-terminated. */
+Test(robust_api, last_error_copy_cuts_to_fit) {
+  kiln_context *ctx = new_ctx();
+  kiln_graph *g = NULL;
+  cr_assert_neq(kiln_load_text(ctx, "/no/such/model.kir", &g), KILN_OK);
+  char full[2048], small[8];
+  size_t n = kiln_last_error_copy(ctx, full, sizeof full);
+  cr_expect_str_eq(full, kiln_last_error(ctx));
+  cr_expect_eq(n, strlen(full));
+  kiln_last_error_copy(ctx, small, sizeof small);
+  cr_expect_eq(strlen(small), sizeof small - 1);
+  cr_expect(strncmp(small, full, sizeof small - 1) == 0);
   kiln_context_destroy(ctx);
 }

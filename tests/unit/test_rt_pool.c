@@ -47,7 +47,7 @@ Test(pool, covers_every_row_once) {
   int64_t ns[] = {0, 1, 2, 7, 64, 100, 1000, 4999};
   int64_t grains[] = {0, 1, 3, 16, 1000, 10000};
   for (size_t t = 0; t < sizeof threads / sizeof *threads; t++) {
-    kiln_rt_pool *p = kiln_rt_pool_create(NULL, threads[t]);
+    kiln_rt_pool *p = kiln_rt_pool_create(NULL, threads[t], -1);
     cr_assert(p);
     cr_assert_eq(kiln_rt_pool_threads(p), threads[t]);
     for (size_t i = 0; i < sizeof ns / sizeof *ns; i++)
@@ -62,14 +62,14 @@ Test(pool, null_pool_runs_serially) {
 }
 
 Test(pool, default_thread_count_is_positive) {
-  kiln_rt_pool *p = kiln_rt_pool_create(NULL, 0);
+  kiln_rt_pool *p = kiln_rt_pool_create(NULL, 0, -1);
   cr_assert(p && kiln_rt_pool_threads(p) >= 1);
   check_cover(p, 333, 2);
   kiln_rt_pool_destroy(p);
 }
 
 Test(pool, many_jobs_back_to_back) {
-  kiln_rt_pool *p = kiln_rt_pool_create(NULL, 4);
+  kiln_rt_pool *p = kiln_rt_pool_create(NULL, 4, -1);
   for (int r = 0; r < 300; r++) check_cover(p, 1 + r % 97, 1);
   kiln_rt_pool_destroy(p);
 }
@@ -97,7 +97,7 @@ static void outer_rows(void **bufs, int64_t b, int64_t e) {
 Test(pool, nested_parallel_for_runs_inline) {
   static nested s;
   memset(&s, 0, sizeof s);
-  s.pool = kiln_rt_pool_create(NULL, 3);
+  s.pool = kiln_rt_pool_create(NULL, 3, -1);
   void *bufs[1] = {&s};
   kiln_rt_parallel_for(s.pool, outer_rows, bufs, 64, 1);
   for (int r = 0; r < 64; r++)
@@ -121,7 +121,7 @@ static void *share_main(void *arg) {
 Test(pool, two_callers_share_a_pool) {
   static sharer s[2];
   memset(s, 0, sizeof s);
-  kiln_rt_pool *p = kiln_rt_pool_create(NULL, 3);
+  kiln_rt_pool *p = kiln_rt_pool_create(NULL, 3, -1);
   pthread_t th[2];
   for (int i = 0; i < 2; i++) {
     s[i].pool = p;
@@ -136,19 +136,16 @@ Test(pool, two_callers_share_a_pool) {
 }
 
 /* Threads that spin before they sleep (the default) and threads that never spin
- * (KILN_POOL_SPIN_US=0) run the same jobs the same way; an invalid value keeps the
- * default. Short jobs back to back (the spinning case) and long gaps (the sleeping one). */
+ * (spin_us 0, from KILN_POOL_SPIN_US=0 through the context) run the same jobs the same way.
+ * Short jobs back to back (the spinning case) and long gaps (the sleeping one). */
 Test(pool, spin_settings_keep_every_row_once) {
-  static const char *settings[] = {"0", "50", "100000", "bogus", NULL};
+  static const int64_t settings[] = {0, 50, 100000, 5000000, -1};
   for (int s = 0; s < 5; s++) {
-    if (settings[s]) setenv("KILN_POOL_SPIN_US", settings[s], 1);
-    else unsetenv("KILN_POOL_SPIN_US");
-    kiln_rt_pool *p = kiln_rt_pool_create(NULL, 3);
+    kiln_rt_pool *p = kiln_rt_pool_create(NULL, 3, settings[s]);
     cr_assert(p);
     for (int i = 0; i < 200; i++) check_cover(p, 1 + i * 7 % 997, 1 + i % 5);
     usleep(2000); /* past any spin: the workers sleep, then wake for the next job */
     check_cover(p, 4000, 3);
     kiln_rt_pool_destroy(p);
   }
-  unsetenv("KILN_POOL_SPIN_US");
 }

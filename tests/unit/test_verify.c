@@ -1,6 +1,7 @@
 /* test_verify.c - per-kernel verify mode (KILN_VERIFY / kiln_compile_options.verify): a
  * correct model runs and gives the interpreter's outputs; a kernel corrupted through the
- * driver's test hook (KILN_VERIFY_CORRUPT_KERNEL=k, which acts only in verify mode) fails
+ * driver's test hook (KILN_VERIFY_CORRUPT_KERNEL=k, read with the rest of the environment when
+ * the context is created; it acts only in verify mode) fails
  * the run with KILN_ERR_INTERNAL and a message naming exactly that kernel, also when the
  * code comes from the compile cache; lowering records which graph node each kernel's
  * output buffer holds (-1 for im2col columns). */
@@ -126,11 +127,8 @@ static kiln_kprogram *lower(fixture *f, kiln_fusion_level fusion, kiln_graph **l
   return p;
 }
 
-static void set_corrupt(int k) {
-  char v[16];
-  snprintf(v, sizeof v, "%d", k);
-  cr_assert_eq(setenv("KILN_VERIFY_CORRUPT_KERNEL", v, 1), 0);
-}
+/* The test hook as KILN_VERIFY_CORRUPT_KERNEL=k sets it when the context is created. */
+static void set_corrupt(fixture *f, int k) { f->ctx->env.corrupt_kernel = k; }
 
 Test(verify, correct_model_passes_at_every_fusion_level) {
   const kiln_fusion_level levels[] = {KILN_FUSION_NONE, KILN_FUSION_ELEMENTWISE, KILN_FUSION_FULL};
@@ -178,7 +176,7 @@ static void expect_each_corruption_named(const char *text, kiln_fusion_level fus
   for (int32_t k = 0; k < p->n_kernels; k++) {
     const kiln_kernel *kn = &p->kernels[k];
     if (kn->node < 0) continue;
-    set_corrupt(k);
+    set_corrupt(&f, k);
     kiln_status st = compile_run(&f, fusion, 1, NULL);
     const char *msg = kiln_last_error(f.ctx);
     cr_expect_eq(st, KILN_ERR_INTERNAL, "kernel %d (%s) corrupted, run gave %d: %s", k, kn->name, (int)st, msg);
@@ -201,20 +199,29 @@ Test(verify, corrupted_conv_gemm_is_named) { expect_each_corruption_named(conv_t
 Test(verify, corruption_hook_acts_only_in_verify_mode) {
   fixture f;
   setup(&f, chain_text, "");
-  set_corrupt(0);
+  set_corrupt(&f, 0);
   cr_expect_eq(compile_run(&f, KILN_FUSION_NONE, 0, NULL), KILN_OK, "%s", kiln_last_error(f.ctx));
   expect_outputs_match(&f);
   teardown(&f);
 }
 
+/* The environment is read when the context is created, and only then. */
 Test(verify, env_var_turns_verify_on) {
+  cr_assert_eq(setenv("KILN_VERIFY", "1", 1), 0);
+  cr_assert_eq(setenv("KILN_VERIFY_CORRUPT_KERNEL", "1", 1), 0);
   fixture f;
   setup(&f, chain_text, "");
-  set_corrupt(1);
-  cr_assert_eq(setenv("KILN_VERIFY", "1", 1), 0);
+  cr_assert_eq(unsetenv("KILN_VERIFY"), 0);
+  cr_assert_eq(unsetenv("KILN_VERIFY_CORRUPT_KERNEL"), 0);
   kiln_status st = compile_run(&f, KILN_FUSION_NONE, 0, NULL);
   cr_expect_eq(st, KILN_ERR_INTERNAL, "%s", kiln_last_error(f.ctx));
   cr_expect(strstr(kiln_last_error(f.ctx), "kernel 1 '"), "%s", kiln_last_error(f.ctx));
+  teardown(&f);
+  /* set after a context was created: that context never sees it */
+  setup(&f, chain_text, "");
+  cr_assert_eq(setenv("KILN_VERIFY", "1", 1), 0);
+  cr_assert_eq(setenv("KILN_VERIFY_CORRUPT_KERNEL", "1", 1), 0);
+  cr_expect_eq(compile_run(&f, KILN_FUSION_NONE, 0, NULL), KILN_OK, "%s", kiln_last_error(f.ctx));
   teardown(&f);
 }
 
@@ -228,7 +235,7 @@ Test(verify, works_from_the_compile_cache) {
   kiln_exe_stats s1, s2;
   cr_expect_eq(compile_run(&f, KILN_FUSION_NONE, 1, &s1), KILN_OK, "%s", kiln_last_error(f.ctx));
   cr_expect_eq(s1.cache_hit, 0);
-  set_corrupt(2);
+  set_corrupt(&f, 2);
   kiln_status st = compile_run(&f, KILN_FUSION_NONE, 1, &s2);
   cr_expect_eq(s2.cache_hit, 1, "the second compile should hit the cache");
   cr_expect_eq(st, KILN_ERR_INTERNAL, "%s", kiln_last_error(f.ctx));
