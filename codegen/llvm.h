@@ -102,10 +102,11 @@ bool kiln_llvm_check_prefix(const char *prefix, char *why, size_t n);
 kiln_status kiln_llvm_export(const kiln_kprogram *p, const kiln_llvm_aot_options *o, kiln_diag *d);
 
 /* What the LLVM backend runs and the numbers its loop nests are scheduled with, for the
- * host (triple NULL) or a named target triple: loop nests, 512-bit vectors on x86-64
- * (LLVM narrows them to what the CPU has), GEMM prologues, sibling pairs and
- * channels-last convolutions. */
-void kiln_llvm_target_desc(const char *triple, kiln_target_desc *d);
+ * host (triple and cpu NULL) or a named target triple or CPU: loop nests, 512-bit vectors
+ * on x86-64 (LLVM narrows them to what the CPU has), GEMM prologues, sibling pairs and
+ * channels-last convolutions; generated GEMM microkernels for the host, whose vector
+ * registers are known (from its features: AVX-512, AVX2+FMA, SSE, NEON). */
+void kiln_llvm_target_desc(const char *triple, const char *cpu, kiln_target_desc *d);
 
 /* "LLVM 19.1.7" style version string, for the compile cache key. */
 const char *kiln_llvm_version(void);

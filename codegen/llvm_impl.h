@@ -94,6 +94,15 @@ LLVMValueRef kiln_llvm_alu(const kiln_llvm_scalar *s, kiln_op op, int32_t kind, 
 /* The initial accumulator of reduction op (reduce_*, argmax, argmin) over dtype t. */
 LLVMValueRef kiln_llvm_reduce_init(const kiln_llvm_scalar *s, kiln_op op, kiln_dtype t);
 
+/* ------------------------------------------------------------------ gemm_gen.c */
+/* The task function void kiln_k<ki>_mm(ptr bufs, i64 begin, i64 end) of program kernel
+ * ki, a GEMM scheduled KILN_GEMM_GENERATED; epilogue is its rendered epilogue sub-kernel
+ * (NULL: none), which a task calls on its rows unless the panels are split (col_groups >
+ * 1: the entry then runs it after the tasks). */
+LLVMValueRef kiln_llvm_gemm_kernel(const kiln_llvm_scalar *s, const kiln_kprogram *p, int32_t ki, LLVMValueRef epilogue);
+/* How many tasks it has (the entry's parallel range). */
+int64_t kiln_llvm_gemm_tasks(const kiln_kernel *k);
+
 /* ------------------------------------------------------------------ render.c */
 /* Renders p into a new module in ctx and verifies it. On failure *out is NULL and d
  * holds the reason (with the module text when LLVM's verifier refused it). */

@@ -463,6 +463,12 @@ static kiln_status check_kernel(render *r, const kiln_kernel *k, int32_t ki) {
         return kiln_diag_set(r->d, KILN_ERR_INTERNAL, "kernel %s: its %s is not a LOOP kernel", kn, i ? "epilogue" : "pack");
       if (check_kernel(r, sub[i], ki) != KILN_OK) return r->d->status;
     }
+    const kiln_schedule *sc = &k->sched;
+    if (sc->gemm_engine == KILN_GEMM_GENERATED &&
+        (k->out_dtype != KILN_F32 || sc->lanes < 1 || sc->lanes > 64 || sc->nv < 1 || sc->nv > 8 || sc->mr < 1 ||
+         sc->mr * sc->nv > 64 || sc->packed_b < 0 || sc->packed_b >= p->n_buffers))
+      return kiln_diag_set(r->d, KILN_ERR_INTERNAL, "kernel %s: a generated GEMM of %d x %d vectors of %d lanes", kn,
+                           (int)sc->mr, (int)sc->nv, (int)sc->lanes);
     return KILN_OK;
   }
   if (k->kind == KILN_KERNEL_OPAQUE) {
@@ -869,6 +875,39 @@ static void free_merged(render *r, kiln_kernel *m) {
   kiln_ir_free(r->p->alloc, m->sched.row_cache);
 }
 
+/* Runs kf(bufs, begin, end) over [0, n): on the pool in chunks of grain, or on the caller
+ * when there is no pool (rt.h allows a NULL pool). */
+static void emit_parallel(render *r, LLVMValueRef fn, const call_types *t, LLVMValueRef bufs, LLVMValueRef pool,
+                          LLVMValueRef no_pool, LLVMValueRef kf, int64_t n, int64_t grain) {
+  LLVMBuilderRef b = r->s.b;
+  LLVMBasicBlockRef serial = LLVMAppendBasicBlockInContext(r->s.ctx, fn, "serial");
+  LLVMBasicBlockRef par = LLVMAppendBasicBlockInContext(r->s.ctx, fn, "parallel");
+  LLVMBasicBlockRef next = LLVMAppendBasicBlockInContext(r->s.ctx, fn, "next");
+  LLVMBuildCondBr(b, no_pool, serial, par);
+  LLVMPositionBuilderAtEnd(b, serial);
+  LLVMValueRef sa[3] = {bufs, ci64(r, 0), ci64(r, n)};
+  LLVMBuildCall2(b, t->kty, kf, sa, 3, "");
+  LLVMBuildBr(b, next);
+  LLVMPositionBuilderAtEnd(b, par);
+  LLVMValueRef pa[5] = {pool, kf, bufs, ci64(r, n), ci64(r, grain < 1 ? 1 : grain)};
+  LLVMBuildCall2(b, t->pf_ty, kiln_llvm_declare_fn(&r->s, "kiln_rt_parallel_for", t->pf_ty), pa, 5, "");
+  LLVMBuildBr(b, next);
+  LLVMPositionBuilderAtEnd(b, next);
+}
+
+/* A generated GEMM (gemm_gen.c): its tasks on the pool, then, where the tasks split the
+ * panels, the epilogue over every row. */
+static void emit_generated_gemm(render *r, LLVMValueRef fn, const call_types *t, LLVMValueRef bufs, LLVMValueRef pool,
+                                LLVMValueRef no_pool, int32_t i, LLVMValueRef *kfn) {
+  const kiln_kernel *k = &r->p->kernels[i];
+  emit_parallel(r, fn, t, bufs, pool, no_pool, kfn[i], kiln_llvm_gemm_tasks(k), 1);
+  if (!k->epilogue || k->sched.col_groups == 1) return;
+  char sub[48];
+  snprintf(sub, sizeof sub, "kiln_k%d_epilogue", i);
+  emit_parallel(r, fn, t, bufs, pool, no_pool, LLVMGetNamedFunction(r->s.mod, sub), k->epilogue->sched.rows,
+                k->epilogue->sched.grain);
+}
+
 /* Runs kernel i at the builder's position in fn (which takes bufs and pool). */
 static void emit_kernel_call(render *r, LLVMValueRef fn, const call_types *t, LLVMValueRef bufs, LLVMValueRef pool,
                              LLVMValueRef no_pool, int32_t i, LLVMValueRef *kfn) {
@@ -878,11 +917,6 @@ static void emit_kernel_call(render *r, LLVMValueRef fn, const call_types *t, LL
   if (i > 0 && r->p->kernels[i - 1].with_next) return; /* ran with kernel i - 1 */
   if (k->kind == KILN_KERNEL_LOOP) {
     if (kiln_shape_numel(&k->out) <= 0) return;
-    int64_t n_rows = k->sched.rows, grain = k->sched.grain; /* the schedule's parallel split */
-    /* No pool: run the whole range on the caller (rt.h allows a NULL pool). */
-    LLVMBasicBlockRef serial = LLVMAppendBasicBlockInContext(r->s.ctx, fn, "serial");
-    LLVMBasicBlockRef par = LLVMAppendBasicBlockInContext(r->s.ctx, fn, "parallel");
-    LLVMBasicBlockRef next = LLVMAppendBasicBlockInContext(r->s.ctx, fn, "next");
     LLVMValueRef kf = kfn[i], kst = kfn[r->p->n_kernels + i];
     if (kst) { /* the streaming variant where the output (both, for siblings) is 64-byte aligned */
       LLVMValueRef mis = ci64(r, 0);
@@ -894,16 +928,9 @@ static void emit_kernel_call(render *r, LLVMValueRef fn, const call_types *t, LL
       mis = LLVMBuildAnd(b, mis, ci64(r, STREAM_ALIGN - 1), "");
       kf = LLVMBuildSelect(b, LLVMBuildICmp(b, LLVMIntEQ, mis, ci64(r, 0), ""), kst, kf, "");
     }
-    LLVMBuildCondBr(b, no_pool, serial, par);
-    LLVMPositionBuilderAtEnd(b, serial);
-    LLVMValueRef sa[3] = {bufs, ci64(r, 0), ci64(r, n_rows)};
-    LLVMBuildCall2(b, t->kty, kf, sa, 3, "");
-    LLVMBuildBr(b, next);
-    LLVMPositionBuilderAtEnd(b, par);
-    LLVMValueRef pa[5] = {pool, kf, bufs, ci64(r, n_rows), ci64(r, grain < 1 ? 1 : grain)};
-    LLVMBuildCall2(b, t->pf_ty, kiln_llvm_declare_fn(&r->s, "kiln_rt_parallel_for", t->pf_ty), pa, 5, "");
-    LLVMBuildBr(b, next);
-    LLVMPositionBuilderAtEnd(b, next);
+    emit_parallel(r, fn, t, bufs, pool, no_pool, kf, k->sched.rows, k->sched.grain); /* the schedule's split */
+  } else if (k->kind == KILN_KERNEL_GEMM && k->sched.gemm_engine == KILN_GEMM_GENERATED) {
+    emit_generated_gemm(r, fn, t, bufs, pool, no_pool, i, kfn);
   } else if (k->kind == KILN_KERNEL_GEMM) {
     snprintf(name, sizeof name, "kiln_gemm%d", i);
     kiln_gemm_desc gdesc = k->gemm;
@@ -1047,6 +1074,11 @@ kiln_status kiln_llvm_render(const kiln_kprogram *p, LLVMContextRef ctx,
         st = d->status != KILN_OK ? d->status : kiln_diag_set(d, KILN_ERR_INTERNAL, "kernel %d failed to render", i);
         goto fail;
       }
+    }
+    const kiln_kernel *gk = &p->kernels[i];
+    if (gk->kind == KILN_KERNEL_GEMM && gk->sched.gemm_engine == KILN_GEMM_GENERATED) {
+      snprintf(name, sizeof name, "kiln_k%d_epilogue", i);
+      kfn[i] = kiln_llvm_gemm_kernel(&r.s, p, i, gk->epilogue ? LLVMGetNamedFunction(r.s.mod, name) : NULL);
     }
   }
   if ((st = emit_entry(&r, o->entry_name, o->hidden_entry, kfn)) != KILN_OK) goto fail;

@@ -124,14 +124,28 @@ void kiln_llvm_target_features(LLVMTargetMachineRef tm, kiln_llvm_render_options
   LLVMDisposeMessage(features);
 }
 
-void kiln_llvm_target_desc(const char *triple, kiln_target_desc *d) {
+/* The host's vector registers, from its feature string, for the generated GEMMs. */
+static void host_simd(const char *triple, kiln_target_desc *d) {
+  char *f = LLVMGetHostCPUFeatures();
+  bool x86 = strncmp(triple, "x86_64", 6) == 0, arm = strncmp(triple, "aarch64", 7) == 0;
+  if (x86 && strstr(f, "+avx512f")) d->simd_bits = 512, d->simd_regs = 32;
+  else if (x86 && strstr(f, "+avx2") && strstr(f, "+fma")) d->simd_bits = 256, d->simd_regs = 16;
+  else if (x86) d->simd_bits = 128, d->simd_regs = 16;
+  else if (arm) d->simd_bits = 128, d->simd_regs = 32;
+  d->gemm_generated = d->simd_bits > 0;
+  LLVMDisposeMessage(f);
+}
+
+void kiln_llvm_target_desc(const char *triple, const char *cpu, kiln_target_desc *d) {
   kiln_ir_target_desc_default(KILN_SCHED_LOOP_NEST, d);
+  bool named = (triple && *triple) || (cpu && *cpu);
   char *host = triple && *triple ? NULL : LLVMGetDefaultTargetTriple();
   const char *t = host ? host : triple;
   /* 512-bit vectors where the target has them (LLVM defaults to 256 on x86): the
    * polynomial exp/erf of softmax and GELU are compute-bound at 256 bits; measured
    * 1.4-1.7x faster at 512 on AVX-512 hosts. Targets without them ignore it. */
   d->vector_bits = strncmp(t, "x86_64", 6) == 0 ? 512 : 128;
+  if (!named) host_simd(t, d); /* a named CPU's registers are not known here: library GEMMs */
   LLVMDisposeMessage(host);
   d->gemm_prologue = true;      /* kiln_rt_gemm_fused runs a pack of A */
   d->sibling_pairs = true;      /* render.c runs a with_next pair as one loop nest */

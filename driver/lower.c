@@ -22,7 +22,7 @@ static void target_desc(const kiln_compile_options *o, kiln_target_desc *desc) {
     return;
   }
 #ifdef KILN_HAVE_LLVM
-  kiln_llvm_target_desc(o ? o->triple : NULL, desc);
+  kiln_llvm_target_desc(o ? o->triple : NULL, o ? o->cpu : NULL, desc);
 #else
   kiln_ir_target_desc_default(KILN_SCHED_LOOP_NEST, desc);
 #endif

@@ -357,6 +357,10 @@ typedef struct kiln_target_desc {
   bool gemm_prologue;        /* a GEMM's pack sub-kernel may compute its A operand (pack_a) */
   bool sibling_pairs;        /* two sibling LOOP kernels (with_next) run as one loop nest */
   bool conv_channels_last;   /* conv_cl / pool_cl GEMM convolutions with A packs */
+  bool gemm_generated;       /* generated GEMM microkernels (below) for a GEMM whose B is
+                                a constant, packed into panels at compile time */
+  int32_t simd_bits;         /* ... their vector registers' width, */
+  int32_t simd_regs;         /* ... and how many there are */
   /* loop-nest schedules */
   int32_t vector_bits;       /* vector width the inner loop is vectorized for */
   int64_t grain_elems;       /* output elements (times reduction work) per parallel chunk */
@@ -457,6 +461,15 @@ typedef struct kiln_gemm_desc {
    * unknown): the runtime then runs packed tiles in parallel, each worker with its own
    * copy of bufs pointing the tile and parameter buffers at scratch of its own. */
   int32_t n_bufs;
+  /* A direct convolution (a channels-last conv_cl whose im2col matrix is never built:
+   * conv_rank > 0, only generated code runs it): A is the input in a_buf, images
+   * [spatial..., ci] a_bstride apart, and row p of the product (output pixel p of its
+   * image) at reduction index (tap, c) reads x[o(p) * stride + k(tap) * dilation - lo, c]
+   * (0 in the padding): taps in row-major order over conv_k, o(p) over conv_out. lda is
+   * unused. B is the weights [taps, ci] x co. */
+  int32_t conv_rank;
+  int64_t conv_ci;
+  int64_t conv_in[3], conv_out[3], conv_k[3], conv_stride[3], conv_dil[3], conv_lo[3];
 } kiln_gemm_desc;
 
 /* How a divide a / b of a LOOP kernel is computed (kiln_schedule.div). */
@@ -490,7 +503,20 @@ typedef struct kiln_schedule {
   /* SIMT */
   bool warp_per_row;       /* one warp per output row, its row-invariant reductions shared */
   int32_t block;           /* threads per block */
+  /* GEMM: the runtime's library call (KILN_GEMM_LIBRARY), or generated code
+   * (KILN_GEMM_GENERATED): C's rows in tasks of mc rows (times the batch), each computing
+   * its rows panel by panel in micro-tiles of mr rows x nv vectors of `lanes` floats held
+   * in registers, B read from packed_b, a constant of panels [np][k][nv * lanes] (zero
+   * past n); then the task's rows through the epilogue. With col_groups > 1 (few rows),
+   * tasks also split the panels into that many groups and the epilogue runs after all. */
+  uint8_t gemm_engine;
+  int32_t mr, nv, lanes;
+  int64_t mc;
+  int32_t col_groups;
+  int32_t packed_b;
 } kiln_schedule;
+
+enum { KILN_GEMM_LIBRARY = 0, KILN_GEMM_GENERATED = 1 };
 
 typedef struct kiln_kernel {
   kiln_kernel_kind kind;
@@ -583,6 +609,10 @@ typedef struct kiln_kprogram {
   const char *name;
 } kiln_kprogram;
 
+/* Adds a constant of dt and shape s to p with a CONST buffer over it (*buf); returns its
+ * data (zeroed, 64-byte aligned, in p's arena) for the caller to fill, or NULL when out
+ * of memory. For passes that make constants of their own (packed weights). */
+void *kiln_ir_kprogram_new_const(kiln_kprogram *p, kiln_dtype dt, const kiln_shape *s, const char *name, int32_t *buf);
 /* "loop", "gemm", "opaque". */
 const char *kiln_ir_kernel_kind_name(kiln_kernel_kind k);
 kiln_kprogram *kiln_ir_kprogram_create(const kiln_allocator *a);

@@ -138,6 +138,13 @@ static void print_kernel(FILE *f, const kiln_kernel *k, int32_t idx) {
       fprintf(f, "    epi_last %lld\n", (long long)g->epi_last);
       print_sub_kernel(f, "epilogue", k->epilogue);
     }
+    /* after the sub-kernels: the schedule is the last word on how the kernel runs */
+    if (k->sched.set && k->sched.gemm_engine == KILN_GEMM_GENERATED)
+      fprintf(f, "    schedule gemm generated mr %d nv %d lanes %d mc %lld col_groups %d packed b%d\n", (int)k->sched.mr,
+              (int)k->sched.nv, (int)k->sched.lanes, (long long)k->sched.mc, (int)k->sched.col_groups,
+              (int)k->sched.packed_b);
+    else if (k->sched.set)
+      fputs("    schedule gemm library\n", f);
   } else if (k->kind == KILN_KERNEL_OPAQUE) {
     fprintf(f, "    %s (", kiln_op_name(k->op));
     for (int i = 0; i < k->n_in_bufs; i++) fprintf(f, "%sb%d", i ? ", " : "", k->in_bufs ? (int)k->in_bufs[i] : -1);
@@ -429,6 +436,26 @@ static kiln_status verify_gemm_subs(const kiln_kprogram *p, int32_t ki, const ki
   return KILN_OK;
 }
 
+/* A generated GEMM's schedule: a micro-tile, tasks of whole micro-tiles, and packed B a
+ * constant holding every panel. */
+static kiln_status verify_gemm_schedule(const kiln_kprogram *p, int32_t ki, const kiln_kernel *k, kiln_diag *d) {
+  const kiln_schedule *s = &k->sched;
+  const kiln_gemm_desc *g = &k->gemm;
+  if (s->set && g->conv_rank && s->gemm_engine != KILN_GEMM_GENERATED)
+    return kiln_diag_set(d, KILN_ERR_INTERNAL, KFMT "a direct convolution must be generated code", KARGS(ki, k));
+  if (!s->set || s->gemm_engine != KILN_GEMM_GENERATED) return KILN_OK;
+  if (s->mr < 1 || s->nv < 1 || s->lanes < 1 || s->mc < s->mr || s->mc % s->mr || s->col_groups < 1 || k->pack ||
+      k->out_dtype != KILN_F32)
+    return kiln_diag_set(d, KILN_ERR_INTERNAL, KFMT "generated GEMM: mr %d nv %d lanes %d mc %lld", KARGS(ki, k),
+                         (int)s->mr, (int)s->nv, (int)s->lanes, (long long)s->mc);
+  int64_t w = (int64_t)s->nv * s->lanes, need = (g->n + w - 1) / w * g->k * w;
+  if (!buf_ok(p, s->packed_b) || p->buffers[s->packed_b].kind != KILN_BUF_CONST ||
+      p->buffers[s->packed_b].dtype != KILN_F32 || kiln_shape_numel(&p->buffers[s->packed_b].shape) < need)
+    return kiln_diag_set(d, KILN_ERR_INTERNAL, KFMT "generated GEMM: packed B b%d is not a constant of %lld floats",
+                         KARGS(ki, k), (int)s->packed_b, (long long)need);
+  return KILN_OK;
+}
+
 static kiln_status verify_gemm(const kiln_kprogram *p, int32_t ki, const kiln_kernel *k, kiln_diag *d) {
   const kiln_gemm_desc *g = &k->gemm;
   if (k->out_dtype != KILN_F32 && k->out_dtype != KILN_F64)
@@ -450,7 +477,8 @@ static kiln_status verify_gemm(const kiln_kprogram *p, int32_t ki, const kiln_ke
       g->c_off < 0)
     return kiln_diag_set(d, KILN_ERR_INTERNAL, KFMT "gemm sizes m %lld n %lld k %lld batches %d out of range",
                          KARGS(ki, k), (long long)g->m, (long long)g->n, (long long)g->k, (int)g->n_batch);
-  return verify_gemm_subs(p, ki, k, d);
+  kiln_status st = verify_gemm_subs(p, ki, k, d);
+  return st == KILN_OK ? verify_gemm_schedule(p, ki, k, d) : st;
 }
 
 int kiln_ir_kx_n_operands(const kiln_kx *x) {
@@ -772,4 +800,26 @@ bool kiln_ir_kx_deps(const kiln_kernel *k, uint64_t *dep) {
     dep[i] = m;
   }
   return true;
+}
+
+/* ====================================================================== constants */
+void *kiln_ir_kprogram_new_const(kiln_kprogram *p, kiln_dtype dt, const kiln_shape *s, const char *name, int32_t *buf) {
+  *buf = -1;
+  size_t nbytes = (size_t)kiln_shape_numel(s) * kiln_dtype_size(dt);
+  kiln_buffer *bufs = kiln_arena_alloc(p->arena, sizeof(kiln_buffer) * (size_t)(p->n_buffers + 1));
+  kiln_const *consts = kiln_arena_alloc(p->arena, sizeof(kiln_const) * (size_t)(p->n_consts + 1));
+  char *raw = kiln_arena_alloc(p->arena, nbytes + 64);
+  const char *nm = kiln_arena_strdup(p->arena, name);
+  if (!bufs || !consts || !raw || !nm) return NULL;
+  void *data = (void *)(((uintptr_t)raw + 63) & ~(uintptr_t)63);
+  if (p->n_buffers) memcpy(bufs, p->buffers, sizeof(kiln_buffer) * (size_t)p->n_buffers);
+  if (p->n_consts) memcpy(consts, p->consts, sizeof(kiln_const) * (size_t)p->n_consts);
+  consts[p->n_consts] = (kiln_const){.dtype = dt, .shape = *s, .data = data, .nbytes = nbytes, .name = nm};
+  bufs[p->n_buffers] = (kiln_buffer){.kind = KILN_BUF_CONST, .dtype = dt, .shape = *s, .index = p->n_consts,
+                                     .nbytes = nbytes, .name = nm};
+  p->buffers = bufs;
+  p->consts = consts;
+  p->n_consts++;
+  *buf = p->n_buffers++;
+  return data;
 }

@@ -367,6 +367,15 @@ static void cl_pack_transposed(lower_ctx *c, kiln_kernel *k, const cl_conv *cv) 
   k->pack = pk;
 }
 
+/* Whether conv_cl node n runs as a direct convolution (kiln_gemm_desc.conv_rank): where
+ * the target generates GEMM code for a constant B (its weights) and x is a buffer, f32,
+ * one to three spatial dims. Only generated code runs it, so the condition is the
+ * schedule's (schedule.c gemm_generated_fits) for a product without a pack. */
+static bool direct_conv(lower_ctx *c, const kiln_node *n, int32_t x, int32_t w, int32_t sd) {
+  return c->t->desc.gemm_generated && n->dtype == KILN_F32 && c->g->nodes[w].op == KILN_OP_constant && sd >= 1 &&
+         sd <= 3 && kiln_lower_is_buffer(c, x);
+}
+
 /* conv_cl through GEMM, per batch n: C[n] (P x Co) = col[n] (P x Kc) * W (Kc x Co). Row p
  * of col is output pixel p's input patch in (k..., ci) order; W as laid out ([k..., Ci,
  * Co]) is Kc x Co; C is the output itself. 1x1, stride 1, no padding: x is col already
@@ -406,6 +415,16 @@ void kiln_lower_conv_cl_gemm(lower_ctx *c, int32_t v) {
   } else if (pointwise) {
     gd->a_buf = kiln_lower_buffer_of(c, x);
     gd->m = N * P, gd->lda = Ci;
+  } else if (direct_conv(c, n, x, w, sd)) {
+    gd->m = P;
+    gd->a_buf = kiln_lower_buffer_of(c, x);
+    gd->lda = Ci;
+    if (N != 1) gd->n_batch = 1, gd->batch[0] = N, gd->a_bstride[0] = kiln_shape_numel(xs) / N, gd->c_bstride[0] = P * Co;
+    gd->conv_rank = sd, gd->conv_ci = Ci;
+    for (int32_t d = 0; d < sd; d++) {
+      gd->conv_in[d] = xs->dims[1 + d], gd->conv_out[d] = n->shape.dims[1 + d], gd->conv_k[d] = ws->dims[d];
+      gd->conv_stride[d] = n->a.strides[d], gd->conv_dil[d] = n->a.dilations[d], gd->conv_lo[d] = n->a.lo[d];
+    }
   } else {
     gd->m = P;
     if (N != 1) gd->n_batch = 1, gd->batch[0] = N, gd->c_bstride[0] = P * Co;

@@ -3,11 +3,13 @@
  *   graph ─▶ verify ─▶ fold ─▶ simplify ─▶ contract ─▶ cse ─▶ siblings ─▶ dce ─▶ layout ─┐
  *                                                         graph passes, rewriting in place │
  *   ┌───────────────────────────────────────────────────────────────────────────────────┘
- *   └▶ fuse (fusion plan) ─▶ lower (kernel program) ─▶ plan_memory ─▶ schedule ─▶ kiln_kprogram
+ *   └▶ fuse (fusion plan) ─▶ lower (kernel program) ─▶ plan_memory ─▶ schedule ─▶ pack ─▶ kiln_kprogram
  *
  * contract runs after simplify (chains already folded) and siblings after cse (a left
- * operand computed twice is one node by then). schedule runs last: whether a kernel may
- * stream its stores depends on where memory planning put its buffers.
+ * operand computed twice is one node by then). schedule runs after memory planning:
+ * whether a kernel may stream its stores depends on where its buffers are. pack puts the
+ * weights of GEMMs the schedule gave generated code into the panels that code reads;
+ * disabling it makes every GEMM a library call.
  *
  * The pass table below is the one list: names (kiln_pass_names, --help, --print-after),
  * which passes may be disabled, and the error texts all come from it. Disabling "fuse"
@@ -18,7 +20,7 @@
 
 #include <string.h>
 
-typedef enum stage { STAGE_GRAPH, STAGE_FUSE, STAGE_LOWER, STAGE_PLAN_MEMORY, STAGE_SCHEDULE } stage;
+typedef enum stage { STAGE_GRAPH, STAGE_FUSE, STAGE_LOWER, STAGE_PLAN_MEMORY, STAGE_SCHEDULE, STAGE_PACK } stage;
 
 /* X(name, stage, graph pass function or NULL, required) */
 #define KILN_PASSES(X)                               \
@@ -33,7 +35,8 @@ typedef enum stage { STAGE_GRAPH, STAGE_FUSE, STAGE_LOWER, STAGE_PLAN_MEMORY, ST
   X(fuse, STAGE_FUSE, NULL, false)                   \
   X(lower, STAGE_LOWER, NULL, true)                  \
   X(plan_memory, STAGE_PLAN_MEMORY, NULL, true)      \
-  X(schedule, STAGE_SCHEDULE, NULL, true)
+  X(schedule, STAGE_SCHEDULE, NULL, true)            \
+  X(pack, STAGE_PACK, NULL, false)
 
 static const struct pass_entry {
   const char *name;
@@ -150,6 +153,7 @@ kiln_status kiln_pass_pipeline(kiln_graph *g, const kiln_pipeline_options *o, ki
   FILE *pf = o->print_to ? o->print_to : stderr;
   kiln_pass_target t = o->target;
   if (in_list(o->disable, "fuse")) t.fusion = KILN_FUSION_NONE;
+  if (in_list(o->disable, "pack")) t.desc.gemm_generated = false; /* no packed weights: library GEMMs */
   kiln_status st = run_graph_passes(g, o, &t, pf, d);
   if (st != KILN_OK) return st;
 
@@ -167,11 +171,13 @@ kiln_status kiln_pass_pipeline(kiln_graph *g, const kiln_pipeline_options *o, ki
     print_program(o, pf, "lower", p);
   }
   if (st == KILN_OK && (st = kiln_pass_plan_memory(p, d)) == KILN_OK) print_program(o, pf, "plan_memory", p);
-  if (st == KILN_OK && (st = kiln_pass_schedule(p, &t, d)) == KILN_OK) {
+  if (st == KILN_OK && (st = kiln_pass_schedule(p, &t, d)) == KILN_OK) print_program(o, pf, "schedule", p);
+  if (st == KILN_OK && !in_list(o->disable, "pack") && (st = kiln_pass_pack(p, &t, d)) == KILN_OK)
+    print_program(o, pf, "pack", p);
+  if (st == KILN_OK) {
     kiln_diag vd = {0};
     if (kiln_ir_kprogram_verify(p, &vd) != KILN_OK)
-      st = kiln_diag_set(d, KILN_ERR_INTERNAL, "the schedule of '%s' is invalid: %s", g->name, vd.msg);
-    else print_program(o, pf, "schedule", p);
+      st = kiln_diag_set(d, KILN_ERR_INTERNAL, "the scheduled program of '%s' is invalid: %s", g->name, vd.msg);
   }
   if (o->plan && st == KILN_OK) *o->plan = plan;
   else kiln_pass_plan_destroy(plan);

@@ -6,7 +6,7 @@
  * Pipeline (kiln_pass_pipeline, manager.c):
  *
  *   verify -> fold -> simplify -> contract -> cse -> siblings -> dce -> layout
- *     -> fuse -> lower -> plan_memory -> schedule
+ *     -> fuse -> lower -> plan_memory -> schedule -> pack
  *   (graph passes rewrite the graph in place) (plan) (graph + plan -> kiln_kprogram)
  */
 #ifndef KILN_PASSES_H
@@ -112,6 +112,9 @@ kiln_status kiln_pass_lower(const kiln_graph *g, const kiln_fusion_plan *plan, c
 kiln_status kiln_pass_plan_memory(kiln_kprogram *p, kiln_diag *d);
 /* Per-target schedules (schedule.c): fills every kernel's kiln_schedule. */
 kiln_status kiln_pass_schedule(kiln_kprogram *p, const kiln_pass_target *t, kiln_diag *d);
+/* Weight packing (pack.c): the B operand of every GEMM scheduled KILN_GEMM_GENERATED, in
+ * the panel layout its microkernels read, as a new constant (kiln_schedule.packed_b). */
+kiln_status kiln_pass_pack(kiln_kprogram *p, const kiln_pass_target *t, kiln_diag *d);
 
 typedef struct kiln_pipeline_options {
   kiln_pass_target target;

@@ -12,8 +12,11 @@
  *     (choose_divides).
  * SIMT (a GPU): one thread per output element, or one warp per output row where a
  * reduction depends on the row only (warp_per_row).
- * GEMM kernels run their pack and epilogue sub-kernels tile by tile; those are scheduled
- * like LOOP kernels (no streaming: their outputs stay in cache). The GEMM tiles
+ * GEMM kernels are library calls, or generated code (schedule_gemm: micro-tiles held in
+ * registers, B packed at compile time by the pack pass) where the target generates it and
+ * the operands fit. Their pack and epilogue sub-kernels run tile by tile (or, generated,
+ * task by task) and are scheduled like LOOP kernels (no streaming: their outputs stay in
+ * cache). The GEMM tiles
  * themselves are chosen by kiln_pass_gemm_tile at lowering, since the pack's domain is
  * the tile.
  */
@@ -265,6 +268,59 @@ static bool warp_per_row(sched_ctx *c) {
   return any;
 }
 
+/* ------------------------------------------------------------------ GEMMs */
+
+/* Whether GEMM kernel k can run as generated code: f32, B a constant the whole batch
+ * shares (packed once, at compile time), A read row by row, no pack sub-kernel (its tiles
+ * are the library path's), and an epilogue only over a dense C whose rows are the
+ * epilogue's. */
+static bool gemm_generated_fits(const kiln_kprogram *p, const kiln_kernel *k, const kiln_target_desc *t) {
+  const kiln_gemm_desc *g = &k->gemm;
+  if (!t->gemm_generated || t->simd_bits < 128 || t->simd_regs < 16 || k->out_dtype != KILN_F32 || k->pack)
+    return false;
+  if (g->b_buf < 0 || p->buffers[g->b_buf].kind != KILN_BUF_CONST || p->buffers[g->b_buf].dtype != KILN_F32) return false;
+  if (g->trans_a || g->m <= 0 || g->n <= 0 || g->k <= 0 || g->ldc < g->n) return false;
+  if (!g->conv_rank && g->lda < (g->m > 1 ? g->k : 1)) return false;
+  for (int32_t i = 0; i < g->n_batch; i++)
+    if (g->b_bstride[i] != 0) return false;
+  if (!k->epilogue) return true;
+  int64_t dense = g->m * g->n;
+  for (int32_t i = g->n_batch - 1; i >= 0; i--) {
+    if (g->c_bstride[i] != dense) return false;
+    dense *= g->batch[i];
+  }
+  return g->c_off == 0 && g->ldc == g->n && g->epi_last == g->n;
+}
+
+/* The generated engine's blocking of GEMM kernel k (see kiln_schedule): the widest
+ * micro-tile the vector registers hold (mr x nv accumulators, nv vectors of B and one
+ * broadcast of A), tasks of rows whose A block stays in L2 (256 KiB), about eight of them
+ * where there are rows enough, else the panels split among tasks as well. */
+static void schedule_gemm(sched_ctx *c, kiln_kernel *k) {
+  kiln_schedule *s = &k->sched;
+  const kiln_gemm_desc *g = &k->gemm;
+  const kiln_target_desc *t = c->t;
+  if (!gemm_generated_fits(c->p, k, t)) return;
+  int32_t lanes = t->simd_bits / 32, regs = t->simd_regs;
+  int64_t vecs = (g->n + lanes - 1) / lanes;
+  int32_t nv = (int32_t)(vecs < (regs >= 32 ? 4 : 2) ? vecs : (regs >= 32 ? 4 : 2));
+  int32_t mr = (regs - nv - 1) / nv;
+  if (mr > 12) mr = 12;
+  int64_t n_micro = (g->m + mr - 1) / mr, per_task = (n_micro + 7) / 8;
+  int64_t fit = (256 << 10) / ((int64_t)mr * g->k * 4);
+  if (per_task > fit) per_task = fit;
+  if (per_task < 1) per_task = 1;
+  int64_t batches = 1;
+  for (int32_t i = 0; i < g->n_batch; i++) batches *= g->batch[i];
+  int64_t rb = (n_micro + per_task - 1) / per_task, np = (vecs + nv - 1) / nv;
+  int64_t groups = batches * rb < 4 ? (4 + batches * rb - 1) / (batches * rb) : 1;
+  s->gemm_engine = KILN_GEMM_GENERATED;
+  s->mr = mr, s->nv = nv, s->lanes = lanes;
+  s->mc = per_task * mr;
+  s->col_groups = (int32_t)(groups < np ? groups : np);
+  s->packed_b = -1; /* the pack pass makes it */
+}
+
 /* ------------------------------------------------------------------ kernels */
 
 /* The schedule of LOOP kernel k (a program kernel, or a GEMM's sub-kernel: sub). */
@@ -326,6 +382,8 @@ kiln_status kiln_pass_schedule(kiln_kprogram *p, const kiln_pass_target *t, kiln
       memset(&k->sched, 0, sizeof k->sched);
       k->sched.set = true;
       k->sched.model = t->desc.model;
+      k->sched.packed_b = -1;
+      if (k->kind == KILN_KERNEL_GEMM && t->desc.model == KILN_SCHED_LOOP_NEST) schedule_gemm(&c, k);
     }
     if (k->pack) schedule_loop(&c, k->pack, true);
     if (k->epilogue) schedule_loop(&c, k->epilogue, true);

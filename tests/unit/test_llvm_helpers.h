@@ -110,7 +110,7 @@ static inline int32_t kx_flat(kiln_kernel *k) { return kx_var(k, 0); }
 static inline void tp_schedule(kiln_kprogram *p) {
   kiln_pass_target t;
   memset(&t, 0, sizeof t);
-  kiln_llvm_target_desc(NULL, &t.desc);
+  kiln_llvm_target_desc(NULL, NULL, &t.desc);
   kiln_diag d = {0};
   cr_assert_eq(kiln_pass_schedule(p, &t, &d), KILN_OK, "schedule: %s", d.msg);
 }

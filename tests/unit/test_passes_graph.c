@@ -313,7 +313,7 @@ Test(manager, names_and_disable_errors) {
   cr_expect_str_eq(kiln_pass_names[0], "verify");
   int n = 0;
   while (kiln_pass_names[n]) n++;
-  cr_expect_str_eq(kiln_pass_names[n - 1], "schedule");
+  cr_expect_str_eq(kiln_pass_names[n - 1], "pack");
   const char *bad[] = {"verify", "lower", "simplify,plan_memory", "nosuchpass"};
   for (int i = 0; i < 4; i++) {
     kiln_graph *g = small_graph();
