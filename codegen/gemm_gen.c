@@ -91,11 +91,29 @@ static void store_vec(const gg *c, LLVMValueRef v, LLVMValueRef ptr, int64_t vi,
   kiln_llvm_intrinsic(c->s, "llvm.masked.store", tys, 2, args, 4);
 }
 
+/* Loads C's vector vi of a row whose first `valid` columns exist, at ptr (zero past
+ * valid): the accumulators of a reduction block after the first. */
+static LLVMValueRef load_vec(const gg *c, LLVMValueRef ptr, int64_t vi, int64_t valid) {
+  int64_t lanes = c->sc->lanes, col = vi * lanes;
+  if (col >= valid) return LLVMConstNull(c->vt);
+  if (col + lanes <= valid) {
+    LLVMValueRef v = LLVMBuildLoad2(c->s->b, c->vt, ptr, "c");
+    LLVMSetAlignment(v, 4);
+    return v;
+  }
+  LLVMValueRef bits[64];
+  for (int64_t l = 0; l < lanes; l++) bits[l] = LLVMConstInt(c->s->t_i1, col + l < valid, 0);
+  LLVMValueRef args[4] = {ptr, kiln_llvm_cint(c->s->t_i32, 4), LLVMConstVector(bits, (unsigned)lanes),
+                          LLVMConstNull(c->vt)};
+  LLVMTypeRef tys[2] = {c->vt, c->s->t_ptr};
+  return kiln_llvm_intrinsic(c->s, "llvm.masked.load", tys, 2, args, 4);
+}
+
 /* A loop over n steps of the reduction: step kk multiplies row i's element rowp[i][kk]
  * by the panel's row k0 + kk, into the accumulators acc (in: their values before the
  * loop; out: after it). Leaves the builder after the loop. */
 static void k_loop(const gg *c, LLVMValueRef fn, int32_t rows, LLVMValueRef *rowp, LLVMValueRef panel,
-                   LLVMValueRef k0, int64_t n, LLVMValueRef *acc) {
+                   LLVMValueRef k0, LLVMValueRef n, LLVMValueRef *acc) {
   const kiln_llvm_scalar *s = c->s;
   LLVMBuilderRef b = s->b;
   int32_t nv = c->sc->nv, n_acc = rows * nv;
@@ -126,7 +144,7 @@ static void k_loop(const gg *c, LLVMValueRef fn, int32_t rows, LLVMValueRef *row
   LLVMAddIncoming(kk, &zero, &pre, 1);
   LLVMAddIncoming(kk, &kn, &loop, 1);
   for (int32_t i = 0; i < n_acc; i++) LLVMAddIncoming(phi[i], &nxt[i], &loop, 1);
-  LLVMBuildCondBr(b, LLVMBuildICmp(b, LLVMIntSLT, kn, ci64(c, n), ""), loop, done);
+  LLVMBuildCondBr(b, LLVMBuildICmp(b, LLVMIntSLT, kn, n, ""), loop, done);
   LLVMPositionBuilderAtEnd(b, done);
   for (int32_t i = 0; i < n_acc; i++) acc[i] = nxt[i];
 }
@@ -184,7 +202,7 @@ static void conv_taps(const gg *c, LLVMValueRef fn, int32_t rows, LLVMValueRef x
     LLVMAddIncoming(phi[i], &acc[i], &pre, 1);
   }
   for (int32_t i = 0; i < rows; i++) rowp[i] = conv_row(c, x, zeros, LLVMBuildAdd(b, row0, ci64(c, i), ""), t);
-  k_loop(c, fn, rows, rowp, panel, LLVMBuildMul(b, t, ci64(c, g->conv_ci), ""), g->conv_ci, cur);
+  k_loop(c, fn, rows, rowp, panel, LLVMBuildMul(b, t, ci64(c, g->conv_ci), ""), ci64(c, g->conv_ci), cur);
   LLVMBasicBlockRef latch = LLVMGetInsertBlock(b);
   LLVMBasicBlockRef done = LLVMAppendBasicBlockInContext(s->ctx, fn, "taps");
   LLVMValueRef tn = LLVMBuildNSWAdd(b, t, ci64(c, 1), ""), zero = ci64(c, 0);
@@ -196,27 +214,61 @@ static void conv_taps(const gg *c, LLVMValueRef fn, int32_t rows, LLVMValueRef x
   for (int32_t i = 0; i < n_acc; i++) acc[i] = cur[i];
 }
 
-/* void mk(ptr a, ptr panel, ptr c, i64 row): the micro-tile of `rows` rows from product
- * row `row` (A at a: a matrix of row stride lda, or a direct convolution's image), over
- * the whole reduction, into C at c (row stride ldc), `valid` columns of it. */
+/* The accumulators' values before the micro-tile's reduction block from k0: zero for the
+ * first block, else what the earlier blocks stored in C at cp. */
+static void acc_init(const gg *c, LLVMValueRef fn, int32_t rows, LLVMValueRef cp, LLVMValueRef k0, int64_t valid,
+                     LLVMValueRef *acc) {
+  const kiln_llvm_scalar *s = c->s;
+  LLVMBuilderRef b = s->b;
+  int32_t nv = c->sc->nv, n_acc = rows * nv;
+  for (int32_t i = 0; i < n_acc; i++) acc[i] = LLVMConstNull(c->vt);
+  if (c->sc->kc >= c->g->k) return;
+  LLVMBasicBlockRef first = LLVMGetInsertBlock(b);
+  LLVMBasicBlockRef more = LLVMAppendBasicBlockInContext(s->ctx, fn, "more");
+  LLVMBasicBlockRef join = LLVMAppendBasicBlockInContext(s->ctx, fn, "init");
+  LLVMBuildCondBr(b, LLVMBuildICmp(b, LLVMIntEQ, k0, ci64(c, 0), ""), join, more);
+  LLVMPositionBuilderAtEnd(b, more);
+  LLVMValueRef ld[64];
+  for (int32_t i = 0; i < rows; i++)
+    for (int32_t v = 0; v < nv; v++)
+      ld[i * nv + v] = load_vec(c, gep_f32(c, cp, ci64(c, i * c->g->ldc + (int64_t)v * c->sc->lanes)), v, valid);
+  LLVMBuildBr(b, join);
+  LLVMPositionBuilderAtEnd(b, join);
+  for (int32_t i = 0; i < n_acc; i++) {
+    LLVMValueRef phi = LLVMBuildPhi(b, c->vt, "acc0");
+    LLVMAddIncoming(phi, &acc[i], &first, 1);
+    LLVMAddIncoming(phi, &ld[i], &more, 1);
+    acc[i] = phi;
+  }
+}
+
+/* void mk(ptr a, ptr panel, ptr c, i64 row, i64 k0): the micro-tile of `rows` rows from
+ * product row `row` (A at a: a matrix of row stride lda, or a direct convolution's image),
+ * over the reduction block [k0, k0 + kc) (the whole reduction for a convolution), into C
+ * at c (row stride ldc), `valid` columns of it. */
 static LLVMValueRef micro_kernel(const gg *c, const char *name, int32_t rows, int64_t valid) {
   const kiln_llvm_scalar *s = c->s;
   LLVMBuilderRef b = s->b;
   const kiln_gemm_desc *g = c->g;
-  int32_t nv = c->sc->nv, n_acc = rows * nv;
-  LLVMTypeRef params[4] = {s->t_ptr, s->t_ptr, s->t_ptr, s->t_i64};
-  LLVMValueRef fn = LLVMAddFunction(s->mod, name, LLVMFunctionType(s->t_void, params, 4, 0));
+  int32_t nv = c->sc->nv;
+  LLVMTypeRef params[5] = {s->t_ptr, s->t_ptr, s->t_ptr, s->t_i64, s->t_i64};
+  LLVMValueRef fn = LLVMAddFunction(s->mod, name, LLVMFunctionType(s->t_void, params, 5, 0));
   LLVMSetLinkage(fn, LLVMInternalLinkage);
   kiln_llvm_fn_attr(s, fn, "nounwind");
   LLVMValueRef a = LLVMGetParam(fn, 0), bp = LLVMGetParam(fn, 1), cp = LLVMGetParam(fn, 2), row = LLVMGetParam(fn, 3);
+  LLVMValueRef k0 = LLVMGetParam(fn, 4);
   LLVMPositionBuilderAtEnd(b, LLVMAppendBasicBlockInContext(s->ctx, fn, "entry"));
   LLVMValueRef acc[64], rowp[16];
-  for (int32_t i = 0; i < n_acc; i++) acc[i] = LLVMConstNull(c->vt);
+  acc_init(c, fn, rows, cp, k0, valid, acc);
   if (g->conv_rank) conv_taps(c, fn, rows, a, row, bp, acc);
   else {
     for (int32_t i = 0; i < rows; i++)
-      rowp[i] = gep_f32(c, a, LLVMBuildMul(b, LLVMBuildAdd(b, row, ci64(c, i), ""), ci64(c, g->lda), ""));
-    k_loop(c, fn, rows, rowp, bp, ci64(c, 0), g->k, acc);
+      rowp[i] = gep_f32(c, a, LLVMBuildAdd(b, LLVMBuildMul(b, LLVMBuildAdd(b, row, ci64(c, i), ""), ci64(c, g->lda), ""),
+                                           k0, ""));
+    LLVMTypeRef i64 = s->t_i64;
+    LLVMValueRef left = LLVMBuildSub(b, ci64(c, g->k), k0, "");
+    LLVMValueRef n = kiln_llvm_intrinsic(s, "llvm.smin", &i64, 1, (LLVMValueRef[]){left, ci64(c, c->sc->kc)}, 2);
+    k_loop(c, fn, rows, rowp, bp, k0, n, acc);
   }
   for (int32_t i = 0; i < rows; i++)
     for (int32_t v = 0; v < nv; v++)
@@ -240,17 +292,21 @@ typedef struct tile_fns {
   LLVMValueRef full, full_last, rest, rest_last; /* rows mr or m % mr; last panel or not */
 } tile_fns;
 
-static void call4(const gg *c, LLVMValueRef fn, LLVMValueRef a, LLVMValueRef bp, LLVMValueRef cp, LLVMValueRef row) {
-  LLVMTypeRef params[4] = {c->s->t_ptr, c->s->t_ptr, c->s->t_ptr, c->s->t_i64};
-  LLVMValueRef args[4] = {a, bp, cp, row};
-  LLVMBuildCall2(c->s->b, LLVMFunctionType(c->s->t_void, params, 4, 0), fn, args, 4, "");
+/* A micro-tile call's arguments: A, the panel, C at the tile, the first row, k0. */
+typedef struct tile_args {
+  LLVMValueRef v[5];
+} tile_args;
+
+static void call_tile(const gg *c, LLVMValueRef fn, tile_args args) {
+  LLVMTypeRef params[5] = {c->s->t_ptr, c->s->t_ptr, c->s->t_ptr, c->s->t_i64, c->s->t_i64};
+  LLVMBuildCall2(c->s->b, LLVMFunctionType(c->s->t_void, params, 5, 0), fn, args.v, 5, "");
 }
 
-/* if (cond) call f(...) else call g(...) */
+/* if (cond) call f(args) else call g(args) */
 static void call_either(const gg *c, LLVMValueRef fn, LLVMValueRef cond, LLVMValueRef f, LLVMValueRef g2,
-                        LLVMValueRef a, LLVMValueRef bp, LLVMValueRef cp, LLVMValueRef row) {
+                        tile_args args) {
   if (f == g2) {
-    call4(c, f, a, bp, cp, row);
+    call_tile(c, f, args);
     return;
   }
   LLVMBuilderRef b = c->s->b;
@@ -259,21 +315,24 @@ static void call_either(const gg *c, LLVMValueRef fn, LLVMValueRef cond, LLVMVal
                     join = LLVMAppendBasicBlockInContext(c->s->ctx, fn, "tiled");
   LLVMBuildCondBr(b, cond, yes, no);
   LLVMPositionBuilderAtEnd(b, yes);
-  call4(c, f, a, bp, cp, row);
+  call_tile(c, f, args);
   LLVMBuildBr(b, join);
   LLVMPositionBuilderAtEnd(b, no);
-  call4(c, g2, a, bp, cp, row);
+  call_tile(c, g2, args);
   LLVMBuildBr(b, join);
   LLVMPositionBuilderAtEnd(b, join);
 }
 
-/* One task's panels [p0, p1) over rows [r0, r1) of the product at a / c. */
+/* One task's panels [p0, p1) over rows [r0, r1) of the product at a / c: reduction block
+ * by block (kc), each over all of the task's panels and rows, so that a block of a panel
+ * stays in L1 while the rows go past it. */
 static void task_body(const gg *c, LLVMValueRef fn, const tile_fns *t, LLVMValueRef a, LLVMValueRef bp,
                       LLVMValueRef cm, LLVMValueRef r0, LLVMValueRef r1, LLVMValueRef p0, LLVMValueRef p1) {
   LLVMBuilderRef b = c->s->b;
   const kiln_gemm_desc *g = c->g;
   int32_t mr = c->sc->mr;
-  gloop lp, li;
+  gloop lk, lp, li;
+  LLVMValueRef k0 = loop_open(c, fn, &lk, ci64(c, 0), ci64(c, g->k), c->sc->kc);
   LLVMValueRef p = loop_open(c, fn, &lp, p0, p1, 1);
   LLVMValueRef panel = gep_f32(c, bp, LLVMBuildMul(b, p, ci64(c, g->k * c->w), ""));
   LLVMValueRef last = LLVMBuildICmp(b, LLVMIntEQ, p, ci64(c, c->np - 1), "");
@@ -281,7 +340,7 @@ static void task_body(const gg *c, LLVMValueRef fn, const tile_fns *t, LLVMValue
   LLVMValueRef full_end = LLVMBuildSub(b, r1, LLVMBuildSRem(b, LLVMBuildSub(b, r1, r0, ""), ci64(c, mr), ""), "");
   LLVMValueRef i0 = loop_open(c, fn, &li, r0, full_end, mr);
   LLVMValueRef cp = gep_f32(c, cm, LLVMBuildAdd(b, LLVMBuildMul(b, i0, ci64(c, g->ldc), ""), col, ""));
-  call_either(c, fn, last, t->full_last, t->full, a, panel, cp, i0);
+  call_either(c, fn, last, t->full_last, t->full, (tile_args){{a, panel, cp, i0, k0}});
   loop_close(c, &li);
   if (t->rest) { /* rows past the last whole micro-tile: only the last task has them */
     LLVMBasicBlockRef rest = LLVMAppendBasicBlockInContext(c->s->ctx, fn, "rest"),
@@ -289,11 +348,12 @@ static void task_body(const gg *c, LLVMValueRef fn, const tile_fns *t, LLVMValue
     LLVMBuildCondBr(b, LLVMBuildICmp(b, LLVMIntSLT, full_end, r1, ""), rest, next);
     LLVMPositionBuilderAtEnd(b, rest);
     cp = gep_f32(c, cm, LLVMBuildAdd(b, LLVMBuildMul(b, full_end, ci64(c, g->ldc), ""), col, ""));
-    call_either(c, fn, last, t->rest_last, t->rest, a, panel, cp, full_end);
+    call_either(c, fn, last, t->rest_last, t->rest, (tile_args){{a, panel, cp, full_end, k0}});
     LLVMBuildBr(b, next);
     LLVMPositionBuilderAtEnd(b, next);
   }
   loop_close(c, &lp);
+  loop_close(c, &lk);
 }
 
 /* The micro-tile functions of kernel ki. */

@@ -508,10 +508,12 @@ typedef struct kiln_schedule {
    * its rows panel by panel in micro-tiles of mr rows x nv vectors of `lanes` floats held
    * in registers, B read from packed_b, a constant of panels [np][k][nv * lanes] (zero
    * past n); then the task's rows through the epilogue. With col_groups > 1 (few rows),
-   * tasks also split the panels into that many groups and the epilogue runs after all. */
+   * tasks also split the panels into that many groups and the epilogue runs after all.
+   * A task's reduction runs in blocks of kc (over all its panels and rows before the next
+   * block, a panel's block kept in L1); kc is k for a direct convolution. */
   uint8_t gemm_engine;
   int32_t mr, nv, lanes;
-  int64_t mc;
+  int64_t mc, kc;
   int32_t col_groups;
   int32_t packed_b;
 } kiln_schedule;

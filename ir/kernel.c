@@ -140,8 +140,9 @@ static void print_kernel(FILE *f, const kiln_kernel *k, int32_t idx) {
     }
     /* after the sub-kernels: the schedule is the last word on how the kernel runs */
     if (k->sched.set && k->sched.gemm_engine == KILN_GEMM_GENERATED)
-      fprintf(f, "    schedule gemm generated mr %d nv %d lanes %d mc %lld col_groups %d packed b%d\n", (int)k->sched.mr,
-              (int)k->sched.nv, (int)k->sched.lanes, (long long)k->sched.mc, (int)k->sched.col_groups,
+      fprintf(f, "    schedule gemm generated mr %d nv %d lanes %d mc %lld kc %lld col_groups %d packed b%d\n",
+              (int)k->sched.mr, (int)k->sched.nv, (int)k->sched.lanes, (long long)k->sched.mc,
+              (long long)k->sched.kc, (int)k->sched.col_groups,
               (int)k->sched.packed_b);
     else if (k->sched.set)
       fputs("    schedule gemm library\n", f);
@@ -445,9 +446,9 @@ static kiln_status verify_gemm_schedule(const kiln_kprogram *p, int32_t ki, cons
     return kiln_diag_set(d, KILN_ERR_INTERNAL, KFMT "a direct convolution must be generated code", KARGS(ki, k));
   if (!s->set || s->gemm_engine != KILN_GEMM_GENERATED) return KILN_OK;
   if (s->mr < 1 || s->nv < 1 || s->lanes < 1 || s->mc < s->mr || s->mc % s->mr || s->col_groups < 1 || k->pack ||
-      k->out_dtype != KILN_F32)
-    return kiln_diag_set(d, KILN_ERR_INTERNAL, KFMT "generated GEMM: mr %d nv %d lanes %d mc %lld", KARGS(ki, k),
-                         (int)s->mr, (int)s->nv, (int)s->lanes, (long long)s->mc);
+      k->out_dtype != KILN_F32 || s->kc < 1 || s->kc > g->k || (g->conv_rank && s->kc != g->k))
+    return kiln_diag_set(d, KILN_ERR_INTERNAL, KFMT "generated GEMM: mr %d nv %d lanes %d mc %lld kc %lld", KARGS(ki, k),
+                         (int)s->mr, (int)s->nv, (int)s->lanes, (long long)s->mc, (long long)s->kc);
   int64_t w = (int64_t)s->nv * s->lanes, need = (g->n + w - 1) / w * g->k * w;
   if (!buf_ok(p, s->packed_b) || p->buffers[s->packed_b].kind != KILN_BUF_CONST ||
       p->buffers[s->packed_b].dtype != KILN_F32 || kiln_shape_numel(&p->buffers[s->packed_b].shape) < need)

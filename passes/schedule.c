@@ -294,7 +294,8 @@ static bool gemm_generated_fits(const kiln_kprogram *p, const kiln_kernel *k, co
 
 /* The generated engine's blocking of GEMM kernel k (see kiln_schedule): the widest
  * micro-tile the vector registers hold (mr x nv accumulators, nv vectors of B and one
- * broadcast of A), tasks of rows whose A block stays in L2 (256 KiB), about eight of them
+ * broadcast of A), the reduction in blocks whose panel rows fit L1, tasks of rows whose
+ * A block stays in L2 (256 KiB), about eight of them
  * where there are rows enough, else the panels split among tasks as well. */
 static void schedule_gemm(sched_ctx *c, kiln_kernel *k) {
   kiln_schedule *s = &k->sched;
@@ -306,8 +307,11 @@ static void schedule_gemm(sched_ctx *c, kiln_kernel *k) {
   int32_t nv = (int32_t)(vecs < (regs >= 32 ? 4 : 2) ? vecs : (regs >= 32 ? 4 : 2));
   int32_t mr = (regs - nv - 1) / nv;
   if (mr > 12) mr = 12;
+  /* reduction blocks of a panel of at most 32 KiB (in L1 beside A's rows), of even size */
+  int64_t w = (int64_t)nv * lanes, kc0 = (32 << 10) / (w * 4), blocks = (g->k + kc0 - 1) / kc0;
+  int64_t kc = g->conv_rank ? g->k : (g->k + blocks - 1) / blocks;
   int64_t n_micro = (g->m + mr - 1) / mr, per_task = (n_micro + 7) / 8;
-  int64_t fit = (256 << 10) / ((int64_t)mr * g->k * 4);
+  int64_t fit = (256 << 10) / ((int64_t)mr * kc * 4);
   if (per_task > fit) per_task = fit;
   if (per_task < 1) per_task = 1;
   int64_t batches = 1;
@@ -317,6 +321,7 @@ static void schedule_gemm(sched_ctx *c, kiln_kernel *k) {
   s->gemm_engine = KILN_GEMM_GENERATED;
   s->mr = mr, s->nv = nv, s->lanes = lanes;
   s->mc = per_task * mr;
+  s->kc = kc;
   s->col_groups = (int32_t)(groups < np ? groups : np);
   s->packed_b = -1; /* the pack pass makes it */
 }

@@ -100,6 +100,20 @@ Test(e2e_gemm, products_of_every_shape_class) {
       }
 }
 
+/* Reductions longer than one block (kc: a panel's block fits L1), in blocks of equal
+ * and of unequal size, every block after the first adding to what C holds. */
+Test(e2e_gemm, reductions_in_blocks) {
+  static const struct { int64_t m, n, k; } cases[] = {{13, 65, 301}, {5, 17, 1000}, {40, 130, 513}, {1, 64, 2049}};
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    char what[64];
+    snprintf(what, sizeof what, "m %lld n %lld k %lld", (long long)cases[i].m, (long long)cases[i].n,
+             (long long)cases[i].k);
+    kiln_graph *g = product(i % 2 ? 2 : 0, cases[i].m, cases[i].k, cases[i].n, i % 2 == 0, i == 2, 40 + i);
+    cr_expect_eq(run_and_compare(g, 50 + i, what), 1, "%s: not generated", what);
+    kiln_ir_graph_destroy(g);
+  }
+}
+
 Test(e2e_gemm, batched_products_share_the_weights) {
   kiln_graph *g = product(3, 17, 40, 50, true, false, 7);
   cr_expect_eq(run_and_compare(g, 8, "batch 3 of 17x40x50"), 1);
