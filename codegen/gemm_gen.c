@@ -172,15 +172,20 @@ static LLVMValueRef conv_row(const gg *c, LLVMValueRef x, LLVMValueRef zeros, LL
   return LLVMBuildSelect(b, ok, row, zeros, "");
 }
 
-/* A direct convolution's reduction: a loop over the taps, each a k_loop over the input
- * channels of every row's input pixel at that tap. */
+/* A direct convolution's reduction block from k0 (kc: a divisor of the input channels,
+ * or a whole number of taps): a loop over its taps, each a k_loop over its input channels
+ * of every row's input pixel at that tap. */
 static void conv_taps(const gg *c, LLVMValueRef fn, int32_t rows, LLVMValueRef x, LLVMValueRef row0, LLVMValueRef panel,
-                      LLVMValueRef *acc) {
+                      LLVMValueRef k0, LLVMValueRef *acc) {
   const kiln_llvm_scalar *s = c->s;
   LLVMBuilderRef b = s->b;
   const kiln_gemm_desc *g = c->g;
   int32_t n_acc = rows * c->sc->nv;
-  int64_t taps = g->k / g->conv_ci;
+  int64_t taps = g->k / g->conv_ci, kc = c->sc->kc, per = kc >= g->conv_ci ? kc / g->conv_ci : 1;
+  LLVMValueRef t0 = LLVMBuildUDiv(b, k0, ci64(c, g->conv_ci), ""), ch0 = LLVMBuildURem(b, k0, ci64(c, g->conv_ci), "");
+  LLVMTypeRef i64 = s->t_i64;
+  LLVMValueRef t1 = kiln_llvm_intrinsic(s, "llvm.smin", &i64, 1,
+                                        (LLVMValueRef[]){LLVMBuildAdd(b, t0, ci64(c, per), ""), ci64(c, taps)}, 2);
   char zname[48];
   snprintf(zname, sizeof zname, "kiln_zeros%lld", (long long)g->conv_ci);
   LLVMValueRef zeros = LLVMGetNamedGlobal(s->mod, zname);
@@ -201,15 +206,17 @@ static void conv_taps(const gg *c, LLVMValueRef fn, int32_t rows, LLVMValueRef x
     cur[i] = phi[i] = LLVMBuildPhi(b, c->vt, "acc");
     LLVMAddIncoming(phi[i], &acc[i], &pre, 1);
   }
-  for (int32_t i = 0; i < rows; i++) rowp[i] = conv_row(c, x, zeros, LLVMBuildAdd(b, row0, ci64(c, i), ""), t);
-  k_loop(c, fn, rows, rowp, panel, LLVMBuildMul(b, t, ci64(c, g->conv_ci), ""), ci64(c, g->conv_ci), cur);
+  for (int32_t i = 0; i < rows; i++)
+    rowp[i] = gep_f32(c, conv_row(c, x, zeros, LLVMBuildAdd(b, row0, ci64(c, i), ""), t), ch0);
+  LLVMValueRef kt = LLVMBuildAdd(b, LLVMBuildMul(b, t, ci64(c, g->conv_ci), ""), ch0, "");
+  k_loop(c, fn, rows, rowp, panel, kt, ci64(c, kc < g->conv_ci ? kc : g->conv_ci), cur);
   LLVMBasicBlockRef latch = LLVMGetInsertBlock(b);
   LLVMBasicBlockRef done = LLVMAppendBasicBlockInContext(s->ctx, fn, "taps");
-  LLVMValueRef tn = LLVMBuildNSWAdd(b, t, ci64(c, 1), ""), zero = ci64(c, 0);
-  LLVMAddIncoming(t, &zero, &pre, 1);
+  LLVMValueRef tn = LLVMBuildNSWAdd(b, t, ci64(c, 1), "");
+  LLVMAddIncoming(t, &t0, &pre, 1);
   LLVMAddIncoming(t, &tn, &latch, 1);
   for (int32_t i = 0; i < n_acc; i++) LLVMAddIncoming(phi[i], &cur[i], &latch, 1);
-  LLVMBuildCondBr(b, LLVMBuildICmp(b, LLVMIntSLT, tn, ci64(c, taps), ""), tap, done);
+  LLVMBuildCondBr(b, LLVMBuildICmp(b, LLVMIntSLT, tn, t1, ""), tap, done);
   LLVMPositionBuilderAtEnd(b, done);
   for (int32_t i = 0; i < n_acc; i++) acc[i] = cur[i];
 }
@@ -260,7 +267,7 @@ static LLVMValueRef micro_kernel(const gg *c, const char *name, int32_t rows, in
   LLVMPositionBuilderAtEnd(b, LLVMAppendBasicBlockInContext(s->ctx, fn, "entry"));
   LLVMValueRef acc[64], rowp[16];
   acc_init(c, fn, rows, cp, k0, valid, acc);
-  if (g->conv_rank) conv_taps(c, fn, rows, a, row, bp, acc);
+  if (g->conv_rank) conv_taps(c, fn, rows, a, row, bp, k0, acc);
   else {
     for (int32_t i = 0; i < rows; i++)
       rowp[i] = gep_f32(c, a, LLVMBuildAdd(b, LLVMBuildMul(b, LLVMBuildAdd(b, row, ci64(c, i), ""), ci64(c, g->lda), ""),

@@ -446,7 +446,7 @@ static kiln_status verify_gemm_schedule(const kiln_kprogram *p, int32_t ki, cons
     return kiln_diag_set(d, KILN_ERR_INTERNAL, KFMT "a direct convolution must be generated code", KARGS(ki, k));
   if (!s->set || s->gemm_engine != KILN_GEMM_GENERATED) return KILN_OK;
   if (s->mr < 1 || s->nv < 1 || s->lanes < 1 || s->mc < s->mr || s->mc % s->mr || s->col_groups < 1 || k->pack ||
-      k->out_dtype != KILN_F32 || s->kc < 1 || s->kc > g->k || (g->conv_rank && s->kc != g->k))
+      k->out_dtype != KILN_F32 || s->kc < 1 || s->kc > g->k || (g->conv_rank && s->kc != g->k && g->conv_ci % s->kc && s->kc % g->conv_ci))
     return kiln_diag_set(d, KILN_ERR_INTERNAL, KFMT "generated GEMM: mr %d nv %d lanes %d mc %lld kc %lld", KARGS(ki, k),
                          (int)s->mr, (int)s->nv, (int)s->lanes, (long long)s->mc, (long long)s->kc);
   int64_t w = (int64_t)s->nv * s->lanes, need = (g->n + w - 1) / w * g->k * w;

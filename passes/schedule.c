@@ -292,11 +292,51 @@ static bool gemm_generated_fits(const kiln_kprogram *p, const kiln_kernel *k, co
   return g->c_off == 0 && g->ldc == g->n && g->epi_last == g->n;
 }
 
+/* A direct convolution's reduction block of at most kc0 (taps x input channels, the
+ * channels innermost): the whole reduction where it fits, else a whole number of taps, or
+ * within a tap a divisor of the channels (at least 8 of them; else the whole tap). */
+static int64_t conv_block(const kiln_gemm_desc *g, int64_t kc0) {
+  int64_t ci = g->conv_ci;
+  if (g->k <= kc0) return g->k;
+  if (ci <= kc0) return ci * (kc0 / ci);
+  for (int64_t d = kc0; d >= 8; d--)
+    if (ci % d == 0) return d;
+  return ci;
+}
+
+/* The tasks of a generated GEMM of n_micro micro-tiles of rows and np panels: blocks of
+ * *per_task micro-tiles times *groups groups of panels, about eight tasks in all (with the
+ * batch; the most there can be where fewer), split the way that reads the least memory: each block of rows reads its
+ * group's B, each group of panels its rows' A (a convolution's A is its input image).
+ * Where a task goes over several panels its A block stays in L2 (256 KiB of rows). */
+static void gemm_tasks(const kiln_gemm_desc *g, int64_t n_micro, int64_t np, int64_t w, int32_t mr, int64_t kc,
+                       int64_t *per_task, int32_t *groups) {
+  int64_t batches = 1, a_bytes = g->m * g->k * 4, b_bytes = g->k * np * w * 4;
+  for (int32_t i = 0; i < g->n_batch; i++) batches *= g->batch[i];
+  if (g->conv_rank) {
+    a_bytes = g->conv_ci * 4;
+    for (int32_t d = 0; d < g->conv_rank; d++) a_bytes *= g->conv_in[d];
+  }
+  double best = -1;
+  int64_t most = 0, target = batches * n_micro * np < 8 ? batches * n_micro * np : 8;
+  for (int64_t cg = 1; cg <= np && cg <= 8; cg++) {
+    int64_t ppg = (np + cg - 1) / cg, groups_used = (np + ppg - 1) / ppg;
+    if (groups_used != cg) continue; /* no empty groups */
+    int64_t want = (8 + batches * cg - 1) / (batches * cg), pt = (n_micro + want - 1) / want;
+    int64_t fit = (256 << 10) / ((int64_t)mr * kc * 4);
+    if (ppg > 1 && pt > fit) pt = fit > 0 ? fit : 1;
+    int64_t rb = (n_micro + pt - 1) / pt;
+    double cost = (double)batches * ((double)rb * (double)b_bytes + (double)cg * (double)a_bytes);
+    int64_t tasks = batches * rb * cg;
+    if (tasks > target) tasks = target; /* more than enough counts as enough */
+    if (tasks > most || (tasks == most && cost < best)) most = tasks, best = cost, *per_task = pt, *groups = (int32_t)cg;
+  }
+}
+
 /* The generated engine's blocking of GEMM kernel k (see kiln_schedule): the widest
  * micro-tile the vector registers hold (mr x nv accumulators, nv vectors of B and one
- * broadcast of A), the reduction in blocks whose panel rows fit L1, tasks of rows whose
- * A block stays in L2 (256 KiB), about eight of them
- * where there are rows enough, else the panels split among tasks as well. */
+ * broadcast of A), the reduction in blocks whose panel rows fit L1, and tasks as
+ * gemm_tasks splits them. */
 static void schedule_gemm(sched_ctx *c, kiln_kernel *k) {
   kiln_schedule *s = &k->sched;
   const kiln_gemm_desc *g = &k->gemm;
@@ -309,20 +349,15 @@ static void schedule_gemm(sched_ctx *c, kiln_kernel *k) {
   if (mr > 12) mr = 12;
   /* reduction blocks of a panel of at most 32 KiB (in L1 beside A's rows), of even size */
   int64_t w = (int64_t)nv * lanes, kc0 = (32 << 10) / (w * 4), blocks = (g->k + kc0 - 1) / kc0;
-  int64_t kc = g->conv_rank ? g->k : (g->k + blocks - 1) / blocks;
-  int64_t n_micro = (g->m + mr - 1) / mr, per_task = (n_micro + 7) / 8;
-  int64_t fit = (256 << 10) / ((int64_t)mr * kc * 4);
-  if (per_task > fit) per_task = fit;
-  if (per_task < 1) per_task = 1;
-  int64_t batches = 1;
-  for (int32_t i = 0; i < g->n_batch; i++) batches *= g->batch[i];
-  int64_t rb = (n_micro + per_task - 1) / per_task, np = (vecs + nv - 1) / nv;
-  int64_t groups = batches * rb < 4 ? (4 + batches * rb - 1) / (batches * rb) : 1;
+  int64_t kc = g->conv_rank ? conv_block(g, kc0) : (g->k + blocks - 1) / blocks;
+  int64_t n_micro = (g->m + mr - 1) / mr, np = (vecs + nv - 1) / nv, per_task = 1;
+  int32_t groups = 1;
+  gemm_tasks(g, n_micro, np, w, mr, kc, &per_task, &groups);
   s->gemm_engine = KILN_GEMM_GENERATED;
   s->mr = mr, s->nv = nv, s->lanes = lanes;
   s->mc = per_task * mr;
   s->kc = kc;
-  s->col_groups = (int32_t)(groups < np ? groups : np);
+  s->col_groups = groups;
   s->packed_b = -1; /* the pack pass makes it */
 }
 
