@@ -275,8 +275,9 @@ static void count_consumers(fuse_ctx *c, bool full) {
       for (int32_t j = 0; j < nd->n_in; j++) {
         /* a conv_cl entering the channels-last region reads the channels-first source
          * itself (A^T, or its pack through the permute): that must be a buffer, or a pool
-         * before it would be computed again for every im2col element */
-        int32_t src = j == 0 ? kiln_pass_cl_source(g, nd) : -1;
+         * before it would be computed again for every im2col element; a direct
+         * convolution reads the permute's own buffer */
+        int32_t src = j == 0 && !kiln_pass_conv_direct(g, nd, &c->t->desc) ? kiln_pass_cl_source(g, nd) : -1;
         c->feeds_buffer_op[src >= 0 ? src : nd->in[j]] = 1;
       }
   }

@@ -371,9 +371,8 @@ static void cl_pack_transposed(lower_ctx *c, kiln_kernel *k, const cl_conv *cv) 
  * the target generates GEMM code for a constant B (its weights) and x is a buffer, f32,
  * one to three spatial dims. Only generated code runs it, so the condition is the
  * schedule's (schedule.c gemm_generated_fits) for a product without a pack. */
-static bool direct_conv(lower_ctx *c, const kiln_node *n, int32_t x, int32_t w, int32_t sd) {
-  return c->t->desc.gemm_generated && n->dtype == KILN_F32 && c->g->nodes[w].op == KILN_OP_constant && sd >= 1 &&
-         sd <= 3 && kiln_lower_is_buffer(c, x);
+static bool direct_conv(lower_ctx *c, const kiln_node *n, int32_t x) {
+  return kiln_pass_conv_direct(c->g, n, &c->t->desc) && kiln_lower_is_buffer(c, x);
 }
 
 /* conv_cl through GEMM, per batch n: C[n] (P x Co) = col[n] (P x Kc) * W (Kc x Co). Row p
@@ -415,7 +414,7 @@ void kiln_lower_conv_cl_gemm(lower_ctx *c, int32_t v) {
   } else if (pointwise) {
     gd->a_buf = kiln_lower_buffer_of(c, x);
     gd->m = N * P, gd->lda = Ci;
-  } else if (direct_conv(c, n, x, w, sd)) {
+  } else if (direct_conv(c, n, x)) {
     gd->m = P;
     gd->a_buf = kiln_lower_buffer_of(c, x);
     gd->lda = Ci;

@@ -42,6 +42,10 @@ bool kiln_pass_is_gemm(const kiln_graph *g, int32_t v);
  * value, which the GEMM reads without a transposed copy (a pack reads it through the
  * permute's index map, a 1x1 convolution as A^T); else -1. */
 int32_t kiln_pass_cl_source(const kiln_graph *g, const kiln_node *n);
+/* A conv_cl GEMM the target runs as a direct convolution over its input (generated code:
+ * f32, constant weights, 1 to 3 spatial dims, at least 8 input channels): its input is then a buffer of its own, the
+ * channels-last copy where it enters the region (one pass, instead of an im2col). */
+bool kiln_pass_conv_direct(const kiln_graph *g, const kiln_node *n, const kiln_target_desc *d);
 /* GEMM tiles (schedule.c): how many of n_units (output rows of a convolution's im2col,
  * rows of A) of unit_bytes each one pack tile holds: within the target's pack_tile_bytes
  * (a tile is multiplied while it is in cache), the tiles as even as that allows (no small
