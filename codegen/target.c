@@ -136,6 +136,29 @@ static void host_simd(const char *triple, kiln_target_desc *d) {
   LLVMDisposeMessage(f);
 }
 
+/* A named x86-64 CPU's vector registers, for the generated GEMMs (the LLVM C API does not
+ * say which features a CPU name implies): the x86-64 levels, and the CPUs by family; a
+ * name not listed gets library GEMMs. */
+static void named_simd(const char *triple, const char *cpu, kiln_target_desc *d) {
+  static const struct {
+    const char *prefix;
+    int16_t bits, regs;
+  } cpus[] = {
+      {"x86-64-v4", 512, 32},   {"x86-64-v3", 256, 16},   {"x86-64-v2", 128, 16},  {"x86-64", 128, 16},
+      {"skylake-avx512", 512, 32}, {"cascadelake", 512, 32}, {"cooperlake", 512, 32}, {"icelake", 512, 32},
+      {"tigerlake", 512, 32},   {"sapphirerapids", 512, 32}, {"graniterapids", 512, 32}, {"emeraldrapids", 512, 32},
+      {"znver4", 512, 32},      {"znver5", 512, 32},      {"znver", 256, 16},      {"haswell", 256, 16},
+      {"broadwell", 256, 16},   {"skylake", 256, 16},     {"alderlake", 256, 16},  {"raptorlake", 256, 16},
+  };
+  if (triple && *triple && strncmp(triple, "x86_64", 6) != 0) return;
+  if (!cpu || !*cpu) return; /* a triple alone: its baseline CPU, not known here */
+  for (size_t i = 0; i < sizeof cpus / sizeof cpus[0]; i++)
+    if (strncmp(cpu, cpus[i].prefix, strlen(cpus[i].prefix)) == 0) {
+      d->simd_bits = cpus[i].bits, d->simd_regs = cpus[i].regs, d->gemm_generated = true;
+      return;
+    }
+}
+
 void kiln_llvm_target_desc(const char *triple, const char *cpu, kiln_target_desc *d) {
   kiln_ir_target_desc_default(KILN_SCHED_LOOP_NEST, d);
   bool named = (triple && *triple) || (cpu && *cpu);
@@ -145,7 +168,8 @@ void kiln_llvm_target_desc(const char *triple, const char *cpu, kiln_target_desc
    * polynomial exp/erf of softmax and GELU are compute-bound at 256 bits; measured
    * 1.4-1.7x faster at 512 on AVX-512 hosts. Targets without them ignore it. */
   d->vector_bits = strncmp(t, "x86_64", 6) == 0 ? 512 : 128;
-  if (!named) host_simd(t, d); /* a named CPU's registers are not known here: library GEMMs */
+  if (named) named_simd(triple, cpu, d);
+  else host_simd(t, d);
   LLVMDisposeMessage(host);
   d->gemm_prologue = true;      /* kiln_rt_gemm_fused runs a pack of A */
   d->sibling_pairs = true;      /* render.c runs a with_next pair as one loop nest */

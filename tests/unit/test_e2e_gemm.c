@@ -6,6 +6,8 @@
  * kiln_interpret, and each checked to have been generated (not the library path). */
 #include "test_e2e_util.h"
 
+#include "../../codegen/llvm.h"
+
 static kiln_context *ctx(void) {
   kiln_context *c;
   kiln_context_options o = {.cache_dir = ""};
@@ -24,13 +26,29 @@ static int32_t rand_const(kiln_graph *g, e2e_rng *r, int32_t rank, const int64_t
   return v;
 }
 
-/* Compiles g, runs it on random inputs, compares with the interpreter; returns how many
- * of its GEMM kernels are generated code. */
-static int run_and_compare(kiln_graph *g, uint64_t seed, const char *what) {
+/* g compiled: by the JIT (cpu NULL), else exported for that CPU into dir and loaded. */
+static kiln_executable *build(kiln_context *c, kiln_graph *g, const char *cpu, const char *dir, const char *what) {
+  kiln_executable *e = NULL;
+  if (!cpu) {
+    cr_assert_eq(kiln_compile(c, g, NULL, &e), KILN_OK, "%s: %s", what, kiln_last_error(c));
+    return e;
+  }
+  char so[256], h[256];
+  snprintf(so, sizeof so, "%s/libgm_%s.so", dir, cpu);
+  snprintf(h, sizeof h, "%s/gm_%s.h", dir, cpu);
+  kiln_compile_options o = {.cpu = cpu};
+  cr_assert_eq(kiln_export(c, g, &o, so, h, "gm"), KILN_OK, "%s (%s): %s", what, cpu, kiln_last_error(c));
+  cr_assert_eq(kiln_load_library(c, so, &e), KILN_OK, "%s (%s): %s", what, cpu, kiln_last_error(c));
+  return e;
+}
+
+/* Compiles g (for the host, or exported for a named cpu into dir), runs it on random
+ * inputs, compares with the interpreter; returns how many of its GEMM kernels are
+ * generated code. */
+static int run_on(kiln_graph *g, uint64_t seed, const char *what, const char *cpu, const char *dir) {
   cr_assert_eq(g->diag.status, KILN_OK, "%s: builder: %s", what, g->diag.msg);
   kiln_context *c = ctx();
-  kiln_executable *e = NULL;
-  cr_assert_eq(kiln_compile(c, g, NULL, &e), KILN_OK, "%s: %s", what, kiln_last_error(c));
+  kiln_executable *e = build(c, g, cpu, dir, what);
   e2e_rng r = {seed};
   kiln_tensor in[4], got[2], want[2];
   for (int32_t i = 0; i < g->n_inputs; i++) {
@@ -52,7 +70,7 @@ static int run_and_compare(kiln_graph *g, uint64_t seed, const char *what) {
     int64_t at = e2e_first_mismatch(&got[i], &want[i], e2e_tol_for(KILN_F32), &gv, &rv);
     cr_expect_eq(at, -1, "%s: output %d element %lld: compiled %.9g, interpreter %.9g", what, i, (long long)at, gv, rv);
   }
-  kiln_compile_options o = {0};
+  kiln_compile_options o = {.cpu = cpu};
   kiln_kprogram *p = NULL;
   cr_assert_eq(kiln_driver_lower(c, g, &o, NULL, &p), KILN_OK);
   int generated = 0;
@@ -65,6 +83,8 @@ static int run_and_compare(kiln_graph *g, uint64_t seed, const char *what) {
   kiln_context_destroy(c);
   return generated;
 }
+
+static int run_and_compare(kiln_graph *g, uint64_t seed, const char *what) { return run_on(g, seed, what, NULL, NULL); }
 
 /* y = relu(x[batch?, m, k] @ w[k, n] + b) (epilogue) or x @ w; w transposed (stored
  * [n, k]) when trans. */
@@ -176,3 +196,42 @@ Test(e2e_gemm, direct_convolutions) {
     kiln_ir_graph_destroy(g);
   }
 }
+
+/* Exported for named x86-64 CPUs, the engine takes their vector registers (x86-64: SSE,
+ * 4 floats, 16 registers; x86-64-v3: AVX2, 8 floats, 16 registers): the portable paths,
+ * run on this host (which has at least their features, checked) against the interpreter. */
+#if defined(__x86_64__)
+Test(e2e_gemm, named_cpus_get_their_own_micro_tiles) {
+  static const struct {
+    const char *cpu, *needs;
+    int32_t bits, regs;
+  } cpus[] = {{"x86-64", "sse2", 128, 16}, {"x86-64-v3", "avx2", 256, 16}, {"skylake-avx512", "avx512f", 512, 32}};
+  char dir[] = "/tmp/kiln_gemm_XXXXXX", cmd[64];
+  cr_assert(mkdtemp(dir));
+  __builtin_cpu_init();
+  for (size_t i = 0; i < sizeof cpus / sizeof cpus[0]; i++) {
+    kiln_target_desc d;
+    kiln_llvm_target_desc(NULL, cpus[i].cpu, &d);
+    cr_expect(d.gemm_generated && d.simd_bits == cpus[i].bits && d.simd_regs == cpus[i].regs,
+              "%s: generated %d, %d bits, %d registers", cpus[i].cpu, d.gemm_generated, d.simd_bits, d.simd_regs);
+    int host_has = !strcmp(cpus[i].needs, "sse2") ? __builtin_cpu_supports("sse2")
+                   : !strcmp(cpus[i].needs, "avx2") ? __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")
+                                                    : __builtin_cpu_supports("avx512f");
+    if (!host_has) {
+      printf("e2e_gemm: SKIPPED running the %s export (this CPU has no %s)\n", cpus[i].cpu, cpus[i].needs);
+      continue;
+    }
+    char what[64];
+    snprintf(what, sizeof what, "%s: 13x70x300 +bias+relu", cpus[i].cpu);
+    kiln_graph *g = product(0, 13, 300, 70, true, false, 60 + i);
+    cr_expect_eq(run_on(g, 70 + i, what, cpus[i].cpu, dir), 1, "%s: not generated", what);
+    kiln_ir_graph_destroy(g);
+    snprintf(what, sizeof what, "%s: conv 3x3 over 40 channels", cpus[i].cpu);
+    g = conv_pair(2, 8, 40, 9, 3, 1, 1, 1, 80 + i);
+    cr_expect_geq(run_on(g, 90 + i, what, cpus[i].cpu, dir), 1, "%s: no generated GEMM", what);
+    kiln_ir_graph_destroy(g);
+  }
+  snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+  cr_expect_eq(system(cmd), 0);
+}
+#endif
