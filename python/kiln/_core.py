@@ -31,7 +31,26 @@ class TensorInfo(NamedTuple):
     dtype: np.dtype
 
 
-class Context:
+class Closable:
+    """close() by ``with`` and by the garbage collector."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self: Any) -> Any:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # pragma: no cover - interpreter shutdown
+            pass
+
+
+class Context(Closable):
     """A Kiln context: the thread pool, compile cache and last error of what is made in it.
 
     Args:
@@ -101,18 +120,6 @@ class Context:
             if self._users == 0:
                 self._destroy()
 
-    def __enter__(self) -> "Context":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:  # pragma: no cover - interpreter shutdown
-            pass
-
     def __repr__(self) -> str:
         state = "closed" if self.closed else f"threads={self.threads}"
         return f"<kiln.Context {state}>"
@@ -131,7 +138,7 @@ def default_context(threads: int = 0) -> Context:
         return ctx
 
 
-class Handle:
+class Handle(Closable):
     """A C handle owned by a Python object, freed once, holding its context alive."""
 
     _handle: Optional[int] = None
@@ -170,18 +177,6 @@ class Handle:
             self._handle = None
             self._destroy_fn(h)
         ctx._release()
-
-    def __enter__(self) -> Any:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:  # pragma: no cover - interpreter shutdown
-            pass
 
 
 # ------------------------------------------------------------------ tensors

@@ -39,7 +39,7 @@ from onnx import ModelProto, NodeProto, TensorProto, helper
 from onnx.backend.base import Backend, BackendRep, Device, DeviceType, namedtupledict
 
 from . import model as _model
-from .errors import KilnError, NoDeviceError, UnsupportedError
+from .errors import KilnError, UnsupportedError
 from .graph import Graph
 
 # Options every prepare() passes to kiln.compile unless given (the conformance runner sets
@@ -288,7 +288,7 @@ def _probe_cuda() -> bool:
         with _model.compile(g, target="cuda") as m:
             m(np.zeros(1, np.float32))
         return True
-    except (NoDeviceError, UnsupportedError):
+    except KilnError:  # no GPU or driver, no CUDA backend built, NVRTC missing or failing
         return False
     finally:
         g.close()

@@ -282,6 +282,9 @@ class Model(Handle):
     def _need_graph(self, what: str) -> Graph:
         if self._graph is None or self._opts is None:
             raise InvalidArgumentError(f"{what}: this model was loaded from a library and has no graph")
+        if self._graph.closed:
+            raise InvalidArgumentError(f"{what}: the graph this model was compiled from is closed (keep it open "
+                                       "for export and fusion_report)")
         return self._graph
 
     def fusion_report(self, form: str = "dict") -> Any:

@@ -304,6 +304,21 @@ def test_model_keeps_its_context_alive():
         kiln.Graph("late", context=ctx)
 
 
+def test_compile_with_threads_and_closed_graph(tmp_path):
+    g = kiln.Graph("thr")
+    g.output("y", g.exp(g.input("x", (3,))))
+    m = kiln.compile(g, threads=2)  # the graph's context has 0 threads: compiled in another
+    assert m.context.threads == 2 and g.context.threads == 0
+    xv = rand(3)
+    np.testing.assert_allclose(m(xv), np.exp(xv), rtol=1e-6)
+    assert m.fusion_report()["totals"]["kernels"] == m.stats["kernels"]
+    g.close()
+    np.testing.assert_allclose(m(xv), np.exp(xv), rtol=1e-6)  # runs need no graph
+    for call in (m.fusion_report, lambda: m.export(tmp_path / "lib.so")):
+        with pytest.raises(kiln.InvalidArgumentError, match="graph this model was compiled from is closed"):
+            call()
+
+
 def test_context_manager_and_del():
     with kiln.Context(threads=1, cache_dir="") as ctx:
         with kiln.Graph("cm", context=ctx) as g:

@@ -12,35 +12,16 @@
 #include <string.h>
 
 #include "kiln.h"
+#include "test_gen_models.h"
 
-static char dir[64];
+TestSuite(api_bytes, .fini = gen_cleanup);
 
-static void cleanup(void) {
-  if (!dir[0]) return;
-  char cmd[128];
-  snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-  if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", dir);
-}
+static void gen(const char *const *groups) { gen_models("bytes", "fe_models.py", groups); }
 
-TestSuite(api_bytes, .fini = cleanup);
-
-/* Writes the models of the given fe_models.py groups into one fresh temporary folder. */
-static void gen(const char *const *groups) {
-  if (system("python3 -c 'import onnx, numpy' >/dev/null 2>&1") != 0)
-    cr_skip_test("python3 with the onnx and numpy packages is not available");
-  snprintf(dir, sizeof dir, "/tmp/kiln_bytes_XXXXXX");
-  cr_assert(mkdtemp(dir), "mkdtemp failed");
-  for (; *groups; groups++) {
-    char cmd[1024];
-    snprintf(cmd, sizeof cmd, "python3 '%s/tests/unit/data/fe_models.py' '%s' %s", KILN_SOURCE_DIR, dir, *groups);
-    cr_assert_eq(system(cmd), 0, "model generator failed: %s", cmd);
-  }
-}
-
-/* The bytes of dir/file (free them). */
+/* The bytes of gen_dir/file (free them). */
 static void *slurp(const char *file, size_t *n) {
   char path[512];
-  snprintf(path, sizeof path, "%s/%s", dir, file);
+  snprintf(path, sizeof path, "%s/%s", gen_dir, file);
   FILE *f = fopen(path, "rb");
   cr_assert(f, "cannot open %s", path);
   fseek(f, 0, SEEK_END);
@@ -73,7 +54,7 @@ static char *body_text(kiln_context *ctx, const kiln_graph *g) {
 
 static kiln_graph *load_file(kiln_context *ctx, const char *file, const kiln_load_options *lo) {
   char path[512];
-  snprintf(path, sizeof path, "%s/%s", dir, file);
+  snprintf(path, sizeof path, "%s/%s", gen_dir, file);
   kiln_graph *g = NULL;
   cr_assert_eq(kiln_load_onnx(ctx, path, lo, &g), KILN_OK, "%s: %s", file, kiln_last_error(ctx));
   return g;
