@@ -14,14 +14,16 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def _built(build):
-    """libkiln.so (the real file behind the symlinks) and libkiln_aotrt.a of a build."""
+    """libkiln.so (the real file behind the symlinks) and libkiln_aotrt.a of a build (in
+    lib/kiln/ as installed, or at the top of older build trees)."""
     libs = sorted(glob.glob(os.path.join(build, "lib", "libkiln.so*")), key=len)
-    aotrt = os.path.join(build, "libkiln_aotrt.a")
-    if not libs or not os.path.exists(aotrt):
+    aotrts = [p for p in (os.path.join(build, "lib", "kiln", "libkiln_aotrt.a"), os.path.join(build, "libkiln_aotrt.a"))
+              if os.path.exists(p)]
+    if not libs or not aotrts:
         raise SystemExit(
-            f"kiln: no libkiln.so in {build}/lib (or no {aotrt}): build Kiln first (`make build` "
+            f"kiln: no libkiln.so in {build}/lib (or no libkiln_aotrt.a): build Kiln first (`make build` "
             "in the checkout), or set KILN_BUILD_DIR to the build folder")
-    return os.path.realpath(libs[0]), aotrt
+    return os.path.realpath(libs[0]), aotrts[0]
 
 
 class BuildPyWithLibrary(build_py):
@@ -30,10 +32,11 @@ class BuildPyWithLibrary(build_py):
         build = os.path.abspath(os.environ.get("KILN_BUILD_DIR", os.path.join(HERE, "..", "build")))
         lib, aotrt = _built(build)
         dest = os.path.join(self.build_lib, "kiln", "_lib")
-        os.makedirs(dest, exist_ok=True)
-        # one plain file: wheels keep no symlinks, and ctypes loads it by path
+        os.makedirs(os.path.join(dest, "kiln"), exist_ok=True)
+        # one plain file: wheels keep no symlinks, and ctypes loads it by path. The AOT
+        # runtime goes where an installed Kiln keeps it, kiln/ beside libkiln.so.
         shutil.copyfile(lib, os.path.join(dest, "libkiln.so"))
-        shutil.copyfile(aotrt, os.path.join(dest, "libkiln_aotrt.a"))
+        shutil.copyfile(aotrt, os.path.join(dest, "kiln", "libkiln_aotrt.a"))
 
 
 class BinaryDistribution(Distribution):

@@ -182,8 +182,10 @@ def lib() -> ctypes.CDLL:
         _path = path
         _bind(cdll)
         # kiln_export links the AOT runtime support into each library it writes; the
-        # installed package carries its own copy (the build tree's path is compiled in).
-        aotrt = os.path.join(os.path.dirname(os.path.abspath(path)), "libkiln_aotrt.a")
+        # installed package carries its own copy in kiln/ beside libkiln.so, where an
+        # installed Kiln keeps it. A libkiln.so that looks for it by the build tree's
+        # path is pointed at it through $KILN_AOTRT (read when a context is created).
+        aotrt = os.path.join(os.path.dirname(os.path.abspath(path)), "kiln", "libkiln_aotrt.a")
         if os.path.exists(aotrt):
             os.environ.setdefault("KILN_AOTRT", aotrt)
         _lib = cdll

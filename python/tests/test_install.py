@@ -25,6 +25,7 @@ x = np.load(sys.argv[2])
 m = kiln.compile(sys.argv[1]); y = m(x)
 np.save(sys.argv[3], y)
 m.export(sys.argv[4], header=sys.argv[5], prefix="cnn")
+assert np.array_equal(kiln.load_library(sys.argv[4])(x), y)
 print(kiln.library_path())
 """
 
@@ -60,6 +61,7 @@ def test_bundled_package(tmp_path, example_models):
                        env=dict(os.environ, KILN_BUILD_DIR=BUILD), capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr
     assert os.path.isfile(os.path.join(site, "kiln", "_lib", "libkiln.so"))
+    assert os.path.isfile(os.path.join(site, "kiln", "_lib", "kiln", "libkiln_aotrt.a"))
     assert not os.path.islink(os.path.join(site, "kiln", "_lib", "libkiln.so"))
     _use_installed(site, tmp_path, example_models)
 
