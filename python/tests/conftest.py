@@ -55,22 +55,41 @@ def pytest_terminal_summary(terminalreporter):
     for note in NOTES:
         terminalreporter.write_line(f"note: {note}")
     # ONNX's backend runner by test class (node, simple, real, pytorch-*), to compare the
-    # node tests with the C runner (build/kiln_conformance)
+    # node tests with the C runner (build/kiln_conformance); printed last (unconfigure)
     counts = collections.defaultdict(collections.Counter)
     for outcome in ("passed", "failed", "skipped", "error"):
         for rep in terminalreporter.stats.get(outcome, []):
             if "OnnxBackend" in rep.nodeid and (rep.when == "call" or outcome != "passed"):
                 cls = rep.nodeid.split("::")[1].replace("OnnxBackend", "").replace("ModelTest", "")
                 counts[cls]["failed" if outcome == "error" else outcome] += 1
+                if outcome in ("failed", "error"):
+                    BACKEND_FAILURES.append(f"FAIL {rep.nodeid.split('::')[-1]}: {_one_line(rep)}")
+    total = collections.Counter()
+    for cls in sorted(counts):
+        c = counts[cls]
+        total.update(c)
+        BACKEND_COUNTS.append(f"onnx-backend {cls}: {c['passed']} passed, {c['failed']} failed, {c['skipped']} skipped")
     if counts:
-        total = collections.Counter()
-        for cls in sorted(counts):
-            c = counts[cls]
-            total.update(c)
-            terminalreporter.write_line(f"onnx-backend {cls}: {c['passed']} passed, {c['failed']} failed, "
-                                        f"{c['skipped']} skipped")
-        terminalreporter.write_line(f"onnx-backend: {total['passed']} passed, {total['failed']} failed, "
-                                    f"{total['skipped']} skipped")
+        BACKEND_COUNTS.append(f"onnx-backend: {total['passed']} passed, {total['failed']} failed, "
+                              f"{total['skipped']} skipped")
+
+
+BACKEND_COUNTS = []
+BACKEND_FAILURES = []
+
+
+def _one_line(rep):
+    """The first line of a failed test's exception message."""
+    crash = getattr(rep.longrepr, "reprcrash", None)
+    text = crash.message if crash is not None else str(rep.longrepr).strip().splitlines()[-1]
+    return text.splitlines()[0][:300] if text else "(no message)"
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config):
+    """The ONNX backend runner's counts as the last lines of the output, after pytest's."""
+    if BACKEND_COUNTS and not hasattr(config, "workerinput"):
+        print("\n".join(sorted(BACKEND_FAILURES) + BACKEND_COUNTS))
 
 
 @pytest.fixture(scope="session")
