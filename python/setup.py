@@ -14,16 +14,14 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def _built(build):
-    """libkiln.so (the real file behind the symlinks) and libkiln_aotrt.a of a build (in
-    lib/kiln/ as installed, or at the top of older build trees)."""
+    """libkiln.so (the real file behind the symlinks) and lib/kiln/libkiln_aotrt.a of a build."""
     libs = sorted(glob.glob(os.path.join(build, "lib", "libkiln.so*")), key=len)
-    aotrts = [p for p in (os.path.join(build, "lib", "kiln", "libkiln_aotrt.a"), os.path.join(build, "libkiln_aotrt.a"))
-              if os.path.exists(p)]
-    if not libs or not aotrts:
+    aotrt = os.path.join(build, "lib", "kiln", "libkiln_aotrt.a")
+    if not libs or not os.path.exists(aotrt):
         raise SystemExit(
-            f"kiln: no libkiln.so in {build}/lib (or no libkiln_aotrt.a): build Kiln first (`make build` "
+            f"kiln: no libkiln.so in {build}/lib (or no lib/kiln/libkiln_aotrt.a): build Kiln first (`make build` "
             "in the checkout), or set KILN_BUILD_DIR to the build folder")
-    return os.path.realpath(libs[0]), aotrts[0]
+    return os.path.realpath(libs[0]), aotrt
 
 
 class BuildPyWithLibrary(build_py):
@@ -34,7 +32,8 @@ class BuildPyWithLibrary(build_py):
         dest = os.path.join(self.build_lib, "kiln", "_lib")
         os.makedirs(os.path.join(dest, "kiln"), exist_ok=True)
         # one plain file: wheels keep no symlinks, and ctypes loads it by path. The AOT
-        # runtime goes where an installed Kiln keeps it, kiln/ beside libkiln.so.
+        # runtime goes where an installed Kiln keeps it, kiln/ beside libkiln.so, where
+        # libkiln.so looks for it (driver/library.c, find_aotrt).
         shutil.copyfile(lib, os.path.join(dest, "libkiln.so"))
         shutil.copyfile(aotrt, os.path.join(dest, "kiln", "libkiln_aotrt.a"))
 

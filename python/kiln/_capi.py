@@ -77,6 +77,7 @@ _SIGNATURES = {
     "kiln_context_create": (c_int, [POINTER(ContextOptions), POINTER(_P)]),
     "kiln_context_destroy": (None, [_P]),
     "kiln_last_error": (c_char_p, [_P]),
+    "kiln_last_error_copy": (c_size_t, [_P, c_char_p, c_size_t]),
     "kiln_load_onnx": (c_int, [_P, c_char_p, POINTER(LoadOptions), POINTER(_P)]),
     "kiln_load_onnx_bytes": (c_int, [_P, c_char_p, c_size_t, POINTER(LoadOptions), POINTER(_P)]),
     "kiln_load_text": (c_int, [_P, c_char_p, POINTER(_P)]),
@@ -181,13 +182,6 @@ def lib() -> ctypes.CDLL:
             raise ImportError(f"kiln: cannot load libkiln.so from {where} ({path}): {e}") from e
         _path = path
         _bind(cdll)
-        # kiln_export links the AOT runtime support into each library it writes; the
-        # installed package carries its own copy in kiln/ beside libkiln.so, where an
-        # installed Kiln keeps it. A libkiln.so that looks for it by the build tree's
-        # path is pointed at it through $KILN_AOTRT (read when a context is created).
-        aotrt = os.path.join(os.path.dirname(os.path.abspath(path)), "kiln", "libkiln_aotrt.a")
-        if os.path.exists(aotrt):
-            os.environ.setdefault("KILN_AOTRT", aotrt)
         _lib = cdll
         return _lib
 

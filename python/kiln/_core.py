@@ -7,10 +7,12 @@ it is only marked closing; the last of them to close destroys it. So no order of
 ``close()`` calls, garbage collection or interpreter shutdown frees a context under a live
 executable.
 
-Threads. Kiln's context holds the last error message and the thread pool, and one
-executable runs one call at a time (kiln.h), so every C call on a context holds that
-context's lock. Calls on different contexts run in parallel (ctypes releases the GIL
-during the call): give each serving thread its own ``Context`` for parallel runs.
+Threads. Kiln's context holds the last error message, and a context and its graphs are
+used by one thread at a time (kiln.h), so every C call on a context holds that context's
+lock, except kiln_run: kiln_run is thread-safe (one model may run from several threads at
+once, each run with its own arena), so ``Model`` calls run without the lock (ctypes
+releases the GIL during the call) and read a failed run's message with
+kiln_last_error_copy. Closing a model waits for its runs in flight.
 """
 from __future__ import annotations
 
@@ -90,10 +92,15 @@ class Context(Closable):
         return self._handle is None or self._closing
 
     def check(self, status: int) -> None:
-        """Raises the KilnError for `status` with the context's message (call it holding lock)."""
+        """Raises the KilnError for `status` with the context's message (call it holding
+        lock, or after kiln_run, whose message is copied under the C context's own lock)."""
         if status != _capi.OK:
-            msg = self._lib.kiln_last_error(self._handle)
-            raise error_for(status, msg.decode("utf-8", "replace") if msg else "")
+            buf = ctypes.create_string_buffer(4096)
+            n = self._lib.kiln_last_error_copy(self._handle, buf, len(buf))
+            if n >= len(buf):  # cut to fit: again with room for all of it
+                buf = ctypes.create_string_buffer(n + 1)
+                self._lib.kiln_last_error_copy(self._handle, buf, len(buf))
+            raise error_for(status, buf.value.decode("utf-8", "replace"))
 
     def _acquire(self) -> None:
         with self.lock:

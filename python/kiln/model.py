@@ -5,6 +5,7 @@ import ctypes
 import json
 import os
 import statistics
+import threading
 import time
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
@@ -197,6 +198,7 @@ class Model(Handle):
         m._lib = ctx._lib
         m._graph = graph
         m._opts = opts
+        m._runs_done = threading.Condition()
         m._own(ctx, handle, ctx._lib.kiln_executable_destroy)
         n_in = m._lib.kiln_executable_num_inputs(handle)
         n_out = m._lib.kiln_executable_num_outputs(handle)
@@ -223,10 +225,23 @@ class Model(Handle):
     def _tensors(arrays: List[np.ndarray]) -> Any:
         return (_capi.Tensor * max(1, len(arrays)))(*[tensor_of(a) for a in arrays])
 
+    # kiln_run is thread-safe (kiln.h THREADS), so runs take no context lock; close()
+    # waits for the runs in flight, since an executable must outlive its last run.
+    _runs = 0
+    _runs_done: Optional[threading.Condition] = None
+
     def _call(self, tin: Any, n_in: int, tout: Any, n_out: int) -> None:
-        ctx = self.context
-        with ctx.lock:
-            ctx.check(self._lib.kiln_run(self.handle, tin, n_in, tout, n_out))
+        ctx, cv = self.context, self._runs_done
+        assert cv is not None
+        with cv:
+            h = self.handle  # raises when closed
+            self._runs += 1
+        try:
+            ctx.check(self._lib.kiln_run(h, tin, n_in, tout, n_out))
+        finally:
+            with cv:
+                self._runs -= 1
+                cv.notify_all()
 
     def _run(self, arrays: List[np.ndarray]) -> List[np.ndarray]:
         outs = [empty_aligned(o.shape, o.dtype) for o in self.outputs]
@@ -372,8 +387,15 @@ class Model(Handle):
         return result
 
     def close(self) -> None:
-        """Frees the executable now (the graph and context stay while others use them)."""
-        super().close()
+        """Frees the executable once the runs in flight (other threads') returned (the graph
+        and context stay while others use them)."""
+        cv = self._runs_done
+        if cv is not None:
+            with cv:
+                cv.wait_for(lambda: self._runs == 0)
+                super().close()
+        else:
+            super().close()
         self._graph = None
 
 

@@ -284,6 +284,62 @@ def test_concurrent_runs_from_threads(two_in_two_out):
     assert wrong == []
 
 
+def test_concurrent_failing_runs_carry_kilns_message():
+    # runs take no Python lock (kiln_run is thread-safe); a failed run's message is copied
+    # with kiln_last_error_copy, so every failure still names the node
+    g = helper.make_node("Gather", ["data", "idx"], ["y"], name="lookup")
+    model = kiln.compile(onnx_model([g], [vi("data", [4, 2]), vi("idx", [3], TensorProto.INT64)], [vi("y", None)]))
+    data, bad, good = rand(4, 2), np.array([0, 9, 1]), np.array([0, 3, 1])
+    problems = []
+
+    def work(k):
+        for _ in range(30):
+            try:
+                if k % 2:
+                    model(data, bad)
+                    problems.append("no error")
+                elif not np.array_equal(model(data, good), data[good]):
+                    problems.append("wrong")
+            except kiln.InvalidArgumentError as e:
+                if k % 2 == 0 or "lookup" not in str(e):
+                    problems.append(str(e))
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert problems == []
+
+
+def test_close_waits_for_runs_in_flight(two_in_two_out):
+    # close() from one thread while others run: no run sees a freed executable; each
+    # either completes correctly or raises "closed"
+    m = two_in_two_out
+    a, b = rand(2, 3), rand(2, 3)
+    outcomes = []
+    started = threading.Barrier(5)
+
+    def work():
+        started.wait()
+        for _ in range(200):
+            try:
+                s, _ = m(a, b)
+                outcomes.append(bool(np.allclose(s, a + b)))
+            except kiln.InvalidArgumentError as e:
+                outcomes.append("closed" in str(e))
+                return
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    started.wait()
+    m.close()
+    for t in threads:
+        t.join()
+    assert m.closed and outcomes and all(outcomes)
+
+
 # ------------------------------------------------------------------ lifetimes
 def test_model_keeps_its_context_alive():
     ctx = kiln.Context(threads=1, cache_dir="")
