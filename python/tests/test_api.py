@@ -201,13 +201,17 @@ def test_load_errors():
 
 
 # ------------------------------------------------------------------ running
-@pytest.fixture(scope="module")
-def two_in_two_out():
+def compile_two_in_two_out():
     g = kiln.Graph("two")
     a, b = g.input("a", (2, 3)), g.input("b", (2, 3))
     g.output("sum", a + b)
     g.output("prod", a * b)
     return kiln.compile(g)
+
+
+@pytest.fixture(scope="module")
+def two_in_two_out():
+    return compile_two_in_two_out()
 
 
 def test_run_forms(two_in_two_out):
@@ -264,6 +268,16 @@ def test_data_error_names_the_node():
         model(rand(4, 2), np.array([0, 9, 1]))
 
 
+def in_threads(work, n, meanwhile=lambda: None):
+    """work(k) for k in range(n), each in its own thread; meanwhile() on this one."""
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(n)]
+    for t in threads:
+        t.start()
+    meanwhile()
+    for t in threads:
+        t.join()
+
+
 def test_concurrent_runs_from_threads(two_in_two_out):
     m = two_in_two_out
     inputs = [(rand(2, 3), rand(2, 3)) for _ in range(8)]
@@ -276,11 +290,7 @@ def test_concurrent_runs_from_threads(two_in_two_out):
             if not (np.allclose(s, a + b) and np.allclose(p, a * b)):
                 wrong.append(k)
 
-    threads = [threading.Thread(target=work, args=(k,)) for k in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    in_threads(work, 8)
     assert wrong == []
 
 
@@ -304,18 +314,14 @@ def test_concurrent_failing_runs_carry_kilns_message():
                 if k % 2 == 0 or "lookup" not in str(e):
                     problems.append(str(e))
 
-    threads = [threading.Thread(target=work, args=(k,)) for k in range(6)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    in_threads(work, 6)
     assert problems == []
 
 
-def test_close_waits_for_runs_in_flight(two_in_two_out):
+def test_close_waits_for_runs_in_flight():
     # close() from one thread while others run: no run sees a freed executable; each
     # either completes correctly or raises "closed"
-    m = two_in_two_out
+    m = compile_two_in_two_out()  # its own: the module's shared one stays open
     a, b = rand(2, 3), rand(2, 3)
     outcomes = []
     started = threading.Barrier(5)
@@ -330,13 +336,7 @@ def test_close_waits_for_runs_in_flight(two_in_two_out):
                 outcomes.append("closed" in str(e))
                 return
 
-    threads = [threading.Thread(target=work) for _ in range(4)]
-    for t in threads:
-        t.start()
-    started.wait()
-    m.close()
-    for t in threads:
-        t.join()
+    in_threads(lambda k: work(), 4, meanwhile=lambda: (started.wait(), m.close()))
     assert m.closed and outcomes and all(outcomes)
 
 
