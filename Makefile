@@ -4,7 +4,7 @@ BUILD ?= build
 JOBS  ?= $(shell nproc)
 PYTHON ?= python3
 
-.PHONY: all deps build run test test-tsan unit lit models conformance bench bench-fusion clean fuzz-graphs
+.PHONY: all deps build run test test-tsan unit lit models conformance conformance-py pytest bench bench-fusion clean fuzz-graphs
 
 all: build
 
@@ -34,6 +34,22 @@ test-tsan: deps
 
 conformance: build
 	@$(BUILD)/kiln_conformance $(CONFORMANCE_ARGS)
+
+# The Python package (python/kiln) from the checkout: PYTHONPATH and KILN_LIBRARY, nothing
+# installed. `make pytest` runs its tests (also part of `make test`); `make conformance-py`
+# runs every case of ONNX's own backend runner on kiln.backend (tests in parallel with
+# pytest-xdist when installed) and, like `make conformance`, ends with each failed case
+# and its reason, the counts per test class and the total (onnx-backend: N passed, N
+# failed, N skipped), and succeeds whatever cases fail.
+PYTEST = KILN_BUILD_DIR=$(abspath $(BUILD)) KILN_LIBRARY=$(abspath $(BUILD))/lib/libkiln.so PYTHONPATH=python \
+	$(PYTHON) -m pytest -p no:cacheprovider
+XDIST = $(shell $(PYTHON) -c 'import xdist' 2>/dev/null && printf -- '-n %s' $(JOBS))
+pytest: build
+	@$(PYTEST) -q -rfEs python/tests $(PYTEST_ARGS)
+
+conformance-py: build
+	@KILN_ONNX_BACKEND=all $(PYTEST) -q -rs --tb=no $(XDIST) python/tests/test_onnx_backend.py $(PYTEST_ARGS); \
+	  rc=$$?; [ $$rc -le 1 ] || exit $$rc
 
 # Differential fuzzing of the compiler against the interpreter (tests/unit/test_e2e_random.c)
 # with many more random graphs than `make test`, from a time-based seed unless

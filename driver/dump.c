@@ -3,6 +3,7 @@
  * domain and costs, and every fusion the lowering refused; docs/fusion-report.md). */
 #include "driver.h"
 
+#include <stdlib.h>
 #include <string.h>
 #ifdef KILN_HAVE_LLVM
 #include "../codegen/llvm.h"
@@ -240,3 +241,30 @@ kiln_status kiln_driver_dump(kiln_context *ctx, const kiln_graph *g, const kiln_
   return st == KILN_OK ? KILN_OK : kiln_driver_fail(ctx, &d);
 }
 
+
+/* ------------------------------------------------------------------ the report as a string */
+kiln_status kiln_fusion_report(kiln_context *ctx, const kiln_graph *g, const kiln_compile_options *o, int json,
+                               char **report) {
+  if (!ctx || !g || !report) return kiln_driver_failf(ctx, KILN_ERR_INVALID_ARGUMENT, "kiln_fusion_report: NULL argument");
+  *report = NULL;
+  char *buf = NULL;
+  size_t n = 0;
+  FILE *f = open_memstream(&buf, &n);
+  if (!f) return kiln_driver_failf(ctx, KILN_ERR_OUT_OF_MEMORY, "kiln_fusion_report: out of memory");
+  kiln_dump_options d = {.fusion = o ? o->fusion : KILN_FUSION_FULL,
+                         .disable_passes = o ? o->disable_passes : NULL,
+                         .fusion_report = json ? KILN_REPORT_JSON : KILN_REPORT_TEXT,
+                         .target = o ? o->target : KILN_TARGET_CPU};
+  kiln_status st = kiln_driver_dump(ctx, g, &d, f);
+  bool closed = fclose(f) == 0;
+  /* open_memstream's buffer comes from malloc; the caller frees with kiln_free. */
+  if (st == KILN_OK && closed) {
+    *report = kiln_ir_malloc(&ctx->alloc, n + 1);
+    if (*report) memcpy(*report, buf, n + 1);
+    else st = kiln_driver_failf(ctx, KILN_ERR_OUT_OF_MEMORY, "kiln_fusion_report: out of memory");
+  } else if (st == KILN_OK) {
+    st = kiln_driver_failf(ctx, KILN_ERR_IO, "kiln_fusion_report: cannot write the report");
+  }
+  free(buf);
+  return st;
+}

@@ -184,6 +184,15 @@ static kiln_status io_info(const kiln_graph *g, const kiln_graph_io *io, int32_t
   return KILN_OK;
 }
 
+kiln_status kiln_value_info(const kiln_graph *g, kiln_value v, kiln_dtype *dt, int32_t *rank, int64_t *dims) {
+  if (!g || v.id < 0 || v.id >= g->n_nodes) return KILN_ERR_INVALID_ARGUMENT;
+  const kiln_node *nd = &g->nodes[v.id];
+  if (dt) *dt = nd->dtype;
+  if (rank) *rank = nd->shape.rank;
+  if (dims) memcpy(dims, nd->shape.dims, sizeof(int64_t) * (size_t)nd->shape.rank);
+  return KILN_OK;
+}
+
 kiln_status kiln_graph_input_info(const kiln_graph *g, int32_t i, const char **name,
                                   kiln_dtype *dt, int32_t *rank, int64_t *dims) {
   return io_info(g, g ? g->inputs : NULL, g ? g->n_inputs : 0, i, name, dt, rank, dims);

@@ -33,40 +33,64 @@ static kiln_status elf_error(kiln_context *ctx, const char *path, const char *wa
                            path, want);
 }
 
-kiln_status kiln_load_onnx(kiln_context *ctx, const char *path, const kiln_load_options *o,
-                           kiln_graph **g) {
-  if (!ctx || !path || !g) return kiln_driver_failf(ctx, KILN_ERR_INVALID_ARGUMENT, "kiln_load_onnx: NULL argument");
+/* The load options' constant inputs as the frontend's frozen constants (at most 64). */
+static kiln_status frozen_inputs(kiln_context *ctx, const char *fn, const kiln_load_options *o,
+                                 kiln_const frozen[64], kiln_fe_options *fo) {
+  if (!o || o->n_constant_inputs <= 0) return KILN_OK;
+  if (o->n_constant_inputs > 64 || !o->constant_input_names || !o->constant_input_values)
+    return kiln_driver_failf(ctx, KILN_ERR_INVALID_ARGUMENT,
+                             "%s: constant inputs: %d given (at most 64, names and values required)", fn,
+                             o->n_constant_inputs);
+  for (int i = 0; i < o->n_constant_inputs; i++) {
+    const kiln_tensor *t = &o->constant_input_values[i];
+    if (t->rank < 0 || t->rank > KILN_MAX_RANK || (unsigned)t->dtype >= KILN_DTYPE_COUNT)
+      return kiln_driver_failf(ctx, KILN_ERR_INVALID_ARGUMENT, "constant input '%s': bad dtype or rank",
+                               o->constant_input_names[i]);
+    frozen[i].dtype = t->dtype;
+    frozen[i].shape = kiln_shape_make(t->rank, t->dims);
+    frozen[i].data = t->data;
+    frozen[i].nbytes = (size_t)kiln_shape_numel(&frozen[i].shape) * kiln_dtype_size(t->dtype);
+    frozen[i].name = o->constant_input_names[i];
+  }
+  fo->n_frozen = o->n_constant_inputs;
+  fo->frozen = frozen;
+  return KILN_OK;
+}
+
+/* kiln_load_onnx from a file (path) or from memory (path NULL). */
+static kiln_status load_onnx(kiln_context *ctx, const char *path, const void *data, size_t n,
+                             const kiln_load_options *o, kiln_graph **g) {
+  const char *fn = path ? "kiln_load_onnx" : "kiln_load_onnx_bytes";
+  if (!ctx || !g || (!path && !data))
+    return kiln_driver_failf(ctx, KILN_ERR_INVALID_ARGUMENT, "%s: NULL argument", fn);
   *g = NULL;
-  if (is_elf(path)) return elf_error(ctx, path, "an ONNX model");
+  if (path && is_elf(path)) return elf_error(ctx, path, "an ONNX model");
   kiln_diag d = {0};
   kiln_fe_options fo = {.load = o, .fold = fold_with_interpreter, .fold_user = NULL};
   kiln_const frozen[64];
-  if (o && o->n_constant_inputs > 0) {
-    if (o->n_constant_inputs > 64 || !o->constant_input_names || !o->constant_input_values)
-      return kiln_driver_failf(ctx, KILN_ERR_INVALID_ARGUMENT,
-                               "kiln_load_onnx: constant inputs: %d given (at most 64, names and values required)",
-                               o->n_constant_inputs);
-    for (int i = 0; i < o->n_constant_inputs; i++) {
-      const kiln_tensor *t = &o->constant_input_values[i];
-      if (t->rank < 0 || t->rank > KILN_MAX_RANK || (unsigned)t->dtype >= KILN_DTYPE_COUNT)
-        return kiln_driver_failf(ctx, KILN_ERR_INVALID_ARGUMENT, "constant input '%s': bad dtype or rank",
-                                 o->constant_input_names[i]);
-      frozen[i].dtype = t->dtype;
-      frozen[i].shape = kiln_shape_make(t->rank, t->dims);
-      frozen[i].data = t->data;
-      frozen[i].nbytes = (size_t)kiln_shape_numel(&frozen[i].shape) * kiln_dtype_size(t->dtype);
-      frozen[i].name = o->constant_input_names[i];
-    }
-    fo.n_frozen = o->n_constant_inputs;
-    fo.frozen = frozen;
-  }
-  if (kiln_fe_load_onnx(&ctx->alloc, path, &fo, g, &d) != KILN_OK) {
+  kiln_status st = frozen_inputs(ctx, fn, o, frozen, &fo);
+  if (st != KILN_OK) return st;
+  /* From memory there is no folder: external data is refused (frontend/onnx_tensor.c). */
+  st = path ? kiln_fe_load_onnx(&ctx->alloc, path, &fo, g, &d)
+            : kiln_fe_load_onnx_buffer(&ctx->alloc, data, n, NULL, &fo, g, &d);
+  if (st != KILN_OK) {
     kiln_ir_graph_destroy(*g);
     *g = NULL;
     return kiln_driver_fail(ctx, &d);
   }
   kiln_driver_ctx_retain(ctx);
   return KILN_OK;
+}
+
+kiln_status kiln_load_onnx(kiln_context *ctx, const char *path, const kiln_load_options *o,
+                           kiln_graph **g) {
+  if (!path) return kiln_driver_failf(ctx, KILN_ERR_INVALID_ARGUMENT, "kiln_load_onnx: NULL argument");
+  return load_onnx(ctx, path, NULL, 0, o, g);
+}
+
+kiln_status kiln_load_onnx_bytes(kiln_context *ctx, const void *data, size_t n, const kiln_load_options *o,
+                                 kiln_graph **out) {
+  return load_onnx(ctx, NULL, data, n, o, out);
 }
 
 kiln_status kiln_parse_text(kiln_context *ctx, const char *text, kiln_graph **g) {

@@ -195,6 +195,10 @@ typedef struct kiln_load_options {
  * may not leave it. An unsupported model gets one error listing every unsupported op. */
 kiln_status kiln_load_onnx(kiln_context *ctx, const char *path, const kiln_load_options *o,
                            kiln_graph **g);
+/* kiln_load_onnx from a serialized ModelProto in memory (data, n bytes; not kept). There
+ * is no model folder, so a model with external data is KILN_ERR_UNSUPPORTED. */
+kiln_status kiln_load_onnx_bytes(kiln_context *ctx, const void *data, size_t n, const kiln_load_options *o,
+                                 kiln_graph **out);
 /* Kiln's textual IR (what `kiln dump` prints). */
 kiln_status kiln_load_text(kiln_context *ctx, const char *path, kiln_graph **g);
 kiln_status kiln_parse_text(kiln_context *ctx, const char *text, kiln_graph **g);
@@ -211,6 +215,9 @@ void kiln_free(kiln_context *ctx, void *p);
 
 int32_t kiln_graph_num_inputs(const kiln_graph *g);
 int32_t kiln_graph_num_outputs(const kiln_graph *g);
+/* Dtype and shape of value v of g (dims must hold KILN_TENSOR_MAX_RANK);
+ * KILN_ERR_INVALID_ARGUMENT for an invalid value. */
+kiln_status kiln_value_info(const kiln_graph *g, kiln_value v, kiln_dtype *dt, int32_t *rank, int64_t *dims);
 /* Name, dtype and shape of input/output i (dims must hold KILN_TENSOR_MAX_RANK). */
 kiln_status kiln_graph_input_info(const kiln_graph *g, int32_t i, const char **name,
                                   kiln_dtype *dt, int32_t *rank, int64_t *dims);
@@ -330,6 +337,14 @@ kiln_status kiln_executable_output_info(const kiln_executable *exe, int32_t i, c
 int32_t kiln_executable_num_inputs(const kiln_executable *exe);
 kiln_status kiln_executable_input_info(const kiln_executable *exe, int32_t i, const char **name,
                                        kiln_dtype *dt, int32_t *rank, int64_t *dims);
+
+/* The fusion report (docs/fusion-report.md) of g compiled with o (NULL: the defaults):
+ * every kernel with the model nodes it covers, and every fusion refused with its reason.
+ * json != 0: the JSON form, else the text form of `kiln dump --fusion-report`. *report is
+ * allocated with the context's allocator; free it with kiln_free. It lowers g again (the
+ * passes, no code generation), so it costs a fraction of a kiln_compile. */
+kiln_status kiln_fusion_report(kiln_context *ctx, const kiln_graph *g, const kiln_compile_options *o, int json,
+                               char **report);
 
 /* ===================================================================== ahead of time */
 /* Writes a self-contained shared library (generated code, embedded weights, the small

@@ -5,7 +5,7 @@ set -euo pipefail
 
 APT_PKGS="cmake make gcc g++ pkg-config llvm-19-dev llvm-19-tools libopenblas-dev libcriterion-dev \
 protobuf-c-compiler libprotobuf-c-dev libonnx-dev zlib1g-dev libzstd-dev python3 python3-pip"
-PIP_PKGS="onnx==1.22.0 onnxruntime numpy"
+PIP_PKGS="onnx==1.22.0 onnxruntime numpy pytest"
 
 missing=""
 for p in $APT_PKGS; do
@@ -21,7 +21,7 @@ fi
 
 PY=${PYTHON:-python3}
 if ! $PY - <<'PYEOF' 2>/dev/null
-import onnx, onnxruntime, numpy
+import onnx, onnxruntime, numpy, pytest
 assert onnx.__version__ == "1.22.0", onnx.__version__
 PYEOF
 then

@@ -7,13 +7,13 @@
 # (tests/lit), the example models (examples/gen_models.py into BUILDDIR/models, then
 # tests/models/check_models.py against ONNX Runtime), and the PyTorch-exported
 # architectures of tests/models/torch (weights refilled by torch_refill.py, then the same
-# checks), and issue 3's fusion targets (tests/models/check_fusion_targets.py --assert:
-# kernel counts and arena size, not timing), the installed library (tests/install:
-# programs built against an installed prefix), and the structure rules
-# (tests/structure/check_structure.py). A failing suite does not stop the run.
-# Individual tests are counted where the suite's output says how many ran; a suite
-# that cannot run at all (missing tool, crash, timeout, unparsable output) counts as one
-# failed test, never as a silent skip. The last line is always
+# checks), the Python package's pytest tests (python/tests), issue 3's fusion targets
+# (tests/models/check_fusion_targets.py --assert: kernel counts and arena size, not
+# timing), the installed library (tests/install: programs built against an installed
+# prefix), and the structure rules (tests/structure/check_structure.py). A failing suite
+# does not stop the run. Individual tests are counted where the suite's output says how
+# many ran; a suite that cannot run at all (missing tool, crash, timeout, unparsable
+# output) counts as one failed test, never as a silent skip. The last line is always
 #   tests: N passed, N failed, N skipped
 # and the exit status is 1 if anything failed.
 #
@@ -207,6 +207,34 @@ else
   echo "up to date (delete $TSTAMP to regenerate)"
 fi
 [ $torch_ok -eq 1 ] && model_suite torch-models "$TORCH"
+
+# ------------------------------------------------------------------ Python package
+# python/tests (pytest) on the package in python/kiln and this build's libkiln.so, through
+# PYTHONPATH and KILN_LIBRARY (nothing installed): the API, the example models and the
+# PyTorch exports above against onnxruntime, the installed package's layout, and a smoke
+# set of ONNX's backend runner on kiln.backend (all of it: make conformance-py). Errors
+# and unexpected passes count as failed, expected failures as skipped.
+header "python: pytest python/tests"
+if ! "$PYTHON" -c 'import pytest' 2>/dev/null; then
+  echo ">> pytest is not installed for $PYTHON"
+  record "python" 0 1 0 "pytest missing"
+else
+  KILN_BUILD_DIR=$BUILD KILN_LIBRARY=$BUILD/lib/libkiln.so PYTHONPATH=$ROOT/python \
+    run_logged "$PYTHON" -m pytest -p no:cacheprovider -q -rfEs python/tests
+  rc=$?
+  line=$(grep -aE '^(=+ )?[0-9]+ [a-z]+.* in [0-9.]+s' "$LOG/out" | tail -1)
+  pyc() { # the count before WORD in pytest's summary line, 0 when absent
+    sed -n "s/.*[^0-9]\([0-9][0-9]*\) $1[,= ].*/\1/p; s/^\([0-9][0-9]*\) $1[,= ].*/\1/p" <<<"$line " | tail -1 | awk '{n = $1} END {print n + 0}'
+  }
+  p=$(pyc passed)
+  f=$(($(pyc failed) + $(pyc errors) + $(pyc error) + $(pyc xpassed)))
+  s=$(($(pyc skipped) + $(pyc xfailed)))
+  if [ -z "$line" ] || { [ $rc -ne 0 ] && [ $f -eq 0 ]; }; then
+    echo ">> pytest did not report results: $(why_failed $rc)"
+    f=$((f + 1))
+  fi
+  record "python" "$p" "$f" "$s"
+fi
 
 # ------------------------------------------------------------------ fusion targets
 # Issue 3's "done when" targets (kernel counts of bert_layer and resnet18, ResNet-50's

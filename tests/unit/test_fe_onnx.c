@@ -15,35 +15,19 @@
 
 #include "../../frontend/onnx.h"
 #include "../../runtime/rt.h"
-
-static char dir[64];
+#include "test_gen_models.h"
 
 static kiln_status fold_cb(void *user, kiln_graph *g, int32_t v, int32_t *out, kiln_diag *d) {
   (void)user;
   return kiln_rt_fold_value(g, v, out, d);
 }
 
-static void cleanup(void) {
-  if (!dir[0]) return;
-  char cmd[128];
-  snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-  if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", dir);
-}
-
-TestSuite(fe_onnx, .fini = cleanup);
+TestSuite(fe_onnx, .fini = gen_cleanup);
 
 /* Writes the models of one group of fe_models.py into a fresh temporary folder. */
-static void gen(const char *group) {
-  if (system("python3 -c 'import onnx, numpy' >/dev/null 2>&1") != 0)
-    cr_skip_test("python3 with the onnx and numpy packages is not available");
-  snprintf(dir, sizeof dir, "/tmp/kiln_fe_XXXXXX");
-  cr_assert(mkdtemp(dir), "mkdtemp failed");
-  char cmd[1024];
-  snprintf(cmd, sizeof cmd, "python3 '%s/tests/unit/data/fe_models.py' '%s' %s", KILN_SOURCE_DIR, dir, group);
-  cr_assert_eq(system(cmd), 0, "model generator failed: %s", cmd);
-}
+static void gen(const char *group) { gen_models("fe", "fe_models.py", (const char *const[]){group, NULL}); }
 
-static void path_of(char *buf, size_t n, const char *file) { snprintf(buf, n, "%s/%s", dir, file); }
+static void path_of(char *buf, size_t n, const char *file) { snprintf(buf, n, "%s/%s", gen_dir, file); }
 
 static kiln_status load(const char *file, const kiln_load_options *lo, kiln_graph **g, kiln_diag *d) {
   char path[512];
@@ -84,11 +68,11 @@ static const char *run_and_compare(const kiln_graph *g, const char *prefix, int 
     return msg;
   }
   for (int i = 0; i < n_in; i++) {
-    snprintf(path, sizeof path, "%s/%s.in%d.npy", dir, prefix, i);
+    snprintf(path, sizeof path, "%s/%s.in%d.npy", gen_dir, prefix, i);
     cr_assert_eq(kiln_rt_npy_read(NULL, path, &in[i], &d), KILN_OK, "%s", d.msg);
   }
   for (int i = 0; i < n_out; i++) {
-    snprintf(path, sizeof path, "%s/%s.out%d.npy", dir, prefix, i);
+    snprintf(path, sizeof path, "%s/%s.out%d.npy", gen_dir, prefix, i);
     cr_assert_eq(kiln_rt_npy_read(NULL, path, &want[i], &d), KILN_OK, "%s", d.msg);
     const kiln_node *o = &g->nodes[g->outputs[i].node];
     out[i] = (kiln_rt_tensor){o->dtype, o->shape, NULL};
@@ -162,7 +146,7 @@ Test(fe_onnx, buffer_load_matches_file_load) {
   kiln_graph *g = NULL;
   kiln_diag d = {0};
   kiln_fe_options o = {.fold = fold_cb};
-  cr_assert_eq(kiln_fe_load_onnx_buffer(NULL, buf, n, dir, &o, &g, &d), KILN_OK, "%s", d.msg);
+  cr_assert_eq(kiln_fe_load_onnx_buffer(NULL, buf, n, gen_dir, &o, &g, &d), KILN_OK, "%s", d.msg);
   char msg[512];
   cr_assert_str_empty(run_and_compare(g, "mlp", 1, 1, msg, sizeof msg), "%s", msg);
   kiln_ir_graph_destroy(g);

@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "../../driver/driver.h"
+#include "test_gen_models.h"
 
 #define CAP_BYTES ((size_t)256 << 20)
 
@@ -50,26 +51,9 @@ static void cap_free(void *u, void *p) {
   free(p);
 }
 
-static char dir[64];
+TestSuite(robust_onnx, .fini = gen_cleanup, .timeout = 300);
 
-static void cleanup(void) {
-  if (!dir[0]) return;
-  char cmd[128];
-  snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-  if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", dir);
-}
-
-TestSuite(robust_onnx, .fini = cleanup, .timeout = 300);
-
-static void gen(void) {
-  if (system("python3 -c 'import onnx, numpy' >/dev/null 2>&1") != 0)
-    cr_skip_test("python3 with the onnx and numpy packages is not available");
-  snprintf(dir, sizeof dir, "/tmp/kiln_robust_XXXXXX");
-  cr_assert(mkdtemp(dir), "mkdtemp failed");
-  char cmd[1024];
-  snprintf(cmd, sizeof cmd, "python3 '%s/tests/unit/data/robust_onnx_models.py' '%s'", KILN_SOURCE_DIR, dir);
-  cr_assert_eq(system(cmd), 0, "model generator failed: %s", cmd);
-}
+static void gen(void) { gen_models("robust", "robust_onnx_models.py", NULL); }
 
 static uint64_t rng_next(uint64_t *s) {
   uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
@@ -180,13 +164,13 @@ done:
 Test(robust_onnx, structured_mutations_are_refused_with_a_message) {
   gen();
   char path[512];
-  snprintf(path, sizeof path, "%s/manifest.txt", dir);
+  snprintf(path, sizeof path, "%s/manifest.txt", gen_dir);
   FILE *f = fopen(path, "r");
   cr_assert(f, "no manifest");
   char name[128], expect[16];
   int n = 0, failures = 0;
   while (fscanf(f, "%127s %15s", name, expect) == 2) {
-    snprintf(path, sizeof path, "%s/%s.onnx", dir, name);
+    snprintf(path, sizeof path, "%s/%s.onnx", gen_dir, name);
     cap_alloc ca = {0};
     stage at = try_model(path, name, 42, &ca);
     n++;
@@ -262,14 +246,14 @@ Test(robust_onnx, byte_mutations_never_crash) {
   size_t orig_len[8];
   char path[512], mpath[512];
   for (int b = 0; b < n_bases; b++) {
-    snprintf(path, sizeof path, "%s/%s.onnx", dir, bases[b]);
+    snprintf(path, sizeof path, "%s/%s.onnx", gen_dir, bases[b]);
     FILE *f = fopen(path, "rb");
     cr_assert(f, "%s", path);
     orig_len[b] = fread(orig[b], 1, sizeof orig[b], f);
     fclose(f);
     cr_assert(orig_len[b] > 0 && orig_len[b] < sizeof orig[b]);
   }
-  snprintf(mpath, sizeof mpath, "%s/mutant.onnx", dir);
+  snprintf(mpath, sizeof mpath, "%s/mutant.onnx", gen_dir);
   int counts[4] = {0};
   for (int i = 0; i < total; i++) {
     uint64_t s = seed0 * 1000003u + (uint64_t)i;
