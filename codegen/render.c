@@ -200,7 +200,7 @@ static LLVMValueRef row_cache_at(render *r, int32_t red, LLVMTypeRef et, LLVMVal
 static LLVMValueRef eval_reduce(render *r, const kiln_kx *x) {
   LLVMBuilderRef b = r->s.b;
   const kiln_kx *src = &r->k->kx[x->a[0]];
-  bool arg = x->op == KILN_OP_argmax || x->op == KILN_OP_argmin;
+  bool arg = kiln_op_has(x->op, KILN_OPF_INDEX); /* argmax/argmin */
   kiln_dtype vdt = arg ? src->dtype : x->dtype; /* dtype accumulated */
   LLVMTypeRef vt = kiln_llvm_ctype(&r->s, vdt);
   /* An empty reduction is its initial value, and its body is never computed: the loops
@@ -497,7 +497,7 @@ static kiln_status check_kernel(render *r, const kiln_kernel *k, int32_t ki) {
                              kn, i, (unsigned)x->op < KILN_OP_COUNT ? kiln_op_name(x->op) : "?");
       break;
     case KILN_KX_REDUCE: {
-      bool arg = x->op == KILN_OP_argmax || x->op == KILN_OP_argmin;
+      bool arg = kiln_op_has(x->op, KILN_OPF_INDEX); /* argmax/argmin */
       if ((unsigned)x->op >= KILN_OP_COUNT || kiln_op_table[x->op].category != KILN_CAT_REDUCE)
         return kiln_diag_set(r->d, KILN_ERR_UNSUPPORTED, "kernel %s: kx %d: %s is not a reduction", kn, i,
                              (unsigned)x->op < KILN_OP_COUNT ? kiln_op_name(x->op) : "?");

@@ -314,7 +314,7 @@ static bool check_kx(render *r, int32_t j) {
     if (x->var < k->out.rank || x->n_vars < 1 || x->var + x->n_vars > k->n_vars)
       return fail(r, KILN_ERR_INTERNAL, "kx %d: reduce variables [%d, %d) out of range", j, x->var,
                   x->var + x->n_vars);
-    if ((x->op == KILN_OP_argmax || x->op == KILN_OP_argmin) && x->n_vars != 1)
+    if (kiln_op_has(x->op, KILN_OPF_INDEX) && x->n_vars != 1)
       return fail(r, KILN_ERR_UNSUPPORTED, "kx %d: %s over %d variables", j, kiln_op_name(x->op),
                   x->n_vars);
     break;
@@ -516,7 +516,7 @@ static bool emit_reduce(render *r, int32_t j, int depth, uint64_t bound) {
   mark_needed(r, body, true);
   if (!emit_marked(r, body, depth, bound, true)) return false;
 
-  bool arg = x->op == KILN_OP_argmax || x->op == KILN_OP_argmin;
+  bool arg = kiln_op_has(x->op, KILN_OPF_INDEX); /* argmax/argmin */
   kiln_dtype adt = arg ? bdt : x->dtype; /* the accumulated type */
   tclass c = tclass_of(adt);
   snprintf(r->name[j], sizeof r->name[j], "x%d", j);

@@ -80,7 +80,7 @@ static kiln_status check_flag(infer_ctx *c, int32_t v, const char *what, int32_t
   return KILN_OK;
 }
 
-/* Whether operand dtype t fits elementwise op c->op (ops.def, column OPERANDS). */
+/* Whether operand dtype t fits elementwise or reduction op c->op (ops.def, column OPERANDS). */
 static kiln_status check_operand(infer_ctx *c, kiln_dtype t) {
   if (kiln_op_accepts(c->op, t)) return KILN_OK;
   switch (kiln_op_table[c->op].operands) {
@@ -267,7 +267,7 @@ static kiln_status infer_reduce(infer_ctx *c, const kiln_node *x, const kiln_att
   int32_t r = x->shape.rank;
   bool red[KILN_MAX_RANK] = {0};
   int32_t n_red;
-  if (c->op == KILN_OP_argmax || c->op == KILN_OP_argmin) {
+  if (kiln_op_has(c->op, KILN_OPF_INDEX)) { /* argmax/argmin */
     if ((st = check_axis(c, a->axis, r)) || (st = check_flag(c, a->kind, "kind", 1))) return st;
     if (x->shape.dims[a->axis] == 0)
       return fail(c, KILN_ERR_SHAPE, "axis %d of %s is empty", (int)a->axis, SHAPE_STR(&x->shape));
@@ -278,8 +278,7 @@ static kiln_status infer_reduce(infer_ctx *c, const kiln_node *x, const kiln_att
     if ((st = check_axes(c, a->n_axes, a->axes, r))) return st;
     for (int i = 0; i < a->n_axes; i++) red[a->axes[i]] = true;
     n_red = a->n_axes;
-    if ((c->op == KILN_OP_reduce_sum || c->op == KILN_OP_reduce_prod) && !is_numeric(x->dtype))
-      return fail(c, KILN_ERR_SHAPE, "operand is bool, must be a number");
+    if ((st = check_operand(c, x->dtype))) return st; /* ops.def OPERANDS: sum and prod need numbers */
     *dt = x->dtype;
   }
   (void)n_red;

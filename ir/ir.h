@@ -91,9 +91,10 @@ enum {
   KILN_A_K = 1 << 15,
 };
 
-/* The dtypes an elementwise op's operands may have (ops.def, column OPERANDS). */
+/* The dtypes an elementwise op's or a reduction's operands may have (ops.def, column
+ * OPERANDS). */
 typedef enum kiln_operands {
-  KILN_OPD_NONE,    /* not elementwise: the op's own rules (ir/infer.c) */
+  KILN_OPD_NONE,    /* not elementwise nor a reduction: the op's own rules (ir/infer.c) */
   KILN_OPD_FLOAT,   /* f32 f64 f16 bf16 */
   KILN_OPD_NUMERIC, /* any dtype but bool */
   KILN_OPD_INTBOOL, /* bool or an integer */
@@ -107,6 +108,8 @@ enum {
   KILN_OPF_EXACT = 1 << 2, /* result exact in the operands' dtype */
   KILN_OPF_COND = 1 << 3,  /* well conditioned */
   KILN_OPF_BOOL = 1 << 4,  /* bool result */
+  KILN_OPF_INDEX = 1 << 5, /* i64 index result */
+  KILN_OPF_REMAP = 1 << 6, /* an index map alone: cheap to recompute */
 };
 
 typedef enum kiln_op {
@@ -135,8 +138,8 @@ bool kiln_op_has(kiln_op op, uint32_t flag);
  * reduce_prod, max, min; KILN_OP_COUNT for argmax/argmin (they compare instead) and for
  * an op that is not a reduction. */
 kiln_op kiln_op_combine(kiln_op op);
-/* Whether elementwise op accepts operands of dtype t (of the values, for select);
- * false for an op that is not elementwise. */
+/* Whether elementwise or reduction op accepts operands of dtype t (of the values, for
+ * select); false for an op of another category (ops.def OPERANDS). */
 bool kiln_op_accepts(kiln_op op, kiln_dtype t);
 
 /* The ops of each category, in ops.def order, as lists of a macro F applied to each name:

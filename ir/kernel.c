@@ -61,7 +61,7 @@ static void print_kx(FILE *f, const char *ind, const kiln_kx *x, int32_t id) {
   case KILN_KX_REDUCE:
     fprintf(f, "%s %s vars[%d..%d) %%%d", kiln_op_name(x->op), kiln_dtype_name(x->dtype), (int)x->var,
             (int)(x->var + x->n_vars), (int)x->a[0]);
-    if ((x->op == KILN_OP_argmax || x->op == KILN_OP_argmin) && x->kind_attr) fprintf(f, " last");
+    if (kiln_op_has(x->op, KILN_OPF_INDEX) && x->kind_attr) fprintf(f, " last");
     break;
   case KILN_KX_CHECK:
     fprintf(f, "check %s %%%d %%%d (%s src %d dim %lld)", kiln_dtype_name(x->dtype), (int)x->a[0], (int)x->a[1],
@@ -298,7 +298,7 @@ static kiln_status verify_loop(const kiln_kprogram *p, int32_t ki, const kiln_ke
       if (x->n_vars < 1 || x->var < k->out.rank || x->var + x->n_vars > k->n_vars)
         return kiln_diag_set(d, KILN_ERR_INTERNAL, KFMT "%%%d: reduce vars [%d..%d) outside [%d..%d)", KARGS(ki, k),
                              (int)j, (int)x->var, (int)(x->var + x->n_vars), (int)k->out.rank, (int)k->n_vars);
-      bool arg = x->op == KILN_OP_argmax || x->op == KILN_OP_argmin;
+      bool arg = kiln_op_has(x->op, KILN_OPF_INDEX); /* argmax/argmin */
       if (arg && (x->n_vars != 1 || x->dtype != KILN_I64))
         return kiln_diag_set(d, KILN_ERR_INTERNAL, KFMT "%%%d: %s needs one var and an i64 result", KARGS(ki, k), (int)j,
                              kiln_op_name(x->op));

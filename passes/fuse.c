@@ -316,7 +316,7 @@ static bool first_decision(fuse_ctx *c, int32_t i, bool full, bool none) {
   if (c->n_cons[i] == 0) return false; /* dead: nothing emits it */
   if (c->feeds_buffer_op[i]) return true;
   if (cat == KILN_CAT_ELEMENTWISE || cat == KILN_CAT_MOVEMENT) return false;
-  if (nd->op == KILN_OP_argmax || nd->op == KILN_OP_argmin) return true;
+  if (kiln_op_has(nd->op, KILN_OPF_INDEX)) return true; /* argmax/argmin */
   if (!full) {
     if (c->n_cons[i] == 1)
       refuse(c, i, first_consumer(c, i), "fusing a %s into its consumer needs --fusion full", kiln_category_name(cat));
@@ -363,11 +363,6 @@ static double window_reuse(fuse_ctx *c, int32_t w) {
   return taps;
 }
 
-static bool is_cheap_map(kiln_op op) {
-  return op == KILN_OP_broadcast || op == KILN_OP_reshape || op == KILN_OP_permute || op == KILN_OP_slice ||
-         op == KILN_OP_reverse || op == KILN_OP_iota;
-}
-
 /* One round of the cost model over the inlined nodes: which are cheap index maps, what
  * each costs as inlined, which kernel each lands in. */
 static void cost_round(fuse_ctx *c) {
@@ -375,7 +370,8 @@ static void cost_round(fuse_ctx *c) {
   int32_t n = g->n_nodes;
   for (int32_t i = 0; i < n; i++) {
     const kiln_node *nd = &g->nodes[i];
-    c->cheap[i] = !c->mat[i] && is_cheap_map(nd->op) && (nd->n_in == 0 || c->mat[nd->in[0]] || c->cheap[nd->in[0]]);
+    c->cheap[i] = !c->mat[i] && kiln_op_has(nd->op, KILN_OPF_REMAP) && /* ops.def REMAP */
+                  (nd->n_in == 0 || c->mat[nd->in[0]] || c->cheap[nd->in[0]]);
     int32_t cost = c->mat[i] ? 0 : kiln_op_table[nd->op].cost; /* ops.def COST */
     kiln_category cat = cat_of(g, i);
     if (!c->mat[i] && (cat == KILN_CAT_ELEMENTWISE || cat == KILN_CAT_MOVEMENT))

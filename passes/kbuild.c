@@ -374,7 +374,7 @@ int32_t kiln_pass_kb_reduce(kiln_pass_kb *b, kiln_op op, kiln_dtype dt, int32_t 
   e.var = var;
   e.n_vars = n_vars;
   e.a[0] = body;
-  bool arg = op == KILN_OP_argmax || op == KILN_OP_argmin;
+  bool arg = kiln_op_has(op, KILN_OPF_INDEX); /* argmax/argmin */
   int64_t ext = arg && var < b->n_vars ? b->extent[var] : 0;
   return add(b, &e, arg ? 0 : UNBOUNDED_LO, arg ? (ext > 0 ? ext - 1 : 0) : UNBOUNDED_HI);
 }

@@ -155,7 +155,7 @@ static void find_row_caches(sched_ctx *c, kiln_schedule *s) {
   for (int32_t red = 0; red < k->n_kx; red++) {
     const kiln_kx *x = &k->kx[red];
     if (x->kind != KILN_KX_REDUCE || x->n_vars != 1 || x->var >= 64 || k->extent[x->var] != k->out.dims[col] ||
-        (c->dep[red] & (1ull << col)) || x->op == KILN_OP_argmax || x->op == KILN_OP_argmin ||
+        (c->dep[red] & (1ull << col)) || kiln_op_has(x->op, KILN_OPF_INDEX) ||
         !has_transcendental(k, x->a[0], 0))
       continue;
     for (int32_t e = 0; e < k->n_kx; e++) {
