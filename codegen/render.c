@@ -243,14 +243,15 @@ static LLVMValueRef eval_reduce(render *r, const kiln_kx *x) {
   kiln_llvm_dclass c = kiln_llvm_dclass_of(vdt);
   bool fl = c == KILN_LLVM_DC_FLOAT;
   if (arg) {
-    /* better: nothing beats a NaN; a NaN beats any number; ties go to the last when kind=1 */
-    bool mx = x->op == KILN_OP_argmax;
+    /* better: a NaN beats any number and ties with a NaN; ties go to the last when kind=1
+     * (ops.def), so a NaN replaces the best unless that is a NaN and kind=0 */
+    bool mx = x->op == KILN_OP_argmax, last = x->kind_attr == 1;
     LLVMValueRef better;
     if (fl) {
-      better = LLVMBuildFCmp(b, mx ? LLVMRealOGT : LLVMRealOLT, val, cur, "");
-      better = LLVMBuildOr(b, better, LLVMBuildFCmp(b, LLVMRealUNO, val, val, ""), "");
-      if (x->kind_attr == 1) better = LLVMBuildOr(b, better, LLVMBuildFCmp(b, LLVMRealOEQ, val, cur, ""), "");
-      better = LLVMBuildAnd(b, better, LLVMBuildFCmp(b, LLVMRealORD, cur, cur, ""), "");
+      LLVMRealPredicate pr = mx ? (last ? LLVMRealOGE : LLVMRealOGT) : (last ? LLVMRealOLE : LLVMRealOLT);
+      LLVMValueRef nan = LLVMBuildFCmp(b, LLVMRealUNO, val, val, "");
+      if (!last) nan = LLVMBuildAnd(b, nan, LLVMBuildFCmp(b, LLVMRealORD, cur, cur, ""), "");
+      better = LLVMBuildOr(b, LLVMBuildFCmp(b, pr, val, cur, ""), nan, "");
     } else {
       bool sg = c == KILN_LLVM_DC_SINT;
       LLVMIntPredicate pr = mx ? (sg ? LLVMIntSGT : LLVMIntUGT) : (sg ? LLVMIntSLT : LLVMIntULT);

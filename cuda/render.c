@@ -539,11 +539,13 @@ static bool emit_reduce(render *r, int32_t j, int depth, uint64_t bound) {
   indent(r, inner);
   const char *b = r->name[body];
   if (arg) {
-    /* ties: the first unless kind_attr=1; a NaN wins over numbers, the first NaN stays */
+    /* ties: the first unless kind_attr=1; a NaN wins over numbers and ties with a NaN, so
+     * the first NaN stays unless kind_attr=1 (ops.def; ONNX's reference flips the axis) */
     bool mx = x->op == KILN_OP_argmax, last = x->kind_attr == 1;
     const char *cmp = mx ? (last ? ">=" : ">") : (last ? "<=" : "<");
     kiln_strbuf_printf(r->b, "if (v%d == 0 || %s %s best%d", x->var, b, cmp, j);
-    if (c == TC_F32 || c == TC_F64) kiln_strbuf_printf(r->b, " || (%s != %s && best%d == best%d)", b, b, j, j);
+    if ((c == TC_F32 || c == TC_F64) && last) kiln_strbuf_printf(r->b, " || %s != %s", b, b);
+    else if (c == TC_F32 || c == TC_F64) kiln_strbuf_printf(r->b, " || (%s != %s && best%d == best%d)", b, b, j, j);
     kiln_strbuf_printf(r->b, ") { best%d = %s; x%d = v%d; }\n", j, b, j, x->var);
   } else {
     const char *tpl = alu_template(kiln_op_combine(x->op), -1, c);

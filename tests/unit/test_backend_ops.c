@@ -37,6 +37,11 @@ typedef enum gen {
   G_TRIG,  /* [-50, 50] and some large arguments */
   G_SMALL, /* [-6, 6] */
   G_POW,   /* base [-4, 4], exponent half-integers in [-10, 10] (integers: [-3, 40]) */
+  G_FOLD,  /* reductions that add or multiply: small integers, halves, +-0, +-inf, NaN, so
+            * that every order of the fold gives the same float (integers wrap, which no
+            * order changes either) */
+  G_PICK,  /* reductions that pick (max, min, argmax, argmin): ties, +-0, +-inf, NaN,
+            * subnormals, the largest values */
 } gen;
 
 typedef struct op_row {
@@ -45,36 +50,37 @@ typedef struct op_row {
   int ulp;        /* tolerance for f32/f64 results, in ulp of the result dtype */
   int ulp_narrow; /* ... for f16/bf16 results */
   double abs;     /* or an absolute error (0: none) */
+  bool any_zero;  /* a zero result may have either sign (ops.def: reduce_max/min) */
 } op_row;
 
-#define EXACT(g) {true, g, 0, 0, 0}
+#define EXACT(g) {true, g, 0, 0, 0, false}
 /* Transcendental functions are within a few ulp (ops.def), not correctly rounded; f16/bf16
  * computed from an f32 within a few ulp round to within 1 ulp of the interpreter's. */
 static const op_row rows[KILN_OP_COUNT] = {
     [KILN_OP_neg] = EXACT(G_WIDE),
     [KILN_OP_abs] = EXACT(G_WIDE),
-    [KILN_OP_exp] = {true, G_EXP, 2, 1, 0},
-    [KILN_OP_log] = {true, G_LOG, 2, 1, 0},
+    [KILN_OP_exp] = {true, G_EXP, 2, 1, 0, false},
+    [KILN_OP_log] = {true, G_LOG, 2, 1, 0, false},
     [KILN_OP_sqrt] = EXACT(G_LOG),
-    [KILN_OP_rsqrt] = {true, G_LOG, 2, 1, 0}, /* two roundings; CUDA's rsqrtf is within 2 ulp */
+    [KILN_OP_rsqrt] = {true, G_LOG, 2, 1, 0, false}, /* two roundings; CUDA's rsqrtf is within 2 ulp */
     [KILN_OP_recip] = EXACT(G_WIDE),
-    [KILN_OP_tanh] = {true, G_SMALL, 3, 1, 0},
-    [KILN_OP_sigmoid] = {true, G_EXP, 3, 1, 0},
-    [KILN_OP_erf] = {true, G_SMALL, 3, 1, 4e-7}, /* the LLVM backend's one rational: 4e-7 (scalar.c) */
-    [KILN_OP_sin] = {true, G_TRIG, 2, 1, 0},
-    [KILN_OP_cos] = {true, G_TRIG, 2, 1, 0},
+    [KILN_OP_tanh] = {true, G_SMALL, 3, 1, 0, false},
+    [KILN_OP_sigmoid] = {true, G_EXP, 3, 1, 0, false},
+    [KILN_OP_erf] = {true, G_SMALL, 3, 1, 4e-7, false}, /* the LLVM backend's one rational: 4e-7 (scalar.c) */
+    [KILN_OP_sin] = {true, G_TRIG, 2, 1, 0, false},
+    [KILN_OP_cos] = {true, G_TRIG, 2, 1, 0, false},
     [KILN_OP_floor] = EXACT(G_SMALL),
     [KILN_OP_ceil] = EXACT(G_SMALL),
     [KILN_OP_round] = EXACT(G_SMALL),
     [KILN_OP_sign] = EXACT(G_WIDE),
     [KILN_OP_not] = EXACT(G_WIDE),
     [KILN_OP_isnan] = EXACT(G_WIDE),
-    [KILN_OP_atan] = {true, G_TRIG, 2, 1, 0},
+    [KILN_OP_atan] = {true, G_TRIG, 2, 1, 0, false},
     [KILN_OP_add] = EXACT(G_WIDE),
     [KILN_OP_sub] = EXACT(G_WIDE),
     [KILN_OP_mul] = EXACT(G_WIDE),
     [KILN_OP_div] = EXACT(G_WIDE),
-    [KILN_OP_pow] = {true, G_POW, 2, 1, 0},
+    [KILN_OP_pow] = {true, G_POW, 2, 1, 0, false},
     [KILN_OP_max] = EXACT(G_WIDE),
     [KILN_OP_min] = EXACT(G_WIDE),
     [KILN_OP_mod] = EXACT(G_WIDE),
@@ -89,17 +95,31 @@ static const op_row rows[KILN_OP_COUNT] = {
     [KILN_OP_ge] = EXACT(G_SMALL),
     [KILN_OP_select] = EXACT(G_WIDE),
     [KILN_OP_cast] = EXACT(G_WIDE),
+    [KILN_OP_reduce_sum] = EXACT(G_FOLD),
+    [KILN_OP_reduce_prod] = EXACT(G_FOLD),
+    /* the LLVM backend's max/min folds compare with no signed zeros (render.c: vmaxps) */
+    [KILN_OP_reduce_max] = {true, G_PICK, 0, 0, 0, true},
+    [KILN_OP_reduce_min] = {true, G_PICK, 0, 0, 0, true},
+    [KILN_OP_argmax] = EXACT(G_PICK),
+    [KILN_OP_argmin] = EXACT(G_PICK),
 };
 
-/* Adding an elementwise op to ops.def must add its row here. */
-Test(backend_ops, every_elementwise_op_has_a_case) {
+/* The ops the matrix covers: every elementwise op and every reduction. */
+static bool covered(int op) {
+  kiln_category c = kiln_op_table[op].category;
+  return c == KILN_CAT_ELEMENTWISE || c == KILN_CAT_REDUCE;
+}
+
+/* Adding an elementwise op or a reduction to ops.def must add its row here. */
+Test(backend_ops, every_elementwise_op_and_reduction_has_a_case) {
   for (int op = 0; op < KILN_OP_COUNT; op++) {
-    bool ew = kiln_op_table[op].category == KILN_CAT_ELEMENTWISE;
-    cr_expect(rows[op].present == ew, "%s: %s", kiln_op_name((kiln_op)op),
-              ew ? "an elementwise op without a case in test_backend_ops.c" : "a case for an op that is not elementwise");
+    bool cov = covered(op);
+    cr_expect(rows[op].present == cov, "%s: %s", kiln_op_name((kiln_op)op),
+              cov ? "an elementwise op or reduction without a case in test_backend_ops.c"
+                  : "a case for an op that is neither elementwise nor a reduction");
     int n_dtypes = 0;
     for (int t = 0; t < KILN_DTYPE_COUNT; t++) n_dtypes += kiln_op_accepts((kiln_op)op, (kiln_dtype)t);
-    cr_expect(!ew || n_dtypes > 0, "%s accepts no dtype", kiln_op_name((kiln_op)op));
+    cr_expect(!cov || n_dtypes > 0, "%s accepts no dtype", kiln_op_name((kiln_op)op));
   }
 }
 
@@ -143,6 +163,7 @@ static double extra_float(rng *r, gen g, int operand) {
   case G_TRIG: return rnext(r) % 8 ? rrange(r, -50, 50) : rrange(r, -1e6, 1e6);
   case G_SMALL: return rrange(r, -6, 6);
   case G_POW: return operand == 0 ? rrange(r, -4, 4) : (double)((int)rrange(r, -20, 21)) / 2;
+  case G_FOLD: case G_PICK: break; /* reductions: make_rows */
   }
   return 0;
 }
@@ -169,6 +190,29 @@ static kiln_rt_tensor make_operand(kiln_dtype t, int64_t n, gen g, int operand, 
     else if (t == KILN_BOOL) kiln_rt_set_i64(t, x.data, i, e >= 0 ? e : (int64_t)(rnext(&r) & 1));
     else kiln_rt_set_i64(t, x.data, i, e >= 0 ? int_edges[e] : extra_int(&r, g, operand));
     if (nonzero && kiln_rt_get_i64(t, x.data, i) == 0) kiln_rt_set_i64(t, x.data, i, 3);
+  }
+  return x;
+}
+
+/* The operand of a reduction: REDUCE_ROWS rows of REDUCE_COLS values, each drawn from the
+ * generator's set (floats) or from the integer edge values (which any order of a wrapping
+ * sum or product folds alike), reduced along the rows. */
+enum { REDUCE_ROWS = 1024, REDUCE_COLS = 8 };
+static const double fold_values[] = {0.0, -0.0, 1.0, -1.0, 2.0, -2.0, 3.0, 0.5, -0.25, INFINITY, -INFINITY, NAN};
+static const double pick_values[] = {0.0, -0.0, 1.0, -1.0, 2.5, 1e30, -1e30, 1e-40, FLT_MAX, INFINITY, -INFINITY, NAN};
+#define N_SET ((int)(sizeof fold_values / sizeof fold_values[0]))
+
+static kiln_rt_tensor make_rows(kiln_dtype t, gen g, uint64_t seed) {
+  int64_t dims[2] = {REDUCE_ROWS, REDUCE_COLS}, n = REDUCE_ROWS * REDUCE_COLS;
+  kiln_rt_tensor x = {t, kiln_shape_make(2, dims), calloc((size_t)n, 8)};
+  cr_assert(x.data);
+  rng r = {seed * 0x9e3779b97f4a7c15ull + 1};
+  const double *set = g == G_FOLD ? fold_values : pick_values;
+  for (int64_t i = 0; i < n; i++) {
+    uint64_t u = rnext(&r);
+    if (kiln_dtype_is_float(t)) kiln_rt_set_f64(t, x.data, i, set[u % N_SET]);
+    else if (t == KILN_BOOL) kiln_rt_set_i64(t, x.data, i, (int64_t)(u & 1));
+    else kiln_rt_set_i64(t, x.data, i, int_edges[u % (g == G_PICK ? 8 : N_INT_EDGES)]); /* G_PICK: many ties */
   }
   return x;
 }
@@ -235,16 +279,36 @@ static void add_case(matrix *m, kiln_op op, int kind, kiln_dtype dt, kiln_dtype 
   m->n_cases++;
 }
 
-/* Every elementwise op at every dtype ops.def says it accepts; cast between every pair. */
+/* Case op (argmax/argmin: kind 1 takes the last of ties) over the rows of dtype dt. */
+static void add_reduce_case(matrix *m, kiln_op op, int kind, kiln_dtype dt) {
+  cr_assert_lt(m->n_cases, MAX_CASES);
+  tcase *c = &m->cases[m->n_cases];
+  c->op = op, c->kind = kind, c->dt = dt, c->first_in = m->n_in, c->n_in = 1;
+  int32_t x = add_input(m, make_rows(dt, rows[op].gen, (uint64_t)m->n_cases * 131 + 7)), axis = 1;
+  char name[48];
+  bool arg = kiln_op_has(op, KILN_OPF_INDEX);
+  snprintf(name, sizeof name, "%s%s_%s", kiln_op_name(op), arg ? (kind ? "1" : "0") : "", kiln_dtype_name(dt));
+  c->node = arg ? kiln_ir_arg(m->g, op, x, axis, 0, kind, name) : kiln_ir_reduce(m->g, op, x, 1, &axis, 0, name);
+  cr_assert_geq(c->node, 0, "building %s: %s", name, m->g->diag.msg);
+  c->out = m->g->nodes[c->node].dtype;
+  cr_assert_geq(kiln_ir_add_output(m->g, c->node, name), 0);
+  m->n_cases++;
+}
+
+/* Every elementwise op and reduction at every dtype ops.def says it accepts; cast between
+ * every pair. */
 static void build_matrix(matrix *m) {
   memset(m, 0, sizeof *m);
   m->g = kiln_ir_graph_create(NULL, "backend_ops");
   cr_assert(m->g);
   for (int op = 0; op < KILN_OP_COUNT; op++) {
-    if (kiln_op_table[op].category != KILN_CAT_ELEMENTWISE) continue;
+    if (!covered(op)) continue;
     for (int t = 0; t < KILN_DTYPE_COUNT; t++) {
       if (!kiln_op_accepts((kiln_op)op, (kiln_dtype)t)) continue;
-      if (op == KILN_OP_cast)
+      if (kiln_op_table[op].category == KILN_CAT_REDUCE)
+        for (int kind = 0; kind <= kiln_op_has((kiln_op)op, KILN_OPF_INDEX); kind++)
+          add_reduce_case(m, (kiln_op)op, kind, (kiln_dtype)t);
+      else if (op == KILN_OP_cast)
         for (int to = 0; to < KILN_DTYPE_COUNT; to++) add_case(m, KILN_OP_cast, 0, (kiln_dtype)t, (kiln_dtype)to);
       else
         for (int kind = 0; kind <= (op == KILN_OP_mod); kind++) add_case(m, (kiln_op)op, kind, (kiln_dtype)t, 0);
@@ -393,8 +457,8 @@ static verdict compare(const tcase *c, const kiln_rt_tensor *want, const kiln_rt
         err = ok ? 0 : INFINITY;
       } else {
         err = fabs(ordered(t, got->data, i) - ordered(t, want->data, i));
-        /* exact: bit for bit, so the sign of a zero counts */
-        ok = exact ? same_bytes(t, want->data, got->data, i)
+        /* exact: bit for bit, so the sign of a zero counts (unless the row says not) */
+        ok = exact ? same_bytes(t, want->data, got->data, i) || (row->any_zero && w == 0 && g == 0)
                    : err <= ulp || (row->abs > 0 && isfinite(w) && fabs(g - w) <= row->abs);
       }
     } else {
@@ -408,21 +472,24 @@ static verdict compare(const tcase *c, const kiln_rt_tensor *want, const kiln_rt
   return v;
 }
 
-/* The inputs of case c at element i, for a failure message. */
-static void describe_inputs(const matrix *m, const tcase *c, int64_t i, char *out, size_t n) {
-  size_t at = 0;
-  for (int k = 0; k < c->n_in && at < n; k++) {
-    const kiln_rt_tensor *x = &m->in[c->first_in + k];
-    if (kiln_dtype_is_float(x->dtype))
-      at += (size_t)snprintf(out + at, n - at, "%s%.17g", k ? ", " : "", kiln_rt_get_f64(x->dtype, x->data, i));
-    else
-      at += (size_t)snprintf(out + at, n - at, "%s%lld", k ? ", " : "", (long long)kiln_rt_get_i64(x->dtype, x->data, i));
-  }
-}
-
+/* Element i of a tensor of dtype t, as text. */
 static void describe_value(kiln_dtype t, const void *data, int64_t i, char *out, size_t n) {
   if (kiln_dtype_is_float(t)) snprintf(out, n, "%.17g", kiln_rt_get_f64(t, data, i));
   else snprintf(out, n, "%lld", (long long)kiln_rt_get_i64(t, data, i));
+}
+
+/* The inputs of case c at element i (of a reduction: row i), for a failure message. */
+static void describe_inputs(const matrix *m, const tcase *c, int64_t i, char *out, size_t n) {
+  size_t at = 0;
+  bool red = kiln_op_table[c->op].category == KILN_CAT_REDUCE;
+  int64_t first = red ? i * REDUCE_COLS : i, count = red ? REDUCE_COLS : 1;
+  for (int k = 0; k < c->n_in && at < n; k++) {
+    for (int64_t e = first; e < first + count && at < n; e++) {
+      char v[40];
+      describe_value(m->in[c->first_in + k].dtype, m->in[c->first_in + k].data, e, v, sizeof v);
+      at += (size_t)snprintf(out + at, n - at, "%s%s", k || e > first ? ", " : "", v);
+    }
+  }
 }
 
 enum { B_LLVM, B_CUDA_HOST, B_GPU, N_BACKENDS };
@@ -442,7 +509,8 @@ static void check_cases(const matrix *m, const kiln_rt_tensor *want, kiln_rt_ten
     bool narrow = c->out == KILN_F16 || c->out == KILN_BF16;
     char tol[32];
     int ulp = narrow ? row->ulp_narrow : row->ulp;
-    if (!kiln_dtype_is_float(c->out) || (ulp == 0 && row->abs == 0)) snprintf(tol, sizeof tol, "exact");
+    if (kiln_dtype_is_float(c->out) && row->any_zero) snprintf(tol, sizeof tol, "exact but +-0");
+    else if (!kiln_dtype_is_float(c->out) || (ulp == 0 && row->abs == 0)) snprintf(tol, sizeof tol, "exact");
     else if (row->abs > 0) snprintf(tol, sizeof tol, "%d ulp or %.0e", ulp, row->abs);
     else snprintf(tol, sizeof tol, "%d ulp", ulp);
     printf("%-22s %-14s", m->g->outputs[k].name, tol);
@@ -454,7 +522,7 @@ static void check_cases(const matrix *m, const kiln_rt_tensor *want, kiln_rt_ten
       verdict v = compare(c, &want[k], &got[b][k]);
       printf(" %10.4g%s", v.worst, v.bad ? "!" : " ");
       if (v.bad) {
-        char ins[160], w[40], g[40];
+        char ins[320], w[40], g[40];
         describe_inputs(m, c, v.first_bad, ins, sizeof ins);
         describe_value(c->out, want[k].data, v.first_bad, w, sizeof w);
         describe_value(c->out, got[b][k].data, v.first_bad, g, sizeof g);
