@@ -25,6 +25,7 @@
 #include <string.h>
 
 #include "../../codegen/llvm.h"
+#include "../../codegen/llvm_impl.h" /* the step function: one kernel at a time */
 #include "../../passes/passes.h"
 #include "cuda_host.h"
 
@@ -387,7 +388,7 @@ static int32_t run_llvm(const kiln_kprogram *p, const kiln_rt_tensor *in, kiln_r
   int32_t errw;
   unsigned char *arena;
   void **bufs = buffer_table(p, in, out, &errw, &arena);
-  kiln_rt_pool *pool = kiln_rt_pool_create(NULL, 2);
+  kiln_rt_pool *pool = kiln_rt_pool_create(NULL, 2, -1);
   cr_assert(pool);
   entry(bufs, pool);
   kiln_rt_pool_destroy(pool);
