@@ -200,7 +200,7 @@ static LLVMValueRef row_cache_at(render *r, int32_t red, LLVMTypeRef et, LLVMVal
 static LLVMValueRef eval_reduce(render *r, const kiln_kx *x) {
   LLVMBuilderRef b = r->s.b;
   const kiln_kx *src = &r->k->kx[x->a[0]];
-  bool arg = x->op == KILN_OP_argmax || x->op == KILN_OP_argmin;
+  bool arg = kiln_op_has(x->op, KILN_OPF_INDEX); /* argmax/argmin */
   kiln_dtype vdt = arg ? src->dtype : x->dtype; /* dtype accumulated */
   LLVMTypeRef vt = kiln_llvm_ctype(&r->s, vdt);
   /* An empty reduction is its initial value, and its body is never computed: the loops
@@ -243,14 +243,15 @@ static LLVMValueRef eval_reduce(render *r, const kiln_kx *x) {
   kiln_llvm_dclass c = kiln_llvm_dclass_of(vdt);
   bool fl = c == KILN_LLVM_DC_FLOAT;
   if (arg) {
-    /* better: nothing beats a NaN; a NaN beats any number; ties go to the last when kind=1 */
-    bool mx = x->op == KILN_OP_argmax;
+    /* better: a NaN beats any number and ties with a NaN; ties go to the last when kind=1
+     * (ops.def), so a NaN replaces the best unless that is a NaN and kind=0 */
+    bool mx = x->op == KILN_OP_argmax, last = x->kind_attr == 1;
     LLVMValueRef better;
     if (fl) {
-      better = LLVMBuildFCmp(b, mx ? LLVMRealOGT : LLVMRealOLT, val, cur, "");
-      better = LLVMBuildOr(b, better, LLVMBuildFCmp(b, LLVMRealUNO, val, val, ""), "");
-      if (x->kind_attr == 1) better = LLVMBuildOr(b, better, LLVMBuildFCmp(b, LLVMRealOEQ, val, cur, ""), "");
-      better = LLVMBuildAnd(b, better, LLVMBuildFCmp(b, LLVMRealORD, cur, cur, ""), "");
+      LLVMRealPredicate pr = mx ? (last ? LLVMRealOGE : LLVMRealOGT) : (last ? LLVMRealOLE : LLVMRealOLT);
+      LLVMValueRef nan = LLVMBuildFCmp(b, LLVMRealUNO, val, val, "");
+      if (!last) nan = LLVMBuildAnd(b, nan, LLVMBuildFCmp(b, LLVMRealORD, cur, cur, ""), "");
+      better = LLVMBuildOr(b, LLVMBuildFCmp(b, pr, val, cur, ""), nan, "");
     } else {
       bool sg = c == KILN_LLVM_DC_SINT;
       LLVMIntPredicate pr = mx ? (sg ? LLVMIntSGT : LLVMIntUGT) : (sg ? LLVMIntSLT : LLVMIntULT);
@@ -270,9 +271,7 @@ static LLVMValueRef eval_reduce(render *r, const kiln_kx *x) {
     LLVMBuildStore(b, LLVMBuildOr(b, seen, LLVMBuildFCmp(b, LLVMRealUNO, val, val, ""), ""), any_nan);
   } else {
     LLVMValueRef nv;
-    kiln_op op = x->op == KILN_OP_reduce_sum ? KILN_OP_add
-                 : x->op == KILN_OP_reduce_prod ? KILN_OP_mul
-                 : x->op == KILN_OP_reduce_max ? KILN_OP_max : KILN_OP_min;
+    kiln_op op = kiln_op_combine(x->op);
     LLVMValueRef ops[2] = {cur, val};
     nv = kiln_llvm_alu(&r->s, op, 0, vdt, vdt, ops);
     /* Reassociation lets the vectorizer split float sums/products into lanes; the
@@ -505,9 +504,8 @@ static kiln_status check_kernel(render *r, const kiln_kernel *k, int32_t ki) {
                              kn, i, (unsigned)x->op < KILN_OP_COUNT ? kiln_op_name(x->op) : "?");
       break;
     case KILN_KX_REDUCE: {
-      bool arg = x->op == KILN_OP_argmax || x->op == KILN_OP_argmin;
-      if (!arg && x->op != KILN_OP_reduce_sum && x->op != KILN_OP_reduce_max && x->op != KILN_OP_reduce_min &&
-          x->op != KILN_OP_reduce_prod)
+      bool arg = kiln_op_has(x->op, KILN_OPF_INDEX); /* argmax/argmin */
+      if ((unsigned)x->op >= KILN_OP_COUNT || kiln_op_table[x->op].category != KILN_CAT_REDUCE)
         return kiln_diag_set(r->d, KILN_ERR_UNSUPPORTED, "kernel %s: kx %d: %s is not a reduction", kn, i,
                              (unsigned)x->op < KILN_OP_COUNT ? kiln_op_name(x->op) : "?");
       if (x->var < k->out.rank || x->n_vars < 1 || x->n_vars > 2 * KILN_MAX_RANK || x->var + x->n_vars > k->n_vars ||
@@ -535,6 +533,9 @@ static kiln_status check_kernel(render *r, const kiln_kernel *k, int32_t ki) {
       bad = kx[x->a[0]].dtype != KILN_BOOL || kx[x->a[1]].dtype != kx[x->a[2]].dtype;
     else if (x->kind == KILN_KX_ALU && n_ops == 2)
       bad = kx[x->a[0]].dtype != kx[x->a[1]].dtype;
+    if (x->kind == KILN_KX_ALU && !kiln_op_accepts(x->op, kx[x->a[x->op == KILN_OP_select ? 1 : 0]].dtype))
+      return kiln_diag_set(r->d, KILN_ERR_UNSUPPORTED, "kernel %s: kx %d: %s is not defined on %s (ops.def)", kn, i,
+                           kiln_op_name(x->op), kiln_dtype_name(kx[x->a[x->op == KILN_OP_select ? 1 : 0]].dtype));
     if (bad)
       return kiln_diag_set(r->d, KILN_ERR_INTERNAL, "kernel %s: kx %d (%s): operand dtypes do not fit", kn, i,
                            x->kind == KILN_KX_LOAD ? "load" : x->kind == KILN_KX_CHECK ? "check" : kiln_op_name(x->op));

@@ -132,8 +132,9 @@ LLVMValueRef kiln_llvm_round_narrow(const kiln_llvm_scalar *r, LLVMValueRef f, k
   return f;
 }
 
-/* Graph semantics of cast: float->int truncates (saturating, NaN -> 0, so no poison);
- * ->bool is x != 0; bool->number is 0/1. */
+/* Graph semantics of cast (ops.def): float->int truncates and saturates to the
+ * destination's range, NaN -> 0 (so no poison); int->int keeps the low bits; ->bool is
+ * x != 0 (NaN is true); bool->number is 0/1. */
 LLVMValueRef kiln_llvm_convert(const kiln_llvm_scalar *r, LLVMValueRef v, kiln_dtype from, kiln_dtype to) {
   if (from == to) return v;
   LLVMBuilderRef b = r->b;
@@ -154,10 +155,9 @@ LLVMValueRef kiln_llvm_convert(const kiln_llvm_scalar *r, LLVMValueRef v, kiln_d
     if (cf == KILN_LLVM_DC_FLOAT) return LLVMBuildFCmp(b, LLVMRealUNE, v, LLVMConstReal(tf, 0.0), "");
     return LLVMBuildICmp(b, LLVMIntNE, v, LLVMConstInt(tf, 0, 0), "");
   }
-  if (cf == KILN_LLVM_DC_FLOAT) {
-    LLVMTypeRef tys[2] = {r->t_i64, tf};
-    LLVMValueRef w = kiln_llvm_intrinsic(r, "llvm.fptosi.sat", tys, 2, &v, 1);
-    return tt == r->t_i64 ? w : LLVMBuildTrunc(b, w, tt, "");
+  if (cf == KILN_LLVM_DC_FLOAT) { /* saturating to to's range, NaN -> 0 (ops.def) */
+    LLVMTypeRef tys[2] = {tt, tf};
+    return kiln_llvm_intrinsic(r, ct == KILN_LLVM_DC_UINT ? "llvm.fptoui.sat" : "llvm.fptosi.sat", tys, 2, &v, 1);
   }
   unsigned wf = LLVMGetIntTypeWidth(tf), wt = LLVMGetIntTypeWidth(tt);
   if (wf == wt) return v; /* i8 <-> u8: same bits */
@@ -400,8 +400,9 @@ static LLVMValueRef erf_f32(const kiln_llvm_scalar *r, LLVMValueRef x) {
 }
 
 /* ------------------------------------------------------------------ the scalar op table */
-/* Integer division/remainder that never traps: x/0 is 0 (a kernel has no way to report
- * it) and INT_MIN/-1 wraps. */
+/* Integer division/remainder that never traps (ops.def's semantics): min / -1 wraps and
+ * min mod -1 is 0; x / 0 and x mod 0, an error that lowering's CHECK reports, compute 0
+ * meanwhile. */
 static LLVMValueRef int_divrem(const kiln_llvm_scalar *r, bool div, bool is_signed, LLVMValueRef a, LLVMValueRef b) {
   LLVMBuilderRef bl = r->b;
   LLVMTypeRef t = LLVMTypeOf(a);
@@ -419,111 +420,123 @@ static LLVMValueRef int_divrem(const kiln_llvm_scalar *r, bool div, bool is_sign
   return LLVMBuildSelect(bl, bz, zero, q, "");
 }
 
-/* Math that only makes sense on floats, applied to integers: through f64 and back. */
-static LLVMValueRef alu_via_f64(const kiln_llvm_scalar *r, kiln_op op, int32_t kind, kiln_dtype odt, int n,
-                                LLVMValueRef *v) {
-  LLVMValueRef f[2];
-  for (int i = 0; i < n; i++) f[i] = kiln_llvm_convert(r, v[i], odt, KILN_F64);
-  return kiln_llvm_convert(r, kiln_llvm_alu(r, op, kind, KILN_F64, KILN_F64, f), KILN_F64, odt);
+/* Integer a^e (ops.def): square and multiply over every bit of e, wrapping, as straight-
+ * line selects that vectorize; a negative e gives 1 for a = 1, (-1)^e for a = -1, else 0. */
+static LLVMValueRef int_pow(const kiln_llvm_scalar *r, bool is_signed, LLVMValueRef a, LLVMValueRef e) {
+  LLVMBuilderRef b = r->b;
+  LLVMTypeRef t = LLVMTypeOf(a);
+  LLVMValueRef one = kiln_llvm_cint(t, 1), res = one, base = a, ex = e;
+  for (unsigned i = 0, w = LLVMGetIntTypeWidth(t); i < w; i++) {
+    LLVMValueRef bit = LLVMBuildTrunc(b, ex, r->t_i1, "");
+    res = LLVMBuildSelect(b, bit, LLVMBuildMul(b, res, base, ""), res, "");
+    if (i + 1 < w) base = LLVMBuildMul(b, base, base, "");
+    ex = LLVMBuildLShr(b, ex, one, "");
+  }
+  if (!is_signed) return res;
+  LLVMValueRef m1 = kiln_llvm_cint(t, -1), odd = LLVMBuildTrunc(b, e, r->t_i1, "");
+  LLVMValueRef neg = LLVMBuildSelect(b, LLVMBuildICmp(b, LLVMIntEQ, a, m1, ""), LLVMBuildSelect(b, odd, m1, one, ""),
+                                     kiln_llvm_cint(t, 0), "");
+  neg = LLVMBuildSelect(b, LLVMBuildICmp(b, LLVMIntEQ, a, one, ""), one, neg, "");
+  return LLVMBuildSelect(b, LLVMBuildICmp(b, LLVMIntSLT, e, kiln_llvm_cint(t, 0), ""), neg, res, "");
 }
 
-/* One switch maps every elementwise op to LLVM IR for float, signed, unsigned and bool
- * operands. odt is the operand dtype (of a[1] for select), rdt the result dtype. */
+/* a mod b: kind 1 C's (the dividend's sign), kind 0 Python's: a nonzero remainder whose
+ * sign differs from b's gets b added, and a zero one takes b's sign (ops.def). */
+static LLVMValueRef mod(const kiln_llvm_scalar *r, int32_t kind, kiln_llvm_dclass c, LLVMValueRef a, LLVMValueRef bv) {
+  LLVMBuilderRef b = r->b;
+  if (c == KILN_LLVM_DC_UINT) return int_divrem(r, false, false, a, bv);
+  bool fl = c == KILN_LLVM_DC_FLOAT;
+  LLVMValueRef rem = fl ? LLVMBuildFRem(b, a, bv, "") : int_divrem(r, false, true, a, bv);
+  if (kind == 1) return rem;
+  if (fl) {
+    LLVMValueRef zero = LLVMConstReal(LLVMTypeOf(a), 0.0);
+    LLVMValueRef rneg = LLVMBuildFCmp(b, LLVMRealOLT, rem, zero, "");
+    LLVMValueRef bneg = LLVMBuildFCmp(b, LLVMRealOLT, bv, zero, "");
+    LLVMValueRef fix = LLVMBuildAnd(b, LLVMBuildFCmp(b, LLVMRealONE, rem, zero, ""), LLVMBuildXor(b, rneg, bneg, ""), "");
+    LLVMValueRef v = LLVMBuildSelect(b, fix, LLVMBuildFAdd(b, rem, bv, ""), rem, "");
+    return fsel(r, LLVMRealOEQ, rem, zero, intr2(r, "llvm.copysign", rem, bv), v);
+  }
+  LLVMValueRef zero = kiln_llvm_cint(LLVMTypeOf(a), 0);
+  LLVMValueRef sx = LLVMBuildICmp(b, LLVMIntSLT, LLVMBuildXor(b, rem, bv, ""), zero, "");
+  LLVMValueRef fix = LLVMBuildAnd(b, LLVMBuildICmp(b, LLVMIntNE, rem, zero, ""), sx, "");
+  return LLVMBuildSelect(b, fix, LLVMBuildAdd(b, rem, bv, ""), rem, "");
+}
+
+/* 1/(1+e^-x) as e/(1+e) below 0 with e = exp(-|x|), which never overflows and keeps the
+ * tiny (subnormal) results of very negative x that 1/(1+exp(-x)) would flush to 0. */
+static LLVMValueRef sigmoid(const kiln_llvm_scalar *r, LLVMValueRef x) {
+  LLVMBuilderRef b = r->b;
+  LLVMTypeRef t = LLVMTypeOf(x);
+  LLVMValueRef one = LLVMConstReal(t, 1.0);
+  LLVMValueRef nx = LLVMBuildFNeg(b, intr1(r, "llvm.fabs", x), "");
+  LLVMValueRef e = t == r->t_f32 ? exp_f32(r, nx) : intr1(r, "llvm.exp", nx);
+  LLVMValueRef s = t == r->t_f32 ? approx_div(r, one, LLVMBuildFAdd(b, one, e, "")) /* 1 + e in [1, 2] */
+                                 : LLVMBuildFDiv(b, one, LLVMBuildFAdd(b, one, e, ""), "");
+  return fsel(r, LLVMRealOLT, x, LLVMConstReal(t, 0.0), LLVMBuildFMul(b, e, s, ""), s);
+}
+
+/* sign: 1 above 0, -1 below; for floats +0 for either zero and NaN for NaN (ops.def). */
+static LLVMValueRef sign(const kiln_llvm_scalar *r, kiln_llvm_dclass c, LLVMValueRef x) {
+  LLVMBuilderRef b = r->b;
+  LLVMTypeRef t = LLVMTypeOf(x);
+  if (c == KILN_LLVM_DC_FLOAT) {
+    LLVMValueRef zero = LLVMConstReal(t, 0.0);
+    LLVMValueRef v = fsel(r, LLVMRealUNO, x, x, x, zero);
+    v = fsel(r, LLVMRealOLT, x, zero, LLVMConstReal(t, -1.0), v);
+    return fsel(r, LLVMRealOGT, x, zero, LLVMConstReal(t, 1.0), v);
+  }
+  bool sg = c == KILN_LLVM_DC_SINT;
+  LLVMValueRef zero = kiln_llvm_cint(t, 0);
+  LLVMValueRef pos = LLVMBuildZExt(b, LLVMBuildICmp(b, sg ? LLVMIntSGT : LLVMIntUGT, x, zero, ""), t, "");
+  if (!sg) return pos;
+  return LLVMBuildSub(b, pos, LLVMBuildZExt(b, LLVMBuildICmp(b, LLVMIntSLT, x, zero, ""), t, ""), "");
+}
+
+/* One switch maps every elementwise op to LLVM IR for the dtype classes the op accepts
+ * (ops.def OPERANDS; check_kernel refuses the rest), plus bool max/min, which bool
+ * reductions use. odt is the operand dtype (of a[1] for select), rdt the result dtype. */
 LLVMValueRef kiln_llvm_alu(const kiln_llvm_scalar *r, kiln_op op, int32_t kind, kiln_dtype odt, kiln_dtype rdt,
                            LLVMValueRef *v) {
   LLVMBuilderRef b = r->b;
   kiln_llvm_dclass c = kiln_llvm_dclass_of(odt);
   bool fl = c == KILN_LLVM_DC_FLOAT, sg = c == KILN_LLVM_DC_SINT, bo = c == KILN_LLVM_DC_BOOL;
   LLVMTypeRef t = kiln_llvm_ctype(r, odt);
-  LLVMValueRef zero = fl ? LLVMConstReal(t, 0.0) : LLVMConstInt(t, 0, 0);
+  bool f32 = t == r->t_f32;
   LLVMValueRef one = fl ? LLVMConstReal(t, 1.0) : LLVMConstInt(t, 1, 0);
   switch (op) {
-  case KILN_OP_neg: return fl ? LLVMBuildFNeg(b, v[0], "") : bo ? v[0] : LLVMBuildNeg(b, v[0], "");
+  case KILN_OP_neg: return fl ? LLVMBuildFNeg(b, v[0], "") : LLVMBuildNeg(b, v[0], "");
   case KILN_OP_abs:
     if (fl) return intr1(r, "llvm.fabs", v[0]);
-    if (sg) return intr2(r, "llvm.abs", v[0], LLVMConstInt(r->t_i1, 0, 0));
-    return v[0];
-  case KILN_OP_exp:
-    if (fl) return t == r->t_f32 ? exp_f32(r, v[0]) : intr1(r, "llvm.exp", v[0]);
-    return alu_via_f64(r, op, kind, odt, 1, v);
-  case KILN_OP_log:
-    if (fl) return t == r->t_f32 ? log_f32(r, v[0]) : intr1(r, "llvm.log", v[0]);
-    return alu_via_f64(r, op, kind, odt, 1, v);
-  case KILN_OP_sqrt: return fl ? intr1(r, "llvm.sqrt", v[0]) : alu_via_f64(r, op, kind, odt, 1, v);
-  case KILN_OP_rsqrt:
-    return fl ? LLVMBuildFDiv(b, one, intr1(r, "llvm.sqrt", v[0]), "") : alu_via_f64(r, op, kind, odt, 1, v);
-  case KILN_OP_recip: return fl ? LLVMBuildFDiv(b, one, v[0], "") : int_divrem(r, true, sg, one, v[0]);
-  case KILN_OP_tanh:
-    if (fl) return t == r->t_f32 ? tanh_f32(r, v[0]) : libm1(r, "tanh", v[0]);
-    return alu_via_f64(r, op, kind, odt, 1, v);
-  case KILN_OP_sigmoid: {
-    /* e = exp(-|x|) never overflows: 1 / (1 + e) for x >= 0, e / (1 + e) below, which
-     * keeps the tiny (subnormal) results of very negative x that 1 / (1 + exp(-x))
-     * would flush to 0. */
-    if (!fl) return alu_via_f64(r, op, kind, odt, 1, v);
-    LLVMValueRef nx = LLVMBuildFNeg(b, intr1(r, "llvm.fabs", v[0]), "");
-    LLVMValueRef e = t == r->t_f32 ? exp_f32(r, nx) : intr1(r, "llvm.exp", nx);
-    LLVMValueRef s = t == r->t_f32 ? approx_div(r, one, LLVMBuildFAdd(b, one, e, "")) /* 1 + e in [1, 2] */
-                                   : LLVMBuildFDiv(b, one, LLVMBuildFAdd(b, one, e, ""), "");
-    return LLVMBuildSelect(b, LLVMBuildFCmp(b, LLVMRealOLT, v[0], zero, ""), LLVMBuildFMul(b, e, s, ""), s, "");
-  }
-  case KILN_OP_erf:
-    if (fl) return t == r->t_f32 ? erf_f32(r, v[0]) : libm1(r, "erf", v[0]);
-    return alu_via_f64(r, op, kind, odt, 1, v);
-  case KILN_OP_sin: return fl ? intr1(r, "llvm.sin", v[0]) : alu_via_f64(r, op, kind, odt, 1, v);
-  case KILN_OP_cos: return fl ? intr1(r, "llvm.cos", v[0]) : alu_via_f64(r, op, kind, odt, 1, v);
-  case KILN_OP_atan: return fl ? libm1(r, "atan", v[0]) : alu_via_f64(r, op, kind, odt, 1, v);
-  case KILN_OP_floor: return fl ? intr1(r, "llvm.floor", v[0]) : v[0];
-  case KILN_OP_ceil: return fl ? intr1(r, "llvm.ceil", v[0]) : v[0];
-  case KILN_OP_round: return fl ? intr1(r, "llvm.roundeven", v[0]) : v[0];
-  case KILN_OP_sign: {
-    if (bo) return v[0];
-    if (fl) { /* zero (either sign) and NaN are returned as they are */
-      LLVMValueRef m1 = LLVMConstReal(t, -1.0);
-      LLVMValueRef neg = LLVMBuildSelect(b, LLVMBuildFCmp(b, LLVMRealOLT, v[0], zero, ""), m1, v[0], "");
-      return LLVMBuildSelect(b, LLVMBuildFCmp(b, LLVMRealOGT, v[0], zero, ""), one, neg, "");
-    }
-    LLVMValueRef pos = LLVMBuildZExt(b, LLVMBuildICmp(b, sg ? LLVMIntSGT : LLVMIntUGT, v[0], zero, ""), t, "");
-    if (!sg) return pos;
-    LLVMValueRef neg = LLVMBuildZExt(b, LLVMBuildICmp(b, LLVMIntSLT, v[0], zero, ""), t, "");
-    return LLVMBuildSub(b, pos, neg, "");
-  }
+    return sg ? intr2(r, "llvm.abs", v[0], LLVMConstInt(r->t_i1, 0, 0)) : v[0]; /* abs(min) = min */
+  case KILN_OP_exp: return f32 ? exp_f32(r, v[0]) : intr1(r, "llvm.exp", v[0]);
+  case KILN_OP_log: return f32 ? log_f32(r, v[0]) : intr1(r, "llvm.log", v[0]);
+  case KILN_OP_sqrt: return intr1(r, "llvm.sqrt", v[0]);
+  case KILN_OP_rsqrt: return LLVMBuildFDiv(b, one, intr1(r, "llvm.sqrt", v[0]), "");
+  case KILN_OP_recip: return LLVMBuildFDiv(b, one, v[0], "");
+  case KILN_OP_tanh: return f32 ? tanh_f32(r, v[0]) : libm1(r, "tanh", v[0]);
+  case KILN_OP_sigmoid: return sigmoid(r, v[0]);
+  case KILN_OP_erf: return f32 ? erf_f32(r, v[0]) : libm1(r, "erf", v[0]);
+  case KILN_OP_sin: return intr1(r, "llvm.sin", v[0]);
+  case KILN_OP_cos: return intr1(r, "llvm.cos", v[0]);
+  case KILN_OP_atan: return libm1(r, "atan", v[0]);
+  case KILN_OP_floor: return intr1(r, "llvm.floor", v[0]);
+  case KILN_OP_ceil: return intr1(r, "llvm.ceil", v[0]);
+  case KILN_OP_round: return intr1(r, "llvm.roundeven", v[0]);
+  case KILN_OP_sign: return sign(r, c, v[0]);
   case KILN_OP_not: return bo ? LLVMBuildXor(b, v[0], one, "") : LLVMBuildNot(b, v[0], "");
-  case KILN_OP_isnan:
-    return fl ? LLVMBuildFCmp(b, LLVMRealUNO, v[0], v[0], "") : LLVMConstInt(r->t_i1, 0, 0);
-  case KILN_OP_add: return fl ? LLVMBuildFAdd(b, v[0], v[1], "") : bo ? LLVMBuildOr(b, v[0], v[1], "") : LLVMBuildAdd(b, v[0], v[1], "");
-  case KILN_OP_sub: return fl ? LLVMBuildFSub(b, v[0], v[1], "") : bo ? LLVMBuildXor(b, v[0], v[1], "") : LLVMBuildSub(b, v[0], v[1], "");
-  case KILN_OP_mul: return fl ? LLVMBuildFMul(b, v[0], v[1], "") : bo ? LLVMBuildAnd(b, v[0], v[1], "") : LLVMBuildMul(b, v[0], v[1], "");
-  case KILN_OP_div:
-    if (fl) return LLVMBuildFDiv(b, v[0], v[1], "");
-    if (bo) return LLVMBuildAnd(b, v[0], v[1], "");
-    return int_divrem(r, true, sg, v[0], v[1]);
-  case KILN_OP_pow: return fl ? intr2(r, "llvm.pow", v[0], v[1]) : alu_via_f64(r, op, kind, odt, 2, v);
-  case KILN_OP_max:
-    if (fl) return intr2(r, "llvm.maximum", v[0], v[1]); /* NaN propagates */
-    if (bo) return LLVMBuildOr(b, v[0], v[1], "");
-    return intr2(r, sg ? "llvm.smax" : "llvm.umax", v[0], v[1]);
+  case KILN_OP_isnan: return LLVMBuildFCmp(b, LLVMRealUNO, v[0], v[0], "");
+  case KILN_OP_add: return fl ? LLVMBuildFAdd(b, v[0], v[1], "") : LLVMBuildAdd(b, v[0], v[1], "");
+  case KILN_OP_sub: return fl ? LLVMBuildFSub(b, v[0], v[1], "") : LLVMBuildSub(b, v[0], v[1], "");
+  case KILN_OP_mul: return fl ? LLVMBuildFMul(b, v[0], v[1], "") : LLVMBuildMul(b, v[0], v[1], "");
+  case KILN_OP_div: return fl ? LLVMBuildFDiv(b, v[0], v[1], "") : int_divrem(r, true, sg, v[0], v[1]);
+  case KILN_OP_pow: return fl ? intr2(r, "llvm.pow", v[0], v[1]) : int_pow(r, sg, v[0], v[1]);
+  case KILN_OP_max: /* IEEE 754-2019 maximum: NaN propagates, -0 < +0 */
+    if (fl) return intr2(r, "llvm.maximum", v[0], v[1]);
+    return bo ? LLVMBuildOr(b, v[0], v[1], "") : intr2(r, sg ? "llvm.smax" : "llvm.umax", v[0], v[1]);
   case KILN_OP_min:
     if (fl) return intr2(r, "llvm.minimum", v[0], v[1]);
-    if (bo) return LLVMBuildAnd(b, v[0], v[1], "");
-    return intr2(r, sg ? "llvm.smin" : "llvm.umin", v[0], v[1]);
-  case KILN_OP_mod: {
-    if (bo) return LLVMBuildAnd(b, v[0], LLVMBuildNot(b, v[1], ""), ""); /* x % 1 = 0, x % 0 = 0 */
-    if (!fl && !sg) return int_divrem(r, false, false, v[0], v[1]);
-    LLVMValueRef rem = fl ? LLVMBuildFRem(b, v[0], v[1], "") : int_divrem(r, false, true, v[0], v[1]);
-    if (kind == 1) return rem; /* C fmod: sign of the dividend */
-    /* Python: a nonzero remainder takes the divisor's sign */
-    LLVMValueRef fix;
-    if (fl) {
-      LLVMValueRef rneg = LLVMBuildFCmp(b, LLVMRealOLT, rem, zero, "");
-      LLVMValueRef bneg = LLVMBuildFCmp(b, LLVMRealOLT, v[1], zero, "");
-      fix = LLVMBuildAnd(b, LLVMBuildFCmp(b, LLVMRealONE, rem, zero, ""), LLVMBuildXor(b, rneg, bneg, ""), "");
-      return LLVMBuildSelect(b, fix, LLVMBuildFAdd(b, rem, v[1], ""), rem, "");
-    }
-    LLVMValueRef sx = LLVMBuildICmp(b, LLVMIntSLT, LLVMBuildXor(b, rem, v[1], ""), zero, "");
-    fix = LLVMBuildAnd(b, LLVMBuildICmp(b, LLVMIntNE, rem, zero, ""), sx, "");
-    return LLVMBuildSelect(b, fix, LLVMBuildAdd(b, rem, v[1], ""), rem, "");
-  }
+    return bo ? LLVMBuildAnd(b, v[0], v[1], "") : intr2(r, sg ? "llvm.smin" : "llvm.umin", v[0], v[1]);
+  case KILN_OP_mod: return mod(r, kind, c, v[0], v[1]);
   case KILN_OP_and: return LLVMBuildAnd(b, v[0], v[1], "");
   case KILN_OP_or: return LLVMBuildOr(b, v[0], v[1], "");
   case KILN_OP_xor: return LLVMBuildXor(b, v[0], v[1], "");
@@ -535,25 +548,33 @@ LLVMValueRef kiln_llvm_alu(const kiln_llvm_scalar *r, kiln_op op, int32_t kind, 
   case KILN_OP_ge: return fl ? LLVMBuildFCmp(b, LLVMRealOGE, v[0], v[1], "") : LLVMBuildICmp(b, sg ? LLVMIntSGE : LLVMIntUGE, v[0], v[1], "");
   case KILN_OP_select: return LLVMBuildSelect(b, v[0], v[1], v[2], "");
   case KILN_OP_cast: return kiln_llvm_convert(r, v[0], odt, rdt);
-  default: return NULL; /* not elementwise: refused by check_kernel */
+  KILN_OPS_NOT_ELEMENTWISE(KILN_OP_CASE) /* not elementwise: refused by check_kernel */
+  case KILN_OP_COUNT: break;
   }
+  return NULL;
 }
 
-LLVMValueRef kiln_llvm_reduce_init(const kiln_llvm_scalar *r, kiln_op op, kiln_dtype t) {
-  bool is_max = op == KILN_OP_reduce_max || op == KILN_OP_argmax;
-  switch (op) {
-  case KILN_OP_reduce_sum: return kiln_llvm_const(r, t, 0.0, 0);
-  case KILN_OP_reduce_prod: return kiln_llvm_const(r, t, 1.0, 1);
-  default: break;
-  }
+/* The extreme of dtype t a max (is_max) or min reduction starts from. */
+static LLVMValueRef extreme(const kiln_llvm_scalar *r, bool is_max, kiln_dtype t) {
   switch (kiln_llvm_dclass_of(t)) {
   case KILN_LLVM_DC_FLOAT: return LLVMConstReal(kiln_llvm_ctype(r, t), is_max ? -INFINITY : INFINITY);
   case KILN_LLVM_DC_BOOL: return LLVMConstInt(r->t_i1, is_max ? 0 : 1, 0);
   case KILN_LLVM_DC_UINT: return LLVMConstInt(r->t_i8, is_max ? 0 : 255, 0);
-  default: {
-    unsigned w = LLVMGetIntTypeWidth(kiln_llvm_ctype(r, t));
-    int64_t mx = (int64_t)((~0ull) >> (65 - w));
-    return kiln_llvm_cint(kiln_llvm_ctype(r, t), is_max ? -mx - 1 : mx);
+  case KILN_LLVM_DC_SINT: break;
   }
+  unsigned w = LLVMGetIntTypeWidth(kiln_llvm_ctype(r, t));
+  int64_t mx = (int64_t)((~0ull) >> (65 - w));
+  return kiln_llvm_cint(kiln_llvm_ctype(r, t), is_max ? -mx - 1 : mx);
+}
+
+LLVMValueRef kiln_llvm_reduce_init(const kiln_llvm_scalar *r, kiln_op op, kiln_dtype t) {
+  switch (op) {
+  case KILN_OP_reduce_sum: return kiln_llvm_const(r, t, 0.0, 0);
+  case KILN_OP_reduce_prod: return kiln_llvm_const(r, t, 1.0, 1);
+  case KILN_OP_reduce_max: case KILN_OP_argmax: return extreme(r, true, t);
+  case KILN_OP_reduce_min: case KILN_OP_argmin: return extreme(r, false, t);
+  KILN_OPS_NOT_REDUCE(KILN_OP_CASE)
+  case KILN_OP_COUNT: break;
   }
+  return NULL; /* not a reduction: refused by check_kernel */
 }

@@ -55,64 +55,67 @@ static const char *stype(kiln_dtype t) {
 /* ------------------------------------------------------------------ the op table */
 /* Templates: %0 %1 %2 are the operands (variable names or literals, so repeating one costs
  * nothing and has no side effects), %T the C compute type of the result, %% a percent
- * sign. NULL: the op is not defined on that class. kind -1 matches any kind_attr.
- * Columns by the class of the operands (for select: of the two values). */
+ * sign. NULL: the op is not defined on that class (ops.def OPERANDS says which classes an
+ * op accepts; check_kx refuses the others, and test_backend_ops renders every op on every
+ * dtype it accepts). Columns by the class of the operands (for select: of the two values).
+ * Signed integer arithmetic goes through unsigned long long so that it wraps, as ops.def
+ * says, instead of being undefined. */
 typedef struct alu_rule {
-  kiln_op op;
-  int kind;
   const char *t[TC_COUNT]; /* f32 (also f16/bf16), f64, integers, bool */
 } alu_rule;
 
-static const alu_rule alu_table[] = {
-    {KILN_OP_neg, -1, {"(-%0)", "(-%0)", "(%T)(-%0)", NULL}},
-    {KILN_OP_abs, -1, {"fabsf(%0)", "fabs(%0)", "(%T)(%0 < 0 ? -%0 : %0)", NULL}},
-    {KILN_OP_exp, -1, {"expf(%0)", "exp(%0)", NULL, NULL}},
-    {KILN_OP_log, -1, {"logf(%0)", "log(%0)", NULL, NULL}},
-    {KILN_OP_sqrt, -1, {"sqrtf(%0)", "sqrt(%0)", NULL, NULL}},
-    {KILN_OP_rsqrt, -1, {"rsqrtf(%0)", "rsqrt(%0)", NULL, NULL}},
-    {KILN_OP_recip, -1, {"(1.0f / %0)", "(1.0 / %0)", NULL, NULL}},
-    {KILN_OP_tanh, -1, {"tanhf(%0)", "tanh(%0)", NULL, NULL}},
-    {KILN_OP_sigmoid, -1, {"(1.0f / (1.0f + expf(-%0)))", "(1.0 / (1.0 + exp(-%0)))", NULL, NULL}},
-    {KILN_OP_erf, -1, {"erff(%0)", "erf(%0)", NULL, NULL}},
-    {KILN_OP_sin, -1, {"sinf(%0)", "sin(%0)", NULL, NULL}},
-    {KILN_OP_cos, -1, {"cosf(%0)", "cos(%0)", NULL, NULL}},
-    {KILN_OP_atan, -1, {"atanf(%0)", "atan(%0)", NULL, NULL}},
-    {KILN_OP_floor, -1, {"floorf(%0)", "floor(%0)", "%0", NULL}},
-    {KILN_OP_ceil, -1, {"ceilf(%0)", "ceil(%0)", "%0", NULL}},
-    {KILN_OP_round, -1, {"rintf(%0)", "rint(%0)", "%0", NULL}}, /* rint: half to even */
-    {KILN_OP_sign, -1, {"kiln_signf(%0)", "kiln_sign(%0)", "(%T)((%0 > 0) - (%0 < 0))", NULL}},
-    {KILN_OP_not, -1, {NULL, NULL, "(%T)(~%0)", "(!%0)"}},
-    {KILN_OP_isnan, -1, {"(%0 != %0)", "(%0 != %0)", "false", "false"}},
-    {KILN_OP_add, -1, {"(%0 + %1)", "(%0 + %1)", "(%T)(%0 + %1)", NULL}},
-    {KILN_OP_sub, -1, {"(%0 - %1)", "(%0 - %1)", "(%T)(%0 - %1)", NULL}},
-    {KILN_OP_mul, -1, {"(%0 * %1)", "(%0 * %1)", "(%T)(%0 * %1)", NULL}},
-    /* integer division by zero yields 0 instead of trapping */
-    {KILN_OP_div, -1, {"(%0 / %1)", "(%0 / %1)", "(%1 == 0 ? (%T)0 : (%T)(%0 / %1))", NULL}},
-    {KILN_OP_pow, -1, {"powf(%0, %1)", "pow(%0, %1)", "(%T)kiln_ipow(%0, %1)", NULL}},
-    {KILN_OP_max, -1, {"kiln_fmaxf(%0, %1)", "kiln_fmax(%0, %1)", "(%0 > %1 ? %0 : %1)", "(%0 || %1)"}},
-    {KILN_OP_min, -1, {"kiln_fminf(%0, %1)", "kiln_fmin(%0, %1)", "(%0 < %1 ? %0 : %1)", "(%0 && %1)"}},
-    {KILN_OP_mod, 0, {"kiln_pymodf(%0, %1)", "kiln_pymod(%0, %1)", "(%T)kiln_ipymod(%0, %1)", NULL}},
-    {KILN_OP_mod, 1, {"fmodf(%0, %1)", "fmod(%0, %1)", "(%1 == 0 ? (%T)0 : (%T)(%0 %% %1))", NULL}},
-    {KILN_OP_and, -1, {NULL, NULL, "(%T)(%0 & %1)", "(%0 && %1)"}},
-    {KILN_OP_or, -1, {NULL, NULL, "(%T)(%0 | %1)", "(%0 || %1)"}},
-    {KILN_OP_xor, -1, {NULL, NULL, "(%T)(%0 ^ %1)", "(%0 != %1)"}},
-    {KILN_OP_eq, -1, {"(%0 == %1)", "(%0 == %1)", "(%0 == %1)", "(%0 == %1)"}},
-    {KILN_OP_ne, -1, {"(%0 != %1)", "(%0 != %1)", "(%0 != %1)", "(%0 != %1)"}},
-    {KILN_OP_lt, -1, {"(%0 < %1)", "(%0 < %1)", "(%0 < %1)", "(%0 < %1)"}},
-    {KILN_OP_le, -1, {"(%0 <= %1)", "(%0 <= %1)", "(%0 <= %1)", "(%0 <= %1)"}},
-    {KILN_OP_gt, -1, {"(%0 > %1)", "(%0 > %1)", "(%0 > %1)", "(%0 > %1)"}},
-    {KILN_OP_ge, -1, {"(%0 >= %1)", "(%0 >= %1)", "(%0 >= %1)", "(%0 >= %1)"}},
-    {KILN_OP_select, -1, {"(%0 ? %1 : %2)", "(%0 ? %1 : %2)", "(%0 ? %1 : %2)", "(%0 ? %1 : %2)"}},
-    /* float->int truncates (C conversion); ->bool and ->f16/bf16 are finished in
-     * render_alu (x != 0, and rounding to the narrow type). */
-    {KILN_OP_cast, -1, {"((%T)(%0))", "((%T)(%0))", "((%T)(%0))", "((%T)(%0))"}},
+#define KILN_WRAP(e) "(%T)((unsigned long long)(%0) " e " (unsigned long long)(%1))"
+static const alu_rule alu_table[KILN_OP_COUNT] = {
+    [KILN_OP_neg] = {{"(-%0)", "(-%0)", "(%T)(0ull - (unsigned long long)(%0))", NULL}},
+    [KILN_OP_abs] = {{"fabsf(%0)", "fabs(%0)",
+                      "(%T)(%0 < 0 ? 0ull - (unsigned long long)(%0) : (unsigned long long)(%0))", NULL}},
+    [KILN_OP_exp] = {{"expf(%0)", "exp(%0)", NULL, NULL}},
+    [KILN_OP_log] = {{"logf(%0)", "log(%0)", NULL, NULL}},
+    [KILN_OP_sqrt] = {{"sqrtf(%0)", "sqrt(%0)", NULL, NULL}},
+    [KILN_OP_rsqrt] = {{"rsqrtf(%0)", "rsqrt(%0)", NULL, NULL}},
+    [KILN_OP_recip] = {{"(1.0f / %0)", "(1.0 / %0)", NULL, NULL}},
+    [KILN_OP_tanh] = {{"tanhf(%0)", "tanh(%0)", NULL, NULL}},
+    [KILN_OP_sigmoid] = {{"kiln_sigmoidf(%0)", "kiln_sigmoid(%0)", NULL, NULL}},
+    [KILN_OP_erf] = {{"erff(%0)", "erf(%0)", NULL, NULL}},
+    [KILN_OP_sin] = {{"sinf(%0)", "sin(%0)", NULL, NULL}},
+    [KILN_OP_cos] = {{"cosf(%0)", "cos(%0)", NULL, NULL}},
+    [KILN_OP_floor] = {{"floorf(%0)", "floor(%0)", NULL, NULL}},
+    [KILN_OP_ceil] = {{"ceilf(%0)", "ceil(%0)", NULL, NULL}},
+    [KILN_OP_round] = {{"rintf(%0)", "rint(%0)", NULL, NULL}}, /* rint: half to even */
+    [KILN_OP_sign] = {{"kiln_signf(%0)", "kiln_sign(%0)", "(%T)((%0 > 0) - (%0 < 0))", NULL}},
+    [KILN_OP_not] = {{NULL, NULL, "(%T)(~%0)", "(!%0)"}},
+    [KILN_OP_isnan] = {{"(%0 != %0)", "(%0 != %0)", NULL, NULL}},
+    [KILN_OP_atan] = {{"atanf(%0)", "atan(%0)", NULL, NULL}},
+    [KILN_OP_add] = {{"(%0 + %1)", "(%0 + %1)", KILN_WRAP("+"), NULL}},
+    [KILN_OP_sub] = {{"(%0 - %1)", "(%0 - %1)", KILN_WRAP("-"), NULL}},
+    [KILN_OP_mul] = {{"(%0 * %1)", "(%0 * %1)", KILN_WRAP("*"), NULL}},
+    [KILN_OP_div] = {{"(%0 / %1)", "(%0 / %1)", "(%T)kiln_idiv(%0, %1)", NULL}},
+    [KILN_OP_pow] = {{"powf(%0, %1)", "pow(%0, %1)", "(%T)kiln_ipow(%0, %1)", NULL}},
+    /* bool max/min: for bool reductions */
+    [KILN_OP_max] = {{"kiln_fmaxf(%0, %1)", "kiln_fmax(%0, %1)", "(%0 > %1 ? %0 : %1)", "(%0 || %1)"}},
+    [KILN_OP_min] = {{"kiln_fminf(%0, %1)", "kiln_fmin(%0, %1)", "(%0 < %1 ? %0 : %1)", "(%0 && %1)"}},
+    [KILN_OP_mod] = {{"kiln_pymodf(%0, %1)", "kiln_pymod(%0, %1)", "(%T)kiln_ipymod(%0, %1)", NULL}}, /* kind 0 */
+    [KILN_OP_and] = {{NULL, NULL, "(%T)(%0 & %1)", "(%0 && %1)"}},
+    [KILN_OP_or] = {{NULL, NULL, "(%T)(%0 | %1)", "(%0 || %1)"}},
+    [KILN_OP_xor] = {{NULL, NULL, "(%T)(%0 ^ %1)", "(%0 != %1)"}},
+    [KILN_OP_eq] = {{"(%0 == %1)", "(%0 == %1)", "(%0 == %1)", "(%0 == %1)"}},
+    [KILN_OP_ne] = {{"(%0 != %1)", "(%0 != %1)", "(%0 != %1)", "(%0 != %1)"}},
+    [KILN_OP_lt] = {{"(%0 < %1)", "(%0 < %1)", "(%0 < %1)", "(%0 < %1)"}},
+    [KILN_OP_le] = {{"(%0 <= %1)", "(%0 <= %1)", "(%0 <= %1)", "(%0 <= %1)"}},
+    [KILN_OP_gt] = {{"(%0 > %1)", "(%0 > %1)", "(%0 > %1)", "(%0 > %1)"}},
+    [KILN_OP_ge] = {{"(%0 >= %1)", "(%0 >= %1)", "(%0 >= %1)", "(%0 >= %1)"}},
+    [KILN_OP_select] = {{"(%0 ? %1 : %2)", "(%0 ? %1 : %2)", "(%0 ? %1 : %2)", "(%0 ? %1 : %2)"}},
+    /* int->int and ->float: C conversion (wraps); float->int, ->bool and ->f16/bf16 are
+     * finished in emit_alu (saturation, x != 0, rounding to the narrow type). */
+    [KILN_OP_cast] = {{"((%T)(%0))", "((%T)(%0))", "((%T)(%0))", "((%T)(%0))"}},
 };
+#undef KILN_WRAP
+/* mod kind 1: C fmod, the dividend's sign */
+static const alu_rule alu_fmod = {{"fmodf(%0, %1)", "fmod(%0, %1)", "(%T)kiln_imod(%0, %1)", NULL}};
 
 static const char *alu_template(kiln_op op, int kind, tclass c) {
-  for (size_t i = 0; i < sizeof alu_table / sizeof alu_table[0]; i++)
-    if (alu_table[i].op == op && (alu_table[i].kind < 0 || alu_table[i].kind == kind))
-      return alu_table[i].t[c];
-  return NULL;
+  if ((unsigned)op >= KILN_OP_COUNT) return NULL;
+  return (op == KILN_OP_mod && kind == 1 ? &alu_fmod : &alu_table[op])->t[c];
 }
 
 /* Expands a template into b. */
@@ -157,28 +160,63 @@ static const char prelude[] =
     "__device__ __forceinline__ float kiln_rh(float x) { return kiln_h2f(kiln_f2h(x)); }\n"
     "__device__ __forceinline__ float kiln_rbf(float x) { return kiln_bf2f(kiln_f2bf(x)); }\n"
     /* max/min propagate NaN (fmaxf would drop it) */
-    "__device__ __forceinline__ float kiln_fmaxf(float a, float b) { return (a != a || b != b) ? a + b : fmaxf(a, b); }\n"
-    "__device__ __forceinline__ float kiln_fminf(float a, float b) { return (a != a || b != b) ? a + b : fminf(a, b); }\n"
-    "__device__ __forceinline__ double kiln_fmax(double a, double b) { return (a != a || b != b) ? a + b : fmax(a, b); }\n"
-    "__device__ __forceinline__ double kiln_fmin(double a, double b) { return (a != a || b != b) ? a + b : fmin(a, b); }\n"
-    "__device__ __forceinline__ float kiln_signf(float x) { return x > 0.0f ? 1.0f : (x < 0.0f ? -1.0f : x); }\n"
-    "__device__ __forceinline__ double kiln_sign(double x) { return x > 0.0 ? 1.0 : (x < 0.0 ? -1.0 : x); }\n"
-    /* Python-style mod: the result takes the divisor's sign */
+    /* max/min: IEEE 754-2019 maximum/minimum, NaN propagates and -0 < +0 (ops.def) */
+    "__device__ __forceinline__ float kiln_fmaxf(float a, float b) {\n"
+    "  return (a != a || b != b) ? a + b : a == b ? ((__float_as_uint(a) >> 31) ? b : a) : fmaxf(a, b);\n"
+    "}\n"
+    "__device__ __forceinline__ float kiln_fminf(float a, float b) {\n"
+    "  return (a != a || b != b) ? a + b : a == b ? ((__float_as_uint(a) >> 31) ? a : b) : fminf(a, b);\n"
+    "}\n"
+    "__device__ __forceinline__ double kiln_fmax(double a, double b) {\n"
+    "  return (a != a || b != b) ? a + b : a == b ? (__double_as_longlong(a) < 0 ? b : a) : fmax(a, b);\n"
+    "}\n"
+    "__device__ __forceinline__ double kiln_fmin(double a, double b) {\n"
+    "  return (a != a || b != b) ? a + b : a == b ? (__double_as_longlong(a) < 0 ? a : b) : fmin(a, b);\n"
+    "}\n"
+    /* sign: +0 for either zero, NaN stays */
+    "__device__ __forceinline__ float kiln_signf(float x) {\n"
+    "  return x > 0.0f ? 1.0f : x < 0.0f ? -1.0f : x == 0.0f ? 0.0f : x;\n"
+    "}\n"
+    "__device__ __forceinline__ double kiln_sign(double x) {\n"
+    "  return x > 0.0 ? 1.0 : x < 0.0 ? -1.0 : x == 0.0 ? 0.0 : x;\n"
+    "}\n"
+    /* sigmoid as e/(1+e) below 0, e = exp(-|x|): no overflow, tiny results kept */
+    "__device__ __forceinline__ float kiln_sigmoidf(float x) {\n"
+    "  float e = expf(-fabsf(x)), s = 1.0f / (1.0f + e); return x < 0.0f ? e * s : s;\n"
+    "}\n"
+    "__device__ __forceinline__ double kiln_sigmoid(double x) {\n"
+    "  double e = exp(-fabs(x)), s = 1.0 / (1.0 + e); return x < 0.0 ? e * s : s;\n"
+    "}\n"
+    /* Python-style mod: a nonzero result takes the divisor's sign, a zero one too */
     "__device__ __forceinline__ float kiln_pymodf(float a, float b) {\n"
-    "  float r = fmodf(a, b); if (r != 0.0f && ((r < 0.0f) != (b < 0.0f))) r += b; return r;\n"
+    "  float r = fmodf(a, b); if (r != 0.0f && ((r < 0.0f) != (b < 0.0f))) r += b;\n"
+    "  return r == 0.0f ? copysignf(r, b) : r;\n"
     "}\n"
     "__device__ __forceinline__ double kiln_pymod(double a, double b) {\n"
-    "  double r = fmod(a, b); if (r != 0.0 && ((r < 0.0) != (b < 0.0))) r += b; return r;\n"
+    "  double r = fmod(a, b); if (r != 0.0 && ((r < 0.0) != (b < 0.0))) r += b;\n"
+    "  return r == 0.0 ? copysign(r, b) : r;\n"
+    "}\n"
+    /* integer division and remainder that never trap: x/0 and x%0 compute 0 (lowering's
+     * CHECK reports them), min/-1 wraps, min%-1 is 0 */
+    "__device__ __forceinline__ long long kiln_idiv(long long a, long long b) {\n"
+    "  return b == 0 ? 0 : b == -1 ? (long long)(0ull - (unsigned long long)a) : a / b;\n"
+    "}\n"
+    "__device__ __forceinline__ long long kiln_imod(long long a, long long b) {\n"
+    "  return b == 0 || b == -1 ? 0 : a % b;\n"
     "}\n"
     "__device__ __forceinline__ long long kiln_ipymod(long long a, long long b) {\n"
-    "  if (b == 0) return 0;\n"
-    "  long long r = a % b; if (r != 0 && ((r < 0) != (b < 0))) r += b; return r;\n"
+    "  long long r = kiln_imod(a, b); if (r != 0 && ((r < 0) != (b < 0))) r += b; return r;\n"
     "}\n"
+    /* a^e wrapping; e < 0: 1 for a = 1, +-1 for a = -1, else 0 */
     "__device__ __forceinline__ long long kiln_ipow(long long a, long long e) {\n"
     "  if (e < 0) return a == 1 ? 1 : (a == -1 ? ((e & 1) ? -1 : 1) : 0);\n"
-    "  long long r = 1;\n"
-    "  while (e) { if (e & 1) r *= a; a *= a; e >>= 1; }\n"
-    "  return r;\n"
+    "  unsigned long long r = 1, x = (unsigned long long)a;\n"
+    "  while (e) { if (e & 1) r *= x; x *= x; e >>= 1; }\n"
+    "  return (long long)r;\n"
+    "}\n"
+    /* float -> integer: truncate, saturate to [lo, hi], NaN -> 0 */
+    "__device__ __forceinline__ long long kiln_f2i(double x, long long lo, long long hi) {\n"
+    "  return x != x ? 0 : x <= (double)lo ? lo : x >= (double)hi ? hi : (long long)x;\n"
     "}\n\n";
 
 /* ------------------------------------------------------------------ kernel rendering */
@@ -261,17 +299,22 @@ static bool check_kx(render *r, int32_t j) {
     if (x->buf < 0 || x->buf >= r->p->n_buffers)
       return fail(r, KILN_ERR_INTERNAL, "kx %d: buffer %d out of range", j, x->buf);
     break;
-  case KILN_KX_ALU:
+  case KILN_KX_ALU: {
     if ((unsigned)x->op >= KILN_OP_COUNT || kiln_op_table[x->op].category != KILN_CAT_ELEMENTWISE)
       return fail(r, KILN_ERR_UNSUPPORTED, "kx %d: ALU op %d is not elementwise", j, (int)x->op);
     arity = kiln_op_table[x->op].arity;
+    int32_t v = x->a[x->op == KILN_OP_select ? 1 : 0];
+    if (v >= 0 && v < j && !kiln_op_accepts(x->op, k->kx[v].dtype))
+      return fail(r, KILN_ERR_UNSUPPORTED, "kx %d: %s is not defined on %s (ops.def)", j, kiln_op_name(x->op),
+                  kiln_dtype_name(k->kx[v].dtype));
     break;
+  }
   case KILN_KX_REDUCE:
     arity = 1;
     if (x->var < k->out.rank || x->n_vars < 1 || x->var + x->n_vars > k->n_vars)
       return fail(r, KILN_ERR_INTERNAL, "kx %d: reduce variables [%d, %d) out of range", j, x->var,
                   x->var + x->n_vars);
-    if ((x->op == KILN_OP_argmax || x->op == KILN_OP_argmin) && x->n_vars != 1)
+    if (kiln_op_has(x->op, KILN_OPF_INDEX) && x->n_vars != 1)
       return fail(r, KILN_ERR_UNSUPPORTED, "kx %d: %s over %d variables", j, kiln_op_name(x->op),
                   x->n_vars);
     break;
@@ -297,6 +340,37 @@ static int kx_arity(const kiln_kx *x) {
 }
 
 static bool emit_reduce(render *r, int32_t j, int depth, uint64_t bound);
+
+/* The C bounds of integer dtype t, for a saturating float -> integer cast. */
+static const char *int_limit(kiln_dtype t, bool max);
+
+/* ALU kx x of operands opnd as a C expression. */
+static bool emit_alu(render *r, const kiln_kx *x, const char *const *opnd) {
+  /* the class of the operands: select's values are operands 1 and 2 */
+  kiln_dtype in_dt = r->k->kx[x->a[x->op == KILN_OP_select ? 1 : 0]].dtype;
+  const char *tpl = alu_template(x->op, x->kind_attr, tclass_of(in_dt));
+  if (!tpl)
+    return fail(r, KILN_ERR_INTERNAL, "op %s (kind %d) on %s has no rule in the op table", kiln_op_name(x->op),
+                x->kind_attr, kiln_dtype_name(in_dt));
+  const char *narrow = x->dtype == KILN_F16 ? "kiln_rh" : "kiln_rbf";
+  if (x->op == KILN_OP_cast && x->dtype == KILN_BOOL) {
+    kiln_strbuf_printf(r->b, "(%s != 0)", opnd[0]);
+  } else if (x->op == KILN_OP_cast && (x->dtype == KILN_F16 || x->dtype == KILN_BF16)) {
+    /* the value must become exactly representable in the narrow type */
+    kiln_strbuf_printf(r->b, "%s((float)(%s))", narrow, opnd[0]);
+  } else if (x->op == KILN_OP_cast && kiln_dtype_is_float(in_dt) && kiln_dtype_is_int(x->dtype)) {
+    /* a C conversion out of range is undefined; ops.def says it saturates */
+    kiln_strbuf_printf(r->b, "((%s)kiln_f2i((double)(%s), %s, %s))", ctype(x->dtype), opnd[0],
+                       int_limit(x->dtype, false), int_limit(x->dtype, true));
+  } else if (kiln_ir_kx_rounds_narrow(x)) { /* f16/bf16 in float: rounded as the graph rounds */
+    kiln_strbuf_printf(r->b, "%s(", narrow);
+    expand(r->b, tpl, opnd, ctype(x->dtype));
+    kiln_strbuf_puts(r->b, ")");
+  } else {
+    expand(r->b, tpl, opnd, ctype(x->dtype));
+  }
+  return true;
+}
 
 /* Declares kx j (not a REDUCE) at the current scope. */
 static bool emit_stmt(render *r, int32_t j, int depth, uint64_t bound) {
@@ -332,25 +406,8 @@ static bool emit_stmt(render *r, int32_t j, int depth, uint64_t bound) {
     } else {
       kiln_strbuf_puts(r->b, ld);
     }
-  } else { /* ALU */
-    /* the class of the operands: select's values are operands 1 and 2 */
-    kiln_dtype in_dt = r->k->kx[x->a[x->op == KILN_OP_select ? 1 : 0]].dtype;
-    const char *tpl = alu_template(x->op, x->kind_attr, tclass_of(in_dt));
-    if (!tpl)
-      return fail(r, KILN_ERR_UNSUPPORTED, "op %s (kind %d) on %s is not supported", kiln_op_name(x->op),
-                  x->kind_attr, kiln_dtype_name(in_dt));
-    if (x->op == KILN_OP_cast && x->dtype == KILN_BOOL) {
-      kiln_strbuf_printf(r->b, "(%s != 0)", opnd[0]);
-    } else if (x->op == KILN_OP_cast && (x->dtype == KILN_F16 || x->dtype == KILN_BF16)) {
-      /* the value must become exactly representable in the narrow type */
-      kiln_strbuf_printf(r->b, "%s((float)(%s))", x->dtype == KILN_F16 ? "kiln_rh" : "kiln_rbf", opnd[0]);
-    } else if (kiln_ir_kx_rounds_narrow(x)) { /* f16/bf16 in float: rounded as the graph rounds */
-      kiln_strbuf_printf(r->b, "%s(", x->dtype == KILN_F16 ? "kiln_rh" : "kiln_rbf");
-      expand(r->b, tpl, opnd, ctype(x->dtype));
-      kiln_strbuf_puts(r->b, ")");
-    } else {
-      expand(r->b, tpl, opnd, ctype(x->dtype));
-    }
+  } else if (!emit_alu(r, x, opnd)) {
+    return false;
   }
   kiln_strbuf_puts(r->b, ";\n");
   r->depth[j] = depth;
@@ -430,8 +487,10 @@ static const char *reduce_init(kiln_op op, kiln_dtype t) {
     return c == TC_F32 ? "__uint_as_float(0x7f800000u)"
          : c == TC_F64 ? "__longlong_as_double(0x7ff0000000000000ll)" : int_limit(t, true);
   case KILN_OP_argmax: case KILN_OP_argmin: return "0";
-  default: return NULL;
+  KILN_OPS_NOT_REDUCE(KILN_OP_CASE)
+  case KILN_OP_COUNT: break;
   }
+  return NULL;
 }
 
 /* After REDUCE j's loops: an f16/bf16 result, accumulated in float, rounded to its dtype
@@ -441,12 +500,6 @@ static void round_reduce(render *r, int32_t j, int depth) {
   if (!kiln_ir_kx_rounds_narrow(x)) return;
   indent(r, depth);
   kiln_strbuf_printf(r->b, "x%d = %s(x%d);\n", j, x->dtype == KILN_F16 ? "kiln_rh" : "kiln_rbf", j);
-}
-
-static kiln_op reduce_combine(kiln_op op) {
-  return op == KILN_OP_reduce_sum ? KILN_OP_add
-       : op == KILN_OP_reduce_prod ? KILN_OP_mul
-       : op == KILN_OP_reduce_max ? KILN_OP_max : KILN_OP_min;
 }
 
 /* A REDUCE: hoist what its body needs from outside, then loop and accumulate. */
@@ -463,7 +516,7 @@ static bool emit_reduce(render *r, int32_t j, int depth, uint64_t bound) {
   mark_needed(r, body, true);
   if (!emit_marked(r, body, depth, bound, true)) return false;
 
-  bool arg = x->op == KILN_OP_argmax || x->op == KILN_OP_argmin;
+  bool arg = kiln_op_has(x->op, KILN_OPF_INDEX); /* argmax/argmin */
   kiln_dtype adt = arg ? bdt : x->dtype; /* the accumulated type */
   tclass c = tclass_of(adt);
   snprintf(r->name[j], sizeof r->name[j], "x%d", j);
@@ -486,17 +539,16 @@ static bool emit_reduce(render *r, int32_t j, int depth, uint64_t bound) {
   indent(r, inner);
   const char *b = r->name[body];
   if (arg) {
-    /* ties: the first unless kind_attr=1; a NaN wins over numbers, the first NaN stays */
+    /* ties: the first unless kind_attr=1; a NaN wins over numbers and ties with a NaN, so
+     * the first NaN stays unless kind_attr=1 (ops.def; ONNX's reference flips the axis) */
     bool mx = x->op == KILN_OP_argmax, last = x->kind_attr == 1;
     const char *cmp = mx ? (last ? ">=" : ">") : (last ? "<=" : "<");
     kiln_strbuf_printf(r->b, "if (v%d == 0 || %s %s best%d", x->var, b, cmp, j);
-    if (c == TC_F32 || c == TC_F64) kiln_strbuf_printf(r->b, " || (%s != %s && best%d == best%d)", b, b, j, j);
+    if ((c == TC_F32 || c == TC_F64) && last) kiln_strbuf_printf(r->b, " || %s != %s", b, b);
+    else if (c == TC_F32 || c == TC_F64) kiln_strbuf_printf(r->b, " || (%s != %s && best%d == best%d)", b, b, j, j);
     kiln_strbuf_printf(r->b, ") { best%d = %s; x%d = v%d; }\n", j, b, j, x->var);
   } else {
-    kiln_op comb = x->op == KILN_OP_reduce_sum ? KILN_OP_add
-                 : x->op == KILN_OP_reduce_prod ? KILN_OP_mul
-                 : x->op == KILN_OP_reduce_max ? KILN_OP_max : KILN_OP_min;
-    const char *tpl = alu_template(comb, -1, c);
+    const char *tpl = alu_template(kiln_op_combine(x->op), -1, c);
     if (!tpl)
       return fail(r, KILN_ERR_UNSUPPORTED, "reduce %s on %s is not supported", kiln_op_name(x->op),
                   kiln_dtype_name(adt));
@@ -530,9 +582,7 @@ static bool emit_reduce(render *r, int32_t j, int depth, uint64_t bound) {
 
 /* A reduction the warp can share: a combine of sum/prod/max/min on floats or integers. */
 static bool coop_capable(const kiln_kx *x) {
-  if (x->op != KILN_OP_reduce_sum && x->op != KILN_OP_reduce_prod && x->op != KILN_OP_reduce_max &&
-      x->op != KILN_OP_reduce_min)
-    return false;
+  if (kiln_op_combine(x->op) == KILN_OP_COUNT) return false; /* argmax/argmin */
   tclass c = tclass_of(x->dtype);
   return c == TC_F32 || c == TC_F64 || c == TC_INT;
 }
@@ -552,7 +602,7 @@ static bool emit_coop_reduce(render *r, int32_t j, int depth, uint64_t bound) {
   mark_needed(r, body, true);
   if (!emit_marked(r, body, depth, bound, true)) return false;
   const char *T = ctype(x->dtype), *init = reduce_init(x->op, x->dtype);
-  const char *tpl = alu_template(reduce_combine(x->op), -1, tclass_of(x->dtype));
+  const char *tpl = alu_template(kiln_op_combine(x->op), -1, tclass_of(x->dtype));
   if (!init || !tpl)
     return fail(r, KILN_ERR_UNSUPPORTED, "reduce %s on %s is not supported", kiln_op_name(x->op),
                 kiln_dtype_name(x->dtype));

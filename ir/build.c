@@ -347,8 +347,9 @@ int32_t kiln_ir_iota(kiln_graph *g, kiln_dtype dt, const kiln_shape *s, int32_t 
 int32_t kiln_ir_reduce(kiln_graph *g, kiln_op op, int32_t x, int32_t n_axes, const int32_t *axes, int keepdims,
                        const char *name) {
   if (!valid_id(g, x, name)) return -1;
-  if (op != KILN_OP_reduce_sum && op != KILN_OP_reduce_max && op != KILN_OP_reduce_min && op != KILN_OP_reduce_prod)
-    return err(g, KILN_ERR_INVALID_ARGUMENT, name, kiln_op_name(op), "not a reduce_* op");
+  if (kiln_op_combine(op) == KILN_OP_COUNT) /* reduce_sum/max/min/prod combine with an elementwise op */
+    return err(g, KILN_ERR_INVALID_ARGUMENT, name, (unsigned)op < KILN_OP_COUNT ? kiln_op_name(op) : "?",
+               "not a reduce_* op");
   if (n_axes == 0) return x; /* reduces nothing: the identity, no node */
   kiln_attrs at = {0};
   if (!norm_axes(g, n_axes, axes, shape_of(g, x)->rank, at.axes, name, kiln_op_name(op))) return -1;
@@ -360,8 +361,9 @@ int32_t kiln_ir_reduce(kiln_graph *g, kiln_op op, int32_t x, int32_t n_axes, con
 int32_t kiln_ir_arg(kiln_graph *g, kiln_op op, int32_t x, int32_t axis, int keepdims, int select_last,
                     const char *name) {
   if (!valid_id(g, x, name)) return -1;
-  if (op != KILN_OP_argmax && op != KILN_OP_argmin)
-    return err(g, KILN_ERR_INVALID_ARGUMENT, name, kiln_op_name(op), "not argmax/argmin");
+  if (!kiln_op_has(op, KILN_OPF_INDEX) || kiln_op_table[op].category != KILN_CAT_REDUCE)
+    return err(g, KILN_ERR_INVALID_ARGUMENT, name, (unsigned)op < KILN_OP_COUNT ? kiln_op_name(op) : "?",
+               "not argmax/argmin");
   kiln_attrs at = {0};
   at.axis = axis;
   if (!norm_axis(g, &at.axis, shape_of(g, x)->rank, name, kiln_op_name(op))) return -1;

@@ -123,10 +123,84 @@ void kiln_arena_destroy(kiln_arena *ar) {
 
 /* ------------------------------------------------------------------ op table */
 const kiln_op_info kiln_op_table[KILN_OP_COUNT] = {
-#define X(name, cat, arity, attrs, meaning) {#name, KILN_CAT_##cat, arity, attrs, meaning},
+#define X(name, cat, arity, operands, cost, flags, attrs, meaning) \
+  {#name, KILN_CAT_##cat, arity, KILN_OPD_##operands, cost, flags, attrs, meaning},
 #include "ops.def"
 #undef X
 };
+
+/* The category lists of ir.h against ops.def: each listed op is of the list's category
+ * (the static_asserts), and every op is listed exactly once (the switch: -Wswitch names a
+ * missing op, a duplicate is a duplicate case label). */
+enum {
+#define X(name, cat, arity, operands, cost, flags, attrs, meaning) KILN_OP_CAT_OF_##name = KILN_CAT_##cat,
+#include "ops.def"
+#undef X
+};
+#define ASSERT_CATEGORY(name, cat) \
+  _Static_assert((int)KILN_OP_CAT_OF_##name == (int)KILN_CAT_##cat, #name " is not listed under its category in ir.h");
+enum {
+#define X(name, cat, arity, operands, cost, flags, attrs, meaning) KILN_OP_ARITY_OF_##name = arity,
+#include "ops.def"
+#undef X
+};
+#define IS_UNARY(name) _Static_assert(KILN_OP_ARITY_OF_##name == 1, #name " is listed in KILN_OPS_UNARY");
+#define IS_BINARY(name) _Static_assert(KILN_OP_ARITY_OF_##name == 2, #name " is listed in KILN_OPS_BINARY");
+KILN_OPS_UNARY(IS_UNARY)
+KILN_OPS_BINARY(IS_BINARY)
+#define IS_LEAF(name) ASSERT_CATEGORY(name, LEAF)
+#define IS_ELEMENTWISE(name) ASSERT_CATEGORY(name, ELEMENTWISE)
+#define IS_MOVEMENT(name) ASSERT_CATEGORY(name, MOVEMENT)
+#define IS_REDUCE(name) ASSERT_CATEGORY(name, REDUCE)
+#define IS_WINDOW(name) ASSERT_CATEGORY(name, WINDOW)
+#define IS_CONTRACTION(name) ASSERT_CATEGORY(name, CONTRACTION)
+#define IS_OPAQUE(name) ASSERT_CATEGORY(name, OPAQUE)
+KILN_OPS_LEAF(IS_LEAF)
+KILN_OPS_ELEMENTWISE(IS_ELEMENTWISE)
+KILN_OPS_MOVEMENT(IS_MOVEMENT)
+KILN_OPS_REDUCE(IS_REDUCE)
+KILN_OPS_WINDOW(IS_WINDOW)
+KILN_OPS_CONTRACTION(IS_CONTRACTION)
+KILN_OPS_OPAQUE(IS_OPAQUE)
+
+__attribute__((unused)) static bool every_op_is_listed_once(kiln_op op) {
+  switch (op) {
+  KILN_OPS_ELEMENTWISE(KILN_OP_CASE)
+  KILN_OPS_NOT_ELEMENTWISE(KILN_OP_CASE)
+    return true;
+  case KILN_OP_COUNT: break;
+  }
+  return false;
+}
+
+bool kiln_op_has(kiln_op op, uint32_t flag) {
+  return (unsigned)op < KILN_OP_COUNT && (kiln_op_table[op].flags & flag) != 0;
+}
+
+kiln_op kiln_op_combine(kiln_op op) {
+  switch (op) {
+  case KILN_OP_reduce_sum: return KILN_OP_add;
+  case KILN_OP_reduce_prod: return KILN_OP_mul;
+  case KILN_OP_reduce_max: return KILN_OP_max;
+  case KILN_OP_reduce_min: return KILN_OP_min;
+  case KILN_OP_argmax: case KILN_OP_argmin:
+  KILN_OPS_NOT_REDUCE(KILN_OP_CASE)
+  case KILN_OP_COUNT: break;
+  }
+  return KILN_OP_COUNT;
+}
+
+bool kiln_op_accepts(kiln_op op, kiln_dtype t) {
+  if ((unsigned)op >= KILN_OP_COUNT || (unsigned)t >= KILN_DTYPE_COUNT) return false;
+  switch (kiln_op_table[op].operands) {
+  case KILN_OPD_NONE: return false;
+  case KILN_OPD_FLOAT: return kiln_dtype_is_float(t);
+  case KILN_OPD_NUMERIC: return t != KILN_BOOL;
+  case KILN_OPD_INTBOOL: return t == KILN_BOOL || kiln_dtype_is_int(t);
+  case KILN_OPD_ANY: return true;
+  }
+  return false;
+}
 
 const char *kiln_category_name(kiln_category c) {
   static const char *const names[] = {"leaf", "elementwise", "movement", "reduce", "window", "contraction", "opaque"};

@@ -80,64 +80,34 @@ static kiln_status check_flag(infer_ctx *c, int32_t v, const char *what, int32_t
   return KILN_OK;
 }
 
-/* Unary elementwise dtype rules. */
-static kiln_status infer_unary(infer_ctx *c, const kiln_node *x, kiln_dtype *dt, kiln_shape *shape) {
-  kiln_op op = c->op;
-  kiln_dtype t = x->dtype;
-  switch (op) {
-  case KILN_OP_not: /* bitwise: logical on bool, complement on integers */
-    if (kiln_dtype_is_float(t)) return fail(c, KILN_ERR_SHAPE, "operand is %s, must be bool or an integer", kiln_dtype_name(t));
-    break;
-  case KILN_OP_neg: case KILN_OP_abs: case KILN_OP_sign:
-    if (!is_numeric(t)) return fail(c, KILN_ERR_SHAPE, "operand is bool, must be a number");
-    break;
-  case KILN_OP_isnan:
-    if (!kiln_dtype_is_float(t))
-      return fail(c, KILN_ERR_SHAPE, "operand is %s, must be a float dtype", kiln_dtype_name(t));
-    *dt = KILN_BOOL;
-    *shape = x->shape;
-    return KILN_OK;
-  default: /* transcendental and rounding ops */
-    if (!kiln_dtype_is_float(t))
-      return fail(c, KILN_ERR_SHAPE, "operand is %s, must be a float dtype", kiln_dtype_name(t));
-    break;
+/* Whether operand dtype t fits elementwise or reduction op c->op (ops.def, column OPERANDS). */
+static kiln_status check_operand(infer_ctx *c, kiln_dtype t) {
+  if (kiln_op_accepts(c->op, t)) return KILN_OK;
+  switch (kiln_op_table[c->op].operands) {
+  case KILN_OPD_FLOAT: return fail(c, KILN_ERR_SHAPE, "operand is %s, must be a float dtype", kiln_dtype_name(t));
+  case KILN_OPD_NUMERIC: return fail(c, KILN_ERR_SHAPE, "operand is bool, must be a number");
+  case KILN_OPD_INTBOOL:
+    return fail(c, KILN_ERR_SHAPE, "operand is %s, must be bool or an integer", kiln_dtype_name(t));
+  case KILN_OPD_ANY: case KILN_OPD_NONE: break;
   }
-  *dt = t;
-  *shape = x->shape;
-  return KILN_OK;
+  return fail(c, KILN_ERR_INTERNAL, "no dtype rule");
 }
 
-static bool is_compare(kiln_op op) {
-  return op == KILN_OP_eq || op == KILN_OP_ne || op == KILN_OP_lt || op == KILN_OP_le ||
-         op == KILN_OP_gt || op == KILN_OP_ge;
-}
-
-static kiln_status infer_binary(infer_ctx *c, const kiln_node *x, const kiln_node *y,
-                                const kiln_attrs *a, kiln_dtype *dt, kiln_shape *shape) {
-  if (!kiln_shape_eq(&x->shape, &y->shape))
+/* Unary and binary elementwise ops: equal shapes and dtypes, an operand dtype the op
+ * accepts; the result is bool (KILN_OPF_BOOL) or the operands' dtype. */
+static kiln_status infer_elementwise(infer_ctx *c, const kiln_node *x, const kiln_node *y, const kiln_attrs *a,
+                                     kiln_dtype *dt, kiln_shape *shape) {
+  if (y && !kiln_shape_eq(&x->shape, &y->shape))
     return fail(c, KILN_ERR_SHAPE, "operand shapes differ: %s and %s (broadcast them first)",
                 SHAPE_STR(&x->shape), SHAPE_STR(&y->shape));
-  if (x->dtype != y->dtype)
+  if (y && x->dtype != y->dtype)
     return fail(c, KILN_ERR_SHAPE, "operand dtypes differ: %s and %s", kiln_dtype_name(x->dtype),
                 kiln_dtype_name(y->dtype));
-  kiln_op op = c->op;
+  kiln_status st = check_operand(c, x->dtype);
+  if (st) return st;
+  if (c->op == KILN_OP_mod && (st = check_flag(c, a->kind, "kind", 1))) return st;
+  *dt = kiln_op_has(c->op, KILN_OPF_BOOL) ? KILN_BOOL : x->dtype;
   *shape = x->shape;
-  if (op == KILN_OP_and || op == KILN_OP_or || op == KILN_OP_xor) { /* bitwise */
-    if (kiln_dtype_is_float(x->dtype))
-      return fail(c, KILN_ERR_SHAPE, "operands are %s, must be bool or integers", kiln_dtype_name(x->dtype));
-    *dt = x->dtype;
-    return KILN_OK;
-  }
-  if (is_compare(op)) {
-    *dt = KILN_BOOL;
-    return KILN_OK;
-  }
-  if (!is_numeric(x->dtype)) return fail(c, KILN_ERR_SHAPE, "operands are bool, must be numbers");
-  if (op == KILN_OP_mod) {
-    kiln_status st = check_flag(c, a->kind, "kind", 1);
-    if (st) return st;
-  }
-  *dt = x->dtype;
   return KILN_OK;
 }
 
@@ -297,7 +267,7 @@ static kiln_status infer_reduce(infer_ctx *c, const kiln_node *x, const kiln_att
   int32_t r = x->shape.rank;
   bool red[KILN_MAX_RANK] = {0};
   int32_t n_red;
-  if (c->op == KILN_OP_argmax || c->op == KILN_OP_argmin) {
+  if (kiln_op_has(c->op, KILN_OPF_INDEX)) { /* argmax/argmin */
     if ((st = check_axis(c, a->axis, r)) || (st = check_flag(c, a->kind, "kind", 1))) return st;
     if (x->shape.dims[a->axis] == 0)
       return fail(c, KILN_ERR_SHAPE, "axis %d of %s is empty", (int)a->axis, SHAPE_STR(&x->shape));
@@ -308,8 +278,7 @@ static kiln_status infer_reduce(infer_ctx *c, const kiln_node *x, const kiln_att
     if ((st = check_axes(c, a->n_axes, a->axes, r))) return st;
     for (int i = 0; i < a->n_axes; i++) red[a->axes[i]] = true;
     n_red = a->n_axes;
-    if ((c->op == KILN_OP_reduce_sum || c->op == KILN_OP_reduce_prod) && !is_numeric(x->dtype))
-      return fail(c, KILN_ERR_SHAPE, "operand is bool, must be a number");
+    if ((st = check_operand(c, x->dtype))) return st; /* ops.def OPERANDS: sum and prod need numbers */
     *dt = x->dtype;
   }
   (void)n_red;
@@ -568,9 +537,16 @@ kiln_status kiln_ir_infer(const kiln_graph *g, kiln_op op, int32_t n_in, const i
     return KILN_OK;
   }
   case KILN_OP_scatter: return infer_scatter(&c, x, y, z, a, dt, shape);
-  default: break;
+  case KILN_OP_neg: case KILN_OP_abs: case KILN_OP_exp: case KILN_OP_log: case KILN_OP_sqrt: case KILN_OP_rsqrt:
+  case KILN_OP_recip: case KILN_OP_tanh: case KILN_OP_sigmoid: case KILN_OP_erf: case KILN_OP_sin: case KILN_OP_cos:
+  case KILN_OP_floor: case KILN_OP_ceil: case KILN_OP_round: case KILN_OP_sign: case KILN_OP_not: case KILN_OP_isnan:
+  case KILN_OP_atan:
+  case KILN_OP_add: case KILN_OP_sub: case KILN_OP_mul: case KILN_OP_div: case KILN_OP_pow: case KILN_OP_max:
+  case KILN_OP_min: case KILN_OP_mod: case KILN_OP_and: case KILN_OP_or: case KILN_OP_xor: case KILN_OP_eq:
+  case KILN_OP_ne: case KILN_OP_lt: case KILN_OP_le: case KILN_OP_gt: case KILN_OP_ge:
+    return infer_elementwise(&c, x, y, a, dt, shape);
+  KILN_OPS_LEAF(KILN_OP_CASE) /* refused above */
+  case KILN_OP_COUNT: break;
   }
-  if (info->category == KILN_CAT_ELEMENTWISE && info->arity == 1) return infer_unary(&c, x, dt, shape);
-  if (info->category == KILN_CAT_ELEMENTWISE && info->arity == 2) return infer_binary(&c, x, y, a, dt, shape);
   return fail(&c, KILN_ERR_INTERNAL, "no inference rule");
 }

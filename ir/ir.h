@@ -91,8 +91,29 @@ enum {
   KILN_A_K = 1 << 15,
 };
 
+/* The dtypes an elementwise op's or a reduction's operands may have (ops.def, column
+ * OPERANDS). */
+typedef enum kiln_operands {
+  KILN_OPD_NONE,    /* not elementwise nor a reduction: the op's own rules (ir/infer.c) */
+  KILN_OPD_FLOAT,   /* f32 f64 f16 bf16 */
+  KILN_OPD_NUMERIC, /* any dtype but bool */
+  KILN_OPD_INTBOOL, /* bool or an integer */
+  KILN_OPD_ANY,
+} kiln_operands;
+
+/* Op properties (ops.def, column FLAGS, which says what each means). */
+enum {
+  KILN_OPF_DIFF = 1 << 0,  /* has a derivative */
+  KILN_OPF_TRANS = 1 << 1, /* transcendental function */
+  KILN_OPF_EXACT = 1 << 2, /* result exact in the operands' dtype */
+  KILN_OPF_COND = 1 << 3,  /* well conditioned */
+  KILN_OPF_BOOL = 1 << 4,  /* bool result */
+  KILN_OPF_INDEX = 1 << 5, /* i64 index result */
+  KILN_OPF_REMAP = 1 << 6, /* an index map alone: cheap to recompute */
+};
+
 typedef enum kiln_op {
-#define X(name, cat, arity, attrs, meaning) KILN_OP_##name,
+#define X(name, cat, arity, operands, cost, flags, attrs, meaning) KILN_OP_##name,
 #include "ops.def"
 #undef X
   KILN_OP_COUNT
@@ -101,13 +122,57 @@ typedef enum kiln_op {
 typedef struct kiln_op_info {
   const char *name;
   kiln_category category;
-  int arity;      /* -1 variadic */
-  uint32_t attrs; /* KILN_A_* */
+  int arity;              /* -1 variadic */
+  kiln_operands operands; /* elementwise ops: KILN_OPD_* */
+  int32_t cost;           /* elementwise ops: flop per element (recompute cost model) */
+  uint32_t flags;         /* KILN_OPF_* */
+  uint32_t attrs;         /* KILN_A_* */
   const char *meaning;
 } kiln_op_info;
 
 extern const kiln_op_info kiln_op_table[KILN_OP_COUNT];
 const char *kiln_op_name(kiln_op op);
+/* Whether op has property flag (KILN_OPF_*); false for an op out of range. */
+bool kiln_op_has(kiln_op op, uint32_t flag);
+/* The elementwise op reduction op folds its values with: add for reduce_sum, mul for
+ * reduce_prod, max, min; KILN_OP_COUNT for argmax/argmin (they compare instead) and for
+ * an op that is not a reduction. */
+kiln_op kiln_op_combine(kiln_op op);
+/* Whether elementwise or reduction op accepts operands of dtype t (of the values, for
+ * select); false for an op of another category (ops.def OPERANDS). */
+bool kiln_op_accepts(kiln_op op, kiln_dtype t);
+
+/* The ops of each category, in ops.def order, as lists of a macro F applied to each name:
+ * KILN_OPS_MOVEMENT(KILN_OP_CASE) expands to the case labels of every movement op. A
+ * switch over kiln_op lists every op, with no default:, so that -Wswitch names each
+ * switch an op added to ops.def is missing from; a switch that handles only some ops of
+ * one category groups the rest with these lists. ir/core.c checks the lists against
+ * ops.def at compile time (every op in exactly one list, the list of its category). */
+#define KILN_OP_CASE(name) case KILN_OP_##name:
+#define KILN_OPS_LEAF(F) F(input) F(constant)
+#define KILN_OPS_ELEMENTWISE(F) KILN_OPS_UNARY(F) KILN_OPS_BINARY(F) F(select) F(cast)
+/* The elementwise ops of one operand (cast aside) and of two (ops.def's two groups). */
+#define KILN_OPS_UNARY(F)                                                                                \
+  F(neg) F(abs) F(exp) F(log) F(sqrt) F(rsqrt) F(recip) F(tanh) F(sigmoid) F(erf) F(sin) F(cos) F(floor) \
+  F(ceil) F(round) F(sign) F(not) F(isnan) F(atan)
+#define KILN_OPS_BINARY(F) \
+  F(add) F(sub) F(mul) F(div) F(pow) F(max) F(min) F(mod) F(and) F(or) F(xor) F(eq) F(ne) F(lt) F(le) F(gt) F(ge)
+#define KILN_OPS_MOVEMENT(F) \
+  F(reshape) F(permute) F(broadcast) F(slice) F(pad) F(concat) F(reverse) F(gather) F(gather_elements) F(iota)
+#define KILN_OPS_REDUCE(F) F(reduce_sum) F(reduce_max) F(reduce_min) F(reduce_prod) F(argmax) F(argmin)
+#define KILN_OPS_WINDOW(F) F(pool) F(pool_cl)
+#define KILN_OPS_CONTRACTION(F) F(dot) F(conv) F(conv_cl)
+#define KILN_OPS_OPAQUE(F) F(topk) F(nonzero) F(scatter)
+/* Every op but those of one category, for a switch that handles only that category's
+ * ops (each listed). */
+#define KILN_OPS_NOT_ELEMENTWISE(F) \
+  KILN_OPS_LEAF(F) KILN_OPS_MOVEMENT(F) KILN_OPS_REDUCE(F) KILN_OPS_WINDOW(F) KILN_OPS_CONTRACTION(F) KILN_OPS_OPAQUE(F)
+#define KILN_OPS_NOT_REDUCE(F)                                                                             \
+  KILN_OPS_LEAF(F) KILN_OPS_ELEMENTWISE(F) KILN_OPS_MOVEMENT(F) KILN_OPS_WINDOW(F) KILN_OPS_CONTRACTION(F) \
+  KILN_OPS_OPAQUE(F)
+#define KILN_OPS_NOT_MOVEMENT(F)                                                                          \
+  KILN_OPS_LEAF(F) KILN_OPS_ELEMENTWISE(F) KILN_OPS_REDUCE(F) KILN_OPS_WINDOW(F) KILN_OPS_CONTRACTION(F) \
+  KILN_OPS_OPAQUE(F)
 /* "elementwise", "reduce", ... ("?" out of range). */
 const char *kiln_category_name(kiln_category c);
 bool kiln_op_from_name(const char *name, kiln_op *op);
@@ -404,9 +469,10 @@ typedef enum kiln_kx_kind {
                       computed; the value is a[1]'s (dtype = a[1]'s), so the check sits in the
                       scope of the index it guards. Where a[0] is false the kernel reports an
                       error through the run's error word (runtime ABI, rt.h) and goes on.
-                      For the message: .op is the graph op checked (gather, gather_elements),
-                      .var the index of its node in the kernel's sources (-1: unknown), .i
-                      the size of the indexed dim (valid indices are [-.i, .i)). */
+                      For the message: .op is the graph op checked (gather, gather_elements;
+                      div, mod: an integer divisor is nonzero), .var the index of its node in
+                      the kernel's sources (-1: unknown), .i the size of the indexed dim
+                      (valid indices are [-.i, .i); 0 for div/mod). */
 } kiln_kx_kind;
 
 typedef struct kiln_kx {
@@ -642,9 +708,9 @@ int kiln_ir_kx_n_operands(const kiln_kx *x);
  * floats in f32 registers, but every graph node's output is of its declared dtype (ONNX;
  * the interpreter rounds each node, and so does any kernel boundary), so a fused chain
  * must round at the same points or its result would depend on the fusion level. Ops
- * that only move, pick or compare values of the dtype (neg, abs, max, min, select,
- * floor, ceil, round, sign, reduce_max/min) keep them on the grid; a cast rounds in the
- * backends' conversion. */
+ * that only move, pick or compare values of the dtype (KILN_OPF_EXACT in ops.def: neg,
+ * abs, max, min, select, floor, ceil, round, sign, reduce_max/min) keep them on the grid;
+ * a cast rounds in the backends' conversion. */
 bool kiln_ir_kx_rounds_narrow(const kiln_kx *x);
 /* Whether LOOP kernel k loads from buffer buf (false for a NULL k). */
 bool kiln_ir_kernel_loads(const kiln_kernel *k, int32_t buf);

@@ -61,7 +61,7 @@ static void print_kx(FILE *f, const char *ind, const kiln_kx *x, int32_t id) {
   case KILN_KX_REDUCE:
     fprintf(f, "%s %s vars[%d..%d) %%%d", kiln_op_name(x->op), kiln_dtype_name(x->dtype), (int)x->var,
             (int)(x->var + x->n_vars), (int)x->a[0]);
-    if ((x->op == KILN_OP_argmax || x->op == KILN_OP_argmin) && x->kind_attr) fprintf(f, " last");
+    if (kiln_op_has(x->op, KILN_OPF_INDEX) && x->kind_attr) fprintf(f, " last");
     break;
   case KILN_KX_CHECK:
     fprintf(f, "check %s %%%d %%%d (%s src %d dim %lld)", kiln_dtype_name(x->dtype), (int)x->a[0], (int)x->a[1],
@@ -181,8 +181,7 @@ void kiln_ir_kprogram_print(const kiln_kprogram *p, FILE *f) {
 static bool buf_ok(const kiln_kprogram *p, int32_t b) { return b >= 0 && b < p->n_buffers; }
 
 static bool is_reduce_op(kiln_op op) {
-  return op == KILN_OP_reduce_sum || op == KILN_OP_reduce_max || op == KILN_OP_reduce_min ||
-         op == KILN_OP_reduce_prod || op == KILN_OP_argmax || op == KILN_OP_argmin;
+  return (unsigned)op < KILN_OP_COUNT && kiln_op_table[op].category == KILN_CAT_REDUCE;
 }
 
 /* Result dtype an ALU node must have given its operand dtypes (graph semantics); -1 when
@@ -192,7 +191,6 @@ static int alu_result(const kiln_kx *x, const kiln_kx *kx, char *why, size_t nwh
   int ar = kiln_op_table[op].arity;
   kiln_dtype t0 = kx[x->a[0]].dtype;
   if (op == KILN_OP_cast) return x->dtype;
-  if (op == KILN_OP_isnan) return KILN_BOOL;
   if (op == KILN_OP_select) {
     if (t0 != KILN_BOOL || kx[x->a[1]].dtype != kx[x->a[2]].dtype) {
       snprintf(why, nwhy, "select needs a bool condition and equal branch dtypes");
@@ -200,20 +198,15 @@ static int alu_result(const kiln_kx *x, const kiln_kx *kx, char *why, size_t nwh
     }
     return kx[x->a[1]].dtype;
   }
-  if (ar == 2) {
-    if (kx[x->a[1]].dtype != t0) {
-      snprintf(why, nwhy, "operand dtypes differ: %s and %s", kiln_dtype_name(t0), kiln_dtype_name(kx[x->a[1]].dtype));
-      return -1;
-    }
-    if (op == KILN_OP_eq || op == KILN_OP_ne || op == KILN_OP_lt || op == KILN_OP_le || op == KILN_OP_gt ||
-        op == KILN_OP_ge)
-      return KILN_BOOL;
-  }
-  if ((op == KILN_OP_and || op == KILN_OP_or || op == KILN_OP_xor || op == KILN_OP_not) && kiln_dtype_is_float(t0)) {
-    snprintf(why, nwhy, "%s needs bool or integer operands", kiln_op_name(op));
+  if (ar == 2 && kx[x->a[1]].dtype != t0) {
+    snprintf(why, nwhy, "operand dtypes differ: %s and %s", kiln_dtype_name(t0), kiln_dtype_name(kx[x->a[1]].dtype));
     return -1;
   }
-  return t0;
+  if (!kiln_op_accepts(op, t0)) {
+    snprintf(why, nwhy, "%s is not defined on %s operands", kiln_op_name(op), kiln_dtype_name(t0));
+    return -1;
+  }
+  return kiln_op_has(op, KILN_OPF_BOOL) ? KILN_BOOL : (int)t0;
 }
 
 /* A loop kernel's schedule, once set: what it names exists and is of the right kind. */
@@ -313,7 +306,7 @@ static kiln_status verify_loop(const kiln_kprogram *p, int32_t ki, const kiln_ke
       if (x->n_vars < 1 || x->var < k->out.rank || x->var + x->n_vars > k->n_vars)
         return kiln_diag_set(d, KILN_ERR_INTERNAL, KFMT "%%%d: reduce vars [%d..%d) outside [%d..%d)", KARGS(ki, k),
                              (int)j, (int)x->var, (int)(x->var + x->n_vars), (int)k->out.rank, (int)k->n_vars);
-      bool arg = x->op == KILN_OP_argmax || x->op == KILN_OP_argmin;
+      bool arg = kiln_op_has(x->op, KILN_OPF_INDEX); /* argmax/argmin */
       if (arg && (x->n_vars != 1 || x->dtype != KILN_I64))
         return kiln_diag_set(d, KILN_ERR_INTERNAL, KFMT "%%%d: %s needs one var and an i64 result", KARGS(ki, k), (int)j,
                              kiln_op_name(x->op));
@@ -495,14 +488,8 @@ int kiln_ir_kx_n_operands(const kiln_kx *x) {
 bool kiln_ir_kx_rounds_narrow(const kiln_kx *x) {
   if (x->kind != KILN_KX_ALU && x->kind != KILN_KX_REDUCE) return false;
   if (x->dtype != KILN_F16 && x->dtype != KILN_BF16) return false;
-  switch (x->op) {
-  case KILN_OP_neg: case KILN_OP_abs: case KILN_OP_max: case KILN_OP_min: case KILN_OP_select:
-  case KILN_OP_floor: case KILN_OP_ceil: case KILN_OP_round: case KILN_OP_sign: case KILN_OP_cast:
-  case KILN_OP_reduce_max: case KILN_OP_reduce_min:
-    return false;
-  default:
-    return true;
-  }
+  /* a cast rounds in its conversion */
+  return x->op != KILN_OP_cast && !kiln_op_has(x->op, KILN_OPF_EXACT);
 }
 
 bool kiln_ir_kernel_loads(const kiln_kernel *k, int32_t buf) {
@@ -722,6 +709,18 @@ void kiln_ir_kprogram_totals(const kiln_kprogram *p, kiln_kernel_stats *total) {
   }
 }
 
+/* CHECK kx i of k repeats an earlier one (same op, node and dim). */
+static bool check_seen_before(const kiln_kernel *k, int32_t i) {
+  const kiln_kx *x = &k->kx[i];
+  for (int32_t q = 0; q < i; q++)
+    if (k->kx[q].kind == KILN_KX_CHECK && k->kx[q].op == x->op && k->kx[q].var == x->var && k->kx[q].i == x->i)
+      return true;
+  return false;
+}
+
+/* A CHECK that an integer divisor is nonzero (the others check gather indices). */
+static bool is_divisor_check(const kiln_kx *x) { return x->op == KILN_OP_div || x->op == KILN_OP_mod; }
+
 void kiln_ir_kernel_error_message(const kiln_kprogram *p, int32_t ki, char *out, size_t n) {
   if (!n) return;
   if (!p || ki < 0 || ki >= p->n_kernels) {
@@ -754,35 +753,44 @@ void kiln_ir_kernel_error_message(const kiln_kprogram *p, int32_t ki, char *out,
     }
     return;
   }
-  /* The distinct checks of the kernel (usually one). */
-  size_t j = (size_t)snprintf(out, n, "index out of range in ");
-  int shown = 0;
-  for (int32_t i = 0; i < k->n_kx && j < n; i++) {
+  /* The distinct checks of the kernel (usually one): gather indices, or integer divisors
+   * (passes/lower.c) */
+  int shown = 0, divisors = 0;
+  const kiln_kx *first = NULL;
+  for (int32_t i = 0; i < k->n_kx; i++) {
     const kiln_kx *x = &k->kx[i];
-    if (x->kind != KILN_KX_CHECK) continue;
-    bool dup = false;
-    for (int32_t q = 0; q < i && !dup; q++)
-      dup = k->kx[q].kind == KILN_KX_CHECK && k->kx[q].op == x->op && k->kx[q].var == x->var && k->kx[q].i == x->i;
-    if (dup) continue;
-    const char *on = (unsigned)x->op < KILN_OP_COUNT ? kiln_op_name(x->op) : "?";
-    j += (size_t)snprintf(out + j, n - j, "%s%s (node '%s', indices in [-%lld, %lld))", shown ? " or " : "", on,
-                          source_name(k, x->var), (long long)x->i, (long long)x->i);
+    if (x->kind != KILN_KX_CHECK || check_seen_before(k, i)) continue;
+    if (!first) first = x;
     shown++;
+    divisors += is_divisor_check(x);
   }
-  if (j < n) {
-    if (shown == 1) {
-      /* one check: "gather (node 'G', kernel k4): ... outside [-d, d)" */
-      const kiln_kx *x = NULL;
-      for (int32_t i = 0; i < k->n_kx && !x; i++)
-        if (k->kx[i].kind == KILN_KX_CHECK) x = &k->kx[i];
-      snprintf(out, n, "index out of range in %s (node '%s', kernel %s): an input holds an index outside [-%lld, %lld)",
-               (unsigned)x->op < KILN_OP_COUNT ? kiln_op_name(x->op) : "?", source_name(k, x->var), kn,
-               (long long)x->i, (long long)x->i);
-    } else if (shown == 0) {
-      snprintf(out, n, "kernel %s reported that its input data is invalid", kn);
-    } else {
-      snprintf(out + j, n - j, " in kernel %s: an input holds an index outside its range", kn);
+  if (shown == 0) {
+    snprintf(out, n, "kernel %s reported that its input data is invalid", kn);
+  } else if (shown == 1 && divisors) {
+    snprintf(out, n, "integer %s by zero in %s (node '%s', kernel %s): a divisor is 0",
+             first->op == KILN_OP_div ? "division" : "modulo", kiln_op_name(first->op), source_name(k, first->var), kn);
+  } else if (shown == 1) {
+    /* one check: "gather (node 'G', kernel k4): ... outside [-d, d)" */
+    snprintf(out, n, "index out of range in %s (node '%s', kernel %s): an input holds an index outside [-%lld, %lld)",
+             (unsigned)first->op < KILN_OP_COUNT ? kiln_op_name(first->op) : "?", source_name(k, first->var), kn,
+             (long long)first->i, (long long)first->i);
+  } else {
+    size_t at = (size_t)snprintf(out, n, "%s in ", divisors ? "invalid input data" : "index out of range");
+    int listed = 0;
+    for (int32_t i = 0; i < k->n_kx && at < n; i++) {
+      const kiln_kx *x = &k->kx[i];
+      if (x->kind != KILN_KX_CHECK || check_seen_before(k, i)) continue;
+      const char *on = (unsigned)x->op < KILN_OP_COUNT ? kiln_op_name(x->op) : "?";
+      if (is_divisor_check(x))
+        at += (size_t)snprintf(out + at, n - at, "%s%s (node '%s', a divisor of 0)", listed ? " or " : "", on,
+                               source_name(k, x->var));
+      else
+        at += (size_t)snprintf(out + at, n - at, "%s%s (node '%s', indices in [-%lld, %lld))", listed ? " or " : "",
+                               on, source_name(k, x->var), (long long)x->i, (long long)x->i);
+      listed++;
     }
+    if (at < n)
+      snprintf(out + at, n - at, " in kernel %s%s", kn, divisors ? "" : ": an input holds an index outside its range");
   }
 }
 

@@ -342,9 +342,22 @@ static bool contract_node(rw *r, int32_t i, double *v1, double *v2) {
     return merge_bias(r, i, v1, v2);
   case KILN_OP_dot:
     return sink_scale(r, i);
-  default:
-    return false;
+  /* no rule */
+  case KILN_OP_neg: case KILN_OP_abs: case KILN_OP_exp: case KILN_OP_log: case KILN_OP_sqrt: case KILN_OP_rsqrt:
+  case KILN_OP_recip: case KILN_OP_tanh: case KILN_OP_sigmoid: case KILN_OP_erf: case KILN_OP_sin: case KILN_OP_cos:
+  case KILN_OP_floor: case KILN_OP_ceil: case KILN_OP_round: case KILN_OP_sign: case KILN_OP_not: case KILN_OP_isnan:
+  case KILN_OP_atan: case KILN_OP_sub: case KILN_OP_pow: case KILN_OP_max: case KILN_OP_min: case KILN_OP_mod:
+  case KILN_OP_and: case KILN_OP_or: case KILN_OP_xor: case KILN_OP_eq: case KILN_OP_ne: case KILN_OP_lt:
+  case KILN_OP_le: case KILN_OP_gt: case KILN_OP_ge: case KILN_OP_select: case KILN_OP_cast:
+  case KILN_OP_conv: case KILN_OP_conv_cl:
+  KILN_OPS_LEAF(KILN_OP_CASE)
+  KILN_OPS_MOVEMENT(KILN_OP_CASE)
+  KILN_OPS_REDUCE(KILN_OP_CASE)
+  KILN_OPS_WINDOW(KILN_OP_CASE)
+  KILN_OPS_OPAQUE(KILN_OP_CASE)
+  case KILN_OP_COUNT: break;
   }
+  return false;
 }
 
 /* Work arrays for a sweep over the first n nodes; the vectors hold the widest dim. */

@@ -435,10 +435,10 @@ static int32_t emit_movement(lower_ctx *c, int32_t v, const int32_t *idx) {
   }
   case KILN_OP_iota:
     return kiln_pass_kb_cast(KB, idx[n->a.axis], n->dtype);
-  default:
-    KILN_ASSERT(!"movement op without a lowering");
-    return 0;
+  KILN_OPS_NOT_MOVEMENT(KILN_OP_CASE)
+  case KILN_OP_COUNT: break;
   }
+  KILN_ASSERT(!"not a movement op");
 }
 
 static int32_t emit_reduce(lower_ctx *c, int32_t v, const int32_t *idx) {
@@ -639,6 +639,21 @@ static int32_t splat_const(lower_ctx *c, int32_t v) {
   return kiln_pass_kb_const(KB, KILN_F32, (double)f);
 }
 
+/* Whether integer div/mod node n needs a run-time check that its divisor is nonzero
+ * (ops.def: division by zero is an error in the input data, which the interpreter
+ * refuses): not when the divisor is a constant, seen through broadcasts and reshapes,
+ * with no zero element. */
+static bool divisor_may_be_zero(const kiln_graph *g, const kiln_node *n) {
+  if ((n->op != KILN_OP_div && n->op != KILN_OP_mod) || !kiln_dtype_is_int(n->dtype)) return false;
+  int32_t b = n->in[1];
+  while (g->nodes[b].op == KILN_OP_broadcast || g->nodes[b].op == KILN_OP_reshape) b = g->nodes[b].in[0];
+  const kiln_const *k = kiln_ir_const_of(g, b);
+  if (!k) return true;
+  for (int64_t i = 0, cnt = kiln_shape_numel(&k->shape); i < cnt; i++)
+    if (kiln_rt_get_i64(k->dtype, k->data, i) == 0) return true;
+  return false;
+}
+
 int32_t kiln_lower_emit(lower_ctx *c, int32_t v, const int32_t *idx) {
   const kiln_node *n = &c->g->nodes[v];
   int32_t sc = splat_const(c, v);
@@ -654,13 +669,18 @@ int32_t kiln_lower_emit(lower_ctx *c, int32_t v, const int32_t *idx) {
     int32_t ops[3];
     for (int32_t j = 0; j < n->n_in; j++) ops[j] = kiln_lower_emit(c, n->in[j], idx);
     r = kiln_pass_kb_alu(KB, n->op, n->dtype, n->op == KILN_OP_mod ? n->a.kind : 0, n->n_in, ops);
+    if (divisor_may_be_zero(c->g, n)) /* reported through the error word; the kernel computes 0 */
+      r = kiln_pass_kb_check(KB, IX(ne, ops[1], kiln_pass_kb_const(KB, n->dtype, 0)), r, n->op, v, 0);
     break;
   }
   case KILN_CAT_MOVEMENT: r = emit_movement(c, v, idx); break;
   case KILN_CAT_REDUCE: r = emit_reduce(c, v, idx); break;
   case KILN_CAT_WINDOW: r = emit_pool(c, v, idx); break;
   case KILN_CAT_CONTRACTION: r = n->op == KILN_OP_dot ? emit_dot(c, v, idx) : emit_conv(c, v, idx); break;
-  default: KILN_ASSERT(!"node kind cannot be inlined"); r = 0;
+  case KILN_CAT_LEAF: case KILN_CAT_OPAQUE: /* buffers: loaded above */
+    KILN_ASSERT(!"node kind cannot be inlined");
+    r = 0;
+    break;
   }
   memo_put(c, v, n->shape.rank, idx, r);
   return r;

@@ -104,17 +104,6 @@ static void refuse(fuse_ctx *c, int32_t producer, int32_t consumer, const char *
  * once instead of recomputed in each (the recompute cost model). */
 #define RECOMPUTE_FLOPS 8
 
-/* Flop per element of one elementwise op, for the recompute cost model: transcendental
- * functions cost about what a vectorized polynomial does, division and roots a few. */
-static int32_t op_cost(kiln_op op) {
-  switch (op) {
-  case KILN_OP_exp: case KILN_OP_log: case KILN_OP_tanh: case KILN_OP_erf: case KILN_OP_sigmoid:
-  case KILN_OP_sin: case KILN_OP_cos: case KILN_OP_pow: return 16;
-  case KILN_OP_div: case KILN_OP_sqrt: case KILN_OP_rsqrt: case KILN_OP_recip: case KILN_OP_mod: return 4;
-  default: return kiln_op_table[op].category == KILN_CAT_ELEMENTWISE ? 1 : 0;
-  }
-}
-
 /* ------------------------------------------------------------------ GEMM epilogues */
 
 /* Shrinks grow_epilogue's candidate members until exactly one (the last, the sink) is read
@@ -328,7 +317,7 @@ static bool first_decision(fuse_ctx *c, int32_t i, bool full, bool none) {
   if (c->n_cons[i] == 0) return false; /* dead: nothing emits it */
   if (c->feeds_buffer_op[i]) return true;
   if (cat == KILN_CAT_ELEMENTWISE || cat == KILN_CAT_MOVEMENT) return false;
-  if (nd->op == KILN_OP_argmax || nd->op == KILN_OP_argmin) return true;
+  if (kiln_op_has(nd->op, KILN_OPF_INDEX)) return true; /* argmax/argmin */
   if (!full) {
     if (c->n_cons[i] == 1)
       refuse(c, i, first_consumer(c, i), "fusing a %s into its consumer needs --fusion full", kiln_category_name(cat));
@@ -375,11 +364,6 @@ static double window_reuse(fuse_ctx *c, int32_t w) {
   return taps;
 }
 
-static bool is_cheap_map(kiln_op op) {
-  return op == KILN_OP_broadcast || op == KILN_OP_reshape || op == KILN_OP_permute || op == KILN_OP_slice ||
-         op == KILN_OP_reverse || op == KILN_OP_iota;
-}
-
 /* One round of the cost model over the inlined nodes: which are cheap index maps, what
  * each costs as inlined, which kernel each lands in. */
 static void cost_round(fuse_ctx *c) {
@@ -387,8 +371,9 @@ static void cost_round(fuse_ctx *c) {
   int32_t n = g->n_nodes;
   for (int32_t i = 0; i < n; i++) {
     const kiln_node *nd = &g->nodes[i];
-    c->cheap[i] = !c->mat[i] && is_cheap_map(nd->op) && (nd->n_in == 0 || c->mat[nd->in[0]] || c->cheap[nd->in[0]]);
-    int32_t cost = c->mat[i] ? 0 : op_cost(nd->op);
+    c->cheap[i] = !c->mat[i] && kiln_op_has(nd->op, KILN_OPF_REMAP) && /* ops.def REMAP */
+                  (nd->n_in == 0 || c->mat[nd->in[0]] || c->cheap[nd->in[0]]);
+    int32_t cost = c->mat[i] ? 0 : kiln_op_table[nd->op].cost; /* ops.def COST */
     kiln_category cat = cat_of(g, i);
     if (!c->mat[i] && (cat == KILN_CAT_ELEMENTWISE || cat == KILN_CAT_MOVEMENT))
       for (int32_t j = 0; j < nd->n_in; j++) cost += c->mat[nd->in[j]] ? 0 : c->cost[nd->in[j]];

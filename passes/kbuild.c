@@ -182,16 +182,11 @@ static int32_t alu_raw(kiln_pass_kb *b, kiln_op op, kiln_dtype dt, int32_t kind,
   return add(b, &e, lo, hi);
 }
 
-static int32_t cmp_const(kiln_pass_kb *b, kiln_op op, int64_t xl, int64_t xh, int64_t yl, int64_t yh) {
-  switch (op) { /* 1 true, 0 false, -1 unknown */
-  case KILN_OP_lt: return xh < yl ? 1 : xl >= yh ? 0 : -1;
-  case KILN_OP_le: return xh <= yl ? 1 : xl > yh ? 0 : -1;
-  case KILN_OP_gt: return xl > yh ? 1 : xh <= yl ? 0 : -1;
-  case KILN_OP_ge: return xl >= yh ? 1 : xh < yl ? 0 : -1;
-  case KILN_OP_eq: return (xl == xh && yl == yh && xl == yl) ? 1 : (xh < yl || xl > yh) ? 0 : -1;
-  case KILN_OP_ne: return (xl == xh && yl == yh && xl == yl) ? 0 : (xh < yl || xl > yh) ? 1 : -1;
-  default: (void)b; return -1;
-  }
+/* A comparison whose answer the operands' ranges may already give (known: 1 true, 0
+ * false, -1 unknown). */
+static int32_t compare(kiln_pass_kb *b, kiln_op op, int32_t x, int32_t y, int known) {
+  if (known >= 0) return kiln_pass_kb_bool(b, known);
+  return alu_raw(b, op, KILN_BOOL, 0, x, y, -1, 0, 1);
 }
 
 /* Flattens a tree of i64 adds into its terms (false when there are too many). */
@@ -306,14 +301,19 @@ int32_t kiln_pass_kb_ix(kiln_pass_kb *b, kiln_op op, int32_t x, int32_t y) {
     if (cy) return yl ? y : x;
     if (x == y) return x;
     return alu_raw(b, op, KILN_BOOL, 0, x, y, -1, 0, 1);
-  default: {
-    int r = cmp_const(b, op, xl, xh, yl, yh);
-    KILN_ASSERT(op == KILN_OP_lt || op == KILN_OP_le || op == KILN_OP_gt || op == KILN_OP_ge ||
-                op == KILN_OP_eq || op == KILN_OP_ne);
-    if (r >= 0) return kiln_pass_kb_bool(b, r);
-    return alu_raw(b, op, KILN_BOOL, 0, x, y, -1, 0, 1);
+  case KILN_OP_lt: return compare(b, op, x, y, xh < yl ? 1 : xl >= yh ? 0 : -1);
+  case KILN_OP_le: return compare(b, op, x, y, xh <= yl ? 1 : xl > yh ? 0 : -1);
+  case KILN_OP_gt: return compare(b, op, x, y, xl > yh ? 1 : xh <= yl ? 0 : -1);
+  case KILN_OP_ge: return compare(b, op, x, y, xl >= yh ? 1 : xh < yl ? 0 : -1);
+  case KILN_OP_eq: return compare(b, op, x, y, (xl == xh && yl == yh && xl == yl) ? 1 : (xh < yl || xl > yh) ? 0 : -1);
+  case KILN_OP_ne: return compare(b, op, x, y, (xl == xh && yl == yh && xl == yl) ? 0 : (xh < yl || xl > yh) ? 1 : -1);
+  /* not index arithmetic */
+  KILN_OPS_UNARY(KILN_OP_CASE)
+  case KILN_OP_pow: case KILN_OP_xor: case KILN_OP_select: case KILN_OP_cast:
+  KILN_OPS_NOT_ELEMENTWISE(KILN_OP_CASE)
+  case KILN_OP_COUNT: break;
   }
-  }
+  KILN_ASSERT(!"not an index op");
 }
 
 int32_t kiln_pass_kb_select(kiln_pass_kb *b, int32_t c, int32_t x, int32_t y) {
@@ -374,7 +374,7 @@ int32_t kiln_pass_kb_reduce(kiln_pass_kb *b, kiln_op op, kiln_dtype dt, int32_t 
   e.var = var;
   e.n_vars = n_vars;
   e.a[0] = body;
-  bool arg = op == KILN_OP_argmax || op == KILN_OP_argmin;
+  bool arg = kiln_op_has(op, KILN_OPF_INDEX); /* argmax/argmin */
   int64_t ext = arg && var < b->n_vars ? b->extent[var] : 0;
   return add(b, &e, arg ? 0 : UNBOUNDED_LO, arg ? (ext > 0 ? ext - 1 : 0) : UNBOUNDED_HI);
 }

@@ -137,15 +137,10 @@ static bool same_over(const sched_ctx *c, int32_t a, int32_t b, int32_t va, int3
   return true;
 }
 
-static bool kiln_op_is_transcendental(kiln_op op) {
-  return op == KILN_OP_exp || op == KILN_OP_log || op == KILN_OP_tanh || op == KILN_OP_erf || op == KILN_OP_sigmoid ||
-         op == KILN_OP_pow;
-}
-
 static bool has_transcendental(const kiln_kernel *k, int32_t id, int depth) {
   const kiln_kx *x = &k->kx[id];
   if (depth > 48 || x->kind != KILN_KX_ALU) return false;
-  if (kiln_op_is_transcendental(x->op)) return true;
+  if (kiln_op_has(x->op, KILN_OPF_TRANS)) return true; /* ops.def TRANS */
   for (int i = 0; i < kiln_op_table[x->op].arity; i++)
     if (has_transcendental(k, x->a[i], depth + 1)) return true;
   return false;
@@ -163,7 +158,7 @@ static void find_row_caches(sched_ctx *c, kiln_schedule *s) {
   for (int32_t red = 0; red < k->n_kx; red++) {
     const kiln_kx *x = &k->kx[red];
     if (x->kind != KILN_KX_REDUCE || x->n_vars != 1 || x->var >= 64 || k->extent[x->var] != k->out.dims[col] ||
-        (c->dep[red] & (1ull << col)) || x->op == KILN_OP_argmax || x->op == KILN_OP_argmin ||
+        (c->dep[red] & (1ull << col)) || kiln_op_has(x->op, KILN_OPF_INDEX) ||
         !has_transcendental(k, x->a[0], 0))
       continue;
     for (int32_t e = 0; e < k->n_kx; e++) {
@@ -195,22 +190,18 @@ static void find_row_caches(sched_ctx *c, kiln_schedule *s) {
  *    |b| > 2^126 in f32) is first scaled by a power of two s (2^64 or 2^-64; else s = 1)
  *    and the product by s again: a / b = (a * RN(1/(b s))) * s.
  * Only for f32 and f64 (a narrow dtype's result must round as the interpreter's does),
- * and only where every reader is well conditioned: the result is stored, or read by an
- * add, sub, mul, neg, abs, max, min, select (as a value), a cast to a float, a sum/max/min
- * reduction, or erf/tanh/sigmoid (|f'(y) y| <= 0.49). Not where it feeds exp, log, pow
- * or a periodic function, whose error grows with the input, nor a comparison, rounding
- * or cast to an integer, where an ulp can change the answer. */
+ * and only where every reader is well conditioned (KILN_OPF_COND in ops.def): the result
+ * is stored, or read by an add, sub, mul, neg, abs, max, min, select (as a value), a cast
+ * to a float, a sum/max/min reduction, or erf/tanh/sigmoid (|f'(y) y| <= 0.49). Not
+ * where it feeds exp, log, pow or a periodic function, whose error grows with the
+ * input, nor a comparison, rounding or cast to an integer, where an ulp can change the
+ * answer. */
 static bool well_conditioned_reader(const kiln_kx *x, int32_t operand) {
-  if (x->kind == KILN_KX_REDUCE)
-    return x->op == KILN_OP_reduce_sum || x->op == KILN_OP_reduce_max || x->op == KILN_OP_reduce_min;
-  if (x->kind != KILN_KX_ALU) return false;
-  switch (x->op) {
-  case KILN_OP_add: case KILN_OP_sub: case KILN_OP_mul: case KILN_OP_neg: case KILN_OP_abs:
-  case KILN_OP_max: case KILN_OP_min: case KILN_OP_erf: case KILN_OP_tanh: case KILN_OP_sigmoid: return true;
-  case KILN_OP_select: return operand > 0;
-  case KILN_OP_cast: return kiln_dtype_is_float(x->dtype);
-  default: return false;
-  }
+  if (x->kind != KILN_KX_REDUCE && x->kind != KILN_KX_ALU) return false;
+  if (!kiln_op_has(x->op, KILN_OPF_COND)) return false;            /* ops.def COND */
+  if (x->op == KILN_OP_select) return operand > 0;                 /* as a value, not the condition */
+  if (x->op == KILN_OP_cast) return kiln_dtype_is_float(x->dtype); /* an integer result can change */
+  return true;
 }
 
 static void choose_divides(sched_ctx *c, kiln_schedule *s) {
@@ -262,8 +253,7 @@ static bool warp_per_row(sched_ctx *c) {
     for (int o = 0, n = kiln_ir_kx_n_operands(x); o < n; o++)
       if (x->a[o] >= 0) need[x->a[o]] = 1;
     any = x->kind == KILN_KX_REDUCE && !(c->dep[j] & ~row_vars) && x->dtype != KILN_BOOL &&
-          (x->op == KILN_OP_reduce_sum || x->op == KILN_OP_reduce_prod || x->op == KILN_OP_reduce_max ||
-           x->op == KILN_OP_reduce_min);
+          kiln_op_combine(x->op) != KILN_OP_COUNT; /* not argmax/argmin */
   }
   return any;
 }

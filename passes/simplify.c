@@ -85,9 +85,22 @@ static int32_t simplify_node(kiln_graph *g, int32_t v, int *edits) {
     return x;
   case KILN_OP_concat:
     return n->n_in == 1 ? x : v;
-  default:
-    return v;
+  /* no rule */
+  case KILN_OP_abs: case KILN_OP_exp: case KILN_OP_log: case KILN_OP_sqrt: case KILN_OP_rsqrt: case KILN_OP_recip:
+  case KILN_OP_tanh: case KILN_OP_sigmoid: case KILN_OP_erf: case KILN_OP_sin: case KILN_OP_cos: case KILN_OP_floor:
+  case KILN_OP_ceil: case KILN_OP_round: case KILN_OP_sign: case KILN_OP_not: case KILN_OP_isnan: case KILN_OP_atan:
+  case KILN_OP_max: case KILN_OP_min: case KILN_OP_mod: case KILN_OP_and: case KILN_OP_or: case KILN_OP_xor:
+  case KILN_OP_eq: case KILN_OP_ne: case KILN_OP_lt: case KILN_OP_le: case KILN_OP_gt: case KILN_OP_ge:
+  case KILN_OP_select:
+  case KILN_OP_reverse: case KILN_OP_gather: case KILN_OP_gather_elements: case KILN_OP_iota:
+  KILN_OPS_LEAF(KILN_OP_CASE)
+  KILN_OPS_REDUCE(KILN_OP_CASE)
+  KILN_OPS_WINDOW(KILN_OP_CASE)
+  KILN_OPS_CONTRACTION(KILN_OP_CASE)
+  KILN_OPS_OPAQUE(KILN_OP_CASE)
+  case KILN_OP_COUNT: break;
   }
+  return v;
 }
 
 kiln_status kiln_pass_simplify(kiln_graph *g, const kiln_pass_target *t, kiln_diag *d) {

@@ -106,8 +106,12 @@ bool kiln_pass_view_apply(kiln_pass_view *v, const kiln_node *n) {
     *v = o;
     return true;
   }
-  default: return false;
+  case KILN_OP_pad: case KILN_OP_concat: case KILN_OP_reverse: case KILN_OP_gather: case KILN_OP_gather_elements:
+  case KILN_OP_iota: /* not a strided view of their input */
+  KILN_OPS_NOT_MOVEMENT(KILN_OP_CASE)
+  case KILN_OP_COUNT: break;
   }
+  return false;
 }
 
 /* The matrix in the last two dims of a view: unit stride along columns (row-major, ld =

@@ -5,15 +5,15 @@
  * as 0/1. Anything a user's graph or data can get wrong (integer division by zero, an
  * out-of-range gather index) is a status naming the node, never a trap.
  *
+ * The elementwise ops' edge cases (integer division by zero, max/min of NaN and zeros,
+ * sign of zero, float -> integer casts, ...) are defined once, in ir/ops.def; this file
+ * implements them and the backends follow (tests/unit/test_backend_ops.c checks them).
  * Conventions this file fixes where the IR spec leaves a corner open (backends follow):
  * - argmax/argmin: NaN beats every number (numpy: the first NaN is the answer); an empty
  *   axis is an error.
  * - topk: NaN orders above +inf (numpy's sort order); ties go to the lower index.
  * - pool avg whose divisor is 0 (a window wholly in padding with count_include_pad=0)
  *   yields 0; pool max of a window wholly in padding yields -inf (the dtype minimum).
- * - integer pow with a negative exponent truncates 1/a^|b| (0 unless a is 1 or -1).
- * - elementwise math that has no integer meaning (exp, log, sqrt, ...) applied to an
- *   integer dtype is computed in double and truncated.
  */
 #include "rt.h"
 
@@ -107,6 +107,26 @@ static int64_t *to_i64(const kiln_allocator *al, const kiln_rt_tensor *t) {
 }
 
 /* ------------------------------------------------------------------ elementwise */
+/* max/min: IEEE 754-2019 maximum/minimum (ops.def): NaN propagates, -0 < +0. */
+static double fmax_nan(double a, double b) {
+  if (a != a || b != b) return NAN;
+  if (a == b) return signbit(a) ? b : a;
+  return a > b ? a : b;
+}
+static double fmin_nan(double a, double b) {
+  if (a != a || b != b) return NAN;
+  if (a == b) return signbit(a) ? a : b;
+  return a < b ? a : b;
+}
+
+/* 1/(1+e^-x) as e/(1+e) below 0, e = e^-|x|: no overflow, and the tiny results of very
+ * negative x (subnormal in f64 below -709) are kept. */
+static double sigmoid(double x) {
+  double e = exp(-fabs(x));
+  return x < 0 ? e / (1 + e) : 1 / (1 + e);
+}
+
+/* Unary elementwise ops on floats. */
 static double unary_f(kiln_op op, double x) {
   switch (op) {
   case KILN_OP_neg: return -x;
@@ -117,7 +137,7 @@ static double unary_f(kiln_op op, double x) {
   case KILN_OP_rsqrt: return 1.0 / sqrt(x);
   case KILN_OP_recip: return 1.0 / x;
   case KILN_OP_tanh: return tanh(x);
-  case KILN_OP_sigmoid: return 1.0 / (1.0 + exp(-x));
+  case KILN_OP_sigmoid: return sigmoid(x);
   case KILN_OP_erf: return erf(x);
   case KILN_OP_sin: return sin(x);
   case KILN_OP_cos: return cos(x);
@@ -125,53 +145,62 @@ static double unary_f(kiln_op op, double x) {
   case KILN_OP_floor: return floor(x);
   case KILN_OP_ceil: return ceil(x);
   case KILN_OP_round: return nearbyint(x); /* default rounding mode: half to even */
-  case KILN_OP_sign: return x > 0 ? 1.0 : x < 0 ? -1.0 : x; /* 0 stays 0, NaN stays NaN */
-  case KILN_OP_not: return x == 0;
-  default: KILN_ASSERT(!"not a unary float op");
+  case KILN_OP_sign: return x > 0 ? 1.0 : x < 0 ? -1.0 : x == 0 ? 0.0 : x; /* +0 for +-0, NaN stays */
+  case KILN_OP_isnan: return x != x;
+  case KILN_OP_not: /* bool or integers only */
+  KILN_OPS_BINARY(KILN_OP_CASE)
+  case KILN_OP_select: case KILN_OP_cast:
+  KILN_OPS_NOT_ELEMENTWISE(KILN_OP_CASE)
+  case KILN_OP_COUNT: break;
   }
+  KILN_ASSERT(!"not a unary float op");
+}
+
+/* Unary elementwise ops on integers and bool (dt: the dtype, for not). */
+static int64_t unary_i(kiln_op op, int64_t v, kiln_dtype dt) {
+  switch (op) {
+  case KILN_OP_neg: return wsub(0, v);
+  case KILN_OP_abs: return v < 0 ? wsub(0, v) : v; /* abs(min) wraps to min on store */
+  case KILN_OP_sign: return (v > 0) - (v < 0);
+  case KILN_OP_not: return dt == KILN_BOOL ? v == 0 : ~v; /* bitwise */
+  case KILN_OP_exp: case KILN_OP_log: case KILN_OP_sqrt: case KILN_OP_rsqrt: case KILN_OP_recip:
+  case KILN_OP_tanh: case KILN_OP_sigmoid: case KILN_OP_erf: case KILN_OP_sin: case KILN_OP_cos:
+  case KILN_OP_floor: case KILN_OP_ceil: case KILN_OP_round: case KILN_OP_isnan: case KILN_OP_atan:
+    /* floats only (ops.def OPERANDS): refused by eval_unary */
+  KILN_OPS_BINARY(KILN_OP_CASE)
+  case KILN_OP_select: case KILN_OP_cast:
+  KILN_OPS_NOT_ELEMENTWISE(KILN_OP_CASE)
+  case KILN_OP_COUNT: break;
+  }
+  KILN_ASSERT(!"not a unary integer op");
+}
+
+/* An elementwise op applied to a dtype it does not accept (ops.def OPERANDS): the graph
+ * verifier refuses such nodes, so only a hand-built node gets here. */
+static kiln_status check_operands(const kiln_node *n, kiln_dtype t, kiln_diag *d) {
+  if (kiln_op_accepts(n->op, t)) return KILN_OK;
+  return NODE_ERR(KILN_ERR_INVALID_ARGUMENT, "%s is not defined on %s operands", kiln_op_name(n->op),
+                  kiln_dtype_name(t));
 }
 
 static kiln_status eval_unary(const kiln_node *n, const kiln_rt_tensor *x, kiln_rt_tensor *out,
                               kiln_diag *d) {
   int64_t cnt = kiln_shape_numel(&out->shape);
   kiln_op op = n->op;
-  if (op == KILN_OP_isnan) {
-    for (int64_t i = 0; i < cnt; i++) {
-      double v = is_float(x->dtype) ? kiln_rt_get_f64(x->dtype, x->data, i) : 0.0;
-      kiln_rt_set_i64(out->dtype, out->data, i, v != v);
-    }
-    return KILN_OK;
-  }
-  if (is_float(out->dtype)) {
+  kiln_status st = check_operands(n, x->dtype, d);
+  if (st) return st;
+  if (is_float(x->dtype)) {
     for (int64_t i = 0; i < cnt; i++)
       kiln_rt_set_f64(out->dtype, out->data, i, unary_f(op, kiln_rt_get_f64(x->dtype, x->data, i)));
     return KILN_OK;
   }
-  for (int64_t i = 0; i < cnt; i++) {
-    int64_t v = kiln_rt_get_i64(x->dtype, x->data, i), r;
-    switch (op) {
-    case KILN_OP_neg: r = wsub(0, v); break;
-    case KILN_OP_abs: r = v < 0 ? wsub(0, v) : v; break;
-    case KILN_OP_sign: r = (v > 0) - (v < 0); break;
-    case KILN_OP_floor: case KILN_OP_ceil: case KILN_OP_round: r = v; break;
-    case KILN_OP_not: r = out->dtype == KILN_BOOL ? v == 0 : ~v; break; /* bitwise */
-    case KILN_OP_recip:
-      if (v == 0) return NODE_ERR(KILN_ERR_INVALID_ARGUMENT, "integer division by zero (recip of 0) at element %lld", (long long)i);
-      r = 1 / v;
-      break;
-    default: /* exp, log, ...: no integer meaning; computed in double and truncated */
-      kiln_rt_set_f64(out->dtype, out->data, i, unary_f(op, (double)v));
-      continue;
-    }
-    kiln_rt_set_i64(out->dtype, out->data, i, r);
-  }
+  for (int64_t i = 0; i < cnt; i++)
+    kiln_rt_set_i64(out->dtype, out->data, i, unary_i(op, kiln_rt_get_i64(x->dtype, x->data, i), x->dtype));
   return KILN_OK;
 }
 
-static double fmax_nan(double a, double b) { return a != a || b != b ? NAN : a > b ? a : b; }
-static double fmin_nan(double a, double b) { return a != a || b != b ? NAN : a < b ? a : b; }
-
-/* Python-style float modulo: the result takes the divisor's sign. */
+/* Python-style float modulo (numpy.remainder): a nonzero result takes the divisor's sign,
+ * and so does a zero one. */
 static double py_fmod(double a, double b) {
   double r = fmod(a, b);
   if (r != 0 && ((r < 0) != (b < 0))) r += b;
@@ -179,6 +208,8 @@ static double py_fmod(double a, double b) {
   return r;
 }
 
+/* a^b on integers (ops.def): repeated multiplication, wrapping; b < 0 truncates 1/a^|b|
+ * (0 unless a is 1 or -1, and 0 for a = 0). */
 static int64_t ipow(int64_t a, int64_t b) {
   if (b < 0) return a == 1 ? 1 : a == -1 ? ((b & 1) ? -1 : 1) : 0;
   uint64_t r = 1, base = (uint64_t)a;
@@ -190,77 +221,86 @@ static int64_t ipow(int64_t a, int64_t b) {
   return (int64_t)r;
 }
 
+/* Binary elementwise ops on floats (comparisons give 0/1). */
+static double binary_f(kiln_op op, int32_t kind, double a, double b) {
+  switch (op) {
+  case KILN_OP_add: return a + b;
+  case KILN_OP_sub: return a - b;
+  case KILN_OP_mul: return a * b;
+  case KILN_OP_div: return a / b;
+  case KILN_OP_pow: return pow(a, b);
+  case KILN_OP_max: return fmax_nan(a, b);
+  case KILN_OP_min: return fmin_nan(a, b);
+  case KILN_OP_mod: return kind == 1 ? fmod(a, b) : py_fmod(a, b);
+  case KILN_OP_eq: return a == b;
+  case KILN_OP_ne: return a != b;
+  case KILN_OP_lt: return a < b;
+  case KILN_OP_le: return a <= b;
+  case KILN_OP_gt: return a > b;
+  case KILN_OP_ge: return a >= b;
+  case KILN_OP_and: case KILN_OP_or: case KILN_OP_xor: /* bool or integers only */
+  KILN_OPS_UNARY(KILN_OP_CASE)
+  case KILN_OP_select: case KILN_OP_cast:
+  KILN_OPS_NOT_ELEMENTWISE(KILN_OP_CASE)
+  case KILN_OP_COUNT: break;
+  }
+  KILN_ASSERT(!"not a binary float op");
+}
+
+/* Binary elementwise ops on integers and bool, wrapping (to the dtype's width on store).
+ * False for a division or modulo by zero, an error in the input data (ops.def). */
+static bool binary_i(kiln_op op, int32_t kind, int64_t a, int64_t b, int64_t *r) {
+  switch (op) {
+  case KILN_OP_add: *r = wadd(a, b); return true;
+  case KILN_OP_sub: *r = wsub(a, b); return true;
+  case KILN_OP_mul: *r = wmul(a, b); return true;
+  case KILN_OP_div:
+  case KILN_OP_mod:
+    if (b == 0) return false;
+    if (b == -1) *r = op == KILN_OP_div ? wsub(0, a) : 0; /* min / -1 overflows in C; the IR wraps */
+    else if (op == KILN_OP_div) *r = a / b;              /* C truncates toward zero */
+    else if ((*r = a % b) != 0 && kind == 0 && ((*r < 0) != (b < 0))) *r += b;
+    return true;
+  case KILN_OP_pow: *r = ipow(a, b); return true;
+  case KILN_OP_max: *r = a > b ? a : b; return true;
+  case KILN_OP_min: *r = a < b ? a : b; return true;
+  case KILN_OP_and: *r = a & b; return true; /* bitwise; on bool (0/1) the same as logical */
+  case KILN_OP_or: *r = a | b; return true;
+  case KILN_OP_xor: *r = a ^ b; return true;
+  case KILN_OP_eq: *r = a == b; return true;
+  case KILN_OP_ne: *r = a != b; return true;
+  case KILN_OP_lt: *r = a < b; return true;
+  case KILN_OP_le: *r = a <= b; return true;
+  case KILN_OP_gt: *r = a > b; return true;
+  case KILN_OP_ge: *r = a >= b; return true;
+  KILN_OPS_UNARY(KILN_OP_CASE)
+  case KILN_OP_select: case KILN_OP_cast:
+  KILN_OPS_NOT_ELEMENTWISE(KILN_OP_CASE)
+  case KILN_OP_COUNT: break;
+  }
+  KILN_ASSERT(!"not a binary integer op");
+}
+
 static kiln_status eval_binary(const kiln_node *n, const kiln_rt_tensor *ins, kiln_rt_tensor *out,
                                kiln_diag *d) {
   int64_t cnt = kiln_shape_numel(&out->shape);
   const kiln_rt_tensor *A = &ins[0], *B = &ins[1];
   kiln_op op = n->op;
-  bool logic = op == KILN_OP_and || op == KILN_OP_or || op == KILN_OP_xor;
-  if (is_float(A->dtype) && !logic) {
+  kiln_status st = check_operands(n, A->dtype, d);
+  if (st) return st;
+  if (A->dtype != B->dtype) return NODE_ERR(KILN_ERR_INTERNAL, "operand dtypes differ");
+  if (is_float(A->dtype)) {
     for (int64_t i = 0; i < cnt; i++) {
-      double a = kiln_rt_get_f64(A->dtype, A->data, i), b = kiln_rt_get_f64(B->dtype, B->data, i), r;
-      switch (op) {
-      case KILN_OP_add: r = a + b; break;
-      case KILN_OP_sub: r = a - b; break;
-      case KILN_OP_mul: r = a * b; break;
-      case KILN_OP_div: r = a / b; break;
-      case KILN_OP_pow: r = pow(a, b); break;
-      case KILN_OP_max: r = fmax_nan(a, b); break;
-      case KILN_OP_min: r = fmin_nan(a, b); break;
-      case KILN_OP_mod: r = n->a.kind == 1 ? fmod(a, b) : py_fmod(a, b); break;
-      case KILN_OP_eq: r = a == b; break;
-      case KILN_OP_ne: r = a != b; break;
-      case KILN_OP_lt: r = a < b; break;
-      case KILN_OP_le: r = a <= b; break;
-      case KILN_OP_gt: r = a > b; break;
-      case KILN_OP_ge: r = a >= b; break;
-      default: return NODE_ERR(KILN_ERR_INTERNAL, "not a binary op");
-      }
-      kiln_rt_set_f64(out->dtype, out->data, i, r);
+      double a = kiln_rt_get_f64(A->dtype, A->data, i), b = kiln_rt_get_f64(B->dtype, B->data, i);
+      kiln_rt_set_f64(out->dtype, out->data, i, binary_f(op, n->a.kind, a, b));
     }
     return KILN_OK;
   }
   for (int64_t i = 0; i < cnt; i++) {
     int64_t a = kiln_rt_get_i64(A->dtype, A->data, i), b = kiln_rt_get_i64(B->dtype, B->data, i), r;
-    if (logic && is_float(A->dtype)) { /* logic on floats: truth is x != 0 (NaN is true) */
-      a = kiln_rt_get_f64(A->dtype, A->data, i) != 0;
-      b = kiln_rt_get_f64(B->dtype, B->data, i) != 0;
-    }
-    switch (op) {
-    case KILN_OP_add: r = wadd(a, b); break;
-    case KILN_OP_sub: r = wsub(a, b); break;
-    case KILN_OP_mul: r = wmul(a, b); break;
-    case KILN_OP_div:
-    case KILN_OP_mod:
-      if (b == 0)
-        return NODE_ERR(KILN_ERR_INVALID_ARGUMENT, "integer %s by zero at element %lld",
-                        op == KILN_OP_div ? "division" : "modulo", (long long)i);
-      if (b == -1) { /* INT64_MIN / -1 overflows in C; the IR wraps */
-        r = op == KILN_OP_div ? wsub(0, a) : 0;
-        break;
-      }
-      if (op == KILN_OP_div) {
-        r = a / b; /* C truncates toward zero */
-      } else {
-        r = a % b;
-        if (n->a.kind == 0 && r != 0 && ((r < 0) != (b < 0))) r += b;
-      }
-      break;
-    case KILN_OP_pow: r = ipow(a, b); break;
-    case KILN_OP_max: r = a > b ? a : b; break;
-    case KILN_OP_min: r = a < b ? a : b; break;
-    /* bitwise; on bool (0/1) the same as logical */
-    case KILN_OP_and: r = a & b; break;
-    case KILN_OP_or: r = a | b; break;
-    case KILN_OP_xor: r = a ^ b; break;
-    case KILN_OP_eq: r = a == b; break;
-    case KILN_OP_ne: r = a != b; break;
-    case KILN_OP_lt: r = a < b; break;
-    case KILN_OP_le: r = a <= b; break;
-    case KILN_OP_gt: r = a > b; break;
-    case KILN_OP_ge: r = a >= b; break;
-    default: return NODE_ERR(KILN_ERR_INTERNAL, "not a binary op");
-    }
+    if (!binary_i(op, n->a.kind, a, b, &r))
+      return NODE_ERR(KILN_ERR_INVALID_ARGUMENT, "integer %s by zero at element %lld",
+                      op == KILN_OP_div ? "division" : "modulo", (long long)i);
     kiln_rt_set_i64(out->dtype, out->data, i, r);
   }
   return KILN_OK;
@@ -455,7 +495,8 @@ static kiln_status eval_reduce(const kiln_allocator *al, const kiln_node *n, con
   double *af = fl ? kiln_ir_malloc(al, (size_t)on * sizeof(double)) : NULL;
   int64_t *ai = fl ? NULL : kiln_ir_malloc(al, (size_t)on * sizeof(int64_t));
   if (!af && !ai) return NODE_ERR(KILN_ERR_OUT_OF_MEMORY, "out of memory");
-  kiln_op op = n->op;
+  kiln_op op = n->op, comb = kiln_op_combine(op);
+  KILN_ASSERT(comb != KILN_OP_COUNT);
   for (int64_t o = 0; o < on; o++) {
     if (fl) af[o] = op == KILN_OP_reduce_sum ? 0 : op == KILN_OP_reduce_prod ? 1
                   : op == KILN_OP_reduce_max ? dtype_lowest(x->dtype) : INFINITY;
@@ -466,23 +507,9 @@ static kiln_status eval_reduce(const kiln_allocator *al, const kiln_node *n, con
     unravel(&x->shape, i, c);
     for (int k = 0; k < n->a.n_axes; k++) c[n->a.axes[k]] = 0;
     int64_t o = ravel(&ks, c);
-    if (fl) {
-      double v = kiln_rt_get_f64(x->dtype, x->data, i);
-      switch (op) {
-      case KILN_OP_reduce_sum: af[o] += v; break;
-      case KILN_OP_reduce_prod: af[o] *= v; break;
-      case KILN_OP_reduce_max: af[o] = fmax_nan(af[o], v); break;
-      default: af[o] = fmin_nan(af[o], v); break;
-      }
-    } else {
-      int64_t v = kiln_rt_get_i64(x->dtype, x->data, i);
-      switch (op) {
-      case KILN_OP_reduce_sum: ai[o] = wadd(ai[o], v); break;
-      case KILN_OP_reduce_prod: ai[o] = wmul(ai[o], v); break;
-      case KILN_OP_reduce_max: ai[o] = ai[o] > v ? ai[o] : v; break;
-      default: ai[o] = ai[o] < v ? ai[o] : v; break;
-      }
-    }
+    /* folded with the elementwise op's own semantics (add, mul, max, min) */
+    if (fl) af[o] = binary_f(comb, 0, af[o], kiln_rt_get_f64(x->dtype, x->data, i));
+    else (void)binary_i(comb, 0, ai[o], kiln_rt_get_i64(x->dtype, x->data, i), &ai[o]);
   }
   /* keepdims or not, the output's row-major order equals ks's. */
   for (int64_t o = 0; o < on; o++) {

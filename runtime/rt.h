@@ -21,7 +21,9 @@ typedef struct kiln_rt_tensor {
 
 size_t kiln_rt_tensor_nbytes(const kiln_rt_tensor *t);
 
-/* Element access through doubles / int64 (slow; for the interpreter and tests). */
+/* Element access through doubles / int64 (slow; for the interpreter and tests). Storing
+ * converts as the graph's cast does (ops.def): a double into an integer dtype truncates
+ * and saturates (NaN -> 0), an int64 into a narrower integer keeps the low bits. */
 double kiln_rt_get_f64(kiln_dtype dt, const void *data, int64_t i);
 int64_t kiln_rt_get_i64(kiln_dtype dt, const void *data, int64_t i);
 void kiln_rt_set_f64(kiln_dtype dt, void *data, int64_t i, double v);

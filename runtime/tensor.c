@@ -69,6 +69,21 @@ void kiln_rt_set_i64(kiln_dtype dt, void *data, int64_t i, int64_t v) {
   }
 }
 
+/* double -> integer dtype dt as ops.def's cast: truncate toward zero, saturate to dt's
+ * range, NaN -> 0. */
+static int64_t saturate_to(kiln_dtype dt, double v) {
+  int64_t lo, hi;
+  switch (dt) {
+  case KILN_I8: lo = INT8_MIN, hi = INT8_MAX; break;
+  case KILN_I16: lo = INT16_MIN, hi = INT16_MAX; break;
+  case KILN_I32: lo = INT32_MIN, hi = INT32_MAX; break;
+  case KILN_U8: lo = 0, hi = UINT8_MAX; break;
+  default: return trunc_to_i64(v);
+  }
+  if (v != v) return 0;
+  return v <= (double)lo ? lo : v >= (double)hi ? hi : (int64_t)v;
+}
+
 void kiln_rt_set_f64(kiln_dtype dt, void *data, int64_t i, double v) {
   switch (dt) {
   case KILN_F32: ((float *)data)[i] = (float)v; break;
@@ -78,6 +93,6 @@ void kiln_rt_set_f64(kiln_dtype dt, void *data, int64_t i, double v) {
   case KILN_F16: ((uint16_t *)data)[i] = kiln_f32_to_f16((float)v); break;
   case KILN_BF16: ((uint16_t *)data)[i] = kiln_f32_to_bf16((float)v); break;
   case KILN_BOOL: ((uint8_t *)data)[i] = v != 0; break; /* NaN != 0: true */
-  default: kiln_rt_set_i64(dt, data, i, trunc_to_i64(v)); break;
+  default: kiln_rt_set_i64(dt, data, i, saturate_to(dt, v)); break;
   }
 }
