@@ -345,7 +345,7 @@ static kiln_kprogram *lower(const kiln_graph *g, kiln_target target) {
   kiln_pass_target t;
   memset(&t, 0, sizeof t);
   if (target == KILN_TARGET_CUDA) kiln_cuda_target_desc(&t.desc);
-  else kiln_llvm_target_desc(NULL, &t.desc);
+  else kiln_llvm_target_desc(NULL, NULL, &t.desc);
   t.fusion = KILN_FUSION_NONE;
   kiln_fusion_plan *plan = NULL;
   kiln_kprogram *p = NULL;
