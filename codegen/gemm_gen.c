@@ -109,6 +109,38 @@ static LLVMValueRef load_vec(const gg *c, LLVMValueRef ptr, int64_t vi, int64_t 
   return kiln_llvm_intrinsic(c->s, "llvm.masked.load", tys, 2, args, 4);
 }
 
+/* Opens a do-while loop block `name` after the current block: an i64 counter from `from`,
+ * and the n accumulators acc as phis (in phi). Returns the counter. */
+static LLVMValueRef acc_loop_open(const gg *c, LLVMValueRef fn, const char *name, LLVMValueRef from, int32_t n,
+                                  const LLVMValueRef *acc, LLVMValueRef *phi) {
+  LLVMBuilderRef b = c->s->b;
+  LLVMBasicBlockRef pre = LLVMGetInsertBlock(b), loop = LLVMAppendBasicBlockInContext(c->s->ctx, fn, name);
+  LLVMBuildBr(b, loop);
+  LLVMPositionBuilderAtEnd(b, loop);
+  LLVMValueRef i = LLVMBuildPhi(b, c->s->t_i64, name);
+  LLVMAddIncoming(i, &from, &pre, 1);
+  for (int32_t j = 0; j < n; j++) {
+    phi[j] = LLVMBuildPhi(b, c->vt, "acc");
+    LLVMAddIncoming(phi[j], (LLVMValueRef *)&acc[j], &pre, 1);
+  }
+  return i;
+}
+
+/* Closes acc_loop_open's loop of counter i: the accumulators' next values nxt, again while
+ * i + 1 < end; leaves the builder after the loop with acc = nxt. */
+static void acc_loop_close(const gg *c, LLVMValueRef fn, LLVMValueRef i, int32_t n, LLVMValueRef *phi,
+                           const LLVMValueRef *nxt, LLVMValueRef end, LLVMValueRef *acc) {
+  LLVMBuilderRef b = c->s->b;
+  LLVMBasicBlockRef latch = LLVMGetInsertBlock(b), loop = LLVMGetInstructionParent(i);
+  LLVMBasicBlockRef done = LLVMAppendBasicBlockInContext(c->s->ctx, fn, "done");
+  LLVMValueRef next = LLVMBuildNSWAdd(b, i, ci64(c, 1), "");
+  LLVMAddIncoming(i, &next, &latch, 1);
+  for (int32_t j = 0; j < n; j++) LLVMAddIncoming(phi[j], (LLVMValueRef *)&nxt[j], &latch, 1);
+  LLVMBuildCondBr(b, LLVMBuildICmp(b, LLVMIntSLT, next, end, ""), loop, done);
+  LLVMPositionBuilderAtEnd(b, done);
+  for (int32_t j = 0; j < n; j++) acc[j] = nxt[j];
+}
+
 /* A loop over n steps of the reduction: step kk multiplies row i's element rowp[i][kk]
  * by the panel's row k0 + kk, into the accumulators acc (in: their values before the
  * loop; out: after it). Leaves the builder after the loop. */
@@ -117,16 +149,7 @@ static void k_loop(const gg *c, LLVMValueRef fn, int32_t rows, LLVMValueRef *row
   const kiln_llvm_scalar *s = c->s;
   LLVMBuilderRef b = s->b;
   int32_t nv = c->sc->nv, n_acc = rows * nv;
-  LLVMBasicBlockRef pre = LLVMGetInsertBlock(b);
-  LLVMBasicBlockRef loop = LLVMAppendBasicBlockInContext(s->ctx, fn, "k");
-  LLVMBasicBlockRef done = LLVMAppendBasicBlockInContext(s->ctx, fn, "kdone");
-  LLVMBuildBr(b, loop);
-  LLVMPositionBuilderAtEnd(b, loop);
-  LLVMValueRef kk = LLVMBuildPhi(b, s->t_i64, "kk"), phi[64], nxt[64];
-  for (int32_t i = 0; i < n_acc; i++) {
-    phi[i] = LLVMBuildPhi(b, c->vt, "acc");
-    LLVMAddIncoming(phi[i], &acc[i], &pre, 1);
-  }
+  LLVMValueRef phi[64], nxt[64], kk = acc_loop_open(c, fn, "kk", ci64(c, 0), n_acc, acc, phi);
   LLVMValueRef row = LLVMBuildMul(b, LLVMBuildAdd(b, k0, kk, ""), ci64(c, c->w), ""), bv[8];
   for (int32_t v = 0; v < nv; v++) {
     bv[v] = LLVMBuildLoad2(b, c->vt, gep_f32(c, panel, LLVMBuildAdd(b, row, ci64(c, (int64_t)v * c->sc->lanes), "")), "b");
@@ -140,13 +163,7 @@ static void k_loop(const gg *c, LLVMValueRef fn, int32_t rows, LLVMValueRef *row
       nxt[i * nv + v] = kiln_llvm_intrinsic(s, "llvm.fmuladd", &vt, 1, ops, 3);
     }
   }
-  LLVMValueRef kn = LLVMBuildNSWAdd(b, kk, ci64(c, 1), ""), zero = ci64(c, 0);
-  LLVMAddIncoming(kk, &zero, &pre, 1);
-  LLVMAddIncoming(kk, &kn, &loop, 1);
-  for (int32_t i = 0; i < n_acc; i++) LLVMAddIncoming(phi[i], &nxt[i], &loop, 1);
-  LLVMBuildCondBr(b, LLVMBuildICmp(b, LLVMIntSLT, kn, n, ""), loop, done);
-  LLVMPositionBuilderAtEnd(b, done);
-  for (int32_t i = 0; i < n_acc; i++) acc[i] = nxt[i];
+  acc_loop_close(c, fn, kk, n_acc, phi, nxt, n, acc);
 }
 
 /* The input row of micro-tile row p (an output pixel) at tap t: x at o(p) * stride + k(t)
@@ -197,28 +214,13 @@ static void conv_taps(const gg *c, LLVMValueRef fn, int32_t rows, LLVMValueRef x
     LLVMSetLinkage(zeros, LLVMInternalLinkage);
     LLVMSetAlignment(zeros, 64);
   }
-  LLVMBasicBlockRef pre = LLVMGetInsertBlock(b);
-  LLVMBasicBlockRef tap = LLVMAppendBasicBlockInContext(s->ctx, fn, "tap");
-  LLVMBuildBr(b, tap);
-  LLVMPositionBuilderAtEnd(b, tap);
-  LLVMValueRef t = LLVMBuildPhi(b, s->t_i64, "t"), phi[64], cur[64], rowp[16];
-  for (int32_t i = 0; i < n_acc; i++) {
-    cur[i] = phi[i] = LLVMBuildPhi(b, c->vt, "acc");
-    LLVMAddIncoming(phi[i], &acc[i], &pre, 1);
-  }
+  LLVMValueRef phi[64], cur[64], rowp[16], t = acc_loop_open(c, fn, "tap", t0, n_acc, acc, phi);
+  memcpy(cur, phi, sizeof(LLVMValueRef) * (size_t)n_acc);
   for (int32_t i = 0; i < rows; i++)
     rowp[i] = gep_f32(c, conv_row(c, x, zeros, LLVMBuildAdd(b, row0, ci64(c, i), ""), t), ch0);
   LLVMValueRef kt = LLVMBuildAdd(b, LLVMBuildMul(b, t, ci64(c, g->conv_ci), ""), ch0, "");
   k_loop(c, fn, rows, rowp, panel, kt, ci64(c, kc < g->conv_ci ? kc : g->conv_ci), cur);
-  LLVMBasicBlockRef latch = LLVMGetInsertBlock(b);
-  LLVMBasicBlockRef done = LLVMAppendBasicBlockInContext(s->ctx, fn, "taps");
-  LLVMValueRef tn = LLVMBuildNSWAdd(b, t, ci64(c, 1), "");
-  LLVMAddIncoming(t, &t0, &pre, 1);
-  LLVMAddIncoming(t, &tn, &latch, 1);
-  for (int32_t i = 0; i < n_acc; i++) LLVMAddIncoming(phi[i], &cur[i], &latch, 1);
-  LLVMBuildCondBr(b, LLVMBuildICmp(b, LLVMIntSLT, tn, t1, ""), tap, done);
-  LLVMPositionBuilderAtEnd(b, done);
-  for (int32_t i = 0; i < n_acc; i++) acc[i] = cur[i];
+  acc_loop_close(c, fn, t, n_acc, phi, cur, t1, acc);
 }
 
 /* The accumulators' values before the micro-tile's reduction block from k0: zero for the

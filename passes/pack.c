@@ -36,7 +36,6 @@ static kiln_status pack_one(kiln_kprogram *p, int32_t ki, kiln_diag *d) {
   int64_t w = (int64_t)k->sched.nv * k->sched.lanes, np = (g->n + w - 1) / w;
   if ((k->sched.packed_b = shared_copy(p, ki, k)) >= 0) return KILN_OK;
   const kiln_buffer *bb = &p->buffers[g->b_buf];
-  const float *src = p->consts[bb->index].data;
   int64_t last = g->b_off + (g->trans_b ? (g->n - 1) * g->ldb + g->k - 1 : (g->k - 1) * g->ldb + g->n - 1);
   if ((size_t)(last + 1) * sizeof(float) > p->consts[bb->index].nbytes)
     return kiln_diag_set(d, KILN_ERR_INTERNAL, "GEMM kernel %s: B reaches past its constant", k->name ? k->name : "?");
@@ -47,7 +46,7 @@ static kiln_status pack_one(kiln_kprogram *p, int32_t ki, kiln_diag *d) {
   int32_t buf;
   float *dst = kiln_ir_kprogram_new_const(p, KILN_F32, &s, name, &buf);
   if (!dst) return kiln_diag_set(d, KILN_ERR_OUT_OF_MEMORY, "out of memory packing the weights of %s", k->name);
-  src = p->consts[p->buffers[g->b_buf].index].data; /* the constant table moved */
+  const float *src = p->consts[p->buffers[g->b_buf].index].data; /* after new_const: the table may move */
   for (int64_t j = 0; j < np; j++)
     for (int64_t r = 0; r < g->k; r++) {
       float *row = dst + (j * g->k + r) * w;

@@ -308,12 +308,12 @@ static void gemm_tasks(const kiln_gemm_desc *g, int64_t n_micro, int64_t np, int
     for (int32_t d = 0; d < g->conv_rank; d++) a_bytes *= g->conv_in[d];
   }
   double best = -1;
-  int64_t most = 0, target = batches * n_micro * np < 8 ? batches * n_micro * np : 8;
+  int64_t fit = (256 << 10) / ((int64_t)mr * kc * 4), most = 0;
+  int64_t target = batches * n_micro * np < 8 ? batches * n_micro * np : 8;
   for (int64_t cg = 1; cg <= np && cg <= 8; cg++) {
     int64_t ppg = (np + cg - 1) / cg, groups_used = (np + ppg - 1) / ppg;
     if (groups_used != cg) continue; /* no empty groups */
     int64_t want = (8 + batches * cg - 1) / (batches * cg), pt = (n_micro + want - 1) / want;
-    int64_t fit = (256 << 10) / ((int64_t)mr * kc * 4);
     if (ppg > 1 && pt > fit) pt = fit > 0 ? fit : 1;
     int64_t rb = (n_micro + pt - 1) / pt;
     double cost = (double)batches * ((double)rb * (double)b_bytes + (double)cg * (double)a_bytes);
