@@ -25,6 +25,7 @@ typedef enum stage { STAGE_GRAPH, STAGE_FUSE, STAGE_LOWER, STAGE_PLAN_MEMORY, ST
 /* X(name, stage, graph pass function or NULL, required) */
 #define KILN_PASSES(X)                               \
   X(verify, STAGE_GRAPH, kiln_pass_verify, true)     \
+  X(widen, STAGE_GRAPH, kiln_pass_widen, false)      \
   X(fold, STAGE_GRAPH, kiln_pass_fold, false)        \
   X(simplify, STAGE_GRAPH, kiln_pass_simplify, false) \
   X(contract, STAGE_GRAPH, kiln_pass_contract, false) \

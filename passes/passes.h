@@ -1,11 +1,11 @@
 /* passes.h - what the passes/ module offers: the pass manager and the graph passes
- * (verify, fold, simplify, contract, cse, siblings, dce, layout), the fusion plan,
+ * (verify, widen, fold, simplify, contract, cse, siblings, dce, layout), the fusion plan,
  * lowering to kernel IR, memory planning and per-target schedules. Layer: above ir/ and
  * runtime/; knows no backend: what a target can do comes as data (kiln_target_desc).
  *
  * Pipeline (kiln_pass_pipeline, manager.c):
  *
- *   verify -> fold -> simplify -> contract -> cse -> siblings -> dce -> layout
+ *   verify -> widen -> fold -> simplify -> contract -> cse -> siblings -> dce -> layout
  *     -> fuse -> lower -> plan_memory -> schedule -> pack
  *   (graph passes rewrite the graph in place) (plan) (graph + plan -> kiln_kprogram)
  */
@@ -36,6 +36,9 @@ kiln_status kiln_pass_layout(kiln_graph *g, const kiln_pass_target *t, kiln_diag
  * their left operand and have constant weights merged into one dot plus slices. */
 kiln_status kiln_pass_contract(kiln_graph *g, const kiln_pass_target *t, kiln_diag *d);
 kiln_status kiln_pass_siblings(kiln_graph *g, const kiln_pass_target *t, kiln_diag *d);
+/* f16/bf16 contractions computed in f32, and integer ones in f32 or f64 where that is
+ * exact (bounds of the operands' values), each converted back to its dtype (widen.c). */
+kiln_status kiln_pass_widen(kiln_graph *g, const kiln_pass_target *t, kiln_diag *d);
 
 /* ------------------------------------------------------------------ the fusion plan
  * fuse decides, lower emits. The plan groups the graph's nodes into the kernels lowering
