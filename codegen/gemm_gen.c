@@ -185,7 +185,7 @@ static LLVMValueRef conv_row(const gg *c, LLVMValueRef x, LLVMValueRef zeros, LL
     ok = LLVMBuildAnd(b, ok, LLVMBuildICmp(b, LLVMIntULT, at, ci64(c, g->conv_in[d]), ""), "");
     off = LLVMBuildAdd(b, LLVMBuildMul(b, off, ci64(c, g->conv_in[d]), ""), at, "");
   }
-  LLVMValueRef row = gep_f32(c, x, LLVMBuildMul(b, off, ci64(c, g->conv_ci), ""));
+  LLVMValueRef row = gep_f32(c, x, LLVMBuildMul(b, off, ci64(c, g->lda), ""));
   return LLVMBuildSelect(b, ok, row, zeros, "");
 }
 

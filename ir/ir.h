@@ -532,7 +532,9 @@ typedef struct kiln_gemm_desc {
    * [spatial..., ci] a_bstride apart, and row p of the product (output pixel p of its
    * image) at reduction index (tap, c) reads x[o(p) * stride + k(tap) * dilation - lo, c]
    * (0 in the padding): taps in row-major order over conv_k, o(p) over conv_out. lda is
-   * unused. B is the weights [taps, ci] x co. */
+   * the elements of an input pixel: conv_ci, or where the last spatial dim's kw taps
+   * merged into one run of adjacent pixels (no padding along it, conv_k[last] = 1),
+   * conv_ci / kw. B is the weights [taps, ci] x co. */
   int32_t conv_rank;
   int64_t conv_ci;
   int64_t conv_in[3], conv_out[3], conv_k[3], conv_stride[3], conv_dil[3], conv_lo[3];

@@ -27,13 +27,22 @@ bool kiln_pass_is_gemm(const kiln_graph *g, int32_t v) {
   return kiln_pass_dot_is_gemm(&g->nodes[v]) || kiln_pass_conv_is_gemm(g, &g->nodes[v]);
 }
 
+bool kiln_pass_conv_merges_taps(const kiln_graph *g, const kiln_node *n) {
+  int32_t sd = n->shape.rank - 2, w = sd - 1;
+  if (n->op != KILN_OP_conv_cl || sd < 1) return false;
+  int64_t ci = g->nodes[n->in[0]].shape.dims[n->shape.rank - 1], kw = g->nodes[n->in[1]].shape.dims[w];
+  return ci < 8 && kw > 1 && ci * kw >= 8 && n->a.dilations[w] == 1 && n->a.lo[w] == 0 && n->a.hi[w] == 0;
+}
+
 bool kiln_pass_conv_direct(const kiln_graph *g, const kiln_node *n, const kiln_target_desc *d) {
   /* fewer than 8 input channels (a network's first layer on RGB): a tap's few multiply-adds
-   * do not pay for finding its input pixel; im2col over a wider row does better there */
+   * do not pay for finding its input pixel, unless the taps along the last spatial dim
+   * merge into one run (kiln_pass_conv_merges_taps; the layout pass pads for it) */
   int32_t sd = n->shape.rank - 2;
   const kiln_shape *xs = &g->nodes[n->in[0]].shape;
   return d->gemm_generated && n->op == KILN_OP_conv_cl && kiln_pass_conv_is_gemm(g, n) && n->dtype == KILN_F32 &&
-         g->nodes[n->in[1]].op == KILN_OP_constant && sd >= 1 && sd <= 3 && xs->dims[xs->rank - 1] >= 8;
+         g->nodes[n->in[1]].op == KILN_OP_constant && sd >= 1 && sd <= 3 &&
+         (xs->dims[xs->rank - 1] >= 8 || kiln_pass_conv_merges_taps(g, n));
 }
 
 int32_t kiln_pass_cl_source(const kiln_graph *g, const kiln_node *n) {

@@ -7,7 +7,9 @@
  * (permuted at compile time when they are constants), output [N, spatial..., Co]. Its
  * im2col rows are then runs of contiguous channels, and a 1x1 convolution needs no im2col
  * at all. Depthwise-like convolutions (direct loops) follow too: their innermost loop then
- * runs over contiguous channels. Elementwise ops with a channels-last operand and pools of
+ * runs over contiguous channels (a direct one with few input channels reads its taps along
+ * the last spatial dim as one run: its padding along that dim becomes a pad of its input,
+ * pad_for_merged_taps). Elementwise ops with a channels-last operand and pools of
  * a channels-last input stay channels last, so the layout changes only where a value
  * leaves that region (a graph input or output, a reduction, a reshape): there a permute,
  * which fusion inlines into the consumer as index arithmetic. A convolution entering the
@@ -198,6 +200,30 @@ static int32_t cl_weights(cl_state *c, int32_t w) {
   return c->w_cl[w] = permuted(c, w, perm);
 }
 
+/* A direct convolution of few input channels (an RGB first layer) reads the taps along
+ * its last spatial dim as one run of adjacent pixels, which padding along that dim would
+ * break: the input is padded along it instead (a pad the permute's kernel writes), and the
+ * conv's own padding there becomes 0 (kiln_pass_conv_merges_taps). *x and *a are the
+ * conv_cl's input and attributes; false when an append failed. */
+static bool pad_for_merged_taps(cl_state *c, const kiln_pass_target *t, const kiln_node *nd, int32_t w_cl,
+                                int32_t *x, kiln_attrs *a) {
+  kiln_graph *g = c->s.g;
+  int32_t r = nd->shape.rank, w = r - 3;
+  int64_t ci = nd->n_in > 1 ? g->nodes[nd->in[1]].shape.dims[1] : 0, kw = g->nodes[w_cl].shape.dims[w];
+  if (!t->desc.gemm_generated || nd->dtype != KILN_F32 || nd->n_in != 2 || nd->a.groups > 1 || ci >= 8 || kw < 2 || ci * kw < 8 ||
+      a->dilations[w] != 1 || (a->lo[w] == 0 && a->hi[w] == 0) || a->lo[w] < 0 || a->hi[w] < 0 ||
+      g->nodes[w_cl].op != KILN_OP_constant)
+    return true;
+  kiln_attrs pa = {0};
+  pa.lo[r - 2] = a->lo[w], pa.hi[r - 2] = a->hi[w], pa.value = 0;
+  kiln_shape sh = g->nodes[*x].shape;
+  sh.dims[r - 2] += a->lo[w] + a->hi[w];
+  int32_t p = append(&c->s, KILN_OP_pad, nd->dtype, &sh, 1, x, &pa, nd->name);
+  if (p < 0) return false;
+  *x = p, a->lo[w] = a->hi[w] = 0;
+  return true;
+}
+
 /* Union-find over the nodes that want channels last; a root's entry sums its region. */
 typedef struct cl_region {
   int32_t up;
@@ -254,7 +280,7 @@ static void choose_cl(const kiln_graph *g, uint8_t *want, cl_region *r) {
   for (int32_t v = 0; v < n; v++) want[v] = want[v] && region_pays(&r[find_root(r, v)]);
 }
 
-static kiln_status channels_last(kiln_graph *g, kiln_diag *d) {
+static kiln_status channels_last(kiln_graph *g, const kiln_pass_target *t, kiln_diag *d) {
   int32_t n = g->n_nodes;
   if (n == 0) return KILN_OK;
   int32_t *work = kiln_ir_malloc(g->alloc, sizeof(int32_t) * 4 * (size_t)n + (size_t)n);
@@ -279,15 +305,16 @@ static kiln_status channels_last(kiln_graph *g, kiln_diag *d) {
     KILN_ASSERT(nd.n_in <= 3);
     for (int32_t j = 0; j < nd.n_in; j++)
       in[j] = op == KILN_OP_conv_cl && j == 1 ? cl_weights(&c, nd.in[1]) : as_cl(&c, nd.in[j]);
-    if (c.s.failed) break;
+    kiln_attrs ca = nd.a;
+    if (c.s.failed || (op == KILN_OP_conv_cl && !pad_for_merged_taps(&c, t, &nd, in[1], &in[0], &ca))) break;
     kiln_attrs pa = {0};
     kiln_cl_perm(nd.shape.rank, true, pa.perm);
     kiln_shape sh = kiln_shape_permuted(&nd.shape, pa.perm);
-    int32_t t = append(&c.s, op, nd.dtype, &sh, nd.n_in, in, &nd.a, nd.name);
-    if (t < 0) break;
-    c.cl_of[v] = t;
+    int32_t cl = append(&c.s, op, nd.dtype, &sh, nd.n_in, in, &ca, nd.name);
+    if (cl < 0) break;
+    c.cl_of[v] = cl;
     kiln_cl_perm(nd.shape.rank, false, pa.perm);
-    int32_t back = append(&c.s, KILN_OP_permute, nd.dtype, &nd.shape, 1, &t, &pa, nd.name);
+    int32_t back = append(&c.s, KILN_OP_permute, nd.dtype, &nd.shape, 1, &cl, &pa, nd.name);
     if (back < 0) break;
     repl[v] = back; /* channels-first readers see the twin through a permute */
     any = true;
@@ -299,7 +326,7 @@ static kiln_status channels_last(kiln_graph *g, kiln_diag *d) {
 
 kiln_status kiln_pass_layout(kiln_graph *g, const kiln_pass_target *t, kiln_diag *d) {
   if (t && t->desc.conv_channels_last && t->fusion == KILN_FUSION_FULL) {
-    kiln_status st = channels_last(g, d);
+    kiln_status st = channels_last(g, t, d);
     if (st != KILN_OK) return st;
   }
   /* Each sweep moves every permute it can by one op and removes at least one permute per

@@ -424,6 +424,8 @@ void kiln_lower_conv_cl_gemm(lower_ctx *c, int32_t v) {
       gd->conv_in[d] = xs->dims[1 + d], gd->conv_out[d] = n->shape.dims[1 + d], gd->conv_k[d] = ws->dims[d];
       gd->conv_stride[d] = n->a.strides[d], gd->conv_dil[d] = n->a.dilations[d], gd->conv_lo[d] = n->a.lo[d];
     }
+    if (kiln_pass_conv_merges_taps(c->g, n)) /* the last dim's taps: one run of kw pixels */
+      gd->conv_ci = Ci * gd->conv_k[sd - 1], gd->conv_k[sd - 1] = 1;
   } else {
     gd->m = P;
     if (N != 1) gd->n_batch = 1, gd->batch[0] = N, gd->c_bstride[0] = P * Co;

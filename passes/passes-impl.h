@@ -46,6 +46,10 @@ int32_t kiln_pass_cl_source(const kiln_graph *g, const kiln_node *n);
  * f32, constant weights, 1 to 3 spatial dims, at least 8 input channels): its input is then a buffer of its own, the
  * channels-last copy where it enters the region (one pass, instead of an im2col). */
 bool kiln_pass_conv_direct(const kiln_graph *g, const kiln_node *n, const kiln_target_desc *d);
+/* conv_cl n has fewer than 8 input channels and its taps along the last spatial dim read
+ * adjacent pixels (dilation 1, no padding along that dim): a direct convolution reads
+ * those kw taps as one run of kw * Ci contiguous elements (an RGB network's first layer). */
+bool kiln_pass_conv_merges_taps(const kiln_graph *g, const kiln_node *n);
 /* GEMM tiles (schedule.c): how many of n_units (output rows of a convolution's im2col,
  * rows of A) of unit_bytes each one pack tile holds: within the target's pack_tile_bytes
  * (a tile is multiplied while it is in cache), the tiles as even as that allows (no small

@@ -304,7 +304,7 @@ static void gemm_tasks(const kiln_gemm_desc *g, int64_t n_micro, int64_t np, int
   int64_t batches = 1, a_bytes = g->m * g->k * 4, b_bytes = g->k * np * w * 4;
   for (int32_t i = 0; i < g->n_batch; i++) batches *= g->batch[i];
   if (g->conv_rank) {
-    a_bytes = g->conv_ci * 4;
+    a_bytes = g->lda * 4;
     for (int32_t d = 0; d < g->conv_rank; d++) a_bytes *= g->conv_in[d];
   }
   double best = -1;

@@ -10,7 +10,8 @@ Targets (all at --fusion full):
   resnet-kernels             resnet18 (PyTorch export): kernels <= Conv + MaxPool +
                              GlobalAveragePool + Gemm nodes of the ONNX graph (one kernel
                              per convolution with BN folded and ReLU/residual fused, plus
-                             pooling and the classifier)
+                             pooling and the classifier), + 1: the input image's copy to
+                             channels last, which the direct first layer reads
   resnet50-arena             the ResNet-50-shaped network of gen_resnet50.py:
                              arena_bytes <= 3 x its largest activation (the largest
                              intermediate value, by onnx shape inference)
@@ -240,14 +241,15 @@ def main():
         ops = op_counts(m18)
         parts = [(op, ops.get(op, 0)) for op in
                  ("Conv", "MaxPool", "AveragePool", "GlobalAveragePool", "Gemm")]
-        target = sum(n for _, n in parts)
+        target = sum(n for _, n in parts) + 1  # + the input's layout copy
         b = bench(kiln, r18, "full")
         ks, how = kernel_list(kiln, r18, use_report)
         got = breakdown(ks, m18, ["Gemm", "Conv", "MaxPool", "AveragePool",
                                   "GlobalAveragePool"])
         report(b["kernels"] <= target, "resnet-kernels",
                f"resnet18: measured {b['kernels']} kernels, target <= {target} = "
-               f"{' + '.join(f'{n} {op}' for op, n in parts if n)} (ONNX nodes); kernels "
+               f"{' + '.join(f'{n} {op}' for op, n in parts if n)} (ONNX nodes) + 1 input "
+               f"layout copy; kernels "
                f"by the op they are built around, from {how}: "
                f"{', '.join(f'{op} {n}' for op, n in sorted(got.items()))}")
         if len(ks) != b["kernels"]:

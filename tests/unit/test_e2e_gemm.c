@@ -197,6 +197,35 @@ Test(e2e_gemm, direct_convolutions) {
   }
 }
 
+/* A first layer on few input channels (RGB) runs as a direct convolution whose taps along
+ * the last spatial dim merge into one run of kw * ci contiguous inputs (the layout pass
+ * pads the input along that dim instead of the conv); with dilation there it cannot, and
+ * stays the library path. Each first layer is followed by a 1x1 conv (a region of two). */
+Test(e2e_gemm, first_layers_merge_their_taps) {
+  static const struct {
+    int32_t sd;
+    int64_t ci, co, size, k, stride, dil, pad;
+    int generated;
+  } cases[] = {
+      {2, 3, 64, 23, 7, 2, 1, 3, 2}, {2, 3, 32, 17, 3, 2, 1, 1, 2}, {1, 2, 40, 30, 5, 1, 1, 2, 2},
+      {3, 3, 32, 6, 3, 1, 1, 1, 2},  {2, 4, 33, 9, 2, 1, 1, 0, 2},  {2, 3, 32, 11, 3, 1, 2, 2, 1},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    char what[128];
+    snprintf(what, sizeof what, "first layer conv%dd ci %lld co %lld size %lld k %lld stride %lld dilation %lld pad %lld",
+             cases[i].sd, (long long)cases[i].ci, (long long)cases[i].co, (long long)cases[i].size, (long long)cases[i].k,
+             (long long)cases[i].stride, (long long)cases[i].dil, (long long)cases[i].pad);
+    kiln_graph *g = conv(cases[i].sd, cases[i].ci, cases[i].co, cases[i].size, cases[i].k, cases[i].stride,
+                         cases[i].dil, cases[i].pad, 300 + i);
+    e2e_rng r = {400 + i};
+    int64_t wd[5] = {cases[i].co, cases[i].co, 1, 1, 1}, one[3] = {1, 1, 1}, zero[3] = {0};
+    g->outputs[0].node = kiln_ir_conv(g, g->outputs[0].node, rand_const(g, &r, 2 + cases[i].sd, wd, "w2"), one, one,
+                                      zero, zero, 1, "conv2");
+    cr_expect_eq(run_and_compare(g, 500 + i, what), cases[i].generated, "%s: generated GEMMs", what);
+    kiln_ir_graph_destroy(g);
+  }
+}
+
 /* Exported for named x86-64 CPUs, the engine takes their vector registers (x86-64: SSE,
  * 4 floats, 16 registers; x86-64-v3: AVX2, 8 floats, 16 registers): the portable paths,
  * run on this host (which has at least their features, checked) against the interpreter. */
