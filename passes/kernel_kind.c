@@ -27,11 +27,15 @@ bool kiln_pass_is_gemm(const kiln_graph *g, int32_t v) {
   return kiln_pass_dot_is_gemm(&g->nodes[v]) || kiln_pass_conv_is_gemm(g, &g->nodes[v]);
 }
 
+bool kiln_pass_taps_can_merge(int64_t ci, int64_t kw, int64_t dilation) {
+  return ci < 8 && kw > 1 && ci * kw >= 8 && dilation == 1;
+}
+
 bool kiln_pass_conv_merges_taps(const kiln_graph *g, const kiln_node *n) {
   int32_t sd = n->shape.rank - 2, w = sd - 1;
   if (n->op != KILN_OP_conv_cl || sd < 1) return false;
   int64_t ci = g->nodes[n->in[0]].shape.dims[n->shape.rank - 1], kw = g->nodes[n->in[1]].shape.dims[w];
-  return ci < 8 && kw > 1 && ci * kw >= 8 && n->a.dilations[w] == 1 && n->a.lo[w] == 0 && n->a.hi[w] == 0;
+  return kiln_pass_taps_can_merge(ci, kw, n->a.dilations[w]) && n->a.lo[w] == 0 && n->a.hi[w] == 0;
 }
 
 bool kiln_pass_conv_direct(const kiln_graph *g, const kiln_node *n, const kiln_target_desc *d) {

@@ -210,9 +210,9 @@ static bool pad_for_merged_taps(cl_state *c, const kiln_pass_target *t, const ki
   kiln_graph *g = c->s.g;
   int32_t r = nd->shape.rank, w = r - 3;
   int64_t ci = nd->n_in > 1 ? g->nodes[nd->in[1]].shape.dims[1] : 0, kw = g->nodes[w_cl].shape.dims[w];
-  if (!t->desc.gemm_generated || nd->dtype != KILN_F32 || nd->n_in != 2 || nd->a.groups > 1 || ci >= 8 || kw < 2 || ci * kw < 8 ||
-      a->dilations[w] != 1 || (a->lo[w] == 0 && a->hi[w] == 0) || a->lo[w] < 0 || a->hi[w] < 0 ||
-      g->nodes[w_cl].op != KILN_OP_constant)
+  if (!t->desc.gemm_generated || nd->dtype != KILN_F32 || nd->n_in != 2 || nd->a.groups > 1 ||
+      !kiln_pass_taps_can_merge(ci, kw, a->dilations[w]) || (a->lo[w] == 0 && a->hi[w] == 0) || a->lo[w] < 0 ||
+      a->hi[w] < 0 || g->nodes[w_cl].op != KILN_OP_constant)
     return true;
   kiln_attrs pa = {0};
   pa.lo[r - 2] = a->lo[w], pa.hi[r - 2] = a->hi[w], pa.value = 0;

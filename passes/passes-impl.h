@@ -50,6 +50,9 @@ bool kiln_pass_conv_direct(const kiln_graph *g, const kiln_node *n, const kiln_t
  * adjacent pixels (dilation 1, no padding along that dim): a direct convolution reads
  * those kw taps as one run of kw * Ci contiguous elements (an RGB network's first layer). */
 bool kiln_pass_conv_merges_taps(const kiln_graph *g, const kiln_node *n);
+/* ... the part of that which padding does not decide: ci input channels, kw taps along the
+ * last spatial dim, its dilation. */
+bool kiln_pass_taps_can_merge(int64_t ci, int64_t kw, int64_t dilation);
 /* GEMM tiles (schedule.c): how many of n_units (output rows of a convolution's im2col,
  * rows of A) of unit_bytes each one pack tile holds: within the target's pack_tile_bytes
  * (a tile is multiplied while it is in cache), the tiles as even as that allows (no small

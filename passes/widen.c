@@ -22,7 +22,15 @@
 
 #include <math.h>
 
-enum { BOUND_DEPTH = 32 };
+/* How deep the bound looks through an operand's producers. add/sub branch, so the walk is
+ * at most 2^BOUND_DEPTH calls on a DAG that shares nodes; quantized operands are a cast, a
+ * zero-point subtraction and a few movement ops deep. */
+enum { BOUND_DEPTH = 10 };
+
+/* [lo, hi] lies within integer dtype dt, so a node of dt holding it does not wrap. */
+static bool holds(kiln_dtype dt, double lo, double hi) {
+  return dt == KILN_I64 || (dt == KILN_I32 && lo >= -2147483648.0 && hi <= 2147483647.0);
+}
 
 /* [lo, hi] holds every value of integer node v; false when no bound is known. */
 static bool int_range(const kiln_graph *g, int32_t v, int depth, double *lo, double *hi) {
@@ -49,7 +57,7 @@ static bool int_range(const kiln_graph *g, int32_t v, int depth, double *lo, dou
     if (from == KILN_BOOL) return *lo = 0, *hi = 1, true;
     /* a wider integer: its bound holds if the cast cannot wrap it */
     if (!kiln_dtype_is_int(from) || !int_range(g, n->in[0], depth + 1, lo, hi)) return false;
-    return n->dtype == KILN_I64 || (n->dtype == KILN_I32 && *lo >= -2147483648.0 && *hi <= 2147483647.0);
+    return holds(n->dtype, *lo, *hi);
   }
   case KILN_OP_broadcast:
   case KILN_OP_reshape:
@@ -65,8 +73,7 @@ static bool int_range(const kiln_graph *g, int32_t v, int depth, double *lo, dou
     if (!int_range(g, n->in[0], depth + 1, &l1, &h1) || !int_range(g, n->in[1], depth + 1, &l2, &h2)) return false;
     if (n->op == KILN_OP_add) *lo = l1 + l2, *hi = h1 + h2;
     else *lo = l1 - h2, *hi = h1 - l2;
-    /* the bound must also hold for the node's own (wrapping) dtype */
-    return n->dtype == KILN_I64 || (n->dtype == KILN_I32 && *lo >= -2147483648.0 && *hi <= 2147483647.0);
+    return holds(n->dtype, *lo, *hi); /* the node's own (wrapping) dtype must hold it */
   default:
     return false;
   }
